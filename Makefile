@@ -1,0 +1,36 @@
+# Every target sets itself up: a .venv with candiag and what the target needs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: all demo test lint bench test-socketcan soak clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,lint]'
+	touch $(STAMP)
+
+## demo: the daemon against the built-in simulated charger (Ctrl-C to stop)
+demo: $(STAMP)
+	$(VENV)/bin/candiag demo $(DEMO_ARGS)
+
+## test: unit and end-to-end tests (fast ones first)
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+## lint: ruff and mypy (strict)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check candiag tests bench hil
+	$(VENV)/bin/ruff format --check candiag tests bench hil
+	$(VENV)/bin/mypy
+
+## bench: throughput, ratio and memory benchmarks (prints figures)
+bench: $(STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache .hypothesis

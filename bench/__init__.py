@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): speed ratios, throughput and memory, printed as figures."""

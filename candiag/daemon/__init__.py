@@ -1,0 +1,1 @@
+"""The daemon: configuration loading/validation and ``candiag run``."""

@@ -1,0 +1,1 @@
+"""Decoding: DBC loading with address masks, and the vectorized batch decoder."""

@@ -1,0 +1,1 @@
+"""Diagnosis: rules turning health state into findings with evidence, causes and fixes."""

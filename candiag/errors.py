@@ -1,0 +1,101 @@
+"""The one exception hierarchy of candiag.
+
+Every error a user can cause (a bad file, a bad config, an adapter that is not
+there) is a :class:`CandiagError` whose message says *what* is wrong, *where*
+(file:line, key path, device) and *how to fix it*.  The CLI catches only
+``CandiagError`` and prints its message without a traceback; anything else is a
+bug and keeps its traceback.
+
+::
+
+    CandiagError
+    ├── InputError                  bad user input (files, arguments)
+    │   ├── CaptureError            unreadable/empty capture file
+    │   ├── DbcError                DBC that does not parse or is inconsistent
+    │   ├── ConfigError             config file invalid (carries all problems)
+    │   └── ProfileError            meter profile invalid
+    ├── SafetyError                 a request that would transmit on CAN or
+    │                               write on Modbus (never allowed)
+    ├── LinkError                   a bus or port that cannot be used
+    │   ├── BusUnavailableError     CAN interface missing / lost / bus-off
+    │   └── PortUnavailableError    serial port missing / lost
+    └── RecordingError              a capture can no longer be written
+
+Example scenarios: a DBC with a syntax error → ``DbcError("dbc/x.dbc:12: ...")``;
+``check-config`` finding three problems → one ``ConfigError`` listing all three
+with key paths; a Modbus profile asking for function code 6 → ``SafetyError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class CandiagError(Exception):
+    """Base class of every error candiag reports to a user."""
+
+    exit_code: int = 1
+
+
+class InputError(CandiagError):
+    """User-supplied input (file, argument) is invalid."""
+
+    exit_code = 2
+
+
+class CaptureError(InputError):
+    """A capture file is empty, unreadable or in an unknown format."""
+
+
+class DbcError(InputError):
+    """A DBC file does not parse or declares something candiag cannot use."""
+
+
+class ProfileError(InputError):
+    """A Modbus meter profile is invalid."""
+
+
+class ConfigError(InputError):
+    """A configuration file is invalid.
+
+    Carries every problem found (not just the first) so that one
+    ``check-config`` run lists all of them.
+    """
+
+    def __init__(self, problems: Sequence[str] | str, path: str | None = None) -> None:
+        self.problems: list[str] = [problems] if isinstance(problems, str) else list(problems)
+        self.path = path
+        head = f"{path}: " if path else ""
+        if len(self.problems) == 1:
+            message = head + self.problems[0]
+        else:
+            message = head + f"{len(self.problems)} problems:\n" + "\n".join(
+                f"  - {p}" for p in self.problems
+            )
+        super().__init__(message)
+
+
+class SafetyError(CandiagError):
+    """Something asked candiag to transmit on CAN or write on Modbus."""
+
+    exit_code = 2
+
+
+class LinkError(CandiagError):
+    """A bus or port cannot be used (missing, lost, in bus-off)."""
+
+    exit_code = 3
+
+
+class BusUnavailableError(LinkError):
+    """A CAN interface is missing, went down, or raised bus-off."""
+
+
+class PortUnavailableError(LinkError):
+    """A serial port or Modbus gateway cannot be opened or was lost."""
+
+
+class RecordingError(CandiagError):
+    """A capture file can no longer be written (disk full, permission)."""
+
+    exit_code = 4

@@ -1,0 +1,301 @@
+"""The frame batch: candiag's one in-memory representation of CAN traffic.
+
+Everything downstream (decoder, health windows, bus load, node tracking) works
+on a :class:`FrameBatch`, a struct of numpy arrays, so per-frame Python is
+confined to the edge where frames arrive one by one (a live python-can bus).
+Captures are parsed straight into batches; live buses are accumulated into
+batches by :class:`BatchBuilder`.
+
+Conventions (kept exactly, whatever the source):
+
+* ``can_id`` holds the identifier **without** flag bits: 11 or 29 bits for data
+  and remote frames, and the SocketCAN error-class bits (``CAN_ERR_MASK``) for
+  error frames.  Whether a frame is extended, remote, error or FD is in
+  ``flags`` only, so an error frame with class ``0x040`` can never be mistaken
+  for message ``0x040``.
+* ``dlc`` is the payload length in **bytes** (0..8 classic, up to 64 FD).  A
+  remote frame keeps its requested DLC, with no data bytes on the wire.
+* ``data`` is ``uint8[n, width]`` (width 8, or 64 once an FD frame is present),
+  zero-padded beyond ``dlc``.
+* ``channel`` indexes ``channels`` (e.g. ``["can0", "can1"]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import can
+
+# SocketCAN can_id flag bits (linux/can.h).
+CAN_EFF_FLAG = 0x80000000
+CAN_RTR_FLAG = 0x40000000
+CAN_ERR_FLAG = 0x20000000
+CAN_EFF_MASK = 0x1FFFFFFF
+CAN_SFF_MASK = 0x000007FF
+CAN_ERR_MASK = 0x1FFFFFFF
+
+# FrameBatch.flags bits.
+FLAG_EXTENDED = np.uint8(0x01)
+FLAG_REMOTE = np.uint8(0x02)
+FLAG_ERROR = np.uint8(0x04)
+FLAG_FD = np.uint8(0x08)
+FLAG_BRS = np.uint8(0x10)
+FLAG_ESI = np.uint8(0x20)
+
+CLASSIC_WIDTH = 8
+FD_WIDTH = 64
+
+# CAN FD DLC code -> length in bytes.
+FD_DLC_TO_LEN = (0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 24, 32, 48, 64)
+
+F64 = npt.NDArray[np.float64]
+U32 = npt.NDArray[np.uint32]
+U8 = npt.NDArray[np.uint8]
+I16 = npt.NDArray[np.int16]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass
+class FrameBatch:
+    """A batch of CAN frames as parallel numpy arrays (see module docstring)."""
+
+    timestamp: F64
+    can_id: U32
+    flags: U8
+    dlc: U8
+    data: U8
+    channel: I16
+    channels: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = self.timestamp.shape[0]
+        for name in ("can_id", "flags", "dlc", "channel"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"FrameBatch.{name} must have shape ({n},)")
+        if self.data.ndim != 2 or self.data.shape[0] != n:
+            raise ValueError(f"FrameBatch.data must have shape ({n}, width)")
+
+    def __len__(self) -> int:
+        return int(self.timestamp.shape[0])
+
+    # -- masks -----------------------------------------------------------------
+    @property
+    def is_error(self) -> BoolArray:
+        return (self.flags & FLAG_ERROR) != 0
+
+    @property
+    def is_remote(self) -> BoolArray:
+        return ((self.flags & FLAG_REMOTE) != 0) & ~self.is_error
+
+    @property
+    def is_data(self) -> BoolArray:
+        return (self.flags & (FLAG_ERROR | FLAG_REMOTE)) == 0
+
+    @property
+    def is_extended(self) -> BoolArray:
+        return (self.flags & FLAG_EXTENDED) != 0
+
+    @property
+    def is_fd(self) -> BoolArray:
+        return (self.flags & FLAG_FD) != 0
+
+    # -- construction / slicing ------------------------------------------------
+    @classmethod
+    def empty(cls, width: int = CLASSIC_WIDTH, channels: Sequence[str] = ()) -> FrameBatch:
+        return cls(
+            timestamp=np.empty(0, np.float64),
+            can_id=np.empty(0, np.uint32),
+            flags=np.empty(0, np.uint8),
+            dlc=np.empty(0, np.uint8),
+            data=np.empty((0, width), np.uint8),
+            channel=np.empty(0, np.int16),
+            channels=list(channels),
+        )
+
+    def take(self, index: npt.NDArray[np.intp] | BoolArray | slice) -> FrameBatch:
+        """Sub-batch by boolean mask, index array or slice (channels shared)."""
+        return FrameBatch(
+            timestamp=self.timestamp[index],
+            can_id=self.can_id[index],
+            flags=self.flags[index],
+            dlc=self.dlc[index],
+            data=self.data[index],
+            channel=self.channel[index],
+            channels=self.channels,
+        )
+
+    @classmethod
+    def concat(cls, batches: Sequence[FrameBatch]) -> FrameBatch:
+        """Concatenate batches, merging their channel tables."""
+        batches = [b for b in batches if len(b)] or list(batches[:1])
+        if not batches:
+            return cls.empty()
+        channels: list[str] = []
+        remapped: list[I16] = []
+        for b in batches:
+            lut = np.array([_index_of(channels, c) for c in b.channels] or [0], np.int16)
+            remapped.append(lut[b.channel] if len(b) else b.channel)
+        width = max(b.data.shape[1] for b in batches)
+        data = np.concatenate([_widen(b.data, width) for b in batches])
+        return cls(
+            timestamp=np.concatenate([b.timestamp for b in batches]),
+            can_id=np.concatenate([b.can_id for b in batches]),
+            flags=np.concatenate([b.flags for b in batches]),
+            dlc=np.concatenate([b.dlc for b in batches]),
+            data=data,
+            channel=np.concatenate(remapped),
+            channels=channels,
+        )
+
+    @classmethod
+    def from_messages(
+        cls, messages: Iterable[can.Message], default_channel: str = "can0"
+    ) -> FrameBatch:
+        """Build a batch from python-can messages (the live-bus edge).
+
+        python-can reports SocketCAN error frames with the class bits in
+        ``arbitration_id`` and 8 payload bytes; they are kept as they are.
+        """
+        builder = BatchBuilder(default_channel=default_channel)
+        for msg in messages:
+            builder.add(msg)
+        return builder.build()
+
+    def to_messages(self) -> list[can.Message]:
+        """Convert back to python-can messages (simulator, tests, other writers)."""
+        import can
+
+        out: list[can.Message] = []
+        for i in range(len(self)):
+            f = int(self.flags[i])
+            n = int(self.dlc[i])
+            remote = bool(f & FLAG_REMOTE)
+            out.append(
+                can.Message(
+                    timestamp=float(self.timestamp[i]),
+                    arbitration_id=int(self.can_id[i]),
+                    is_extended_id=bool(f & FLAG_EXTENDED),
+                    is_remote_frame=remote,
+                    is_error_frame=bool(f & FLAG_ERROR),
+                    is_fd=bool(f & FLAG_FD),
+                    bitrate_switch=bool(f & FLAG_BRS),
+                    error_state_indicator=bool(f & FLAG_ESI),
+                    dlc=n,
+                    data=b"" if remote else bytes(self.data[i, :n]),
+                    channel=self.channels[int(self.channel[i])] if self.channels else None,
+                    check=False,
+                )
+            )
+        return out
+
+
+def _index_of(items: list[str], item: str) -> int:
+    try:
+        return items.index(item)
+    except ValueError:
+        items.append(item)
+        return len(items) - 1
+
+
+def _widen(data: U8, width: int) -> U8:
+    if data.shape[1] == width:
+        return data
+    out = np.zeros((data.shape[0], width), np.uint8)
+    out[:, : data.shape[1]] = data
+    return out
+
+
+class BatchBuilder:
+    """Accumulates python-can messages into a :class:`FrameBatch`.
+
+    This is the only per-frame Python on the live path: it appends to
+    preallocated arrays and does nothing else, so the cost per frame stays
+    close to python-can's own receive cost.
+    """
+
+    def __init__(self, capacity: int = 4096, default_channel: str = "can0") -> None:
+        self._cap = capacity
+        self._default_channel = default_channel
+        self._channels: list[str] = []
+        self._channel_index: dict[object, int] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        cap = self._cap
+        self._n = 0
+        self._ts = np.empty(cap, np.float64)
+        self._id = np.empty(cap, np.uint32)
+        self._flags = np.empty(cap, np.uint8)
+        self._dlc = np.empty(cap, np.uint8)
+        self._data = np.zeros((cap, CLASSIC_WIDTH), np.uint8)
+        self._chan = np.empty(cap, np.int16)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _grow(self) -> None:
+        cap = self._cap * 2
+        for name in ("_ts", "_id", "_flags", "_dlc", "_chan"):
+            old = getattr(self, name)
+            new = np.empty(cap, old.dtype)
+            new[: self._n] = old[: self._n]
+            setattr(self, name, new)
+        data = np.zeros((cap, self._data.shape[1]), np.uint8)
+        data[: self._n] = self._data[: self._n]
+        self._data = data
+        self._cap = cap
+
+    def add(self, msg: can.Message) -> None:
+        i = self._n
+        if i == self._cap:
+            self._grow()
+        self._ts[i] = msg.timestamp
+        self._id[i] = msg.arbitration_id
+        flags = 0
+        if msg.is_error_frame:
+            flags = 0x04
+        else:
+            if msg.is_extended_id:
+                flags |= 0x01
+            if msg.is_remote_frame:
+                flags |= 0x02
+        if msg.is_fd:
+            flags |= 0x08 | (0x10 if msg.bitrate_switch else 0) | (
+                0x20 if msg.error_state_indicator else 0
+            )
+        self._flags[i] = flags
+        payload = msg.data
+        n = len(payload) if not msg.is_remote_frame else msg.dlc
+        self._dlc[i] = n
+        if payload:
+            if len(payload) > self._data.shape[1]:
+                self._data = _widen(self._data, FD_WIDTH)
+            self._data[i, : len(payload)] = np.frombuffer(bytes(payload), np.uint8)
+        ch = msg.channel
+        idx = self._channel_index.get(ch)
+        if idx is None:
+            idx = _index_of(self._channels, str(ch) if ch is not None else self._default_channel)
+            self._channel_index[ch] = idx
+        self._chan[i] = idx
+        self._n = i + 1
+
+    def build(self) -> FrameBatch:
+        """Return the accumulated frames and start a new, empty batch."""
+        n = self._n
+        batch = FrameBatch(
+            timestamp=self._ts[:n].copy(),
+            can_id=self._id[:n].copy(),
+            flags=self._flags[:n].copy(),
+            dlc=self._dlc[:n].copy(),
+            data=self._data[:n].copy(),
+            channel=self._chan[:n].copy(),
+            channels=list(self._channels),
+        )
+        self._reset()
+        return batch

@@ -1,0 +1,1 @@
+"""Prometheus export: custom collectors over consistent snapshots, and the secured HTTP endpoint."""

@@ -1,0 +1,1 @@
+"""The simulated reference charger: the only code in candiag that transmits on a CAN bus."""
