@@ -1,0 +1,217 @@
+"""CAN controller bus state (error-active/-warning/-passive, bus-off) tracked from evidence.
+
+Owns the state machine fed by error frames (and, through :meth:`BusStateTracker.observe`,
+by other sources: netlink link statistics, PCAN status codes, the daemon's "down").
+Drivers report state **only on transitions** (can-bus.md §1.4), so the last known state is
+kept until new evidence arrives; a bus that never reported anything is assumed
+error-active.
+
+Evidence from one error frame, most significant first: ``bus_off`` class → bus-off;
+``restarted`` class → error-active; controller data[1] passive bits → error-passive,
+warning bits → error-warning, ``active`` (back to error-active) → error-active; otherwise
+the TEC/REC carried with ``CAN_ERR_CNT`` against the thresholds 96/128/256
+(``CAN_ERROR_WARNING_THRESHOLD`` ...).  Frames with none of these (e.g. a plain protocol
+error) leave the state alone.
+
+Vectorized: each error frame gets an implied state (or "none"); the last implied state
+wins and the time in each state is a bincount of the intervals between evidence frames.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from candiag.health.errorframes import (
+    CAN_ERR_BUSOFF,
+    CAN_ERR_CNT,
+    CAN_ERR_CRTL,
+    CAN_ERR_RESTARTED,
+)
+from candiag.ingest.frames import FrameBatch
+
+BUS_STATES: tuple[str, ...] = ("error_active", "error_warning", "error_passive", "bus_off", "down")
+ERROR_ACTIVE, ERROR_WARNING, ERROR_PASSIVE, BUS_OFF, DOWN = range(5)
+NO_EVIDENCE = -1
+
+WARNING_THRESHOLD = 96
+PASSIVE_THRESHOLD = 128
+BUS_OFF_THRESHOLD = 256
+
+_CRTL_WARNING = 0x04 | 0x08
+_CRTL_PASSIVE = 0x10 | 0x20
+_CRTL_ACTIVE = 0x40
+
+
+def state_from_counters(tec: npt.ArrayLike, rec: npt.ArrayLike) -> npt.NDArray[np.int8]:
+    """State implied by TEC/REC (0-95 active, 96-127 warning, 128-255 passive, >=256 bus-off)."""
+    worst = np.maximum(np.asarray(tec, np.int32), np.asarray(rec, np.int32))
+    out = np.full(worst.shape, ERROR_ACTIVE, np.int8)
+    out[worst >= WARNING_THRESHOLD] = ERROR_WARNING
+    out[worst >= PASSIVE_THRESHOLD] = ERROR_PASSIVE
+    # REC stops at 127/128 in most controllers; only TEC reaches the bus-off threshold.
+    out[np.asarray(tec, np.int32) >= BUS_OFF_THRESHOLD] = BUS_OFF
+    return out
+
+
+def implied_states(
+    can_id: npt.NDArray[np.uint32], data: npt.NDArray[np.uint8]
+) -> npt.NDArray[np.int8]:
+    """Per error frame: the state it implies, or ``NO_EVIDENCE`` (-1)."""
+    out = np.full(can_id.shape, NO_EVIDENCE, np.int8)
+    # Assigned from the weakest evidence to the strongest, so the strongest wins.
+    has_cnt = (can_id & CAN_ERR_CNT) != 0
+    out[has_cnt] = state_from_counters(data[has_cnt, 6], data[has_cnt, 7])
+    crtl = (can_id & CAN_ERR_CRTL) != 0
+    ctl_byte = data[:, 1]
+    out[crtl & ((ctl_byte & _CRTL_ACTIVE) != 0)] = ERROR_ACTIVE
+    out[crtl & ((ctl_byte & _CRTL_WARNING) != 0)] = ERROR_WARNING
+    out[crtl & ((ctl_byte & _CRTL_PASSIVE) != 0)] = ERROR_PASSIVE
+    out[(can_id & CAN_ERR_RESTARTED) != 0] = ERROR_ACTIVE
+    out[(can_id & CAN_ERR_BUSOFF) != 0] = BUS_OFF
+    return out
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """One transition, with the evidence that caused it."""
+
+    timestamp: float
+    old: str
+    new: str
+    source: str  # "error_frame", "netlink", "pcan", "daemon"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "timestamp": self.timestamp,
+            "from": self.old,
+            "to": self.new,
+            "source": self.source,
+        }
+
+
+class BusStateTracker:
+    """Current bus state, bus-off events, restarts and time spent in each state.
+
+    Time is frame time (captures) or wall time (live, via :meth:`advance`): every update
+    first accounts the time from the last accounted instant up to the new evidence.
+    """
+
+    def __init__(self, keep_changes: int = 100) -> None:
+        self.state: int = ERROR_ACTIVE
+        self.state_since: float | None = None
+        self.bus_off_events = 0
+        self.restarts = 0
+        self.seconds_in_state = np.zeros(len(BUS_STATES), np.float64)
+        self.changes: deque[StateChange] = deque(maxlen=keep_changes)
+        self.transitions = 0
+        self._clock: float | None = None  # the instant up to which time is accounted
+        self.tec: int | None = None
+        self.rec: int | None = None
+        self.sources: set[str] = set()
+
+    @property
+    def state_name(self) -> str:
+        return BUS_STATES[self.state]
+
+    def _account_until(self, t: float) -> None:
+        if self._clock is None:
+            self._clock = t
+            self.state_since = t
+            return
+        if t > self._clock:
+            self.seconds_in_state[self.state] += t - self._clock
+            self._clock = t
+
+    def advance(self, now: float) -> None:
+        """Account time up to ``now`` in the current state (live bus, nothing new received)."""
+        self._account_until(now)
+
+    def _enter(self, new: int, t: float, source: str) -> None:
+        if new == self.state:
+            return
+        self.changes.append(StateChange(t, BUS_STATES[self.state], BUS_STATES[new], source))
+        self.transitions += 1
+        if new == BUS_OFF:
+            self.bus_off_events += 1
+        self.state = new
+        self.state_since = t
+
+    def observe(self, state: str, timestamp: float, source: str = "daemon") -> None:
+        """Evidence from another source: netlink state, a PCAN status, the daemon's ``down``."""
+        code = BUS_STATES.index(state)
+        self.sources.add(source)
+        self._account_until(timestamp)
+        self._enter(code, max(timestamp, self._clock or timestamp), source)
+
+    def update(self, batch: FrameBatch) -> npt.NDArray[np.float64]:
+        """Apply the error frames of ``batch``; returns the timestamps of new bus-off events."""
+        if len(batch) == 0:
+            return np.empty(0, np.float64)
+        start = float(batch.timestamp.min())
+        if self._clock is None:
+            self._account_until(start)
+        rows = np.flatnonzero(batch.is_error)
+        rows = rows[np.argsort(batch.timestamp[rows], kind="stable")]
+        can_id = batch.can_id[rows]
+        data = batch.data[rows, :8]
+        self.restarts += int(np.count_nonzero(can_id & CAN_ERR_RESTARTED))
+        has_cnt = (can_id & CAN_ERR_CNT) != 0
+        if has_cnt.any():
+            self.tec, self.rec = int(data[has_cnt, 6][-1]), int(data[has_cnt, 7][-1])
+        states = implied_states(can_id, data)
+        evidence = states != NO_EVIDENCE
+        bus_off_times = self._apply_evidence(batch.timestamp[rows][evidence], states[evidence])
+        self._account_until(float(batch.timestamp.max()))
+        return bus_off_times
+
+    def _apply_evidence(
+        self, ts: npt.NDArray[np.float64], states: npt.NDArray[np.int8]
+    ) -> npt.NDArray[np.float64]:
+        if ts.size == 0:
+            return np.empty(0, np.float64)
+        self.sources.add("error_frame")
+        # Evidence older than what is already accounted is applied at the accounted instant.
+        assert self._clock is not None
+        ts = np.maximum(ts, self._clock)
+        previous = np.concatenate(([self.state], states[:-1])).astype(np.int8)
+        changed = states != previous
+        # Time between evidence frames belongs to the state before each frame.
+        edges = np.concatenate(([self._clock], ts))
+        self.seconds_in_state += np.bincount(
+            previous.astype(np.intp), weights=np.diff(edges), minlength=len(BUS_STATES)
+        )
+        self._clock = float(ts[-1])
+        bus_off_times: npt.NDArray[np.float64] = ts[changed & (states == BUS_OFF)]
+        for i in np.flatnonzero(changed)[-self.changes.maxlen if self.changes.maxlen else 0 :]:
+            self.changes.append(
+                StateChange(
+                    float(ts[i]), BUS_STATES[previous[i]], BUS_STATES[states[i]], "error_frame"
+                )
+            )
+        self.transitions += int(changed.sum())
+        self.bus_off_events += int(bus_off_times.size)
+        if changed.any():
+            self.state_since = float(ts[np.flatnonzero(changed)[-1]])
+        self.state = int(states[-1])
+        return bus_off_times
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sources": sorted(self.sources),
+            "state": self.state_name,
+            "state_since": self.state_since,
+            "bus_off_events": self.bus_off_events,
+            "restarts": self.restarts,
+            "transitions": self.transitions,
+            "tec": self.tec,
+            "rec": self.rec,
+            "seconds_in_state": {
+                name: float(self.seconds_in_state[i]) for i, name in enumerate(BUS_STATES)
+            },
+            "changes": [c.to_json() for c in self.changes],
+        }
