@@ -1,0 +1,1 @@
+"""Data shipped with candiag: diagnosis rules and thresholds, reference DBCs, meter profiles."""

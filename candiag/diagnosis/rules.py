@@ -1,0 +1,343 @@
+"""The diagnosis rules: pure functions from a health report to conditions.
+
+Each rule reads the JSON-shaped report (see :mod:`candiag.diagnosis.engine`)
+and yields a :class:`~candiag.diagnosis.engine.Condition` per subject where its
+fault is present *now*, with the figures that prove it.  Rules follow the
+technician's order (``field-diagnostics.md``): physical layer, liveness,
+configuration, firmware, then the charger's own plausibility checks.
+
+Keys a bus report may carry (missing keys mean "not known", never a fault):
+``name, bitrate, up, state, error_frames{tec_last, rec_last, ...},
+windows{"10s"|"60s": {error_frames{class: n}, error_frames_total,
+protocol_type{type: n}, bus_off, load_ratio}}, error_bursts{burst_seconds,
+in_bursts, protocol_total}, nodes[...], firmware_mismatches[...], ids{...},
+dropped_recent, contactors[...], cooling{...}, currents{...}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from candiag.diagnosis.engine import Condition, RuleBook
+
+PHYSICAL_PROTOCOL_TYPES = ("bit", "form", "stuff", "overload", "unspec", "active", "tx")
+TRANSCEIVER_PROTOCOL_TYPES = ("bit0", "bit1")
+
+
+def evaluate(
+    book: RuleBook,
+    buses: Sequence[Mapping[str, Any]],
+    modbus: Sequence[Mapping[str, Any]],
+    modbus_past: Mapping[str, Mapping[str, Any]],
+) -> list[Condition]:
+    out: list[Condition] = []
+    for bus in buses:
+        out.extend(bus_conditions(book, bus))
+    out.extend(plausibility_conditions(book, buses, modbus))
+    for dev in modbus:
+        out.extend(modbus_conditions(book, dev, modbus_past.get(str(dev.get("name", "")), {})))
+    return out
+
+
+# -- CAN bus -----------------------------------------------------------------------------
+
+
+def bus_conditions(book: RuleBook, bus: Mapping[str, Any]) -> Iterator[Condition]:
+    name = str(bus.get("name", "can"))
+    base = {"bus": name, "bitrate": bus.get("bitrate", "?")}
+    if bus.get("up") is False:
+        yield Condition("CAN_BUS_DOWN", name, base, {"down_since": bus.get("down_since")})
+        return
+    yield from error_frame_conditions(book, bus, base)
+    yield from load_and_drop_conditions(book, bus, base)
+    yield from node_conditions(book, bus, base)
+    yield from firmware_conditions(bus, base)
+    yield from cycle_conditions(book, bus, base)
+    yield from contactor_conditions(book, bus, base)
+    yield from cooling_conditions(book, bus, base)
+
+
+def _window(bus: Mapping[str, Any], w: str) -> Mapping[str, Any]:
+    windows = bus.get("windows") or {}
+    return windows.get(w) or {}
+
+
+def error_frame_conditions(
+    book: RuleBook, bus: Mapping[str, Any], base: Mapping[str, Any]
+) -> Iterator[Condition]:
+    name = str(base["bus"])
+    w60 = _window(bus, "60s")
+    by_class: Mapping[str, int] = w60.get("error_frames") or {}
+    ptype: Mapping[str, int] = w60.get("protocol_type") or {}
+    total = int(w60.get("error_frames_total", max(by_class.values(), default=0)))
+    evidence = {
+        "error_frames_60s": total,
+        "by_class_60s": {k: v for k, v in by_class.items() if v},
+        "protocol_type_60s": {k: v for k, v in ptype.items() if v},
+    }
+    ef = bus.get("error_frames") or {}
+    tec = int(ef.get("tec_last") or 0)
+    rec = int(ef.get("rec_last") or 0)
+    state = str(bus.get("state", "error_active"))
+    counters = {"tec": tec, "rec": rec, "state": state}
+
+    if int(w60.get("bus_off", by_class.get("bus_off", 0))) > 0 or state == "bus_off":
+        yield Condition(
+            "CAN_BUS_OFF",
+            name,
+            base,
+            {**evidence, **counters, "bus_off_events": bus.get("bus_off_events")},
+        )
+    if state == "error_passive" or max(tec, rec) >= book.t("tec_rec_passive"):
+        yield Condition("CAN_ERROR_PASSIVE", name, base, {**counters, **evidence})
+    elif state == "error_warning" or max(tec, rec) >= book.t("tec_rec_warning"):
+        yield Condition("CAN_TEC_RISING", name, base, {**counters, **evidence})
+
+    if total < book.t("error_frames_warning_60s"):
+        return
+    trx = int(by_class.get("transceiver", 0)) + sum(
+        int(ptype.get(t, 0)) for t in TRANSCEIVER_PROTOCOL_TYPES
+    )
+    ack = int(by_class.get("ack", 0))
+    protocol = int(by_class.get("protocol", 0))
+    if trx > 0:
+        yield Condition("CAN_ERR_TRX", name, base, evidence)
+    if ack > 0 and ack >= protocol:
+        yield Condition("CAN_ERR_ACK", name, base, evidence)
+    elif protocol > 0 and protocol > trx:
+        bursts = bus.get("error_bursts") or {}
+        burst_seconds = int(bursts.get("burst_seconds", 0))
+        in_bursts = int(bursts.get("in_bursts", 0))
+        share = in_bursts / max(1, int(bursts.get("protocol_total", protocol)))
+        ev = {**evidence, "burst_seconds_60s": burst_seconds, "share_in_bursts": round(share, 3)}
+        if burst_seconds >= book.t("wrong_bitrate_min_bursts") and share >= book.t(
+            "wrong_bitrate_burst_share"
+        ):
+            yield Condition("CAN_WRONG_BITRATE", name, base, ev)
+        else:
+            yield Condition("CAN_ERR_PHY", name, base, ev)
+
+
+def load_and_drop_conditions(
+    book: RuleBook, bus: Mapping[str, Any], base: Mapping[str, Any]
+) -> Iterator[Condition]:
+    name = str(base["bus"])
+    load = _window(bus, "10s").get("load_ratio")
+    if load is not None and float(load) >= book.t("bus_load_warning"):
+        fields = {**base, "load": f"{float(load):.0%}"}
+        yield Condition("CAN_LOAD_HIGH", name, fields, {"load_ratio_10s": round(float(load), 4)})
+    dropped = int(bus.get("dropped_recent") or 0)
+    if dropped > 0:
+        yield Condition(
+            "CAN_FRAMES_DROPPED",
+            name,
+            {**base, "dropped": dropped},
+            {"dropped_recent": dropped, "dropped": bus.get("dropped")},
+        )
+
+
+def _node_subject(bus: str, node: Mapping[str, Any]) -> str:
+    return f"{bus}/{node.get('family')}/{node.get('address')}"
+
+
+def _node_fields(base: Mapping[str, Any], node: Mapping[str, Any]) -> dict[str, Any]:
+    family = str(node.get("family", "node")).replace("_", " ")
+    silent = node.get("silent_s")
+    return {
+        **base,
+        "family": family,
+        "address": node.get("address"),
+        "silent": "never seen" if silent is None else f"silent for {float(silent):.1f} s",
+        "dropouts": node.get("dropouts", 0),
+        "rate_ratio": node.get("rate_ratio"),
+    }
+
+
+def node_conditions(
+    book: RuleBook, bus: Mapping[str, Any], base: Mapping[str, Any]
+) -> Iterator[Condition]:
+    name = str(base["bus"])
+    alarm_codes = {
+        "communication_interrupt": "CAN_NODE_ALARM_COMM",
+        "over_temperature": "CAN_NODE_ALARM_TEMP",
+        "fan": "CAN_NODE_ALARM_FAN",
+    }
+    for node in bus.get("nodes") or []:
+        subject = _node_subject(name, node)
+        fields = _node_fields(base, node)
+        evidence = {
+            k: node.get(k)
+            for k in ("last_seen", "silent_s", "timeout_s", "frames", "dropouts", "rate_ratio")
+        }
+        status = node.get("status")
+        if status == "offline":
+            yield Condition("CAN_NODE_OFFLINE", subject, fields, evidence)
+            continue
+        if status == "duplicate":
+            yield Condition("CAN_NODE_DUPLICATE", subject, fields, evidence)
+        elif status == "intermittent":
+            yield Condition("CAN_NODE_INTERMITTENT", subject, fields, evidence)
+        for alarm in node.get("alarms") or []:
+            code = alarm_codes.get(str(alarm))
+            if code is not None:
+                yield Condition(code, subject, fields, {**evidence, "alarm": alarm})
+
+
+def firmware_conditions(bus: Mapping[str, Any], base: Mapping[str, Any]) -> Iterator[Condition]:
+    name = str(base["bus"])
+    for mm in bus.get("firmware_mismatches") or []:
+        family = str(mm.get("family", "node"))
+        by_version: Mapping[str, list[int]] = mm.get("by_version") or {}
+        majority = mm.get("majority")
+        if len(by_version) > 1:
+            outliers = sorted(a for v, addrs in by_version.items() if v != majority for a in addrs)
+            fields = {
+                **base,
+                "family": family.replace("_", " "),
+                "versions": "; ".join(f"{v}: {sorted(a)}" for v, a in sorted(by_version.items())),
+                "majority": majority,
+                "outliers": f"{family.replace('_', ' ')} {', '.join(map(str, outliers))}",
+            }
+            yield Condition("CAN_FW_MISMATCH", f"{name}/{family}", fields, dict(mm))
+        for address, version in (mm.get("not_allowed") or {}).items():
+            fields = {
+                **base,
+                "family": family.replace("_", " "),
+                "address": address,
+                "version": version,
+                "allowed": ", ".join(mm.get("allowed") or []) or "see config",
+            }
+            yield Condition(
+                "CAN_FW_NOT_ALLOWED", f"{name}/{family}/{address}", fields, {"version": version}
+            )
+
+
+def cycle_conditions(
+    book: RuleBook, bus: Mapping[str, Any], base: Mapping[str, Any]
+) -> Iterator[Condition]:
+    name = str(base["bus"])
+    offline = {
+        (n.get("family"), n.get("address"))
+        for n in bus.get("nodes") or []
+        if n.get("status") != "online"
+    }
+    for id_key, stats in (bus.get("ids") or {}).items():
+        if stats.get("cycle_ok") is not False:
+            continue
+        if (stats.get("family"), stats.get("node")) in offline:
+            continue  # the node-level finding explains it better
+        fields = {**base, "id": stats.get("name") or id_key}
+        evidence = {
+            k: stats.get(k) for k in ("cycle_ms", "mean_period_s", "jitter_s", "count", "last_seen")
+        }
+        yield Condition("CAN_CYCLE_VIOLATION", f"{name}/{id_key}", fields, evidence)
+
+
+def contactor_conditions(
+    book: RuleBook, bus: Mapping[str, Any], base: Mapping[str, Any]
+) -> Iterator[Condition]:
+    name = str(base["bus"])
+    for c in bus.get("contactors") or []:
+        fields = {**base, "contactor": c.get("name", "contactor")}
+        subject = f"{name}/{c.get('name')}"
+        if c.get("weld"):
+            yield Condition("CONTACTOR_WELD", subject, fields, dict(c))
+        if float(c.get("mismatch_s") or 0.0) >= book.t("contactor_feedback_s"):
+            yield Condition("CONTACTOR_MISMATCH", subject, fields, dict(c))
+
+
+def cooling_conditions(
+    book: RuleBook, bus: Mapping[str, Any], base: Mapping[str, Any]
+) -> Iterator[Condition]:
+    name = str(base["bus"])
+    cooling = bus.get("cooling") or {}
+    pump = cooling.get("pump_command")
+    flow = cooling.get("flow")
+    if (
+        pump is not None
+        and flow is not None
+        and float(pump) >= book.t("pump_min_command")
+        and float(flow) < book.t("min_flow_l_min")
+    ):
+        yield Condition("COOLING_NO_FLOW", f"{name}/cooling", base, dict(cooling))
+    temp = cooling.get("coolant_temperature")
+    if temp is not None and float(temp) >= book.t("coolant_warning_c"):
+        fields = {**base, "temperature": f"{float(temp):.1f} degC"}
+        yield Condition("COOLING_OVERTEMP", f"{name}/cooling", fields, dict(cooling))
+
+
+# -- cross-source plausibility ---------------------------------------------------------------
+
+
+def plausibility_conditions(
+    book: RuleBook,
+    buses: Sequence[Mapping[str, Any]],
+    modbus: Sequence[Mapping[str, Any]],
+) -> Iterator[Condition]:
+    modules_a = 0.0
+    meters: list[tuple[str, float]] = []
+    for bus in buses:
+        currents = bus.get("currents") or {}
+        if currents.get("modules_output_a") is not None:
+            modules_a += float(currents["modules_output_a"])
+        if currents.get("meter_a") is not None:
+            meters.append((f"{bus.get('name')}/dc_meter", float(currents["meter_a"])))
+    for dev in modbus:
+        if not dev.get("up") or not dev.get("dc"):
+            continue
+        reading = (dev.get("readings") or {}).get("current")
+        if reading is not None:
+            meters.append((f"modbus/{dev.get('name')}", float(reading["value"])))
+    threshold = book.t("meter_reversed_min_a")
+    if modules_a < threshold:
+        return
+    for subject, meter_a in meters:
+        if meter_a <= -threshold:
+            yield Condition(
+                "METER_REVERSED",
+                subject,
+                {},
+                {"modules_output_a": round(modules_a, 2), "meter_current_a": round(meter_a, 2)},
+            )
+
+
+# -- Modbus --------------------------------------------------------------------------------
+
+
+def modbus_conditions(
+    book: RuleBook, dev: Mapping[str, Any], past: Mapping[str, Any]
+) -> Iterator[Condition]:
+    name = str(dev.get("name", "meter"))
+    fields = {
+        "device": name,
+        "port": dev.get("port"),
+        "id": dev.get("id"),
+        "profile": dev.get("profile"),
+    }
+    requests = int(dev.get("requests", 0)) - int(past.get("requests", 0))
+    fails_now: Mapping[str, int] = dev.get("failures") or {}
+    fails_then: Mapping[str, int] = past.get("failures") or {}
+    recent = {
+        reason: int(fails_now.get(reason, 0))
+        - (0 if past is dev else int(fails_then.get(reason, 0)))
+        for reason in ("timeout", "crc", "exception", "wrong_device", "io")
+    }
+    evidence = {"requests_recent": requests, "failures_recent": recent, "up": dev.get("up")}
+    if requests <= 0:
+        return
+    if recent["wrong_device"] > 0:
+        yield Condition("MODBUS_WRONG_ID", f"modbus/{dev.get('port')}", fields, evidence)
+    crc_share = recent["crc"] / requests
+    if recent["crc"] > 0 and crc_share >= book.t("modbus_crc_warning_share"):
+        yield Condition(
+            "MODBUS_CRC",
+            f"modbus/{name}",
+            {**fields, "crc": recent["crc"], "requests": requests},
+            evidence,
+        )
+    if recent["exception"] > 0:
+        codes = ", ".join(str(c) for c in sorted((dev.get("exceptions") or {}).keys()))
+        yield Condition("MODBUS_EXCEPTION", f"modbus/{name}", {**fields, "codes": codes}, evidence)
+    if not dev.get("up") and recent["timeout"] + recent["io"] >= max(1, requests // 2):
+        yield Condition("MODBUS_NO_ANSWER", f"modbus/{name}", fields, evidence)
