@@ -1,0 +1,198 @@
+"""A consistent, immutable picture of everything candiag exports, taken at scrape time.
+
+The daemon's state owner builds a :class:`Snapshot` under its lock; the
+collectors in :mod:`candiag.metrics.collectors` only turn it into metric
+families.  Keeping the exported picture a plain value object means a scrape
+never sees half an update, and collectors can be tested without a daemon.
+
+Also here: the two small accumulators whose shape is dictated by the export
+rules (per-id counts capped per bus, a fixed-bucket duration histogram).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+# The project-wide vocabularies (README "Project-wide interfaces").
+ERROR_CLASSES: tuple[str, ...] = (
+    "tx_timeout",
+    "lost_arbitration",
+    "controller",
+    "protocol",
+    "transceiver",
+    "ack",
+    "bus_off",
+    "bus_error",
+    "restarted",
+    "counters",
+)
+BUS_STATES: tuple[str, ...] = ("error_active", "error_warning", "error_passive", "bus_off", "down")
+WINDOWS_S: tuple[int, ...] = (10, 60, 300, 3600)
+WINDOW_LABELS: tuple[str, ...] = tuple(f"{w}s" for w in WINDOWS_S)
+FRAME_KINDS: tuple[str, ...] = ("data", "remote", "error")
+DROP_SOURCES: tuple[str, ...] = ("socket", "interface")
+MODBUS_FAILURE_REASONS: tuple[str, ...] = ("timeout", "crc", "exception", "wrong_device", "io")
+MAX_IDS_PER_BUS = 256
+OVERFLOW_ID = "overflow"
+# Modbus round trips at 9600 baud take 20-200 ms; buckets resolve that range.
+DURATION_BUCKETS_S: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass(frozen=True)
+class SignalValue:
+    """One fresh decoded signal value (stale ones are never put in a snapshot)."""
+
+    message: str
+    signal: str
+    node: str  # "" when the message is not addressed
+    unit: str
+    value: float
+
+
+@dataclass(frozen=True)
+class NodeSnapshot:
+    family: str
+    node: str
+    up: bool
+    last_seen: float | None  # unix time of the last frame, None if never seen
+    firmware: str | None
+
+
+@dataclass(frozen=True)
+class BusSnapshot:
+    name: str
+    up: bool
+    state: str  # one of BUS_STATES
+    frames: Mapping[str, int] = field(default_factory=dict)  # kind -> total
+    id_frames: Mapping[str, int] = field(default_factory=dict)  # "0x0283F001" | overflow
+    error_frames: Mapping[str, int] = field(default_factory=dict)  # class -> total
+    bus_off_total: int = 0
+    restarts_total: int = 0
+    load_ratio: Mapping[str, float] = field(default_factory=dict)  # window label -> 0..1
+    error_window: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # window -> class
+    tx_errors: int | None = None
+    rx_errors: int | None = None
+    dropped: Mapping[str, int] = field(default_factory=dict)  # source -> total
+    nodes: tuple[NodeSnapshot, ...] = ()
+    firmware_mismatch: Mapping[str, bool] = field(default_factory=dict)  # family -> mismatch
+    signals: tuple[SignalValue, ...] = ()
+    frames_per_second: float = 0.0  # for STATUS= and summaries, not exported
+
+
+@dataclass(frozen=True)
+class MeterReading:
+    """One meter value in base units; ``quantity`` picks the metric."""
+
+    quantity: str  # voltage|current|power|frequency|energy|insulation|temperature
+    value: float
+    phase: str = ""  # l1|l2|l3|total|""
+    direction: str = ""  # import|export (energy only)
+
+
+@dataclass(frozen=True)
+class HistogramSnapshot:
+    buckets: tuple[tuple[float, int], ...]  # (upper bound, cumulative count), +Inf last
+    total: float
+    count: int
+
+
+@dataclass(frozen=True)
+class ModbusDeviceSnapshot:
+    port: str
+    device: str
+    up: bool
+    requests: int = 0
+    failures: Mapping[str, int] = field(default_factory=dict)  # reason -> total
+    exceptions: Mapping[str, int] = field(default_factory=dict)  # code -> total
+    last_success: float | None = None
+    duration: HistogramSnapshot | None = None
+    readings: tuple[MeterReading, ...] = ()  # empty while the device is down
+
+
+@dataclass(frozen=True)
+class FindingSnapshot:
+    code: str
+    severity: str
+    subject: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: str
+    buses: tuple[BusSnapshot, ...] = ()
+    modbus: tuple[ModbusDeviceSnapshot, ...] = ()
+    findings: tuple[FindingSnapshot, ...] = ()
+    loop_last_run: float | None = None
+
+
+class CappedIdCounts:
+    """Frames per CAN id, with at most ``cap`` ids; later ids count as ``overflow``.
+
+    The first ``cap`` ids seen keep their own series for the daemon's lifetime,
+    so every exported counter stays monotonic (an id never moves into or out of
+    the overflow bucket).
+    """
+
+    def __init__(self, cap: int = MAX_IDS_PER_BUS) -> None:
+        self.cap = cap
+        self._counts: dict[int, int] = {}
+        self._extended: dict[int, bool] = {}
+        self.overflow = 0
+
+    def add(self, can_id: npt.NDArray[np.uint32], is_extended: npt.NDArray[np.bool_]) -> None:
+        if can_id.size == 0:
+            return
+        # Extended ids get bit 31 so 0x100 standard and 0x100 extended stay apart.
+        key = can_id.astype(np.uint64) | (is_extended.astype(np.uint64) << np.uint64(31))
+        uniq, counts = np.unique(key, return_counts=True)
+        for k, c in zip(uniq.tolist(), counts.tolist(), strict=True):
+            if k in self._counts:
+                self._counts[k] += c
+            elif len(self._counts) < self.cap:
+                self._counts[k] = c
+            else:
+                self.overflow += c
+
+    def labelled(self) -> dict[str, int]:
+        """Series label -> count (``0x0283F001`` extended, ``0x123`` standard)."""
+        out = {format_can_id(k & 0x1FFFFFFF, bool(k >> 31)): c for k, c in self._counts.items()}
+        if self.overflow:
+            out[OVERFLOW_ID] = self.overflow
+        return out
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
+def format_can_id(can_id: int, extended: bool) -> str:
+    return f"0x{can_id:08X}" if extended else f"0x{can_id:03X}"
+
+
+class DurationHistogram:
+    """Fixed-bucket histogram of durations in seconds (Prometheus cumulative buckets)."""
+
+    def __init__(self, bounds: Iterable[float] = DURATION_BUCKETS_S) -> None:
+        self.bounds = tuple(bounds)
+        self._counts = np.zeros(len(self.bounds) + 1, np.int64)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self._counts[int(np.searchsorted(self.bounds, seconds, side="left"))] += 1
+        self.total += seconds
+
+    @property
+    def count(self) -> int:
+        return int(self._counts.sum())
+
+    def snapshot(self) -> HistogramSnapshot:
+        cumulative = np.cumsum(self._counts).tolist()
+        bounds = (*self.bounds, float("inf"))
+        return HistogramSnapshot(
+            buckets=tuple(zip(bounds, cumulative, strict=True)),
+            total=self.total,
+            count=int(cumulative[-1]),
+        )
