@@ -87,23 +87,23 @@ class FrameBatch:
     # -- masks -----------------------------------------------------------------
     @property
     def is_error(self) -> BoolArray:
-        return (self.flags & FLAG_ERROR) != 0
+        return _bool(self.flags & FLAG_ERROR)
 
     @property
     def is_remote(self) -> BoolArray:
-        return ((self.flags & FLAG_REMOTE) != 0) & ~self.is_error
+        return _bool(self.flags & FLAG_REMOTE) & ~self.is_error
 
     @property
     def is_data(self) -> BoolArray:
-        return (self.flags & (FLAG_ERROR | FLAG_REMOTE)) == 0
+        return ~_bool(self.flags & (FLAG_ERROR | FLAG_REMOTE))
 
     @property
     def is_extended(self) -> BoolArray:
-        return (self.flags & FLAG_EXTENDED) != 0
+        return _bool(self.flags & FLAG_EXTENDED)
 
     @property
     def is_fd(self) -> BoolArray:
-        return (self.flags & FLAG_FD) != 0
+        return _bool(self.flags & FLAG_FD)
 
     # -- construction / slicing ------------------------------------------------
     @classmethod
@@ -195,6 +195,10 @@ class FrameBatch:
         return out
 
 
+def _bool(bits: U8) -> BoolArray:
+    return np.asarray(bits, dtype=np.bool_)
+
+
 def _index_of(items: list[str], item: str) -> int:
     try:
         return items.index(item)
@@ -266,8 +270,10 @@ class BatchBuilder:
             if msg.is_remote_frame:
                 flags |= 0x02
         if msg.is_fd:
-            flags |= 0x08 | (0x10 if msg.bitrate_switch else 0) | (
-                0x20 if msg.error_state_indicator else 0
+            flags |= (
+                0x08
+                | (0x10 if msg.bitrate_switch else 0)
+                | (0x20 if msg.error_state_indicator else 0)
             )
         self._flags[i] = flags
         payload = msg.data
