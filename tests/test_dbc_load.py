@@ -1,0 +1,249 @@
+"""DBC loading: attributes from the DBC, clear file:line errors, and the vectorized id lookup."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from candiag.decode.dbc import (
+    ChargerDatabase,
+    load_dbc_paths,
+    load_dbc_text,
+    reference_dbc_dir,
+)
+from candiag.errors import DbcError, InputError
+
+FIXTURE = Path(__file__).parent / "data" / "decode_fixture.dbc"
+
+HEADER = """VERSION ""
+
+NS_ :
+
+BS_:
+
+BU_: A
+
+"""
+
+ATTRS = """
+BA_DEF_ BO_ "GenMsgCycleTime" INT 0 3600000;
+BA_DEF_ BO_ "CandiagNodeMask" HEX 0 536870911;
+BA_DEF_ BO_ "CandiagNodeFamily" STRING ;
+BA_DEF_ SG_ "CandiagRole" STRING ;
+BA_DEF_DEF_ "GenMsgCycleTime" 0;
+BA_DEF_DEF_ "CandiagNodeMask" 0;
+BA_DEF_DEF_ "CandiagNodeFamily" "";
+BA_DEF_DEF_ "CandiagRole" "";
+"""
+
+
+def message(frame_id: int, name: str, signal: str = "Value") -> str:
+    return f'BO_ {frame_id} {name}: 8 A\n SG_ {signal} : 0|16@1+ (1,0) [0|0] "" A\n\n'
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="cp1252")
+    return path
+
+
+@pytest.fixture(scope="module")
+def fixture_db() -> ChargerDatabase:
+    return load_dbc_paths([FIXTURE])
+
+
+def test_attributes_come_from_the_dbc(fixture_db: ChargerDatabase) -> None:
+    pm = fixture_db.by_name("PM_Status")
+    assert (pm.frame_id, pm.is_extended, pm.length) == (0x08000000, True, 8)
+    assert pm.cycle_time_ms == 100
+    assert pm.node_mask == 0xFF
+    assert pm.family == "power_module"
+    assert pm.signal("OverTemp").role == "alarm:over_temperature"
+    assert pm.signal("OutputVoltage").unit == "V"
+    # Firmware components in start-bit order, whatever order the SG_ lines are in.
+    assert [s.name for s in pm.signals_with_role("firmware")] == ["FwMajor", "FwMinor"]
+    heartbeat = fixture_db.by_name("Heartbeat")
+    assert heartbeat.node_mask == 0 and heartbeat.family is None  # BA_DEF_DEF_ defaults
+    assert heartbeat.cycle_time_ms == 500
+    assert fixture_db.by_name("Floats").cycle_time_ms is None  # default 0 = not cyclic
+    assert [m.name for m in fixture_db.families["dc_meter"]] == ["MeterRegister"]
+    assert pm.source_file == str(FIXTURE)
+
+
+def test_integer_and_float_signal_kinds(fixture_db: ChargerDatabase) -> None:
+    pm = fixture_db.by_name("PM_Status")
+    assert pm.signal("Temperature").is_integer  # (1,-40): cantools returns ints
+    assert not pm.signal("OutputVoltage").is_integer  # 0.1 scale: floats
+    floats = fixture_db.by_name("Floats")
+    assert floats.signal("Single").is_float and floats.signal("Double").length == 64
+    meter = fixture_db.by_name("MeterRegister")
+    assert meter.is_multiplexed
+    assert meter.signal("Voltage").multiplexer_ids == (2,)
+
+
+def test_node_helpers_roundtrip(fixture_db: ChargerDatabase) -> None:
+    pm = fixture_db.by_name("PM_Status")
+    assert pm.can_id_for(3) == 0x08000003
+    assert pm.node_of(0x0800002A) == 0x2A
+    with pytest.raises(ValueError):
+        pm.can_id_for(0x100)
+    assert fixture_db.by_name("Heartbeat").node_of(0x40) == -1
+
+
+def test_cantools_db_merges_all_files(tmp_path: Path) -> None:
+    a = write(tmp_path, "a.dbc", HEADER + message(0x10, "First"))
+    b = write(tmp_path, "b.dbc", HEADER + message(0x11, "Second"))
+    db = load_dbc_paths([a, b])
+    encoded = db.cantools_db.encode_message("Second", {"Value": 513})
+    assert db.cantools_db.decode_message(0x11, encoded) == {"Value": 513}
+    assert [m.source_file for m in db.messages] == [str(a), str(b)]
+
+
+def test_folder_loads_every_dbc_sorted(tmp_path: Path) -> None:
+    write(tmp_path, "b.dbc", HEADER + message(0x11, "Second"))
+    write(tmp_path, "a.dbc", HEADER + message(0x10, "First"))
+    write(tmp_path, "notes.txt", "not a dbc")
+    db = load_dbc_paths([tmp_path])
+    assert [m.name for m in db.messages] == ["First", "Second"]
+
+
+def test_syntax_error_names_file_line_and_column(tmp_path: Path) -> None:
+    text = HEADER + message(0x10, "First") + 'BO_ 17 Broken: 8 A\n SG_ X 0|8@1+ (1,0) [0|0] "" A\n'
+    path = write(tmp_path, "broken.dbc", text)
+    with pytest.raises(DbcError) as info:
+        load_dbc_paths([path])
+    line = text.splitlines().index(' SG_ X 0|8@1+ (1,0) [0|0] "" A') + 1
+    assert re.search(rf"broken\.dbc:{line}:\d+: invalid syntax", str(info.value))
+    assert "fix the line or remove the file" in str(info.value)
+    assert isinstance(info.value, InputError) and info.value.exit_code == 2
+
+
+def test_signal_outside_message_names_its_line(tmp_path: Path) -> None:
+    text = HEADER + 'BO_ 16 Short: 2 A\n SG_ TooLong : 8|16@1+ (1,0) [0|0] "" A\n'
+    path = write(tmp_path, "short.dbc", text)
+    with pytest.raises(DbcError, match=r"short\.dbc:10: .*TooLong does not fit"):
+        load_dbc_paths([path])
+
+
+def test_same_id_in_two_files_is_refused(tmp_path: Path) -> None:
+    a = write(tmp_path, "a.dbc", HEADER + message(0x10, "First"))
+    b = write(tmp_path, "b.dbc", HEADER + message(0x10, "Other"))
+    with pytest.raises(DbcError, match=r"Other \(0x10\) and First .*a\.dbc.*same identifier"):
+        load_dbc_paths([a, b])
+
+
+def test_same_name_in_two_files_is_refused(tmp_path: Path) -> None:
+    a = write(tmp_path, "a.dbc", HEADER + message(0x10, "First"))
+    b = write(tmp_path, "b.dbc", HEADER + message(0x12, "First"))
+    with pytest.raises(DbcError, match="also defined in"):
+        load_dbc_paths([a, b])
+
+
+def test_mask_overlapping_base_id_is_refused() -> None:
+    text = (
+        HEADER + message(0x80000105, "Pm") + ATTRS + 'BA_ "CandiagNodeMask" BO_ 2147483909 255;\n'
+    )
+    with pytest.raises(DbcError) as info:
+        load_dbc_text(text, "pm.dbc")
+    assert "pm.dbc:9: message Pm" in str(info.value)
+    assert "overlaps the BO_ identifier 0x105" in str(info.value)
+    assert "0x100" in str(info.value)  # the suggested identifier
+
+
+def test_mask_wider_than_identifier_is_refused() -> None:
+    text = HEADER + message(0x100, "Std") + ATTRS + 'BA_ "CandiagNodeMask" BO_ 256 4096;\n'
+    with pytest.raises(DbcError, match="exceeds the 11-bit identifier"):
+        load_dbc_text(text, "std.dbc")
+
+
+def test_mask_declared_as_string_is_refused() -> None:
+    attrs = ATTRS.replace('"CandiagNodeMask" HEX 0 536870911', '"CandiagNodeMask" STRING')
+    attrs = attrs.replace('"CandiagNodeMask" 0;', '"CandiagNodeMask" "";')
+    text = HEADER + message(0x100, "Std") + attrs + 'BA_ "CandiagNodeMask" BO_ 256 "ff";\n'
+    with pytest.raises(DbcError, match=r"x\.dbc:\d+: attribute CandiagNodeMask is declared STRING"):
+        load_dbc_text(text, "x.dbc")
+
+
+def test_masked_message_overlapping_an_exact_one_is_refused() -> None:
+    text = (
+        HEADER
+        + message(0x80000100, "Masked")
+        + message(0x80000107, "Exact")
+        + ATTRS
+        + 'BA_ "CandiagNodeMask" BO_ 2147483904 255;\n'
+    )
+    with pytest.raises(DbcError, match="overlapping identifiers"):
+        load_dbc_text(text, "x.dbc")
+
+
+def test_unknown_role_is_refused() -> None:
+    text = HEADER + message(0x100, "Std") + ATTRS + 'BA_ "CandiagRole" SG_ 256 Value "firmwear";\n'
+    with pytest.raises(DbcError, match=r"unknown CandiagRole 'firmwear'; use one of"):
+        load_dbc_text(text, "x.dbc")
+
+
+def test_missing_paths_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(DbcError, match="no such DBC file or folder"):
+        load_dbc_paths([tmp_path / "nope.dbc"])
+    with pytest.raises(DbcError, match="contains no"):
+        load_dbc_paths([tmp_path])
+    with pytest.raises(DbcError, match="no DBC file given"):
+        load_dbc_paths([])
+
+
+def test_match_exact_masked_and_ide(fixture_db: ChargerDatabase) -> None:
+    ids = np.array([0x40, 0x40, 0x08000000, 0x080000FE, 0x08000100, 0x100, 0x7FF], np.uint32)
+    ext = np.array([False, True, True, True, True, False, False])
+    message, node = fixture_db.match(ids, ext)
+    pm = fixture_db.index_of("PM_Status")
+    hb = fixture_db.index_of("Heartbeat")
+    meter = fixture_db.index_of("MeterRegister")
+    assert message.tolist() == [hb, -1, pm, pm, -1, meter, -1]
+    assert node.tolist() == [-1, -1, 0, 0xFE, -1, -1, -1]
+    assert message.dtype == np.int32 and node.dtype == np.int32
+
+
+def test_match_many_masks_and_empty_input() -> None:
+    attrs = ATTRS + "".join(
+        f'BA_ "CandiagNodeMask" BO_ {0x80000000 | base} {mask};\n'
+        for base, mask in ((0x1000, 0xF), (0x2000, 0xF0), (0x30000, 0xFF00))
+    )
+    text = (
+        HEADER
+        + message(0x80001000, "LowNibble")
+        + message(0x80002000, "HighNibble")
+        + message(0x80030000, "ByteOne")
+        + attrs
+    )
+    db = load_dbc_text(text, "m.dbc")
+    ids = np.array([0x1007, 0x2070, 0x2007, 0x3AB00, 0x3AB01], np.uint32)
+    message_index, node = db.match(ids, np.ones(5, bool))
+    assert message_index.tolist() == [0, 1, -1, 2, -1]
+    assert node.tolist() == [7, 7, -1, 0xAB, -1]
+    empty = db.match(np.empty(0, np.uint32), np.empty(0, bool))
+    assert empty[0].shape == (0,) and empty[1].shape == (0,)
+
+
+def test_reference_dbcs_load_with_candiag_conventions() -> None:
+    folder = reference_dbc_dir()
+    if not any(folder.glob("*.dbc")):
+        pytest.skip("reference DBCs not written yet")
+    db = load_dbc_paths([folder])
+    assert db.messages, "reference DBC folder holds no messages"
+    for msg in db.messages:
+        assert msg.cycle_time_ms is not None, f"{msg.name} has no GenMsgCycleTime"
+    assert any(m.node_mask for m in db.messages)
+
+
+def test_reference_dir_prefers_packaged_copy(tmp_path: Path) -> None:
+    # The fallback is the repository's dbc/ folder next to the package.
+    folder = reference_dbc_dir()
+    assert folder.name == "dbc"
+    assert folder.parent.name in {"data", Path(__file__).resolve().parent.parent.name}
+    copy = tmp_path / "copy.dbc"
+    shutil.copy(FIXTURE, copy)
+    assert len(load_dbc_paths([copy])) == 4
