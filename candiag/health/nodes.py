@@ -1,0 +1,334 @@
+"""Node presence, duplicate addresses, alarm bits and firmware inventory.
+
+A *node* is one transmitting unit: ``(family, address)``, e.g. power module 3.
+Families and addresses come from the DBC (``CandiagNodeFamily`` and the
+``CandiagNodeMask`` address bits) and, optionally, from the config (expected
+addresses, timeouts, allowed firmware).  Nodes seen in traffic are learned,
+so a module that vanishes is reported even without a config.
+
+Status of a node at a given time:
+
+* ``offline``: silent for longer than its timeout (default: 3 x the shortest
+  cycle time of its family's messages), or expected but never seen;
+* ``duplicate``: two senders share the address: its periodic messages arrive
+  at (about) a multiple of their cycle time, or its own duplicate-address
+  alarm bit (role ``alarm:duplicate_address``) is set;
+* ``intermittent``: online now, but it dropped out (a gap longer than its
+  timeout) at least once;
+* ``online`` otherwise.
+
+Work per batch is per *(message, node)* group (a handful), never per frame:
+gaps and counts are computed with numpy over each group's timestamps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from candiag.decode.dbc import ChargerDatabase, MessageDef
+    from candiag.decode.decoder import DecodedMessage, DecodeResult
+
+NODE_STATUSES = ("online", "offline", "intermittent", "duplicate")
+
+# A message whose rate is at least this multiple of its nominal rate is sent twice.
+DUPLICATE_RATE_FACTOR = 1.7
+# The rate is judged over the last arrivals only, so a duplicate that goes away clears.
+RATE_TAIL = 32
+# Arrivals needed before a rate is trusted for duplicate detection.
+MIN_FRAMES_FOR_RATE = 8
+
+
+@dataclass
+class FamilyPolicy:
+    """What is expected of one node family (from the config, else defaults)."""
+
+    name: str
+    expected: frozenset[int] = frozenset()
+    timeout_s: float | None = None
+    allowed_firmware: frozenset[str] = frozenset()
+
+
+@dataclass
+class _MessageTrack:
+    """Arrival bookkeeping of one message from one node."""
+
+    cycle_s: float | None
+    count: int = 0
+    tail: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0, np.float64))
+
+
+@dataclass
+class NodeState:
+    """Everything known about one node."""
+
+    family: str
+    address: int
+    first_seen: float | None = None
+    last_seen: float | None = None
+    frames: int = 0
+    dropouts: int = 0
+    longest_gap_s: float = 0.0
+    firmware: str | None = None
+    alarms: dict[str, bool] = field(default_factory=dict)
+    duplicate_alarm: bool = False
+    rate_ratio: float | None = None
+    messages: dict[str, _MessageTrack] = field(default_factory=dict)
+
+    def active_alarms(self) -> list[str]:
+        return sorted(name for name, on in self.alarms.items() if on)
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """A node's status at one instant, ready for JSON, metrics and diagnosis."""
+
+    family: str
+    address: int
+    status: str
+    online: bool
+    last_seen: float | None
+    silent_s: float | None
+    timeout_s: float
+    frames: int
+    dropouts: int
+    firmware: str | None
+    alarms: tuple[str, ...]
+    rate_ratio: float | None
+    expected: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "address": self.address,
+            "status": self.status,
+            "online": self.online,
+            "last_seen": self.last_seen,
+            "silent_s": None if self.silent_s is None else round(self.silent_s, 3),
+            "timeout_s": self.timeout_s,
+            "frames": self.frames,
+            "dropouts": self.dropouts,
+            "firmware": self.firmware,
+            "alarms": list(self.alarms),
+            "rate_ratio": None if self.rate_ratio is None else round(self.rate_ratio, 3),
+            "expected": self.expected,
+        }
+
+
+@dataclass(frozen=True)
+class FirmwareMismatch:
+    """Modules of one family disagree, or run a version not in the allowed list."""
+
+    family: str
+    majority: str | None
+    by_version: dict[str, list[int]]
+    not_allowed: dict[int, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "majority": self.majority,
+            "by_version": {v: sorted(a) for v, a in self.by_version.items()},
+            "not_allowed": {str(a): v for a, v in sorted(self.not_allowed.items())},
+        }
+
+
+def firmware_string(msg: DecodedMessage, row: int) -> str | None:
+    """Render the firmware-role signals of one decoded frame as ``Name=value ...``."""
+    parts = []
+    for sig in sorted((s for s in msg.message.signals if s.role == "firmware"), key=_start_bit):
+        present = msg.present.get(sig.name)
+        if present is not None and not bool(present[row]):
+            continue
+        value = msg.signals[sig.name][row]
+        parts.append(f"{sig.name}={_fmt(value)}")
+    return " ".join(parts) or None
+
+
+def _start_bit(sig: Any) -> int:
+    return int(getattr(sig, "start", 0))
+
+
+def _fmt(value: Any) -> str:
+    v = value.item() if hasattr(value, "item") else value
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+class NodeTracker:
+    """Tracks the nodes of one bus from successive decode results."""
+
+    def __init__(
+        self,
+        db: ChargerDatabase,
+        policies: Iterable[FamilyPolicy] = (),
+        timeout_factor: float = 3.0,
+    ) -> None:
+        self._db = db
+        self._policies = {p.name: p for p in policies}
+        self._default_timeout = self._family_timeouts(db, timeout_factor)
+        self.nodes: dict[tuple[str, int], NodeState] = {}
+        for policy in self._policies.values():
+            for address in policy.expected:
+                self.nodes.setdefault((policy.name, address), NodeState(policy.name, address))
+
+    @staticmethod
+    def _family_timeouts(db: ChargerDatabase, factor: float) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for family, messages in db.families.items():
+            cycles = [m.cycle_time_ms for m in messages if m.cycle_time_ms]
+            if cycles:
+                out[family] = factor * min(cycles) / 1000.0
+        return out
+
+    def timeout_for(self, family: str) -> float:
+        policy = self._policies.get(family)
+        if policy is not None and policy.timeout_s is not None:
+            return policy.timeout_s
+        return self._default_timeout.get(family, 1.0)
+
+    # -- ingest ------------------------------------------------------------------
+    def update(self, result: DecodeResult) -> None:
+        for decoded in result.messages.values():
+            family = decoded.message.family
+            if family is None or len(decoded.index) == 0:
+                continue
+            self._ingest_message(family, decoded)
+
+    def _ingest_message(self, family: str, decoded: DecodedMessage) -> None:
+        nodes = decoded.node if decoded.message.node_mask else None
+        addresses = np.zeros(len(decoded.index), np.int64) if nodes is None else nodes
+        order = np.lexsort((decoded.timestamp, addresses))
+        addr_sorted = addresses[order]
+        ts_sorted = decoded.timestamp[order]
+        bounds = np.flatnonzero(np.diff(addr_sorted)) + 1
+        starts = np.concatenate(([0], bounds))
+        ends = np.concatenate((bounds, [len(order)]))
+        timeout = self.timeout_for(family)
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            address = int(addr_sorted[start])
+            rows = order[start:end]
+            node = self.nodes.get((family, address))
+            if node is None:
+                node = self.nodes[(family, address)] = NodeState(family, address)
+            self._note_arrivals(node, decoded.message, ts_sorted[start:end], timeout)
+            self._note_signals(node, decoded, int(rows[-1]))
+
+    def _note_arrivals(
+        self, node: NodeState, message: MessageDef, ts: npt.NDArray[np.float64], timeout: float
+    ) -> None:
+        previous = node.last_seen
+        stamps = ts if previous is None else np.concatenate(([previous], ts))
+        if len(stamps) > 1:
+            gaps = np.diff(stamps)
+            node.dropouts += int(np.count_nonzero(gaps > timeout))
+            node.longest_gap_s = max(node.longest_gap_s, float(gaps.max()))
+        if node.first_seen is None:
+            node.first_seen = float(ts[0])
+        node.last_seen = max(float(ts[-1]), previous or float(ts[-1]))
+        node.frames += len(ts)
+        track = node.messages.get(message.name)
+        if track is None:
+            cycle = message.cycle_time_ms / 1000.0 if message.cycle_time_ms else None
+            track = node.messages[message.name] = _MessageTrack(cycle)
+        track.count += len(ts)
+        track.tail = np.concatenate((track.tail, ts))[-RATE_TAIL:]
+
+    def _note_signals(self, node: NodeState, decoded: DecodedMessage, row: int) -> None:
+        for sig in decoded.message.signals:
+            role = sig.role
+            if role is None:
+                continue
+            present = decoded.present.get(sig.name)
+            if present is not None and not bool(present[row]):
+                continue
+            if role.startswith("alarm:"):
+                on = bool(decoded.signals[sig.name][row])
+                node.alarms[role.removeprefix("alarm:")] = on
+                if role == "alarm:duplicate_address":
+                    node.duplicate_alarm = on
+        if any(s.role == "firmware" for s in decoded.message.signals):
+            version = firmware_string(decoded, row)
+            if version is not None:
+                node.firmware = version
+
+    # -- views ----------------------------------------------------------------------
+    def view(self, now: float) -> list[NodeView]:
+        """Status of every known node at time ``now`` (capture end, or wall clock live)."""
+        return [self._view_one(node, now) for _, node in sorted(self.nodes.items())]
+
+    def _view_one(self, node: NodeState, now: float) -> NodeView:
+        timeout = self.timeout_for(node.family)
+        policy = self._policies.get(node.family)
+        expected = policy is not None and node.address in policy.expected
+        silent = None if node.last_seen is None else max(0.0, now - node.last_seen)
+        online = silent is not None and silent <= timeout
+        ratio = _rate_ratio(node)
+        node.rate_ratio = ratio
+        if not online:
+            status = "offline"
+        elif node.duplicate_alarm or (ratio is not None and ratio >= DUPLICATE_RATE_FACTOR):
+            status = "duplicate"
+        elif node.dropouts > 0:
+            status = "intermittent"
+        else:
+            status = "online"
+        return NodeView(
+            family=node.family,
+            address=node.address,
+            status=status,
+            online=online,
+            last_seen=node.last_seen,
+            silent_s=silent,
+            timeout_s=timeout,
+            frames=node.frames,
+            dropouts=node.dropouts,
+            firmware=node.firmware,
+            alarms=tuple(node.active_alarms()),
+            rate_ratio=ratio,
+            expected=expected,
+        )
+
+    def firmware_mismatches(self) -> list[FirmwareMismatch]:
+        """Families whose nodes disagree on firmware, or run versions not allowed."""
+        by_family: dict[str, dict[str, list[int]]] = {}
+        for node in self.nodes.values():
+            if node.firmware is not None:
+                by_family.setdefault(node.family, {}).setdefault(node.firmware, []).append(
+                    node.address
+                )
+        out = []
+        for family, versions in sorted(by_family.items()):
+            allowed = self._policies.get(family, FamilyPolicy(family)).allowed_firmware
+            not_allowed = {
+                a: v for v, addrs in versions.items() for a in addrs if allowed and v not in allowed
+            }
+            if len(versions) > 1 or not_allowed:
+                out.append(FirmwareMismatch(family, _majority(versions), versions, not_allowed))
+        return out
+
+
+def _majority(versions: Mapping[str, Sequence[int]]) -> str | None:
+    if not versions:
+        return None
+    return max(sorted(versions), key=lambda v: len(versions[v]))
+
+
+def _rate_ratio(node: NodeState) -> float | None:
+    """Highest observed-rate / nominal-rate ratio over the node's periodic messages."""
+    best: float | None = None
+    for track in node.messages.values():
+        if track.cycle_s is None or len(track.tail) < MIN_FRAMES_FOR_RATE:
+            continue
+        span = float(track.tail[-1] - track.tail[0])
+        if span <= 0:
+            continue
+        ratio = (len(track.tail) - 1) / span * track.cycle_s
+        best = ratio if best is None else max(best, ratio)
+    return best

@@ -1,0 +1,185 @@
+"""Node presence, duplicates, firmware and signal statistics on frames of the reference DBCs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import pytest
+
+from candiag.decode.dbc import ChargerDatabase, load_reference_database
+from candiag.decode.decoder import BatchDecoder
+from candiag.health.nodes import FamilyPolicy, NodeTracker
+from candiag.health.signals import SignalStats
+from candiag.ingest.frames import FLAG_EXTENDED, FrameBatch
+
+
+@pytest.fixture(scope="module")
+def db() -> ChargerDatabase:
+    return load_reference_database()
+
+
+def encode(
+    db: ChargerDatabase, frames: Iterable[tuple[float, str, int, Mapping[str, float]]]
+) -> FrameBatch:
+    """Frames (timestamp, message, node, values) encoded with cantools."""
+    rows = sorted(frames, key=lambda f: f[0])
+    n = len(rows)
+    batch = FrameBatch(
+        timestamp=np.array([r[0] for r in rows], np.float64),
+        can_id=np.zeros(n, np.uint32),
+        flags=np.zeros(n, np.uint8),
+        dlc=np.zeros(n, np.uint8),
+        data=np.zeros((n, 8), np.uint8),
+        channel=np.zeros(n, np.int16),
+        channels=["can0"],
+    )
+    for i, (_, name, node, values) in enumerate(rows):
+        msg = db.by_name(name)
+        full = {s.name: 0 for s in msg.signals}
+        full.update(values)
+        payload = db.cantools_db.encode_message(name, full, strict=False)
+        batch.can_id[i] = msg.can_id_for(node) if node >= 0 else msg.frame_id
+        batch.flags[i] = FLAG_EXTENDED if msg.is_extended else 0
+        batch.dlc[i] = len(payload)
+        batch.data[i, : len(payload)] = np.frombuffer(payload, np.uint8)
+    return batch
+
+
+def telemetry(
+    nodes: Iterable[int], t0: float, t1: float, period: float = 0.1, offset: float = 0.0
+) -> list[tuple[float, str, int, Mapping[str, float]]]:
+    out: list[tuple[float, str, int, Mapping[str, float]]] = []
+    for node in nodes:
+        for t in np.arange(t0 + offset, t1, period):
+            out.append(
+                (
+                    float(t),
+                    "ModuleTelemetry",
+                    node,
+                    {"OutputVoltage": 750.0, "OutputCurrent": 20.0 + node},
+                )
+            )
+    return out
+
+
+def track(db: ChargerDatabase, batch: FrameBatch, tracker: NodeTracker) -> None:
+    tracker.update(BatchDecoder(db).decode(batch))
+
+
+def statuses(tracker: NodeTracker, now: float) -> dict[int, str]:
+    return {v.address: v.status for v in tracker.view(now) if v.family == "power_module"}
+
+
+def test_nodes_online_then_one_goes_silent(db: ChargerDatabase) -> None:
+    tracker = NodeTracker(db)
+    frames = telemetry(range(1, 5), 0.0, 10.0)
+    frames = [f for f in frames if not (f[2] == 3 and f[0] > 5.0)]
+    track(db, encode(db, frames), tracker)
+    assert statuses(tracker, 10.0) == {1: "online", 2: "online", 3: "offline", 4: "online"}
+    view = {v.address: v for v in tracker.view(10.0) if v.family == "power_module"}
+    assert view[3].silent_s == pytest.approx(10.0 - 5.0, abs=0.11)
+    # Default timeout: 3 x the family's shortest cycle time (telemetry 100 ms here).
+    assert view[3].timeout_s == pytest.approx(
+        3 * min(m.cycle_time_ms for m in db.families["power_module"] if m.cycle_time_ms) / 1000
+    )
+
+
+def test_expected_node_never_seen_is_offline(db: ChargerDatabase) -> None:
+    tracker = NodeTracker(db, [FamilyPolicy("power_module", expected=frozenset({1, 2, 9}))])
+    track(db, encode(db, telemetry([1, 2], 0.0, 2.0)), tracker)
+    view = {v.address: v for v in tracker.view(2.0) if v.family == "power_module"}
+    assert view[9].status == "offline" and view[9].last_seen is None and view[9].expected
+
+
+def test_dropout_and_return_is_intermittent(db: ChargerDatabase) -> None:
+    tracker = NodeTracker(db)
+    frames = [f for f in telemetry([1, 2], 0.0, 10.0) if not (f[2] == 2 and 3.0 < f[0] < 5.0)]
+    # Split over two batches so the gap crosses a batch boundary too.
+    batch = encode(db, frames)
+    track(db, batch.take(batch.timestamp < 4.0), tracker)
+    track(db, batch.take(batch.timestamp >= 4.0), tracker)
+    view = {v.address: v for v in tracker.view(10.0) if v.family == "power_module"}
+    assert view[2].status == "intermittent" and view[2].dropouts == 1
+    assert view[1].status == "online" and view[1].dropouts == 0
+
+
+def test_two_senders_on_one_address_are_duplicate(db: ChargerDatabase) -> None:
+    tracker = NodeTracker(db)
+    frames = telemetry([1, 2], 0.0, 5.0) + telemetry([2], 0.0, 5.0, offset=0.05)
+    track(db, encode(db, frames), tracker)
+    view = {v.address: v for v in tracker.view(5.0) if v.family == "power_module"}
+    assert view[2].status == "duplicate"
+    assert view[2].rate_ratio == pytest.approx(2.0, rel=0.05)
+    assert view[1].status == "online" and view[1].rate_ratio == pytest.approx(1.0, rel=0.05)
+
+
+def test_duplicate_address_alarm_bit_marks_duplicate(db: ChargerDatabase) -> None:
+    tracker = NodeTracker(db)
+    frames = [
+        *telemetry([5], 0.0, 2.0),
+        (1.0, "ModuleStatus", 5, {"id_repeat_alarm": 1, "fan_fault_alarm": 1}),
+    ]
+    track(db, encode(db, frames), tracker)
+    (view,) = [v for v in tracker.view(2.0) if v.family == "power_module"]
+    assert view.status == "duplicate"
+    assert set(view.alarms) == {"duplicate_address", "fan"}
+
+
+def test_firmware_inventory_and_mismatch(db: ChargerDatabase) -> None:
+    policy = FamilyPolicy(
+        "power_module",
+        allowed_firmware=frozenset({"DCDC_Major=1 DCDC_Minor=4 PFC_Major=2 PFC_Minor=0"}),
+    )
+    tracker = NodeTracker(db, [policy])
+    version = {"DCDC_Major": 1, "DCDC_Minor": 4, "PFC_Major": 2, "PFC_Minor": 0}
+    frames = [(0.5, "ModuleVersion", n, version) for n in (1, 2, 3)]
+    frames.append((0.5, "ModuleVersion", 4, {**version, "DCDC_Minor": 2}))
+    track(db, encode(db, frames), tracker)
+    (mismatch,) = tracker.firmware_mismatches()
+    assert mismatch.family == "power_module"
+    assert mismatch.majority == "DCDC_Major=1 DCDC_Minor=4 PFC_Major=2 PFC_Minor=0"
+    assert mismatch.by_version["DCDC_Major=1 DCDC_Minor=2 PFC_Major=2 PFC_Minor=0"] == [4]
+    assert mismatch.not_allowed == {4: "DCDC_Major=1 DCDC_Minor=2 PFC_Major=2 PFC_Minor=0"}
+
+
+def test_consistent_firmware_is_no_mismatch(db: ChargerDatabase) -> None:
+    tracker = NodeTracker(db)
+    version = {"DCDC_Major": 1, "DCDC_Minor": 4, "PFC_Major": 2, "PFC_Minor": 0}
+    track(db, encode(db, [(0.5, "ModuleVersion", n, version) for n in (1, 2)]), tracker)
+    assert tracker.firmware_mismatches() == []
+
+
+def test_signal_stats_per_node_and_freshness(db: ChargerDatabase) -> None:
+    stats = SignalStats(db)
+    frames = telemetry([1, 2], 0.0, 1.0)
+    stats.update(BatchDecoder(db).decode(encode(db, frames)))
+    doc = stats.to_json()
+    cur1 = doc["ModuleTelemetry.OutputCurrent[1]"]
+    assert cur1["count"] == 10 and cur1["last"] == pytest.approx(21.0) and cur1["unit"] == "A"
+    assert cur1["min"] == cur1["max"] == pytest.approx(21.0)
+    assert doc["ModuleTelemetry.OutputCurrent[2]"]["mean"] == pytest.approx(22.0)
+    fresh_now = {s.key for s in stats.fresh(1.0)}
+    assert "ModuleTelemetry.OutputVoltage[1]" in fresh_now
+    assert not list(stats.fresh(100.0))  # stale values are never reported as fresh
+    assert stats.facts(1.0)["currents"]["modules_output_a"] == pytest.approx(43.0)
+
+
+def test_contactor_facts_pair_command_and_feedback(db: ChargerDatabase) -> None:
+    stats = SignalStats(db)
+    frames: list[tuple[float, str, int, Mapping[str, float]]] = [
+        (0.0, "ContactorCommand", -1, {"DCPlusCommand": 1, "DCMinusCommand": 1}),
+        (0.0, "ContactorFeedback", -1, {"DCPlusFeedback": 1, "DCMinusFeedback": 0}),
+        (2.0, "ContactorCommand", -1, {"DCPlusCommand": 1, "DCMinusCommand": 1}),
+        (
+            2.0,
+            "ContactorFeedback",
+            -1,
+            {"DCPlusFeedback": 1, "DCMinusFeedback": 0, "DCMinusWelded": 1},
+        ),
+    ]
+    stats.update(BatchDecoder(db).decode(encode(db, frames)))
+    facts = {c["name"]: c for c in stats.facts(3.0)["contactors"]}
+    assert facts["DCPlus"]["mismatch_s"] == 0.0
+    assert facts["DCMinus"]["mismatch_s"] == pytest.approx(3.0)
+    assert facts["DCMinus"]["weld"] is True
