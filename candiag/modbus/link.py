@@ -1,0 +1,497 @@
+"""Read-only Modbus transactions over serial RTU, RTU over TCP, and Modbus TCP.
+
+Owns the wire: building read requests (function codes 1-4 only), reading the reply,
+and classifying every transaction as ``ok``, ``timeout``, ``crc``, ``exception``,
+``wrong_device`` or ``io``.
+
+Why our own thin framing instead of pymodbus' client: the classification is the
+point of this module, and pymodbus hides it.  Its RTU framer drops a reply with a bad
+CRC silently and keeps waiting, so a CRC error looks exactly like a timeout
+(modbus-meters.md §2.2); it retries internally, and its client has write methods.
+Here a request is 8 bytes we build, the reply is read with one deadline, and the raw
+bytes decide: nothing received is ``timeout``; bytes that do not form a frame with a
+valid CRC (corrupt, truncated, two slaves talking at once) are ``crc``; a valid frame
+from another slave id, or one not answering this request (a late reply to an earlier
+request) is ``wrong_device``; function code | 0x80 is ``exception`` with its code; an
+OS/serial error is ``io``.  There is no code path that can write: :func:`read_request`
+refuses any function code outside 1-4 with :class:`SafetyError`.  pymodbus is still
+what the simulated meters run (a real, independent implementation to test against).
+
+Stale input is flushed before each request (RTU has no transaction id, a late reply
+would otherwise be taken for the next one, modbus-meters.md §3).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import serial
+
+from candiag.errors import PortUnavailableError, SafetyError
+
+READ_FUNCTION_CODES = frozenset({1, 2, 3, 4})
+OUTCOMES = ("ok", "timeout", "crc", "exception", "wrong_device", "io")
+FAILURE_REASONS = OUTCOMES[1:]
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "device failure",
+    5: "acknowledge",
+    6: "device busy",
+    7: "negative acknowledge",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target failed to respond",
+}
+MAX_RTU_FRAME = 256
+
+
+def _crc_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc16(data: bytes) -> int:
+    """Modbus RTU CRC-16 (poly 0xA001 reflected, init 0xFFFF); sent low byte first."""
+    crc = 0xFFFF
+    for byte in data:
+        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ byte) & 0xFF]
+    return crc
+
+
+def with_crc(frame: bytes) -> bytes:
+    return frame + struct.pack("<H", crc16(frame))
+
+
+def crc_ok(frame: bytes) -> bool:
+    return len(frame) >= 4 and crc16(frame[:-2]) == struct.unpack("<H", frame[-2:])[0]
+
+
+def read_pdu(function: int, address: int, count: int) -> bytes:
+    """The PDU of a read request; the only kind of request candiag can build."""
+    if function not in READ_FUNCTION_CODES:
+        raise SafetyError(
+            f"Modbus function code {function} is not a read; candiag only reads "
+            "(function codes 1-4) and never writes to a meter"
+        )
+    limit = 2000 if function in (1, 2) else 125
+    if not 1 <= count <= limit or not 0 <= address <= 0xFFFF or address + count > 0x10000:
+        raise ValueError(f"read of {count} items at {address} is outside the Modbus limits")
+    return struct.pack(">BHH", function, address, count)
+
+
+def read_request(unit_id: int, function: int, address: int, count: int) -> bytes:
+    """An RTU read request frame (8 bytes with CRC)."""
+    return with_crc(bytes([unit_id]) + read_pdu(function, address, count))
+
+
+def t35_seconds(baudrate: int, bits_per_char: int = 11) -> float:
+    """The RTU inter-frame silence: 3.5 characters, fixed 1.75 ms above 19200 baud."""
+    if baudrate > 19200:
+        return 0.00175
+    return 3.5 * bits_per_char / baudrate
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """One request and what came back, classified."""
+
+    outcome: str  # one of OUTCOMES
+    function: int
+    address: int
+    count: int
+    unit_id: int
+    duration: float  # seconds from sending to the end of the reply (or the timeout)
+    data: bytes = b""  # the reply's data bytes when ok
+    exception_code: int | None = None
+    detail: str = ""
+    request: bytes = b""
+    reply: bytes = b""
+
+    @property
+    def registers(self) -> list[int]:
+        """Big-endian 16-bit registers of an ok FC3/FC4 reply."""
+        return list(struct.unpack(f">{len(self.data) // 2}H", self.data))
+
+
+class Link(Protocol):
+    """An open-able line to one or more slaves; one transaction at a time."""
+
+    description: str
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def is_open(self) -> bool: ...
+    def transact(
+        self, unit_id: int, function: int, address: int, count: int, timeout: float
+    ) -> Transaction: ...
+
+
+# -- the byte streams -----------------------------------------------------------------
+class _Stream(Protocol):
+    def write(self, data: bytes) -> None: ...
+    def read(self, n: int, deadline: float) -> bytes: ...
+    def flush_input(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class _SerialStream:
+    def __init__(self, ser: serial.Serial) -> None:
+        self.ser = ser
+
+    def write(self, data: bytes) -> None:
+        self.ser.write(data)
+        self.ser.flush()
+
+    def read(self, n: int, deadline: float) -> bytes:
+        out = b""
+        while len(out) < n:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self.ser.timeout = remaining
+            chunk = self.ser.read(n - len(out))
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+    def flush_input(self) -> None:
+        self.ser.reset_input_buffer()
+
+    def close(self) -> None:
+        self.ser.close()
+
+
+class _SocketStream:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def write(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read(self, n: int, deadline: float) -> bytes:
+        out = b""
+        while len(out) < n:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(n - len(out))
+            except TimeoutError:
+                break
+            if not chunk:
+                raise ConnectionResetError("the peer closed the connection")
+            out += chunk
+        return out
+
+    def flush_input(self) -> None:
+        while select.select([self.sock], [], [], 0)[0]:
+            if not self.sock.recv(4096):
+                raise ConnectionResetError("the peer closed the connection")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# -- framings -----------------------------------------------------------------------
+def _rtu_transaction(
+    stream: _Stream, unit_id: int, function: int, address: int, count: int, timeout: float
+) -> Transaction:
+    request = read_request(unit_id, function, address, count)
+    stream.flush_input()
+    start = time.monotonic()
+    deadline = start + timeout
+    stream.write(request)
+    reply = stream.read(3, deadline)
+
+    def done(outcome: str, **kw: object) -> Transaction:
+        return Transaction(
+            outcome,
+            function,
+            address,
+            count,
+            unit_id,
+            time.monotonic() - start,
+            request=request,
+            reply=reply,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    if not reply:
+        return done("timeout", detail=f"no answer within {timeout:g} s")
+    if len(reply) == 3:
+        if reply[1] & 0x80:
+            remaining = 2
+        elif reply[1] in READ_FUNCTION_CODES:
+            remaining = reply[2] + 2
+        else:
+            remaining = 0
+        if remaining:
+            reply += stream.read(remaining, deadline)
+    if len(reply) < 5 or not crc_ok(reply):
+        # Wait out the rest of a garbled frame so its tail is not taken for the next reply.
+        reply += stream.read(MAX_RTU_FRAME, min(deadline, time.monotonic() + 0.02))
+        return done("crc", detail=f"garbled or truncated reply ({len(reply)} bytes, bad CRC)")
+    return _classify_pdu(done, unit_id, reply[0], function, count, reply[1:-2])
+
+
+def _classify_pdu(
+    done: _Done, unit_id: int, replied_id: int, function: int, count: int, pdu: bytes
+) -> Transaction:
+    if replied_id != unit_id:
+        return done(
+            "wrong_device",
+            detail=f"reply from unit id {replied_id}, asked {unit_id} "
+            "(two meters with one id, or a gateway mixing up ids)",
+        )
+    if pdu[0] == function | 0x80 and len(pdu) >= 2:
+        code = pdu[1]
+        name = EXCEPTION_NAMES.get(code, "unknown exception")
+        return done("exception", exception_code=code, detail=f"exception {code} ({name})")
+    expected = count * 2 if function in (3, 4) else (count + 7) // 8
+    if pdu[0] != function or len(pdu) < 2 or pdu[1] != expected or len(pdu) != 2 + expected:
+        return done(
+            "wrong_device",
+            detail="reply does not answer this request (a late reply to an earlier one?)",
+        )
+    return done("ok", data=bytes(pdu[2:]))
+
+
+class _Done(Protocol):
+    def __call__(self, outcome: str, **kw: object) -> Transaction: ...
+
+
+def _mbap_transaction(
+    stream: _Stream,
+    tid: int,
+    unit_id: int,
+    function: int,
+    address: int,
+    count: int,
+    timeout: float,
+) -> Transaction:
+    pdu = read_pdu(function, address, count)
+    request = struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit_id) + pdu
+    stream.flush_input()
+    start = time.monotonic()
+    deadline = start + timeout
+    stream.write(request)
+    header = stream.read(7, deadline)
+    reply = header
+
+    def done(outcome: str, **kw: object) -> Transaction:
+        return Transaction(
+            outcome,
+            function,
+            address,
+            count,
+            unit_id,
+            time.monotonic() - start,
+            request=request,
+            reply=reply,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    if not header:
+        return done("timeout", detail=f"no answer within {timeout:g} s")
+    if len(header) < 7:
+        return done("crc", detail=f"truncated MBAP header ({len(header)} bytes)")
+    r_tid, proto, length, r_unit = struct.unpack(">HHHB", header)
+    if proto != 0 or not 2 <= length <= 254:
+        return done("crc", detail=f"malformed MBAP header {header.hex()}")
+    body = stream.read(length - 1, deadline)
+    reply = header + body
+    if len(body) < length - 1:
+        return done("crc", detail="truncated Modbus TCP reply")
+    if r_tid != tid:
+        return done("wrong_device", detail=f"reply to transaction {r_tid}, expected {tid}")
+    return _classify_pdu(done, unit_id, r_unit, function, count, body)
+
+
+# -- links --------------------------------------------------------------------------
+class SerialRtuLink:
+    """Modbus RTU on a serial port (RS-485 adapter); opened exclusively."""
+
+    def __init__(
+        self, port: str, baudrate: int, parity: str = "N", stopbits: int = 1, bytesize: int = 8
+    ) -> None:
+        self.port, self.baudrate, self.parity = port, baudrate, parity
+        self.stopbits, self.bytesize = stopbits, bytesize
+        self.description = f"{port} {baudrate} {bytesize}{parity}{stopbits}"
+        self._stream: _SerialStream | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._stream is not None
+
+    def open(self) -> None:
+        if self._stream is not None:
+            return
+        if not os.path.exists(self.port):
+            raise PortUnavailableError(
+                f"serial port {self.port} does not exist (adapter unplugged? check "
+                "`ls /dev/serial/by-id/` and the port setting)"
+            )
+        try:
+            ser = serial.Serial(
+                self.port,
+                baudrate=self.baudrate,
+                bytesize=self.bytesize,
+                parity=self.parity,
+                stopbits=self.stopbits,
+                timeout=0.1,
+                exclusive=True,
+            )
+        except (serial.SerialException, OSError, ValueError) as err:
+            raise PortUnavailableError(
+                f"cannot open serial port {self.port}: {err} (another program using it? "
+                "permission: add the user to the dialout group)"
+            ) from err
+        self._stream = _SerialStream(ser)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            try:
+                stream.close()
+            except (serial.SerialException, OSError):
+                pass  # the port is already gone; nothing left to release
+
+    def transact(
+        self, unit_id: int, function: int, address: int, count: int, timeout: float
+    ) -> Transaction:
+        if self._stream is None:
+            self.open()
+        assert self._stream is not None
+        return _guarded(
+            self,
+            unit_id,
+            function,
+            address,
+            count,
+            lambda s: _rtu_transaction(s, unit_id, function, address, count, timeout),
+        )
+
+
+class TcpLink:
+    """Modbus TCP (MBAP) or RTU framing through a TCP gateway (``rtu=True``)."""
+
+    def __init__(self, host: str, port: int, *, rtu: bool, connect_timeout: float = 2.0) -> None:
+        self.host, self.port, self.rtu = host, port, rtu
+        self.connect_timeout = connect_timeout
+        scheme = "rtu+tcp" if rtu else "tcp"
+        self.description = f"{scheme}://{host}:{port}"
+        self._stream: _SocketStream | None = None
+        self._tid = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._stream is not None
+
+    def open(self) -> None:
+        if self._stream is not None:
+            return
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+        except OSError as err:
+            raise PortUnavailableError(
+                f"cannot connect to Modbus gateway {self.description}: {err} "
+                "(gateway powered and reachable? port right?)"
+            ) from err
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._stream = _SocketStream(sock)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.close()
+
+    def transact(
+        self, unit_id: int, function: int, address: int, count: int, timeout: float
+    ) -> Transaction:
+        if self._stream is None:
+            self.open()
+        self._tid = (self._tid + 1) & 0xFFFF
+        tid = self._tid
+        if self.rtu:
+            return _guarded(
+                self,
+                unit_id,
+                function,
+                address,
+                count,
+                lambda s: _rtu_transaction(s, unit_id, function, address, count, timeout),
+            )
+        return _guarded(
+            self,
+            unit_id,
+            function,
+            address,
+            count,
+            lambda s: _mbap_transaction(s, tid, unit_id, function, address, count, timeout),
+        )
+
+
+def _guarded(
+    link: SerialRtuLink | TcpLink,
+    unit_id: int,
+    function: int,
+    address: int,
+    count: int,
+    run: _Run,
+) -> Transaction:
+    """Run one transaction; an OS/serial error closes the link and becomes ``io``."""
+    stream = link._stream
+    assert stream is not None
+    start = time.monotonic()
+    try:
+        return run(stream)
+    except (OSError, serial.SerialException) as err:
+        link.close()
+        return Transaction(
+            "io",
+            function,
+            address,
+            count,
+            unit_id,
+            time.monotonic() - start,
+            detail=f"{link.description}: {err}",
+        )
+
+
+class _Run(Protocol):
+    def __call__(self, stream: _Stream, /) -> Transaction: ...
+
+
+def make_link(
+    port: str, *, baudrate: int = 9600, parity: str = "N", stopbits: int = 1
+) -> SerialRtuLink | TcpLink:
+    """A link from a port string: a tty path, ``tcp://host:port`` or ``rtu+tcp://host:port``."""
+    if "://" not in port:
+        return SerialRtuLink(port, baudrate, parity, stopbits)
+    parts = urlsplit(port)
+    if parts.scheme not in ("tcp", "rtu+tcp") or not parts.hostname or parts.port is None:
+        raise PortUnavailableError(
+            f"cannot use port {port!r}: expected a tty path, tcp://HOST:PORT (Modbus TCP) "
+            "or rtu+tcp://HOST:PORT (RTU through a TCP gateway)"
+        )
+    return TcpLink(parts.hostname, parts.port, rtu=parts.scheme == "rtu+tcp")
