@@ -1,0 +1,259 @@
+"""Per-bus live analysis: frame batches in, metrics snapshot and health report out.
+
+A :class:`BusMonitor` chains, for one bus, the same pieces ``candiag analyze``
+uses on a capture: the vectorized decoder, error-frame summary, bus-state
+tracker, exact bus load (``frame_bits``), node tracking and signal statistics.
+What only a live daemon needs is owned here:
+
+* :class:`SecondRing`, per-second buckets of the last hour (busy time and error
+  frames per class), from which the 10/60/300/3600 s sliding windows are summed
+  at scrape time; memory is fixed (3600 x 12 numbers) whatever the frame rate;
+* freshness: only signals younger than 3 cycle times are exported;
+* the bus ``down`` state while its interface is missing.
+
+Everything here runs in the daemon's one processing thread; :meth:`BusMonitor.snapshot`
+and :meth:`BusMonitor.report` are called under the daemon's state lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from candiag.daemon.config import BusConfig, FamilyConfig
+from candiag.decode.dbc import ChargerDatabase, MessageDef
+from candiag.decode.decoder import BatchDecoder
+from candiag.health.busload import frame_bits
+from candiag.health.busstate import BusStateTracker
+from candiag.health.errorframes import CLASS_BIT, ERROR_CLASSES, ErrorFrameSummary
+from candiag.health.nodes import FamilyPolicy, NodeTracker
+from candiag.health.signals import SignalStats
+from candiag.ingest.frames import FrameBatch
+from candiag.metrics.snapshot import (
+    WINDOW_LABELS,
+    WINDOWS_S,
+    BusSnapshot,
+    CappedIdCounts,
+    NodeSnapshot,
+    SignalValue,
+)
+
+RING_SECONDS = max(WINDOWS_S)
+# Window columns: busy seconds, frames, then one column per error class.
+_BUSY, _FRAMES, _FIRST_CLASS = 0, 1, 2
+_COLUMNS = _FIRST_CLASS + len(ERROR_CLASSES)
+
+
+class SecondRing:
+    """Per-second sums over the last ``RING_SECONDS`` seconds (a fixed-size ring)."""
+
+    def __init__(self, seconds: int = RING_SECONDS) -> None:
+        self.seconds = seconds
+        self.stamp = np.full(seconds, -1, np.int64)  # which absolute second a slot holds
+        self.sums = np.zeros((seconds, _COLUMNS), np.float64)
+        self.started: float | None = None
+
+    def add(self, ts: npt.NDArray[np.float64], values: npt.NDArray[np.float64]) -> None:
+        """Add ``values[i, :]`` at time ``ts[i]`` (rows of ``_COLUMNS`` numbers)."""
+        if ts.size == 0:
+            return
+        if self.started is None:
+            self.started = float(ts.min())
+        sec = np.floor(ts).astype(np.int64)
+        slot = sec % self.seconds
+        # A slot holding an older second is recycled before it is added to.
+        order = np.lexsort((sec, slot))
+        last_of_slot = order[np.r_[np.flatnonzero(np.diff(slot[order])), len(order) - 1]]
+        target_sec = sec[last_of_slot]
+        target_slot = slot[last_of_slot]
+        stale = self.stamp[target_slot] < target_sec
+        self.sums[target_slot[stale]] = 0.0
+        self.stamp[target_slot[stale]] = target_sec[stale]
+        # Frames older than their slot's current second (late arrivals > 1 h) are dropped.
+        keep = sec == self.stamp[slot]
+        np.add.at(self.sums, slot[keep], values[keep])
+
+    def window(self, now: float, seconds: int) -> tuple[npt.NDArray[np.float64], float]:
+        """Column sums over ``(now - seconds, now]`` and the covered span in seconds."""
+        now_sec = int(np.floor(now))
+        live = (self.stamp > now_sec - seconds) & (self.stamp <= now_sec)
+        span = float(seconds)
+        if self.started is not None:
+            span = min(span, max(1.0, now - self.started))
+        return self.sums[live].sum(axis=0), span
+
+
+def policies_for(bus: BusConfig) -> list[FamilyPolicy]:
+    return [
+        FamilyPolicy(
+            name=f.name,
+            expected=frozenset(f.expected),
+            timeout_s=f.timeout_s,
+            allowed_firmware=frozenset(f.allowed_firmware),
+        )
+        for f in bus.families
+    ]
+
+
+def apply_mask_overrides(db: ChargerDatabase, families: Iterable[FamilyConfig]) -> ChargerDatabase:
+    """The database with the config's ``mask`` overrides applied to each family's messages."""
+    masks = {f.name: f.mask for f in families if f.mask is not None}
+    if not masks:
+        return db
+    messages: list[MessageDef] = []
+    for m in db.messages:
+        mask = masks.get(m.family or "")
+        if mask is None:
+            messages.append(m)
+        else:
+            messages.append(dataclasses.replace(m, node_mask=mask, frame_id=m.frame_id & ~mask))
+    return ChargerDatabase(messages, sources=getattr(db, "sources", ()))
+
+
+class BusMonitor:
+    """Live analysis of one CAN bus."""
+
+    def __init__(self, config: BusConfig, db: ChargerDatabase) -> None:
+        self.config = config
+        self.db = db
+        self.decoder = BatchDecoder(db)
+        self.errors = ErrorFrameSummary()
+        self.state = BusStateTracker()
+        self.nodes = NodeTracker(db, policies_for(config))
+        self.signals = SignalStats(db)
+        self.ids = CappedIdCounts()
+        self.ring = SecondRing()
+        self.frames = dict.fromkeys(("data", "remote", "error"), 0)
+        self.unknown_frames = 0
+        self.short_frames = 0
+        self.up = False
+        self.down_since: float | None = None
+        self.dropped: dict[str, int] = {"socket": 0, "interface": 0}
+        self._class_bits = np.array([CLASS_BIT[c] for c in ERROR_CLASSES], np.uint32)
+
+    # -- ingest ----------------------------------------------------------------------
+    def process(self, batch: FrameBatch) -> None:
+        """Fold one batch of this bus's frames into every tracker (numpy, no frame loop)."""
+        if len(batch) == 0:
+            return
+        is_error, is_remote = batch.is_error, batch.is_remote
+        n_err, n_rem = int(is_error.sum()), int(is_remote.sum())
+        self.frames["error"] += n_err
+        self.frames["remote"] += n_rem
+        self.frames["data"] += len(batch) - n_err - n_rem
+        not_error = ~is_error
+        self.ids.add(batch.can_id[not_error], batch.is_extended[not_error])
+        self.errors.update(batch)
+        self.state.update(batch)
+        result = self.decoder.decode(batch)
+        self.unknown_frames += sum(result.unknown_ids.values())
+        self.short_frames += sum(result.short_frames.values())
+        self.nodes.update(result)
+        self.signals.update(result)
+        self._add_to_ring(batch, is_error)
+
+    def _add_to_ring(self, batch: FrameBatch, is_error: npt.NDArray[np.bool_]) -> None:
+        nominal, data_phase = frame_bits(batch)
+        cfg = self.config
+        values = np.zeros((len(batch), _COLUMNS), np.float64)
+        values[:, _BUSY] = nominal / cfg.bitrate + data_phase / (cfg.data_bitrate or cfg.bitrate)
+        values[:, _FRAMES] = ~is_error
+        classes = (batch.can_id[:, None] & self._class_bits[None, :]) != 0
+        values[:, _FIRST_CLASS:] = classes & is_error[:, None]
+        self.ring.add(batch.timestamp, values)
+
+    def set_link(self, up: bool, now: float) -> None:
+        """The reader's view of the interface: ``down`` while it is missing or lost."""
+        if up == self.up:
+            return
+        self.up = up
+        if up:
+            self.down_since = None
+            self.state.observe("error_active", now, source="daemon")
+        else:
+            self.down_since = now
+            self.state.observe("down", now, source="daemon")
+
+    # -- views -------------------------------------------------------------------------
+    def windows(self, now: float) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for label, seconds in zip(WINDOW_LABELS, WINDOWS_S, strict=True):
+            sums, span = self.ring.window(now, seconds)
+            by_class = {c: int(sums[_FIRST_CLASS + i]) for i, c in enumerate(ERROR_CLASSES)}
+            out[label] = {
+                "load_ratio": float(sums[_BUSY]) / span,
+                "frames": int(sums[_FRAMES]),
+                "frames_per_second": float(sums[_FRAMES]) / span,
+                "error_frames": by_class,
+                "error_frames_total": int(sum(by_class.values())),
+                "bus_off": by_class["bus_off"],
+            }
+        return out
+
+    def state_name(self) -> str:
+        return self.state.state_name if self.up else "down"
+
+    def snapshot(self, now: float) -> BusSnapshot:
+        windows = self.windows(now)
+        views = self.nodes.view(now)
+        mismatches = {m.family for m in self.nodes.firmware_mismatches()}
+        families = sorted({v.family for v in views} | mismatches)
+        return BusSnapshot(
+            name=self.config.name,
+            up=self.up,
+            state=self.state_name(),
+            frames=dict(self.frames),
+            id_frames=self.ids.labelled(),
+            error_frames=dict(self.errors.by_class),
+            bus_off_total=self.state.bus_off_events,
+            restarts_total=self.state.restarts,
+            load_ratio={w: v["load_ratio"] for w, v in windows.items()},
+            error_window={w: v["error_frames"] for w, v in windows.items()},
+            tx_errors=self.state.tec,
+            rx_errors=self.state.rec,
+            dropped=dict(self.dropped),
+            nodes=tuple(
+                NodeSnapshot(v.family, str(v.address), v.online, v.last_seen, v.firmware)
+                for v in views
+            ),
+            firmware_mismatch={f: f in mismatches for f in families},
+            signals=tuple(self.fresh_signals(now)) if self.up else (),
+            frames_per_second=windows["10s"]["frames_per_second"],
+        )
+
+    def fresh_signals(self, now: float) -> Iterable[SignalValue]:
+        for s in self.signals.fresh(now):
+            if np.isfinite(s.last):
+                yield SignalValue(
+                    s.message, s.signal, "" if s.node < 0 else str(s.node), s.unit, s.last
+                )
+
+    def report(self, now: float) -> dict[str, Any]:
+        """The JSON-shaped bus report the diagnosis rules read (see candiag.diagnosis.rules)."""
+        errors = self.errors.to_json()
+        errors.update({"tec_last": self.state.tec, "rec_last": self.state.rec})
+        report: dict[str, Any] = {
+            "name": self.config.name,
+            "bitrate": self.config.bitrate,
+            "up": self.up,
+            "down_since": self.down_since,
+            "state": self.state_name(),
+            "bus_state": self.state.to_json(),
+            "error_frames": errors,
+            "windows": self.windows(now),
+            "nodes": [v.to_json() for v in self.nodes.view(now)],
+            "firmware_mismatches": [m.to_json() for m in self.nodes.firmware_mismatches()],
+            "ids": {"distinct": len(self.ids), "unknown_frames": self.unknown_frames},
+            "short_frames": self.short_frames,
+            "dropped_recent": sum(self.dropped.values()),
+        }
+        report.update(self.signals.facts(now))
+        return report
+
+
+def reports_by_name(monitors: Mapping[str, BusMonitor], now: float) -> list[dict[str, Any]]:
+    return [m.report(now) for m in monitors.values()]
