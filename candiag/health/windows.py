@@ -1,0 +1,350 @@
+"""Sliding windows (10 s, 60 s, 300 s, 3600 s) over per-second ring buckets, vectorized.
+
+Owns :class:`SecondRing`, a fixed ``int64[horizon, k]`` array of per-second totals (memory set
+by the longest window, whatever the traffic), and :class:`BusWindows`, which feeds it from
+frame batches: frames per kind, bits at nominal and data rate, error frames per class and
+bus-off events.  Updating costs one bincount per column over the batch; a window query sums
+at most ``horizon`` rows.
+
+Time is integer seconds of the frame timestamps, so the same code serves live buses (time
+advances, buckets expire, :meth:`BusWindows.advance` moves "now" when nothing arrives) and
+captures (timestamps from the file, starting anywhere, with gaps of any length).  Frames
+older than the ring when they arrive cannot be placed and are counted in ``late_dropped``.
+With ``keep_history`` every expired second is kept (sparse), for the report's plots of long
+captures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from candiag.health.busload import frame_bits
+from candiag.health.errorframes import ERROR_CLASSES
+from candiag.ingest.frames import FLAG_ERROR, FLAG_REMOTE, FrameBatch
+
+WINDOWS: dict[str, int] = {"10s": 10, "60s": 60, "300s": 300, "3600s": 3600}
+HORIZON = max(WINDOWS.values())
+
+I64 = npt.NDArray[np.int64]
+
+
+class SecondRing:
+    """Per-second totals of ``k`` integer columns for the last ``horizon`` seconds."""
+
+    def __init__(self, columns: Sequence[str], horizon: int = HORIZON, keep_history: bool = False):
+        self.columns = tuple(columns)
+        self.index = {name: i for i, name in enumerate(self.columns)}
+        self.horizon = horizon
+        self.buckets = np.zeros((horizon, len(self.columns)), np.int64)
+        self.head: int | None = None  # newest second held (inclusive)
+        self.first: int | None = None  # oldest second ever seen
+        self.late_dropped = np.zeros(len(self.columns), np.int64)
+        self.peak = np.zeros(len(self.columns), np.int64)
+        self.keep_history = keep_history
+        self._history: list[tuple[I64, I64]] = []
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.buckets.nbytes + self.late_dropped.nbytes + self.peak.nbytes)
+
+    def _expire(self, old_head: int, new_head: int) -> tuple[I64, I64]:
+        """Clear the buckets reused by seconds (old_head, new_head]; return what they held."""
+        h = self.horizon
+        lo = old_head - h + 1
+        hi = min(new_head - h, old_head)  # last expiring second
+        seconds = np.arange(lo, hi + 1, dtype=np.int64)
+        rows = seconds % h
+        values = self.buckets[rows].copy()
+        self.buckets[rows] = 0
+        keep = values.any(axis=1)
+        return seconds[keep], values[keep]
+
+    def advance_to(self, second: int) -> None:
+        """Move "now" to ``second`` (no-op if not newer), expiring older buckets."""
+        self._advance(second, np.empty(0, np.int64), np.empty((0, len(self.columns)), np.int64))
+
+    def _advance(self, second: int, old_s: I64, old_v: I64) -> None:
+        if self.head is None:
+            self.head = second
+            return
+        if second <= self.head:
+            return
+        exp_s, exp_v = self._expire(self.head, second)
+        self.head = second
+        if self.keep_history and (exp_s.size or old_s.size):
+            self._history.append(_merge_sparse(exp_s, exp_v, old_s, old_v))
+
+    def add(self, seconds: I64, totals: I64) -> None:
+        """Add per-second totals: ``seconds`` (unique, any order) and ``totals`` ``[m, k]``."""
+        if seconds.size == 0:
+            return
+        newest = int(seconds.max())
+        self.first = (
+            int(seconds.min()) if self.first is None else min(self.first, int(seconds.min()))
+        )
+        new_head = newest if self.head is None else max(self.head, newest)
+        oldest_kept = new_head - self.horizon + 1
+        in_ring = seconds >= oldest_kept
+        # Seconds older than the new window: still "on time" if the old window held them
+        # (they leave straight to history), otherwise too late to be placed anywhere.
+        previous_oldest = oldest_kept if self.head is None else self.head - self.horizon + 1
+        passing = ~in_ring & (seconds >= previous_oldest)
+        late = ~in_ring & ~passing
+        if late.any():
+            self.late_dropped += totals[late].sum(axis=0)
+        self._advance(new_head, seconds[passing], totals[passing])
+        rows = seconds[in_ring] % self.horizon
+        self.buckets[rows] += totals[in_ring]  # seconds are unique, so rows are too
+        if rows.size:
+            self.peak = np.maximum(self.peak, self.buckets[rows].max(axis=0))
+        if passing.any():
+            self.peak = np.maximum(self.peak, totals[passing].max(axis=0))
+
+    def _window_rows(self, window: int, end: int | None = None) -> npt.NDArray[np.intp]:
+        if self.head is None:
+            return np.empty(0, np.intp)
+        end = self.head if end is None else min(end, self.head)
+        start = max(end - min(window, self.horizon) + 1, self.head - self.horizon + 1)
+        if self.first is not None:
+            start = max(start, self.first)
+        if end < start:
+            return np.empty(0, np.intp)
+        return (np.arange(start, end + 1, dtype=np.int64) % self.horizon).astype(np.intp)
+
+    def window_sum(self, window: int, end: int | None = None) -> I64:
+        """Column totals over the seconds ``(end - window, end]`` (``end`` defaults to now)."""
+        total: I64 = self.buckets[self._window_rows(window, end)].sum(axis=0)
+        return total
+
+    def window_rows(self, window: int, end: int | None = None) -> I64:
+        """The per-second rows of the seconds ``(end - window, end]``, oldest first."""
+        rows: I64 = self.buckets[self._window_rows(window, end)]
+        return rows
+
+    def covered_seconds(self, window: int, end: int | None = None) -> int:
+        """How many seconds of the window lie after the first second ever seen."""
+        return int(self._window_rows(window, end).size)
+
+    def series(self) -> tuple[I64, I64]:
+        """Every second with data, oldest first: ``(seconds, values[m, k])``; absent seconds are 0.
+
+        Without ``keep_history`` this covers the ring (the last ``horizon`` seconds).
+        """
+        parts = list(self._history)
+        if self.head is not None:
+            start = self.head - self.horizon + 1
+            if self.first is not None:
+                start = max(start, self.first)
+            seconds = np.arange(start, self.head + 1, dtype=np.int64)
+            values = self.buckets[seconds % self.horizon]
+            keep = values.any(axis=1)
+            parts.append((seconds[keep], values[keep]))
+        if not parts:
+            return np.empty(0, np.int64), np.empty((0, len(self.columns)), np.int64)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _merge_sparse(s1: I64, v1: I64, s2: I64, v2: I64) -> tuple[I64, I64]:
+    seconds = np.concatenate([s1, s2])
+    uniq, inverse = np.unique(seconds, return_inverse=True)
+    values = np.zeros((uniq.size, v1.shape[1]), np.int64)
+    np.add.at(values, inverse, np.concatenate([v1, v2]))
+    return uniq, values
+
+
+def per_second_totals(
+    seconds: I64, columns: Sequence[npt.NDArray[Any] | None], *, k: int | None = None
+) -> tuple[I64, I64]:
+    """Aggregate rows into per-second totals: ``(unique seconds, totals[m, k])``.
+
+    ``columns[j]`` is the per-row weight of column ``j`` (``None``: count rows).  Uses a dense
+    bincount when the batch spans few seconds, ``np.unique`` when it spans a long gap.
+    """
+    k = len(columns) if k is None else k
+    if seconds.size == 0:
+        return np.empty(0, np.int64), np.empty((0, k), np.int64)
+    lo = int(seconds.min())
+    span = int(seconds.max()) - lo + 1
+    if span <= max(4 * HORIZON, seconds.size):
+        slot = (seconds - lo).astype(np.intp)
+        n_slots = span
+    else:
+        uniq, inverse = np.unique(seconds, return_inverse=True)
+        slot, n_slots = inverse.astype(np.intp), int(uniq.size)
+    totals = np.zeros((n_slots, k), np.int64)
+    for j, weights in enumerate(columns):
+        totals[:, j] = np.bincount(slot, weights=weights, minlength=n_slots)[:n_slots]
+    if n_slots == span:
+        keep = totals.any(axis=1)
+        return np.flatnonzero(keep).astype(np.int64) + lo, totals[keep]
+    return uniq.astype(np.int64), totals
+
+
+BUS_COLUMNS: tuple[str, ...] = (
+    "frames_data",
+    "frames_remote",
+    "frames_error",
+    "bits_nominal",
+    "bits_data",
+    *(f"errors_{c}" for c in ERROR_CLASSES),
+    "bus_off_events",
+)
+
+
+class BusWindows:
+    """The sliding-window figures of one bus: frames, bits/load, error classes, bus-off events."""
+
+    def __init__(
+        self,
+        bitrate: int | None = None,
+        data_bitrate: int | None = None,
+        *,
+        horizon: int = HORIZON,
+        keep_history: bool = False,
+    ) -> None:
+        self.bitrate = bitrate
+        self.data_bitrate = data_bitrate or bitrate
+        self.ring = SecondRing(BUS_COLUMNS, horizon, keep_history)
+        self.max_ratio_1s_seen = 0.0
+        self.last_timestamp: float | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return self.ring.nbytes
+
+    def update(
+        self,
+        batch: FrameBatch,
+        bits: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]] | None = None,
+        bus_off_times: npt.NDArray[np.float64] | None = None,
+    ) -> None:
+        """Add one batch; ``bits`` from :func:`~candiag.health.busload.frame_bits` if already known."""
+        if len(batch) == 0 and (bus_off_times is None or bus_off_times.size == 0):
+            return
+        if bits is None:
+            bits = frame_bits(batch)
+        seconds = np.floor(batch.timestamp).astype(np.int64)
+        flags = batch.flags
+        error = (flags & FLAG_ERROR) != 0
+        remote = ((flags & FLAG_REMOTE) != 0) & ~error
+        k = len(BUS_COLUMNS)
+        uniq, totals = per_second_totals(
+            seconds,
+            [
+                (~error & ~remote).astype(np.float64),
+                remote.astype(np.float64),
+                error.astype(np.float64),
+                bits[0].astype(np.float64),
+                bits[1].astype(np.float64),
+            ],
+            k=k,
+        )
+        self.ring.add(uniq, totals)
+        rows = np.flatnonzero(error)
+        if rows.size:
+            ids = batch.can_id[rows]
+            class_cols = [((ids >> b) & 1).astype(np.float64) for b in range(len(ERROR_CLASSES))]
+            uniq_e, totals_e = per_second_totals(
+                seconds[rows], [None] * 5 + class_cols + [None], k=k
+            )
+            totals_e[:, :5] = 0
+            totals_e[:, -1] = 0
+            self.ring.add(uniq_e, totals_e)
+        if bus_off_times is not None and bus_off_times.size:
+            events = np.floor(bus_off_times).astype(np.int64)
+            uniq_b, totals_b = per_second_totals(events, [None], k=1)
+            full = np.zeros((uniq_b.size, k), np.int64)
+            full[:, -1] = totals_b[:, 0]
+            self.ring.add(uniq_b, full)
+        if len(batch):
+            newest = float(batch.timestamp.max())
+            self.last_timestamp = (
+                newest if self.last_timestamp is None else max(self.last_timestamp, newest)
+            )
+        if self.bitrate:
+            self.max_ratio_1s_seen = max(self.max_ratio_1s_seen, self._peak_ratio(uniq))
+
+    def _ratios(self, rows: I64) -> npt.NDArray[np.float64]:
+        assert self.bitrate and self.data_bitrate
+        i, j = self.ring.index["bits_nominal"], self.ring.index["bits_data"]
+        ratios: npt.NDArray[np.float64] = rows[:, i] / self.bitrate + rows[:, j] / self.data_bitrate
+        return ratios
+
+    def _peak_ratio(self, seconds: I64) -> float:
+        if seconds.size == 0 or self.ring.head is None:
+            return 0.0
+        fresh = seconds[seconds > self.ring.head - self.ring.horizon]
+        if fresh.size == 0:
+            return 0.0
+        return float(self._ratios(self.ring.buckets[fresh % self.ring.horizon]).max())
+
+    def advance(self, now: float) -> None:
+        """Live bus: move the windows to wall time ``now`` (buckets of silent seconds expire)."""
+        self.ring.advance_to(int(np.floor(now)))
+
+    def counts(self, window: int) -> dict[str, int]:
+        """Totals over the last ``window`` seconds, current (partial) second included."""
+        total = self.ring.window_sum(window)
+        return {name: int(total[i]) for i, name in enumerate(BUS_COLUMNS)}
+
+    def error_counts(self, window: int) -> dict[str, int]:
+        """Error frames per class over the last ``window`` seconds."""
+        counts = self.counts(window)
+        return {c: counts[f"errors_{c}"] for c in ERROR_CLASSES}
+
+    def _complete_end(self) -> int | None:
+        head = self.ring.head
+        if head is None:
+            return None
+        # The current second is still filling; use it only when it is all there is.
+        return head - 1 if self.ring.first is not None and head > self.ring.first else head
+
+    def load_ratio(self, window: int) -> float:
+        """Mean bus load over the last ``window`` complete seconds (those after the first frame)."""
+        if not self.bitrate:
+            raise ValueError("load ratio needs the bitrate: BusWindows(bitrate=...)")
+        end = self._complete_end()
+        if end is None:
+            return 0.0
+        covered = self.ring.covered_seconds(window, end)
+        if covered == 0:
+            return 0.0
+        total = self.ring.window_sum(window, end)
+        busy = self._ratios(total[None, :])[0]
+        return float(busy / covered)
+
+    def max_ratio_1s(self, window: int | None = None) -> float:
+        """Highest one-second load in the last ``window`` seconds (all time when ``None``)."""
+        if not self.bitrate:
+            raise ValueError("load ratio needs the bitrate: BusWindows(bitrate=...)")
+        if window is None:
+            return self.max_ratio_1s_seen
+        rows = self.ring.window_rows(window)
+        return float(self._ratios(rows).max()) if rows.size else 0.0
+
+    def series(self) -> dict[str, Any]:
+        """Per-second series for plots: ``{"second": [...], column: [...], "load_ratio": [...]}``."""
+        seconds, values = self.ring.series()
+        out: dict[str, Any] = {"second": seconds.tolist()}
+        for i, name in enumerate(BUS_COLUMNS):
+            out[name] = values[:, i].tolist()
+        if self.bitrate:
+            out["load_ratio"] = self._ratios(values).tolist()
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": "frames", "windows": {}}
+        for label, seconds in WINDOWS.items():
+            entry: dict[str, Any] = {"counts": self.counts(seconds)}
+            if self.bitrate:
+                entry["load_ratio"] = self.load_ratio(seconds)
+                entry["max_ratio_1s"] = self.max_ratio_1s(seconds)
+            out["windows"][label] = entry
+        if self.bitrate:
+            out["max_ratio_1s"] = self.max_ratio_1s_seen
+        out["late_dropped_frames"] = int(self.ring.late_dropped[:3].sum())
+        return out
