@@ -1,0 +1,801 @@
+"""candump ``-L`` log text: the vectorized parser, the formatter and the rotating writer.
+
+We wrote our own instead of using python-can's ``CanutilsLogReader``/``Writer``
+because those lose error frames (the writer writes every error frame as
+``20000080``, the reader turns ``20000040`` bus-off frames into data frames with
+id 0x040; see can-bus.md §5.4) and parse one line at a time in Python.
+
+Line format (can-utils ``lib.c``; can-bus.md §4)::
+
+    (1700000000.000100) can0 123#0102          standard data frame (3 hex digits)
+    (1700000000.000100) can0 18FF50E5#01020304 extended data frame (8 hex digits)
+    (1700000000.000100) can0 123#R  / 123#R5   remote frame (requested length 5)
+    (1700000000.000100) can0 123##1AABB        CAN FD, flags nibble (BRS 1, ESI 2)
+    (1700000000.000100) can0 20000040#00...    error frame: CAN_ERR_FLAG | class bits
+
+Parsing: lines are grouped by *shape* (positions of ``.``, ``)``, the spaces
+and ``#``); every group of identically shaped lines becomes one 2-D byte matrix
+that is decoded column-wise with lookup tables.  Only lines that do not fit the
+classic shape (remote, FD, ``_`` DLC suffix, ``.`` separators, malformed) go
+through the per-line Python parser, which also produces the error reasons.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import re
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
+
+from candiag.errors import InputError, RecordingError
+from candiag.ingest.frames import (
+    CAN_EFF_MASK,
+    CAN_ERR_FLAG,
+    CAN_SFF_MASK,
+    CLASSIC_WIDTH,
+    FD_DLC_TO_LEN,
+    FD_WIDTH,
+    FLAG_BRS,
+    FLAG_ERROR,
+    FLAG_ESI,
+    FLAG_EXTENDED,
+    FLAG_FD,
+    FLAG_REMOTE,
+    FrameBatch,
+)
+
+I64 = npt.NDArray[np.int64]
+U8 = npt.NDArray[np.uint8]
+
+_MAX_TEXT = 200  # characters of a malformed line kept for the report
+_FAST_MAX_LEN = 4095  # longer lines cannot be classic frames; the slow path reports them
+_FD_LENGTHS = frozenset(FD_DLC_TO_LEN)
+_CAN_RTR_EFF_FLAGS = 0xC0000000
+
+
+@dataclass
+class MalformedLine:
+    """A capture line that was skipped: 1-based line number, why, and its text."""
+
+    line: int
+    reason: str
+    text: str
+
+
+@dataclass
+class ParsedChunk:
+    """Result of parsing one block of complete lines."""
+
+    batch: FrameBatch
+    lines: int
+    malformed: list[MalformedLine]
+
+
+_HEX_UPPER = np.frombuffer(b"0123456789ABCDEF", np.uint8)
+
+_OPEN, _CLOSE, _DOT, _SPACE, _HASH, _NL, _CR = (ord(c) for c in "(). #\n\r")
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------
+class _ChunkArrays:
+    """Per-line output arrays of one chunk, filled by the fast and the slow path."""
+
+    def __init__(self, n: int) -> None:
+        self.valid = np.zeros(n, np.bool_)
+        self.timestamp = np.zeros(n, np.float64)
+        self.can_id = np.zeros(n, np.uint32)
+        self.flags = np.zeros(n, np.uint8)
+        self.dlc = np.zeros(n, np.uint8)
+        self.data = np.zeros((n, CLASSIC_WIDTH), np.uint8)
+        self.channel = np.zeros(n, np.int16)
+
+    def widen(self) -> None:
+        if self.data.shape[1] < FD_WIDTH:
+            wide = np.zeros((self.data.shape[0], FD_WIDTH), np.uint8)
+            wide[:, : self.data.shape[1]] = self.data
+            self.data = wide
+
+    def batch(self, channels: list[str]) -> FrameBatch:
+        keep = self.valid
+        return FrameBatch(
+            timestamp=self.timestamp[keep],
+            can_id=self.can_id[keep],
+            flags=self.flags[keep],
+            dlc=self.dlc[keep],
+            data=self.data[keep],
+            channel=self.channel[keep],
+            channels=list(channels),
+        )
+
+
+def channel_index(channels: list[str], name: str) -> int:
+    """Index of ``name`` in the (growing) channel table."""
+    try:
+        return channels.index(name)
+    except ValueError:
+        channels.append(name)
+        return len(channels) - 1
+
+
+def parse_candump(
+    data: bytes | bytearray | memoryview | U8,
+    *,
+    first_line: int = 1,
+    channels: list[str] | None = None,
+) -> ParsedChunk:
+    """Parse complete candump ``-L`` lines (a trailing line without ``\\n`` is accepted).
+
+    ``first_line`` is the file line number of the first line (for error reports);
+    ``channels`` is the caller's channel table, extended in place so that channel
+    indices stay stable across the chunks of one file.
+    """
+    buf = data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
+    if len(buf) and buf[-1] != _NL:
+        buf = np.concatenate([buf, np.array([_NL], np.uint8)])
+    nl = np.flatnonzero(buf == _NL)
+    return parse_lines(buf, nl, first_line=first_line, channels=channels)
+
+
+def parse_lines(
+    buf: U8,
+    nl: npt.NDArray[np.intp],
+    *,
+    first_line: int = 1,
+    channels: list[str] | None = None,
+) -> ParsedChunk:
+    """Parse ``buf`` whose lines end at the newline positions ``nl`` (see parse_candump)."""
+    table = channels if channels is not None else []
+    n = len(nl)
+    out = _ChunkArrays(n)
+    starts = np.empty(n, np.int64)
+    if n:
+        starts[0] = 0
+        starts[1:] = nl[:-1] + 1
+    ends = nl.astype(np.int64)
+    ends -= (ends > starts) & (buf[np.maximum(ends - 1, 0)] == _CR)
+    fast = _parse_fast(buf, starts, ends, out, table)
+    malformed = _parse_slow(buf, starts, ends, np.flatnonzero(~fast), out, table, first_line)
+    return ParsedChunk(batch=out.batch(table), lines=n, malformed=malformed)
+
+
+def _occurrences(buf: U8, char: int, starts: I64, ends: I64) -> tuple[I64, I64, I64]:
+    """Positions of ``char``, and per line the index of its first one and its count."""
+    pos = np.flatnonzero(buf == char).astype(np.int64)
+    lo = np.searchsorted(pos, starts)
+    hi = np.searchsorted(pos, ends)
+    return pos, lo.astype(np.int64), (hi - lo).astype(np.int64)
+
+
+def _first(pos: I64, lo: I64, count: I64, starts: I64, offset: int = 0) -> I64:
+    """Per line, position (relative to the line start) of occurrence number ``offset``."""
+    idx = np.minimum(lo + offset, max(len(pos) - 1, 0))
+    rel = (pos[idx] if len(pos) else np.zeros_like(lo)) - starts
+    return np.where(count > offset, rel, -1)
+
+
+def _locate_uniform(buf: U8, starts: I64, cend: I64) -> tuple[I64, I64, I64, I64, I64] | None:
+    """Field separators when every line has exactly one ')', '#', '.' and two spaces.
+
+    This is the usual capture, and it needs no per-line search: the k-th
+    occurrence of each character belongs to the k-th line, which is verified.
+    """
+    n = len(starts)
+    found: list[I64] = []
+    for char, per_line in ((_CLOSE, 1), (_HASH, 1), (_SPACE, 2), (_DOT, 1)):
+        pos = np.flatnonzero(buf == char)
+        if len(pos) != n * per_line:
+            return None
+        rel = pos.reshape(n, per_line) - starts[:, None]
+        if rel.min() < 0 or (rel[:, -1] >= cend - starts).any():
+            return None
+        found.extend(rel.T)
+    rp, h, sp1, sp2, dot = found
+    return rp, h, sp1, sp2, dot
+
+
+def _locate_general(
+    buf: U8, starts: I64, cend: I64
+) -> tuple[I64, I64, I64, I64, I64, npt.NDArray[np.bool_]]:
+    """Field separators of each line by search, with a mask of lines having the right counts."""
+    cpos, clo, ccount = _occurrences(buf, _CLOSE, starts, cend)
+    hpos, hlo, hcount = _occurrences(buf, _HASH, starts, cend)
+    spos, slo, scount = _occurrences(buf, _SPACE, starts, cend)
+    dpos, dlo, dcount = _occurrences(buf, _DOT, starts, cend)
+    rp = _first(cpos, clo, ccount, starts)
+    h = _first(hpos, hlo, hcount, starts)
+    sp1 = _first(spos, slo, scount, starts)
+    sp2 = _first(spos, slo, scount, starts, 1)
+    dot = _first(dpos, dlo, dcount, starts)
+    counts_ok = (ccount == 1) & (hcount == 1) & (scount == 2) & (dcount >= 1)
+    return rp, h, sp1, sp2, dot, counts_ok
+
+
+def _parse_fast(
+    buf: U8, starts: I64, ends: I64, out: _ChunkArrays, channels: list[str]
+) -> npt.NDArray[np.bool_]:
+    """Decode all classic-shaped lines column-wise; return the mask of lines done."""
+    n = len(starts)
+    done = np.zeros(n, np.bool_)
+    if n == 0:
+        return done
+    # can-utils -x logs end lines with " R"/" T" (direction); data never contains spaces.
+    last = buf[np.maximum(ends - 1, 0)]
+    has_dir = ((ends - starts) >= 2) & (buf[np.maximum(ends - 2, 0)] == _SPACE)
+    has_dir &= (last == ord("R")) | (last == ord("T"))
+    cend = ends - 2 * has_dir
+    length = cend - starts
+
+    located = _locate_uniform(buf, starts, cend)
+    if located is not None:
+        rp, h, sp1, sp2, dot = located
+        counts_ok = np.ones(n, np.bool_)
+    else:
+        rp, h, sp1, sp2, dot, counts_ok = _locate_general(buf, starts, cend)
+    idw = h - sp2 - 1
+    ndata = length - h - 1
+    nint = dot - 1
+    nfrac = rp - dot - 1
+    cand = (
+        (length > 0) & (length <= _FAST_MAX_LEN) & (buf[np.minimum(starts, len(buf) - 1)] == _OPEN)
+    )
+    cand &= counts_ok & (sp1 == rp + 1) & (sp2 > sp1 + 1) & (nint >= 1) & (nfrac >= 1)
+    cand &= (nint + nfrac <= 18) & ((idw == 3) | (idw == 8))
+    cand &= (ndata >= 0) & (ndata <= 2 * CLASSIC_WIDTH) & (ndata % 2 == 0)
+    rows = np.flatnonzero(cand)
+    if len(rows) == 0:
+        return done
+    # One int64 key per line shape (every field < 4096, checked above).
+    key = dot[rows]
+    for part in (rp, sp2, h, length):
+        key = (key << 12) | part[rows]
+    for k in np.unique(key).tolist():
+        lines = rows[key == k]
+        k_len = k & 0xFFF
+        shape = ((k >> 48) & 0xFFF, (k >> 36) & 0xFFF, (k >> 24) & 0xFFF, (k >> 12) & 0xFFF, k_len)
+        # Rows of a strided window view: one index per line, no per-byte index array.
+        matrix = sliding_window_view(buf, k_len)[starts[lines]]
+        ok = _decode_group(matrix, lines, shape, out, channels)
+        done[lines[ok]] = True
+    return done
+
+
+def _decode_group(
+    m: U8,
+    lines: I64,
+    shape: tuple[int, int, int, int, int],
+    out: _ChunkArrays,
+    channels: list[str],
+) -> npt.NDArray[np.bool_]:
+    """Decode identically shaped lines; return which rows were valid (others go slow).
+
+    Validity is checked on whole matrices first (one flat reduction each) and
+    row by row only when something is wrong, which is rare.
+    """
+    dot, rp, sp2, h, length = shape
+    int_digits, bad = _decimal_digits(m[:, 1:dot])
+    frac_digits, bad_frac = _decimal_digits(m[:, dot + 1 : rp])
+    id_hex, bad_id = _hex_digits(m[:, sp2 + 1 : h])
+    data_hex, bad_data = _hex_digits(m[:, h + 1 : length])
+    name_bytes = m[:, rp + 2 : sp2]
+    bad_name = (name_bytes <= _SPACE) | (name_bytes >= 127)  # printable ASCII only
+    ok = np.ones(len(lines), np.bool_)
+    for problem in (bad, bad_frac, bad_id, bad_data, bad_name):
+        if problem.size and problem.any():
+            ok &= ~problem.any(axis=1)
+    can_id = _hex_to_int(id_hex)
+    if h - sp2 - 1 == 3:
+        ok &= can_id <= CAN_SFF_MASK
+        flags = np.zeros(len(lines), np.uint8)
+    else:
+        is_error = ((can_id & _CAN_RTR_EFF_FLAGS) == 0) & ((can_id & CAN_ERR_FLAG) != 0)
+        ok &= (can_id <= CAN_EFF_MASK) | is_error
+        flags = np.where(is_error, FLAG_ERROR, FLAG_EXTENDED).astype(np.uint8)
+        can_id &= CAN_EFF_MASK
+    if not ok.all():
+        rows = np.flatnonzero(ok)
+        if len(rows) == 0:
+            return ok
+        lines, can_id, flags = lines[rows], can_id[rows], flags[rows]
+        int_digits, frac_digits, data_hex = int_digits[rows], frac_digits[rows], data_hex[rows]
+        name_bytes = name_bytes[rows]
+    out.timestamp[lines] = _timestamps(int_digits, frac_digits)
+    out.can_id[lines] = can_id
+    out.flags[lines] = flags
+    nbytes = (length - h - 1) // 2
+    out.dlc[lines] = nbytes
+    if nbytes:
+        out.data[lines, :nbytes] = (data_hex[:, 0::2] << 4) | data_hex[:, 1::2]
+    out.channel[lines] = _channel_indices(name_bytes, channels)
+    out.valid[lines] = True
+    return ok
+
+
+def _decimal_digits(chars: U8) -> tuple[U8, npt.NDArray[np.bool_]]:
+    """Digit values of ASCII decimal characters, and where they are not digits."""
+    values = chars - np.uint8(ord("0"))  # wraps below '0', so one comparison suffices
+    return values, values > 9
+
+
+def _hex_digits(chars: U8) -> tuple[U8, npt.NDArray[np.bool_]]:
+    """Nibble values of ASCII hex characters (either case), and where they are not hex.
+
+    ``(c & 15) + 9 * (c >> 6)`` maps '0'-'9' to 0-9 and 'A'-'F'/'a'-'f' to 10-15 in three
+    vector operations (a lookup table is slower here); the validity mask is separate.
+    """
+    values = (chars & np.uint8(15)) + np.uint8(9) * (chars >> np.uint8(6))
+    not_digit = (chars - np.uint8(ord("0"))) > 9
+    not_letter = ((chars | np.uint8(0x20)) - np.uint8(ord("a"))) > 5
+    return values, not_digit & not_letter
+
+
+def _timestamps(int_digits: U8, frac_digits: U8) -> npt.NDArray[np.float64]:
+    """Seconds from decimal digit columns.
+
+    Integer and fraction are combined into one integer count of fraction units
+    before the single division, so the result is the correctly rounded double
+    (the same as ``float(text)``) whenever that count is below 2**53.
+    """
+    digits = np.concatenate([int_digits, frac_digits], axis=1).astype(np.float64)
+    width = digits.shape[1]
+    if width <= 15:
+        scaled = digits @ (10.0 ** np.arange(width - 1, -1, -1))
+    else:
+        powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
+        scaled = (digits.astype(np.int64) @ powers).astype(np.float64)
+    return np.asarray(scaled / 10.0 ** frac_digits.shape[1], np.float64)
+
+
+def _channel_indices(name_bytes: U8, channels: list[str]) -> npt.NDArray[np.int16]:
+    """Channel table indices of fixed-width channel names (usually all the same)."""
+    first = name_bytes[0]
+    if len(name_bytes) == 1 or (name_bytes == first).all():
+        return np.full(len(name_bytes), channel_index(channels, first.tobytes().decode()), np.int16)
+    names = np.ascontiguousarray(name_bytes).view(f"S{name_bytes.shape[1]}").reshape(-1)
+    uniq, which = np.unique(names, return_inverse=True)
+    lut = np.array([channel_index(channels, u.decode()) for u in uniq.tolist()], np.int16)
+    return lut[which.reshape(-1)]
+
+
+def _hex_to_int(hex_digits: U8) -> npt.NDArray[np.uint32]:
+    width = hex_digits.shape[1]
+    shifts = 4 * np.arange(width - 1, -1, -1, dtype=np.uint64)
+    value: npt.NDArray[np.uint64] = (hex_digits.astype(np.uint64) << shifts).sum(
+        axis=1, dtype=np.uint64
+    )
+    return (value & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+
+def _parse_slow(
+    buf: U8,
+    starts: I64,
+    ends: I64,
+    rows: npt.NDArray[np.intp],
+    out: _ChunkArrays,
+    channels: list[str],
+    first_line: int,
+) -> list[MalformedLine]:
+    """Per-line parser for the odd lines; returns the malformed ones."""
+    malformed: list[MalformedLine] = []
+    for i in rows.tolist():
+        raw = buf[starts[i] : ends[i]].tobytes()
+        parsed = parse_line(raw)
+        if isinstance(parsed, str):
+            text = raw.decode("utf-8", errors="backslashreplace")[:_MAX_TEXT]
+            malformed.append(MalformedLine(first_line + i, parsed, text))
+            continue
+        ts, channel, can_id, flags, dlc, payload = parsed
+        if len(payload) > out.data.shape[1]:
+            out.widen()
+        out.timestamp[i] = ts
+        out.can_id[i] = can_id
+        out.flags[i] = flags
+        out.dlc[i] = dlc
+        if payload:
+            out.data[i, : len(payload)] = np.frombuffer(payload, np.uint8)
+        out.channel[i] = channel_index(channels, channel)
+        out.valid[i] = True
+    return malformed
+
+
+_TIMESTAMP_RE = re.compile(r"\((\d+(?:\.\d+)?)\)")
+_HEX_RE = re.compile(r"[0-9A-Fa-f]*")
+_REMOTE_RE = re.compile(r"[Rr]([0-9A-Fa-f])?(?:_[0-9A-Fa-f])?")
+
+ParsedLine = tuple[float, str, int, int, int, bytes]
+
+
+def parse_line(raw: bytes) -> ParsedLine | str:
+    """Parse one candump ``-L`` line: (timestamp, channel, can_id, flags, dlc, data) or a reason."""
+    try:
+        text = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return "not text: the line holds non-ASCII bytes (binary data or a corrupted file)"
+    if not text:
+        return "empty line"
+    fields = text.split()
+    if len(fields) == 4 and fields[3] in ("R", "T", "r", "t"):
+        fields = fields[:3]
+    if len(fields) != 3:
+        return f"expected 3 fields '(timestamp) channel id#data', found {len(fields)}" + (
+            " (is the channel name missing?)" if len(fields) == 2 else ""
+        )
+    stamp, channel, frame = fields
+    match = _TIMESTAMP_RE.fullmatch(stamp)
+    if match is None:
+        return f"bad timestamp {stamp!r}: expected '(seconds.microseconds)'"
+    timestamp = float(match.group(1))
+    if not math.isfinite(timestamp):
+        return f"bad timestamp {stamp!r}: not a finite number"
+    ident, sep, rest = frame.partition("#")
+    if not sep:
+        return f"no '#' between identifier and data in {frame!r}"
+    if len(ident) not in (3, 8):
+        return f"identifier {ident!r} must be 3 (standard) or 8 (extended) hex digits, not {len(ident)}"
+    if not _HEX_RE.fullmatch(ident):
+        return f"identifier {ident!r} is not hexadecimal"
+    return _parse_frame(timestamp, channel, int(ident, 16), len(ident) == 8, rest)
+
+
+def _parse_frame(
+    ts: float, channel: str, raw_id: int, extended: bool, rest: str
+) -> ParsedLine | str:
+    flags = 0
+    if not extended:
+        if raw_id > CAN_SFF_MASK:
+            return f"standard identifier 0x{raw_id:03X} is above 0x7FF"
+    elif raw_id & CAN_ERR_FLAG and not raw_id & _CAN_RTR_EFF_FLAGS:
+        flags = int(FLAG_ERROR)
+    elif raw_id > CAN_EFF_MASK:
+        return f"extended identifier 0x{raw_id:08X} is above 0x1FFFFFFF"
+    else:
+        flags = int(FLAG_EXTENDED)
+    can_id = raw_id & CAN_EFF_MASK
+    if rest.startswith("#"):
+        return _parse_fd(ts, channel, can_id, flags, rest[1:])
+    if _REMOTE_RE.fullmatch(rest):
+        if flags & FLAG_ERROR:
+            return "an error frame cannot be a remote frame"
+        dlc = int(rest[1], 16) if len(rest) > 1 and rest[1] != "_" else 0
+        if dlc > CLASSIC_WIDTH:
+            return f"remote frame length {dlc} is above 8"
+        return ts, channel, can_id, flags | int(FLAG_REMOTE), dlc, b""
+    body, _, dlc_code = rest.partition("_")
+    payload = _hex_payload(body)
+    if isinstance(payload, str):
+        return payload
+    if len(payload) > CLASSIC_WIDTH:
+        return f"{len(payload)} data bytes in a classic CAN frame (at most 8; CAN FD uses '##')"
+    if dlc_code and (len(payload) != CLASSIC_WIDTH or not _HEX_RE.fullmatch(dlc_code)):
+        return f"DLC suffix '_{dlc_code}' is only valid after 8 data bytes"
+    return ts, channel, can_id, flags, len(payload), payload
+
+
+def _parse_fd(ts: float, channel: str, can_id: int, flags: int, rest: str) -> ParsedLine | str:
+    if flags & FLAG_ERROR:
+        return "an error frame cannot be a CAN FD frame"
+    if not rest or not _HEX_RE.fullmatch(rest[0]):
+        return "CAN FD frame needs a flags hex digit after '##'"
+    fd_flags = int(rest[0], 16)
+    payload = _hex_payload(rest[1:])
+    if isinstance(payload, str):
+        return payload
+    if len(payload) not in _FD_LENGTHS:
+        return f"{len(payload)} data bytes is not a CAN FD length (0-8, 12, 16, 20, 24, 32, 48, 64)"
+    flags |= int(FLAG_FD)
+    flags |= int(FLAG_BRS) if fd_flags & 0x1 else 0
+    flags |= int(FLAG_ESI) if fd_flags & 0x2 else 0
+    return ts, channel, can_id, flags, len(payload), payload
+
+
+def _hex_payload(body: str) -> bytes | str:
+    digits = body.replace(".", "")
+    if not _HEX_RE.fullmatch(digits):
+        return f"data {body!r} is not hexadecimal"
+    if len(digits) % 2:
+        return f"data {body!r} has an odd number of hex digits (a byte is cut)"
+    return bytes.fromhex(digits)
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------------
+def format_candump(batch: FrameBatch) -> bytes:
+    """candump ``-L`` lines for ``batch`` (uppercase hex, microsecond timestamps).
+
+    Classic data and error frames are formatted as byte matrices per (channel,
+    id width, length) group; remote and FD frames (rare) line by line.
+    """
+    n = len(batch)
+    if n == 0:
+        return b""
+    seconds, fraction = _split_timestamps(batch.timestamp)
+    int_width = max(10, len(str(int(seconds.max())))) if n else 10
+    is_error = batch.is_error
+    id_width = np.where(batch.is_extended | is_error, 8, 3)
+    raw_id = batch.can_id.astype(np.uint32) | np.where(is_error, CAN_ERR_FLAG, 0).astype(np.uint32)
+    names = [c.encode() for c in batch.channels] or [b"can0"]
+    odd = ((batch.flags & (FLAG_REMOTE | FLAG_FD)) != 0) & ~is_error
+    odd |= seconds < 0
+    name_len = np.array([len(c) for c in names], np.int64)[batch.channel]
+    head = 1 + int_width + 1 + 6 + 1 + 1
+    dlc = np.minimum(batch.dlc.astype(np.int64), batch.data.shape[1])
+    lengths = head + name_len + 1 + id_width + 1 + 2 * dlc + 1
+    odd_lines = {
+        i: _format_odd(batch, i, names, int(seconds[i]), int(fraction[i]), int_width)
+        for i in np.flatnonzero(odd).tolist()
+    }
+    for i, line in odd_lines.items():
+        lengths[i] = len(line)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    out = np.empty(int(offsets[-1]), np.uint8)
+    regular = np.flatnonzero(~odd)
+    if len(regular):
+        key = (batch.channel[regular].astype(np.int64) * 2 + (id_width[regular] == 8)) * 65 + dlc[
+            regular
+        ]
+        for k in np.unique(key).tolist():
+            rows = regular[key == k]
+            ch, rem = divmod(k, 65 * 2)
+            wide, nbytes = divmod(rem, 65)
+            matrix = _format_group(
+                seconds[rows], fraction[rows], int_width, names[ch], raw_id[rows],
+                8 if wide else 3, batch.data[rows, :nbytes],
+            )  # fmt: skip
+            out[offsets[rows][:, None] + np.arange(matrix.shape[1])] = matrix
+    for i, line in odd_lines.items():
+        out[offsets[i] : offsets[i + 1]] = np.frombuffer(line, np.uint8)
+    return out.tobytes()
+
+
+def _format_group(
+    seconds: I64,
+    fraction: I64,
+    int_width: int,
+    name: bytes,
+    raw_id: npt.NDArray[np.uint32],
+    id_width: int,
+    data: U8,
+) -> U8:
+    """Lines of identical shape as a byte matrix."""
+    rows, nbytes = data.shape
+    parts: list[U8] = [
+        np.full((rows, 1), _OPEN, np.uint8),
+        _decimal(seconds, int_width),
+        np.full((rows, 1), _DOT, np.uint8),
+        _decimal(fraction, 6),
+        np.frombuffer(b") " + name + b" ", np.uint8)[None, :].repeat(rows, axis=0),
+        _HEX_UPPER[(raw_id[:, None] >> (4 * np.arange(id_width - 1, -1, -1))) & 0xF],
+        np.full((rows, 1), _HASH, np.uint8),
+    ]
+    if nbytes:
+        hexdata = np.empty((rows, 2 * nbytes), np.uint8)
+        hexdata[:, 0::2] = _HEX_UPPER[data >> 4]
+        hexdata[:, 1::2] = _HEX_UPPER[data & 0xF]
+        parts.append(hexdata)
+    parts.append(np.full((rows, 1), _NL, np.uint8))
+    return np.concatenate(parts, axis=1)
+
+
+def _decimal(values: I64, width: int) -> U8:
+    powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
+    return ((values[:, None] // powers) % 10 + ord("0")).astype(np.uint8)
+
+
+def _split_timestamps(timestamp: npt.NDArray[np.float64]) -> tuple[I64, I64]:
+    """Whole seconds and microseconds, rounded like ``%.6f``.
+
+    The fraction is taken before scaling: ``ts * 1e6`` of an epoch timestamp has
+    an error close to one microsecond unit, ``(ts - floor(ts)) * 1e6`` does not.
+    """
+    whole = np.floor(timestamp)
+    micros = np.rint((timestamp - whole) * 1e6).astype(np.int64)
+    seconds = whole.astype(np.int64)
+    carry = micros >= 1_000_000
+    return seconds + carry, micros - 1_000_000 * carry
+
+
+def _format_odd(
+    batch: FrameBatch, i: int, names: list[bytes], sec: int, frac: int, int_width: int
+) -> bytes:
+    sign = ""
+    if sec < 0:  # not produced by candump; written so that nothing is silently dropped
+        sign, total = "-", -(sec * 1_000_000 + frac)
+        sec, frac = divmod(total, 1_000_000)
+    flags = int(batch.flags[i])
+    name = names[int(batch.channel[i])].decode()
+    can_id = int(batch.can_id[i])
+    ident = f"{can_id:08X}" if flags & FLAG_EXTENDED else f"{can_id:03X}"
+    nbytes = int(batch.dlc[i])
+    if flags & FLAG_ERROR:
+        ident = f"{can_id | CAN_ERR_FLAG:08X}"
+    if flags & FLAG_REMOTE and not flags & FLAG_ERROR:
+        body = "R" + (f"{nbytes:X}" if nbytes else "")
+    elif flags & FLAG_FD:
+        fd_flags = (1 if flags & FLAG_BRS else 0) | (2 if flags & FLAG_ESI else 0)
+        body = f"#{fd_flags:X}" + batch.data[i, :nbytes].tobytes().hex().upper()
+    else:
+        body = batch.data[i, :nbytes].tobytes().hex().upper()
+    return f"({sign}{sec:0{int_width}d}.{frac:06d}) {name} {ident}#{body}\n".encode()
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+class CandumpWriter:
+    """Writes batches as candump ``-L`` text to ``.log`` or ``.log.gz`` files.
+
+    * Rotation: with ``rotate_bytes`` (on-disk size) and/or ``rotate_seconds`` the
+      files are numbered ``<stem>.0001.log[.gz]``, ``<stem>.0002...``; a file is
+      closed at the first batch boundary past the limit.  Without rotation the
+      file is exactly ``path``.  Existing files are never overwritten.
+    * Durability: data is flushed (gzip: ``Z_SYNC_FLUSH``, so the file decodes up to
+      that point without a trailer) and ``fsync``-ed once ``flush_interval`` has
+      passed since the last flush, on :meth:`write` or :meth:`flush_if_due`.  A
+      caller whose writes may stop (a silent bus) calls ``flush_if_due()``
+      periodically; the recorder does so every 0.1 s, so a power cut loses at most
+      ``flush_interval`` seconds.
+    * Errors: any ``OSError`` (disk full, permission) becomes :class:`RecordingError`
+      naming the file and the fix.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        rotate_bytes: int | None = None,
+        rotate_seconds: float | None = None,
+        flush_interval: float = 1.0,
+        fsync: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        path = Path(path)
+        name = path.name
+        if name.endswith(".log.gz"):
+            self._stem, self._suffix = name[: -len(".log.gz")], ".log.gz"
+        elif name.endswith(".log"):
+            self._stem, self._suffix = name[: -len(".log")], ".log"
+        else:
+            raise InputError(
+                f"{path}: a recording must end in .log or .log.gz (candump -L text); "
+                "rename the output file"
+            )
+        if rotate_bytes is not None and rotate_bytes <= 0:
+            raise InputError(f"rotate size must be positive, got {rotate_bytes} bytes")
+        if rotate_seconds is not None and rotate_seconds <= 0:
+            raise InputError(f"rotate time must be positive, got {rotate_seconds} s")
+        self._dir = path.parent
+        self._path = path
+        self._rotating = rotate_bytes is not None or rotate_seconds is not None
+        self._rotate_bytes = rotate_bytes
+        self._rotate_seconds = rotate_seconds
+        self._flush_interval = flush_interval
+        self._fsync = fsync
+        self._clock = clock
+        self.frames_written = 0
+        self.files: list[Path] = []
+        self._raw: BinaryIO | None = None
+        self._gz: gzip.GzipFile | None = None
+        self._dirty = False
+        self._opened_at = 0.0
+        self._flushed_at = 0.0
+        self._open_next()
+
+    @property
+    def current(self) -> Path:
+        """The file being written."""
+        return self.files[-1]
+
+    def _open_next(self) -> None:
+        target = (
+            self._dir / f"{self._stem}.{len(self.files) + 1:04d}{self._suffix}"
+            if self._rotating
+            else self._path
+        )
+        try:
+            raw = open(target, "xb")  # kept open across writes; closed in close()
+        except FileExistsError:
+            raise RecordingError(
+                f"{target}: file already exists; choose another --output name or move the old "
+                "recording away (candiag never overwrites a capture)"
+            ) from None
+        except OSError as err:
+            raise self._error(target, err) from err
+        self._raw = raw
+        if self._suffix == ".log.gz":
+            self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+        self.files.append(target)
+        self._opened_at = self._flushed_at = self._clock()
+        self._dirty = False
+
+    def _error(self, target: Path, err: OSError) -> RecordingError:
+        reason = err.strerror or str(err)
+        return RecordingError(
+            f"{target}: cannot write the recording ({reason}); free disk space or choose a "
+            "writable --output directory. Everything up to the last flush is in the file."
+        )
+
+    def write(self, batch: FrameBatch) -> None:
+        """Append ``batch``; flush and rotate when due."""
+        if self._raw is None:
+            raise RecordingError(f"{self.current}: the writer is closed; this is a candiag bug")
+        if len(batch):
+            data = format_candump(batch)
+            try:
+                (self._gz or self._raw).write(data)
+            except OSError as err:
+                raise self._error(self.current, err) from err
+            self.frames_written += len(batch)
+            self._dirty = True
+        self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        """Flush if the last flush is ``flush_interval`` old; rotate when a limit is reached."""
+        if self._raw is None:
+            return
+        now = self._clock()
+        if self._dirty and now - self._flushed_at >= self._flush_interval:
+            self.flush()
+        if self._rotation_due(now):
+            self._close_current()
+            self._open_next()
+
+    def _rotation_due(self, now: float) -> bool:
+        if self._rotate_seconds is not None and now - self._opened_at >= self._rotate_seconds:
+            return True
+        if self._rotate_bytes is None or self._raw is None:
+            return False
+        return self._raw.tell() >= self._rotate_bytes
+
+    def flush(self) -> None:
+        """Push everything written so far to disk (gzip: a sync-flush point)."""
+        if self._raw is None:
+            return
+        try:
+            if self._gz is not None:
+                self._gz.flush(zlib.Z_SYNC_FLUSH)
+            self._raw.flush()
+            if self._fsync:
+                os.fsync(self._raw.fileno())
+        except OSError as err:
+            raise self._error(self.current, err) from err
+        self._flushed_at = self._clock()
+        self._dirty = False
+
+    def _close_current(self) -> None:
+        raw, gz = self._raw, self._gz
+        self._raw = self._gz = None
+        if raw is None:
+            return
+        try:
+            if gz is not None:
+                gz.close()
+            raw.flush()
+            if self._fsync:
+                os.fsync(raw.fileno())
+        except OSError as err:
+            raise self._error(self.files[-1], err) from err
+        finally:
+            raw.close()
+
+    def close(self) -> None:
+        """Flush and close the current file (idempotent)."""
+        self._close_current()
+
+    def __enter__(self) -> CandumpWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
