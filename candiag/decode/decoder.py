@@ -11,9 +11,10 @@ Conventions kept from cantools: big-endian (Motorola) start bits are the MSB in
 cantools' sawtooth numbering; a payload longer than the message is decoded from its
 first bytes, a shorter one is not decoded (counted in :attr:`DecodeResult.short_frames`).
 Multiplexed signals (including nested multiplexers) are decoded for every frame of their
-message and :attr:`DecodedMessage.present` says in which frames they exist.  Where cantools
-would refuse a frame whose multiplexer value has no signals, candiag still decodes the
-message's unmultiplexed signals and marks every multiplexed one absent.
+message and :attr:`DecodedMessage.present` says in which frames they exist: a multiplexed
+signal is present when its multiplexer is present and holds one of its ids.  Where cantools
+refuses a whole frame because a multiplexer value selects no signals, candiag keeps the
+signals that are still valid (the unmultiplexed ones, the multiplexer itself).
 """
 
 from __future__ import annotations
@@ -89,9 +90,27 @@ class _MessagePlan:
             if s.multiplexer_signal is not None
         }
 
-    def decode(
+    @property
+    def is_classic(self) -> bool:
+        """Every signal lies in the first 8 bytes: one little- and one big-endian word."""
+        return self.message.length <= 8
+
+    def decode_words(
+        self, first_word: U64
+    ) -> tuple[dict[str, npt.NDArray[np.generic]], dict[str, BoolArray]]:
+        """Decode classic frames from bytes 0..7 read as a little-endian uint64."""
+        windows: dict[tuple[str, int], U64] = {("little", 0): first_word}
+        if any(p.window[0] == "big" for p in self.plans):
+            windows["big", 0] = first_word.byteswap()
+        values = {
+            p.signal.name: _scale(p.signal, _extract(p, windows[p.window])) for p in self.plans
+        }
+        return values, self._presence(values, first_word.shape[0])
+
+    def decode_payload(
         self, payload: U8
     ) -> tuple[dict[str, npt.NDArray[np.generic]], dict[str, BoolArray]]:
+        """Decode frames of any length from their payload rows (FD messages)."""
         n = payload.shape[0]
         if payload.shape[1] < self.width:
             padded = np.zeros((n, self.width), np.uint8)
@@ -103,8 +122,8 @@ class _MessagePlan:
             window = windows.get(plan.window)
             if window is None:
                 window = windows[plan.window] = _window(payload, *plan.window)
-            raw = _extract(plan, window, payload)
-            values[plan.signal.name] = _scale(plan.signal, raw)
+            spill = payload[:, plan.window[1] + 8] if plan.spill else None
+            values[plan.signal.name] = _scale(plan.signal, _extract(plan, window, spill))
         return values, self._presence(values, n)
 
     def _presence(self, values: dict[str, npt.NDArray[np.generic]], n: int) -> dict[str, BoolArray]:
@@ -157,10 +176,9 @@ def _window(payload: U8, order: str, first_byte: int) -> U64:
     return block.view(dtype).reshape(-1).astype(np.uint64, copy=False)
 
 
-def _extract(plan: _SignalPlan, window: U64, payload: U8) -> U64:
-    _, first_byte = plan.window
-    if plan.spill:
-        spill = payload[:, first_byte + 8].astype(np.uint64)
+def _extract(plan: _SignalPlan, window: U64, spill_byte: U8 | None = None) -> U64:
+    if plan.spill and spill_byte is not None:
+        spill = spill_byte.astype(np.uint64)
         if plan.window[0] == "little":
             raw = (window >> np.uint64(plan.shift)) | (spill << np.uint64(64 - plan.shift))
         else:
@@ -175,11 +193,11 @@ def _extract(plan: _SignalPlan, window: U64, payload: U8) -> U64:
 def _scale(sig: SignalDef, raw: U64) -> npt.NDArray[np.generic]:
     n = sig.length
     if sig.is_float:
-        value: npt.NDArray[np.float64] = (
-            raw.astype(np.uint32).view(np.float32).astype(np.float64)
-            if n == 32
-            else raw.view(np.float64)
-        )
+        if n == 32:
+            with np.errstate(invalid="ignore"):  # signalling NaNs stay NaN, quietly
+                value = raw.astype(np.uint32).view(np.float32).astype(np.float64)
+        else:
+            value = raw.view(np.float64)
         if sig.scale == 1 and sig.offset == 0:
             return value
         return value * float(sig.scale) + float(sig.offset)
@@ -265,20 +283,29 @@ class BatchDecoder:
         sorted_groups = message[order]
         starts = np.flatnonzero(np.diff(sorted_groups, prepend=-1))
         ends = np.append(starts[1:], order.size)
+        first_words = _first_words(batch.data)
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
             index = order[start:end]
             plan = self._plans[int(sorted_groups[start])]
-            result.messages[plan.message.name] = self._decode_message(plan, batch, index, node)
+            result.messages[plan.message.name] = self._decode_message(
+                plan, batch, first_words, index, node
+            )
         result.decoded_frames = int(order.size)
         return result
 
     @staticmethod
     def _decode_message(
-        plan: _MessagePlan, batch: FrameBatch, index: IntpArray, node: npt.NDArray[np.int32]
+        plan: _MessagePlan,
+        batch: FrameBatch,
+        first_words: U64,
+        index: IntpArray,
+        node: npt.NDArray[np.int32],
     ) -> DecodedMessage:
-        width = min(batch.data.shape[1], plan.width)
-        payload = batch.data[index, :width]
-        signals, present = plan.decode(payload)
+        if plan.is_classic:
+            signals, present = plan.decode_words(first_words[index])
+        else:
+            width = min(batch.data.shape[1], plan.width)
+            signals, present = plan.decode_payload(batch.data[index, :width])
         return DecodedMessage(
             message=plan.message,
             index=index,
@@ -287,6 +314,15 @@ class BatchDecoder:
             signals=signals,
             present=present,
         )
+
+
+def _first_words(data: U8) -> U64:
+    """Bytes 0..7 of every row as a native uint64 holding their little-endian value."""
+    rows = np.ascontiguousarray(data)
+    if rows.shape[1] < 8:
+        rows = np.pad(rows, ((0, 0), (0, 8 - rows.shape[1])))
+    words = rows.view("<u8")[:, 0]
+    return words.astype(np.uint64, copy=False)
 
 
 def _count_ids(ids: npt.NDArray[np.uint32]) -> collections.Counter[int]:
