@@ -5,9 +5,8 @@ uses on a capture: the vectorized decoder, error-frame summary, bus-state
 tracker, exact bus load (``frame_bits``), node tracking and signal statistics.
 What only a live daemon needs is owned here:
 
-* :class:`SecondRing`, per-second buckets of the last hour (busy time and error
-  frames per class), from which the 10/60/300/3600 s sliding windows are summed
-  at scrape time; memory is fixed (3600 x 12 numbers) whatever the frame rate;
+* moving the sliding windows (:class:`~candiag.health.windows.BusWindows`) and the
+  bus-state clock to wall time when nothing arrives;
 * freshness: only signals younger than 3 cycle times are exported;
 * the bus ``down`` state while its interface is missing.
 
@@ -22,69 +21,23 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from candiag.daemon.config import BusConfig, FamilyConfig
 from candiag.decode.dbc import ChargerDatabase, MessageDef
 from candiag.decode.decoder import BatchDecoder
 from candiag.health.busload import frame_bits
 from candiag.health.busstate import BusStateTracker
-from candiag.health.errorframes import CLASS_BIT, ERROR_CLASSES, ErrorFrameSummary
+from candiag.health.errorframes import ErrorFrameSummary
 from candiag.health.nodes import FamilyPolicy, NodeTracker
 from candiag.health.signals import SignalStats
+from candiag.health.windows import WINDOWS, BusWindows
 from candiag.ingest.frames import FrameBatch
 from candiag.metrics.snapshot import (
-    WINDOW_LABELS,
-    WINDOWS_S,
     BusSnapshot,
     CappedIdCounts,
     NodeSnapshot,
     SignalValue,
 )
-
-RING_SECONDS = max(WINDOWS_S)
-# Window columns: busy seconds, frames, then one column per error class.
-_BUSY, _FRAMES, _FIRST_CLASS = 0, 1, 2
-_COLUMNS = _FIRST_CLASS + len(ERROR_CLASSES)
-
-
-class SecondRing:
-    """Per-second sums over the last ``RING_SECONDS`` seconds (a fixed-size ring)."""
-
-    def __init__(self, seconds: int = RING_SECONDS) -> None:
-        self.seconds = seconds
-        self.stamp = np.full(seconds, -1, np.int64)  # which absolute second a slot holds
-        self.sums = np.zeros((seconds, _COLUMNS), np.float64)
-        self.started: float | None = None
-
-    def add(self, ts: npt.NDArray[np.float64], values: npt.NDArray[np.float64]) -> None:
-        """Add ``values[i, :]`` at time ``ts[i]`` (rows of ``_COLUMNS`` numbers)."""
-        if ts.size == 0:
-            return
-        if self.started is None:
-            self.started = float(ts.min())
-        sec = np.floor(ts).astype(np.int64)
-        slot = sec % self.seconds
-        # A slot holding an older second is recycled before it is added to.
-        order = np.lexsort((sec, slot))
-        last_of_slot = order[np.r_[np.flatnonzero(np.diff(slot[order])), len(order) - 1]]
-        target_sec = sec[last_of_slot]
-        target_slot = slot[last_of_slot]
-        stale = self.stamp[target_slot] < target_sec
-        self.sums[target_slot[stale]] = 0.0
-        self.stamp[target_slot[stale]] = target_sec[stale]
-        # Frames older than their slot's current second (late arrivals > 1 h) are dropped.
-        keep = sec == self.stamp[slot]
-        np.add.at(self.sums, slot[keep], values[keep])
-
-    def window(self, now: float, seconds: int) -> tuple[npt.NDArray[np.float64], float]:
-        """Column sums over ``(now - seconds, now]`` and the covered span in seconds."""
-        now_sec = int(np.floor(now))
-        live = (self.stamp > now_sec - seconds) & (self.stamp <= now_sec)
-        span = float(seconds)
-        if self.started is not None:
-            span = min(span, max(1.0, now - self.started))
-        return self.sums[live].sum(axis=0), span
 
 
 def policies_for(bus: BusConfig) -> list[FamilyPolicy]:
@@ -126,14 +79,13 @@ class BusMonitor:
         self.nodes = NodeTracker(db, policies_for(config))
         self.signals = SignalStats(db)
         self.ids = CappedIdCounts()
-        self.ring = SecondRing()
+        self.windows_ = BusWindows(config.bitrate, config.data_bitrate)
         self.frames = dict.fromkeys(("data", "remote", "error"), 0)
         self.unknown_frames = 0
         self.short_frames = 0
         self.up = False
         self.down_since: float | None = None
         self.dropped: dict[str, int] = {"socket": 0, "interface": 0}
-        self._class_bits = np.array([CLASS_BIT[c] for c in ERROR_CLASSES], np.uint32)
 
     # -- ingest ----------------------------------------------------------------------
     def process(self, batch: FrameBatch) -> None:
@@ -148,23 +100,19 @@ class BusMonitor:
         not_error = ~is_error
         self.ids.add(batch.can_id[not_error], batch.is_extended[not_error])
         self.errors.update(batch)
-        self.state.update(batch)
+        bus_off_times = self.state.update(batch)
+        self.windows_.update(batch, frame_bits(batch), bus_off_times)
         result = self.decoder.decode(batch)
         self.unknown_frames += sum(result.unknown_ids.values())
         self.short_frames += sum(result.short_frames.values())
         self.nodes.update(result)
         self.signals.update(result)
-        self._add_to_ring(batch, is_error)
 
-    def _add_to_ring(self, batch: FrameBatch, is_error: npt.NDArray[np.bool_]) -> None:
-        nominal, data_phase = frame_bits(batch)
-        cfg = self.config
-        values = np.zeros((len(batch), _COLUMNS), np.float64)
-        values[:, _BUSY] = nominal / cfg.bitrate + data_phase / (cfg.data_bitrate or cfg.bitrate)
-        values[:, _FRAMES] = ~is_error
-        classes = (batch.can_id[:, None] & self._class_bits[None, :]) != 0
-        values[:, _FIRST_CLASS:] = classes & is_error[:, None]
-        self.ring.add(batch.timestamp, values)
+    def advance(self, now: float) -> None:
+        """Move windows and state clock to wall time (seconds without frames expire)."""
+        self.windows_.advance(now)
+        if self.up:
+            self.state.advance(now)
 
     def set_link(self, up: bool, now: float) -> None:
         """The reader's view of the interface: ``down`` while it is missing or lost."""
@@ -179,18 +127,23 @@ class BusMonitor:
             self.state.observe("down", now, source="daemon")
 
     # -- views -------------------------------------------------------------------------
-    def windows(self, now: float) -> dict[str, dict[str, Any]]:
+    def windows(self) -> dict[str, dict[str, Any]]:
+        """The 10/60/300/3600 s windows, up to the last :meth:`advance` or frame."""
+        win = self.windows_
         out: dict[str, dict[str, Any]] = {}
-        for label, seconds in zip(WINDOW_LABELS, WINDOWS_S, strict=True):
-            sums, span = self.ring.window(now, seconds)
-            by_class = {c: int(sums[_FIRST_CLASS + i]) for i, c in enumerate(ERROR_CLASSES)}
+        for label, seconds in WINDOWS.items():
+            counts = win.counts(seconds)
+            frames = counts["frames_data"] + counts["frames_remote"]
+            covered = max(1, win.ring.covered_seconds(seconds))
+            by_class = win.error_counts(seconds)
             out[label] = {
-                "load_ratio": float(sums[_BUSY]) / span,
-                "frames": int(sums[_FRAMES]),
-                "frames_per_second": float(sums[_FRAMES]) / span,
+                "load_ratio": win.load_ratio(seconds),
+                "max_ratio_1s": win.max_ratio_1s(seconds),
+                "frames": frames,
+                "frames_per_second": frames / covered,
                 "error_frames": by_class,
-                "error_frames_total": int(sum(by_class.values())),
-                "bus_off": by_class["bus_off"],
+                "error_frames_total": counts["frames_error"],
+                "bus_off": counts["bus_off_events"],
             }
         return out
 
@@ -198,7 +151,7 @@ class BusMonitor:
         return self.state.state_name if self.up else "down"
 
     def snapshot(self, now: float) -> BusSnapshot:
-        windows = self.windows(now)
+        windows = self.windows()
         views = self.nodes.view(now)
         mismatches = {m.family for m in self.nodes.firmware_mismatches()}
         families = sorted({v.family for v in views} | mismatches)
@@ -244,7 +197,7 @@ class BusMonitor:
             "state": self.state_name(),
             "bus_state": self.state.to_json(),
             "error_frames": errors,
-            "windows": self.windows(now),
+            "windows": self.windows(),
             "nodes": [v.to_json() for v in self.nodes.view(now)],
             "firmware_mismatches": [m.to_json() for m in self.nodes.firmware_mismatches()],
             "ids": {"distinct": len(self.ids), "unknown_frames": self.unknown_frames},
