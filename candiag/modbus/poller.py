@@ -136,9 +136,12 @@ class PortPoller:
         *,
         link: Link | None = None,
         clock: Callable[[], float] = time.time,
+        on_transaction: Callable[[DeviceConfig, Transaction], None] | None = None,
     ) -> None:
+        """``on_transaction`` sees every transaction (CLI error lists, benchmarks)."""
         self.config = config
         self.clock = clock
+        self.on_transaction = on_transaction
         self.link: Link = link or make_link(
             config.port,
             baudrate=config.baudrate,
@@ -291,6 +294,8 @@ class PortPoller:
             self._last_end = time.monotonic()
             self._last_unit = device.config.unit_id
             self._record(device, tx)
+            if self.on_transaction is not None:
+                self.on_transaction(device.config, tx)
             if tx.outcome in ("ok", "exception", "io"):
                 break
         assert tx is not None

@@ -1,0 +1,255 @@
+"""``candiag modbus read|scan``: field tools for the RS-485 meter line (read only).
+
+``read`` polls one device once with a profile and prints its readings (a table, or
+JSON with ``--json``); it exits 1 when the device does not answer, 3 when the port
+cannot be opened.  ``scan`` finds which unit ids answer at which serial settings and
+which shipped profile fits each, within a bounded time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+PARITIES = ("N", "E", "O")
+DEFAULT_SCAN_BAUDRATES = (9600, 19200, 2400, 4800, 38400)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "modbus",
+        help="read or scan Modbus RS-485/TCP meters (read only)",
+        description="Field tools for the Modbus meter line. candiag only reads (FC 1-4).",
+    )
+    sub = parser.add_subparsers(dest="modbus_command", metavar="ACTION")
+    sub.required = True
+
+    read = sub.add_parser(
+        "read",
+        help="poll one device once and print its readings",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _port_arguments(read)
+    read.add_argument("--profile", required=True, help="profile name (config/meters/) or path")
+    read.add_argument("--id", type=int, default=None, help="unit id (default: the profile's)")
+    read.add_argument("--baudrate", type=int, default=None, help="default: the profile's")
+    read.add_argument("--parity", choices=PARITIES, default=None, help="default: the profile's")
+    read.add_argument("--stopbits", type=int, choices=(1, 2), default=None)
+    read.add_argument("--timeout", type=float, default=0.5, help="seconds per request")
+    read.add_argument("--retries", type=int, default=1)
+    read.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    read.set_defaults(func=_read)
+
+    scan = sub.add_parser(
+        "scan",
+        help="find which unit ids answer at which serial settings",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _port_arguments(scan)
+    scan.add_argument(
+        "--baudrates",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_SCAN_BAUDRATES),
+        help="baud rates to try",
+    )
+    scan.add_argument("--parities", nargs="+", choices=PARITIES, default=["N", "E"])
+    scan.add_argument("--stopbits", type=int, choices=(1, 2), default=1)
+    scan.add_argument("--ids", default="1-247", help="unit ids, e.g. 1-247 or 1-10,20")
+    scan.add_argument("--timeout", type=float, default=0.2, help="seconds per probe")
+    scan.add_argument("--max-time", type=float, default=600.0, help="stop after this many s")
+    scan.add_argument("--profiles", nargs="+", default=None, help="default: all shipped")
+    scan.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    scan.set_defaults(func=_scan)
+
+
+def _port_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--port",
+        required=True,
+        help="tty path (/dev/ttyUSB0), tcp://HOST:PORT or rtu+tcp://HOST:PORT",
+    )
+
+
+# -- read -------------------------------------------------------------------------------
+def _read(args: argparse.Namespace) -> int:
+    from candiag.errors import InputError, PortUnavailableError
+    from candiag.modbus.config import DeviceConfig, PortConfig
+    from candiag.modbus.link import Transaction
+    from candiag.modbus.poller import PortPoller
+    from candiag.modbus.profile import find_profile
+
+    profile = find_profile(args.profile)
+    unit_id = profile.unit_id if args.id is None else args.id
+    if not 1 <= unit_id <= 247:
+        raise InputError(f"--id {unit_id}: unit ids are 1..247")
+    port_table: dict[str, Any] = {
+        "name": "cli",
+        "port": args.port,
+        "baudrate": args.baudrate or profile.baudrate,
+        "parity": args.parity or profile.parity,
+        "stopbits": args.stopbits or profile.stopbits,
+        "timeout": args.timeout,
+        "retries": args.retries,
+        "gap": 0.0,
+        "id_switch_pause": 0.0,
+        "devices": [{"name": profile.name, "profile": args.profile, "unit_id": unit_id}],
+    }
+    config, problems = PortConfig.from_mapping(port_table, "arguments")
+    if config is None:
+        raise InputError("; ".join(problems))
+    errors: list[str] = []
+
+    def note(_device: DeviceConfig, tx: Transaction) -> None:
+        if tx.outcome != "ok":
+            errors.append(
+                f"{tx.outcome}: {tx.detail} (FC{tx.function} {tx.count} registers at {tx.address})"
+            )
+
+    poller = PortPoller(config, on_transaction=note)
+    try:
+        poller.poll_once()
+        snap = poller.snapshot()[0]
+    finally:
+        poller.stop()
+    if snap.port_error is not None:
+        raise PortUnavailableError(snap.port_error)
+    device = {
+        "name": snap.name,
+        "port": args.port,
+        "profile": profile.name,
+        "model": profile.model,
+        "unit_id": unit_id,
+        "baudrate": config.baudrate,
+        "parity": config.parity,
+        "stopbits": config.stopbits,
+        "up": snap.up,
+        "requests": snap.requests,
+        "failures": {k: v for k, v in snap.failures_by_reason.items() if v},
+        "latency_s": snap.latency_last,
+    }
+    readings = {k: {"value": r.value, "unit": r.unit} for k, r in snap.readings.items()}
+    if args.json:
+        print(json.dumps({"device": device, "readings": readings, "errors": errors}, indent=2))
+    else:
+        _print_read_table(profile, device, snap.readings, errors)
+    return 0 if snap.up and readings else 1
+
+
+def _print_read_table(
+    profile: Any, device: dict[str, Any], readings: Any, errors: list[str]
+) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    settings = f"{device['baudrate']} 8{device['parity']}{device['stopbits']}"
+    state = "[green]answers[/]" if device["up"] else "[red]does not answer[/]"
+    console.print(
+        f"{profile.model} at unit id {device['unit_id']} on {device['port']} ({settings}): {state}"
+    )
+    table = Table("quantity", "value", "unit", "as on the meter")
+    for q in profile.quantities:
+        reading = readings.get(q.name)
+        if reading is None:
+            table.add_row(q.name, "[dim]-[/]", q.base_unit, "")
+            continue
+        on_meter = f"{reading.value / q.factor:.6g} {q.unit}" if q.factor != 1 else ""
+        flag = " (uncertain, see profile)" if q.uncertain else ""
+        table.add_row(q.name, f"{reading.value:.6g}", reading.unit, on_meter + flag)
+    console.print(table)
+    for error in errors:
+        console.print(f"[yellow]{error}[/]")
+    if not device["up"]:
+        console.print(
+            "No answer: check the unit id, baud rate and parity (try `candiag modbus scan`), "
+            "A/B wiring, termination and bias."
+        )
+
+
+# -- scan -------------------------------------------------------------------------------
+def _scan(args: argparse.Namespace) -> int:
+    from candiag.errors import InputError
+    from candiag.modbus.profile import find_profile, shipped_profile_names
+    from candiag.modbus.scan import parse_ids, scan
+
+    try:
+        ids = parse_ids(args.ids)
+    except ValueError as err:
+        raise InputError(f"--ids: {err}") from None
+    names = args.profiles or shipped_profile_names()
+    profiles = [find_profile(n) for n in names]
+    kwargs: dict[str, Any] = {
+        "ids": ids,
+        "profiles": profiles,
+        "baudrates": args.baudrates,
+        "parities": args.parities,
+        "stopbits": args.stopbits,
+        "timeout": args.timeout,
+        "max_time": args.max_time,
+    }
+    if sys.stderr.isatty() and not args.json:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task("scanning", total=None)
+            result = scan(
+                args.port,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                **kwargs,
+            )
+    else:
+        result = scan(args.port, **kwargs)
+    hits = [
+        {
+            "baudrate": h.baudrate,
+            "parity": h.parity,
+            "unit_id": h.unit_id,
+            "answer": h.outcome,
+            "fits": list(h.fits),
+            "latency_s": round(h.latency, 4),
+        }
+        for h in result.hits
+    ]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "port": args.port,
+                    "hits": hits,
+                    "garbled": result.garbled,
+                    "complete": result.complete,
+                    "elapsed_s": round(result.elapsed, 2),
+                    "requests": result.requests,
+                },
+                indent=2,
+            )
+        )
+    else:
+        _print_scan(args.port, hits, result.garbled, result.complete, result.elapsed)
+    return 0 if hits else 1
+
+
+def _print_scan(
+    port: str, hits: list[dict[str, Any]], garbled: dict[str, int], complete: bool, elapsed: float
+) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table("settings", "unit id", "answer", "profiles that fit")
+    for h in hits:
+        settings = "tcp" if h["baudrate"] is None else f"{h['baudrate']} 8{h['parity']}1"
+        table.add_row(settings, str(h["unit_id"]), h["answer"], ", ".join(h["fits"]) or "none")
+    console.print(f"scan of {port} in {elapsed:.1f} s: {len(hits)} device(s) answer")
+    if hits:
+        console.print(table)
+    for label, count in garbled.items():
+        console.print(
+            f"[yellow]{count} garbled repl{'y' if count == 1 else 'ies'} at {label}: something "
+            "answers at another baud rate/parity, or two devices share an id[/]"
+        )
+    if not complete:
+        console.print("[yellow]scan stopped at --max-time; not every id/setting was probed[/]")
