@@ -1,0 +1,312 @@
+"""Per-identifier statistics: count, period, jitter, last seen, and cycle-time keeping.
+
+Owns :class:`IdStats`, which keeps, per (channel, id, extended, kind), the frame count, first
+and last timestamps and the inter-arrival statistics (mean, std = jitter, min, max) plus a
+log-scale period histogram (16 bins per octave, 61 µs .. 1024 s) from which the 95th
+percentile is read to within about ±2 %.
+
+Vectorized: a batch is sorted by (key, timestamp) once; inter-arrival times are one
+``np.diff``; per-key sums come from ``np.bincount``/``np.minimum.reduceat``; the previous
+batch's last timestamp per key supplies the first interval, and batch statistics are merged
+into the running ones with the Chan/Welford parallel formula, which stays stable over
+millions of intervals (no catastrophic cancellation of sum-of-squares).
+
+Error frames are not identifiers (their ``can_id`` holds error classes) and are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from candiag.health.thresholds import CycleThresholds
+from candiag.ingest.frames import FLAG_ERROR, FLAG_EXTENDED, FLAG_REMOTE, FrameBatch
+
+BINS_PER_OCTAVE = 16
+LOWEST_OCTAVE = -14  # 2**-14 s = 61 µs
+OCTAVES = 24  # up to 2**10 s = 1024 s
+N_BINS = BINS_PER_OCTAVE * OCTAVES
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+# A cycle lookup: {can_id: cycle_ms} or a function (can_id, extended) -> cycle_ms | None.
+CycleLookup = Mapping[int, float] | Callable[[int, bool], float | None]
+
+
+def _key(
+    channel: npt.NDArray[np.int64], can_id: npt.NDArray[np.uint32], flags: npt.NDArray[np.uint8]
+) -> I64:
+    ext = ((flags & FLAG_EXTENDED) != 0).astype(np.int64)
+    remote = ((flags & FLAG_REMOTE) != 0).astype(np.int64)
+    key: I64 = (channel << 32) | (ext << 30) | (remote << 29) | can_id.astype(np.int64)
+    return key
+
+
+def _bin_of(seconds: F64) -> npt.NDArray[np.intp]:
+    raw = np.floor((np.log2(np.maximum(seconds, 1e-12)) - LOWEST_OCTAVE) * BINS_PER_OCTAVE)
+    bins: npt.NDArray[np.intp] = np.clip(raw, 0, N_BINS - 1).astype(np.intp)
+    return bins
+
+
+def _bin_value(index: int) -> float:
+    """Geometric centre of a histogram bin, in seconds."""
+    return float(2.0 ** (LOWEST_OCTAVE + (index + 0.5) / BINS_PER_OCTAVE))
+
+
+@dataclass(frozen=True)
+class IdRow:
+    """Statistics of one identifier on one channel (periods in seconds)."""
+
+    channel: str
+    can_id: int
+    extended: bool
+    kind: str  # "data" or "remote"
+    count: int
+    first_seen: float
+    last_seen: float
+    intervals: int
+    period_mean: float | None
+    period_std: float | None
+    period_min: float | None
+    period_max: float | None
+    period_p95: float | None
+
+    @property
+    def id_text(self) -> str:
+        return f"0x{self.can_id:08X}" if self.extended else f"0x{self.can_id:03X}"
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["id"] = self.id_text
+        return out
+
+
+@dataclass(frozen=True)
+class CycleCheck:
+    """Whether one identifier keeps its declared cycle time."""
+
+    row: IdRow
+    declared_s: float
+    keeps_cycle: bool | None  # None: too few periods measured to judge
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.row.to_json(),
+            "declared_s": self.declared_s,
+            "keeps_cycle": self.keeps_cycle,
+            "reason": self.reason,
+        }
+
+
+class IdStats:
+    """Running per-identifier statistics over any number of batches and channels."""
+
+    def __init__(self) -> None:
+        self.channels: list[str] = []
+        self.keys = np.empty(0, np.int64)  # sorted
+        self.count = np.empty(0, np.int64)
+        self.n_int = np.empty(0, np.int64)
+        self.mean = np.empty(0, np.float64)
+        self.m2 = np.empty(0, np.float64)
+        self.pmin = np.empty(0, np.float64)
+        self.pmax = np.empty(0, np.float64)
+        self.first = np.empty(0, np.float64)
+        self.last = np.empty(0, np.float64)
+        self.hist = np.empty((0, N_BINS), np.int32)
+        self.out_of_order = 0
+
+    def __len__(self) -> int:
+        return int(self.keys.size)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(
+            int(a.nbytes)
+            for a in (self.keys, self.count, self.n_int, self.mean, self.m2, self.pmin)
+        ) + int(self.pmax.nbytes + self.first.nbytes + self.last.nbytes + self.hist.nbytes)
+
+    def _channel_lut(self, names: list[str]) -> I64:
+        for name in names:
+            if name not in self.channels:
+                self.channels.append(name)
+        return np.array([self.channels.index(n) for n in names] or [0], np.int64)
+
+    def _ensure(self, keys: I64) -> npt.NDArray[np.intp]:
+        """Index of each (sorted, unique) key in the state arrays, adding new keys."""
+        new = np.setdiff1d(keys, self.keys, assume_unique=True)
+        if new.size:
+            merged = np.union1d(self.keys, new)
+            where_old = np.searchsorted(merged, self.keys)
+            size = merged.size
+            self.count = _grow(self.count, where_old, size, 0)
+            self.n_int = _grow(self.n_int, where_old, size, 0)
+            self.mean = _grow(self.mean, where_old, size, 0.0)
+            self.m2 = _grow(self.m2, where_old, size, 0.0)
+            self.pmin = _grow(self.pmin, where_old, size, np.inf)
+            self.pmax = _grow(self.pmax, where_old, size, -np.inf)
+            self.first = _grow(self.first, where_old, size, np.inf)
+            self.last = _grow(self.last, where_old, size, np.nan)
+            hist = np.zeros((size, N_BINS), np.int32)
+            hist[where_old] = self.hist
+            self.hist = hist
+            self.keys = merged
+        return np.searchsorted(self.keys, keys).astype(np.intp)
+
+    def update(self, batch: FrameBatch) -> None:
+        """Add the data and remote frames of ``batch``."""
+        rows = np.flatnonzero((batch.flags & FLAG_ERROR) == 0)
+        if rows.size == 0:
+            return
+        lut = self._channel_lut(batch.channels or ["can0"])
+        keys = _key(lut[batch.channel[rows]], batch.can_id[rows], batch.flags[rows])
+        ts = batch.timestamp[rows]
+        order = np.lexsort((ts, keys))
+        keys, ts = keys[order], ts[order]
+        n = keys.size
+        starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+        sizes = np.diff(np.append(starts, n))
+        idx = self._ensure(keys[starts])
+        group = np.repeat(np.arange(starts.size), sizes)
+
+        intervals = np.empty(n, np.float64)
+        intervals[1:] = np.diff(ts)
+        intervals[starts] = ts[starts] - self.last[idx]  # NaN for a key never seen before
+        valid = np.isfinite(intervals) & (intervals >= 0)
+        self.out_of_order += int(np.count_nonzero(intervals < 0))
+        self._merge_intervals(idx, group, starts, intervals, valid)
+
+        self.count[idx] += sizes
+        self.first[idx] = np.minimum(self.first[idx], ts[starts])
+        ends = np.append(starts[1:], n) - 1
+        self.last[idx] = np.fmax(self.last[idx], ts[ends])
+
+    def _merge_intervals(
+        self,
+        idx: npt.NDArray[np.intp],
+        group: npt.NDArray[np.int64],
+        starts: npt.NDArray[np.intp],
+        intervals: F64,
+        valid: npt.NDArray[np.bool_],
+    ) -> None:
+        g = starts.size
+        d = np.where(valid, intervals, 0.0)
+        n_b = np.bincount(group, weights=valid.astype(np.float64), minlength=g)
+        mean_b = np.bincount(group, weights=d, minlength=g) / np.maximum(n_b, 1)
+        m2_b = np.bincount(
+            group, weights=np.where(valid, (d - mean_b[group]) ** 2, 0.0), minlength=g
+        )
+        min_b = np.minimum.reduceat(np.where(valid, intervals, np.inf), starts)
+        max_b = np.maximum.reduceat(np.where(valid, intervals, -np.inf), starts)
+        # Chan et al. parallel merge of (n, mean, M2).
+        n_a = self.n_int[idx].astype(np.float64)
+        total = n_a + n_b
+        delta = mean_b - self.mean[idx]
+        safe = np.maximum(total, 1)
+        self.mean[idx] += delta * n_b / safe
+        self.m2[idx] += m2_b + delta**2 * n_a * n_b / safe
+        self.n_int[idx] = total.astype(np.int64)
+        self.pmin[idx] = np.minimum(self.pmin[idx], min_b)
+        self.pmax[idx] = np.maximum(self.pmax[idx], max_b)
+        flat = idx[group[valid]] * N_BINS + _bin_of(intervals[valid])
+        self.hist += (
+            np.bincount(flat, minlength=self.hist.size).reshape(self.hist.shape).astype(np.int32)
+        )
+
+    def _p95(self, i: int) -> float | None:
+        counts = self.hist[i]
+        total = int(counts.sum())
+        if total == 0:
+            return None
+        at = int(np.searchsorted(np.cumsum(counts), 0.95 * total))
+        return _bin_value(at)
+
+    def rows(self) -> list[IdRow]:
+        """One :class:`IdRow` per identifier, by channel then id."""
+        out = []
+        for i, key in enumerate(self.keys.tolist()):
+            n_int = int(self.n_int[i])
+            has = n_int > 0
+            out.append(
+                IdRow(
+                    channel=self.channels[key >> 32],
+                    can_id=key & 0x1FFFFFFF,
+                    extended=bool(key >> 30 & 1),
+                    kind="remote" if key >> 29 & 1 else "data",
+                    count=int(self.count[i]),
+                    first_seen=float(self.first[i]),
+                    last_seen=float(self.last[i]),
+                    intervals=n_int,
+                    period_mean=float(self.mean[i]) if has else None,
+                    period_std=float(np.sqrt(self.m2[i] / n_int)) if has else None,
+                    period_min=float(self.pmin[i]) if has else None,
+                    period_max=float(self.pmax[i]) if has else None,
+                    period_p95=self._p95(i),
+                )
+            )
+        return out
+
+    def check_cycles(
+        self, cycles: CycleLookup, thresholds: CycleThresholds | None = None
+    ) -> list[CycleCheck]:
+        """Judge every data identifier that has a declared cycle time.
+
+        Keeps its cycle: mean period within ``mean_tolerance`` of the declared period and 95th
+        percentile at most ``p95_factor`` times it, once ``min_intervals`` periods are known.
+        """
+        t = thresholds or CycleThresholds()
+        lookup = _as_lookup(cycles)
+        out = []
+        for row in self.rows():
+            if row.kind != "data":
+                continue
+            cycle_ms = lookup(row.can_id, row.extended)
+            if not cycle_ms:
+                continue
+            declared = cycle_ms / 1000.0
+            out.append(CycleCheck(row, declared, *_judge(row, declared, t)))
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": "frames",
+            "ids": [r.to_json() for r in self.rows()],
+            "out_of_order_frames": self.out_of_order,
+        }
+
+
+def _judge(row: IdRow, declared: float, t: CycleThresholds) -> tuple[bool | None, str]:
+    if row.intervals < t.min_intervals or row.period_mean is None or row.period_p95 is None:
+        return None, f"only {row.intervals} periods measured (need {t.min_intervals})"
+    off = row.period_mean / declared - 1.0
+    if abs(off) > t.mean_tolerance:
+        return False, (
+            f"mean period {row.period_mean * 1000:.1f} ms is {off:+.0%} off the declared "
+            f"{declared * 1000:.0f} ms (tolerance ±{t.mean_tolerance:.0%})"
+        )
+    if row.period_p95 > t.p95_factor * declared:
+        return False, (
+            f"95 % of periods within {row.period_p95 * 1000:.1f} ms, more than "
+            f"{t.p95_factor:g} x the declared {declared * 1000:.0f} ms: frames come late or are lost"
+        )
+    return True, f"mean {row.period_mean * 1000:.1f} ms, p95 {row.period_p95 * 1000:.1f} ms"
+
+
+def _as_lookup(cycles: CycleLookup) -> Callable[[int, bool], float | None]:
+    if isinstance(cycles, Mapping):
+        table = cycles
+        return lambda can_id, _extended: table.get(can_id)
+    return cycles
+
+
+def _grow(
+    old: npt.NDArray[Any], where_old: npt.NDArray[np.intp], size: int, fill: float
+) -> npt.NDArray[Any]:
+    new = np.full(size, fill, old.dtype)
+    new[where_old] = old
+    return new
