@@ -20,6 +20,7 @@ from candiag.errors import CandiagError
 # Order is the order of `candiag --help`.
 SUBCOMMANDS: tuple[str, ...] = (
     "check_config",
+    "decode",
     "modbus",
 )
 
