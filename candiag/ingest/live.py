@@ -1,0 +1,339 @@
+"""Live CAN buses: opening them listen-only, and a reader thread that survives losing them.
+
+The daemon, ``candiag record`` and ``candiag monitor`` all read live buses
+through this module, so the project rule "candiag never transmits on CAN" is
+enforced in one place:
+
+* :func:`open_listen_only_bus` opens with ``ignore_config=True`` (no
+  ``~/.canrc``/``CAN_*`` surprises, can-bus.md §5.3), switches the controller to
+  listen-only where python-can exposes it, and replaces ``send``/``send_periodic``
+  on the returned bus with functions raising :class:`SafetyError`.
+* :class:`BusReader` only ever calls ``recv``.
+
+We do not use ``can.Notifier``: its thread dies (or spins) when ``recv`` raises,
+e.g. PCAN's bus-off ``PcanCanOperationError`` or an unplugged adapter
+(can-bus.md §5.3, §9.4).  :class:`BusReader` instead marks the bus down and
+reopens it with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import can
+
+from candiag.errors import BusUnavailableError, SafetyError
+from candiag.ingest.frames import BatchBuilder, FrameBatch
+
+log = logging.getLogger(__name__)
+
+#: Listen-only switches per python-can interface (python-can 4.6 sources).  With
+#: these the controller neither transmits nor acknowledges.
+LISTEN_ONLY_KWARGS: dict[str, dict[str, Any]] = {
+    "pcan": {"state": can.BusState.PASSIVE},  # PCAN_LISTEN_ONLY on (pcan.py)
+    "kvaser": {"driver_mode": False},  # canlib DRIVER_MODE_SILENT
+    "vector": {"listen_only": True},
+    "slcan": {"listen_only": True},
+    "nixnet": {"listen_only": True},
+    "seeedstudio": {"operation_mode": "silent"},
+}
+
+#: Other options candiag sets by default per interface (the caller's ``extra`` wins).
+DEFAULT_KWARGS: dict[str, dict[str, Any]] = {
+    # Recover from bus-off inside the driver instead of staying silent (pcan.py auto_reset).
+    "pcan": {"auto_reset": True},
+}
+
+#: Interfaces whose driver has no listen-only switch in python-can; candiag
+#: still never sends on them.  The value tells the user how to get it anyway.
+NO_LISTEN_ONLY_HINT: dict[str, str] = {
+    "socketcan": "for a listen-only controller: ip link set <if> type can bitrate <N> listen-only on",
+    "virtual": "in-process test bus",
+}
+
+_HINTS: dict[str, str] = {
+    "socketcan": "check `ip -details link show {channel}` (interface present and up, bitrate set) "
+    "and that the kernel has CAN support (modprobe can_raw)",
+    "pcan": "check that the PCAN-USB is plugged in, the PEAK driver/PCAN-Basic library is "
+    "installed, and the channel name (e.g. PCAN_USBBUS1)",
+    "kvaser": "check that the Kvaser CANlib driver is installed and the adapter plugged in",
+    "vector": "check the Vector driver and the application channel assignment",
+}
+
+
+def _refuse_send(*_args: object, **_kwargs: object) -> None:
+    raise SafetyError(
+        "candiag never transmits on a CAN bus outside its simulator; this call is a bug"
+    )
+
+
+def open_listen_only_bus(
+    interface: str,
+    channel: str,
+    bitrate: int | None,
+    data_bitrate: int | None = None,
+    fd: bool = False,
+    **extra: Any,
+) -> can.BusABC:
+    """Open a python-can bus for receiving only (see module docstring).
+
+    Raises :class:`BusUnavailableError` naming the interface, channel and what
+    to check when the driver is missing or the channel cannot be opened.
+    """
+    kwargs: dict[str, Any] = {"receive_own_messages": False}
+    kwargs.update(DEFAULT_KWARGS.get(interface, {}))
+    kwargs.update(extra)
+    kwargs.update(LISTEN_ONLY_KWARGS.get(interface, {}))  # not overridable: safety first
+    if bitrate is not None:
+        kwargs["bitrate"] = bitrate
+    if fd:
+        kwargs["fd"] = True
+        if data_bitrate is not None:
+            kwargs["data_bitrate"] = data_bitrate
+    where = f"CAN interface {interface!r} channel {channel!r}"
+    hint = _HINTS.get(interface, "check the adapter, its driver and the channel name").format(
+        channel=channel
+    )
+    try:
+        bus = can.Bus(channel=channel, interface=interface, ignore_config=True, **kwargs)
+    except can.CanInterfaceNotImplementedError as err:
+        raise BusUnavailableError(f"{where}: driver not available ({err}); {hint}") from err
+    except NotImplementedError as err:
+        known = ", ".join(sorted(can.interfaces.VALID_INTERFACES))
+        raise BusUnavailableError(
+            f"{where}: unknown python-can interface; use one of: {known}"
+        ) from err
+    except (can.CanError, OSError, ValueError, TypeError) as err:
+        raise BusUnavailableError(f"{where}: cannot open ({err}); {hint}") from err
+    if interface not in LISTEN_ONLY_KWARGS:
+        log.info(
+            "%s: no listen-only switch in python-can (%s); candiag only receives",
+            where,
+            NO_LISTEN_ONLY_HINT.get(interface, "driver default mode"),
+        )
+    # Defence in depth: whatever code later holds this bus cannot transmit with it.
+    bus.send = _refuse_send  # type: ignore[method-assign]
+    bus.send_periodic = _refuse_send  # type: ignore[method-assign,assignment]
+    return bus
+
+
+@dataclass(frozen=True)
+class BusStatus:
+    """A snapshot of a :class:`BusReader`'s link state."""
+
+    up: bool
+    last_error: str
+    reconnects: int
+    down_since: float | None  # wall-clock time the bus went (or started) down
+    frames_received: int
+    dropped_frames: int
+
+
+BusFactory = Callable[[], can.BusABC]
+
+
+class BusReader:
+    """Receives one live bus on a thread named ``candiag-bus-<channel>``.
+
+    Hand-over: with ``on_batch`` each batch (at most ``max_batch`` frames, at
+    least every ``batch_interval`` seconds when frames arrived) is passed to the
+    callback **on the reader thread**; keep it short (e.g. put it on a queue).
+    Without ``on_batch`` batches are kept until the consumer calls
+    :meth:`drain`, which is thread-safe; if nobody drains, the oldest batches are
+    dropped beyond ``max_pending`` frames and counted in ``queue_dropped``.
+
+    Link loss: an open failure or a ``recv`` exception (``OSError``,
+    ``CanOperationError``, PCAN bus-off) marks the bus down (``up``,
+    ``last_error``, ``down_since``) and it is reopened after a backoff that
+    doubles from ``backoff_min`` to ``backoff_max`` and resets once the bus has
+    stayed up for ``backoff_max`` seconds.  ``reconnects`` counts successful
+    reopens after a failure.  ``dropped_frames`` is a hook for sources that know
+    about kernel/driver drops (python-can does not expose them).
+    """
+
+    def __init__(
+        self,
+        interface: str,
+        channel: str,
+        bitrate: int | None = None,
+        *,
+        data_bitrate: int | None = None,
+        fd: bool = False,
+        on_batch: Callable[[FrameBatch], None] | None = None,
+        batch_interval: float = 0.1,
+        max_batch: int = 4096,
+        max_pending: int = 1_000_000,
+        backoff_min: float = 0.5,
+        backoff_max: float = 30.0,
+        bus_factory: BusFactory | None = None,
+        **extra: Any,
+    ) -> None:
+        self.interface = interface
+        self.channel = channel
+        self._factory: BusFactory = bus_factory or (
+            lambda: open_listen_only_bus(interface, channel, bitrate, data_bitrate, fd, **extra)
+        )
+        self._on_batch = on_batch
+        self._batch_interval = batch_interval
+        self._max_batch = max_batch
+        self._max_pending = max_pending
+        self._backoff_min = backoff_min
+        self._backoff_max = backoff_max
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: list[FrameBatch] = []
+        self._pending_frames = 0
+        self._thread: threading.Thread | None = None
+        self.up = False
+        self.last_error = ""
+        self.reconnects = 0
+        self.down_since: float | None = None
+        self.frames_received = 0
+        self.dropped_frames = 0
+        self.queue_dropped = 0
+        self.callback_errors = 0
+        self._ever_failed = False
+
+    # -- control ----------------------------------------------------------------------------
+    def start(self) -> BusReader:
+        if self._thread is not None:
+            raise RuntimeError("BusReader already started")
+        self._thread = threading.Thread(
+            target=self._run, name=f"candiag-bus-{self.channel}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop receiving, close the bus and join the thread (within ``timeout``)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self) -> BusReader:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def status(self) -> BusStatus:
+        return BusStatus(
+            up=self.up,
+            last_error=self.last_error,
+            reconnects=self.reconnects,
+            down_since=self.down_since,
+            frames_received=self.frames_received,
+            dropped_frames=self.dropped_frames,
+        )
+
+    def drain(self) -> FrameBatch:
+        """All frames received since the last drain, in order (drain mode only)."""
+        with self._lock:
+            pending, self._pending, self._pending_frames = self._pending, [], 0
+        return FrameBatch.concat(pending) if pending else FrameBatch.empty(channels=[self.channel])
+
+    # -- the thread -------------------------------------------------------------------------
+    def _run(self) -> None:
+        builder = BatchBuilder(capacity=self._max_batch, default_channel=self.channel)
+        bus: can.BusABC | None = None
+        backoff = self._backoff_min
+        up_since = 0.0
+        try:
+            while not self._stop.is_set():
+                if bus is None:
+                    bus = self._try_open()
+                    if bus is None:
+                        self._stop.wait(backoff)
+                        backoff = min(backoff * 2, self._backoff_max)
+                        continue
+                    up_since = time.monotonic()
+                try:
+                    self._receive(bus, builder)
+                except (can.CanError, OSError, ValueError) as err:
+                    self._hand_over(builder)
+                    self._mark_down(f"receive failed: {type(err).__name__}: {err}")
+                    _shutdown(bus)
+                    bus = None
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, self._backoff_max)
+                    continue
+                if time.monotonic() - up_since >= self._backoff_max:
+                    backoff = self._backoff_min
+        finally:
+            if bus is not None:
+                _shutdown(bus)
+            self._hand_over(builder)
+            self.up = False
+
+    def _try_open(self) -> can.BusABC | None:
+        try:
+            bus = self._factory()
+        except BusUnavailableError as err:
+            self._mark_down(str(err))
+            return None
+        if self._ever_failed:
+            self.reconnects += 1
+            log.warning("%s: bus %s is back", self.interface, self.channel)
+        self.up = True
+        self.down_since = None
+        return bus
+
+    def _mark_down(self, reason: str) -> None:
+        if self.up or self.down_since is None:
+            log.warning("%s: bus %s down: %s", self.interface, self.channel, reason)
+            self.down_since = time.time()
+        self.up = False
+        self.last_error = reason
+        self._ever_failed = True
+
+    def _receive(self, bus: can.BusABC, builder: BatchBuilder) -> None:
+        """Receive until the batch is full, the interval is over, or stop is requested."""
+        deadline = time.monotonic() + self._batch_interval
+        limit = self._max_batch
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            msg = bus.recv(timeout=min(remaining, 0.05))
+            if msg is None:
+                continue
+            builder.add(msg)
+            self.frames_received += 1
+            if len(builder) >= limit:
+                break
+        self._hand_over(builder)
+
+    def _hand_over(self, builder: BatchBuilder) -> None:
+        if not len(builder):
+            return
+        batch = builder.build()
+        if self._on_batch is not None:
+            try:
+                self._on_batch(batch)
+            except Exception:  # the consumer's bug must not stop bus reception
+                self.callback_errors += 1
+                log.exception("on_batch callback failed for bus %s", self.channel)
+            return
+        with self._lock:
+            self._pending.append(batch)
+            self._pending_frames += len(batch)
+            while self._pending_frames > self._max_pending and len(self._pending) > 1:
+                old = self._pending.pop(0)
+                self._pending_frames -= len(old)
+                self.queue_dropped += len(old)
+
+
+def _shutdown(bus: can.BusABC) -> None:
+    try:
+        bus.shutdown()
+    except (can.CanError, OSError) as err:
+        log.debug("shutting down %s failed: %s", bus, err)
