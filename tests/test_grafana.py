@@ -1,0 +1,153 @@
+"""The Grafana dashboard and provisioning: valid JSON model, fixed uids, layout, and every
+PromQL expression syntactically checked by promtool (wrapped as recording rules)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers_prom import (
+    AGREED_METRICS,
+    REPO,
+    check_expressions,
+    dashboard_and_alert_expressions,
+    dashboard_expressions,
+    iter_panels,
+    load_dashboard,
+    load_yaml,
+    metric_names,
+)
+
+GRAFANA = REPO / "config" / "grafana"
+DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
+PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "candiag.yml"
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    return load_dashboard()
+
+
+def _datasource_uid() -> str:
+    (source,) = load_yaml(DATASOURCES)["datasources"]
+    uid: str = source["uid"]
+    return uid
+
+
+def _content_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in iter_panels(dashboard["panels"]) if p["type"] != "row"]
+
+
+def test_fixed_uid_and_classic_model(dashboard: dict[str, Any]) -> None:
+    assert dashboard["uid"] == "candiag-overview"
+    assert dashboard["title"]
+    assert isinstance(dashboard["schemaVersion"], int)
+    assert dashboard.get("id") is None, "exported/provisioned JSON must not carry a database id"
+    assert "apiVersion" not in dashboard and "spec" not in dashboard, "classic JSON, not v2"
+
+
+def test_template_variables(dashboard: dict[str, Any]) -> None:
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert set(variables) == {"instance", "bus"}
+    assert "instance" in variables["instance"]["query"]["query"]
+    assert "$instance" in variables["bus"]["query"]["query"], "bus must follow the charger"
+    for variable in variables.values():
+        assert variable["datasource"]["uid"] == _datasource_uid()
+        assert variable["includeAll"] and variable["allValue"] == ".*"
+
+
+def test_every_target_filters_by_charger(dashboard: dict[str, Any]) -> None:
+    for panel in _content_panels(dashboard):
+        for target in panel["targets"]:
+            assert 'instance=~"$instance"' in target["expr"], (panel["title"], target["expr"])
+
+
+def test_panels_use_the_provisioned_datasource(dashboard: dict[str, Any]) -> None:
+    uid = _datasource_uid()
+    for panel in _content_panels(dashboard):
+        assert panel["datasource"]["uid"] == uid, panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == uid
+
+
+def test_panel_ids_unique_and_layout_without_overlap(dashboard: dict[str, Any]) -> None:
+    panels = list(iter_panels(dashboard["panels"]))
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        pos = panel["gridPos"]
+        assert 0 <= pos["x"] and pos["x"] + pos["w"] <= 24, panel["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{panel['title']!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = panel["title"]
+
+
+def test_refids_unique_per_panel(dashboard: dict[str, Any]) -> None:
+    for panel in _content_panels(dashboard):
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(refs) == len(set(refs)), panel["title"]
+
+
+def test_dashboard_covers_the_required_views(dashboard: dict[str, Any]) -> None:
+    used = {n for _, expr in dashboard_expressions() for n in metric_names(expr)}
+    for metric in (
+        "candiag_can_bus_state",
+        "candiag_can_bus_load_ratio",
+        "candiag_can_error_frames_total",
+        "candiag_can_node_up",
+        "candiag_can_node_info",
+        "candiag_can_signal_volts",
+        "candiag_can_signal_amperes",
+        "candiag_can_signal_celsius",
+        "candiag_modbus_up",
+        "candiag_modbus_request_failures_total",
+        "candiag_meter_voltage_volts",
+        "candiag_finding_active",
+    ):
+        assert metric in used, f"no panel shows {metric}"
+    by_unit = {
+        p["fieldConfig"]["defaults"].get("unit")
+        for p in _content_panels(dashboard)
+        if "candiag_can_signal_" in p["targets"][0]["expr"]
+    }
+    assert {"volt", "amp", "celsius"} <= by_unit
+
+
+def test_dashboard_reads_only_agreed_metrics() -> None:
+    for where, expr in dashboard_expressions():
+        unknown = metric_names(expr) - AGREED_METRICS
+        assert not unknown, f"{where}: {unknown}"
+
+
+def test_every_expression_parses(tmp_path: Path) -> None:
+    exprs = dashboard_and_alert_expressions()
+    assert len(exprs) > 40
+    assert not [e for e in exprs if "$" in e], "Grafana variables left unsubstituted"
+    result = check_expressions(exprs, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in result.stdout
+
+
+def test_expression_check_catches_a_broken_query(tmp_path: Path) -> None:
+    result = check_expressions(["sum by (bus (rate(candiag_can_frames_total[1m]))"], tmp_path)
+    assert result.returncode != 0
+
+
+def test_dashboard_provider() -> None:
+    config = load_yaml(PROVIDERS)
+    assert config["apiVersion"] == 1
+    (provider,) = config["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"].startswith("/")
+    assert provider["allowUiUpdates"] is False
+
+
+def test_datasource_provisioning() -> None:
+    config = load_yaml(DATASOURCES)
+    (source,) = config["datasources"]
+    assert source["type"] == "prometheus"
+    assert source["uid"] == "candiag-prometheus"
+    assert source["url"].startswith("http")
