@@ -22,6 +22,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "check_config",
     "decode",
     "modbus",
+    "simulate",
 )
 
 
