@@ -27,6 +27,7 @@ import os
 import select
 import socket
 import struct
+import termios
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -153,6 +154,8 @@ class _Stream(Protocol):
 
 
 class _SerialStream:
+    """Non-blocking pyserial reads behind select(): no termios reconfiguration per read."""
+
     def __init__(self, ser: serial.Serial) -> None:
         self.ser = ser
 
@@ -166,11 +169,10 @@ class _SerialStream:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            self.ser.timeout = remaining
-            chunk = self.ser.read(n - len(out))
-            if not chunk:
+            if not select.select([self.ser.fileno()], [], [], remaining)[0]:
                 break
-            out += chunk
+            # Readable but empty raises SerialException: the device went away.
+            out += self.ser.read(n - len(out))
         return out
 
     def flush_input(self) -> None:
@@ -358,10 +360,10 @@ class SerialRtuLink:
                 bytesize=self.bytesize,
                 parity=self.parity,
                 stopbits=self.stopbits,
-                timeout=0.1,
+                timeout=0,
                 exclusive=True,
             )
-        except (serial.SerialException, OSError, ValueError) as err:
+        except (serial.SerialException, OSError, ValueError, termios.error) as err:
             raise PortUnavailableError(
                 f"cannot open serial port {self.port}: {err} (another program using it? "
                 "permission: add the user to the dialout group)"
@@ -373,7 +375,7 @@ class SerialRtuLink:
             stream, self._stream = self._stream, None
             try:
                 stream.close()
-            except (serial.SerialException, OSError):
+            except (serial.SerialException, OSError, termios.error):
                 pass  # the port is already gone; nothing left to release
 
     def transact(
@@ -465,7 +467,7 @@ def _guarded(
     start = time.monotonic()
     try:
         return run(stream)
-    except (OSError, serial.SerialException) as err:
+    except (OSError, serial.SerialException, termios.error) as err:
         link.close()
         return Transaction(
             "io",

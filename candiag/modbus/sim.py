@@ -8,7 +8,8 @@ energy integrates power).  A line of meters is one ``ModbusTcpServer`` on 127.0.
 * ``transport="rtu"``: RTU framing behind a pseudo-terminal.  A forwarding thread
   bridges the pty master to the server, so the poller opens a real tty
   (``line.port``, a symlink that can vanish and return like ``/dev/serial/by-id``);
-  the bridge drops requests whose baud rate or parity differ from the meters'.
+  the bridge drops requests sent at another baud rate than the meters' (parity cannot
+  be checked: Linux ptys do not keep PARENB).
 * ``transport="rtu+tcp"``: RTU framing on TCP (a serial gateway), ``line.port`` is
   ``rtu+tcp://127.0.0.1:PORT``;  ``transport="tcp"``: Modbus TCP.
 
@@ -227,7 +228,6 @@ class SimulatedMeterLine:
         *,
         transport: str = "rtu",
         baudrate: int | None = None,
-        parity: str | None = None,
         scenario: str = "healthy",
         seed: int | None = None,
     ) -> None:
@@ -236,7 +236,7 @@ class SimulatedMeterLine:
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
         self.transport = transport
-        self.baudrate, self.parity = baudrate, parity
+        self.baudrate = baudrate
         self.scenario = scenario
         self._rng = random.Random(seed)
         self.meters: dict[int, SimulatedMeter] = {}
@@ -338,7 +338,7 @@ class SimulatedMeterLine:
         """The adapter is plugged in again (a new pty behind the same symlink)."""
         if self.transport != "rtu" or self._bridge is not None:
             return
-        self._bridge = _PtyBridge(self._server_port, self.baudrate, self.parity)
+        self._bridge = _PtyBridge(self._server_port, self.baudrate)
         os.symlink(self._bridge.slave_name, self.port)
 
     # -- faults on the wire ---------------------------------------------------------------
@@ -380,11 +380,11 @@ class SimulatedMeterLine:
 class _PtyBridge:
     """Forwards bytes between a pty master and the RTU server's TCP socket."""
 
-    def __init__(self, server_port: int, baudrate: int | None, parity: str | None) -> None:
+    def __init__(self, server_port: int, baudrate: int | None) -> None:
         self.master_fd, self._slave_fd = os.openpty()
         tty.setraw(self._slave_fd)
         self.slave_name = os.ttyname(self._slave_fd)
-        self.baudrate, self.parity = baudrate, parity
+        self.baudrate = baudrate
         self.sock = socket.create_connection(("127.0.0.1", server_port), timeout=5)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._stop = threading.Event()
@@ -400,15 +400,11 @@ class _PtyBridge:
         self.sock.close()
 
     def _settings_match(self) -> bool:
-        """The tty's baud rate and parity (as set by the poller) equal the meters'."""
-        if self.baudrate is None and self.parity is None:
+        """The tty's baud rate (as set by the poller) equals the meters'."""
+        if self.baudrate is None:
             return True
-        attrs = termios.tcgetattr(self.master_fd)
-        cflag, ospeed = attrs[2], attrs[5]
-        if self.baudrate is not None and _BAUD_CONSTANTS.get(ospeed) != self.baudrate:
-            return False
-        parity = "N" if not cflag & termios.PARENB else "O" if cflag & termios.PARODD else "E"
-        return self.parity is None or parity == self.parity
+        ospeed = termios.tcgetattr(self.master_fd)[5]
+        return _BAUD_CONSTANTS.get(ospeed) == self.baudrate
 
     def _run(self) -> None:
         while not self._stop.is_set():
