@@ -21,6 +21,7 @@ from candiag.errors import CandiagError
 SUBCOMMANDS: tuple[str, ...] = (
     "check_config",
     "decode",
+    "record",
     "modbus",
     "simulate",
 )

@@ -691,6 +691,7 @@ class CandumpWriter:
         self._dirty = False
         self._opened_at = 0.0
         self._flushed_at = 0.0
+        self._rotated = False  # the next file is opened on the next frames, never empty
         self._open_next()
 
     @property
@@ -729,9 +730,12 @@ class CandumpWriter:
 
     def write(self, batch: FrameBatch) -> None:
         """Append ``batch``; flush and rotate when due."""
-        if self._raw is None:
-            raise RecordingError(f"{self.current}: the writer is closed; this is a candiag bug")
-        if len(batch):
+        if len(batch) and self._raw is None:
+            if not self._rotated:
+                raise RecordingError(f"{self.current}: the writer is closed; this is a candiag bug")
+            self._rotated = False
+            self._open_next()
+        if len(batch) and self._raw is not None:
             data = format_candump(batch)
             try:
                 (self._gz or self._raw).write(data)
@@ -750,7 +754,7 @@ class CandumpWriter:
             self.flush()
         if self._rotation_due(now):
             self._close_current()
-            self._open_next()
+            self._rotated = True
 
     def _rotation_due(self, now: float) -> bool:
         if self._rotate_seconds is not None and now - self._opened_at >= self._rotate_seconds:
@@ -792,6 +796,7 @@ class CandumpWriter:
 
     def close(self) -> None:
         """Flush and close the current file (idempotent)."""
+        self._rotated = False
         self._close_current()
 
     def __enter__(self) -> CandumpWriter:

@@ -180,7 +180,7 @@ class CaptureReader:
                     yield out
                 # A file may hold several gzip members (e.g. concatenated recordings).
                 block = inflater.unused_data if inflater.eof else b""
-                if inflater.eof:
+                if block:
                     inflater = zlib.decompressobj(wbits=31)
         tail = inflater.flush()
         if tail:

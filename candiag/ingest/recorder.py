@@ -1,0 +1,103 @@
+"""Recording a live bus to candump ``-L`` files: a :class:`BusReader` drained into a writer.
+
+The loop runs on the caller's thread (the CLI's main thread, so signals can stop
+it): every ``poll_interval`` it drains the reader, writes the frames, and lets
+the writer flush (at least once per second) and rotate.  Error frames are kept
+exactly (class bits and payload, ``20000040#...``), unlike python-can's
+``.log`` writer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from candiag.errors import RecordingError
+from candiag.ingest.candump import CandumpWriter
+from candiag.ingest.live import BusReader
+
+
+@dataclass
+class RecordSummary:
+    """What a recording produced."""
+
+    frames: int = 0
+    error_frames: int = 0
+    files: list[Path] = field(default_factory=list)
+    duration: float = 0.0
+    reconnects: int = 0
+    bus_down_at_end: bool = False
+    last_error: str = ""
+
+    def text(self) -> str:
+        """The human summary printed by ``candiag record``."""
+        files = ", ".join(str(p) for p in self.files) or "(none)"
+        lines = [
+            f"recorded {self.frames} frames ({self.error_frames} error frames) "
+            f"in {self.duration:.1f} s",
+            f"files: {files}",
+        ]
+        if self.reconnects:
+            lines.append(f"the bus was lost and reopened {self.reconnects} times")
+        if self.last_error:
+            state = "down at the end" if self.bus_down_at_end else "last problem"
+            lines.append(f"bus {state}: {self.last_error}")
+        return "\n".join(lines)
+
+
+def record(
+    reader: BusReader,
+    writer: CandumpWriter,
+    *,
+    duration: float | None = None,
+    stop: threading.Event | None = None,
+    poll_interval: float = 0.1,
+) -> RecordSummary:
+    """Record until ``duration`` seconds passed or ``stop`` is set; returns the summary.
+
+    ``reader`` must be in drain mode (no ``on_batch``); it is started here if it
+    is not running, and always stopped, and ``writer`` always closed, on return.
+    A :class:`RecordingError` (disk full...) stops the recording and propagates
+    after both are closed.
+    """
+    stop = stop or threading.Event()
+    summary = RecordSummary()
+    started = time.monotonic()
+    if not reader.running:
+        reader.start()
+    try:
+        while not stop.wait(poll_interval):
+            _write_pending(reader, writer, summary)
+            if duration is not None and time.monotonic() - started >= duration:
+                break
+    except RecordingError:
+        reader.stop()
+        _close_quietly(writer)
+        raise
+    reader.stop()
+    _write_pending(reader, writer, summary)
+    writer.close()
+    summary.duration = time.monotonic() - started
+    summary.files = list(writer.files)
+    summary.reconnects = reader.reconnects
+    summary.last_error = reader.last_error
+    summary.bus_down_at_end = reader.down_since is not None
+    return summary
+
+
+def _write_pending(reader: BusReader, writer: CandumpWriter, summary: RecordSummary) -> None:
+    batch = reader.drain()
+    writer.write(batch)  # also when empty: lets the writer flush and rotate on time
+    summary.frames += len(batch)
+    summary.error_frames += int(batch.is_error.sum())
+
+
+def _close_quietly(writer: CandumpWriter) -> None:
+    # The first RecordingError is the one the user needs; a second one while
+    # closing the same broken file would only hide it.
+    try:
+        writer.close()
+    except RecordingError:
+        pass
