@@ -369,5 +369,7 @@ def test_bad_fault_and_scenario_input_is_reported() -> None:
         parse_fault("jitter:module")
     with pytest.raises(InputError, match="unknown scenario 'x'"):
         scenario_faults("x")
+    with pytest.raises(InputError, match="state=passive needs tec or rec >= 128"):
+        simulate(10.0, [parse_fault("controller@1:state=passive,tec=100")])
     with pytest.raises(InputError, match="class='zap'"):
         simulate(1.0, [parse_fault("error_frames:class=zap")])

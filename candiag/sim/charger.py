@@ -23,7 +23,7 @@ import cantools
 import numpy as np
 import numpy.typing as npt
 
-from candiag.errors import DbcError
+from candiag.errors import DbcError, InputError
 from candiag.ingest.frames import FLAG_ERROR, FLAG_EXTENDED, FrameBatch
 from candiag.sim.encode import MessageEncoder
 from candiag.sim.faults import (
@@ -336,6 +336,12 @@ class ChargerSimulator:
     def _controller(self, f: Fault, begin: float, end: float, t0: float, t1: float) -> FrameBatch:
         state = f.text("state", "warning", ("warning", "passive"))
         tec, rec = f.integer("tec", 100 if state == "warning" else 136), f.integer("rec", 0)
+        limit = 96 if state == "warning" else 128
+        if max(tec, rec) < limit:
+            raise InputError(
+                f"fault controller: state={state} needs tec or rec >= {limit} "
+                f"(got tec={tec}, rec={rec}); see the error-counter thresholds 96 (warning) and 128 (passive)"
+            )
         rows, times = [], []
         if t0 <= begin < t1:
             times.append(begin)
