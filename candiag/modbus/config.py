@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -73,7 +74,8 @@ class DeviceConfig:
         id_key = "id" if "id" in mapping else "unit_id"
         default_id = meter.unit_id if meter is not None else 1
         unit_id = v.integer(mapping, id_key, 1, 247, default=default_id)
-        name = v.string(mapping, "name", required=False) or f"{profile or 'meter'}-{unit_id}"
+        stem = Path(profile).stem if profile else "meter"
+        name = v.string(mapping, "name", required=False) or f"{stem}-{unit_id}"
         if not _NAME_RE.match(name):
             v.problem("name", "1-48 letters, digits or _ . : -", repr(name))
         interval = v.number(mapping, "interval", 0.05, 3600.0, default=1.0)
@@ -165,7 +167,7 @@ def _devices(v: _Validator, raw: Any, key_path: str) -> list[DeviceConfig]:
     if not isinstance(raw, list):
         v.problem("devices", "an array of tables ([[modbus.ports.devices]])", type(raw).__name__)
         return []
-    devices: list[DeviceConfig] = []
+    indexed: list[tuple[int, DeviceConfig]] = []
     for i, entry in enumerate(raw):
         path = f"{key_path}.devices[{i}]"
         if not isinstance(entry, Mapping):
@@ -174,10 +176,10 @@ def _devices(v: _Validator, raw: Any, key_path: str) -> list[DeviceConfig]:
         device, problems = DeviceConfig.from_mapping(entry, path)
         v.problems.extend(problems)
         if device is not None:
-            devices.append(device)
+            indexed.append((i, device))
     seen_names: dict[str, int] = {}
     seen_ids: dict[int, int] = {}
-    for i, device in enumerate(devices):
+    for i, device in indexed:
         if device.name in seen_names:
             v.problems.append(
                 f"{key_path}.devices[{i}].name: expected a name unique on the port, found "
@@ -191,7 +193,7 @@ def _devices(v: _Validator, raw: Any, key_path: str) -> list[DeviceConfig]:
             )
         seen_names.setdefault(device.name, i)
         seen_ids.setdefault(device.unit_id, i)
-    return devices
+    return [device for _, device in indexed]
 
 
 def _transport_of(port: str) -> str | None:
