@@ -340,7 +340,7 @@ class ChargerSimulator:
         if max(tec, rec) < limit:
             raise InputError(
                 f"fault controller: state={state} needs tec or rec >= {limit} "
-                f"(got tec={tec}, rec={rec}); see the error-counter thresholds 96 (warning) and 128 (passive)"
+                f"(got tec={tec}, rec={rec}); warning is >= 96, passive >= 128"
             )
         rows, times = [], []
         if t0 <= begin < t1:
