@@ -373,3 +373,20 @@ def test_bad_fault_and_scenario_input_is_reported() -> None:
         simulate(10.0, [parse_fault("controller@1:state=passive,tec=100")])
     with pytest.raises(InputError, match="class='zap'"):
         simulate(1.0, [parse_fault("error_frames:class=zap")])
+
+
+def test_candiag_decoder_understands_every_simulated_frame(
+    healthy: tuple[ChargerSimulator, FrameBatch],
+) -> None:
+    from candiag.decode.dbc import load_dbc_paths, reference_dbc_dir
+    from candiag.decode.decoder import BatchDecoder
+
+    _, batch = healthy
+    result = BatchDecoder(load_dbc_paths([reference_dbc_dir()])).decode(batch)
+    assert result.decoded_frames == len(batch)
+    assert not result.unknown_ids and not result.short_frames
+    telemetry = result.messages["ModuleTelemetry"]
+    assert set(telemetry.node.tolist()) == set(range(1, 9))
+    register = result.messages["ModuleRegister"]
+    ambient = register.signals["AmbientTemperature"][register.present["AmbientTemperature"]]
+    assert len(ambient) > 100 and abs(ambient.mean() - 25.0) < 0.1
