@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,29 +32,33 @@ def format_jsonl(batch: FrameBatch, result: DecodeResult) -> str:
     """The decoded frames of ``batch`` as JSON Lines (each line ends with ``\\n``)."""
     if not result.decoded_frames:
         return ""
-    lines = np.empty(len(batch), dtype=object)
-    filled = np.zeros(len(batch), np.bool_)
     channels = [json.dumps(c) for c in batch.channels] or ['""']
+    indices: list[npt.NDArray[np.intp]] = []
+    lines: list[str] = []
     for decoded in result.messages.values():
-        lines[decoded.index] = _message_lines(batch, decoded, channels)
-        filled[decoded.index] = True
-    return "\n".join(lines[filled].tolist()) + "\n"
+        indices.append(decoded.index)
+        lines.extend(_message_lines(batch, decoded, channels))
+    if len(indices) == 1:
+        return "\n".join(lines) + "\n"
+    order = np.argsort(np.concatenate(indices), kind="stable")
+    in_capture_order: list[str] = _objects(lines)[order].tolist()
+    return "\n".join(in_capture_order) + "\n"
 
 
 def _message_lines(batch: FrameBatch, decoded: DecodedMessage, channels: list[str]) -> list[str]:
     index = decoded.index
-    head = [
-        _floats(batch.timestamp[index]),
+    head: list[list[Any]] = [
+        _column(batch.timestamp[index]),
         [channels[c] for c in batch.channel[index].tolist()],
-        list(map(str, batch.can_id[index].tolist())),
+        batch.can_id[index].tolist(),
     ]
-    prefix = '{"timestamp": %s, "channel": %s, "arbitration_id": %s, "message": '
+    prefix = '{"timestamp": %s, "channel": %s, "arbitration_id": %d, "message": '
     prefix = prefix + _escape(json.dumps(decoded.message.name))
     if decoded.message.node_mask:
-        prefix += ', "node": %s'
-        head.append(list(map(str, decoded.node.tolist())))
+        prefix += ', "node": %d'
+        head.append(decoded.node.tolist())
     names = [s.name for s in decoded.message.signals]
-    columns = [_text(decoded.signals[name]) for name in names]
+    columns = [_column(decoded.signals[name]) for name in names]
     if not decoded.message.is_multiplexed:
         template = prefix + ', "signals": {' + _signal_slots(names) + "}}"
         return [template % row for row in zip(*head, *columns, strict=True)]
@@ -62,16 +67,16 @@ def _message_lines(batch: FrameBatch, decoded: DecodedMessage, channels: list[st
 
 def _multiplexed_lines(
     prefix: str,
-    head: list[list[str]],
+    head: list[list[Any]],
     names: list[str],
-    columns: list[list[str]],
+    columns: list[list[Any]],
     decoded: DecodedMessage,
 ) -> list[str]:
     """One template per combination of present signals (few per message in practice)."""
     present = np.stack([decoded.present[name] for name in names], axis=1)
     patterns, which = np.unique(present, axis=0, return_inverse=True)
     which = which.reshape(-1)
-    head_cols = [_objects(col) for col in head]
+    head_cols = [_objects(col) for col in head]  # fancy-indexable per pattern
     signal_cols = [_objects(col) for col in columns]
     out = np.empty(len(decoded), dtype=object)
     for p, pattern in enumerate(patterns.tolist()):
@@ -85,12 +90,6 @@ def _multiplexed_lines(
     return result
 
 
-def _objects(texts: list[str]) -> npt.NDArray[np.object_]:
-    arr = np.empty(len(texts), dtype=object)
-    arr[:] = texts
-    return arr
-
-
 def _signal_slots(names: Sequence[str]) -> str:
     return ", ".join(_escape(json.dumps(name)) + ": %s" for name in names)
 
@@ -99,15 +98,17 @@ def _escape(text: str) -> str:
     return text.replace("%", "%%")
 
 
-def _text(values: npt.NDArray[np.generic]) -> list[str]:
+def _column(values: npt.NDArray[np.generic]) -> list[Any]:
+    """Python values whose ``%s`` is their JSON text (floats: repr; non-finite: null)."""
+    items: list[Any] = values.tolist()
     if values.dtype.kind == "f":
-        return _floats(values)
-    return list(map(str, values.tolist()))
+        bad = np.flatnonzero(~np.isfinite(values))
+        for i in bad.tolist():
+            items[i] = "null"
+    return items
 
 
-def _floats(values: npt.NDArray[np.generic]) -> list[str]:
-    text = list(map(repr, values.tolist()))
-    bad = np.flatnonzero(~np.isfinite(values.astype(np.float64)))
-    for i in bad.tolist():
-        text[i] = "null"
-    return text
+def _objects(items: list[Any]) -> npt.NDArray[np.object_]:
+    arr = np.empty(len(items), dtype=object)
+    arr[:] = items
+    return arr

@@ -1,0 +1,330 @@
+"""Decode benchmark: candiag's capture reader + vectorized decoder vs python-can + cantools.
+
+On one capture of the simulated reference charger (1,000,000 frames by default, generated
+once with :mod:`candiag.sim` and cached in ``.bench/``), in the same run:
+
+(a) candiag: :class:`~candiag.ingest.capture.CaptureReader` streaming the candump ``-L``
+    file into batches and :class:`~candiag.decode.decoder.BatchDecoder` producing signal
+    arrays (best of 3); also the decoder alone on in-memory batches (goal >= 2M frames/s);
+(b) the straightforward pipeline: python-can's ``can.CanutilsLogReader`` and cantools'
+    ``decode_message(..., decode_choices=False)`` per frame into Python lists (node-address
+    masks resolved by a dict cache, the cheapest per-frame way);
+
+then frames/s of each, the ratio (goal >= 25x) and each run's peak RSS; the JSON Lines
+export rate of ``candiag decode``; and a 10,000,000-frame run (the 1M capture repeated
+with shifted timestamps) streamed chunk by chunk, whose peak RSS must stay < 400 MB.
+
+Every measured pipeline runs in its own worker process started by a small "meter"
+process whose only child it is, so ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` in the meter
+is exactly the worker's peak RSS.  Database loading is not timed; reading the file is.
+
+``python -m bench.bench_decode [--frames N] [--big-frames N] [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CACHE = REPO / ".bench"
+RSS_GOAL_MB = 400
+RATIO_GOAL = 25
+DECODER_GOAL_FPS = 2_000_000
+
+
+# -- captures --------------------------------------------------------------------------------
+def reference_capture(cache: Path, frames: int) -> tuple[Path, str]:
+    """The cached capture of ``frames`` frames of the simulated reference charger."""
+    from candiag.ingest.candump import CandumpWriter
+
+    path = cache / f"reference-{frames}.log"
+    origin = "simulated reference charger (candiag.sim, 8 power modules)"
+    if path.exists():
+        return path, origin
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.stem + ".partial.log")
+    partial.unlink(missing_ok=True)
+    writer = CandumpWriter(partial, fsync=False)
+    try:
+        written = 0
+        for batch in _simulated_chunks():
+            take = min(len(batch), frames - written)
+            writer.write(batch.take(slice(0, take)) if take < len(batch) else batch)
+            written += take
+            if written >= frames:
+                break
+    finally:
+        writer.close()
+    partial.rename(path)
+    return path, origin
+
+
+def _simulated_chunks() -> Any:
+    from candiag.sim.charger import ChargerSimulator, SimConfig
+
+    sim = ChargerSimulator(SimConfig(modules=8, seed=1))
+    return sim.chunks(duration=1e9, chunk_seconds=120.0)
+
+
+def repeated_capture(cache: Path, source: Path, copies: int, frames: int) -> Path:
+    """``copies`` back-to-back copies of ``source``, timestamps shifted past the previous."""
+    from candiag.ingest.candump import format_candump
+    from candiag.ingest.capture import read_capture
+
+    path = cache / f"reference-{frames}x{copies}.log"
+    if path.exists():
+        return path
+    batch, _ = read_capture(source)
+    span = float(batch.timestamp[-1] - batch.timestamp[0]) + 1.0
+    partial = path.with_name(path.stem + ".partial.log")
+    with partial.open("wb") as out:
+        for k in range(copies):
+            batch.timestamp += span if k else 0.0
+            out.write(format_candump(batch))
+    partial.rename(path)
+    return path
+
+
+# -- workers (each runs in its own process) --------------------------------------------------
+def work_candiag(path: str, repeats: int) -> dict[str, Any]:
+    """CaptureReader + BatchDecoder over the whole file, streaming; best of ``repeats``."""
+    from candiag.decode.dbc import load_reference_database
+    from candiag.decode.decoder import BatchDecoder
+    from candiag.ingest.capture import CaptureReader
+
+    decoder = BatchDecoder(load_reference_database())
+    best = math.inf
+    frames = decoded = values = 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        frames = decoded = values = 0
+        for batch in CaptureReader(path).batches():
+            result = decoder.decode(batch)
+            frames += len(batch)
+            decoded += result.decoded_frames
+            values += sum(len(m) * len(m.signals) for m in result.messages.values())
+        best = min(best, time.perf_counter() - started)
+    return {"frames": frames, "decoded": decoded, "values": values, "seconds": best}
+
+
+def work_decoder_only(path: str, repeats: int) -> dict[str, Any]:
+    """BatchDecoder alone on batches already in memory; best of ``repeats``."""
+    from candiag.decode.dbc import load_reference_database
+    from candiag.decode.decoder import BatchDecoder
+    from candiag.ingest.capture import CaptureReader
+
+    decoder = BatchDecoder(load_reference_database())
+    batches = list(CaptureReader(path).batches())
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        decoded = sum(decoder.decode(b).decoded_frames for b in batches)
+        best = min(best, time.perf_counter() - started)
+    return {"frames": sum(len(b) for b in batches), "decoded": decoded, "seconds": best}
+
+
+def work_jsonl(path: str) -> dict[str, Any]:
+    """The ``candiag decode`` export path: read, decode, format JSON Lines (to /dev/null)."""
+    from candiag.decode.dbc import load_reference_database
+    from candiag.decode.decoder import BatchDecoder
+    from candiag.decode.jsonl import format_jsonl
+    from candiag.ingest.capture import CaptureReader
+
+    decoder = BatchDecoder(load_reference_database())
+    started = time.perf_counter()
+    frames = written = 0
+    with open(os.devnull, "w") as sink:
+        for batch in CaptureReader(path).batches():
+            text = format_jsonl(batch, decoder.decode(batch))
+            sink.write(text)
+            frames += len(batch)
+            written += text.count("\n")
+    return {"frames": frames, "lines": written, "seconds": time.perf_counter() - started}
+
+
+def work_baseline(path: str, limit: int) -> dict[str, Any]:
+    """python-can's candump log reader + cantools ``decode_message`` per frame, into lists."""
+    import can
+    from cantools.database.errors import DecodeError
+
+    from candiag.decode.dbc import load_reference_database
+
+    charger = load_reference_database()
+    db = charger.cantools_db
+    exact = {(m.frame_id, m.is_extended): m for m in charger.messages if not m.node_mask}
+    masked = [m for m in charger.messages if m.node_mask]
+    resolved: dict[tuple[int, bool], Any] = {}
+    columns: dict[tuple[str, str], list[Any]] = {}
+    timestamps: dict[str, list[float]] = {}
+    frames = decoded = unknown = failed = 0
+    started = time.perf_counter()
+    for msg in can.CanutilsLogReader(path):
+        if frames >= limit:
+            break
+        frames += 1
+        if msg.is_error_frame or msg.is_remote_frame:
+            continue
+        key = (msg.arbitration_id, msg.is_extended_id)
+        target = resolved.get(key, False)
+        if target is False:
+            target = exact.get(key) or next(
+                (
+                    m
+                    for m in masked
+                    if m.is_extended == key[1] and key[0] & ~m.node_mask == m.frame_id
+                ),
+                None,
+            )
+            resolved[key] = target
+        if target is None:
+            unknown += 1
+            continue
+        try:
+            signals = db.decode_message(
+                target.frame_id,
+                msg.data,
+                decode_choices=False,
+                force_extended_id=target.is_extended,
+            )
+        except DecodeError:
+            failed += 1
+            continue
+        decoded += 1
+        timestamps.setdefault(target.name, []).append(msg.timestamp)
+        for name, value in signals.items():
+            columns.setdefault((target.name, name), []).append(value)
+    seconds = time.perf_counter() - started
+    return {"frames": frames, "decoded": decoded, "unknown": unknown, "seconds": seconds}
+
+
+WORKERS = {
+    "candiag": lambda a: work_candiag(a.path, a.repeats),
+    "decoder": lambda a: work_decoder_only(a.path, a.repeats),
+    "jsonl": lambda a: work_jsonl(a.path),
+    "baseline": lambda a: work_baseline(a.path, a.limit),
+}
+
+
+def measured(kind: str, path: Path, *, repeats: int = 1, limit: int = 0) -> dict[str, Any]:
+    """Run worker ``kind`` under a meter process; its result plus ``peak_rss_mb``."""
+    worker = [
+        sys.executable, "-m", "bench.bench_decode", "--worker", kind, str(path),
+        "--repeats", str(repeats), "--limit", str(limit or 2**62),
+    ]  # fmt: skip
+    meter = [sys.executable, "-m", "bench.bench_decode", "--meter", "--", *worker]
+    done = subprocess.run(meter, cwd=REPO, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} worker failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def meter(command: Sequence[str]) -> None:
+    """Run ``command`` as this process's only child; print its JSON plus its peak RSS."""
+    done = subprocess.run(list(command), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        sys.exit(done.returncode)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+# -- the report -----------------------------------------------------------------------------
+def fps(result: dict[str, Any]) -> float:
+    return float(result["frames"]) / max(float(result["seconds"]), 1e-9)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["--meter", "--"]:
+        meter(argv[2:])  # everything after "--" is the worker's command line
+        return
+    parser = argparse.ArgumentParser(prog="bench_decode", description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=1_000_000, help="capture size")
+    parser.add_argument("--big-frames", type=int, default=10_000_000, help="memory run size")
+    parser.add_argument("--baseline-frames", type=int, default=0, help="default: --frames")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--limit", type=int, default=2**62, help=argparse.SUPPRESS)
+    parser.add_argument("path", nargs="?", help=argparse.SUPPRESS)
+    args, _ = parser.parse_known_args(argv)  # other benchmarks' options are not ours
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](args)))
+        return
+    if args.quick:
+        args.frames, args.big_frames = 20_000, 100_000
+        args.baseline_frames = args.baseline_frames or 5_000
+        args.cache_dir = args.cache_dir / "quick"
+    report(args.frames, args.big_frames, args.baseline_frames or args.frames, args.cache_dir)
+
+
+def report(frames: int, big_frames: int, baseline_frames: int, cache: Path) -> None:
+    started = time.perf_counter()
+    capture, origin = reference_capture(cache, frames)
+    size_mb = capture.stat().st_size / 1e6
+    print(f"capture: {capture} ({frames:,} frames, {size_mb:.0f} MB, {origin}), "
+          f"ready in {time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
+
+    ours = measured("candiag", capture, repeats=3)
+    print(
+        f"(a) candiag CaptureReader + BatchDecoder: {fps(ours):,.0f} frames/s "
+        f"({ours['seconds']:.2f} s for {ours['frames']:,} frames, {ours['decoded']:,} decoded, "
+        f"{ours['values']:,} signal values; best of 3), peak RSS {ours['peak_rss_mb']:.0f} MB",
+        flush=True,
+    )
+    alone = measured("decoder", capture, repeats=3)
+    print(
+        f"    BatchDecoder alone on in-memory batches: {fps(alone):,.0f} frames/s "
+        f"(goal >= {DECODER_GOAL_FPS:,}; best of 3)",
+        flush=True,
+    )
+    base = measured("baseline", capture, limit=baseline_frames)
+    print(
+        f"(b) python-can CanutilsLogReader + cantools decode_message: {fps(base):,.0f} frames/s "
+        f"({base['seconds']:.2f} s for {base['frames']:,} frames, {base['decoded']:,} decoded), "
+        f"peak RSS {base['peak_rss_mb']:.0f} MB",
+        flush=True,
+    )
+    ratio = fps(ours) / fps(base)
+    verdict = "meets" if ratio >= RATIO_GOAL else "MISSES"
+    print(f"ratio (a)/(b): {ratio:.1f}x ({verdict} the goal >= {RATIO_GOAL}x)", flush=True)
+    export = measured("jsonl", capture)
+    print(
+        f"JSON Lines export (candiag decode): {fps(export):,.0f} frames/s "
+        f"({export['lines']:,} lines in {export['seconds']:.2f} s)",
+        flush=True,
+    )
+
+    copies = max(1, math.ceil(big_frames / frames))
+    started = time.perf_counter()
+    big = repeated_capture(cache, capture, copies, frames)
+    print(
+        f"memory run: {big} ({copies * frames:,} frames, {big.stat().st_size / 1e6:.0f} MB), "
+        f"ready in {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
+    mem = measured("candiag", big)
+    verdict = "meets" if mem["peak_rss_mb"] < RSS_GOAL_MB else "MISSES"
+    print(
+        f"{mem['frames']:,} frames streamed in chunks: {mem['seconds']:.1f} s "
+        f"({fps(mem):,.0f} frames/s), peak RSS {mem['peak_rss_mb']:.0f} MB "
+        f"({verdict} the goal < {RSS_GOAL_MB} MB)",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,26 @@
+"""Smoke test of the decode benchmark: ``bench_decode.main(["--quick"])`` runs end to end.
+
+No timing is asserted (speed is proven by ``make bench``, never in unit tests); only that
+every stage ran and reported its figures.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bench import bench_decode
+
+
+@pytest.mark.slow
+def test_quick_bench_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bench_decode.main(["--quick", "--cache-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert re.search(r"\(a\) candiag CaptureReader \+ BatchDecoder: [\d,]+ frames/s", out)
+    assert re.search(r"\(b\) python-can CanutilsLogReader \+ cantools decode_message: [\d,]+", out)
+    assert re.search(r"ratio \(a\)/\(b\): [\d.]+x", out)
+    assert re.search(r"100,000 frames streamed in chunks: .* peak RSS \d+ MB", out)
+    assert "20,000 decoded" in out  # every simulated frame is a known, complete message
+    assert (tmp_path / "quick" / "reference-20000.log").exists()
