@@ -183,3 +183,22 @@ def test_contactor_facts_pair_command_and_feedback(db: ChargerDatabase) -> None:
     assert facts["DCPlus"]["mismatch_s"] == 0.0
     assert facts["DCMinus"]["mismatch_s"] == pytest.approx(3.0)
     assert facts["DCMinus"]["weld"] is True
+
+
+def test_healthy_simulated_charger_nodes_are_all_online(db: ChargerDatabase) -> None:
+    """Regression: messages with long cycles between short ones are not dropouts."""
+    from candiag.sim.charger import ChargerSimulator, SimConfig
+
+    sim = ChargerSimulator(SimConfig(modules=8))
+    batch = sim.generate(sim.start_time, sim.start_time + 30.0)
+    tracker = NodeTracker(db)
+    decoder = BatchDecoder(db)
+    for lo in np.arange(0.0, 30.0, 7.0):  # several batches, boundaries mid-traffic
+        sel = (batch.timestamp >= sim.start_time + lo) & (batch.timestamp < sim.start_time + lo + 7)
+        tracker.update(decoder.decode(batch.take(sel)))
+    views = tracker.view(sim.start_time + 30.0)
+    modules = [v for v in views if v.family == "power_module"]
+    assert [v.address for v in modules] == list(range(1, 9))
+    assert {v.status for v in views} == {"online"}, [(v.family, v.address, v.status) for v in views]
+    assert all(v.dropouts == 0 for v in views)
+    assert tracker.firmware_mismatches() == []

@@ -195,13 +195,23 @@ class NodeTracker:
 
     # -- ingest ------------------------------------------------------------------
     def update(self, result: DecodeResult) -> None:
+        arrivals: dict[tuple[str, int], list[npt.NDArray[np.float64]]] = {}
         for decoded in result.messages.values():
             family = decoded.message.family
             if family is None or len(decoded.index) == 0:
                 continue
-            self._ingest_message(family, decoded)
+            self._ingest_message(family, decoded, arrivals)
+        # Gaps are judged on each node's merged traffic: a 1 s message between
+        # 100 ms ones is not a dropout.
+        for key, stamps in arrivals.items():
+            self._note_presence(self.nodes[key], np.sort(np.concatenate(stamps)))
 
-    def _ingest_message(self, family: str, decoded: DecodedMessage) -> None:
+    def _ingest_message(
+        self,
+        family: str,
+        decoded: DecodedMessage,
+        arrivals: dict[tuple[str, int], list[npt.NDArray[np.float64]]],
+    ) -> None:
         nodes = decoded.node if decoded.message.node_mask else None
         addresses = np.zeros(len(decoded.index), np.int64) if nodes is None else nodes
         order = np.lexsort((decoded.timestamp, addresses))
@@ -210,29 +220,32 @@ class NodeTracker:
         bounds = np.flatnonzero(np.diff(addr_sorted)) + 1
         starts = np.concatenate(([0], bounds))
         ends = np.concatenate((bounds, [len(order)]))
-        timeout = self.timeout_for(family)
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
             address = int(addr_sorted[start])
-            rows = order[start:end]
             node = self.nodes.get((family, address))
             if node is None:
                 node = self.nodes[(family, address)] = NodeState(family, address)
-            self._note_arrivals(node, decoded.message, ts_sorted[start:end], timeout)
-            self._note_signals(node, decoded, int(rows[-1]))
+            ts = ts_sorted[start:end]
+            arrivals.setdefault((family, address), []).append(ts)
+            self._note_message_rate(node, decoded.message, ts)
+            self._note_signals(node, decoded, int(order[end - 1]))
 
-    def _note_arrivals(
-        self, node: NodeState, message: MessageDef, ts: npt.NDArray[np.float64], timeout: float
-    ) -> None:
+    def _note_presence(self, node: NodeState, ts: npt.NDArray[np.float64]) -> None:
+        timeout = self.timeout_for(node.family)
         previous = node.last_seen
-        stamps = ts if previous is None else np.concatenate(([previous], ts))
+        stamps = ts if previous is None else np.concatenate(([previous], ts[ts >= previous]))
         if len(stamps) > 1:
             gaps = np.diff(stamps)
             node.dropouts += int(np.count_nonzero(gaps > timeout))
             node.longest_gap_s = max(node.longest_gap_s, float(gaps.max()))
         if node.first_seen is None:
             node.first_seen = float(ts[0])
-        node.last_seen = max(float(ts[-1]), previous or float(ts[-1]))
+        node.last_seen = max(float(ts[-1]), previous if previous is not None else float(ts[-1]))
         node.frames += len(ts)
+
+    def _note_message_rate(
+        self, node: NodeState, message: MessageDef, ts: npt.NDArray[np.float64]
+    ) -> None:
         track = node.messages.get(message.name)
         if track is None:
             cycle = message.cycle_time_ms / 1000.0 if message.cycle_time_ms else None
