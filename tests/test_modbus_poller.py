@@ -293,3 +293,38 @@ def test_snapshot_as_dict_is_json_ready(line: SimulatedMeterLine) -> None:
     assert data["name"] == "dc" and data["up"] is True
     assert data["failures"] == {"timeout": 0, "crc": 0, "exception": 0, "wrong_device": 0, "io": 0}
     assert data["readings"]["voltage"]["unit"] == "V"
+
+
+def test_port_lost_in_the_middle_of_a_poll() -> None:
+    """A gateway answers the first block, then drops the connection: one io failure."""
+    import socket
+    import struct
+    import threading
+
+    from candiag.modbus.link import with_crc
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            request = conn.recv(64)
+            count = struct.unpack(">H", request[4:6])[0]
+            conn.sendall(with_crc(bytes([1, 4, 2 * count]) + b"\x43\x66\x00\x00" * (count // 2)))
+            conn.recv(64)  # the second request; close without answering
+
+    thread = threading.Thread(target=serve, name="test-gateway")
+    thread.start()
+    port = f"rtu+tcp://127.0.0.1:{server.getsockname()[1]}"
+    poller = PortPoller(port_config(port, [{"name": "m", "profile": "sdm120", "unit_id": 1}]))
+    try:
+        poller.poll_once()
+        snap = poller.snapshot()[0]
+    finally:
+        poller.stop()
+        server.close()
+        thread.join(5)
+    assert snap.requests == 2 and snap.failures_by_reason["io"] == 1
+    assert sum(snap.failures_by_reason.values()) == 1
+    assert not snap.up and snap.readings == {} and snap.port_error is not None
+    assert snap.last_success is not None  # the first block was read

@@ -240,14 +240,16 @@ class PortPoller:
         self._backoff = INITIAL_BACKOFF_S
         return True
 
-    def _port_down(self, message: str) -> None:
+    def _port_down(self, message: str, *, count: bool = True) -> None:
+        """The port is unusable: every device is down; ``count`` one io failure each."""
         if self._port_error != message:
             log.warning("event=modbus_port_unavailable port=%s error=%r", self.config.name, message)
         with self._lock:
             self._port_error = message
             for device in self._devices:
-                device.requests += 1
-                device.failures["io"] += 1
+                if count:
+                    device.requests += 1
+                    device.failures["io"] += 1
                 device.up = False
                 device.polled = True
                 device.readings.clear()
@@ -256,6 +258,8 @@ class PortPoller:
     def _poll_device(self, device: _DeviceState) -> None:
         answered = False
         for block in device.profile.blocks:
+            if self._stop.is_set():
+                return  # stopping: do not spend more timeouts on this device
             tx = self._read_block(device, block)
             if tx.outcome == "ok":
                 answered = True
@@ -266,6 +270,7 @@ class PortPoller:
                     for name in block.quantities:
                         device.readings.pop(name, None)
             if tx.outcome == "io":
+                answered = False  # the port is gone: whatever came before is not current
                 break
         with self._lock:
             if device.up and not answered:
@@ -331,7 +336,7 @@ class PortPoller:
                 f"{tx.address}, unit id {tx.unit_id})"
             )
         if tx.outcome == "io":
-            self._port_down(tx.detail)
+            self._port_down(tx.detail, count=False)  # this failure was counted above
 
     def _store(self, device: _DeviceState, block: ReadBlock, tx: Transaction) -> None:
         values = decode_block(device.profile, block, tx.registers)
