@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -247,3 +248,15 @@ def test_reference_dir_prefers_packaged_copy(tmp_path: Path) -> None:
     copy = tmp_path / "copy.dbc"
     shutil.copy(FIXTURE, copy)
     assert len(load_dbc_paths([copy])) == 4
+
+
+def test_database_built_from_edited_messages_is_checked(fixture_db: ChargerDatabase) -> None:
+    pm = fixture_db.by_name("PM_Status")
+    twin = dataclasses.replace(pm, name="PM_Twin")
+    with pytest.raises(DbcError, match=r"PM_Twin .* and PM_Status .* claim the same identifier"):
+        ChargerDatabase([pm, twin])
+    wider = dataclasses.replace(pm, name="PM_Wide", frame_id=0x08000000, node_mask=0xFFF)
+    with pytest.raises(DbcError, match="overlapping identifiers"):
+        ChargerDatabase([pm, wider])
+    moved = dataclasses.replace(pm, name="PM_Moved", frame_id=0x08001000)
+    assert len(ChargerDatabase([pm, moved])) == 2

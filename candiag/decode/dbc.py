@@ -141,6 +141,7 @@ class ChargerDatabase:
     """The merged message catalogue with a vectorized identifier lookup."""
 
     def __init__(self, messages: Sequence[MessageDef], sources: Sequence[str] = ()) -> None:
+        _check_unique(messages)  # also when built from edited messages (mask overrides)
         self.messages: list[MessageDef] = list(messages)
         self.sources: list[str] = list(sources)
         self._by_name = {m.name: i for i, m in enumerate(self.messages)}
@@ -281,14 +282,12 @@ def load_dbc_paths(paths: Sequence[str | os.PathLike[str]]) -> ChargerDatabase:
     messages: list[MessageDef] = []
     for path in files:
         messages.extend(_load_file(path))
-    _check_unique(messages)
     return ChargerDatabase(messages, [str(p) for p in files])
 
 
 def load_dbc_text(text: str, source: str = "<string>") -> ChargerDatabase:
     """Load one DBC given as text (tests, generated DBCs); ``source`` names it in errors."""
     messages = _parse_dbc(Path(source), text)
-    _check_unique(messages)
     return ChargerDatabase(messages, [source])
 
 
@@ -467,30 +466,38 @@ def _integral(value: float) -> bool:
 
 
 def _check_unique(messages: Iterable[MessageDef]) -> None:
-    """Refuse two messages that could claim the same frame."""
-    seen_names: dict[str, MessageDef] = {}
+    """Refuse two messages with one name, or that could claim the same frame."""
     entries = list(messages)
+    seen_names: dict[str, MessageDef] = {}
+    exact: dict[tuple[bool, int], MessageDef] = {}
     for msg in entries:
-        other = seen_names.get(msg.name)
-        if other is not None:
+        other = seen_names.setdefault(msg.name, msg)
+        if other is not msg:
             raise DbcError(
                 f"{msg.source_file}: message name {msg.name} is also defined in "
                 f"{other.source_file}; rename one of them"
             )
-        seen_names[msg.name] = msg
+        if not msg.node_mask:
+            first = exact.setdefault((msg.is_extended, msg.frame_id), msg)
+            if first is not msg:
+                raise _clash(first, msg)
     for i, a in enumerate(entries):
-        for b in entries[i + 1 :]:
-            if a.is_extended != b.is_extended:
+        if not a.node_mask:
+            continue
+        for j, b in enumerate(entries):
+            if i == j or a.is_extended != b.is_extended or (b.node_mask and j < i):
                 continue
-            union = a.node_mask | b.node_mask
-            if (a.frame_id ^ b.frame_id) & ~union:
-                continue
-            what = (
-                "the same identifier"
-                if a.frame_id == b.frame_id and a.node_mask == b.node_mask
-                else f"overlapping identifiers (node masks 0x{a.node_mask:X} and 0x{b.node_mask:X})"
-            )
-            raise DbcError(
-                f"{b.source_file}: message {b.name} (0x{b.frame_id:X}) and {a.name} "
-                f"(0x{a.frame_id:X}, {a.source_file}) claim {what}; remove or renumber one"
-            )
+            if not (a.frame_id ^ b.frame_id) & ~(a.node_mask | b.node_mask):
+                raise _clash(*sorted((a, b), key=entries.index))
+
+
+def _clash(a: MessageDef, b: MessageDef) -> DbcError:
+    what = (
+        "the same identifier"
+        if a.frame_id == b.frame_id and a.node_mask == b.node_mask
+        else f"overlapping identifiers (node masks 0x{a.node_mask:X} and 0x{b.node_mask:X})"
+    )
+    return DbcError(
+        f"{b.source_file}: message {b.name} (0x{b.frame_id:X}) and {a.name} "
+        f"(0x{a.frame_id:X}, {a.source_file}) claim {what}; remove or renumber one"
+    )
