@@ -250,3 +250,30 @@ def test_round_trip_is_exact(batch: FrameBatch) -> None:
     assert not batch.data[:, width:].any()
     assert [got.channels[c] for c in got.channel] == [batch.channels[c] for c in batch.channel]
     assert format_candump(got) == text
+
+
+def test_odd_channel_names_become_one_token() -> None:
+    batch = parse_candump(b"(1.000000) can0 123#01\n").batch
+    batch.channels = ["my bus#1"]
+    text = format_candump(batch)
+    assert text == b"(0000000001.000000) my_bus_1 123#01\n"
+    assert parse_candump(text).batch.channels == ["my_bus_1"]
+
+
+def test_reads_python_can_written_log() -> None:
+    out = io.StringIO()
+    writer = can.CanutilsLogWriter(out, channel="vcan0")
+    msgs = [
+        can.Message(timestamp=1.25, arbitration_id=0x123, is_extended_id=False, data=b"\x01"),
+        can.Message(timestamp=1.5, arbitration_id=0x1ABCDEF, data=bytes(range(8))),
+        can.Message(timestamp=1.75, arbitration_id=0x7, is_extended_id=False, is_remote_frame=True),
+    ]
+    for msg in msgs:
+        writer.on_message_received(msg)
+    parsed = parse_candump(out.getvalue().encode())
+    assert parsed.malformed == []
+    batch = parsed.batch
+    assert batch.can_id.tolist() == [0x123, 0x1ABCDEF, 0x7]
+    assert batch.is_extended.tolist() == [False, True, False]
+    assert batch.is_remote.tolist() == [False, False, True]
+    assert np.allclose(batch.timestamp - batch.timestamp[0], [0, 0.25, 0.5])

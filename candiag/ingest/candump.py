@@ -568,7 +568,7 @@ def format_candump(batch: FrameBatch) -> bytes:
     is_error = batch.is_error
     id_width = np.where(batch.is_extended | is_error, 8, 3)
     raw_id = batch.can_id.astype(np.uint32) | np.where(is_error, CAN_ERR_FLAG, 0).astype(np.uint32)
-    names = [c.encode() for c in batch.channels] or [b"can0"]
+    names = [_channel_token(c) for c in batch.channels] or [b"can0"]
     odd = ((batch.flags & (FLAG_REMOTE | FLAG_FD)) != 0) & ~is_error
     odd |= seconds < 0
     name_len = np.array([len(c) for c in names], np.int64)[batch.channel]
@@ -601,6 +601,12 @@ def format_candump(batch: FrameBatch) -> bytes:
     for i, line in odd_lines.items():
         out[offsets[i] : offsets[i + 1]] = np.frombuffer(line, np.uint8)
     return out.tobytes()
+
+
+def _channel_token(name: str) -> bytes:
+    """A channel name as one printable-ASCII token (python-can channels can be anything)."""
+    token = re.sub(r"[^\x21-\x7e]", "_", str(name)).replace("#", "_").replace(")", "_")
+    return (token or "can0").encode("ascii")
 
 
 def _format_group(
