@@ -1,0 +1,183 @@
+"""One bus's health in one object, and per-channel dispatch for multi-bus captures.
+
+Owns the composition of the health parts for a bus — error-frame summary, bus-state
+tracker, exact bus load, sliding windows, id statistics, link statistics — so that
+``candiag analyze`` (captures) and the daemon (live buses) feed batches to one place and
+read one JSON.  Every figure in :meth:`BusHealth.to_json` says where it came from
+(``error_frames``, ``frames``, ``netlink``, ``pcan``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from candiag.health.busload import frame_bits
+from candiag.health.busstate import BusStateTracker
+from candiag.health.errorframes import ErrorFrameSummary
+from candiag.health.ids import IdStats
+from candiag.health.linkstats import InterfaceDropCounter, LinkStats
+from candiag.health.pcan import PcanStatus, pcan_error_frames_to_socketcan
+from candiag.health.windows import BusWindows
+from candiag.ingest.frames import FrameBatch
+
+DROP_SOURCES = ("socket", "interface")
+
+
+def split_by_channel(batch: FrameBatch) -> dict[str, FrameBatch]:
+    """The frames of each channel of ``batch``, by channel name (order of first appearance)."""
+    if len(batch) == 0:
+        return {}
+    names = batch.channels or ["can0"]
+    present = np.unique(batch.channel)
+    if present.size == 1:
+        return {names[int(present[0])]: batch}
+    return {names[int(c)]: batch.take(batch.channel == c) for c in present}
+
+
+class BusHealth:
+    """Everything candiag knows about the health of one bus."""
+
+    def __init__(
+        self,
+        bus: str,
+        bitrate: int | None = None,
+        data_bitrate: int | None = None,
+        *,
+        keep_history: bool = False,
+        pcan_error_layout: bool = False,
+    ) -> None:
+        self.bus = bus
+        self.bitrate = bitrate
+        self.data_bitrate = data_bitrate or bitrate
+        self.pcan_error_layout = pcan_error_layout
+        self.errors = ErrorFrameSummary()
+        self.state = BusStateTracker()
+        self.windows = BusWindows(bitrate, data_bitrate, keep_history=keep_history)
+        self.ids = IdStats()
+        self.frames = {"data": 0, "remote": 0, "error": 0}
+        self.bits_nominal = 0
+        self.bits_data = 0
+        self.first_timestamp: float | None = None
+        self.last_timestamp: float | None = None
+        self.dropped = dict.fromkeys(DROP_SOURCES, 0)
+        self.link: LinkStats | None = None
+        self._interface_drops = InterfaceDropCounter()
+
+    def update(self, batch: FrameBatch) -> None:
+        """Add a batch of this bus's frames (split multi-bus batches with :func:`split_by_channel`)."""
+        if len(batch) == 0:
+            return
+        if self.pcan_error_layout:
+            batch = pcan_error_frames_to_socketcan(batch)
+        bits = frame_bits(batch)
+        self.errors.update(batch)
+        bus_off_times = self.state.update(batch)
+        self.windows.update(batch, bits, bus_off_times)
+        self.ids.update(batch)
+        error = batch.is_error
+        remote = batch.is_remote
+        self.frames["error"] += int(error.sum())
+        self.frames["remote"] += int(remote.sum())
+        self.frames["data"] += int(len(batch) - error.sum() - remote.sum())
+        self.bits_nominal += int(bits[0].sum(dtype=np.int64))
+        self.bits_data += int(bits[1].sum(dtype=np.int64))
+        lo, hi = float(batch.timestamp.min()), float(batch.timestamp.max())
+        self.first_timestamp = lo if self.first_timestamp is None else min(self.first_timestamp, lo)
+        self.last_timestamp = hi if self.last_timestamp is None else max(self.last_timestamp, hi)
+
+    def add_dropped(self, source: str, frames: int) -> None:
+        """Frames lost before candiag saw them (``socket``: our receive queue; ``interface``)."""
+        if source not in self.dropped:
+            raise ValueError(f"drop source must be one of {DROP_SOURCES}, not {source!r}")
+        self.dropped[source] += max(0, int(frames))
+
+    def observe_link(self, stats: LinkStats, now: float) -> None:
+        """A netlink snapshot: controller state (if it has one) and interface drops."""
+        self.link = stats
+        self.add_dropped("interface", self._interface_drops.update(stats))
+        if stats.state in ("error_active", "error_warning", "error_passive", "bus_off"):
+            self.state.observe(stats.state, now, source="netlink")
+        elif stats.kind == "can" and not stats.up:
+            self.state.observe("down", now, source="netlink")
+
+    def observe_pcan(self, status: PcanStatus, now: float) -> None:
+        """A PCAN status code or exception, mapped by :mod:`candiag.health.pcan`."""
+        if status.state is not None:
+            self.state.observe(status.state, now, source=status.source)
+        if status.dropped:
+            self.add_dropped(status.dropped, 1)
+
+    def advance(self, now: float) -> None:
+        """Live bus: move time to ``now`` (state durations, window expiry)."""
+        self.state.advance(now)
+        self.windows.advance(now)
+
+    def mean_load_ratio(self) -> float | None:
+        """Mean load over the whole time seen (captures); ``None`` without bitrate or time span."""
+        if not self.bitrate or self.first_timestamp is None or self.last_timestamp is None:
+            return None
+        span = self.last_timestamp - self.first_timestamp
+        if span <= 0:
+            return None
+        busy = self.bits_nominal / self.bitrate + self.bits_data / (
+            self.data_bitrate or self.bitrate
+        )
+        return busy / span
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "bus": self.bus,
+            "bitrate": self.bitrate,
+            "data_bitrate": self.data_bitrate,
+            "first_timestamp": self.first_timestamp,
+            "last_timestamp": self.last_timestamp,
+            "frames": {"source": "frames", **self.frames},
+            "bits": {
+                "source": "frames",
+                "nominal": self.bits_nominal,
+                "data_phase": self.bits_data,
+            },
+            "mean_load_ratio": self.mean_load_ratio(),
+            "error_frames": self.errors.to_json(),
+            "bus_state": self.state.to_json(),
+            "windows": self.windows.to_json(),
+            "frames_dropped": {
+                "socket": {"source": "socket", "frames": self.dropped["socket"]},
+                "interface": {"source": "netlink", "frames": self.dropped["interface"]},
+            },
+            "ids": self.ids.to_json(),
+        }
+        if self.link is not None:
+            out["link"] = self.link.to_json()
+        return out
+
+
+class CaptureHealth:
+    """:class:`BusHealth` per channel of a (multi-bus) capture, fed whole batches."""
+
+    def __init__(
+        self,
+        bitrates: dict[str, int] | None = None,
+        default_bitrate: int | None = None,
+        *,
+        keep_history: bool = True,
+    ) -> None:
+        self.bitrates = dict(bitrates or {})
+        self.default_bitrate = default_bitrate
+        self.keep_history = keep_history
+        self.buses: dict[str, BusHealth] = {}
+
+    def bus(self, name: str) -> BusHealth:
+        if name not in self.buses:
+            bitrate = self.bitrates.get(name, self.default_bitrate)
+            self.buses[name] = BusHealth(name, bitrate, keep_history=self.keep_history)
+        return self.buses[name]
+
+    def update(self, batch: FrameBatch) -> None:
+        for name, part in split_by_channel(batch).items():
+            self.bus(name).update(part)
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: bus.to_json() for name, bus in sorted(self.buses.items())}
