@@ -19,6 +19,8 @@ from candiag.errors import CandiagError
 
 # Order is the order of `candiag --help`.
 SUBCOMMANDS: tuple[str, ...] = (
+    "run",
+    "demo",
     "check_config",
     "decode",
     "record",

@@ -17,7 +17,7 @@ and :meth:`BusMonitor.report` are called under the daemon's state lock.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ from candiag.decode.decoder import BatchDecoder
 from candiag.health.busload import frame_bits
 from candiag.health.busstate import BusStateTracker
 from candiag.health.errorframes import ErrorFrameSummary
+from candiag.health.ids import IdStats
 from candiag.health.nodes import FamilyPolicy, NodeTracker
 from candiag.health.signals import SignalStats
 from candiag.health.windows import WINDOWS, BusWindows
@@ -79,9 +80,12 @@ class BusMonitor:
         self.nodes = NodeTracker(db, policies_for(config))
         self.signals = SignalStats(db)
         self.ids = CappedIdCounts()
+        self.id_stats = IdStats()
+        self._id_lookup: dict[tuple[int, bool], tuple[MessageDef | None, int]] = {}
         self.windows_ = BusWindows(config.bitrate, config.data_bitrate)
         self.frames = dict.fromkeys(("data", "remote", "error"), 0)
         self.unknown_frames = 0
+        self.complete_until: float | None = None
         self.short_frames = 0
         self.up = False
         self.down_since: float | None = None
@@ -99,6 +103,7 @@ class BusMonitor:
         self.frames["data"] += len(batch) - n_err - n_rem
         not_error = ~is_error
         self.ids.add(batch.can_id[not_error], batch.is_extended[not_error])
+        self.id_stats.update(batch)
         self.errors.update(batch)
         bus_off_times = self.state.update(batch)
         self.windows_.update(batch, frame_bits(batch), bus_off_times)
@@ -108,11 +113,27 @@ class BusMonitor:
         self.nodes.update(result)
         self.signals.update(result)
 
-    def advance(self, now: float) -> None:
-        """Move windows and state clock to wall time (seconds without frames expire)."""
+    def advance(self, now: float, complete_until: float | None = None) -> None:
+        """Move windows and state clock to wall time (seconds without frames expire).
+
+        ``complete_until``: every frame received before this instant has been
+        processed (the reader hands batches over with some delay).  Liveness and
+        freshness are judged at that instant, so reader latency never makes a
+        healthy node look silent.
+        """
         self.windows_.advance(now)
         if self.up:
             self.state.advance(now)
+        self.complete_until = now if complete_until is None else min(now, complete_until)
+
+    def warmup_s(self) -> float:
+        """Time after start before "never seen" can be judged: the longest family timeout."""
+        families = {f.name for f in self.config.families} | set(self.db.families)
+        return max((self.nodes.timeout_for(f) for f in families), default=0.0)
+
+    def as_of(self, now: float) -> float:
+        """The instant views are judged at: ``now``, but not past the processed data."""
+        return now if self.complete_until is None else min(now, self.complete_until)
 
     def set_link(self, up: bool, now: float) -> None:
         """The reader's view of the interface: ``down`` while it is missing or lost."""
@@ -151,6 +172,7 @@ class BusMonitor:
         return self.state.state_name if self.up else "down"
 
     def snapshot(self, now: float) -> BusSnapshot:
+        now = self.as_of(now)
         windows = self.windows()
         views = self.nodes.view(now)
         mismatches = {m.family for m in self.nodes.firmware_mismatches()}
@@ -185,8 +207,45 @@ class BusMonitor:
                     s.message, s.signal, "" if s.node < 0 else str(s.node), s.unit, s.last
                 )
 
+    def _message_of(self, can_id: int, extended: bool) -> tuple[MessageDef | None, int]:
+        key = (can_id, extended)
+        found = self._id_lookup.get(key)
+        if found is None:
+            index, node = self.db.match(np.array([can_id], np.uint32), np.array([extended]))
+            i = int(index[0])
+            found = (self.db.messages[i] if i >= 0 else None, int(node[0]))
+            self._id_lookup[key] = found
+        return found
+
+    def _cycle_ms(self, can_id: int, extended: bool) -> float | None:
+        message = self._message_of(can_id, extended)[0]
+        return (
+            None if message is None or not message.cycle_time_ms else float(message.cycle_time_ms)
+        )
+
+    def id_report(self) -> dict[str, dict[str, Any]]:
+        """Per-id cycle keeping, keyed by id text, for the cycle-time rule."""
+        out: dict[str, dict[str, Any]] = {}
+        for check in self.id_stats.check_cycles(self._cycle_ms):
+            row = check.row
+            message, node = self._message_of(row.can_id, row.extended)
+            out[row.id_text] = {
+                "name": message.name if message else None,
+                "family": message.family if message else None,
+                "node": (node if node >= 0 else 0) if message and message.family else None,
+                "cycle_ok": check.keeps_cycle,
+                "cycle_ms": check.declared_s * 1000.0,
+                "mean_period_s": row.period_mean,
+                "jitter_s": row.period_std,
+                "count": row.count,
+                "last_seen": row.last_seen,
+                "reason": check.reason,
+            }
+        return out
+
     def report(self, now: float) -> dict[str, Any]:
         """The JSON-shaped bus report the diagnosis rules read (see candiag.diagnosis.rules)."""
+        now = self.as_of(now)
         errors = self.errors.to_json()
         errors.update({"tec_last": self.state.tec, "rec_last": self.state.rec})
         report: dict[str, Any] = {
@@ -200,13 +259,10 @@ class BusMonitor:
             "windows": self.windows(),
             "nodes": [v.to_json() for v in self.nodes.view(now)],
             "firmware_mismatches": [m.to_json() for m in self.nodes.firmware_mismatches()],
-            "ids": {"distinct": len(self.ids), "unknown_frames": self.unknown_frames},
+            "ids": self.id_report(),
+            "unknown_frames": self.unknown_frames,
             "short_frames": self.short_frames,
             "dropped_recent": sum(self.dropped.values()),
         }
         report.update(self.signals.facts(now))
         return report
-
-
-def reports_by_name(monitors: Mapping[str, BusMonitor], now: float) -> list[dict[str, Any]]:
-    return [m.report(now) for m in monitors.values()]
