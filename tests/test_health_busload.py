@@ -138,13 +138,37 @@ def test_stuffing_corner_cases() -> None:
     assert got[6] < 47 + 8
 
 
+def _crccheck_crc15(message_bits: list[int]) -> int:
+    """CRC-15/CAN by crccheck (a cantools dependency): an independent implementation.
+
+    Leading zero bits leave a zero-initialised CRC unchanged, so the bitstream is left-padded
+    to whole bytes.
+    """
+    crccheck = pytest.importorskip("crccheck.crc")
+    bits = [0] * (-len(message_bits) % 8) + message_bits
+    data = bytes(int("".join(map(str, bits[i : i + 8])), 2) for i in range(0, len(bits), 8))
+    return int(crccheck.Crc15Can.calc(data))
+
+
+@settings(max_examples=50, deadline=None)
+@given(classic_frame())
+def test_crc_agrees_with_crccheck(frame: Frame) -> None:
+    can_id, ext, remote, dlc, payload = frame
+    bits, _ = reference_bitstream(can_id, extended=ext, remote=remote, dlc=dlc, data=payload)
+    crc = int("".join(map(str, bits[-15:])), 2)
+    assert crc == _crccheck_crc15(bits[:-15])
+
+
 def test_known_value_without_stuffing() -> None:
-    # 0x555 with alternating payload: nothing stuffs in the header or data; base SFF n=8 is 111.
+    # 0x2AA with 0x55 payload: no five equal bits anywhere, CRC 0x251C (crccheck agrees),
+    # so the frame is exactly the base SFF n=8 length: 47 + 64 = 111 bits.
     bits, wire = reference_bitstream(0x2AA, extended=False, dlc=8, data=b"\x55" * 8)
-    base = 111
-    got = frame_bits(_batch([(0x2AA, False, False, 8, b"\x55" * 8)]))[0][0]
-    assert got == base + len(wire) - len(bits)
-    assert len(wire) - len(bits) <= 2  # only the CRC can stuff here
+    assert int("".join(map(str, bits[-15:])), 2) == 0x251C == _crccheck_crc15(bits[:-15])
+    assert wire == bits
+    assert frame_bits(_batch([(0x2AA, False, False, 8, b"\x55" * 8)]))[0].tolist() == [111]
+    # The same payload under a 29-bit id 0: SOF + 11 zero id bits stuff; base is 131.
+    eff = frame_bits(_batch([(0, True, False, 8, b"\x55" * 8)]))[0][0]
+    assert eff > 131
 
 
 def test_error_frames_count_zero_and_fd_formula() -> None:
