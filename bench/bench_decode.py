@@ -160,7 +160,7 @@ def work_baseline(path: str, limit: int) -> dict[str, Any]:
     from candiag.decode.dbc import load_reference_database
 
     charger = load_reference_database()
-    db = charger.cantools_db
+    db: Any = charger.cantools_db  # per-frame calls below, exactly as a user would write
     exact = {(m.frame_id, m.is_extended): m for m in charger.messages if not m.node_mask}
     masked = [m for m in charger.messages if m.node_mask]
     resolved: dict[tuple[int, bool], Any] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,7 +116,7 @@ def test_candump_writer_capture_matches_cantools(
     data[ids == 0x100, 0] = rng.choice([1, 2, 3], int(np.count_nonzero(ids == 0x100)))
     data[np.arange(8)[None, :] >= dlc[:, None]] = 0
     batch = FrameBatch(
-        timestamp=1_700_000_000.0 + np.arange(n) * 0.001,
+        timestamp=(1_700_000_000.0 + np.arange(n) * 0.001).astype(np.float64),
         can_id=ids,
         flags=flags,
         dlc=dlc,
@@ -138,7 +139,7 @@ def test_candump_writer_capture_matches_cantools(
         msg = db.by_name(row["message"])
         assert row["arbitration_id"] == int(ids[i])
         assert row["timestamp"] == pytest.approx(batch.timestamp[i], abs=1e-6)
-        want = db.cantools_db.decode_message(
+        want: dict[str, Any] = db.cantools_db.decode_message(  # type: ignore[assignment]
             msg.frame_id, bytes(data[i, : dlc[i]]), decode_choices=False
         )
         assert set(row["signals"]) == set(want)

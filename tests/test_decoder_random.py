@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import cantools
 import numpy as np
@@ -238,7 +239,7 @@ def compare_with_cantools(db: ChargerDatabase, batch: FrameBatch, result: Decode
             seen += 1
             data = bytes(batch.data[row, : batch.dlc[row]])
             try:
-                want = db.cantools_db.decode_message(
+                want: dict[str, Any] = db.cantools_db.decode_message(  # type: ignore[assignment]
                     msg.frame_id, data, decode_choices=False, force_extended_id=msg.is_extended
                 )
             except cantools.database.DecodeError:
