@@ -203,6 +203,15 @@ def test_format_empty_batch() -> None:
     assert format_candump(FrameBatch.empty()) == b""
 
 
+KIND_FLAGS = {
+    "s": 0,
+    "x": int(FLAG_EXTENDED),
+    "e": int(FLAG_ERROR),
+    "r": int(FLAG_REMOTE),
+    "f": int(FLAG_FD),
+}
+
+
 @st.composite
 def frame_batches(draw: st.DrawFn) -> FrameBatch:
     n = draw(st.integers(1, 40))
@@ -211,10 +220,12 @@ def frame_batches(draw: st.DrawFn) -> FrameBatch:
     channel = draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
     rows = []
     for kind, micros, ch in zip(kinds, timestamps, channel, strict=True):
-        flags = {"s": 0, "x": FLAG_EXTENDED, "e": FLAG_ERROR, "r": FLAG_REMOTE, "f": FLAG_FD}[kind]
+        flags = KIND_FLAGS[kind]
         can_id = draw(st.integers(0, 0x7FF if kind in "srf" else 0x1FFFFFFF))
         if kind == "f":
-            flags |= draw(st.sampled_from([0, FLAG_BRS, FLAG_ESI, FLAG_BRS | FLAG_ESI]))
+            flags |= draw(
+                st.sampled_from([0, int(FLAG_BRS), int(FLAG_ESI), int(FLAG_BRS | FLAG_ESI)])
+            )
             nbytes = draw(st.sampled_from([0, 1, 8, 12, 16, 20, 24, 32, 48, 64]))
         else:
             nbytes = draw(st.integers(0, 8))

@@ -38,7 +38,7 @@ def make_batch(n: int, start: float = 1_700_000_000.0, seed: int = 0) -> FrameBa
     data[np.arange(8)[None, :] >= dlc[:, None]] = 0
     data[(flags & FLAG_REMOTE) != 0] = 0
     return FrameBatch(
-        timestamp=start + np.arange(n) * 0.000125,
+        timestamp=start + np.arange(n, dtype=np.float64) * 0.000125,
         can_id=ids.astype(np.uint32),
         flags=flags,
         dlc=dlc,

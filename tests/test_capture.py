@@ -153,7 +153,7 @@ def test_large_file_streams_in_bounded_batches(tmp_path: Path) -> None:
     n = 50_000
     rng = np.random.default_rng(7)
     batch = FrameBatch(
-        timestamp=1.7e9 + np.arange(n) * 1e-4,
+        timestamp=1.7e9 + np.arange(n, dtype=np.float64) * 1e-4,
         can_id=rng.integers(0, 0x7FF, n).astype(np.uint32),
         flags=np.zeros(n, np.uint8),
         dlc=np.full(n, 8, np.uint8),
