@@ -90,3 +90,13 @@ def test_scan_time_is_bounded(line: SimulatedMeterLine, capsys: pytest.CaptureFi
 def test_scan_rejects_bad_ids(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["modbus", "scan", "--port", "/dev/null", "--ids", "0-300"]) == 2
     assert "--ids" in capsys.readouterr().err
+
+
+def test_scan_over_modbus_tcp(capsys: pytest.CaptureFixture[str]) -> None:
+    with SimulatedMeterLine([("isocha425hv", 3)], transport="tcp") as sim:
+        argv = ["modbus", "scan", "--port", sim.port, "--ids", "1-5", "--timeout", "0.1"]
+        assert main([*argv, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [(h["baudrate"], h["unit_id"], h["fits"]) for h in data["hits"]] == [
+        (None, 3, ["isocha425hv"])
+    ]

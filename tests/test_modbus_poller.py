@@ -328,3 +328,21 @@ def test_port_lost_in_the_middle_of_a_poll() -> None:
     assert sum(snap.failures_by_reason.values()) == 1
     assert not snap.up and snap.readings == {} and snap.port_error is not None
     assert snap.last_success is not None  # the first block was read
+
+
+def test_a_slow_reply_times_out_and_its_late_bytes_are_not_taken_for_the_next(
+    line: SimulatedMeterLine,
+) -> None:
+    poller = PortPoller(port_config(line.port, DEVICES[1:2]))
+    try:
+        line.faults(2).delay_s = 0.35
+        poller.poll_once()
+        assert poller.snapshot()[0].failures_by_reason["timeout"] == 1
+        line.faults(2).delay_s = 0.0
+        time.sleep(0.3)  # the late reply lands in the tty's input queue meanwhile
+        poller.poll_once()
+        snap = poller.snapshot()[0]
+    finally:
+        poller.stop()
+    assert snap.up and snap.readings
+    assert snap.failures_by_reason["wrong_device"] == 0 and snap.failures_by_reason["crc"] == 0
