@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from candiag.decode.dbc import (
     ChargerDatabase,
@@ -260,3 +262,71 @@ def test_database_built_from_edited_messages_is_checked(fixture_db: ChargerDatab
         ChargerDatabase([pm, wider])
     moved = dataclasses.replace(pm, name="PM_Moved", frame_id=0x08001000)
     assert len(ChargerDatabase([pm, moved])) == 2
+
+
+MASKS = {False: [0, 0, 0x7, 0x70, 0x700], True: [0, 0, 0xFF, 0xFF00, 0x3F0000, 0x1E000000]}
+
+
+@st.composite
+def catalogues(draw: st.DrawFn) -> list[tuple[bool, int, int]]:
+    entries = []
+    for _ in range(draw(st.integers(1, 8))):
+        extended = draw(st.booleans())
+        mask = draw(st.sampled_from(MASKS[extended]))
+        base = draw(st.integers(0, 0x1FFFFFFF if extended else 0x7FF)) & ~mask
+        entries.append((extended, base, mask))
+    return entries
+
+
+def reference_match(
+    entries: list[tuple[bool, int, int]], can_id: int, ext: bool
+) -> tuple[int, int]:
+    for i, (e, base, mask) in enumerate(entries):
+        if e == ext and not mask and can_id == base:
+            return i, -1
+    for i, (e, base, mask) in enumerate(entries):
+        if e == ext and mask and can_id & ~mask == base:
+            return i, (can_id & mask) >> ((mask & -mask).bit_length() - 1)
+    return -1, -1
+
+
+@settings(max_examples=200, deadline=None)
+@given(catalogues(), st.data())
+def test_match_equals_a_per_frame_reference(
+    entries: list[tuple[bool, int, int]], data: st.DataObject
+) -> None:
+    clashes = [
+        (i, j)
+        for i, a in enumerate(entries)
+        for j, b in enumerate(entries)
+        if i < j and a[0] == b[0] and not (a[1] ^ b[1]) & ~(a[2] | b[2])
+    ]
+    body = "".join(
+        message(base | (0x80000000 if ext else 0), f"M{i}")
+        for i, (ext, base, _) in enumerate(entries)
+    )
+    attrs = "".join(
+        f'BA_ "CandiagNodeMask" BO_ {base | (0x80000000 if ext else 0)} {mask};\n'
+        for ext, base, mask in entries
+        if mask
+    )
+    text = HEADER + body + ATTRS + attrs
+    if clashes:
+        with pytest.raises(DbcError, match="claim"):
+            load_dbc_text(text, "h.dbc")
+        return
+    db = load_dbc_text(text, "h.dbc")
+    frames: list[tuple[int, bool]] = []
+    for ext, base, mask in entries:
+        node = data.draw(st.integers(0, mask >> ((mask & -mask).bit_length() - 1) if mask else 0))
+        shift = (mask & -mask).bit_length() - 1 if mask else 0
+        frames += [(base | (node << shift), ext), (base, not ext)]
+    frames += data.draw(
+        st.lists(st.tuples(st.integers(0, 0x7FF), st.just(False)), max_size=5)
+        | st.lists(st.tuples(st.integers(0, 0x1FFFFFFF), st.just(True)), max_size=5)
+    )
+    ids = np.array([f[0] for f in frames], np.uint32)
+    ext_flags = np.array([f[1] for f in frames], bool)
+    index, node = db.match(ids, ext_flags)
+    expected = [reference_match(entries, i, e) for i, e in frames]
+    assert list(zip(index.tolist(), node.tolist(), strict=True)) == expected
