@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import inspect
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -254,3 +255,32 @@ def test_failures_are_not_cached_and_unknown_users_cost_a_hash(password_hash: by
     assert not checker.check("nobody", PASSWORD)
     assert not checker.check("nobody", PASSWORD)
     assert checker.bcrypt_checks == 2
+
+
+def test_connections_beyond_the_limit_are_closed(registry: CollectorRegistry) -> None:
+    import http.client
+
+    with start_metrics_server("127.0.0.1:0", registry, max_connections=1) as running:
+        idle = socket.create_connection(("127.0.0.1", running.port), timeout=5)
+        try:
+            # The idle connection holds the only slot until it sends or times out.
+            time.sleep(0.2)
+            with pytest.raises((http.client.HTTPException, ConnectionError)):
+                conn = http.client.HTTPConnection("127.0.0.1", running.port, timeout=5)
+                try:
+                    conn.request("GET", "/metrics")
+                    conn.getresponse()
+                finally:
+                    conn.close()
+            assert running.rejected_connections == 1
+        finally:
+            idle.close()
+        # Closing the idle connection frees its slot: scrapes are served again.
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                assert fetch(f"{running.url}/metrics").status == 200
+                break
+            except (urllib.error.URLError, ConnectionError, http.client.HTTPException):
+                assert time.monotonic() < deadline, "slot not released"
+                time.sleep(0.05)

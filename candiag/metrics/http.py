@@ -42,6 +42,9 @@ DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 # A connection that sends nothing (or stalls in the TLS handshake) is dropped after this.
 CONNECTION_TIMEOUT_SECONDS = 10.0
 REALM = "candiag"
+# Connections served at once; more are closed at once. A controller must not run out of
+# threads because something hammers the endpoint (Prometheus needs one at a time).
+MAX_CONNECTIONS = 16
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -95,10 +98,13 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
         family: socket.AddressFamily,
         sockaddr: tuple[Any, ...],
         ssl_context: ssl.SSLContext | None,
+        max_connections: int,
     ) -> None:
         self.address_family = family
         self.ssl_context = ssl_context
         self.tls_handshake_failures = 0
+        self.rejected_connections = 0
+        self._slots = threading.BoundedSemaphore(max_connections)
         super().__init__(sockaddr, _Handler)
 
     def server_bind(self) -> None:
@@ -115,6 +121,24 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
         return self.ssl_context.wrap_socket(
             sock, server_side=True, do_handshake_on_connect=False
         ), addr
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.rejected_connections += 1
+            log.warning("too many connections; closing the one from %s", client_address)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         threading.current_thread().name = "candiag-http-conn"
@@ -152,6 +176,10 @@ class MetricsServer:
     def tls_handshake_failures(self) -> int:
         return self._server.tls_handshake_failures
 
+    @property
+    def rejected_connections(self) -> int:
+        return self._server.rejected_connections
+
     def stop(self) -> None:
         if not self._thread.is_alive():
             return
@@ -170,6 +198,8 @@ def start_metrics_server(
     listen: str = DEFAULT_LISTEN,
     registry: CollectorRegistry | None = None,
     web_config: WebConfig | None = None,
+    *,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> MetricsServer:
     """Serve ``registry`` on ``listen`` (port 0 picks a free port) until ``stop()``."""
     host, port = parse_listen(listen)
@@ -183,7 +213,7 @@ def start_metrics_server(
     if auth is not None and tls_context is None:
         log.warning("basic auth without TLS sends passwords in clear text; add tls_server_config")
     try:
-        server = _ThreadingServer(family, sockaddr, tls_context)
+        server = _ThreadingServer(family, sockaddr, tls_context, max_connections)
     except OSError as err:
         raise ConfigError(
             f"cannot listen on {listen}: {err.strerror}; choose a free port and a local "
