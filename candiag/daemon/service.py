@@ -270,6 +270,8 @@ class Daemon:
             self.on_step(self)
 
     def _log_link_change(self, bus: _Bus, up: bool) -> None:
+        if not up and bus.reader.last_error is None:
+            return  # still opening: nothing to report yet
         if up == bus.was_up:
             if not up:
                 self.log.event(
