@@ -41,6 +41,7 @@ LISTEN_ONLY_KWARGS: dict[str, dict[str, Any]] = {
     "slcan": {"listen_only": True},
     "nixnet": {"listen_only": True},
     "seeedstudio": {"operation_mode": "silent"},
+    "cantact": {"monitor": True},
 }
 
 #: Other options candiag sets by default per interface (the caller's ``extra`` wins).
@@ -54,6 +55,8 @@ DEFAULT_KWARGS: dict[str, dict[str, Any]] = {
 NO_LISTEN_ONLY_HINT: dict[str, str] = {
     "socketcan": "for a listen-only controller: ip link set <if> type can bitrate <N> listen-only on",
     "virtual": "in-process test bus",
+    "gs_usb": "candleLight firmware in python-can 4.6 has no listen-only option",
+    "ixxat": "python-can 4.6 does not expose CAN_OPMODE_LISTONLY",
 }
 
 _HINTS: dict[str, str] = {
