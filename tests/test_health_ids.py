@@ -119,3 +119,15 @@ def test_thresholds_file_defaults_and_overrides(tmp_path: Path) -> None:
         load_thresholds(user)
     assert len(err.value.problems) == 3
     assert "cycle.p95_factor" in str(err.value) and "mine.toml" in str(err.value)
+
+
+def test_id_cap_bounds_memory_and_counts_the_rest() -> None:
+    batch = synthetic_batch(5000, seed=8, error_share=0.0, extended_share=1.0)
+    batch.can_id[:] = np.arange(5000, dtype=np.uint32)  # garbage: every frame a new id
+    stats = IdStats(max_ids=100)
+    stats.update(batch.take(slice(0, 2500)))
+    stats.update(batch.take(slice(2500, 5000)))
+    assert len(stats) == 100
+    assert stats.overflow_frames == 4900
+    assert sum(r.count for r in stats.rows()) == 100
+    assert stats.to_json()["untracked_frames"] == 4900

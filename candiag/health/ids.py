@@ -30,6 +30,9 @@ BINS_PER_OCTAVE = 16
 LOWEST_OCTAVE = -14  # 2**-14 s = 61 µs
 OCTAVES = 24  # up to 2**10 s = 1024 s
 N_BINS = BINS_PER_OCTAVE * OCTAVES
+# A bus carries tens to a few hundred ids; the cap bounds memory (about 1.6 kB per id) when a
+# capture is garbage (random ids), and frames of ids beyond it are only counted.
+DEFAULT_MAX_IDS = 4096
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -107,7 +110,9 @@ class CycleCheck:
 class IdStats:
     """Running per-identifier statistics over any number of batches and channels."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_ids: int = DEFAULT_MAX_IDS) -> None:
+        self.max_ids = max_ids
+        self.overflow_frames = 0  # frames of identifiers beyond ``max_ids`` (not tracked)
         self.channels: list[str] = []
         self.keys = np.empty(0, np.int64)  # sorted
         self.count = np.empty(0, np.int64)
@@ -158,6 +163,17 @@ class IdStats:
             self.keys = merged
         return np.searchsorted(self.keys, keys).astype(np.intp)
 
+    def _admit(self, keys: I64, ts: F64) -> tuple[I64, F64]:
+        """Drop (and count) the frames of new ids that do not fit under ``max_ids``."""
+        room = self.max_ids - self.keys.size
+        uniq = np.unique(keys)
+        new = uniq[~np.isin(uniq, self.keys, assume_unique=True)]
+        if new.size <= room:
+            return keys, ts
+        rejected = np.isin(keys, new[max(room, 0) :])
+        self.overflow_frames += int(rejected.sum())
+        return keys[~rejected], ts[~rejected]
+
     def update(self, batch: FrameBatch) -> None:
         """Add the data and remote frames of ``batch``."""
         rows = np.flatnonzero((batch.flags & FLAG_ERROR) == 0)
@@ -168,7 +184,10 @@ class IdStats:
         ts = batch.timestamp[rows]
         order = np.lexsort((ts, keys))
         keys, ts = keys[order], ts[order]
+        keys, ts = self._admit(keys, ts)
         n = keys.size
+        if n == 0:
+            return
         starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
         sizes = np.diff(np.append(starts, n))
         idx = self._ensure(keys[starts])
@@ -277,6 +296,8 @@ class IdStats:
             "source": "frames",
             "ids": [r.to_json() for r in self.rows()],
             "out_of_order_frames": self.out_of_order,
+            "untracked_frames": self.overflow_frames,
+            "max_ids": self.max_ids,
         }
 
 
