@@ -194,3 +194,29 @@ def test_load_ratio() -> None:
     )
     with pytest.raises(ValueError):
         load_ratio(10, 0)
+
+
+def test_fd_batch_of_width_64_mixes_classic_and_fd() -> None:
+    rows: list[Frame] = [
+        (0x123, False, False, 8, bytes(range(8))),
+        (0x1ABCDE, True, False, 3, b"abc"),
+    ]
+    classic = _batch(rows)
+    wide = FrameBatch(
+        timestamp=np.arange(3, dtype=np.float64),
+        can_id=np.array([0x123, 0x1ABCDE, 0x10], np.uint32),
+        flags=np.array([0, FLAG_EXTENDED, FLAG_FD | FLAG_BRS], np.uint8),
+        dlc=np.array([8, 3, 64], np.uint8),
+        data=np.zeros((3, 64), np.uint8),
+        channel=np.zeros(3, np.int16),
+        channels=["can0"],
+    )
+    wide.data[:2, :8] = classic.data
+    wide.data[2] = 0xFF
+    nominal, data_phase = frame_bits(wide)
+    assert nominal[:2].tolist() == frame_bits(classic)[0].tolist() == _reference(rows)
+    fd_nominal, fd_data = fd_bits([64], [False], [True])
+    assert (nominal[2], data_phase[2]) == (fd_nominal[0], fd_data[0])
+    # 1 s of this at 500 kbit/s nominal and 2 Mbit/s data phase.
+    ratio = load_ratio((nominal, data_phase), 500_000, 2_000_000)
+    assert ratio == pytest.approx(nominal.sum() / 500_000 + data_phase.sum() / 2_000_000)
