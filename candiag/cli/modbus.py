@@ -198,6 +198,7 @@ def _scan(args: argparse.Namespace) -> int:
             result = scan(
                 args.port,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                on_hit=lambda hit: bar.console.print(f"found: {_describe_hit(hit)}"),
                 **kwargs,
             )
     else:
@@ -206,6 +207,7 @@ def _scan(args: argparse.Namespace) -> int:
         {
             "baudrate": h.baudrate,
             "parity": h.parity,
+            "stopbits": h.stopbits,
             "unit_id": h.unit_id,
             "answer": h.outcome,
             "fits": list(h.fits),
@@ -232,6 +234,12 @@ def _scan(args: argparse.Namespace) -> int:
     return 0 if hits else 1
 
 
+def _describe_hit(hit: Any) -> str:
+    settings = "tcp" if hit.baudrate is None else f"{hit.baudrate} 8{hit.parity}{hit.stopbits}"
+    fits = ", ".join(hit.fits) or "no shipped profile"
+    return f"unit id {hit.unit_id} at {settings} ({hit.outcome}; fits: {fits})"
+
+
 def _print_scan(
     port: str, hits: list[dict[str, Any]], garbled: dict[str, int], complete: bool, elapsed: float
 ) -> None:
@@ -241,7 +249,9 @@ def _print_scan(
     console = Console()
     table = Table("settings", "unit id", "answer", "profiles that fit")
     for h in hits:
-        settings = "tcp" if h["baudrate"] is None else f"{h['baudrate']} 8{h['parity']}1"
+        settings = (
+            "tcp" if h["baudrate"] is None else f"{h['baudrate']} 8{h['parity']}{h['stopbits']}"
+        )
         table.add_row(settings, str(h["unit_id"]), h["answer"], ", ".join(h["fits"]) or "none")
     console.print(f"scan of {port} in {elapsed:.1f} s: {len(hits)} device(s) answer")
     if hits:

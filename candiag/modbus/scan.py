@@ -27,6 +27,7 @@ PROBE = (4, 0, 1)  # function, address, count
 class ScanHit:
     baudrate: int | None  # None on Modbus TCP
     parity: str | None
+    stopbits: int | None
     unit_id: int
     outcome: str  # ok | exception (the probe's answer)
     fits: tuple[str, ...]  # profiles whose first block this device answered with data
@@ -73,8 +74,10 @@ def scan(
     timeout: float = 0.2,
     max_time: float = 600.0,
     progress: Callable[[int, int], None] | None = None,
+    on_hit: Callable[[ScanHit], None] | None = None,
 ) -> ScanResult:
-    """Probe ``ids`` at every setting; ``progress(done, total)`` after each probe."""
+    """Probe ``ids`` at every setting; ``progress(done, total)`` after each probe,
+    ``on_hit(hit)`` as soon as a device is found."""
     tcp = "://" in port
     settings: list[tuple[int | None, str | None]] = (
         [(None, None)] if tcp else [(b, p) for b in baudrates for p in parities]
@@ -116,9 +119,18 @@ def scan(
                         result.requests += 1
                         if fit.outcome == "ok":
                             fits.append(profile.name)
-                    result.hits.append(
-                        ScanHit(baudrate, parity, unit_id, tx.outcome, tuple(fits), tx.duration)
+                    hit = ScanHit(
+                        baudrate,
+                        parity,
+                        None if tcp else stopbits,
+                        unit_id,
+                        tx.outcome,
+                        tuple(fits),
+                        tx.duration,
                     )
+                    result.hits.append(hit)
+                    if on_hit is not None:
+                        on_hit(hit)
                 done += 1
                 if progress is not None:
                     progress(done, total)
