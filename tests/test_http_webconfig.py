@@ -141,7 +141,7 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_missing_file_says_which_option(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"cannot read web config.*--web.config.file"):
+    with pytest.raises(ConfigError, match=r"cannot read web config.*\[metrics\] web_config_file"):
         load_web_config(tmp_path / "absent.yml")
 
 

@@ -217,7 +217,7 @@ def start_metrics_server(
     except OSError as err:
         raise ConfigError(
             f"cannot listen on {listen}: {err.strerror}; choose a free port and a local "
-            "address (--web.listen-address)"
+            "address ([metrics] listen)"
         ) from err
     server.set_app(make_app(registry if registry is not None else REGISTRY, auth))
     thread = threading.Thread(

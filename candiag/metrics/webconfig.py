@@ -1,4 +1,4 @@
-"""The ``--web.config.file`` of the metrics endpoint: TLS and basic auth.
+"""The web config file of the metrics endpoint (``[metrics] web_config_file``): TLS, basic auth.
 
 The file has the format of the Prometheus exporter-toolkit (``docs/web-configuration.md``)
 that operators already use for node_exporter and friends::
@@ -176,7 +176,7 @@ def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
         text = source.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(
-            f"cannot read web config: {err.strerror}; check the --web.config.file path",
+            f"cannot read web config: {err.strerror}; check [metrics] web_config_file",
             path=str(source),
         ) from err
     try:
