@@ -139,3 +139,17 @@ def test_memory_is_fixed_by_the_longest_window() -> None:
         w.update(synthetic_batch(20_000, start=1000.0 + 4000 * k, seed=k))
     assert w.nbytes == before
     assert before == 3600 * len(BUS_COLUMNS) * 8 + 2 * len(BUS_COLUMNS) * 8
+
+
+def test_series_of_a_two_hour_capture_keeps_every_second() -> None:
+    b = synthetic_batch(72_000, start=5000.0, rate_hz=10.0, error_share=0.01, seed=6)
+    w = BusWindows(125_000, keep_history=True)
+    for chunk in np.array_split(np.arange(len(b)), 13):
+        w.update(b.take(chunk))
+    series = w.series()
+    seconds = np.floor(b.timestamp).astype(np.int64)
+    assert series["second"] == np.unique(seconds).tolist()
+    assert sum(series["frames_data"]) == int(b.is_data.sum())
+    assert sum(series["frames_error"]) == int(b.is_error.sum())
+    assert max(series["load_ratio"]) == pytest.approx(w.max_ratio_1s())
+    assert w.ring.late_dropped.sum() == 0
