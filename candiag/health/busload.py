@@ -117,7 +117,7 @@ class _Stream:
     """CRC-15 and stuffing state of many frames, advanced bit- or byte-wise in lock step.
 
     Columns are sorted by descending payload length, so the frames still inside their data
-    field at data byte ``k`` are a prefix ``[:active]``: no masks, no gathers.
+    field at data byte ``k`` are a prefix ``[:active]``: slices, no masks.
     """
 
     def __init__(self, n: int) -> None:
@@ -169,8 +169,9 @@ def _classic_bits(
     header = _header_value(can_id[order], remote[order], dlc[order], extended)
     header_len = EFF_HEADER_BITS if extended else SFF_HEADER_BITS
     odd = header_len % 8
+    # SOF (a 0 bit) leaves the zero CRC register at zero and starts the first run: the walk
+    # starts right after it.
     walk = _Stream(n)
-    walk.crc[:] = 0  # SOF is a 0 bit: it leaves a zero CRC register at zero
     for k in range(header_len - 2, header_len - 1 - odd, -1):
         walk.bit(((header >> np.uint64(k)) & np.uint64(1)).astype(np.uint8))
     for k in range(header_len - odd - 8, -1, -8):
@@ -215,7 +216,7 @@ def frame_bits(batch: FrameBatch) -> tuple[I32, I32]:
         rows = np.flatnonzero(~error & ~fd & (extended == ext))
         if rows.size:
             nominal[rows] = _classic_bits(
-                batch.can_id[rows], remote[rows], batch.dlc[rows], batch.data[rows], ext
+                batch.can_id[rows], remote[rows], batch.dlc[rows], batch.data[rows, :8], ext
             )
     rows = np.flatnonzero(fd)
     if rows.size:
