@@ -47,7 +47,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--chunk-lines",
         type=int,
-        default=262_144,
+        default=16_384,
         metavar="N",
         help="capture lines decoded at a time (bounds memory; default %(default)s)",
     )
