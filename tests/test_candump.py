@@ -116,6 +116,7 @@ MALFORMED = [
     ("(1700000000.000100) can0 123##1AABBCCDDEEFF00112233", "not a CAN FD length"),
     ("(1700000000.000100) can0 20000040#R", "error frame cannot be a remote"),
     ("(1700000000.000100) can0 12300", "no '#'"),
+    ("(1700000000.000100) can0 123###00", "CAN XL"),
     ("", "empty line"),
     ("   ", "empty line"),
     ("\x01\x02garbage\x7f", "expected 3 fields"),

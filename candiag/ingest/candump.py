@@ -505,6 +505,8 @@ def _parse_frame(
     else:
         flags = int(FLAG_EXTENDED)
     can_id = raw_id & CAN_EFF_MASK
+    if rest.startswith("##"):
+        return "CAN XL frames ('###') are not supported"
     if rest.startswith("#"):
         return _parse_fd(ts, channel, can_id, flags, rest[1:])
     if _REMOTE_RE.fullmatch(rest):
