@@ -40,6 +40,7 @@ DEFAULT_CACHE = REPO / ".bench"
 RSS_GOAL_MB = 400
 RATIO_GOAL = 25
 DECODER_GOAL_FPS = 2_000_000
+CLI_CHUNK_LINES = 16_384  # what ``candiag decode`` reads at a time
 
 
 # -- captures --------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ def work_jsonl(path: str) -> dict[str, Any]:
     started = time.perf_counter()
     frames = written = 0
     with open(os.devnull, "w") as sink:
-        for batch in CaptureReader(path).batches():
+        for batch in CaptureReader(path, chunk_lines=CLI_CHUNK_LINES).batches():
             text = format_jsonl(batch, decoder.decode(batch))
             sink.write(text)
             frames += len(batch)
