@@ -21,7 +21,9 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from candiag.daemon.config import load_config
+    from candiag.daemon.validate import check_against_dbc
 
     config = load_config(args.file)
+    check_against_dbc(config)
     print(f"OK: {config.summary()}")
     return 0

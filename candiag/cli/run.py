@@ -37,7 +37,9 @@ def _run(args: argparse.Namespace) -> int:
     from candiag.daemon.config import load_config
     from candiag.daemon.logging import setup_logging
     from candiag.daemon.service import run_daemon
+    from candiag.daemon.validate import check_against_dbc
 
     config = load_config(args.config)
+    check_against_dbc(config)
     setup_logging(args.log_level or config.log.level)
     return run_daemon(config, args.config)

@@ -36,6 +36,7 @@ from candiag.daemon.config import BusConfig, Config, load_config
 from candiag.daemon.logging import EventLog
 from candiag.daemon.monitor import BusMonitor, apply_mask_overrides
 from candiag.daemon.notify import Notifier
+from candiag.daemon.validate import check_against_dbc
 from candiag.errors import CandiagError
 from candiag.ingest.frames import FrameBatch
 from candiag.metrics.collectors import CandiagCollector
@@ -82,11 +83,16 @@ def default_reader_factory(bus: BusConfig) -> FrameSource:
     return open_reader(bus)
 
 
-def load_database(bus: BusConfig) -> Any:
+def load_dbc(bus: BusConfig) -> Any:
+    """The bus's DBC files (default: the reference DBCs), as loaded."""
     from candiag.decode.dbc import load_dbc_paths, load_reference_database
 
-    db = load_dbc_paths(list(bus.dbc)) if bus.dbc else load_reference_database()
-    return apply_mask_overrides(db, bus.families)
+    return load_dbc_paths(list(bus.dbc)) if bus.dbc else load_reference_database()
+
+
+def load_database(bus: BusConfig) -> Any:
+    """The bus's database with the config's family mask overrides applied."""
+    return apply_mask_overrides(load_dbc(bus), bus.families)
 
 
 class Daemon:
@@ -326,8 +332,7 @@ class Daemon:
         try:
             new = load_config(self.config_path)
             engine = _diagnosis_engine(new)
-            for bus in new.buses:
-                load_database(bus)  # a bad DBC is a bad config: found before anything stops
+            check_against_dbc(new)  # a bad DBC is a bad config: found before anything stops
         except CandiagError as err:
             self.log.error(
                 "reload_failed",
