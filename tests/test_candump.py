@@ -289,3 +289,12 @@ def test_reads_python_can_written_log() -> None:
     assert batch.is_extended.tolist() == [False, True, False]
     assert batch.is_remote.tolist() == [False, False, True]
     assert np.allclose(batch.timestamp - batch.timestamp[0], [0, 0.25, 0.5])
+
+
+@pytest.mark.parametrize("channel", ["can0", "can-1", "slcan_0"])
+def test_uniform_captures_with_any_channel_name(channel: str) -> None:
+    text = "".join(f"(1700000000.{i:06d}) {channel} {i:03X}#{i:02X}\n" for i in range(200))
+    parsed = parse_candump(text.encode())
+    assert parsed.malformed == [] and parsed.batch.channels == [channel]
+    assert parsed.batch.can_id.tolist() == list(range(200))
+    assert format_candump(parsed.batch).decode() == text

@@ -86,6 +86,8 @@ _HEX_UPPER = np.frombuffer(b"0123456789ABCDEF", np.uint8)
 
 _OPEN, _CLOSE, _DOT, _SPACE, _HASH, _NL, _CR = (ord(c) for c in "(). #\n\r")
 _SEPARATORS = np.frombuffer(b".)  #", np.uint8)  # in line order
+_LINE_SHAPE = np.frombuffer(b"(.)  #\n", np.uint8)  # every byte below '0' in a plain line
+_ZERO = ord("0")
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
 
@@ -194,10 +196,23 @@ def _locate_uniform(buf: U8, starts: I64, cend: I64) -> tuple[I64, I64, I64, I64
     """Field separators when every line has exactly ``. ) space space #`` in that order.
 
     This is the usual capture, and it needs no per-line search: one pass finds
-    all separators, the k-th group of five belongs to the k-th line, which is
-    verified (a line with one more or one less breaks the alignment).
+    all separators, the k-th group belongs to the k-th line, which is verified
+    (a line with one more or one less breaks the alignment).  The quickest pass
+    takes every byte below ``'0'``: in a plain line those are exactly
+    ``( . ) space space # newline``; channel names with e.g. ``-`` fall back to
+    looking for the four separators only.
     """
     n = len(starts)
+    below_zero = np.flatnonzero(buf < _ZERO)
+    if len(below_zero) == n * len(_LINE_SHAPE):
+        grid = below_zero.reshape(n, len(_LINE_SHAPE))
+        if (
+            (buf[grid] == _LINE_SHAPE).all()
+            and (grid[:, 0] == starts).all()
+            and (grid[:, -1] == cend).all()
+        ):
+            dot, rp, sp1, sp2, h = (grid[:, 1:-1] - starts[:, None]).T
+            return rp, h, sp1, sp2, dot
     special = (buf == _DOT) | (buf == _CLOSE) | (buf == _SPACE) | (buf == _HASH)
     pos = np.flatnonzero(special)
     if len(pos) != n * len(_SEPARATORS):
