@@ -291,6 +291,7 @@ def test_snapshot_as_dict_is_json_ready(line: SimulatedMeterLine) -> None:
     finally:
         poller.stop()
     assert data["name"] == "dc" and data["up"] is True
+    assert data["dc"] is True and data["kind"] == "dc_meter" and data["id"] == 2
     assert data["failures"] == {"timeout": 0, "crc": 0, "exception": 0, "wrong_device": 0, "io": 0}
     assert data["readings"]["voltage"]["unit"] == "V"
 

@@ -70,6 +70,7 @@ class DeviceSnapshot:
     readings: Mapping[str, Reading]
     last_error: str | None  # what went wrong last, for people
     port_error: str | None  # why the port cannot be used, while it cannot
+    kind: str = "meter"  # the profile's kind: ac_meter | dc_meter | imd | meter
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (also what the diagnosis engine consumes)."""
@@ -77,7 +78,10 @@ class DeviceSnapshot:
             "name": self.name,
             "port": self.port,
             "profile": self.profile,
+            "kind": self.kind,
+            "dc": self.kind == "dc_meter",
             "unit_id": self.unit_id,
+            "id": self.unit_id,
             "up": self.up,
             "polled": self.polled,
             "last_success": self.last_success,
@@ -382,4 +386,5 @@ class PortPoller:
             readings=fresh,
             last_error=d.last_error,
             port_error=self._port_error,
+            kind=d.profile.kind,
         )
