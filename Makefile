@@ -28,6 +28,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check candiag tests bench hil
 	$(VENV)/bin/mypy
 
+## test-socketcan: tests/socketcan in a microVM with Debian's kernel (vcan, can-utils; installs qemu/virtme-ng if missing)
+test-socketcan: $(STAMP)
+	bash hil/vm/run.sh $(PYTEST_ARGS)
+
 ## bench: throughput, ratio and memory benchmarks (prints figures)
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
