@@ -24,6 +24,7 @@ is exactly the worker's peak RSS.  Database loading is not timed; reading the fi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -48,7 +49,7 @@ def reference_capture(cache: Path, frames: int) -> tuple[Path, str]:
     """The cached capture of ``frames`` frames of the simulated reference charger."""
     from candiag.ingest.candump import CandumpWriter
 
-    path = cache / f"reference-{frames}.log"
+    path = cache / f"reference-{_inputs_digest()}-{frames}.log"
     origin = "simulated reference charger (candiag.sim, 8 power modules)"
     if path.exists():
         return path, origin
@@ -70,6 +71,20 @@ def reference_capture(cache: Path, frames: int) -> tuple[Path, str]:
     return path, origin
 
 
+def _inputs_digest() -> str:
+    """Short hash of the reference DBCs and the simulator: a changed bus is regenerated."""
+    from candiag.decode.dbc import reference_dbc_dir
+
+    digest = hashlib.sha256()
+    sources = sorted(reference_dbc_dir().glob("*.dbc")) + sorted(
+        (REPO / "candiag" / "sim").glob("*")
+    )
+    for source in sources:
+        if source.is_file():
+            digest.update(source.name.encode() + source.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def _simulated_chunks() -> Any:
     from candiag.sim.charger import ChargerSimulator, SimConfig
 
@@ -77,12 +92,12 @@ def _simulated_chunks() -> Any:
     return sim.chunks(duration=1e9, chunk_seconds=120.0)
 
 
-def repeated_capture(cache: Path, source: Path, copies: int, frames: int) -> Path:
+def repeated_capture(source: Path, copies: int) -> Path:
     """``copies`` back-to-back copies of ``source``, timestamps shifted past the previous."""
     from candiag.ingest.candump import format_candump
     from candiag.ingest.capture import read_capture
 
-    path = cache / f"reference-{frames}x{copies}.log"
+    path = source.with_name(f"{source.stem}x{copies}.log")
     if path.exists():
         return path
     batch, _ = read_capture(source)
@@ -311,7 +326,7 @@ def report(frames: int, big_frames: int, baseline_frames: int, cache: Path) -> N
 
     copies = max(1, math.ceil(big_frames / frames))
     started = time.perf_counter()
-    big = repeated_capture(cache, capture, copies, frames)
+    big = repeated_capture(capture, copies)
     print(
         f"memory run: {big} ({copies * frames:,} frames, {big.stat().st_size / 1e6:.0f} MB), "
         f"ready in {time.perf_counter() - started:.1f} s",
