@@ -1,0 +1,16 @@
+"""The technician's live terminal view (``candiag monitor``).
+
+* :mod:`candiag.tui.view`      pure functions from bus reports, meters and findings to
+                               rich renderables and to plain text lines (testable without
+                               a terminal);
+* :mod:`candiag.tui.session`   the sources (live adapter, config, simulated charger), one
+                               :class:`~candiag.daemon.monitor.BusMonitor` per bus, the
+                               diagnosis engine and the optional candump recording;
+* :mod:`candiag.tui.terminal`  non-blocking key reading in cbreak mode, always restored;
+* :mod:`candiag.tui.app`       the processing loop, key handling and output (rich ``Live``
+                               on a terminal, periodic plain lines otherwise).
+
+Nothing here transmits: buses are opened through :mod:`candiag.ingest.live` (listen-only,
+``send`` refused); only the in-process simulator of ``--demo`` sends, on a ``virtual``
+channel.
+"""
