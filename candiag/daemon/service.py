@@ -137,6 +137,11 @@ class Daemon:
 
     # -- lifecycle ----------------------------------------------------------------------
     @property
+    def monitors(self) -> dict[str, BusMonitor]:
+        """The per-bus monitors by bus name (read them under no lock only when stopped)."""
+        return {name: bus.monitor for name, bus in self._buses.items()}
+
+    @property
     def metrics_url(self) -> str | None:
         return None if self._server is None else str(self._server.url)
 
