@@ -283,11 +283,12 @@ def bench_keeps_count(rate: int, seconds: float) -> dict[str, float]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (CI smoke)")
+    parser.add_argument("--frames", type=int, help="pre-filled frames for the efficiency run")
     args = parser.parse_args(argv)
     # The 20,000 frames/s run replays a short loop of frames, which the diagnosis rightly
     # flags (duplicate addresses); the benchmark prints figures, not findings.
     logging.getLogger("candiag").setLevel(logging.ERROR)
-    frames = 20_000 if args.quick else 200_000
+    frames = args.frames or (20_000 if args.quick else 200_000)
     repeats = 1 if args.quick else 3
     count = bench_keeps_count(20_000, 2.0 if args.quick else 10.0)
     print(
