@@ -25,13 +25,17 @@ def no_leaked_buses_or_threads() -> Iterator[None]:
     yield
     deadline = time.monotonic() + 2.0
     while True:
-        leaked = {t for t in _live_threads() - before if not t.daemon or t.name.startswith("candiag")}
+        leaked = {
+            t for t in _live_threads() - before if not t.daemon or t.name.startswith("candiag")
+        }
         if not leaked or time.monotonic() > deadline:
             break
         time.sleep(0.02)
     open_channels = {k: v for k, v in virtual.channels.items() if v}
     virtual.channels.clear()
-    assert not open_channels, f"test leaked python-can virtual buses on channels {list(open_channels)}"
+    assert not open_channels, (
+        f"test leaked python-can virtual buses on channels {list(open_channels)}"
+    )
     assert not leaked, f"test leaked threads: {sorted(t.name for t in leaked)}"
 
 

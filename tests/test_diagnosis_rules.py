@@ -110,9 +110,15 @@ def test_counters_and_bus_off_rank_above_error_class() -> None:
 
 
 def test_tec_warning_level() -> None:
-    bus = healthy_bus()
+    bus = healthy_bus(state="error_warning")
     bus["error_frames"] = {"tec_last": 100, "rec_last": 3}
     assert codes([bus]) == ["CAN_TEC_RISING"]
+
+
+def test_stale_counters_after_a_restart_are_not_a_finding() -> None:
+    bus = healthy_bus(state="error_active")
+    bus["error_frames"] = {"tec_last": 136, "rec_last": 0}
+    assert codes([bus]) == []
 
 
 def test_bus_down_suppresses_everything_else_on_that_bus() -> None:

@@ -21,9 +21,9 @@ from candiag.errors import CandiagError
 SUBCOMMANDS: tuple[str, ...] = (
     "run",
     "demo",
-    "monitor",
     "check_config",
     "decode",
+    "analyze",
     "record",
     "modbus",
     "simulate",

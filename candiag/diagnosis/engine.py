@@ -293,5 +293,9 @@ class DiagnosisEngine:
         return sorted(self.active.values(), key=Finding.sort_key)
 
     def all_findings(self) -> list[Finding]:
-        """Active then cleared findings (for an offline report of a whole capture)."""
-        return self.findings() + sorted(self.history, key=Finding.sort_key)
+        """Every finding raised, active or cleared, most severe first.
+
+        For an offline report the worst thing that happened leads, even if it had
+        cleared by the end of the capture (a bus-off that recovered still matters).
+        """
+        return sorted([*self.active.values(), *self.history], key=Finding.sort_key)

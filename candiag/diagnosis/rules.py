@@ -89,9 +89,11 @@ def error_frame_conditions(
             base,
             {**evidence, **counters, "bus_off_events": bus.get("bus_off_events")},
         )
-    if state == "error_passive" or max(tec, rec) >= book.t("tec_rec_passive"):
+    # The state tracker already derives the state from fresh TEC/REC; the last counters
+    # alone are not evidence (a restart resets them without a new counter frame).
+    if state == "error_passive":
         yield Condition("CAN_ERROR_PASSIVE", name, base, {**counters, **evidence})
-    elif state == "error_warning" or max(tec, rec) >= book.t("tec_rec_warning"):
+    elif state == "error_warning":
         yield Condition("CAN_TEC_RISING", name, base, {**counters, **evidence})
 
     if total < book.t("error_frames_warning_60s"):

@@ -25,11 +25,11 @@ PEAK's library or hardware.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
 import numpy as np
-from can.interfaces.pcan import basic as pcb
 
 from candiag.health.errorframes import (
     CAN_ERR_BUSERROR,
@@ -37,6 +37,14 @@ from candiag.health.errorframes import (
     CAN_ERR_PROT,
 )
 from candiag.ingest.frames import FLAG_ERROR, FrameBatch
+
+# Importing python-can's pcan package logs "uptime library not available" when the optional
+# `uptime` package is missing; that concerns live PCAN timestamps only, not the constants used
+# here, and without a configured handler it would print on every candiag command.  A
+# NullHandler stops only that last-resort printing; configured handlers still see the record.
+logging.getLogger("can.pcan").addHandler(logging.NullHandler())
+
+from can.interfaces.pcan import basic as pcb  # noqa: E402
 
 # Severity order of the states a status can imply (later wins when several bits are set).
 _SEVERITY = ("error_active", "error_warning", "error_passive", "bus_off", "down")

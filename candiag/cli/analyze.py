@@ -1,0 +1,204 @@
+"""``candiag analyze CAPTURE``: bus health, nodes, firmware and findings of a capture.
+
+Prints a readable summary (findings and their fixes first) and optionally writes
+the full JSON (``--json``) and a self-contained HTML report (``--html``) to attach
+to a ticket.  Bitrate: ``--bitrate``, else the config's bus, else 500 kbit/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from candiag.errors import InputError
+
+SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+STATUS_STYLE = {
+    "online": "green",
+    "offline": "bold red",
+    "duplicate": "bold red",
+    "intermittent": "yellow",
+}
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "analyze",
+        help="bus health, nodes, firmware and findings of a capture file",
+        description=(
+            "Analyze a capture (candump -L .log/.log.gz, ASC, BLF, TRC, CSV): error frames by "
+            "class, bus state and bus-off events, exact bus load, per-id periods, node presence, "
+            "firmware consistency, decoded signal ranges, and findings with their fixes."
+        ),
+    )
+    parser.add_argument("capture", help="the capture file")
+    parser.add_argument(
+        "--dbc",
+        action="append",
+        metavar="PATH",
+        help="DBC file or folder (repeatable; default: the reference DBCs, or the config's)",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="candiag config: bitrate, DBCs, node families"
+    )
+    parser.add_argument(
+        "--bus", metavar="NAME", help="which [[can.buses]] entry of --config (default: the first)"
+    )
+    parser.add_argument(
+        "--bitrate",
+        type=int,
+        metavar="N",
+        help="nominal bitrate in bit/s (default: config, else 500000)",
+    )
+    parser.add_argument("--data-bitrate", type=int, metavar="N", help="CAN FD data-phase bitrate")
+    parser.add_argument(
+        "--json", metavar="FILE", help="write the full report as JSON ('-' for stdout)"
+    )
+    parser.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+    parser.add_argument(
+        "--fail-on",
+        choices=("critical", "warning"),
+        help="exit with status 1 when a finding of this severity (or worse) was found",
+    )
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from candiag.analysis import analyze_capture
+    from candiag.decode.dbc import load_dbc_paths, reference_dbc_dir
+    from candiag.diagnosis.engine import load_rulebook
+    from candiag.health.nodes import FamilyPolicy
+
+    bitrate: int | None = args.bitrate
+    data_bitrate: int | None = args.data_bitrate
+    dbc_paths: list[Any] = list(args.dbc or [])
+    policies: list[FamilyPolicy] = []
+    thresholds_file = None
+    if args.config:
+        bus, thresholds_file = _config_bus(args.config, args.bus)
+        bitrate = bitrate or bus.bitrate
+        data_bitrate = data_bitrate or bus.data_bitrate
+        dbc_paths = dbc_paths or list(bus.dbc)
+        policies = [
+            FamilyPolicy(
+                f.name,
+                expected=frozenset(f.expected),
+                timeout_s=f.timeout_s,
+                allowed_firmware=frozenset(f.allowed_firmware),
+            )
+            for f in bus.families
+        ]
+    if bitrate is not None and not 1_000 <= bitrate <= 1_000_000:
+        raise InputError(f"--bitrate {bitrate} is not a classic CAN bitrate (1000..1000000 bit/s)")
+    db = load_dbc_paths(dbc_paths or [reference_dbc_dir()])
+    result = analyze_capture(
+        args.capture,
+        db,
+        bitrate=bitrate or 500_000,
+        data_bitrate=data_bitrate,
+        policies=policies,
+        book=load_rulebook(thresholds_file),
+        keep_history=bool(args.html),
+    )
+    report = result.report
+    if args.json == "-":
+        json.dump(report, sys.stdout, indent=1, default=_json_default)
+        sys.stdout.write("\n")
+    else:
+        print_summary(report)
+        if args.json:
+            _write(args.json, json.dumps(report, indent=1, default=_json_default) + "\n")
+    if args.html:
+        from candiag.report.html import render_report
+
+        _write(args.html, render_report(report, result.timeline))
+    return _exit_status(report, args.fail_on)
+
+
+def _config_bus(path: str, name: str | None) -> tuple[Any, Any]:
+    from candiag.daemon.config import load_config
+
+    config = load_config(path)
+    if not config.buses:
+        raise InputError(f"{path}: no [[can.buses]] configured; add one or use --bitrate/--dbc")
+    if name is None:
+        return config.buses[0], config.diagnosis.thresholds_file
+    for bus in config.buses:
+        if bus.name == name:
+            return bus, config.diagnosis.thresholds_file
+    names = ", ".join(b.name for b in config.buses)
+    raise InputError(f"--bus {name}: no such bus in {path} (configured: {names})")
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text, "utf-8")
+    except OSError as err:
+        raise InputError(f"cannot write {path}: {err.strerror}; choose another path") from err
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def _exit_status(report: dict[str, Any], fail_on: str | None) -> int:
+    if fail_on is None:
+        return 0
+    worst = {"critical": ("critical",), "warning": ("critical", "warning")}[fail_on]
+    return 1 if any(f["severity"] in worst for f in report["findings"]) else 0
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    """The readable summary: capture, health figures, findings with fixes, nodes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    cap = report["capture"]
+    frames = report["frames"]
+    load = report["bus_load"]
+    ef = report["error_frames"]
+    console.print(
+        f"[bold]{cap['path']}[/]: {frames['total']:,} frames over {cap['duration_s']:.1f} s "
+        f"({frames['data']:,} data, {frames['remote']:,} remote, {frames['error']:,} error); "
+        f"{cap['malformed_lines']} malformed lines"
+    )
+    classes = ", ".join(f"{k} {v}" for k, v in ef["by_class"].items() if v) or "none"
+    console.print(
+        f"Bus load {load['mean_ratio']:.1%} mean, {load['max_ratio_1s']:.1%} max (1 s) at "
+        f"{load['bitrate']:,} bit/s; error frames: {classes}; bus-off events "
+        f"{report['bus_off_events']}; TEC/REC max {ef['tec_max']}/{ef['rec_max']}"
+    )
+    findings = report["findings"]
+    if not findings:
+        console.print(
+            "[green]No findings: zero error frames, every node present, firmware consistent.[/]"
+        )
+    for f in findings:
+        style = SEVERITY_STYLE.get(f["severity"], "")
+        cleared = " (cleared)" if f.get("cleared_at") is not None else ""
+        console.print(
+            f"[{style}]{f['severity'].upper()}[/] {f['title']}{cleared} [dim]{f['code']}[/]"
+        )
+        console.print(f"    fix: {f['fix']}")
+    nodes = report["nodes"]
+    if nodes:
+        table = Table("family", "address", "status", "frames", "firmware", "alarms", box=None)
+        for n in nodes:
+            status = n["status"]
+            table.add_row(
+                n["family"],
+                str(n["address"]),
+                f"[{STATUS_STYLE.get(status, '')}]{status}[/]",
+                f"{n['frames']:,}",
+                n["firmware"] or "-",
+                ", ".join(n["alarms"]) or "-",
+            )
+        console.print(table)
+    for note in report.get("notes") or []:
+        console.print(f"[yellow]note:[/] {note}")

@@ -1,0 +1,352 @@
+"""The per-bus analysis pipeline shared by ``candiag analyze``, the daemon and the monitor.
+
+:class:`BusPipeline` chains, for one bus, everything candiag measures from frames:
+the vectorized decoder, error-frame classes and sub-fields, the bus state,
+exact bus load, the sliding windows, per-id statistics and cycle checks, node
+presence and firmware, and signal statistics.  One batch in, every tracker
+updated with array operations; :meth:`BusPipeline.report` gives the JSON-shaped
+bus report that ``analyze`` prints and the diagnosis rules read.
+
+Time is frame time: a capture supplies its own timestamps, a live bus advances
+the windows to wall time with :meth:`BusPipeline.advance`.  With
+``keep_history=True`` (offline reports) it also keeps per-second series for
+plots (:class:`Timeline`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from candiag.decode.dbc import ChargerDatabase
+from candiag.decode.decoder import BatchDecoder, DecodeResult
+from candiag.health.bus import BusHealth
+from candiag.health.busstate import BusStateTracker
+from candiag.health.errorframes import CAN_ERR_PROT, PROTOCOL_TYPE_FLAGS, ErrorFrameSummary
+from candiag.health.ids import IdStats
+from candiag.health.nodes import FamilyPolicy, NodeTracker
+from candiag.health.signals import SignalStats
+from candiag.health.thresholds import HealthThresholds, load_thresholds
+from candiag.health.windows import WINDOWS, BusWindows, SecondRing, per_second_totals
+from candiag.ingest.frames import FrameBatch
+
+DEFAULT_BITRATE = 500_000
+# Columns of the protocol-error ring: all protocol frames, then one per violation type.
+PROTOCOL_COLUMNS = ("protocol", *PROTOCOL_TYPE_FLAGS)
+# Signal roles plotted per node in the offline report.
+TIMELINE_ROLES = {
+    "output_voltage": "Output voltage",
+    "output_current": "Output current",
+    "temperature": "Temperature",
+    "meter:current": "DC meter current",
+    "cooling:coolant_temperature": "Coolant temperature",
+}
+TOP_UNKNOWN_IDS = 10
+
+
+@dataclass
+class Timeline:
+    """Per-second series for the offline report: node presence and key signals."""
+
+    presence: dict[str, list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]] = field(
+        default_factory=dict
+    )
+    signals: dict[tuple[str, str], list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]]] = (
+        field(default_factory=dict)
+    )
+
+    def add(self, result: DecodeResult) -> None:
+        for decoded in result.messages.values():
+            if not len(decoded.index) or decoded.message.family is None:
+                continue
+            seconds = np.floor(decoded.timestamp).astype(np.int64)
+            nodes = np.maximum(decoded.node, 0)
+            for node in np.unique(nodes).tolist():
+                sel = nodes == node
+                label = f"{decoded.message.family.replace('_', ' ')} {node}"
+                uniq, counts = np.unique(seconds[sel], return_counts=True)
+                self.presence.setdefault(label, []).append((uniq, counts.astype(np.int64)))
+                for sig in decoded.message.signals:
+                    title = TIMELINE_ROLES.get(sig.role or "")
+                    if title is None:
+                        continue
+                    values = decoded.signals[sig.name][sel].astype(np.float64)
+                    uniq_s, inverse = np.unique(seconds[sel], return_inverse=True)
+                    means = np.bincount(inverse, weights=values) / np.bincount(inverse)
+                    key = (f"{title} ({sig.unit})" if sig.unit else title, label)
+                    self.signals.setdefault(key, []).append((uniq_s, means))
+
+    def to_json(self, seconds: list[int]) -> dict[str, Any]:
+        """Series aligned on ``seconds`` (the bus windows' per-second axis)."""
+        axis = np.asarray(seconds, np.int64)
+        nodes = {
+            label: _align(axis, parts, np.int64).tolist()
+            for label, parts in sorted(self.presence.items())
+        }
+        signals: dict[str, dict[str, list[float]]] = {}
+        for (title, label), parts in sorted(self.signals.items()):
+            signals.setdefault(title, {})[label] = _align(axis, parts, np.float64, np.nan).tolist()
+        return {"nodes": nodes, "signals": signals}
+
+
+def _align(
+    axis: npt.NDArray[np.int64],
+    parts: Iterable[tuple[npt.NDArray[np.int64], npt.NDArray[Any]]],
+    dtype: type[np.generic],
+    fill: float = 0,
+) -> npt.NDArray[Any]:
+    out = np.full(axis.size, fill, dtype)
+    for seconds, values in parts:
+        idx = np.searchsorted(axis, seconds)
+        ok = (idx < axis.size) & (axis[np.minimum(idx, axis.size - 1)] == seconds)
+        out[idx[ok]] = values[ok]
+    return out
+
+
+class BusPipeline:
+    """Everything candiag measures on one CAN bus, fed batch by batch."""
+
+    def __init__(
+        self,
+        name: str,
+        db: ChargerDatabase,
+        *,
+        bitrate: int = DEFAULT_BITRATE,
+        data_bitrate: int | None = None,
+        policies: Iterable[FamilyPolicy] = (),
+        thresholds: HealthThresholds | None = None,
+        burst_errors_per_s: int = 8,
+        keep_history: bool = False,
+    ) -> None:
+        self.name = name
+        self.db = db
+        self.bitrate = bitrate
+        self.thresholds = thresholds or load_thresholds()
+        self.burst_errors_per_s = burst_errors_per_s
+        self.decoder = BatchDecoder(db)
+        self.health = BusHealth(name, bitrate, data_bitrate, keep_history=keep_history)
+        self.protocol = SecondRing(PROTOCOL_COLUMNS)
+        self.nodes = NodeTracker(db, policies)
+        self.signals = SignalStats(db)
+        self.timeline = Timeline() if keep_history else None
+        self.decoded_frames = 0
+        self.unknown_ids: Counter[int] = Counter()
+        self.short_frames: Counter[int] = Counter()
+
+    # Shortcuts to the frame-level parts (read-only use).
+    @property
+    def errors(self) -> ErrorFrameSummary:
+        return self.health.errors
+
+    @property
+    def state(self) -> BusStateTracker:
+        return self.health.state
+
+    @property
+    def windows(self) -> BusWindows:
+        return self.health.windows
+
+    @property
+    def ids(self) -> IdStats:
+        return self.health.ids
+
+    @property
+    def first_ts(self) -> float | None:
+        return self.health.first_timestamp
+
+    @property
+    def last_ts(self) -> float | None:
+        return self.health.last_timestamp
+
+    @property
+    def frames(self) -> dict[str, int]:
+        f = self.health.frames
+        return {"total": f["data"] + f["remote"] + f["error"], **f}
+
+    # -- ingest ------------------------------------------------------------------------
+    def process(self, batch: FrameBatch) -> DecodeResult:
+        """Fold one batch into every tracker (array operations; no per-frame Python)."""
+        result = self.decoder.decode(batch)
+        if len(batch) == 0:
+            return result
+        self.health.update(batch)
+        self._count_protocol_types(batch)
+        self.decoded_frames += result.decoded_frames
+        self.unknown_ids.update(result.unknown_ids)
+        self.short_frames.update(result.short_frames)
+        self.nodes.update(result)
+        self.signals.update(result)
+        if self.timeline is not None:
+            self.timeline.add(result)
+        return result
+
+    def _count_protocol_types(self, batch: FrameBatch) -> None:
+        rows = np.flatnonzero(batch.is_error & ((batch.can_id & CAN_ERR_PROT) != 0))
+        if rows.size == 0:
+            return
+        types = batch.data[rows, 2]
+        columns: list[npt.NDArray[Any] | None] = [None]
+        columns += [((types & bit) != 0).astype(np.float64) for bit in PROTOCOL_TYPE_FLAGS.values()]
+        seconds = np.floor(batch.timestamp[rows]).astype(np.int64)
+        uniq, totals = per_second_totals(seconds, columns)
+        self.protocol.add(uniq, totals)
+
+    def advance(self, now: float) -> None:
+        """Live bus: move windows and state time to wall time ``now``."""
+        self.health.advance(now)
+        self.protocol.advance_to(int(np.floor(now)))
+
+    # -- views ---------------------------------------------------------------------------
+    @property
+    def duration_s(self) -> float:
+        if self.first_ts is None or self.last_ts is None:
+            return 0.0
+        return self.last_ts - self.first_ts
+
+    def window_report(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for label, seconds in WINDOWS.items():
+            counts = self.windows.counts(seconds)
+            by_class = self.windows.error_counts(seconds)
+            proto = self.protocol.window_sum(seconds)
+            out[label] = {
+                "frames": counts["frames_data"] + counts["frames_remote"],
+                "frames_per_second": (counts["frames_data"] + counts["frames_remote"]) / seconds,
+                "error_frames": by_class,
+                "error_frames_total": counts["frames_error"],
+                "protocol_type": {
+                    name: int(proto[i + 1]) for i, name in enumerate(PROTOCOL_TYPE_FLAGS)
+                },
+                "bus_off": counts["bus_off_events"],
+                "load_ratio": round(self.windows.load_ratio(seconds), 6),
+            }
+        return out
+
+    def error_bursts(self, window: int = 60) -> dict[str, int]:
+        """Seconds in the window with a burst of protocol errors (a wrong-bitrate node)."""
+        rows = self.protocol.window_rows(window)
+        per_second = rows[:, 0] if rows.size else np.zeros(0, np.int64)
+        burst = per_second >= self.burst_errors_per_s
+        return {
+            "burst_seconds": int(np.count_nonzero(burst)),
+            "in_bursts": int(per_second[burst].sum()),
+            "protocol_total": int(per_second.sum()),
+        }
+
+    def ids_report(self) -> dict[str, dict[str, Any]]:
+        """Per identifier: count, period, jitter, and whether it keeps its declared cycle."""
+        rows = self.ids.rows()
+        if not rows:
+            return {}
+        ids = np.array([r.can_id for r in rows], np.uint32)
+        ext = np.array([r.extended for r in rows], np.bool_)
+        msg_index, node = self.db.match(ids, ext)
+        checks = {
+            (c.row.channel, c.row.can_id, c.row.extended, c.row.kind): c
+            for c in self.ids.check_cycles(self._cycle_of, self.thresholds.cycle)
+        }
+        out: dict[str, dict[str, Any]] = {}
+        for i, row in enumerate(rows):
+            message = self.db.messages[int(msg_index[i])] if msg_index[i] >= 0 else None
+            check = checks.get((row.channel, row.can_id, row.extended, row.kind))
+            key = row.id_text if row.kind == "data" else f"{row.id_text} (remote)"
+            out[key] = {
+                "name": message.name if message else None,
+                "family": message.family if message else None,
+                "node": int(node[i]) if message and node[i] >= 0 else None,
+                "channel": row.channel,
+                "count": row.count,
+                "first_seen": row.first_seen,
+                "last_seen": row.last_seen,
+                "mean_period_s": row.period_mean,
+                "jitter_s": row.period_std,
+                "min_period_s": row.period_min,
+                "max_period_s": row.period_max,
+                "p95_period_s": row.period_p95,
+                "cycle_ms": message.cycle_time_ms if message else None,
+                "cycle_ok": check.keeps_cycle if check else None,
+                "cycle_note": check.reason if check else None,
+            }
+        return out
+
+    def _cycle_of(self, can_id: int, extended: bool) -> float | None:
+        index, _ = self.db.match(np.array([can_id], np.uint32), np.array([extended]))
+        if index[0] < 0:
+            return None
+        return self.db.messages[int(index[0])].cycle_time_ms
+
+    def report(self, now: float | None = None) -> dict[str, Any]:
+        """The JSON-shaped bus report (``analyze``'s keys plus what diagnosis reads)."""
+        now = self.last_ts if now is None else now
+        now = 0.0 if now is None else now
+        errors = self.errors.to_json()
+        counters = errors.pop("counters")
+        errors.update(
+            tec_max=counters["tec_max"] or 0,
+            rec_max=counters["rec_max"] or 0,
+            tec_last=counters["tec_last"] or 0,
+            rec_last=counters["rec_last"] or 0,
+            counters=counters,
+        )
+        report: dict[str, Any] = {
+            "name": self.name,
+            "bitrate": self.bitrate,
+            "up": True,
+            "state": self.state.state_name,
+            "bus_state": self.state.to_json(),
+            "frames": dict(self.frames),
+            "error_frames": errors,
+            "bus_off_events": self.errors.by_class["bus_off"],
+            "bus_load": {
+                "bitrate": self.bitrate,
+                "data_bitrate": self.health.data_bitrate,
+                "mean_ratio": round(self.health.mean_load_ratio() or 0.0, 6),
+                "max_ratio_1s": round(self.windows.max_ratio_1s(), 6),
+                "source": "frames",
+            },
+            "windows": self.window_report(),
+            "error_bursts": self.error_bursts(),
+            "decode": {
+                "decoded_frames": self.decoded_frames,
+                "unknown_frames": sum(self.unknown_ids.values()),
+                "unknown_ids": {
+                    _id_text(i): n for i, n in self.unknown_ids.most_common(TOP_UNKNOWN_IDS)
+                },
+                "short_frames": {_id_text(i): n for i, n in self.short_frames.items()},
+            },
+            "ids": self.ids_report(),
+            "nodes": [v.to_json() for v in self.nodes.view(now)],
+            "firmware_mismatches": [m.to_json() for m in self.nodes.firmware_mismatches()],
+            "signals": self.signals.to_json(),
+            "dropped": dict(self.health.dropped),
+            "dropped_recent": 0,
+        }
+        if self.health.link is not None:
+            report["link"] = self.health.link.to_json()
+        report.update(self.signals.facts(now))
+        return report
+
+    def timeline_json(self) -> dict[str, Any]:
+        """Per-second series for plots (needs ``keep_history=True``)."""
+        series = self.windows.series()
+        seconds = [int(s) for s in series["second"]]
+        from candiag.health.errorframes import ERROR_CLASSES
+
+        out: dict[str, Any] = {
+            "t": seconds,
+            "load_ratio": series.get("load_ratio", []),
+            "errors": {c: series[f"errors_{c}"] for c in ERROR_CLASSES},
+        }
+        if self.timeline is not None:
+            out.update(self.timeline.to_json(seconds))
+        return out
+
+
+def _id_text(can_id: int) -> str:
+    extended = bool(can_id & 0x80000000) or can_id > 0x7FF
+    return f"0x{can_id & 0x1FFFFFFF:08X}" if extended else f"0x{can_id:03X}"
