@@ -36,6 +36,26 @@ def test_example_config_is_valid_and_safe() -> None:
     assert [f.name for f in bus.families] == ["power_module", "contactor"]
     assert bus.families[0].expected == (1, 2, 3, 4)
     assert config.metrics.host == "127.0.0.1" and config.metrics.port == 9847
+    assert config.summary() == "1 bus, 1 Modbus device"
+    assert [p.name for p in config.modbus_ports] == ["rs485"]
+    assert config.modbus_ports[0].devices[0].profile == "sdm630"
+
+
+def test_modbus_problems_have_key_paths() -> None:
+    problems = problems_of(
+        """
+        [[modbus.ports]]
+        port = "/dev/ttyUSB0"
+        baudrate = "fast"
+        [[modbus.ports.devices]]
+        profile = "no_such_meter"
+        unit_id = 400
+        """
+    )
+    joined = "\n".join(problems)
+    assert "modbus.ports[0].baudrate" in joined
+    assert "modbus.ports[0].devices[0].profile" in joined
+    assert "modbus.ports[0].devices[0].unit_id" in joined
 
 
 def test_defaults_are_safe() -> None:

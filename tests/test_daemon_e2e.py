@@ -159,6 +159,8 @@ def test_run_notify_metrics_reload_and_sigterm(
         proc.p.send_signal(signal.SIGHUP)
         proc.wait_line(r"event=reload_failed .*can\.buses\[0\]\.interface", proc.err)
         assert proc.p.poll() is None
+        after_hup = received(sock, time.monotonic() + 0.5)
+        assert "RELOADING=1" in after_hup and "READY=1" in after_hup
         assert 'candiag_can_bus_up{bus="sim0"} 1.0' in get(url + "/metrics")
 
         # SIGTERM: clean exit within 5 s, STOPPING=1 sent.

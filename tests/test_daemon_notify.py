@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,12 @@ def test_messages_arrive_on_a_real_socket(notify_socket: tuple[socket.socket, st
     assert sock.recv(4096) == b"STATUS=x"
     assert n.stopping()
     assert sock.recv(4096) == b"STOPPING=1"
+    before = time.monotonic_ns() // 1000
+    assert n.reloading()
+    first, second = sock.recv(4096).decode().split("\n")
+    assert first == "RELOADING=1"
+    assert second.startswith("MONOTONIC_USEC=")
+    assert 0 <= int(second.split("=")[1]) - before < 5_000_000
 
 
 def test_abstract_socket_address() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 
@@ -54,7 +55,11 @@ class Notifier:
         return self.send("STOPPING=1")
 
     def reloading(self) -> bool:
-        return self.send("RELOADING=1")
+        """RELOADING=1 with the CLOCK_MONOTONIC timestamp systemd >= 253 requires.
+
+        systemd then waits for READY=1, which must follow whether or not the reload worked.
+        """
+        return self.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
 
 
 def _watchdog_interval(env: Mapping[str, str]) -> float | None:

@@ -345,7 +345,8 @@ class Daemon:
                 error=str(err).replace("\n", "; "),
                 action="keeping the running configuration",
             )
-            self.notifier.status("reload failed, old configuration kept: " + self.status_line())
+            # READY=1 ends the "reloading" state systemd entered on RELOADING=1.
+            self.notifier.ready("reload failed, old configuration kept: " + self.status_line())
             return False
         with self._lock:
             self._stop_components()
