@@ -19,7 +19,7 @@ from candiag.report.svg import line_chart, presence_timeline
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;max-width:1100px}
-h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}
+h1{font-size:22px;margin-bottom:4px} h3{font-size:14px;margin:14px 0 0} h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}
 .meta{color:#666;font-size:13px}
 .cards{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
 .card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:130px}
@@ -154,6 +154,8 @@ def _clock(ts: Any) -> str:
 
 
 def _compact(value: Any) -> str:
+    if isinstance(value, float) and value > 1e9:  # a Unix timestamp
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(value))
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, Mapping):

@@ -82,7 +82,7 @@ def line_chart(
     def py(y: np.ndarray) -> np.ndarray:
         return TOP + (1 - (y - lo) / (hi - lo)) * (H - TOP - BOTTOM)
 
-    parts = [_frame(title, lo, hi, x_max, unit)]
+    parts = [f"<h3>{escape(title)}</h3>", _frame(title, lo, hi, x_max, unit)]
     for i, (name, v) in enumerate(series.items()):
         color = PALETTE[i % len(PALETTE)]
         rx, ry = _reduce(xs, np.asarray(v, np.float64))
@@ -129,10 +129,12 @@ def presence_timeline(
     if len(tt) == 0 or not rows:
         return f'<p class="empty">{escape(title)}: no data.</p>'
     row_h = 16
+    left = 130  # room for "power module 12"
     height = TOP + BOTTOM + row_h * len(rows)
     x_max = float(tt[-1] - tt[0]) + 1.0
-    scale = (W - LEFT - RIGHT) / x_max
+    scale = (W - left - RIGHT) / x_max
     out = [
+        f"<h3>{escape(title)}</h3>",
         f'<svg class="chart" viewBox="0 0 {W} {height}" role="img" aria-label="{escape(title)}" '
         'xmlns="http://www.w3.org/2000/svg">',
         f"<title>{escape(title)}</title>",
@@ -140,23 +142,23 @@ def presence_timeline(
     for i, (name, counts) in enumerate(rows.items()):
         y = TOP + i * row_h
         out.append(
-            f'<text x="{LEFT - 6}" y="{y + 12}" text-anchor="end" font-size="11">'
+            f'<text x="{left - 6}" y="{y + 12}" text-anchor="end" font-size="11">'
             f"{escape(name)}</text>"
         )
         out.append(
-            f'<rect x="{LEFT}" y="{y + 2}" width="{W - LEFT - RIGHT}" height="{row_h - 4}" '
+            f'<rect x="{left}" y="{y + 2}" width="{W - left - RIGHT}" height="{row_h - 4}" '
             'fill="#f3d6d6"/>'
         )
         present = np.asarray(counts, np.float64) > 0
         for start, stop in _runs(present):
-            x = LEFT + (tt[start] - tt[0]) * scale
+            x = left + (tt[start] - tt[0]) * scale
             w = max(1.0, (stop - start) * scale)
             out.append(
                 f'<rect x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="{row_h - 4}" '
                 'fill="#2ca02c"/>'
             )
     out.append(
-        f'<text x="{LEFT}" y="{height - 8}" font-size="11">green: transmitting, '
+        f'<text x="{left}" y="{height - 8}" font-size="11">green: transmitting, '
         "red: silent (per second)</text></svg>"
     )
     return "".join(out)
