@@ -27,7 +27,13 @@ from rich.console import Console
 
 from candiag.errors import RecordingError
 from candiag.tui.session import MonitorSession
-from candiag.tui.view import ScreenState, finding_line, plain_summary, render_screen
+from candiag.tui.view import (
+    ScreenState,
+    active_finding_line,
+    finding_line,
+    plain_summary,
+    render_screen,
+)
 
 DEFAULT_INTERVAL_S = 0.25
 DEFAULT_SUMMARY_INTERVAL_S = 5.0
@@ -206,7 +212,7 @@ class MonitorApp:
         lines = plain_summary(self._screen())
         findings = self.session.findings()
         lines.append(f"{len(findings)} active finding(s)")
-        lines.extend(finding_line(f, raised=True) for f in findings)
+        lines.extend(active_finding_line(f) for f in findings)
         lines.extend(f"recorded {n} frames to {path}" for path, n in self.recordings)
         for line in lines:
             if console is not None:

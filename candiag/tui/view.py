@@ -400,6 +400,14 @@ def finding_line(finding: Finding, raised: bool) -> str:
     return f"- cleared {finding.code} [{finding.subject}] {finding.title}"
 
 
+def active_finding_line(finding: Finding) -> str:
+    """An active finding in the last summary: ``active: CRITICAL CODE [subject] title; fix: ...``."""
+    return (
+        f"active: {finding.severity.upper()} {finding.code} [{finding.subject}] "
+        f"{finding.title}; fix: {finding.fix}"
+    )
+
+
 def plain_summary(state: ScreenState) -> list[str]:
     """The periodic plain lines: one per bus, one per meter."""
     lines = [bus_line(bus) for bus in state.buses]

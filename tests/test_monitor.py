@@ -1,0 +1,364 @@
+"""``candiag monitor``: session on a live virtual adapter, keys, recording, terminal restore, CLI.
+
+The test's sender thread is the only thing that transmits on the virtual channel;
+candiag's reader only receives.  The end-to-end runs use the built-in simulated
+charger (``--demo``) in a subprocess, without a terminal (plain lines) and on a
+pseudo-terminal (the live view and its keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fcntl
+import os
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import can
+import pytest
+
+from candiag.cli import main
+from candiag.cli.monitor import adapter_config
+from candiag.daemon.config import FamilyConfig
+from candiag.decode.dbc import load_reference_database
+from candiag.ingest.capture import read_capture
+from candiag.tui.app import MonitorApp
+from candiag.tui.session import MonitorSession
+from candiag.tui.terminal import KeyReader
+from candiag.tui.view import node_rows
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE = 5
+VOLTS, AMPS = 400.0, 12.5
+ANSI_ESCAPE = "\x1b"
+
+
+# -- a test sender: power module 5's telemetry at its 100 ms cycle time ----------------------
+class TelemetrySender:
+    def __init__(self, channel: str) -> None:
+        message = load_reference_database().by_name("ModuleTelemetry")
+        self.can_id = message.frame_id | MODULE
+        self.data = message.cantools_message.encode({"OutputVoltage": VOLTS, "OutputCurrent": AMPS})
+        self.bus = can.Bus(interface="virtual", channel=channel, ignore_config=True)
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="test-sender")
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.bus.send(can.Message(arbitration_id=self.can_id, data=self.data))
+            self.sent += 1
+
+    def __enter__(self) -> TelemetrySender:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.bus.shutdown()
+
+
+@pytest.fixture
+def channel() -> str:
+    return f"candiag-monitor-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def sender(channel: str) -> Iterator[TelemetrySender]:
+    with TelemetrySender(channel) as s:
+        yield s
+
+
+def _adapter_args(channel: str) -> argparse.Namespace:
+    return argparse.Namespace(
+        interface="virtual",
+        channel=channel,
+        bitrate=125_000,
+        data_bitrate=None,
+        fd=False,
+        dbc=None,
+    )
+
+
+@pytest.fixture
+def session(channel: str) -> Iterator[MonitorSession]:
+    config = adapter_config(_adapter_args(channel))
+    # A generous timeout: a loaded test machine must not make the sender look silent.
+    bus = dataclasses.replace(
+        config.buses[0], families=(FamilyConfig("power_module", timeout_s=2.0),)
+    )
+    s = MonitorSession(dataclasses.replace(config, buses=(bus,)), title="test")
+    s.start()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _run_steps(session: MonitorSession, seconds: float, interval: float = 0.1) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(interval)
+        session.step()
+
+
+# -- the session on a live (virtual) adapter ----------------------------------------------------
+def test_live_adapter_frames_nodes_and_key_signals(
+    session: MonitorSession, sender: TelemetrySender
+) -> None:
+    _run_steps(session, 0.8)
+    report = session.reports[session.buses[0].config.name]
+    assert report["state"] == "error_active" and report["up"] is True
+    assert 0 < session.total_frames() <= sender.sent
+    (bus,) = session.bus_views(time.time())
+    rows = node_rows(bus, time.time())
+    assert [r[1:4] for r in rows] == [["power_module", str(MODULE), "online"]]
+    assert rows[0][6:8] == ["400.0 V", "12.5 A"]  # decoded, fresh, from the signal roles
+
+
+def test_keys_pause_reset_quit(
+    session: MonitorSession, sender: TelemetrySender, tmp_path: Path
+) -> None:
+    app = MonitorApp(session, record_dir=tmp_path)
+    _run_steps(session, 0.4)
+    assert session.total_frames() > 0
+    old_monitor = session.buses[0].monitor
+
+    app.handle_key("p")
+    assert app.paused and session.screen(paused=app.paused).paused
+    app.handle_key("P")  # case-insensitive
+    assert not app.paused
+
+    app.handle_key("r")
+    assert session.buses[0].monitor is not old_monitor
+    assert session.total_frames() == 0 and not session.diagnosed
+    assert "counters reset" in app.message
+
+    app.handle_key("x")  # unknown keys are ignored
+    assert not app.stopping
+    app.handle_key("q")
+    assert app.stopping
+
+
+def test_w_records_a_parseable_candump_log(
+    session: MonitorSession, sender: TelemetrySender, tmp_path: Path
+) -> None:
+    app = MonitorApp(session, record_dir=tmp_path)
+    app.handle_key("w")
+    path = session.recording.path if session.recording else None
+    assert path is not None and path.parent == tmp_path
+    assert re.fullmatch(r"candiag-\d{8}-\d{6}\.log", path.name)
+    assert "recording to" in app.message
+    _run_steps(session, 0.6)
+    app.handle_key("w")
+    assert session.recording is None
+    ((recorded_path, frames),) = app.recordings
+    assert recorded_path == path and frames > 0
+    assert f"recorded {frames} frames" in app.message
+
+    batch, stats = read_capture(path)
+    assert stats.malformed == 0 and len(batch) == frames
+    assert set(batch.can_id.tolist()) == {sender.can_id}
+    assert batch.is_extended.all()
+    assert bytes(batch.data[0, :8]) == sender.data
+    assert (batch.timestamp[1:] >= batch.timestamp[:-1]).all()
+
+    app.handle_key("w")  # a second recording never overwrites the first
+    assert session.recording is not None and session.recording.path != path
+    app.handle_key("w")
+
+
+def test_recording_into_a_missing_folder_is_reported(
+    session: MonitorSession, tmp_path: Path
+) -> None:
+    app = MonitorApp(session, record_dir=tmp_path / "missing")
+    app.handle_key("w")
+    assert session.recording is None
+    assert app.message.startswith("cannot record:") and "missing" in app.message
+
+
+def test_cli_live_virtual_adapter_plain(
+    channel: str, sender: TelemetrySender, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["monitor", "-i", "virtual", "-c", channel, "--duration", "1.2", "--interval", "0.5"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert ANSI_ESCAPE not in out
+    lines = [line for line in out.splitlines() if f"bus {channel}: " in line]
+    assert len(lines) >= 2  # periodic lines plus the last summary
+    assert re.search(r"nodes [01]/1 online \(power_module [01]/1\)", lines[-1])
+    assert any("nodes 1/1 online" in line for line in lines)
+    fps = [float(m.group(1)) for line in lines if (m := re.search(r"; (\d+) fps;", line))]
+    assert max(fps) > 0
+
+
+# -- CLI argument errors ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["monitor", "-i", "virtual"], 2, "--interface needs --channel"),
+        (["monitor", "--demo", "--channel", "x"], 2, "--channel only applies to --interface"),
+        (["monitor", "--config", "x.toml", "--scenario", "bus_off"], 2, "--scenario only applies"),
+        (["monitor", "--demo", "--scenario", "nope"], 2, "unknown scenario 'nope'"),
+        (["monitor", "--demo", "--duration", "0"], 2, "--duration must be a positive"),
+        (["monitor", "-i", "no_such_if", "-c", "x"], 3, "unknown python-can interface"),
+    ],
+)
+def test_cli_errors(
+    argv: list[str], code: int, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == code
+    assert message in capsys.readouterr().err
+
+
+# -- the terminal ---------------------------------------------------------------------------------
+def test_key_reader_cbreak_then_restored_also_after_an_error() -> None:
+    master, slave = os.openpty()
+    try:
+        before = termios.tcgetattr(slave)
+        with KeyReader(slave) as keys:
+            lflag = termios.tcgetattr(slave)[3]
+            assert not lflag & termios.ICANON and not lflag & termios.ECHO
+            assert lflag & termios.ISIG  # Ctrl-C still interrupts
+            assert keys.read(0.01) == ""
+            os.write(master, b"pw")
+            assert keys.read(1.0) == "pw"  # no Enter needed
+        assert termios.tcgetattr(slave) == before
+        with pytest.raises(RuntimeError), KeyReader(slave):
+            raise RuntimeError("boom")
+        assert termios.tcgetattr(slave) == before
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_key_reader_stops_reading_once_the_terminal_is_gone() -> None:
+    master, slave = os.openpty()
+    try:
+        keys = KeyReader(slave)
+        os.close(master)
+        assert keys.read(0.1) == ""
+        assert keys.eof
+        started = time.monotonic()
+        assert keys.read(0.05) == ""  # waits instead of spinning on a dead terminal
+        assert time.monotonic() - started >= 0.04
+    finally:
+        os.close(slave)
+
+
+# -- end to end, in a subprocess -------------------------------------------------------------------
+def _candiag(
+    *args: str, timeout: float, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "candiag", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or REPO,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_demo_without_terminal_prints_plain_lines() -> None:
+    proc = _candiag("monitor", "--demo", "--duration", "3", "--interval", "1", timeout=40)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert ANSI_ESCAPE not in out
+    bus_lines = [line for line in out.splitlines() if " bus sim0: " in line]
+    assert len(bus_lines) >= 2
+    # all 8 simulated power modules and the other nodes are known on the bus
+    assert all(re.search(r"power_module \d/8\b", line) for line in bus_lines)
+    assert re.search(r"nodes \d+/12 online", bus_lines[-1])
+    assert re.search(r"meter sim-meters/dc_meter: up; .*voltage \d+\.\d V", out)
+    assert "active finding(s)" in out
+
+
+_OFFLINE_3 = "CAN_NODE_OFFLINE [sim0/power_module/3]"
+
+
+@pytest.mark.slow
+def test_demo_module_offline_shows_the_finding_with_its_fix() -> None:
+    proc = _candiag(
+        "monitor", "--demo", "--scenario", "module_offline", "--duration", "13", timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    raised = [i for i, line in enumerate(lines) if _OFFLINE_3 in line and " + CRITICAL " in line]
+    assert raised, proc.stdout
+    assert "stopped transmitting" in lines[raised[0]] and "; fix: Check" in lines[raised[0]]
+    # raised while running (before the last summary), and still active at the end
+    assert raised[0] < lines.index(next(x for x in lines if "active finding(s)" in x))
+    assert any(_OFFLINE_3 in line and " active: CRITICAL " in line for line in lines)
+    assert re.search(r"not online: .*power_module 3 offline", proc.stdout)
+
+
+def _read_available(fd: int, out: bytearray, timeout: float) -> None:
+    ready, _, _ = select.select([fd], [], [], timeout)
+    if ready:
+        try:
+            out.extend(os.read(fd, 1 << 16))
+        except OSError:  # the child closed the terminal
+            pass
+
+
+@pytest.mark.slow
+def test_live_view_on_a_terminal_keys_and_restore(tmp_path: Path) -> None:
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 180, 0, 0))
+    before = termios.tcgetattr(slave)
+    env = dict(os.environ, TERM="xterm-256color")
+    env.pop("COLUMNS", None)
+    env.pop("LINES", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "candiag", "monitor", "--demo", "--record-dir", str(tmp_path)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+    )
+    out = bytearray()
+    try:
+        deadline = time.monotonic() + 30
+        while b"power_module" not in out and time.monotonic() < deadline:
+            _read_available(master, out, 0.1)
+        assert b"power_module" in out, out.decode(errors="replace")[-2000:]
+        os.write(master, b"w")
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            _read_available(master, out, 0.1)
+        os.write(master, b"q")
+        while proc.poll() is None and time.monotonic() < deadline:
+            _read_available(master, out, 0.1)
+        assert proc.wait(5) == 0
+        _read_available(master, out, 0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        text = out.decode(errors="replace")
+        restored = termios.tcgetattr(slave)
+        os.close(master)
+        os.close(slave)
+    assert restored == before  # cbreak undone
+    assert "\x1b[?1049h" in text and text.rindex("\x1b[?1049l") > text.rindex("\x1b[?1049h")
+    assert "\x1b[?25h" in text  # cursor shown again
+    assert "● REC" in text
+    (log,) = tmp_path.glob("candiag-*.log")
+    batch, stats = read_capture(log)
+    assert len(batch) > 0 and stats.malformed == 0
+    assert f"recorded {len(batch)} frames to {log}" in text
