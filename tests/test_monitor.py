@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import fcntl
+import io
 import os
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -23,9 +25,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import can
 import pytest
+from rich.console import Console
 
 from candiag.cli import main
 from candiag.cli.monitor import adapter_config
@@ -257,6 +261,28 @@ def test_key_reader_stops_reading_once_the_terminal_is_gone() -> None:
         os.close(slave)
 
 
+def test_run_live_pause_draws_one_paused_frame_then_stops_drawing(
+    session: MonitorSession, sender: TelemetrySender, tmp_path: Path
+) -> None:
+    master, slave = os.openpty()
+    try:
+        before = termios.tcgetattr(slave)
+        os.write(master, b"p")  # read during the first wait, after the first frame
+        screen = io.StringIO()
+        console = Console(file=screen, force_terminal=True, width=160, height=60)
+        app = MonitorApp(session, record_dir=tmp_path, duration=1.0)
+        assert app.run_live(console, slave) == 0
+        assert termios.tcgetattr(slave) == before
+    finally:
+        os.close(master)
+        os.close(slave)
+    frames = screen.getvalue().split("candiag monitor")[1:]
+    paused = [i for i, frame in enumerate(frames) if "PAUSED" in frame]
+    assert paused == [1]  # the first frame, then exactly one saying PAUSED, then none
+    last_summary = screen.getvalue().split("\x1b[?1049l")[-1]  # after leaving the screen
+    assert "(power_module 1/1)" in last_summary and "\x1b[" not in last_summary
+
+
 # -- end to end, in a subprocess -------------------------------------------------------------------
 def _candiag(
     *args: str, timeout: float, cwd: Path | None = None
@@ -314,51 +340,88 @@ def _read_available(fd: int, out: bytearray, timeout: float) -> None:
             pass
 
 
+class PtyMonitor:
+    """``candiag monitor --demo`` on a pseudo-terminal (stdin and stdout are a tty)."""
+
+    def __init__(self, record_dir: Path) -> None:
+        self.master, self.slave = os.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 180, 0, 0))
+        self.before = termios.tcgetattr(self.slave)
+        self.out = bytearray()
+        self.deadline = time.monotonic() + 40
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        env["TERM"] = "xterm-256color"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "candiag", "monitor", "--demo", "--record-dir", str(record_dir)],
+            stdin=self.slave,
+            stdout=self.slave,
+            stderr=self.slave,
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+        )
+
+    def wait_for(self, needle: bytes) -> None:
+        while needle not in self.out and time.monotonic() < self.deadline:
+            _read_available(self.master, self.out, 0.1)
+        assert needle in self.out, self.out.decode(errors="replace")[-2000:]
+
+    def read_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            _read_available(self.master, self.out, 0.1)
+
+    def wait_exit(self) -> int:
+        while self.proc.poll() is None and time.monotonic() < self.deadline:
+            _read_available(self.master, self.out, 0.1)
+        code = self.proc.wait(5)
+        _read_available(self.master, self.out, 0.2)
+        return code
+
+    def close(self) -> tuple[str, list[Any]]:
+        """Kill if still running; returns (everything shown, terminal attributes now)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        attrs = termios.tcgetattr(self.slave)
+        os.close(self.master)
+        os.close(self.slave)
+        return self.out.decode(errors="replace"), attrs
+
+
+def _assert_terminal_clean(pty: PtyMonitor, text: str, attrs: list[Any]) -> None:
+    assert attrs == pty.before  # cbreak undone
+    assert "\x1b[?1049h" in text and text.rindex("\x1b[?1049l") > text.rindex("\x1b[?1049h")
+    assert text.rindex("\x1b[?25h") > text.rindex("\x1b[?25l")  # cursor shown again
+
+
 @pytest.mark.slow
 def test_live_view_on_a_terminal_keys_and_restore(tmp_path: Path) -> None:
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 180, 0, 0))
-    before = termios.tcgetattr(slave)
-    env = dict(os.environ, TERM="xterm-256color")
-    env.pop("COLUMNS", None)
-    env.pop("LINES", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "candiag", "monitor", "--demo", "--record-dir", str(tmp_path)],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        cwd=REPO,
-        env=env,
-        start_new_session=True,
-    )
-    out = bytearray()
+    pty = PtyMonitor(tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while b"power_module" not in out and time.monotonic() < deadline:
-            _read_available(master, out, 0.1)
-        assert b"power_module" in out, out.decode(errors="replace")[-2000:]
-        os.write(master, b"w")
-        end = time.monotonic() + 1.5
-        while time.monotonic() < end:
-            _read_available(master, out, 0.1)
-        os.write(master, b"q")
-        while proc.poll() is None and time.monotonic() < deadline:
-            _read_available(master, out, 0.1)
-        assert proc.wait(5) == 0
-        _read_available(master, out, 0.2)
+        pty.wait_for(b"power_module")
+        os.write(pty.master, b"w")
+        pty.read_for(1.5)
+        os.write(pty.master, b"q")
+        assert pty.wait_exit() == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        text = out.decode(errors="replace")
-        restored = termios.tcgetattr(slave)
-        os.close(master)
-        os.close(slave)
-    assert restored == before  # cbreak undone
-    assert "\x1b[?1049h" in text and text.rindex("\x1b[?1049l") > text.rindex("\x1b[?1049h")
-    assert "\x1b[?25h" in text  # cursor shown again
+        text, attrs = pty.close()
+    _assert_terminal_clean(pty, text, attrs)
     assert "● REC" in text
     (log,) = tmp_path.glob("candiag-*.log")
     batch, stats = read_capture(log)
     assert len(batch) > 0 and stats.malformed == 0
     assert f"recorded {len(batch)} frames to {log}" in text
+
+
+@pytest.mark.slow
+def test_live_view_ctrl_c_leaves_the_terminal_clean(tmp_path: Path) -> None:
+    pty = PtyMonitor(tmp_path)
+    try:
+        pty.wait_for(b"Nodes")
+        pty.proc.send_signal(signal.SIGINT)
+        assert pty.wait_exit() == 0
+    finally:
+        text, attrs = pty.close()
+    _assert_terminal_clean(pty, text, attrs)
+    assert "active finding(s)" in text.split("\x1b[?1049l")[-1]

@@ -325,6 +325,9 @@ def test_render_screen_has_every_section_and_flags() -> None:
         "Findings (1)",
     ):
         assert part in text, part
+    # findings right under the buses, so a small terminal cuts tables, not findings
+    order = [text.index(t) for t in ("CAN buses", "Findings (1)", "Nodes", "Modbus meters")]
+    assert order == sorted(order)
 
 
 def test_render_screen_without_nodes_or_meters_skips_those_tables() -> None:

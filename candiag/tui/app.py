@@ -57,6 +57,7 @@ class MonitorApp:
         self.summary_interval = summary_interval
         self.duration = duration
         self.paused = False
+        self._frame_due = True  # one more frame to draw, e.g. the one saying PAUSED
         self.message = ""
         self.recordings: list[tuple[Path, int]] = []
         self._stop = threading.Event()
@@ -89,6 +90,7 @@ class MonitorApp:
 
     def toggle_pause(self) -> None:
         self.paused = not self.paused
+        self._frame_due = True
         self.message = "display paused (analysis continues); p resumes" if self.paused else ""
 
     def reset(self) -> None:
@@ -191,8 +193,9 @@ class MonitorApp:
             while not self._stop.is_set():
                 started = time.monotonic()
                 self._step()
-                if not self.paused:
+                if not self.paused or self._frame_due:
                     live.update(render_screen(self._screen()), refresh=True)
+                    self._frame_due = False
                 if self._expired(deadline):
                     break
                 self._wait(started, deadline, wait_for_keys)

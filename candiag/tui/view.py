@@ -325,12 +325,16 @@ def header(state: ScreenState) -> Text:
 
 def render_screen(state: ScreenState) -> RenderableType:
     """One frame of the live view."""
-    parts: list[RenderableType] = [header(state), bus_table(state.buses)]
+    # Findings right under the buses: on a small terminal the bottom is what gets cut.
+    parts: list[RenderableType] = [
+        header(state),
+        bus_table(state.buses),
+        findings_renderable(state.findings, state.now, state.diagnosing),
+    ]
     if any(bus.report.get("nodes") for bus in state.buses):
         parts.append(nodes_table(state.buses, state.now))
     if state.meters:
         parts.append(meters_table(state.meters, state.now))
-    parts.append(findings_renderable(state.findings, state.now, state.diagnosing))
     return Group(*parts)
 
 
