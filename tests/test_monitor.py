@@ -207,6 +207,62 @@ def test_cli_live_virtual_adapter_plain(
     assert max(fps) > 0
 
 
+def test_cli_config_with_bus_and_meters(
+    channel: str, sender: TelemetrySender, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from candiag.modbus.sim import demo_line
+
+    line, _devices = demo_line("healthy")  # sdm630 id 1, djsf1352 id 2, isocha425hv id 3
+    line.start()
+    try:
+        config = tmp_path / "candiag.toml"
+        config.write_text(
+            f"""
+[[can.buses]]
+name = "can0"
+interface = "virtual"
+channel = "{channel}"
+
+[[can.buses.families]]
+name = "power_module"
+expected = [5, 6]
+timeout_s = 2.0
+
+[[modbus.ports]]
+port = "{line.port}"
+name = "rs485"
+timeout = 0.2
+retries = 0
+
+[[modbus.ports.devices]]
+profile = "djsf1352"
+unit_id = 2
+name = "dc_meter"
+interval = 0.5
+
+[[modbus.ports.devices]]
+profile = "sdm120"
+unit_id = 9
+name = "ghost"
+interval = 0.5
+""",
+            encoding="utf-8",
+        )
+        argv = ["monitor", "--config", str(config), "--duration", "2.5", "--interval", "1"]
+        assert main(argv) == 0
+    finally:
+        line.stop()
+    out = capsys.readouterr().out
+    last = out.splitlines()[-12:]
+    bus = next(x for x in last if " bus can0: " in x)
+    assert "nodes 1/2 online (power_module 1/2)" in bus
+    assert "not online: power_module 6 offline" in bus  # expected but never seen
+    dc = next(x for x in last if "meter rs485/dc_meter: " in x)
+    assert re.search(r"dc_meter: up; .*failures 0; voltage \d+\.\d V", dc)
+    ghost = next(x for x in last if "meter rs485/ghost: " in x)
+    assert re.search(r"ghost: down; last success never; failures timeout [1-9]", ghost)
+
+
 # -- CLI argument errors ------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("argv", "code", "message"),

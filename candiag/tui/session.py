@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -326,10 +326,3 @@ class MonitorSession:
 
     def total_frames(self) -> int:
         return sum(sum(bus.monitor.frames.values()) for bus in self.buses)
-
-    def dropped_total(self) -> Mapping[str, int]:
-        out: dict[str, int] = {}
-        for bus in self.buses:
-            for k, v in bus.monitor.dropped.items():
-                out[k] = out.get(k, 0) + v
-        return out
