@@ -4,9 +4,9 @@
 the daemon uses, and evaluates the same :class:`DiagnosisEngine` at regular
 instants of *capture* time, so a finding's ``since`` (and its clearing) is
 when it happened on the bus, and a fault that came and went still shows.
-Evaluation instants are every second for the first two minutes, then every
-5 s, then every 30 s after 20 minutes: detection stays precise on short
-captures and cheap on long ones.
+Evaluation instants are every second for the first minute, then every 10 s,
+then every 60 s after 10 minutes: detection stays precise on short captures and
+cheap on long ones.
 """
 
 from __future__ import annotations
@@ -27,12 +27,16 @@ from candiag.ingest.frames import FrameBatch
 
 
 def evaluation_interval(elapsed_s: float) -> float:
-    """Seconds between diagnosis evaluations, ``elapsed_s`` into the capture."""
-    if elapsed_s < 120:
+    """Seconds between diagnosis evaluations, ``elapsed_s`` into the capture.
+
+    Past the first minute the interval grows, but never beyond the 60 s window the
+    error rules read, so a transient (a bus-off, a burst) is still seen by one evaluation.
+    """
+    if elapsed_s < 60:
         return 1.0
-    if elapsed_s < 1200:
-        return 5.0
-    return 30.0
+    if elapsed_s < 600:
+        return 10.0
+    return 60.0
 
 
 @dataclass
@@ -132,7 +136,7 @@ def _evaluate(
     first_detection: dict[str, float],
     clock: _Clock,
 ) -> None:
-    raised, _ = engine.update(instant, [pipeline.report(instant)], [])
+    raised, _ = engine.update(instant, [pipeline.diagnosis_report(instant)], [])
     start = clock.start if clock.start is not None else instant
     for finding in raised:
         first_detection.setdefault(finding.code, instant - start)

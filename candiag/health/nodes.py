@@ -173,6 +173,21 @@ class NodeTracker:
         self._db = db
         self._policies = {p.name: p for p in policies}
         self._default_timeout = self._family_timeouts(db, timeout_factor)
+        self._role_messages = {
+            m.name
+            for m in db.messages
+            if any(
+                s.role and (s.role == "firmware" or s.role.startswith("alarm:")) for s in m.signals
+            )
+        }
+        self._rate_message = {
+            family: min(
+                (m for m in messages if m.cycle_time_ms),
+                key=lambda m: m.cycle_time_ms or 0,
+            ).name
+            for family, messages in db.families.items()
+            if any(m.cycle_time_ms for m in messages)
+        }
         self.nodes: dict[tuple[str, int], NodeState] = {}
         for policy in self._policies.values():
             for address in policy.expected:
@@ -195,40 +210,61 @@ class NodeTracker:
 
     # -- ingest ------------------------------------------------------------------
     def update(self, result: DecodeResult) -> None:
-        arrivals: dict[tuple[str, int], list[npt.NDArray[np.float64]]] = {}
+        by_family: dict[str, list[DecodedMessage]] = {}
         for decoded in result.messages.values():
             family = decoded.message.family
             if family is None or len(decoded.index) == 0:
                 continue
-            self._ingest_message(family, decoded, arrivals)
-        # Gaps are judged on each node's merged traffic: a 1 s message between
-        # 100 ms ones is not a dropout.
-        for key, stamps in arrivals.items():
-            self._note_presence(self.nodes[key], np.sort(np.concatenate(stamps)))
+            by_family.setdefault(family, []).append(decoded)
+            if decoded.message.name in self._role_messages:
+                self._note_roles(family, decoded)
+        for family, messages in by_family.items():
+            self._ingest_family(family, messages)
 
-    def _ingest_message(
-        self,
-        family: str,
-        decoded: DecodedMessage,
-        arrivals: dict[tuple[str, int], list[npt.NDArray[np.float64]]],
-    ) -> None:
-        nodes = decoded.node if decoded.message.node_mask else None
-        addresses = np.zeros(len(decoded.index), np.int64) if nodes is None else nodes
-        order = np.lexsort((decoded.timestamp, addresses))
-        addr_sorted = addresses[order]
-        ts_sorted = decoded.timestamp[order]
-        bounds = np.flatnonzero(np.diff(addr_sorted)) + 1
-        starts = np.concatenate(([0], bounds))
-        ends = np.concatenate((bounds, [len(order)]))
+    def _ingest_family(self, family: str, messages: list[DecodedMessage]) -> None:
+        """Presence per node on the family's merged traffic, in one sort.
+
+        Gaps are judged on each node's merged traffic: a 1 s message between 100 ms
+        ones is not a dropout.  The arrival rate (for duplicate detection) is tracked
+        on the family's shortest-cycle message, which a second sender doubles too.
+        """
+        ts = np.concatenate([m.timestamp for m in messages])
+        nodes = np.concatenate([_addresses(m) for m in messages])
+        order = np.lexsort((ts, nodes))
+        ts, nodes = ts[order], nodes[order]
+        starts = np.flatnonzero(np.r_[True, nodes[1:] != nodes[:-1]])
+        ends = np.r_[starts[1:], len(nodes)]
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-            address = int(addr_sorted[start])
-            node = self.nodes.get((family, address))
-            if node is None:
-                node = self.nodes[(family, address)] = NodeState(family, address)
-            ts = ts_sorted[start:end]
-            arrivals.setdefault((family, address), []).append(ts)
-            self._note_message_rate(node, decoded.message, ts)
-            self._note_signals(node, decoded, int(order[end - 1]))
+            self._note_presence(self._node(family, int(nodes[start])), ts[start:end])
+        rate_message = self._rate_message.get(family)
+        for decoded in messages:
+            if decoded.message.name == rate_message:
+                self._note_rates(family, decoded)
+
+    def _node(self, family: str, address: int) -> NodeState:
+        node = self.nodes.get((family, address))
+        if node is None:
+            node = self.nodes[(family, address)] = NodeState(family, address)
+        return node
+
+    def _note_rates(self, family: str, decoded: DecodedMessage) -> None:
+        addresses = _addresses(decoded)
+        order = np.lexsort((decoded.timestamp, addresses))
+        addr, ts = addresses[order], decoded.timestamp[order]
+        starts = np.flatnonzero(np.r_[True, addr[1:] != addr[:-1]])
+        ends = np.r_[starts[1:], len(addr)]
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            node = self._node(family, int(addr[start]))
+            self._note_message_rate(node, decoded.message, ts[start:end])
+
+    def _note_roles(self, family: str, decoded: DecodedMessage) -> None:
+        """Alarm bits and firmware from each node's latest frame of this message."""
+        addresses = _addresses(decoded)
+        order = np.lexsort((decoded.timestamp, addresses))
+        addr = addresses[order]
+        last_rows = order[np.r_[addr[1:] != addr[:-1], True]]
+        for row in last_rows.tolist():
+            self._note_signals(self._node(family, int(addresses[row])), decoded, row)
 
     def _note_presence(self, node: NodeState, ts: npt.NDArray[np.float64]) -> None:
         timeout = self.timeout_for(node.family)
@@ -325,6 +361,13 @@ class NodeTracker:
             if len(versions) > 1 or not_allowed:
                 out.append(FirmwareMismatch(family, _majority(versions), versions, not_allowed))
         return out
+
+
+def _addresses(decoded: DecodedMessage) -> npt.NDArray[np.int64]:
+    """Node address of each frame (0 for the single node of a non-addressed family)."""
+    if decoded.message.node_mask:
+        return decoded.node.astype(np.int64)
+    return np.zeros(len(decoded.timestamp), np.int64)
 
 
 def _majority(versions: Mapping[str, Sequence[int]]) -> str | None:

@@ -47,6 +47,8 @@ TIMELINE_ROLES = {
     "cooling:coolant_temperature": "Coolant temperature",
 }
 TOP_UNKNOWN_IDS = 10
+# Cycle-time verdicts need many periods; re-judging them more often than this is wasted work.
+IDS_JUDGE_INTERVAL_S = 30.0
 
 
 @dataclass
@@ -137,6 +139,9 @@ class BusPipeline:
         self.decoded_frames = 0
         self.unknown_ids: Counter[int] = Counter()
         self.short_frames: Counter[int] = Counter()
+        self._cycles: dict[tuple[int, bool], float | None] = {}
+        self._violations: dict[str, dict[str, Any]] = {}
+        self._violations_at: float | None = None
 
     # Shortcuts to the frame-level parts (read-only use).
     @property
@@ -275,15 +280,43 @@ class BusPipeline:
         return out
 
     def _cycle_of(self, can_id: int, extended: bool) -> float | None:
-        index, _ = self.db.match(np.array([can_id], np.uint32), np.array([extended]))
-        if index[0] < 0:
-            return None
-        return self.db.messages[int(index[0])].cycle_time_ms
+        key = (can_id, extended)
+        if key not in self._cycles:
+            index, _ = self.db.match(np.array([can_id], np.uint32), np.array([extended]))
+            cycle = self.db.messages[int(index[0])].cycle_time_ms if index[0] >= 0 else None
+            self._cycles[key] = cycle
+        return self._cycles[key]
 
-    def report(self, now: float | None = None) -> dict[str, Any]:
-        """The JSON-shaped bus report (``analyze``'s keys plus what diagnosis reads)."""
-        now = self.last_ts if now is None else now
-        now = 0.0 if now is None else now
+    def cycle_violations(self, now: float) -> dict[str, dict[str, Any]]:
+        """Ids breaking their cycle time, re-judged at most every ``IDS_JUDGE_INTERVAL_S``."""
+        if self._violations_at is None or now - self._violations_at >= IDS_JUDGE_INTERVAL_S:
+            self._violations = {
+                k: v for k, v in self.ids_report().items() if v["cycle_ok"] is False
+            }
+            self._violations_at = now
+        return self._violations
+
+    def diagnosis_report(self, now: float) -> dict[str, Any]:
+        """What the diagnosis rules read, and nothing else (evaluated often; kept cheap)."""
+        report: dict[str, Any] = {
+            "name": self.name,
+            "bitrate": self.bitrate,
+            "up": True,
+            "state": self.state.state_name,
+            "error_frames": self._error_counters(),
+            "bus_off_events": self.errors.by_class["bus_off"],
+            "windows": self.window_report(),
+            "error_bursts": self.error_bursts(),
+            "ids": self.cycle_violations(now),
+            "nodes": [v.to_json() for v in self.nodes.view(now)],
+            "firmware_mismatches": [m.to_json() for m in self.nodes.firmware_mismatches()],
+            "dropped": dict(self.health.dropped),
+            "dropped_recent": 0,
+        }
+        report.update(self.signals.facts(now))
+        return report
+
+    def _error_counters(self) -> dict[str, Any]:
         errors = self.errors.to_json()
         counters = errors.pop("counters")
         errors.update(
@@ -293,6 +326,13 @@ class BusPipeline:
             rec_last=counters["rec_last"] or 0,
             counters=counters,
         )
+        return errors
+
+    def report(self, now: float | None = None) -> dict[str, Any]:
+        """The JSON-shaped bus report (``analyze``'s keys plus what diagnosis reads)."""
+        now = self.last_ts if now is None else now
+        now = 0.0 if now is None else now
+        errors = self._error_counters()
         report: dict[str, Any] = {
             "name": self.name,
             "bitrate": self.bitrate,

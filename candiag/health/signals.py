@@ -22,7 +22,7 @@ import numpy.typing as npt
 F64 = npt.NDArray[np.float64]
 
 if TYPE_CHECKING:
-    from candiag.decode.dbc import ChargerDatabase, MessageDef, SignalDef
+    from candiag.decode.dbc import ChargerDatabase, MessageDef
     from candiag.decode.decoder import DecodedMessage, DecodeResult
 
 
@@ -141,12 +141,145 @@ def _last(ts: F64, values: F64) -> tuple[float | None, float]:
     return (None if np.isnan(value) else value), float(ts[-1])
 
 
+class _MessageTable:
+    """Running statistics of every signal of one message, one row per node.
+
+    Arrays are ``[nodes, signals]`` so one batch updates all signals and nodes of the
+    message with a handful of ``reduceat`` calls.  Multiplexed signals absent from a
+    frame are NaN there and ignored by the NaN-aware reductions.
+    """
+
+    def __init__(self, message: MessageDef) -> None:
+        self.message = message
+        self.cycle_s = message.cycle_time_ms / 1000.0 if message.cycle_time_ms else None
+        self.signals = message.signals
+        k = len(message.signals)
+        self.rows: dict[int, int] = {}
+        self.count = np.zeros((0, k), np.int64)
+        self.minimum = np.zeros((0, k), np.float64)
+        self.maximum = np.zeros((0, k), np.float64)
+        self.total = np.zeros((0, k), np.float64)
+        self.last = np.zeros((0, k), np.float64)
+        self.last_ts = np.zeros((0, k), np.float64)
+
+    def _row_of(self, nodes: list[int]) -> npt.NDArray[np.intp]:
+        new = [n for n in nodes if n not in self.rows]
+        if new:
+            k = len(self.signals)
+            grow = len(new)
+            for n in new:
+                self.rows[n] = len(self.rows)
+            self.count = np.vstack((self.count, np.zeros((grow, k), np.int64)))
+            self.minimum = np.vstack((self.minimum, np.full((grow, k), np.inf)))
+            self.maximum = np.vstack((self.maximum, np.full((grow, k), -np.inf)))
+            self.total = np.vstack((self.total, np.zeros((grow, k))))
+            self.last = np.vstack((self.last, np.full((grow, k), np.nan)))
+            self.last_ts = np.vstack((self.last_ts, np.full((grow, k), -np.inf)))
+        return np.array([self.rows[n] for n in nodes], np.intp)
+
+    def update(self, decoded: DecodedMessage) -> tuple[F64, F64, npt.NDArray[np.bool_]]:
+        """Fold one message's frames in; returns (timestamps, values, present) in time order."""
+        ts = decoded.timestamp
+        time_order = None if _is_sorted(ts) else np.argsort(ts, kind="stable")
+        if time_order is not None:
+            ts = ts[time_order]
+        values = np.column_stack(
+            [_take(decoded.signals[s.name], time_order).astype(np.float64) for s in self.signals]
+        )
+        multiplexed = self.message.is_multiplexed
+        present = (
+            np.column_stack([_take(decoded.present[s.name], time_order) for s in self.signals])
+            if multiplexed
+            else None
+        )
+        nodes = _take(decoded.node, time_order)
+        # Group rows by node, keeping time order inside each group (a stable sort).
+        by_node = None if (nodes == nodes[0]).all() else np.argsort(nodes, kind="stable")
+        g_nodes = nodes if by_node is None else nodes[by_node]
+        g_values = values if by_node is None else values[by_node]
+        g_ts = ts if by_node is None else ts[by_node]
+        starts = np.flatnonzero(np.r_[True, g_nodes[1:] != g_nodes[:-1]])
+        ends = np.r_[starts[1:], len(g_nodes)] - 1
+        rows = self._row_of(g_nodes[starts].tolist())
+        if present is None:
+            self._fold_dense(rows, starts, ends, g_values, g_ts)
+        else:
+            g_present = present if by_node is None else present[by_node]
+            self._fold_multiplexed(rows, starts, g_values, g_ts, g_present)
+        if present is None:
+            present = np.ones(values.shape, np.bool_)
+        return ts, values, present
+
+    def _fold_dense(
+        self,
+        rows: npt.NDArray[np.intp],
+        starts: npt.NDArray[np.intp],
+        ends: npt.NDArray[np.intp],
+        values: F64,
+        ts: F64,
+    ) -> None:
+        counts = (ends - starts + 1)[:, None]
+        self.count[rows] += counts
+        self.minimum[rows] = np.minimum(
+            self.minimum[rows], np.minimum.reduceat(values, starts, axis=0)
+        )
+        self.maximum[rows] = np.maximum(
+            self.maximum[rows], np.maximum.reduceat(values, starts, axis=0)
+        )
+        self.total[rows] += np.add.reduceat(values, starts, axis=0)
+        newer = ts[ends][:, None] >= self.last_ts[rows]
+        self.last[rows] = np.where(newer, values[ends], self.last[rows])
+        self.last_ts[rows] = np.where(newer, ts[ends][:, None], self.last_ts[rows])
+
+    def _fold_multiplexed(
+        self,
+        rows: npt.NDArray[np.intp],
+        starts: npt.NDArray[np.intp],
+        values: F64,
+        ts: F64,
+        present: npt.NDArray[np.bool_],
+    ) -> None:
+        masked = np.where(present, values, np.nan)
+        self.count[rows] += np.add.reduceat(present, starts, axis=0)
+        self.minimum[rows] = np.fmin(self.minimum[rows], np.fmin.reduceat(masked, starts, axis=0))
+        self.maximum[rows] = np.fmax(self.maximum[rows], np.fmax.reduceat(masked, starts, axis=0))
+        self.total[rows] += np.add.reduceat(np.where(present, values, 0.0), starts, axis=0)
+        # The last present row of each (node, signal): rows are time-ordered within a node.
+        index = np.where(present, np.arange(len(values))[:, None], -1)
+        last_row = np.maximum.reduceat(index, starts, axis=0)
+        picked = np.take_along_axis(values, np.maximum(last_row, 0), axis=0)
+        picked_ts = ts[np.maximum(last_row, 0)]
+        newer = (last_row >= 0) & (picked_ts >= self.last_ts[rows])
+        self.last[rows] = np.where(newer, picked, self.last[rows])
+        self.last_ts[rows] = np.where(newer, picked_ts, self.last_ts[rows])
+
+    def stats(self) -> Iterator[SignalStat]:
+        for node, row in self.rows.items():
+            for j, sig in enumerate(self.signals):
+                if self.count[row, j] == 0:
+                    continue
+                yield SignalStat(
+                    message=self.message.name,
+                    signal=sig.name,
+                    node=node,
+                    unit=sig.unit,
+                    role=sig.role,
+                    cycle_s=self.cycle_s,
+                    count=int(self.count[row, j]),
+                    minimum=float(self.minimum[row, j]),
+                    maximum=float(self.maximum[row, j]),
+                    total=float(self.total[row, j]),
+                    last=float(self.last[row, j]),
+                    last_ts=float(self.last_ts[row, j]),
+                )
+
+
 @dataclass
 class SignalStats:
     """All signal statistics of one bus, plus role-derived plant facts."""
 
     db: ChargerDatabase
-    stats: dict[tuple[str, str, int], SignalStat] = field(default_factory=dict)
+    tables: dict[str, _MessageTable] = field(default_factory=dict)
     contactors: dict[str, ContactorFact] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -157,83 +290,81 @@ class SignalStats:
     def update(self, result: DecodeResult) -> None:
         series: dict[tuple[str, str], tuple[F64, F64]] = {}
         for decoded in result.messages.values():
-            if len(decoded.index):
-                self._update_message(decoded, series)
+            if not len(decoded.index) or not decoded.message.signals:
+                continue
+            table = self.tables.get(decoded.message.name)
+            if table is None:
+                table = self.tables[decoded.message.name] = _MessageTable(decoded.message)
+            ts, values, present = table.update(decoded)
+            self._note_contactors(decoded.message, ts, values, present, series)
         for name, fact in self.contactors.items():
             fact.advance(series.get((name, "command")), series.get((name, "feedback")))
 
-    def _update_message(
-        self, decoded: DecodedMessage, series: dict[tuple[str, str], tuple[F64, F64]]
-    ) -> None:
-        message = decoded.message
-        cycle = message.cycle_time_ms / 1000.0 if message.cycle_time_ms else None
-        for address, rows in _groups_by_node(decoded.node):
-            ts = decoded.timestamp[rows]
-            for sig in message.signals:
-                values = decoded.signals[sig.name][rows].astype(np.float64, copy=False)
-                present = decoded.present.get(sig.name)
-                sig_ts = ts
-                if present is not None and not present.all():
-                    mask = present[rows]
-                    values, sig_ts = values[mask], ts[mask]
-                if len(values) == 0:
-                    continue
-                self._accumulate(message, sig, address, cycle, values, sig_ts)
-                self._note_contactor(sig, values, sig_ts, series)
-
-    def _accumulate(
+    def _note_contactors(
         self,
         message: MessageDef,
-        sig: SignalDef,
-        address: int,
-        cycle: float | None,
-        values: npt.NDArray[np.float64],
-        ts: npt.NDArray[np.float64],
-    ) -> None:
-        key = (message.name, sig.name, address)
-        stat = self.stats.get(key)
-        if stat is None:
-            stat = self.stats[key] = SignalStat(
-                message.name, sig.name, address, sig.unit, sig.role, cycle
-            )
-        stat.count += len(values)
-        stat.minimum = min(stat.minimum, float(values.min()))
-        stat.maximum = max(stat.maximum, float(values.max()))
-        stat.total += float(values.sum())
-        last = int(np.argmax(ts))
-        if not ts[last] < stat.last_ts:  # also true while last_ts is NaN
-            stat.last = float(values[last])
-            stat.last_ts = float(ts[last])
-
-    def _note_contactor(
-        self,
-        sig: SignalDef,
-        values: F64,
         ts: F64,
+        values: F64,
+        present: npt.NDArray[np.bool_],
         series: dict[tuple[str, str], tuple[F64, F64]],
     ) -> None:
-        role = sig.role or ""
-        name = self._pairs.get(sig.name)
-        if name is None or not role.startswith("contactor:"):
-            return
-        if role == "contactor:weld":
-            self.contactors[name].weld = bool(values[np.argmax(ts)])
-        else:
-            series[(name, role.removeprefix("contactor:"))] = (ts, values)
+        for j, sig in enumerate(message.signals):
+            role = sig.role or ""
+            name = self._pairs.get(sig.name)
+            if name is None or not role.startswith("contactor:"):
+                continue
+            mask = present[:, j]
+            if not mask.any():
+                continue
+            sig_ts, sig_values = ts[mask], values[mask, j]
+            if role == "contactor:weld":
+                self.contactors[name].weld = bool(sig_values[-1])
+            else:
+                series[(name, role.removeprefix("contactor:"))] = (sig_ts, sig_values)
+
+    @property
+    def stats(self) -> dict[tuple[str, str, int], SignalStat]:
+        """Every signal's statistics, keyed (message, signal, node); built on demand."""
+        out = {}
+        for table in self.tables.values():
+            for stat in table.stats():
+                out[(stat.message, stat.signal, stat.node)] = stat
+        return out
 
     # -- views -----------------------------------------------------------------------------
     def fresh(self, now: float) -> Iterator[SignalStat]:
         return (s for s in self.stats.values() if s.is_fresh(now))
 
+    def fresh_with_role(self, role: str, now: float) -> list[SignalStat]:
+        """Fresh statistics of the signals carrying ``role`` (cheap: only those signals)."""
+        out = []
+        for table in self.tables.values():
+            for j, sig in enumerate(table.signals):
+                if sig.role != role:
+                    continue
+                for node, row in table.rows.items():
+                    horizon = 3.0 * (table.cycle_s or 1.0)
+                    if table.count[row, j] and now - table.last_ts[row, j] <= horizon:
+                        out.append(
+                            SignalStat(
+                                table.message.name,
+                                sig.name,
+                                node,
+                                sig.unit,
+                                sig.role,
+                                table.cycle_s,
+                                count=int(table.count[row, j]),
+                                last=float(table.last[row, j]),
+                                last_ts=float(table.last_ts[row, j]),
+                            )
+                        )
+        return out
+
     def to_json(self) -> dict[str, Any]:
         return {s.key: s.to_json() for _, s in sorted(self.stats.items())}
 
-    def latest_by_role(self, role: str, now: float | None = None) -> list[SignalStat]:
-        return [
-            s
-            for s in self.stats.values()
-            if s.role == role and s.count and (now is None or s.is_fresh(now))
-        ]
+    def latest_by_role(self, role: str, now: float) -> list[SignalStat]:
+        return self.fresh_with_role(role, now)
 
     def facts(self, now: float) -> dict[str, Any]:
         """Contactor, cooling and current facts for the diagnosis rules."""
@@ -274,19 +405,12 @@ class SignalStats:
         return out
 
 
-def _groups_by_node(
-    nodes: npt.NDArray[np.int32],
-) -> Iterator[tuple[int, npt.NDArray[np.intp]]]:
-    if len(nodes) == 0:
-        return
-    if nodes[0] == nodes[-1] and (nodes == nodes[0]).all():
-        yield int(nodes[0]), np.arange(len(nodes))
-        return
-    order = np.argsort(nodes, kind="stable")
-    sorted_nodes = nodes[order]
-    bounds = np.flatnonzero(np.diff(sorted_nodes)) + 1
-    for chunk in np.split(order, bounds):
-        yield int(nodes[chunk[0]]), chunk
+def _is_sorted(ts: F64) -> bool:
+    return bool(len(ts) < 2 or (ts[1:] >= ts[:-1]).all())
+
+
+def _take(values: npt.NDArray[Any], order: npt.NDArray[np.intp] | None) -> npt.NDArray[Any]:
+    return values if order is None else values[order]
 
 
 def _contactor_pairs(db: ChargerDatabase) -> dict[str, str]:
