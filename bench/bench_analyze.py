@@ -164,6 +164,8 @@ def _baseline_pass(path: str, limit: int, charger: Any) -> dict[str, Any]:
                 s[3] += 1
                 s[4] = v
     max_1s = max(bits_per_second.values(), default=0) / BITRATE
+    span = (last - first) if first is not None and last is not None else 0.0
+    mean_ratio = sum(bits_per_second.values()) / (BITRATE * span) if span > 0 else 0.0
     seconds = time.perf_counter() - started
     return {
         "frames": frames,
@@ -171,6 +173,7 @@ def _baseline_pass(path: str, limit: int, charger: Any) -> dict[str, Any]:
         "ids": len(per_id),
         "signals": len(signals),
         "max_1s": max_1s,
+        "mean_ratio": mean_ratio,
     }
 
 
