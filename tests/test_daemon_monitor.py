@@ -54,12 +54,13 @@ def test_frames_nodes_signals_and_freshness(db: ChargerDatabase) -> None:
     volts = {(s.signal, s.node): s.value for s in snap.signals}
     assert volts[("OutputVoltage", "1")] == pytest.approx(401.0)
     assert volts[("OutputVoltage", "2")] == pytest.approx(402.0)
-    # 3 cycle times (0.3 s) after the last frame, values are withdrawn ...
-    mon.advance(T0 + 1.21)
-    assert mon.snapshot(T0 + 1.21).signals == ()
+    # 3 cycle times (0.3 s) after the last frame, values are withdrawn (the whole bus
+    # being silent, wall time counts once the 2 s lag allowance has passed) ...
+    mon.advance(T0 + 3.21)
+    assert mon.snapshot(T0 + 3.21).signals == ()
     # ... but never because the reader has not handed the latest frames over yet.
-    mon.advance(T0 + 1.21, complete_until=T0 + 1.0)
-    assert mon.snapshot(T0 + 1.21).signals != ()
+    mon.advance(T0 + 3.21, complete_until=T0 + 1.0)
+    assert mon.snapshot(T0 + 3.21).signals != ()
     # Bus load: exact frame bits over the covered span.
     bits = float(np.sum(frame_bits(batch)[0]))
     assert snap.load_ratio["10s"] == pytest.approx(bits / 125_000 / 1.0)
@@ -107,3 +108,22 @@ def test_mask_override_rebinds_node_bits(db: ChargerDatabase) -> None:
     index, node = override.match(np.array([0x0283F005], np.uint32), np.array([True]))
     assert override.messages[int(index[0])].name == "ModuleTelemetry" and int(node[0]) == 5
     assert apply_mask_overrides(db, [FamilyConfig("power_module")]) is db
+
+
+def test_liveness_relative_to_the_bus_then_wall_time(db: ChargerDatabase) -> None:
+    mon = BusMonitor(bus_config(), db)
+    mon.set_link(True, T0)
+    mon.process(telemetry(db, T0, [1, 2], 10))  # last frames at T0 + 0.9
+    # Processing is 1 s behind wall time (loaded CPU): judged at the newest frame.
+    mon.advance(T0 + 1.9, complete_until=T0 + 1.8)
+    assert mon.as_of(T0 + 1.9) == pytest.approx(T0 + 0.9)
+    assert all(n.up for n in mon.snapshot(T0 + 1.9).nodes if n.node in ("1", "2"))
+    # Node 2 stops while node 1 goes on: silent relative to the bus.
+    mon.process(telemetry(db, T0 + 1.0, [1], 5))  # node 1 until T0 + 1.4
+    up = {n.node: n.up for n in mon.snapshot(T0 + 1.9).nodes}
+    assert up["1"] and not up["2"]
+    # The whole bus silent: after 2 s wall time takes over and node 1 is down too.
+    mon.advance(T0 + 5.0)
+    assert mon.as_of(T0 + 5.0) == pytest.approx(T0 + 3.0)
+    up = {n.node: n.up for n in mon.snapshot(T0 + 5.0).nodes}
+    assert not up["1"]

@@ -1,14 +1,16 @@
 """Per-bus live analysis: frame batches in, metrics snapshot and health report out.
 
-A :class:`BusMonitor` chains, for one bus, the same pieces ``candiag analyze``
-uses on a capture: the vectorized decoder, error-frame summary, bus-state
-tracker, exact bus load (``frame_bits``), node tracking and signal statistics.
+A :class:`BusMonitor` feeds one bus's batches through the same
+:class:`~candiag.health.pipeline.BusPipeline` ``candiag analyze`` uses on a capture
+(decoder, error frames, bus state, exact load, windows, ids, nodes, signals).
 What only a live daemon needs is owned here:
 
 * moving the sliding windows (:class:`~candiag.health.windows.BusWindows`) and the
   bus-state clock to wall time when nothing arrives;
 * freshness: only signals younger than 3 cycle times are exported;
-* the bus ``down`` state while its interface is missing.
+* the bus ``down`` state while its interface is missing;
+* per-id frame counters capped at 256 ids per bus for the metrics;
+* frames dropped before processing, as totals and over the last minute.
 
 Everything here runs in the daemon's one processing thread; :meth:`BusMonitor.snapshot`
 and :meth:`BusMonitor.report` are called under the daemon's state lock.
@@ -17,6 +19,7 @@ and :meth:`BusMonitor.report` are called under the daemon's state lock.
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,14 +27,9 @@ import numpy as np
 
 from candiag.daemon.config import BusConfig, FamilyConfig
 from candiag.decode.dbc import ChargerDatabase, MessageDef
-from candiag.decode.decoder import BatchDecoder
-from candiag.health.busload import frame_bits
-from candiag.health.busstate import BusStateTracker
-from candiag.health.errorframes import ErrorFrameSummary
-from candiag.health.ids import IdStats
-from candiag.health.nodes import FamilyPolicy, NodeTracker
-from candiag.health.signals import SignalStats
-from candiag.health.windows import WINDOWS, BusWindows
+from candiag.health.nodes import FamilyPolicy
+from candiag.health.pipeline import BusPipeline
+from candiag.health.windows import WINDOWS
 from candiag.ingest.frames import FrameBatch
 from candiag.metrics.snapshot import (
     BusSnapshot,
@@ -39,6 +37,11 @@ from candiag.metrics.snapshot import (
     NodeSnapshot,
     SignalValue,
 )
+
+# Frames dropped within this many seconds count as "recent" for the diagnosis.
+RECENT_DROPS_S = 60.0
+# Longest time liveness is judged against the bus's newest frame instead of wall time.
+MAX_LAG_S = 2.0
 
 
 def policies_for(bus: BusConfig) -> list[FamilyPolicy]:
@@ -74,44 +77,47 @@ class BusMonitor:
     def __init__(self, config: BusConfig, db: ChargerDatabase) -> None:
         self.config = config
         self.db = db
-        self.decoder = BatchDecoder(db)
-        self.errors = ErrorFrameSummary()
-        self.state = BusStateTracker()
-        self.nodes = NodeTracker(db, policies_for(config))
-        self.signals = SignalStats(db)
+        self.pipeline = BusPipeline(
+            config.name,
+            db,
+            bitrate=config.bitrate,
+            data_bitrate=config.data_bitrate,
+            policies=policies_for(config),
+        )
         self.ids = CappedIdCounts()
-        self.id_stats = IdStats()
-        self._id_lookup: dict[tuple[int, bool], tuple[MessageDef | None, int]] = {}
-        self.windows_ = BusWindows(config.bitrate, config.data_bitrate)
-        self.frames = dict.fromkeys(("data", "remote", "error"), 0)
-        self.unknown_frames = 0
         self.complete_until: float | None = None
-        self.short_frames = 0
         self.up = False
         self.down_since: float | None = None
         self.dropped: dict[str, int] = {"socket": 0, "interface": 0}
+        self._drop_history: deque[tuple[float, int]] = deque()
+
+    # The pipeline's trackers, by the names the daemon and the monitor view use.
+    @property
+    def nodes(self) -> Any:
+        return self.pipeline.nodes
+
+    @property
+    def signals(self) -> Any:
+        return self.pipeline.signals
+
+    @property
+    def state(self) -> Any:
+        return self.pipeline.state
+
+    @property
+    def frames(self) -> dict[str, int]:
+        """Frames by kind (data, remote, error) since start."""
+        f = self.pipeline.frames
+        return {"data": f["data"], "remote": f["remote"], "error": f["error"]}
 
     # -- ingest ----------------------------------------------------------------------
     def process(self, batch: FrameBatch) -> None:
         """Fold one batch of this bus's frames into every tracker (numpy, no frame loop)."""
         if len(batch) == 0:
             return
-        is_error, is_remote = batch.is_error, batch.is_remote
-        n_err, n_rem = int(is_error.sum()), int(is_remote.sum())
-        self.frames["error"] += n_err
-        self.frames["remote"] += n_rem
-        self.frames["data"] += len(batch) - n_err - n_rem
-        not_error = ~is_error
+        not_error = ~batch.is_error
         self.ids.add(batch.can_id[not_error], batch.is_extended[not_error])
-        self.id_stats.update(batch)
-        self.errors.update(batch)
-        bus_off_times = self.state.update(batch)
-        self.windows_.update(batch, frame_bits(batch), bus_off_times)
-        result = self.decoder.decode(batch)
-        self.unknown_frames += sum(result.unknown_ids.values())
-        self.short_frames += sum(result.short_frames.values())
-        self.nodes.update(result)
-        self.signals.update(result)
+        self.pipeline.process(batch)
 
     def advance(self, now: float, complete_until: float | None = None) -> None:
         """Move windows and state clock to wall time (seconds without frames expire).
@@ -121,19 +127,26 @@ class BusMonitor:
         freshness are judged at that instant, so reader latency never makes a
         healthy node look silent.
         """
-        self.windows_.advance(now)
+        self.pipeline.health.windows.advance(now)
+        self.pipeline.protocol.advance_to(int(np.floor(now)))
         if self.up:
-            self.state.advance(now)
+            self.pipeline.state.advance(now)
         self.complete_until = now if complete_until is None else min(now, complete_until)
+        self._note_drops(now)
 
-    def warmup_s(self) -> float:
-        """Time after start before "never seen" can be judged: the longest family timeout."""
-        families = {f.name for f in self.config.families} | set(self.db.families)
-        return max((self.nodes.timeout_for(f) for f in families), default=0.0)
+    def _note_drops(self, now: float) -> None:
+        total = sum(self.dropped.values())
+        history = self._drop_history
+        if not history or history[-1][1] != total:
+            history.append((now, total))
+        while len(history) > 1 and history[1][0] <= now - RECENT_DROPS_S:
+            history.popleft()
 
-    def as_of(self, now: float) -> float:
-        """The instant views are judged at: ``now``, but not past the processed data."""
-        return now if self.complete_until is None else min(now, self.complete_until)
+    def dropped_recent(self) -> int:
+        """Frames dropped during about the last minute."""
+        if not self._drop_history:
+            return 0
+        return sum(self.dropped.values()) - self._drop_history[0][1]
 
     def set_link(self, up: bool, now: float) -> None:
         """The reader's view of the interface: ``down`` while it is missing or lost."""
@@ -142,34 +155,44 @@ class BusMonitor:
         self.up = up
         if up:
             self.down_since = None
-            self.state.observe("error_active", now, source="daemon")
+            self.pipeline.state.observe("error_active", now, source="daemon")
         else:
             self.down_since = now
-            self.state.observe("down", now, source="daemon")
+            self.pipeline.state.observe("down", now, source="daemon")
 
     # -- views -------------------------------------------------------------------------
+    def warmup_s(self) -> float:
+        """Time after start before "never seen" can be judged: the longest family timeout."""
+        families = {f.name for f in self.config.families} | set(self.db.families)
+        return max((self.nodes.timeout_for(f) for f in families), default=0.0)
+
+    def as_of(self, now: float) -> float:
+        """The instant liveness and freshness are judged at.
+
+        Not past the processed data (``complete_until``), and not more than
+        ``MAX_LAG_S`` past the newest frame of the bus: while other nodes' frames
+        keep arriving, a node is silent only relative to them, so a reader or
+        sender delayed by a loaded CPU does not make every node look offline.
+        When the whole bus falls silent, wall time takes over after ``MAX_LAG_S``.
+        """
+        t = now if self.complete_until is None else min(now, self.complete_until)
+        newest = self.pipeline.last_ts
+        if newest is not None and self.up:
+            t = min(t, max(newest, t - MAX_LAG_S))
+        return t
+
     def windows(self) -> dict[str, dict[str, Any]]:
         """The 10/60/300/3600 s windows, up to the last :meth:`advance` or frame."""
-        win = self.windows_
-        out: dict[str, dict[str, Any]] = {}
+        win = self.pipeline.windows
+        out = self.pipeline.window_report()
         for label, seconds in WINDOWS.items():
-            counts = win.counts(seconds)
-            frames = counts["frames_data"] + counts["frames_remote"]
+            # Rates over the seconds actually covered, so a young bus is not under-reported.
             covered = max(1, win.ring.covered_seconds(seconds))
-            by_class = win.error_counts(seconds)
-            out[label] = {
-                "load_ratio": win.load_ratio(seconds),
-                "max_ratio_1s": win.max_ratio_1s(seconds),
-                "frames": frames,
-                "frames_per_second": frames / covered,
-                "error_frames": by_class,
-                "error_frames_total": counts["frames_error"],
-                "bus_off": counts["bus_off_events"],
-            }
+            out[label]["frames_per_second"] = out[label]["frames"] / covered
         return out
 
     def state_name(self) -> str:
-        return self.state.state_name if self.up else "down"
+        return str(self.state.state_name) if self.up else "down"
 
     def snapshot(self, now: float) -> BusSnapshot:
         now = self.as_of(now)
@@ -181,9 +204,9 @@ class BusMonitor:
             name=self.config.name,
             up=self.up,
             state=self.state_name(),
-            frames=dict(self.frames),
+            frames=self.frames,
             id_frames=self.ids.labelled(),
-            error_frames=dict(self.errors.by_class),
+            error_frames=dict(self.pipeline.errors.by_class),
             bus_off_total=self.state.bus_off_events,
             restarts_total=self.state.restarts,
             load_ratio={w: v["load_ratio"] for w, v in windows.items()},
@@ -203,66 +226,19 @@ class BusMonitor:
     def fresh_signals(self, now: float) -> Iterable[SignalValue]:
         for s in self.signals.fresh(now):
             if np.isfinite(s.last):
-                yield SignalValue(
-                    s.message, s.signal, "" if s.node < 0 else str(s.node), s.unit, s.last
-                )
-
-    def _message_of(self, can_id: int, extended: bool) -> tuple[MessageDef | None, int]:
-        key = (can_id, extended)
-        found = self._id_lookup.get(key)
-        if found is None:
-            index, node = self.db.match(np.array([can_id], np.uint32), np.array([extended]))
-            i = int(index[0])
-            found = (self.db.messages[i] if i >= 0 else None, int(node[0]))
-            self._id_lookup[key] = found
-        return found
-
-    def _cycle_ms(self, can_id: int, extended: bool) -> float | None:
-        message = self._message_of(can_id, extended)[0]
-        return (
-            None if message is None or not message.cycle_time_ms else float(message.cycle_time_ms)
-        )
-
-    def id_report(self) -> dict[str, dict[str, Any]]:
-        """Per-id cycle keeping, keyed by id text, for the cycle-time rule."""
-        out: dict[str, dict[str, Any]] = {}
-        for check in self.id_stats.check_cycles(self._cycle_ms):
-            row = check.row
-            message, node = self._message_of(row.can_id, row.extended)
-            out[row.id_text] = {
-                "name": message.name if message else None,
-                "family": message.family if message else None,
-                "node": (node if node >= 0 else 0) if message and message.family else None,
-                "cycle_ok": check.keeps_cycle,
-                "cycle_ms": check.declared_s * 1000.0,
-                "mean_period_s": row.period_mean,
-                "jitter_s": row.period_std,
-                "count": row.count,
-                "last_seen": row.last_seen,
-                "reason": check.reason,
-            }
-        return out
+                node = "" if s.node < 0 else str(s.node)
+                yield SignalValue(s.message, s.signal, node, s.unit, s.last)
 
     def report(self, now: float) -> dict[str, Any]:
-        """The JSON-shaped bus report the diagnosis rules read (see candiag.diagnosis.rules)."""
+        """The bus report of ``candiag analyze`` plus the live link state (diagnosis input)."""
         now = self.as_of(now)
-        errors = self.errors.to_json()
-        errors.update({"tec_last": self.state.tec, "rec_last": self.state.rec})
-        report: dict[str, Any] = {
-            "name": self.config.name,
-            "bitrate": self.config.bitrate,
-            "up": self.up,
-            "down_since": self.down_since,
-            "state": self.state_name(),
-            "bus_state": self.state.to_json(),
-            "error_frames": errors,
-            "windows": self.windows(),
-            "nodes": [v.to_json() for v in self.nodes.view(now)],
-            "firmware_mismatches": [m.to_json() for m in self.nodes.firmware_mismatches()],
-            "ids": self.id_report(),
-            "unknown_frames": self.unknown_frames,
-            "short_frames": self.short_frames,
-            "dropped_recent": sum(self.dropped.values()),
-        }
-        report.update(self.signals.facts(now))
+        report = self.pipeline.report(now)
+        report.update(
+            up=self.up,
+            down_since=self.down_since,
+            state=self.state_name(),
+            windows=self.windows(),
+            dropped=dict(self.dropped),
+            dropped_recent=self.dropped_recent(),
+        )
         return report
