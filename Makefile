@@ -36,5 +36,9 @@ test-socketcan: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
+## soak: the daemon on a ~92 % loaded 500 kbit/s simulated bus with faults (SOAK_MINUTES, default 30)
+soak: $(STAMP)
+	$(PY) -m soak --minutes $(or $(SOAK_MINUTES),30) $(SOAK_ARGS)
+
 clean:
 	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache .hypothesis

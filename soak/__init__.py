@@ -1,0 +1,1 @@
+"""Soak test of the daemon: ``make soak`` (``python -m soak``); see :mod:`soak.harness`."""
