@@ -257,3 +257,10 @@ def test_config_is_immutable() -> None:
     config: Config = parse_config_text(BUS)
     with pytest.raises(AttributeError):
         config.buses[0].bitrate = 1  # type: ignore[misc]
+
+
+def test_listen_only_interfaces_match_the_reader() -> None:
+    from candiag.daemon.config import LISTEN_ONLY_INTERFACES
+    from candiag.ingest.live import LISTEN_ONLY_KWARGS
+
+    assert frozenset(LISTEN_ONLY_KWARGS) == LISTEN_ONLY_INTERFACES

@@ -39,12 +39,16 @@ DEFAULT_BITRATE = 125_000
 DEFAULT_PROCESSING_INTERVAL_S = 0.25
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
-# Interfaces whose python-can backend candiag opens in listen-only mode (pcan:
-# state=BusState.PASSIVE sets PCAN_LISTEN_ONLY, can-bus.md §5.2).  On every other
-# interface listen-only is not an application setting (SocketCAN: the link's
+# Interfaces candiag opens in listen-only mode (the switches are listed in
+# candiag.ingest.live.LISTEN_ONLY_KWARGS; e.g. pcan: state=BusState.PASSIVE sets
+# PCAN_LISTEN_ONLY, can-bus.md §5.2).  Kept here as names so validating a config
+# does not import python-can's backends; a test keeps both lists equal.  On every
+# other interface listen-only is not an application setting (SocketCAN: the link's
 # `ListenOnly=` in systemd-networkd, conventions.md §2.5); candiag is then
 # "receive only, never transmits", whatever `listen_only` says.
-LISTEN_ONLY_INTERFACES = frozenset({"pcan"})
+LISTEN_ONLY_INTERFACES = frozenset(
+    {"pcan", "kvaser", "vector", "slcan", "nixnet", "seeedstudio", "cantact"}
+)
 
 # 29-bit identifier space: the largest meaningful node mask.
 MAX_MASK = 0x1FFFFFFF
