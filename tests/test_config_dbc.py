@@ -77,3 +77,13 @@ def test_check_config_cli_runs_dbc_checks(
     path.write_text(BUS + '[[can.buses.families]]\nname = "nope"\n')
     assert main(["check-config", str(path)]) == 2
     assert "families[0].name: expected a node family" in capsys.readouterr().err
+
+
+def test_web_config_is_checked_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  prometheus: not-a-bcrypt-hash\n")
+    path = tmp_path / "c.toml"
+    path.write_text(BUS + '[metrics]\nweb_config_file = "web.yml"\n')
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "web.yml" in err and "prometheus" in err

@@ -1,4 +1,5 @@
-"""Config checks that need the DBC files: families exist, expected addresses fit the mask.
+"""Config checks that need other files: the DBCs (families exist, expected addresses fit
+the mask) and the metrics web config.
 
 :func:`check_against_dbc` loads each bus's DBCs and reports, with key paths like the
 rest of the config validation, a family name the DBC does not define or an
@@ -61,4 +62,13 @@ def check_against_dbc(config: Config) -> dict[str, ChargerDatabase]:
                 )
     if problems:
         raise ConfigError(problems, path=config.source)
+    check_web_config(config)
     return databases
+
+
+def check_web_config(config: Config) -> None:
+    """Load ``[metrics] web_config_file`` (TLS files, bcrypt hashes) so its errors show now."""
+    if config.metrics.web_config_file is not None:
+        from candiag.metrics.webconfig import load_web_config
+
+        load_web_config(config.metrics.web_config_file)
