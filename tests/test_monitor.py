@@ -296,6 +296,8 @@ interval = 0.5
         (["monitor", "--demo", "--scenario", "nope"], 2, "unknown scenario 'nope'"),
         (["monitor", "--demo", "--duration", "0"], 2, "--duration must be a positive"),
         (["monitor", "-i", "no_such_if", "-c", "x"], 3, "unknown python-can interface"),
+        # the adapter opened up front is closed again (the fixture checks no bus leaks)
+        (["monitor", "-i", "virtual", "-c", "x", "--dbc", "/nonexistent.dbc"], 2, "no such DBC"),
     ],
 )
 def test_cli_errors(
