@@ -21,6 +21,7 @@ from candiag.errors import CandiagError
 SUBCOMMANDS: tuple[str, ...] = (
     "run",
     "demo",
+    "monitor",
     "check_config",
     "decode",
     "analyze",
