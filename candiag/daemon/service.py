@@ -162,15 +162,16 @@ class Daemon:
         self.notifier.ready(self.status_line())
 
     def _start_components(self, config: Config) -> None:
+        """Start simulators, readers and pollers; publish them to scrapes in one step."""
         simulated_ports = self._start_simulators(config)
-        self._started_at = time.time()
-        self._warmup_s = 0.0
+        buses: dict[str, _Bus] = {}
+        warmup = 0.0
         for bus_config in config.buses:
             monitor = BusMonitor(bus_config, load_database(bus_config))
-            self._warmup_s = max(self._warmup_s, min(MAX_WARMUP_S, monitor.warmup_s()))
+            warmup = max(warmup, min(MAX_WARMUP_S, monitor.warmup_s()))
             reader = self.reader_factory(bus_config)
             reader.start()
-            self._buses[bus_config.name] = _Bus(bus_config, monitor, reader)
+            buses[bus_config.name] = _Bus(bus_config, monitor, reader)
             if bus_config.receive_only and not bus_config.listen_only:
                 self.log.info(
                     "receive_only",
@@ -180,10 +181,16 @@ class Daemon:
                 )
         from candiag.modbus.poller import PortPoller
 
+        pollers = []
         for port in (*config.modbus_ports, *simulated_ports):
             poller = PortPoller(port)
             poller.start()
-            self._pollers.append(poller)
+            pollers.append(poller)
+        with self._lock:
+            self._buses = buses
+            self._pollers = pollers
+            self._started_at = time.time()
+            self._warmup_s = warmup
 
     def _start_simulators(self, config: Config) -> list[Any]:
         """The in-process simulated charger and meters of a ``[simulator]`` section."""
@@ -201,16 +208,18 @@ class Daemon:
         return [port]
 
     def _stop_components(self) -> None:
-        for bus in self._buses.values():
+        """Withdraw readers, pollers and simulators from scrapes, then stop them (unlocked)."""
+        with self._lock:
+            buses, self._buses = self._buses, {}
+            pollers, self._pollers = self._pollers, []
+            simulators, self._simulators = self._simulators, []
+        for bus in buses.values():
             bus.reader.stop(STOP_TIMEOUT_S)
-        for poller in self._pollers:
+        for poller in pollers:
             poller.stop(STOP_TIMEOUT_S)
-        for sim in reversed(self._simulators):
+        for sim in reversed(simulators):
             with contextlib.suppress(Exception):  # best effort: the sim is test/demo only
                 sim.stop()
-        self._buses.clear()
-        self._pollers.clear()
-        self._simulators.clear()
 
     def stop(self) -> None:
         self.notifier.stopping()
@@ -348,8 +357,7 @@ class Daemon:
             # READY=1 ends the "reloading" state systemd entered on RELOADING=1.
             self.notifier.ready("reload failed, old configuration kept: " + self.status_line())
             return False
-        with self._lock:
-            self._stop_components()
+        self._stop_components()
         self._start_components(new)
         if new.metrics != self.config.metrics and self.serve_metrics:
             if self._server is not None:
@@ -365,7 +373,9 @@ class Daemon:
     # -- state out ----------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
         now = time.time()
-        modbus = tuple(modbus_device_snapshot(d) for p in list(self._pollers) for d in p.snapshot())
+        with self._lock:
+            pollers = list(self._pollers)
+        modbus = tuple(modbus_device_snapshot(d) for p in pollers for d in p.snapshot())
         with self._lock:
             buses = tuple(b.monitor.snapshot(now) for b in self._buses.values())
             findings = self._findings
