@@ -9,7 +9,7 @@ so a module that vanishes is reported even without a config.
 Status of a node at a given time:
 
 * ``offline``: silent for longer than its timeout (default: 3 x the shortest
-  cycle time of its family's messages), or expected but never seen;
+  cycle time of its family's messages, at least 1 s), or expected but never seen;
 * ``duplicate``: two senders share the address: its periodic messages arrive
   at (about) a multiple of their cycle time, or its own duplicate-address
   alarm bit (role ``alarm:duplicate_address``) is set;
@@ -38,6 +38,9 @@ NODE_STATUSES = ("online", "offline", "intermittent", "duplicate")
 
 # A message whose rate is at least this multiple of its nominal rate is sent twice.
 DUPLICATE_RATE_FACTOR = 1.7
+# Floor of the default node timeout: a host busy for a few hundred milliseconds (a loaded
+# controller, a laptop) must not turn every 100 ms node "offline".
+MIN_DEFAULT_TIMEOUT_S = 1.0
 # The rate is judged over the last arrivals only, so a duplicate that goes away clears.
 RATE_TAIL = 32
 # Arrivals needed before a rate is trusted for duplicate detection.
@@ -199,7 +202,7 @@ class NodeTracker:
         for family, messages in db.families.items():
             cycles = [m.cycle_time_ms for m in messages if m.cycle_time_ms]
             if cycles:
-                out[family] = factor * min(cycles) / 1000.0
+                out[family] = max(MIN_DEFAULT_TIMEOUT_S, factor * min(cycles) / 1000.0)
         return out
 
     def timeout_for(self, family: str) -> float:
