@@ -206,3 +206,39 @@ def test_run_refuses_a_bad_config_with_key_paths(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "can.buses[0].bitrate: expected an integer in 10000..1000000, found 7" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_demo_on_a_terminal_shows_the_live_table() -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "candiag", "demo", "--listen", "127.0.0.1:0", "--duration", "4"],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        env=env_with(COLUMNS="160", LINES="40", TERM="xterm"),
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    try:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+        os.close(master)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "metrics at http://127.0.0.1:" in screen
+    assert "candiag demo" in screen and "sim0" in screen and "error_active" in screen
+    assert "sim-meters/ac_meter" in screen
