@@ -251,3 +251,28 @@ def test_request_reload_from_the_loop(tmp_path: Path) -> None:
         loop.join(5)
         daemon.stop()
     assert not loop.is_alive()
+
+
+def test_busy_metrics_port_is_a_clear_error_and_starts_nothing() -> None:
+    import socket
+
+    from candiag.errors import ConfigError
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        config = parse_config_text(
+            SIM_CONFIG.format(channel=f"busy-{time.monotonic_ns()}").replace(
+                'listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"'
+            )
+        )
+        log, _ = capture_log()
+        daemon = Daemon(config, log=log)
+        with pytest.raises(ConfigError, match=r"cannot listen on 127\.0\.0\.1"):
+            daemon.start()
+        assert daemon.monitors == {}
+        daemon.stop()
+    finally:
+        holder.close()

@@ -148,10 +148,11 @@ class Daemon:
     def start(self) -> None:
         """Open everything; link faults are reported, never raised (config errors are)."""
         self._engine = _diagnosis_engine(self.config)
-        self._start_components(self.config)
         if self.serve_metrics:
+            # First, so a busy port fails before any thread starts.
             self._server = _start_server(self.config, self.registry)
             self.log.info("metrics_listening", url=self._server.url)
+        self._start_components(self.config)
         self.log.info(
             "started",
             version=__version__,
