@@ -1,1 +1,12 @@
-"""The daemon: configuration loading/validation and ``candiag run``."""
+"""The daemon: configuration loading/validation and ``candiag run``.
+
+* :mod:`~candiag.daemon.config`      the TOML schema, validated with key paths
+* :mod:`~candiag.daemon.validate`    checks needing other files (DBC families, web config)
+* :mod:`~candiag.daemon.monitor`     one bus's live analysis (the shared BusPipeline)
+* :mod:`~candiag.daemon.service`     readers, pollers, the processing loop, /metrics, signals
+* :mod:`~candiag.daemon.readers`     the bus reader as the daemon sees it
+* :mod:`~candiag.daemon.adapters`    Modbus poller state to metric snapshots
+* :mod:`~candiag.daemon.simulation`  the ``[simulator]`` section (demo and tests only)
+* :mod:`~candiag.daemon.notify`      systemd notify (READY, STATUS, WATCHDOG, STOPPING)
+* :mod:`~candiag.daemon.logging`     key=value event lines with repeat summaries
+"""
