@@ -112,6 +112,7 @@ def test_mask_override_rebinds_node_bits(db: ChargerDatabase) -> None:
 
 def test_liveness_relative_to_the_bus_then_wall_time(db: ChargerDatabase) -> None:
     mon = BusMonitor(bus_config(), db)
+    timeout = mon.nodes.timeout_for("power_module")
     mon.set_link(True, T0)
     mon.process(telemetry(db, T0, [1, 2], 10))  # last frames at T0 + 0.9
     # Processing is 1 s behind wall time (loaded CPU): judged at the newest frame.
@@ -119,11 +120,16 @@ def test_liveness_relative_to_the_bus_then_wall_time(db: ChargerDatabase) -> Non
     assert mon.as_of(T0 + 1.9) == pytest.approx(T0 + 0.9)
     assert all(n.up for n in mon.snapshot(T0 + 1.9).nodes if n.node in ("1", "2"))
     # Node 2 stops while node 1 goes on: silent relative to the bus.
-    mon.process(telemetry(db, T0 + 1.0, [1], 5))  # node 1 until T0 + 1.4
-    up = {n.node: n.up for n in mon.snapshot(T0 + 1.9).nodes}
+    n = int((timeout + 0.6) / 0.1)
+    mon.process(telemetry(db, T0 + 1.0, [1], n))
+    last = T0 + 1.0 + (n - 1) * 0.1
+    mon.advance(last + 0.5, complete_until=last + 0.4)
+    assert mon.as_of(last + 0.5) == pytest.approx(last)
+    up = {s.node: s.up for s in mon.snapshot(last + 0.5).nodes}
     assert up["1"] and not up["2"]
     # The whole bus silent: after 2 s wall time takes over and node 1 is down too.
-    mon.advance(T0 + 5.0)
-    assert mon.as_of(T0 + 5.0) == pytest.approx(T0 + 3.0)
-    up = {n.node: n.up for n in mon.snapshot(T0 + 5.0).nodes}
+    later = last + 2.0 + timeout + 0.5
+    mon.advance(later)
+    assert mon.as_of(later) == pytest.approx(later - 2.0)
+    up = {s.node: s.up for s in mon.snapshot(later).nodes}
     assert not up["1"]
