@@ -220,6 +220,9 @@ def test_simulator_only_on_virtual_buses() -> None:
     text = BUS + '[[can.buses]]\nname = "sim0"\ninterface = "virtual"\nchannel = "x"\n'
     config = parse_config_text(text + '[simulator]\nbuses = ["sim0"]\n')
     assert config.simulator is not None and config.simulator.buses == ("sim0",)
+    problems = problems_of(text + '[simulator]\nbuses = ["sim0"]\nscenario = "earthquake"\n')
+    assert problems[0].startswith("simulator.scenario: expected one of healthy, ")
+    assert problems[0].endswith("found 'earthquake'")
     problems = problems_of(text + '[simulator]\nbuses = ["can0", "nope"]\n')
     assert problems[0].startswith('simulator.buses[0]: expected a bus with interface = "virtual"')
     assert problems[1].startswith("simulator.buses[1]: expected the name of a configured")

@@ -425,6 +425,10 @@ def _simulator(v: _Validator, raw: Any, buses: Sequence[BusConfig]) -> Simulator
                 f"{name!r} with interface {bus.interface!r}",
             )
     scenario = v.string(t, "scenario", "simulator", default="healthy") or "healthy"
+    from candiag.daemon.simulation import all_scenarios
+
+    if scenario not in (names_known := all_scenarios()):
+        v.problem("simulator.scenario", f"one of {', '.join(names_known)}", repr(scenario))
     meters = v.boolean(t, "meters", "simulator", False)
     return SimulatorConfig(buses=names, scenario=scenario, meters=meters)
 
