@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -126,16 +127,24 @@ def test_gzip_is_readable_after_each_flush_without_close(tmp_path: Path) -> None
     assert not read_capture(path)[1].truncated
 
 
-def test_flush_waits_for_the_interval(tmp_path: Path) -> None:
+def test_flush_waits_for_the_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
     clock = FakeClock()
     path = tmp_path / "slow.log"
     writer = CandumpWriter(path, flush_interval=1.0, clock=clock)
     try:
         writer.write(make_batch(10))
-        size_before = path.stat().st_size  # Python's buffer holds the lines
-        clock.now += 1.0
+        # Written unbuffered (a killed process loses nothing), but not yet forced to disk.
+        assert path.stat().st_size == len(format_candump(make_batch(10)))
+        assert synced == []
+        clock.now += 0.5
         writer.flush_if_due()
-        assert size_before == 0 and path.stat().st_size == len(format_candump(make_batch(10)))
+        assert synced == []
+        clock.now += 0.5
+        writer.flush_if_due()
+        assert len(synced) == 1
     finally:
         writer.close()
 

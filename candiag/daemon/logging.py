@@ -126,6 +126,7 @@ def setup_logging(level: str = "info", stream: Any = None) -> None:
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger(LOGGER_NAME).setLevel(level.upper())
-    # python-can and pymodbus log every reconnect attempt; our own lines cover those.
-    for noisy in ("can", "pymodbus"):
+    # python-can and pymodbus log every reconnect attempt, the bus reader each link
+    # change; the daemon's own bus_down/bus_up events (with repeat summaries) cover those.
+    for noisy in ("can", "pymodbus", "candiag.ingest.live"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -714,7 +714,11 @@ class CandumpWriter:
       periodically; the recorder does so every 0.1 s, so a power cut loses at most
       ``flush_interval`` seconds.
     * Errors: any ``OSError`` (disk full, permission) becomes :class:`RecordingError`
-      naming the file and the fix.
+      naming the file and the fix, and the file is cut back so that it never ends in a
+      torn line (which a reader would report as malformed, or parse as a shorter
+      frame): ``.log`` to its last complete line, ``.log.gz`` to its last flush point.
+      The file is written unbuffered (one ``write`` per batch): a killed process
+      loses nothing it wrote, and nothing can land after that cut.
     """
 
     def __init__(
@@ -755,6 +759,7 @@ class CandumpWriter:
         self._raw: BinaryIO | None = None
         self._gz: gzip.GzipFile | None = None
         self._dirty = False
+        self._safe_size = 0  # file bytes ending on a whole line (.log.gz: at a sync point)
         self._opened_at = 0.0
         self._flushed_at = 0.0
         self._rotated = False  # the next file is opened on the next frames, never empty
@@ -772,7 +777,8 @@ class CandumpWriter:
             else self._path
         )
         try:
-            raw = open(target, "xb")  # kept open across writes; closed in close()
+            # Unbuffered: kept open across writes, closed in close(); see Errors above.
+            raw = open(target, "xb", buffering=0)
         except FileExistsError:
             raise RecordingError(
                 f"{target}: file already exists; choose another --output name or move the old "
@@ -786,6 +792,7 @@ class CandumpWriter:
         self.files.append(target)
         self._opened_at = self._flushed_at = self._clock()
         self._dirty = False
+        self._safe_size = 0
 
     def _error(self, target: Path, err: OSError) -> RecordingError:
         reason = err.strerror or str(err)
@@ -804,8 +811,12 @@ class CandumpWriter:
         if len(batch) and self._raw is not None:
             data = format_candump(batch)
             try:
-                (self._gz or self._raw).write(data)
+                if self._gz is not None:
+                    self._gz.write(data)
+                else:
+                    self._write_lines(self._raw, data)
             except OSError as err:
+                self._abandon()
                 raise self._error(self.current, err) from err
             self.frames_written += len(batch)
             self._dirty = True
@@ -840,7 +851,10 @@ class CandumpWriter:
             if self._fsync:
                 os.fsync(self._raw.fileno())
         except OSError as err:
+            self._abandon()
             raise self._error(self.current, err) from err
+        if self._gz is not None:
+            self._safe_size = self._raw.tell()
         self._flushed_at = self._clock()
         self._dirty = False
 
@@ -856,7 +870,35 @@ class CandumpWriter:
             if self._fsync:
                 os.fsync(raw.fileno())
         except OSError as err:
+            self._raw, self._gz = raw, gz
+            self._abandon()
             raise self._error(self.files[-1], err) from err
+        raw.close()
+
+    def _write_lines(self, raw: BinaryIO, data: bytes) -> None:
+        """Write all of ``data`` (an unbuffered file may take part of it per call)."""
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(data):
+                done += raw.write(view[done:])
+        finally:
+            # Whole lines that reached the file stay in it, even when the rest failed.
+            self._safe_size += data.rfind(b"\n", 0, done) + 1
+
+    def _abandon(self) -> None:
+        """After a write error: cut the file back to its last whole line and close it."""
+        raw, gz = self._raw, self._gz
+        self._raw = self._gz = None
+        if gz is not None:
+            # Its close() (also from __del__) must not write a trailer after the cut.
+            gz.fileobj = None  # type: ignore[assignment]
+        if raw is None:
+            return
+        try:
+            os.ftruncate(raw.fileno(), self._safe_size)
+        except OSError:
+            pass  # the original error is the one to report; a reader flags a torn last line
         finally:
             raw.close()
 
