@@ -127,5 +127,10 @@ def test_setup_logging_writes_level_and_fields() -> None:
             "level=warning logger=foreign hello",
         ]
     finally:
-        for h in list(logging.getLogger().handlers):
-            logging.getLogger().removeHandler(h)
+        root = logging.getLogger()
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        root.setLevel(logging.WARNING)
+        # setup_logging tunes these process-wide; give other tests the defaults back.
+        for name in ("candiag", "can", "pymodbus", "candiag.ingest.live"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
