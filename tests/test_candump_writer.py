@@ -202,3 +202,10 @@ def test_disk_full_becomes_recording_error(tmp_path: Path) -> None:
     assert done.returncode == 4, done.stderr
     assert "full.log: cannot write the recording (File too large)" in done.stdout
     assert "free disk space" in done.stdout
+    # The first batch (45 kB) only partly fitted: the file is cut back to its last whole
+    # line instead of ending in a torn one (which could parse as a shorter frame).
+    written = (tmp_path / "full.log").read_bytes()
+    assert 0 < len(written) <= 20_000 and written.endswith(b"\n")
+    back, stats = read_capture(tmp_path / "full.log")
+    assert stats.malformed == 0 and len(back) == written.count(b"\n")
+    assert "Traceback" not in done.stderr
