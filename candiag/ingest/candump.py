@@ -700,6 +700,27 @@ def _format_odd(
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
+class _WriteFully:
+    """A file whose ``write`` writes everything or raises.
+
+    An unbuffered file may write part of the data (a disk filling up) and
+    ``GzipFile`` ignores such a short count, which would silently corrupt the stream.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            done += self.raw.write(view[done:])
+        return done
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
 class CandumpWriter:
     """Writes batches as candump ``-L`` text to ``.log`` or ``.log.gz`` files.
 
@@ -788,7 +809,7 @@ class CandumpWriter:
             raise self._error(target, err) from err
         self._raw = raw
         if self._suffix == ".log.gz":
-            self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+            self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=_WriteFully(raw), mtime=0)
         self.files.append(target)
         self._opened_at = self._flushed_at = self._clock()
         self._dirty = False
