@@ -1,0 +1,1 @@
+"""Fault matrix: end-to-end tests of what the user sees when links, disks and peers fail."""
