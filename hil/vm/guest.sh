@@ -5,9 +5,10 @@ set -uo pipefail
 out="$1"
 venv="$2"
 touch "$out/booted"
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 1
 
 setup() {
+    ip link set lo up || return 1  # the daemon's /metrics on 127.0.0.1
     modprobe vcan && modprobe can_raw || return 1
     local ifc
     for ifc in vcan0 vcan1; do

@@ -68,7 +68,7 @@ install_vng() {
 # Newest installed kernel that ships the vcan module (the running one may not).
 pick_kernel() {
     local k ver best=""
-    for k in $(ls /boot/vmlinuz-* 2>/dev/null | sort -V); do
+    for k in $(printf '%s\n' /boot/vmlinuz-* | sort -V); do
         ver="${k#/boot/vmlinuz-}"
         ls "/lib/modules/$ver/kernel/drivers/net/can/vcan.ko"* >/dev/null 2>&1 && best="$k"
     done
@@ -95,6 +95,7 @@ fi
 
 # --- boot and run ---------------------------------------------------------------
 work="$(mktemp -d /tmp/candiag-vm.XXXXXX)"
+# shellcheck disable=SC2317  # called through the trap
 cleanup() { if [ "${CANDIAG_VM_KEEP:-0}" = 1 ]; then log "kept $work"; else rm -rf "$work"; fi; }
 trap cleanup EXIT
 [ $# -eq 0 ] || printf '%q ' "$@" >"$work/pytest-args"
