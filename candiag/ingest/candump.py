@@ -22,6 +22,7 @@ through the per-line Python parser, which also produces the error reasons.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 import os
@@ -98,7 +99,12 @@ class _ChunkArrays:
     """Per-line output arrays of one chunk, filled by the fast and the slow path."""
 
     def __init__(self, n: int) -> None:
-        self.valid = np.zeros(n, np.bool_)
+        self.n = n
+        self.reset()
+
+    def reset(self) -> None:
+        n = self.n
+        self.valid: npt.NDArray[np.bool_] = np.zeros(n, np.bool_)
         self.timestamp = np.zeros(n, np.float64)
         self.can_id = np.zeros(n, np.uint32)
         self.flags = np.zeros(n, np.uint8)
@@ -111,6 +117,18 @@ class _ChunkArrays:
             wide = np.zeros((self.data.shape[0], FD_WIDTH), np.uint8)
             wide[:, : self.data.shape[1]] = self.data
             self.data = wide
+
+    def merge(self, rows: npt.NDArray[np.intp], sub: _ChunkArrays) -> None:
+        """Copy ``sub`` (the results for ``rows``) into these arrays."""
+        if sub.data.shape[1] > self.data.shape[1]:
+            self.widen()
+        self.valid[rows] = sub.valid
+        self.timestamp[rows] = sub.timestamp
+        self.can_id[rows] = sub.can_id
+        self.flags[rows] = sub.flags
+        self.dlc[rows] = sub.dlc
+        self.data[rows, : sub.data.shape[1]] = sub.data
+        self.channel[rows] = sub.channel
 
     def batch(self, channels: list[str]) -> FrameBatch:
         keep: npt.NDArray[np.bool_] | slice = self.valid
@@ -166,15 +184,471 @@ def parse_lines(
     table = channels if channels is not None else []
     n = len(nl)
     out = _ChunkArrays(n)
+    starts, ends = _line_bounds(buf, nl)
+    done = _parse_templated(buf, starts, ends, out, table)
+    malformed: list[MalformedLine] = []
+    if not done.all():
+        malformed = _parse_general(buf, starts, ends, np.flatnonzero(~done), out, table, first_line)
+    return ParsedChunk(batch=out.batch(table), lines=n, malformed=malformed)
+
+
+def _line_bounds(buf: U8, nl: npt.NDArray[np.intp]) -> tuple[I64, I64]:
+    """Start of every line and its end without the newline (and without a CR before it)."""
+    n = len(nl)
     starts = np.empty(n, np.int64)
+    ends = nl.astype(np.int64)
     if n:
         starts[0] = 0
-        starts[1:] = nl[:-1] + 1
-    ends = nl.astype(np.int64)
-    ends -= (ends > starts) & (buf[np.maximum(ends - 1, 0)] == _CR)
-    fast = _parse_fast(buf, starts, ends, out, table)
-    malformed = _parse_slow(buf, starts, ends, np.flatnonzero(~fast), out, table, first_line)
-    return ParsedChunk(batch=out.batch(table), lines=n, malformed=malformed)
+        starts[1:] = ends[:-1] + 1
+        cr = buf[np.maximum(ends - 1, 0)] == _CR
+        if cr.any():
+            ends -= cr & (ends > starts)
+    return starts, ends
+
+
+def _parse_general(
+    buf: U8,
+    starts: I64,
+    ends: I64,
+    rows: npt.NDArray[np.intp],
+    out: _ChunkArrays,
+    channels: list[str],
+    first_line: int,
+) -> list[MalformedLine]:
+    """Lines of any shape: grouped column-wise decoding, then the per-line parser.
+
+    This is the reader's original algorithm; the template path only takes what it can
+    do identically and leaves everything else (and every malformed line) to it.
+    """
+    if len(rows) == len(starts):
+        out.reset()  # the template path may have left its arrays there
+        fast = _parse_fast(buf, starts, ends, out, channels)
+        return _parse_slow(buf, starts, ends, np.flatnonzero(~fast), out, channels, first_line)
+    sub = _ChunkArrays(len(rows))
+    sub_buf, sub_starts, sub_ends = _compact_lines(buf, starts[rows], ends[rows])
+    fast = _parse_fast(sub_buf, sub_starts, sub_ends, sub, channels)
+    malformed = _parse_slow(
+        sub_buf, sub_starts, sub_ends, np.flatnonzero(~fast), sub, channels, first_line, rows
+    )
+    out.merge(rows, sub)
+    return malformed
+
+
+def _compact_lines(buf: U8, starts: I64, ends: I64) -> tuple[U8, I64, I64]:
+    """The given lines alone, each ended by a newline, when that is much less than ``buf``.
+
+    The grouped parser makes whole-buffer passes; a few leftover lines of a big chunk
+    should not cost a pass over the whole chunk each.
+    """
+    lengths = ends - starts + 1
+    total = int(lengths.sum())
+    if 4 * total > len(buf):
+        return buf, starts, ends
+    new_ends = np.cumsum(lengths) - 1
+    new_starts = new_ends - lengths + 1
+    if len(starts) <= 256:
+        text = b"".join(
+            buf[a:b].tobytes() + b"\n" for a, b in zip(starts.tolist(), ends.tolist(), strict=True)
+        )
+        return np.frombuffer(text, np.uint8), new_starts, new_ends
+    index = np.arange(total, dtype=np.int64) + np.repeat(starts - new_starts, lengths)
+    compact = buf[index]
+    compact[new_ends] = _NL
+    return compact, new_starts, new_ends
+
+
+# --------------------------------------------------------------------------------------------
+# Template path: lines laid out like a first line, decoded as 8-byte words
+# --------------------------------------------------------------------------------------------
+# A capture almost always repeats one layout: the same timestamp widths and channel name,
+# then a 3- or 8-digit identifier and 0..8 data bytes.  Given that layout, every field
+# sits at a known offset from the line start (the identifier width follows from where
+# the '#' is), so each field is gathered as one unaligned little-endian uint64 per line
+# and validated and converted with SWAR arithmetic (eight characters per operation) on
+# contiguous arrays in line order: no search for separators, no grouping, no scatter.
+
+_TEMPLATE_RE = re.compile(rb"\((\d+)\.(\d+)\) ([\x21\x22\x24-\x27\x2a-\x7e]{1,16}) ")
+_NAME_RE = re.compile(rb"[\x21\x22\x24-\x27\x2a-\x7e]+")
+_MAX_TEMPLATES = 4  # layouts tried per chunk before the rest goes to the general parser
+_MAX_NAMES = 16  # channel names of one layout told apart per chunk
+_HASH_U8 = np.uint8(_HASH)
+
+_ONES = np.uint64(0x0101010101010101)
+_HIGH = np.uint64(0x8080808080808080)
+_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+_ASCII_ZEROS = np.uint64(0x3030303030303030)
+_NIBBLES = np.uint64(0x0F0F0F0F0F0F0F0F)
+_LOW5_BYTES = np.uint64(0x000000FFFFFFFFFF)
+_ALL_BYTES = np.uint64(0xFFFFFFFFFFFFFFFF)
+_B8 = np.uint64(0x00FF00FF00FF00FF)
+_B16 = np.uint64(0x0000FFFF0000FFFF)
+_B32 = np.uint64(0x00000000FFFFFFFF)
+
+
+def _rep(byte: int) -> np.uint64:
+    return np.uint64(byte * 0x0101010101010101)
+
+
+def _byte_mask(first: int, stop: int) -> int:
+    """Bytes ``first..stop-1`` of a little-endian word, as a mask."""
+    return ((1 << (8 * stop)) - 1) ^ ((1 << (8 * first)) - 1)
+
+
+# Data masks by number of hex characters (0..16): first and second word.
+_DATA_MASKS = np.array(
+    [[_byte_mask(0, min(k, 8)), _byte_mask(0, max(k - 8, 0))] for k in range(17)], np.uint64
+)
+
+
+@dataclass(frozen=True)
+class _Word:
+    """One 8-byte load of the line prefix and what its bytes must be."""
+
+    offset: int
+    literal_mask: int  # bytes that must equal literal_value ('(' '.' ')' and spaces)
+    literal_value: int
+    digit_mask: int  # digit bytes of the timestamp run this word carries
+    run: str  # "int", "frac" or "" (no digits)
+    run_length: int
+    align: int  # left shift (bits) that right-aligns the run's digits
+    key_mask: int  # channel name bytes
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The shape of a line up to the identifier: ``(INT.FRAC) NAME ``."""
+
+    nint: int
+    nfrac: int
+    name_length: int
+
+    @property
+    def dot(self) -> int:
+        return 1 + self.nint
+
+    @property
+    def rp(self) -> int:
+        return self.dot + 1 + self.nfrac
+
+    @property
+    def sp2(self) -> int:
+        return self.rp + 2 + self.name_length
+
+    @property
+    def max_read(self) -> int:
+        """Bytes past a line start that decoding may read (id, 16 data digits, 8-byte loads)."""
+        return self.sp2 + 10 + 16 + 8
+
+    def words(self) -> list[_Word]:
+        literals = {0: _OPEN, self.dot: _DOT, self.rp: _CLOSE, self.rp + 1: _SPACE}
+        literals[self.sp2] = _SPACE
+        plan: list[tuple[int, str, int, int]] = []  # offset, run, first, stop (line positions)
+        plan += [(o, "int", 1, self.dot) for o in range(0, self.dot, 8)]
+        plan += [(o, "frac", self.dot + 1, self.rp) for o in range(self.dot, self.rp, 8)]
+        plan += [(o, "", 0, 0) for o in range(self.rp + 1, self.sp2 + 1, 8)]
+        covered = {p for o, *_ in plan for p in range(o, o + 8)}
+        plan += [(p, "", 0, 0) for p in sorted(literals) if p not in covered]
+        name = range(self.rp + 2, self.sp2)
+        words = []
+        for offset, run, first, stop in plan:
+            lo, hi = max(first, offset) - offset, min(stop, offset + 8) - offset
+            digits = _byte_mask(lo, hi) if run and hi > lo else 0
+            lit_mask = lit_value = key = 0
+            for pos in range(offset, offset + 8):
+                if pos in literals:
+                    lit_mask |= 0xFF << (8 * (pos - offset))
+                    lit_value |= literals[pos] << (8 * (pos - offset))
+                elif pos in name:
+                    key |= 0xFF << (8 * (pos - offset))
+            words.append(
+                _Word(offset, lit_mask, lit_value, digits, run if digits else "",
+                      max(hi - lo, 0), 8 * (8 - hi) if digits else 0, key)
+            )  # fmt: skip
+        return words
+
+
+@functools.lru_cache(maxsize=64)
+def _layout_words(layout: _Layout) -> list[_Word]:
+    return layout.words()
+
+
+def _layout_of(line: bytes) -> _Layout | None:
+    match = _TEMPLATE_RE.match(line)
+    if match is None:
+        return None
+    nint, nfrac = len(match.group(1)), len(match.group(2))
+    if nint + nfrac > 18:
+        return None
+    return _Layout(nint, nfrac, len(match.group(3)))
+
+
+@dataclass
+class _Decoded:
+    """Template-path results for some lines (values of lines not ``ok`` are meaningless)."""
+
+    ok: npt.NDArray[np.bool_]
+    timestamp: npt.NDArray[np.float64]
+    can_id: npt.NDArray[np.uint32]
+    flags: U8
+    dlc: U8
+    data: npt.NDArray[np.uint64]  # bytes 0..7, little-endian
+    channel: npt.NDArray[np.int16]
+
+
+def _parse_templated(
+    buf: U8, starts: I64, ends: I64, out: _ChunkArrays, channels: list[str]
+) -> npt.NDArray[np.bool_]:
+    """Decode the lines that follow one of a few layouts taken from the lines themselves."""
+    n = len(starts)
+    done = np.zeros(n, np.bool_)
+    rows: npt.NDArray[np.intp] | None = None  # None: all lines
+    tried: set[_Layout] = set()
+    for _ in range(_MAX_TEMPLATES):
+        layout = _next_layout(buf, starts, ends, rows, tried)
+        if layout is None:
+            break
+        tried.add(layout)
+        ok = _apply_layout(layout, buf, starts, ends, rows, out, channels)
+        if rows is None:
+            done = ok.copy()
+            rows = np.flatnonzero(~ok)
+        else:
+            done[rows[ok]] = True
+            rows = rows[~ok]
+        if not len(rows):
+            break
+    return done
+
+
+def _next_layout(
+    buf: U8, starts: I64, ends: I64, rows: npt.NDArray[np.intp] | None, tried: set[_Layout]
+) -> _Layout | None:
+    """The layout of one of the first pending lines that was not tried yet."""
+    candidates = range(min(len(starts), 16)) if rows is None else rows[:16].tolist()
+    for i in candidates:
+        layout = _layout_of(buf[starts[i] : ends[i]].tobytes())
+        if layout is not None and layout not in tried:
+            return layout
+    return None
+
+
+def _apply_layout(
+    layout: _Layout,
+    buf: U8,
+    starts: I64,
+    ends: I64,
+    rows: npt.NDArray[np.intp] | None,
+    out: _ChunkArrays,
+    channels: list[str],
+) -> npt.NDArray[np.bool_]:
+    """Decode ``rows`` (None: all) with ``layout`` into ``out``; return which succeeded."""
+    s = starts if rows is None else starts[rows]
+    e = ends if rows is None else ends[rows]
+    # The last lines of the buffer would read past its end: they are decoded again from a
+    # padded copy of the tail (reads of the first pass are clamped, its results dropped).
+    safe = len(buf) - layout.max_read
+    split = int(np.searchsorted(s, safe, side="right"))
+    if split == len(s):
+        decoded = _decode_layout(layout, buf, s, e, channels, len(s))
+    else:
+        head = (
+            _decode_layout(layout, buf, np.minimum(s, safe), e, channels, split) if split else None
+        )
+        base = int(s[split])
+        tail = np.zeros(len(buf) - base + layout.max_read, np.uint8)
+        tail[: len(buf) - base] = buf[base:]
+        decoded = _decode_layout(layout, tail, s[split:] - base, e[split:] - base, channels, -1)
+        if head is not None:
+            for field in _Decoded.__dataclass_fields__:
+                getattr(head, field)[split:] = getattr(decoded, field)
+            decoded = head
+    _store(out, rows, decoded)
+    return decoded.ok
+
+
+def _store(out: _ChunkArrays, rows: npt.NDArray[np.intp] | None, d: _Decoded) -> None:
+    data = d.data.astype("<u8", copy=False).view(np.uint8).reshape(-1, CLASSIC_WIDTH)
+    if rows is None and out.data.shape[1] == CLASSIC_WIDTH:
+        # The first layout covers every line: its arrays become the chunk's arrays.
+        out.valid, out.timestamp, out.can_id = d.ok, d.timestamp, d.can_id
+        out.flags, out.dlc, out.data, out.channel = d.flags, d.dlc, data, d.channel
+        return
+    if rows is None:
+        rows = np.arange(len(d.ok))
+    keep = np.flatnonzero(d.ok)
+    target = rows[keep]
+    out.valid[target] = True
+    out.timestamp[target] = d.timestamp[keep]
+    out.can_id[target] = d.can_id[keep]
+    out.flags[target] = d.flags[keep]
+    out.dlc[target] = d.dlc[keep]
+    out.data[target, :CLASSIC_WIDTH] = data[keep]
+    out.channel[target] = d.channel[keep]
+
+
+def _unaligned_words(buf: U8) -> npt.NDArray[np.uint64]:
+    """``words[i]`` is bytes ``i..i+7`` of ``buf`` as a little-endian uint64 (a view)."""
+    return np.ndarray(shape=(len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
+
+
+def _decode_layout(
+    layout: _Layout, buf: U8, s: I64, e: I64, channels: list[str], limit: int
+) -> _Decoded:
+    """Decode lines starting at ``s`` (ending at ``e``) as ``layout`` lines.
+
+    Every byte a line needs is checked: literals exactly, digits and hex digits by
+    SWAR range tests; the channel name by comparison with the names seen.  Reads past
+    a line's end are masked away (the caller guarantees ``max_read`` bytes exist).
+    Lines from ``limit`` on (unless -1) are left undecoded (``ok`` False).
+    """
+    words = _unaligned_words(buf)
+    bad = np.zeros(len(s), np.uint64)  # any set bit: the line is not a layout line
+    runs: dict[str, npt.NDArray[np.uint64]] = {}
+    keys: list[tuple[int, npt.NDArray[np.uint64]]] = []
+    for word in _layout_words(layout):
+        w = words[s + word.offset]
+        if word.literal_mask:
+            bad |= (w ^ np.uint64(word.literal_value)) & np.uint64(word.literal_mask)
+        if word.digit_mask:
+            x = w ^ _ASCII_ZEROS
+            bad |= (((x & _LOW7) + _rep(0x76)) | x) & (np.uint64(word.digit_mask) & _HIGH)
+            x &= np.uint64(word.digit_mask)
+            if word.align:
+                x <<= np.uint64(word.align)
+            value = _swar_decimal(x)
+            previous = runs.get(word.run)
+            runs[word.run] = (
+                value if previous is None
+                else previous * np.uint64(10**word.run_length) + value
+            )  # fmt: skip
+        if word.key_mask:
+            keys.append((word.key_mask, w & np.uint64(word.key_mask)))
+    total = runs["int"] * np.uint64(10**layout.nfrac) + runs["frac"]
+    timestamp = np.asarray(total.astype(np.float64) / 10.0**layout.nfrac, np.float64)
+
+    # Identifier: 3 digits when '#' follows them, else 8 digits.
+    sp2 = layout.sp2
+    std = buf[s + (sp2 + 4)] == _HASH_U8
+    ext = (buf[s + (sp2 + 9)] == _HASH_U8) & ~std
+    hash_at = (sp2 + 9) - 5 * std.astype(np.int64)
+    ndata = (e - s) - hash_at - 1
+    ok = (std | ext) & (ndata >= 0) & (ndata <= 2 * CLASSIC_WIDTH) & ((ndata & 1) == 0)
+    std64 = std.astype(np.uint64)
+    w = words[s + (sp2 + 1) - 5 * std.astype(np.int64)]  # std: 3 digits in bytes 5..7
+    id_mask = _ALL_BYTES - std64 * _LOW5_BYTES
+    bad |= _hex_errors(w) & id_mask
+    can_id = _swar_hex(_hex_nibbles(w) & id_mask)
+
+    # Data: up to 16 hex digits in two words, masked to the line's length.
+    masks = _DATA_MASKS[np.clip(ndata, 0, 2 * CLASSIC_WIDTH)]
+    first = s + hash_at + 1
+    w = words[first]
+    bad |= _hex_errors(w) & masks[:, 0]
+    data = _pack_bytes(_hex_nibbles(w) & masks[:, 0])
+    if (ndata > 8).any():
+        w = words[first + 8]
+        bad |= _hex_errors(w) & masks[:, 1]
+        data |= _pack_bytes(_hex_nibbles(w) & masks[:, 1]) << np.uint64(32)
+    ok &= bad == 0
+    if limit >= 0:
+        ok[limit:] = False
+
+    flags = np.where(std, np.uint8(0), FLAG_EXTENDED).astype(np.uint8)
+    is_error = ((can_id & np.uint64(_CAN_RTR_EFF_FLAGS)) == 0) & (
+        (can_id & np.uint64(CAN_ERR_FLAG)) != 0
+    )
+    is_error &= ~std
+    ok &= np.where(std, can_id <= CAN_SFF_MASK, (can_id <= CAN_EFF_MASK) | is_error)
+    flags[is_error] = FLAG_ERROR
+    can_id &= np.uint64(CAN_EFF_MASK)
+    channel = _layout_channels(layout, buf, s, keys, ok, channels)
+    return _Decoded(
+        ok=ok,
+        timestamp=timestamp,
+        can_id=can_id.astype(np.uint32),
+        flags=flags,
+        dlc=(ndata >> 1).astype(np.uint8),
+        data=data,
+        channel=channel,
+    )
+
+
+def _layout_channels(
+    layout: _Layout,
+    buf: U8,
+    s: I64,
+    keys: list[tuple[int, npt.NDArray[np.uint64]]],
+    ok: npt.NDArray[np.bool_],
+    channels: list[str],
+) -> npt.NDArray[np.int16]:
+    """Channel index of every line, told apart by its name bytes; clears ``ok`` of bad names.
+
+    Names are registered in the table only when a valid line uses them, in line order.
+    """
+    local = np.zeros(len(s), np.int16)
+    names: list[str | None] = []
+    pending: npt.NDArray[np.intp] | None = None  # None: all lines
+    while len(names) < _MAX_NAMES:
+        first = 0 if pending is None else int(pending[0])
+        same = np.ones(len(s) if pending is None else len(pending), np.bool_)
+        for _, key in keys:
+            column = key if pending is None else key[pending]
+            same &= column == key[first]
+        begin = int(s[first]) + layout.rp + 2
+        name = buf[begin : begin + layout.name_length].tobytes()
+        names.append(name.decode() if _NAME_RE.fullmatch(name) else None)
+        if pending is None:
+            local[~same] = len(names)
+            pending = np.flatnonzero(~same)
+        else:
+            local[pending[~same]] = len(names)
+            pending = pending[~same]
+        if not len(pending):
+            break
+    names.append(None)  # lines still pending after _MAX_NAMES names: not decoded
+    valid = np.array([n is not None for n in names], np.bool_)
+    ok &= valid[local]
+    table = np.zeros(len(names), np.int16)
+    used = np.zeros(len(names), np.bool_)
+    used[local[ok]] = True
+    for i in np.flatnonzero(used).tolist():
+        table[i] = channel_index(channels, str(names[i]))
+    return table[local]
+
+
+def _swar_decimal(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """Value of eight right-aligned decimal digit values per word (first byte most significant)."""
+    x = (x & _M8) * np.uint64(10) + ((x >> np.uint64(8)) & _M8)
+    x = (x & _M16) * np.uint64(100) + ((x >> np.uint64(16)) & _M16)
+    return (x & _M32) * np.uint64(10_000) + (x >> np.uint64(32))
+
+
+def _swar_hex(v: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """Value of eight right-aligned hex nibble values per word (first byte most significant)."""
+    v = ((v & _N8) << np.uint64(4)) | ((v >> np.uint64(8)) & _N8)
+    v = ((v & _N16) << np.uint64(8)) | ((v >> np.uint64(16)) & _N16)
+    return ((v & np.uint64(0xFFFF)) << np.uint64(16)) | (v >> np.uint64(32))
+
+
+def _hex_nibbles(w: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """Per byte: '0'-'9' -> 0-9, 'A'-'F'/'a'-'f' -> 10-15 (garbage for other bytes)."""
+    return (w & _NIBBLES) + ((w >> np.uint64(6)) & _ONES) * np.uint64(9)
+
+
+def _hex_errors(w: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """Bit 7 of every byte that is not an ASCII hex digit (mask the bytes that matter)."""
+    x = w & _LOW7
+    digit = (x + _rep(0x50)) & ((x + _rep(0x46)) ^ _HIGH)  # 0x30 <= x <= 0x39
+    y = x | _rep(0x20)
+    letter = (y + _rep(0x1F)) & ((y + _rep(0x19)) ^ _HIGH)  # 'a' <= y <= 'f'
+    return (((digit | letter) ^ _HIGH) | w) & _HIGH  # w's bit 7: not ASCII at all
+
+
+def _pack_bytes(v: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """Eight nibble values (bytes 0..7) -> four bytes (bits 0..31), first nibble high."""
+    t = ((v << np.uint64(4)) | (v >> np.uint64(8))) & _B8
+    t = (t | (t >> np.uint64(8))) & _B16
+    return (t | (t >> np.uint64(16))) & _B32
 
 
 def _occurrences(buf: U8, char: int, starts: I64, ends: I64) -> tuple[I64, I64, I64]:
@@ -443,15 +917,20 @@ def _parse_slow(
     out: _ChunkArrays,
     channels: list[str],
     first_line: int,
+    line_index: npt.NDArray[np.intp] | None = None,
 ) -> list[MalformedLine]:
-    """Per-line parser for the odd lines; returns the malformed ones."""
+    """Per-line parser for the odd lines; returns the malformed ones.
+
+    ``line_index`` maps row ``i`` to its line in the chunk when the rows are a subset.
+    """
     malformed: list[MalformedLine] = []
     for i in rows.tolist():
         raw = buf[starts[i] : ends[i]].tobytes()
         parsed = parse_line(raw)
         if isinstance(parsed, str):
             text = raw.decode("utf-8", errors="backslashreplace")[:_MAX_TEXT]
-            malformed.append(MalformedLine(first_line + i, parsed, text))
+            line = first_line + (i if line_index is None else int(line_index[i]))
+            malformed.append(MalformedLine(line, parsed, text))
             continue
         ts, channel, can_id, flags, dlc, payload = parsed
         if len(payload) > out.data.shape[1]:
