@@ -29,6 +29,7 @@ CAN_ERR_MASK = 0x1FFFFFFF
 SOL_CAN_RAW = 101  # SOL_CAN_BASE + CAN_RAW
 CAN_RAW_ERR_FILTER = 2
 CAN_RAW_RECV_OWN_MSGS = 4
+SO_RCVBUFFORCE = 33  # root may exceed rmem_max: a witness must not drop what it did not read yet
 _CAN_FRAME = struct.Struct("=IB3x8s")
 
 # The ten error classes in bit order (linux/can/error.h), as candiag names them.
@@ -100,9 +101,10 @@ def error_frame(classes: int, data: Sequence[int] = (0,) * 8) -> Frame:
 class RawSocket:
     """A CAN_RAW socket on one interface; optionally subscribed to error frames."""
 
-    def __init__(self, channel: str, *, err_mask: int = 0) -> None:
+    def __init__(self, channel: str, *, err_mask: int = 0, rcvbuf: int = 32 << 20) -> None:
         self.channel = channel
         self.sock = socket.socket(socket.AF_CAN, socket.SOCK_RAW, socket.CAN_RAW)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
         if err_mask:
             self.sock.setsockopt(SOL_CAN_RAW, CAN_RAW_ERR_FILTER, struct.pack("=I", err_mask))
         self.sock.bind((channel,))
