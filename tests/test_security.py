@@ -492,3 +492,76 @@ def test_a_capture_holds_only_frames(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert lines
     line_re = re.compile(r"^\(\d{10}\.\d{6}\) sec-cap 18FF50E5#01020304$")
     assert [line for line in lines if not line_re.match(line)] == []
+
+
+# --------------------------------------------------------------------------------------------
+# 4. A hostile capture or DBC from a ticket
+# --------------------------------------------------------------------------------------------
+def _peak_bytes_reading(path: Path) -> tuple[int, Any]:
+    import tracemalloc
+
+    from candiag.ingest.capture import CaptureReader
+
+    tracemalloc.start()
+    try:
+        reader = CaptureReader(path, chunk_lines=16_384, block_bytes=1 << 20)
+        frames = sum(len(b) for b in reader.batches())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert frames == reader.stats.frames
+    return peak, reader.stats
+
+
+def test_a_gzip_bomb_is_read_in_bounded_memory(tmp_path: Path) -> None:
+    import gzip
+
+    bomb = tmp_path / "ticket.log.gz"
+    with gzip.open(bomb, "wb", compresslevel=9) as f:
+        f.write(b"(1700000000.000000) can0 123#01\n")
+        for _ in range(8):
+            f.write(b"0" * (16 << 20))  # 128 MiB without a newline, from 128 kB on disk
+        f.write(b"\n(1700000000.000100) can0 123#02\n")
+    assert bomb.stat().st_size < 1 << 20
+    peak, stats = _peak_bytes_reading(bomb)
+    assert (stats.frames, stats.malformed) == (2, 1)
+    assert stats.examples[0].line == 2 and len(stats.examples[0].text) <= 200
+    assert peak < 16 << 20, f"peak {peak / 2**20:.0f} MiB while reading a 128 MiB line"
+
+
+def test_an_endless_line_is_read_in_bounded_memory(tmp_path: Path) -> None:
+    capture = tmp_path / "ticket.log"
+    with capture.open("wb") as f:
+        f.write(b"(1700000000.000000) can0 123#" + b"A" * (48 << 20) + b"\n")
+        f.write(b"(1700000000.000100) can0 123#02\n")
+    peak, stats = _peak_bytes_reading(capture)
+    assert (stats.frames, stats.malformed, stats.lines) == (1, 1, 2)
+    assert peak < 16 << 20, f"peak {peak / 2**20:.0f} MiB while reading a 48 MiB line"
+
+
+def test_markup_in_a_capture_or_dbc_does_not_reach_the_html_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A channel name or a DBC unit string with HTML in it is shown as text, never as markup."""
+    import shutil
+
+    from candiag.cli import main
+    from candiag.decode.dbc import reference_dbc_dir
+
+    payload = "<script>alert(1)</script>"
+    dbc = tmp_path / "dbc"
+    shutil.copytree(reference_dbc_dir(), dbc)
+    for path in dbc.glob("*.dbc"):
+        text = path.read_text()
+        path.write_text(re.sub(r'(SG_ .*\)\s+\[[^\]]*\]\s+)"[^"]*"', rf'\1"{payload}"', text))
+    assert payload in (dbc / "power_module.dbc").read_text()
+    capture = tmp_path / "ticket.log"
+    channel = "X<img/src=x/onerror=alert(1)>"
+    assert main(["simulate", "-o", str(capture), "-d", "15", "-c", channel]) == 0
+    assert channel.replace(")", "_") in capture.read_text()  # a valid candump channel token
+    report = tmp_path / "report.html"
+    assert main(["analyze", str(capture), "--dbc", str(dbc), "--html", str(report)]) in (0, 1)
+    capsys.readouterr()
+    html = report.read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html, "the unit must be shown, escaped"
+    assert "<script>alert" not in html and "<img/src" not in html

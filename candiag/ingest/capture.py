@@ -36,6 +36,10 @@ MAX_EXAMPLES = 10
 CANDUMP_SUFFIXES = (".log", ".candump")
 PYTHON_CAN_SUFFIXES = (".asc", ".blf", ".trc", ".csv")
 _SNIFF_BYTES = 4096
+# candump lines are under 200 bytes (a 64-byte FD frame).  A longer "line" is not
+# capture text (a corrupt or hostile file): only its first bytes are kept, and it is
+# reported as malformed, instead of growing in memory (and quadratically in time).
+MAX_LINE_BYTES = 1 << 16
 
 
 @dataclass
@@ -165,7 +169,9 @@ class CaptureReader:
                 break
             while block:
                 try:
-                    out = inflater.decompress(block)
+                    # At most `size` bytes out per call: a small "gzip bomb" from a
+                    # ticket must not inflate into gigabytes at once.
+                    out = inflater.decompress(block, size)
                 except zlib.error as err:
                     if not produced:
                         raise CaptureError(
@@ -178,8 +184,11 @@ class CaptureReader:
                 if out:
                     produced = True
                     yield out
+                if not inflater.eof:
+                    block = inflater.unconsumed_tail  # input held back by the output limit
+                    continue
                 # A file may hold several gzip members (e.g. concatenated recordings).
-                block = inflater.unused_data if inflater.eof else b""
+                block = inflater.unused_data
                 if block:
                     inflater = zlib.decompressobj(wbits=31)
         tail = inflater.flush()
@@ -202,7 +211,7 @@ class CaptureReader:
         for block in self._raw_blocks(self.block_bytes):
             data = carry + block
             cut = data.rfind(b"\n") + 1
-            carry = data[cut:]
+            carry = data[cut:][:MAX_LINE_BYTES]
             if cut:
                 yield from self._parse(np.frombuffer(data, np.uint8, count=cut), channels)
         if carry:
