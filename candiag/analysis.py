@@ -4,9 +4,7 @@
 the daemon uses, and evaluates the same :class:`DiagnosisEngine` at regular
 instants of *capture* time, so a finding's ``since`` (and its clearing) is
 when it happened on the bus, and a fault that came and went still shows.
-Evaluation instants are every second for the first minute, then every 10 s,
-then every 60 s after 10 minutes: detection stays precise on short captures and
-cheap on long ones.
+Evaluation instants are every second for the first minute, then every 10 s.
 """
 
 from __future__ import annotations
@@ -29,14 +27,11 @@ from candiag.ingest.frames import FrameBatch
 def evaluation_interval(elapsed_s: float) -> float:
     """Seconds between diagnosis evaluations, ``elapsed_s`` into the capture.
 
-    Past the first minute the interval grows, but never beyond the 60 s window the
-    error rules read, so a transient (a bus-off, a burst) is still seen by one evaluation.
+    Every second for the first minute (precise time to detect on short captures), then
+    every 10 s: the shortest window the rules read, so a fault lasting 10 s or more is
+    seen by at least one evaluation however long the capture.
     """
-    if elapsed_s < 60:
-        return 1.0
-    if elapsed_s < 600:
-        return 10.0
-    return 60.0
+    return 1.0 if elapsed_s < 60 else 10.0
 
 
 @dataclass

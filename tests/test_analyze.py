@@ -200,3 +200,45 @@ def test_ten_minutes_of_healthy_traffic_give_no_warning(
     serious = [f for f in result.report["findings"] if f["severity"] in ("critical", "warning")]
     assert serious == []
     assert result.evaluations >= 100  # 1 s for a minute, then every 10 s
+
+
+@pytest.mark.slow
+def test_cycle_violation_clears_once_the_jitter_is_gone(
+    tmp_path: Path, db: ChargerDatabase
+) -> None:
+    capture = simulate(tmp_path / "jitter.log", 800, "--fault", "jitter@10+120:module=4,ratio=0.9")
+    result = analyze_capture(capture, db, bitrate=BITRATE)
+    findings = [f for f in result.report["findings"] if f["code"] == "CAN_CYCLE_VIOLATION"]
+    assert findings and all("F004" in f["subject"] for f in findings)
+    assert all(f.get("cleared_at") is not None for f in findings)  # judged on recent traffic
+    module4 = [v for k, v in result.report["ids"].items() if k.endswith("F004")]
+    assert module4 and all(v["cycle_ok"] is not False for v in module4)
+
+
+@pytest.mark.slow
+def test_tour_shows_each_finding_appear_in_its_step_and_clear(
+    tmp_path: Path, db: ChargerDatabase
+) -> None:
+    from candiag.sim.scenarios import tour_steps
+
+    steps = tour_steps()
+    capture = simulate(tmp_path / "tour.log", steps[-1].end + 60, "--scenario", "tour")
+    result = analyze_capture(capture, db, bitrate=BITRATE)
+    start = result.report["capture"]["start"]
+    findings = result.report["findings"]
+    for step in steps:
+        code = SCENARIOS[step.scenario][0]
+        hits = [
+            f
+            for f in findings
+            if f["code"] == code and step.start - 1 <= f["since"] - start <= step.end + 30
+        ]
+        assert hits, f"{step.scenario}: no {code} during its step"
+    early = [s for s in steps if s.end + 120 < steps[-1].end]
+    for step in early:  # long before the end of the tour: cleared again
+        code = SCENARIOS[step.scenario][0]
+        assert all(
+            f.get("cleared_at") is not None
+            for f in findings
+            if f["code"] == code and step.start - 1 <= f["since"] - start <= step.end + 30
+        ), f"{step.scenario}: {code} did not clear"

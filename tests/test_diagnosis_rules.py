@@ -272,3 +272,26 @@ def test_bad_threshold_override_names_the_key(tmp_path: Path) -> None:
         load_rulebook(override)
     assert "thresholds.bus_load_warnin: unknown key" in str(err.value)
     assert "thresholds.burst_errors_per_s: expected a number" in str(err.value)
+
+
+def test_all_nodes_silent_at_once_is_one_bus_level_finding() -> None:
+    bus = healthy_bus()
+    for node in bus["nodes"]:
+        node.update(status="offline", last_seen=100.0, silent_s=5.0)
+    assert codes([bus]) == ["CAN_BUS_SILENT"]
+
+
+def test_dropouts_of_every_node_together_are_not_node_findings() -> None:
+    bus = healthy_bus()
+    for i, node in enumerate(bus["nodes"]):
+        node.update(status="intermittent", dropouts=1, last_dropout_end=15.0 + 0.01 * i)
+    assert codes([bus]) == []
+    bus["nodes"][0].update(last_dropout_end=300.0)  # this one dropped out on its own too
+    assert codes([bus]) == ["CAN_NODE_INTERMITTENT"]
+
+
+def test_load_high_reads_the_worst_ten_seconds_of_the_last_minute() -> None:
+    bus = healthy_bus()
+    bus["windows"]["10s"]["load_ratio"] = 0.25  # the overload ended a few seconds ago
+    bus["windows"]["60s"]["load_ratio_max_10s"] = 0.93
+    assert codes([bus]) == ["CAN_LOAD_HIGH"]

@@ -201,3 +201,13 @@ def test_healthy_simulated_charger_nodes_are_all_online(db: ChargerDatabase) -> 
     assert {v.status for v in views} == {"online"}, [(v.family, v.address, v.status) for v in views]
     assert all(v.dropouts == 0 for v in views)
     assert tracker.firmware_mismatches() == []
+
+
+def test_intermittent_is_forgotten_ten_minutes_after_the_return(db: ChargerDatabase) -> None:
+    tracker = NodeTracker(db)
+    frames = [f for f in telemetry([1], 0.0, 20.0) if not 3.0 < f[0] < 5.0]
+    track(db, encode(db, frames), tracker)
+    assert statuses(tracker, 20.0) == {1: "intermittent"}
+    track(db, encode(db, telemetry([1], 20.0, 640.0, period=0.5)), tracker)
+    (view,) = tracker.view(640.0)
+    assert view.status == "online" and view.dropouts == 1

@@ -125,7 +125,9 @@ def load_and_drop_conditions(
     book: RuleBook, bus: Mapping[str, Any], base: Mapping[str, Any]
 ) -> Iterator[Condition]:
     name = str(base["bus"])
-    load = _window(bus, "10s").get("load_ratio")
+    # The worst 10 s of the last minute: a high-load stretch is seen even if the
+    # rules run less often than every 10 s (offline analysis of long captures).
+    load = _window(bus, "60s").get("load_ratio_max_10s", _window(bus, "10s").get("load_ratio"))
     if load is not None and float(load) >= book.t("bus_load_warning"):
         fields = {**base, "load": f"{float(load):.0%}"}
         yield Condition("CAN_LOAD_HIGH", name, fields, {"load_ratio_10s": round(float(load), 4)})
@@ -165,7 +167,21 @@ def node_conditions(
         "over_temperature": "CAN_NODE_ALARM_TEMP",
         "fan": "CAN_NODE_ALARM_FAN",
     }
-    for node in bus.get("nodes") or []:
+    nodes = list(bus.get("nodes") or [])
+    bus_wide = _bus_wide_dropouts(nodes)
+    seen = [n for n in nodes if n.get("last_seen") is not None]
+    w60 = _window(bus, "60s")
+    if bus.get("state") == "bus_off" or int(w60.get("bus_off", 0)) > 0:
+        # The controller was off the bus: nodes were silent *to us*; CAN_BUS_OFF says why.
+        nodes = [n for n in nodes if n.get("status") != "offline"]
+    elif len(seen) >= 2 and all(n.get("status") == "offline" for n in seen):
+        # Every node silent at once: the bus (or candiag's adapter), not the nodes.
+        evidence = {"nodes": len(seen), "last_frame": max(n["last_seen"] for n in seen)}
+        yield Condition("CAN_BUS_SILENT", name, base, evidence)
+        return
+    for node in nodes:
+        if node.get("status") == "intermittent" and node.get("last_dropout_end") in bus_wide:
+            continue  # every node dropped out together: a bus-level event explains it
         subject = _node_subject(name, node)
         fields = _node_fields(base, node)
         evidence = {
@@ -184,6 +200,31 @@ def node_conditions(
             code = alarm_codes.get(str(alarm))
             if code is not None:
                 yield Condition(code, subject, fields, {**evidence, "alarm": alarm})
+
+
+def _bus_wide_dropouts(nodes: list[Mapping[str, Any]]) -> set[Any]:
+    """Return instants at which most nodes came back together (a bus-off, a cable pulled)."""
+    ends: dict[Any, int] = {}
+    for node in nodes:
+        end = node.get("last_dropout_end")
+        if end is not None:
+            ends[end] = ends.get(end, 0) + 1
+    if len(nodes) < 3:
+        return set()
+    # Nodes return within a frame period of each other: cluster return instants 1 s apart.
+    out: set[Any] = set()
+    cluster: list[Any] = []
+    for end in sorted(ends):
+        if cluster and float(end) - float(cluster[-1]) > 1.0:
+            out.update(_if_most(cluster, ends, len(nodes)))
+            cluster = []
+        cluster.append(end)
+    out.update(_if_most(cluster, ends, len(nodes)))
+    return out
+
+
+def _if_most(cluster: list[Any], ends: Mapping[Any, int], total: int) -> list[Any]:
+    return cluster if sum(ends[e] for e in cluster) >= 0.75 * total else []
 
 
 def firmware_conditions(bus: Mapping[str, Any], base: Mapping[str, Any]) -> Iterator[Condition]:
@@ -219,11 +260,14 @@ def cycle_conditions(
     book: RuleBook, bus: Mapping[str, Any], base: Mapping[str, Any]
 ) -> Iterator[Condition]:
     name = str(base["bus"])
+    # A silent or duplicated node breaks its cycle times; its own finding explains it.
     offline = {
         (n.get("family"), n.get("address"))
         for n in bus.get("nodes") or []
-        if n.get("status") != "online"
+        if n.get("status") in ("offline", "duplicate") or n.get("duplicate_recently")
     }
+    if bus.get("state") == "bus_off" or int(_window(bus, "60s").get("bus_off", 0)) > 0:
+        return  # a bus-off interrupts every cycle; CAN_BUS_OFF explains it
     for id_key, stats in (bus.get("ids") or {}).items():
         if stats.get("cycle_ok") is not False:
             continue

@@ -47,11 +47,14 @@ class BusHealth:
         *,
         keep_history: bool = False,
         pcan_error_layout: bool = False,
+        track_ids: bool = True,
     ) -> None:
         self.bus = bus
         self.bitrate = bitrate
         self.data_bitrate = data_bitrate or bitrate
         self.pcan_error_layout = pcan_error_layout
+        # False when the owner feeds ``ids`` itself (the pipeline merges epochs into it).
+        self.track_ids = track_ids
         self.errors = ErrorFrameSummary()
         self.state = BusStateTracker()
         self.windows = BusWindows(bitrate, data_bitrate, keep_history=keep_history)
@@ -75,7 +78,8 @@ class BusHealth:
         self.errors.update(batch)
         bus_off_times = self.state.update(batch)
         self.windows.update(batch, bits, bus_off_times)
-        self.ids.update(batch)
+        if self.track_ids:
+            self.ids.update(batch)
         error = batch.is_error
         remote = batch.is_remote
         self.frames["error"] += int(error.sum())

@@ -205,6 +205,59 @@ class IdStats:
         ends = np.append(starts[1:], n) - 1
         self.last[idx] = np.fmax(self.last[idx], ts[ends])
 
+    def fresh_epoch(self) -> IdStats:
+        """An empty IdStats continuing this one's timeline (for epoch-based verdicts).
+
+        It knows every id's last frame, so the first interval of each id in the new epoch
+        is measured across the boundary and no interval is lost when epochs are merged.
+        """
+        new = IdStats(self.max_ids)
+        new.channels = list(self.channels)
+        size = self.keys.size
+        new.keys = self.keys.copy()
+        new.count = np.zeros(size, np.int64)
+        new.n_int = np.zeros(size, np.int64)
+        new.mean = np.zeros(size, np.float64)
+        new.m2 = np.zeros(size, np.float64)
+        new.pmin = np.full(size, np.inf)
+        new.pmax = np.full(size, -np.inf)
+        new.first = np.full(size, np.inf)
+        new.last = self.last.copy()
+        new.hist = np.zeros((size, N_BINS), np.int32)
+        return new
+
+    def merge(self, later: IdStats) -> None:
+        """Add the statistics of ``later``, a following epoch (see :meth:`fresh_epoch`)."""
+        if self.channels != later.channels[: len(self.channels)]:
+            raise ValueError("merge needs an epoch made by fresh_epoch() of this IdStats")
+        self.channels = list(later.channels)
+        self.overflow_frames += later.overflow_frames
+        self.out_of_order += later.out_of_order
+        if later.keys.size == 0:
+            return
+        idx = self._ensure(later.keys)
+        n_a = self.n_int[idx].astype(np.float64)
+        n_b = later.n_int.astype(np.float64)
+        total = n_a + n_b
+        delta = later.mean - self.mean[idx]
+        safe = np.maximum(total, 1)
+        self.mean[idx] += delta * n_b / safe
+        self.m2[idx] += later.m2 + delta**2 * n_a * n_b / safe
+        self.n_int[idx] = total.astype(np.int64)
+        self.pmin[idx] = np.minimum(self.pmin[idx], later.pmin)
+        self.pmax[idx] = np.maximum(self.pmax[idx], later.pmax)
+        self.count[idx] += later.count
+        self.first[idx] = np.minimum(self.first[idx], later.first)
+        self.last[idx] = np.fmax(self.last[idx], later.last)
+        self.hist[idx] += later.hist
+
+    def copy(self) -> IdStats:
+        new = self.fresh_epoch()
+        new.merge(self)
+        new.overflow_frames, new.out_of_order = self.overflow_frames, self.out_of_order
+        new.last = self.last.copy()
+        return new
+
     def _merge_intervals(
         self,
         idx: npt.NDArray[np.intp],
@@ -236,6 +289,26 @@ class IdStats:
         self.hist += (
             np.bincount(flat, minlength=self.hist.size).reshape(self.hist.shape).astype(np.int32)
         )
+
+    def cycle_verdicts(
+        self, declared_s: F64, thresholds: CycleThresholds | None = None
+    ) -> npt.NDArray[np.int8]:
+        """Vectorized :meth:`check_cycles`: per key 1 keeps its cycle, 0 breaks it, -1 not judged.
+
+        ``declared_s`` is the declared period of each key (aligned with :attr:`keys`; 0 or
+        NaN where there is none).  Same rule as :meth:`check_cycles`, over all ids at once.
+        """
+        t = thresholds or CycleThresholds()
+        total = self.hist.sum(axis=1)
+        below = np.cumsum(self.hist, axis=1) < 0.95 * total[:, None]
+        p95 = 2.0 ** (LOWEST_OCTAVE + (below.sum(axis=1) + 0.5) / BINS_PER_OCTAVE)
+        declared = np.nan_to_num(declared_s, nan=0.0)
+        data = ((self.keys >> 29) & 1) == 0
+        judged = data & (declared > 0) & (self.n_int >= t.min_intervals) & (total > 0)
+        safe = np.where(declared > 0, declared, 1.0)
+        keeps = (np.abs(self.mean / safe - 1.0) <= t.mean_tolerance) & (p95 <= t.p95_factor * safe)
+        verdict: npt.NDArray[np.int8] = np.where(judged, keeps.astype(np.int8), np.int8(-1))
+        return verdict
 
     def _p95(self, i: int) -> float | None:
         counts = self.hist[i]

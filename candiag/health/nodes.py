@@ -14,7 +14,7 @@ Status of a node at a given time:
   at (about) a multiple of their cycle time, or its own duplicate-address
   alarm bit (role ``alarm:duplicate_address``) is set;
 * ``intermittent``: online now, but it dropped out (a gap longer than its
-  timeout) at least once;
+  timeout) within the last 10 minutes;
 * ``online`` otherwise.
 
 Work per batch is per *(message, node)* group (a handful), never per frame:
@@ -41,6 +41,11 @@ DUPLICATE_RATE_FACTOR = 1.7
 # Floor of the default node timeout: a host busy for a few hundred milliseconds (a loaded
 # controller, a laptop) must not turn every 100 ms node "offline".
 MIN_DEFAULT_TIMEOUT_S = 1.0
+# Cycle-time verdicts look back a minute or two: a node that was duplicated is remembered
+# as such this long, so its doubled periods are not reported as a separate fault.
+DUPLICATE_MEMORY_S = 180.0
+# A node that dropped out and came back stays "intermittent" this long after its return.
+INTERMITTENT_MEMORY_S = 600.0
 # The rate is judged over the last arrivals only, so a duplicate that goes away clears.
 RATE_TAIL = 32
 # Arrivals needed before a rate is trusted for duplicate detection.
@@ -76,10 +81,12 @@ class NodeState:
     last_seen: float | None = None
     frames: int = 0
     dropouts: int = 0
+    last_dropout_end: float | None = None  # when the node came back after its last dropout
     longest_gap_s: float = 0.0
     firmware: str | None = None
     alarms: dict[str, bool] = field(default_factory=dict)
     duplicate_alarm: bool = False
+    duplicate_seen_at: float | None = None  # last view that judged it duplicate
     rate_ratio: float | None = None
     messages: dict[str, _MessageTrack] = field(default_factory=dict)
 
@@ -100,10 +107,12 @@ class NodeView:
     timeout_s: float
     frames: int
     dropouts: int
+    last_dropout_end: float | None
     firmware: str | None
     alarms: tuple[str, ...]
     rate_ratio: float | None
     expected: bool
+    duplicate_recently: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -116,10 +125,12 @@ class NodeView:
             "timeout_s": self.timeout_s,
             "frames": self.frames,
             "dropouts": self.dropouts,
+            "last_dropout_end": self.last_dropout_end,
             "firmware": self.firmware,
             "alarms": list(self.alarms),
             "rate_ratio": None if self.rate_ratio is None else round(self.rate_ratio, 3),
             "expected": self.expected,
+            "duplicate_recently": self.duplicate_recently,
         }
 
 
@@ -182,6 +193,14 @@ class NodeTracker:
             if any(
                 s.role and (s.role == "firmware" or s.role.startswith("alarm:")) for s in m.signals
             )
+        }
+        self._alarm_signals = {
+            m.name: [
+                (s.name, s.role.removeprefix("alarm:"))
+                for s in m.signals
+                if s.role and s.role.startswith("alarm:")
+            ]
+            for m in db.messages
         }
         self._rate_message = {
             family: min(
@@ -266,8 +285,26 @@ class NodeTracker:
         order = np.lexsort((decoded.timestamp, addresses))
         addr = addresses[order]
         last_rows = order[np.r_[addr[1:] != addr[:-1], True]]
-        for row in last_rows.tolist():
-            self._note_signals(self._node(family, int(addresses[row])), decoded, row)
+        if decoded.message.is_multiplexed:
+            for row in last_rows.tolist():
+                self._note_signals(self._node(family, int(addresses[row])), decoded, row)
+            return
+        alarms = self._alarm_signals[decoded.message.name]
+        bits = (
+            np.column_stack([decoded.signals[name][last_rows] != 0 for name, _ in alarms])
+            if alarms
+            else None
+        )
+        has_firmware = any(s.role == "firmware" for s in decoded.message.signals)
+        for i, row in enumerate(last_rows.tolist()):
+            node = self._node(family, int(addresses[row]))
+            if bits is not None:
+                node.alarms.update(zip((a for _, a in alarms), bits[i].tolist(), strict=True))
+                node.duplicate_alarm = bool(node.alarms.get("duplicate_address", False))
+            if has_firmware:
+                version = firmware_string(decoded, row)
+                if version is not None:
+                    node.firmware = version
 
     def _note_presence(self, node: NodeState, ts: npt.NDArray[np.float64]) -> None:
         timeout = self.timeout_for(node.family)
@@ -275,7 +312,10 @@ class NodeTracker:
         stamps = ts if previous is None else np.concatenate(([previous], ts[ts >= previous]))
         if len(stamps) > 1:
             gaps = np.diff(stamps)
-            node.dropouts += int(np.count_nonzero(gaps > timeout))
+            late = np.flatnonzero(gaps > timeout)
+            if late.size:
+                node.dropouts += int(late.size)
+                node.last_dropout_end = float(stamps[late[-1] + 1])
             node.longest_gap_s = max(node.longest_gap_s, float(gaps.max()))
         if node.first_seen is None:
             node.first_seen = float(ts[0])
@@ -327,7 +367,11 @@ class NodeTracker:
             status = "offline"
         elif node.duplicate_alarm or (ratio is not None and ratio >= DUPLICATE_RATE_FACTOR):
             status = "duplicate"
-        elif node.dropouts > 0:
+            node.duplicate_seen_at = now
+        elif (
+            node.last_dropout_end is not None
+            and now - node.last_dropout_end <= INTERMITTENT_MEMORY_S
+        ):
             status = "intermittent"
         else:
             status = "online"
@@ -341,10 +385,13 @@ class NodeTracker:
             timeout_s=timeout,
             frames=node.frames,
             dropouts=node.dropouts,
+            last_dropout_end=node.last_dropout_end,
             firmware=node.firmware,
             alarms=tuple(node.active_alarms()),
             rate_ratio=ratio,
             expected=expected,
+            duplicate_recently=node.duplicate_seen_at is not None
+            and now - node.duplicate_seen_at <= DUPLICATE_MEMORY_S,
         )
 
     def firmware_mismatches(self) -> list[FirmwareMismatch]:

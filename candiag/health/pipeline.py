@@ -28,7 +28,7 @@ from candiag.decode.decoder import BatchDecoder, DecodeResult
 from candiag.health.bus import BusHealth
 from candiag.health.busstate import BusStateTracker
 from candiag.health.errorframes import CAN_ERR_PROT, PROTOCOL_TYPE_FLAGS, ErrorFrameSummary
-from candiag.health.ids import IdStats
+from candiag.health.ids import CycleCheck, IdStats
 from candiag.health.nodes import FamilyPolicy, NodeTracker
 from candiag.health.signals import SignalStats
 from candiag.health.thresholds import HealthThresholds, load_thresholds
@@ -47,8 +47,12 @@ TIMELINE_ROLES = {
     "cooling:coolant_temperature": "Coolant temperature",
 }
 TOP_UNKNOWN_IDS = 10
+# The windows the diagnosis rules read (the others are for reports and metrics).
+DIAGNOSIS_WINDOWS = ("10s", "60s")
 # Cycle-time verdicts need many periods; re-judging them more often than this is wasted work.
-IDS_JUDGE_INTERVAL_S = 30.0
+IDS_JUDGE_INTERVAL_S = 5.0
+# Cycle times are judged on the traffic of the last epoch (a minute), not the lifetime.
+CYCLE_EPOCH_S = 60.0
 
 
 @dataclass
@@ -131,7 +135,10 @@ class BusPipeline:
         self.thresholds = thresholds or load_thresholds()
         self.burst_errors_per_s = burst_errors_per_s
         self.decoder = BatchDecoder(db)
-        self.health = BusHealth(name, bitrate, data_bitrate, keep_history=keep_history)
+        # Ids are tracked per epoch here and merged into ``health.ids`` (the lifetime).
+        self.health = BusHealth(
+            name, bitrate, data_bitrate, keep_history=keep_history, track_ids=False
+        )
         self.protocol = SecondRing(PROTOCOL_COLUMNS)
         self.nodes = NodeTracker(db, policies)
         self.signals = SignalStats(db)
@@ -142,6 +149,9 @@ class BusPipeline:
         self._cycles: dict[tuple[int, bool], float | None] = {}
         self._violations: dict[str, dict[str, Any]] = {}
         self._violations_at: float | None = None
+        self._recent_ids = self.health.ids.fresh_epoch()
+        self._previous_ids: IdStats | None = None
+        self._epoch_start: float | None = None
 
     # Shortcuts to the frame-level parts (read-only use).
     @property
@@ -158,7 +168,10 @@ class BusPipeline:
 
     @property
     def ids(self) -> IdStats:
-        return self.health.ids
+        """Lifetime id statistics (the merged epochs plus the current one)."""
+        lifetime = self.health.ids.copy()
+        lifetime.merge(self._recent_ids)
+        return lifetime
 
     @property
     def first_ts(self) -> float | None:
@@ -180,6 +193,7 @@ class BusPipeline:
         if len(batch) == 0:
             return result
         self.health.update(batch)
+        self._track_recent_ids(batch)
         self._count_protocol_types(batch)
         self.decoded_frames += result.decoded_frames
         self.unknown_ids.update(result.unknown_ids)
@@ -213,9 +227,10 @@ class BusPipeline:
             return 0.0
         return self.last_ts - self.first_ts
 
-    def window_report(self) -> dict[str, dict[str, Any]]:
+    def window_report(self, labels: Iterable[str] = WINDOWS) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for label, seconds in WINDOWS.items():
+        for label in labels:
+            seconds = WINDOWS[label]
             counts = self.windows.counts(seconds)
             by_class = self.windows.error_counts(seconds)
             proto = self.protocol.window_sum(seconds)
@@ -229,8 +244,23 @@ class BusPipeline:
                 },
                 "bus_off": counts["bus_off_events"],
                 "load_ratio": round(self.windows.load_ratio(seconds), 6),
+                "load_ratio_max_10s": round(self._max_rolling_load(seconds, 10), 6),
             }
         return out
+
+    def _max_rolling_load(self, window: int, span: int) -> float:
+        """Highest mean load over ``span`` consecutive seconds within the last ``window`` s."""
+        rows = self.windows.ring.window_rows(window)
+        if rows.shape[0] == 0 or not self.bitrate:
+            return 0.0
+        index = self.windows.ring.index
+        busy = rows[:, index["bits_nominal"]] / self.bitrate + rows[:, index["bits_data"]] / (
+            self.health.data_bitrate or self.bitrate
+        )
+        if busy.size <= span:
+            return float(busy.sum() / span)
+        sums = np.convolve(busy, np.ones(span), mode="valid")
+        return float(sums.max() / span)
 
     def error_bursts(self, window: int = 60) -> dict[str, int]:
         """Seconds in the window with a burst of protocol errors (a wrong-bitrate node)."""
@@ -251,10 +281,7 @@ class BusPipeline:
         ids = np.array([r.can_id for r in rows], np.uint32)
         ext = np.array([r.extended for r in rows], np.bool_)
         msg_index, node = self.db.match(ids, ext)
-        checks = {
-            (c.row.channel, c.row.can_id, c.row.extended, c.row.kind): c
-            for c in self.ids.check_cycles(self._cycle_of, self.thresholds.cycle)
-        }
+        checks = self._recent_cycle_checks()
         out: dict[str, dict[str, Any]] = {}
         for i, row in enumerate(rows):
             message = self.db.messages[int(msg_index[i])] if msg_index[i] >= 0 else None
@@ -279,6 +306,33 @@ class BusPipeline:
             }
         return out
 
+    def _recent_cycle_checks(self) -> dict[tuple[str, int, bool, str], CycleCheck]:
+        """Cycle verdicts over the recent epoch (the previous one where too few periods).
+
+        Judged on recent traffic, not the lifetime: a jitter that stopped an hour ago
+        is not a violation now, and a new one is not diluted by hours of good periods.
+        """
+        out: dict[tuple[str, int, bool, str], CycleCheck] = {}
+        for stats in (self._previous_ids, self._recent_ids):
+            if stats is None:
+                continue
+            for check in stats.check_cycles(self._cycle_of, self.thresholds.cycle):
+                key = (check.row.channel, check.row.can_id, check.row.extended, check.row.kind)
+                if check.keeps_cycle is not None or key not in out:
+                    out[key] = check
+        return out
+
+    def _track_recent_ids(self, batch: FrameBatch) -> None:
+        newest = float(batch.timestamp.max())
+        if self._epoch_start is None:
+            self._epoch_start = float(batch.timestamp.min())
+        elif newest - self._epoch_start >= CYCLE_EPOCH_S:
+            self.health.ids.merge(self._recent_ids)
+            self._previous_ids = self._recent_ids
+            self._recent_ids = self.health.ids.fresh_epoch()
+            self._epoch_start = newest
+        self._recent_ids.update(batch)
+
     def _cycle_of(self, can_id: int, extended: bool) -> float | None:
         key = (can_id, extended)
         if key not in self._cycles:
@@ -288,13 +342,53 @@ class BusPipeline:
         return self._cycles[key]
 
     def cycle_violations(self, now: float) -> dict[str, dict[str, Any]]:
-        """Ids breaking their cycle time, re-judged at most every ``IDS_JUDGE_INTERVAL_S``."""
-        if self._violations_at is None or now - self._violations_at >= IDS_JUDGE_INTERVAL_S:
-            self._violations = {
-                k: v for k, v in self.ids_report().items() if v["cycle_ok"] is False
+        """Ids breaking their declared cycle time on recent traffic (vectorized verdicts)."""
+        if self._violations_at is not None and now - self._violations_at < IDS_JUDGE_INTERVAL_S:
+            return self._violations
+        self._violations_at = now
+        verdicts: dict[int, tuple[int, IdStats, int]] = {}
+        for stats in (self._previous_ids, self._recent_ids):
+            if stats is None or not len(stats):
+                continue
+            judged = stats.cycle_verdicts(self._declared_periods(stats.keys), self.thresholds.cycle)
+            for i in np.flatnonzero(judged >= 0).tolist():
+                verdicts[int(stats.keys[i])] = (int(judged[i]), stats, i)
+        out: dict[str, dict[str, Any]] = {}
+        for key, (verdict, stats, i) in verdicts.items():
+            if verdict == 0:
+                out.update(self._violation_entry(key, stats, i))
+        self._violations = out
+        return out
+
+    def _declared_periods(self, keys: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        can_id = (keys & 0x1FFFFFFF).astype(np.uint32)
+        extended = ((keys >> 30) & 1).astype(np.bool_)
+        index, _ = self.db.match(can_id, extended)
+        cycles = np.array(
+            [self.db.messages[i].cycle_time_ms or 0 if i >= 0 else 0 for i in index.tolist()],
+            np.float64,
+        )
+        return cycles / 1000.0
+
+    def _violation_entry(self, key: int, stats: IdStats, i: int) -> dict[str, dict[str, Any]]:
+        can_id, extended = key & 0x1FFFFFFF, bool((key >> 30) & 1)
+        index, node = self.db.match(np.array([can_id], np.uint32), np.array([extended]))
+        message = self.db.messages[int(index[0])]
+        n_int = int(stats.n_int[i])
+        text = f"0x{can_id:08X}" if extended else f"0x{can_id:03X}"
+        return {
+            text: {
+                "name": message.name,
+                "family": message.family,
+                "node": int(node[0]) if node[0] >= 0 else None,
+                "count": int(stats.count[i]),
+                "mean_period_s": float(stats.mean[i]),
+                "jitter_s": float(np.sqrt(stats.m2[i] / n_int)) if n_int else None,
+                "cycle_ms": message.cycle_time_ms,
+                "cycle_ok": False,
+                "last_seen": float(stats.last[i]),
             }
-            self._violations_at = now
-        return self._violations
+        }
 
     def diagnosis_report(self, now: float) -> dict[str, Any]:
         """What the diagnosis rules read, and nothing else (evaluated often; kept cheap)."""
@@ -305,7 +399,7 @@ class BusPipeline:
             "state": self.state.state_name,
             "error_frames": self._error_counters(),
             "bus_off_events": self.errors.by_class["bus_off"],
-            "windows": self.window_report(),
+            "windows": self.window_report(DIAGNOSIS_WINDOWS),
             "error_bursts": self.error_bursts(),
             "ids": self.cycle_violations(now),
             "nodes": [v.to_json() for v in self.nodes.view(now)],

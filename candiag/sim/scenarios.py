@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -44,6 +45,9 @@ def _scenario(name: str) -> dict[str, Any]:
 
 def scenario_faults(name: str) -> list[Fault]:
     """The faults of scenario ``name`` (``InputError`` naming the choices if unknown)."""
+    entry = _scenario(name)
+    if "tour" in entry:
+        return tour_faults(name)
     faults = []
     for i, raw in enumerate(_scenario(name).get("faults", [])):
         try:
@@ -61,3 +65,34 @@ def scenario_faults(name: str) -> list[Fault]:
                 "each fault needs kind and numeric start/duration"
             ) from None
     return faults
+
+
+@dataclass(frozen=True)
+class TourStep:
+    scenario: str
+    start: float
+    end: float
+
+
+def tour_steps(name: str = "tour") -> list[TourStep]:
+    """When each scenario of a tour is active (seconds from the simulation start)."""
+    spec = _scenario(name)["tour"]
+    step, fault_s, lead = float(spec["step_s"]), float(spec["fault_s"]), float(spec["lead_s"])
+    return [
+        TourStep(scenario, k * step + lead, k * step + lead + fault_s)
+        for k, scenario in enumerate(spec["scenarios"])
+    ]
+
+
+def tour_faults(name: str = "tour") -> list[Fault]:
+    """Each listed scenario's faults, shifted into its step and cut to the step's fault time."""
+    out = []
+    for step in tour_steps(name):
+        faults = scenario_faults(step.scenario)
+        first = min((f.start for f in faults), default=0.0)
+        for fault in faults:
+            start = step.start + fault.start - first
+            end = step.end if fault.duration is None else min(step.end, start + fault.duration)
+            if end > start:
+                out.append(Fault(fault.kind, start, end - start, dict(fault.params)))
+    return out
