@@ -22,7 +22,7 @@ Conventions (kept exactly, whatever the source):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -218,90 +218,78 @@ def _widen(data: U8, width: int) -> U8:
 class BatchBuilder:
     """Accumulates python-can messages into a :class:`FrameBatch`.
 
-    This is the only per-frame Python on the live path: it appends to
-    preallocated arrays and does nothing else, so the cost per frame stays
-    close to python-can's own receive cost.
+    This is the only per-frame Python on the live path, so :meth:`add` is nothing but a
+    list append (``builder.add`` *is* ``list.append``); :meth:`build` converts the whole
+    list at once with ``np.fromiter`` over each field and one ``bytes.join`` for the
+    payloads.  Measured against per-frame stores into numpy arrays, this halves the cost
+    per frame on a fast source (``make bench``, ``bench_daemon``).
     """
 
     def __init__(self, capacity: int = 4096, default_channel: str = "can0") -> None:
-        self._cap = capacity
+        # ``capacity`` is kept for callers sizing batches; a list needs no preallocation.
+        self.capacity = capacity
         self._default_channel = default_channel
-        self._channels: list[str] = []
-        self._channel_index: dict[object, int] = {}
-        self._reset()
-
-    def _reset(self) -> None:
-        cap = self._cap
-        self._n = 0
-        self._ts = np.empty(cap, np.float64)
-        self._id = np.empty(cap, np.uint32)
-        self._flags = np.empty(cap, np.uint8)
-        self._dlc = np.empty(cap, np.uint8)
-        self._data = np.zeros((cap, CLASSIC_WIDTH), np.uint8)
-        self._chan = np.empty(cap, np.int16)
+        self._messages: list[can.Message] = []
+        self.add: Callable[[can.Message], None] = self._messages.append
 
     def __len__(self) -> int:
-        return self._n
-
-    def _grow(self) -> None:
-        cap = self._cap * 2
-        for name in ("_ts", "_id", "_flags", "_dlc", "_chan"):
-            old = getattr(self, name)
-            new = np.empty(cap, old.dtype)
-            new[: self._n] = old[: self._n]
-            setattr(self, name, new)
-        data = np.zeros((cap, self._data.shape[1]), np.uint8)
-        data[: self._n] = self._data[: self._n]
-        self._data = data
-        self._cap = cap
-
-    def add(self, msg: can.Message) -> None:
-        i = self._n
-        if i == self._cap:
-            self._grow()
-        self._ts[i] = msg.timestamp
-        self._id[i] = msg.arbitration_id
-        flags = 0
-        if msg.is_error_frame:
-            flags = 0x04
-        else:
-            if msg.is_extended_id:
-                flags |= 0x01
-            if msg.is_remote_frame:
-                flags |= 0x02
-        if msg.is_fd:
-            flags |= (
-                0x08
-                | (0x10 if msg.bitrate_switch else 0)
-                | (0x20 if msg.error_state_indicator else 0)
-            )
-        self._flags[i] = flags
-        payload = msg.data
-        n = len(payload) if not msg.is_remote_frame else msg.dlc
-        self._dlc[i] = n
-        if payload:
-            if len(payload) > self._data.shape[1]:
-                self._data = _widen(self._data, FD_WIDTH)
-            self._data[i, : len(payload)] = np.frombuffer(bytes(payload), np.uint8)
-        ch = msg.channel
-        idx = self._channel_index.get(ch)
-        if idx is None:
-            idx = _index_of(self._channels, str(ch) if ch is not None else self._default_channel)
-            self._channel_index[ch] = idx
-        self._chan[i] = idx
-        self._n = i + 1
+        return len(self._messages)
 
     def build(self) -> FrameBatch:
         """Return the accumulated frames and start a new, empty batch."""
-        n = self._n
-        batch = FrameBatch(
-            timestamp=self._ts[:n].copy(),
-            can_id=self._id[:n].copy(),
-            flags=self._flags[:n].copy(),
-            dlc=self._dlc[:n].copy(),
-            data=self._data[:n].copy(),
-            channel=self._chan[:n].copy(),
-            channels=list(self._channels),
-        )
-        self._reset()
-        return batch
+        msgs = self._messages
+        self._messages = []
+        self.add = self._messages.append
+        return _batch_of(msgs, self._default_channel)
+
+
+def _batch_of(msgs: list[can.Message], default_channel: str) -> FrameBatch:
+    n = len(msgs)
+    if n == 0:
+        return FrameBatch.empty(channels=[default_channel])
+    error = np.fromiter((m.is_error_frame for m in msgs), np.bool_, n)
+    extended = np.fromiter((m.is_extended_id for m in msgs), np.bool_, n)
+    remote = np.fromiter((m.is_remote_frame for m in msgs), np.bool_, n) & ~error
+    fd = np.fromiter((m.is_fd for m in msgs), np.bool_, n)
+    flags = np.where(error, FLAG_ERROR, (extended * FLAG_EXTENDED) | (remote * FLAG_REMOTE))
+    flags = flags.astype(np.uint8)
+    if fd.any():
+        brs = np.fromiter((m.bitrate_switch for m in msgs), np.bool_, n)
+        esi = np.fromiter((m.error_state_indicator for m in msgs), np.bool_, n)
+        flags |= (fd * FLAG_FD) | ((fd & brs) * FLAG_BRS) | ((fd & esi) * FLAG_ESI)
+    lengths = np.fromiter((len(m.data) for m in msgs), np.int64, n)
+    dlc = lengths.copy()
+    if remote.any():
+        dlc[remote] = [msgs[i].dlc for i in np.flatnonzero(remote).tolist()]
+        lengths[remote] = 0  # a remote frame carries no data bytes
+    width = CLASSIC_WIDTH if lengths.max() <= CLASSIC_WIDTH else FD_WIDTH
+    data = np.zeros((n, width), np.uint8)
+    if remote.any():
+        flags_remote = remote.tolist()
+        payloads = (b"" if r else m.data for m, r in zip(msgs, flags_remote, strict=True))
+    else:
+        payloads = (m.data for m in msgs)
+    blob = np.frombuffer(b"".join(payloads), np.uint8)
+    if blob.size:
+        rows = np.repeat(np.arange(n), lengths)
+        starts = np.cumsum(lengths) - lengths
+        cols = np.arange(blob.size) - np.repeat(starts, lengths)
+        data[rows, cols] = blob
+    channels: list[str] = []
+    index: dict[object, int] = {}
+    channel = np.empty(n, np.int16)
+    for i, m in enumerate(msgs):
+        ch = m.channel
+        idx = index.get(ch)
+        if idx is None:
+            idx = index[ch] = _index_of(channels, str(ch) if ch is not None else default_channel)
+        channel[i] = idx
+    return FrameBatch(
+        timestamp=np.fromiter((m.timestamp for m in msgs), np.float64, n),
+        can_id=np.fromiter((m.arbitration_id for m in msgs), np.uint32, n),
+        flags=flags,
+        dlc=dlc.astype(np.uint8),
+        data=data,
+        channel=channel,
+        channels=channels,
+    )
