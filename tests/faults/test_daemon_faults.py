@@ -20,6 +20,7 @@ import os
 import re
 import select
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -271,8 +272,9 @@ def test_a_scrape_during_a_reload_still_has_every_bus(
 class SlcanAdapter:
     """An slcan (LAWICEL) USB adapter emulated on a pty, reachable at a stable path.
 
-    While plugged it sends 200 extended frames per second (``T...`` lines) and keeps
-    every command the host wrote to it.
+    While plugged it sends power module 1's ``ModuleTelemetry`` (reference DBC, id
+    0x0283F001: output voltage 400.5 V and current 50.25 A as big-endian float32)
+    200 times per second as ``T...`` lines, and keeps every command the host wrote.
     """
 
     def __init__(self, path: Path) -> None:
@@ -306,7 +308,7 @@ class SlcanAdapter:
 
     def _run(self, master: int) -> None:
         pending = b""
-        counter = 0
+        frame = b"T0283F0018" + struct.pack(">ff", 400.5, 50.25).hex().upper().encode() + b"\r"
         next_frame = time.monotonic()
         while not self._stop.is_set():
             ready, _, _ = select.select([master], [], [], 0.005)
@@ -319,8 +321,6 @@ class SlcanAdapter:
                 self.commands.extend(c.decode(errors="replace") for c in done)
             if time.monotonic() >= next_frame:
                 next_frame += 0.005
-                frame = f"T18FF50E58{counter:016X}\r".encode()
-                counter += 1
                 with contextlib.suppress(OSError):
                     os.write(master, frame)
 
@@ -334,6 +334,10 @@ def test_adapter_absent_plugged_unplugged_and_back(tmp_path: Path, daemons: list
         "[daemon]\nprocessing_interval_s = 0.1\n"
     )
     up, down = 'candiag_can_bus_up{bus="slc"}', 'candiag_can_bus_state{bus="slc",state="down"}'
+    volts = (
+        'candiag_can_signal_volts{bus="slc",message="ModuleTelemetry",node="1",'
+        'signal="OutputVoltage"}'
+    )
     daemon = Daemon(config)
     daemons.append(daemon)
     try:
@@ -351,11 +355,17 @@ def test_adapter_absent_plugged_unplugged_and_back(tmp_path: Path, daemons: list
             'candiag_can_frames_total{bus="slc",kind="data"}', lambda v: v > 50
         )
         assert daemon.value(down) == 0
+        assert daemon.wait_value(volts, lambda v: True) == 400.5
 
         mark = len(daemon.log)
         adapter.unplug()  # mid-stream
         daemon.wait_value(up, lambda v: v == 0)
         assert daemon.value(down) == 1
+        # Stale values are never exported: the voltage is withdrawn, not frozen at 400.5.
+        deadline = time.monotonic() + 3
+        while daemon.value(volts) is not None:
+            assert time.monotonic() < deadline, "the last voltage is still exported"
+            time.sleep(0.1)
         assert "bus=slc" in daemon.wait_log(r"event=bus_down .*", after=mark).group(0)
         stalled = frames_total(daemon.scrape()[1], "slc")
         assert stalled >= first
@@ -366,6 +376,7 @@ def test_adapter_absent_plugged_unplugged_and_back(tmp_path: Path, daemons: list
             'candiag_can_frames_total{bus="slc",kind="data"}', lambda v: v > stalled + 50
         )
         assert daemon.value(down) == 0
+        assert daemon.wait_value(volts, lambda v: True) == 400.5
         code, seconds = daemon.terminate()
         assert code == 0 and seconds < 5
     finally:
