@@ -565,3 +565,30 @@ def test_markup_in_a_capture_or_dbc_does_not_reach_the_html_report(
     html = report.read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html, "the unit must be shown, escaped"
     assert "<script>alert" not in html and "<img/src" not in html
+
+
+@pytest.mark.slow
+def test_candiag_run_without_metrics_keys_listens_on_loopback(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[[can.buses]]\nname = "b"\ninterface = "virtual"\nchannel = "sec-def"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "candiag", "run", "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = ""
+        for line in proc.stdout:
+            if "metrics_listening" in line or "error" in line:
+                first = line
+                break
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # Either it listens, or port 9847 is taken on this host (another candiag): both name
+    # the address it tried, which must be loopback.
+    assert "127.0.0.1:9847" in first, first
