@@ -270,7 +270,8 @@ def _compact_lines(buf: U8, starts: I64, ends: I64) -> tuple[U8, I64, I64]:
 _TEMPLATE_RE = re.compile(rb"\((\d+)\.(\d+)\) ([\x21\x22\x24-\x27\x2a-\x7e]{1,16}) ")
 _NAME_RE = re.compile(rb"[\x21\x22\x24-\x27\x2a-\x7e]+")
 _MAX_TEMPLATES = 4  # layouts tried per chunk before the rest goes to the general parser
-_MAX_NAMES = 16  # channel names of one layout told apart per chunk
+_MAX_NAMES = 16  # channel names of one layout told apart per block of lines
+_BLOCK_LINES = 32_768  # lines decoded at a time: the temporaries stay in the CPU cache
 _HASH_U8 = np.uint8(_HASH)
 
 _ONES = np.uint64(0x0101010101010101)
@@ -294,9 +295,13 @@ def _byte_mask(first: int, stop: int) -> int:
     return ((1 << (8 * stop)) - 1) ^ ((1 << (8 * first)) - 1)
 
 
-# Data masks by number of hex characters (0..16): first and second word.
+# Data masks by number of hex characters (0..16, clipped): first word, second word.
 _DATA_MASKS = np.array(
-    [[_byte_mask(0, min(k, 8)), _byte_mask(0, max(k - 8, 0))] for k in range(17)], np.uint64
+    [
+        [_byte_mask(0, min(k, 8)) for k in range(17)],
+        [_byte_mask(0, max(k - 8, 0)) for k in range(17)],
+    ],
+    np.uint64,
 )
 
 
@@ -394,6 +399,18 @@ class _Decoded:
     data: npt.NDArray[np.uint64]  # bytes 0..7, little-endian
     channel: npt.NDArray[np.int16]
 
+    @classmethod
+    def empty(cls, n: int) -> _Decoded:
+        return cls(
+            ok=np.empty(n, np.bool_),
+            timestamp=np.empty(n, np.float64),
+            can_id=np.empty(n, np.uint32),
+            flags=np.empty(n, np.uint8),
+            dlc=np.empty(n, np.uint8),
+            data=np.empty(n, np.uint64),
+            channel=np.empty(n, np.int16),
+        )
+
 
 def _parse_templated(
     buf: U8, starts: I64, ends: I64, out: _ChunkArrays, channels: list[str]
@@ -444,24 +461,18 @@ def _apply_layout(
     """Decode ``rows`` (None: all) with ``layout`` into ``out``; return which succeeded."""
     s = starts if rows is None else starts[rows]
     e = ends if rows is None else ends[rows]
-    # The last lines of the buffer would read past its end: they are decoded again from a
-    # padded copy of the tail (reads of the first pass are clamped, its results dropped).
-    safe = len(buf) - layout.max_read
-    split = int(np.searchsorted(s, safe, side="right"))
-    if split == len(s):
-        decoded = _decode_layout(layout, buf, s, e, channels, len(s))
-    else:
-        head = (
-            _decode_layout(layout, buf, np.minimum(s, safe), e, channels, split) if split else None
-        )
+    decoded = _Decoded.empty(len(s))
+    # The last lines of the buffer would read past its end: they get a padded copy.
+    split = int(np.searchsorted(s, len(buf) - layout.max_read, side="right"))
+    for lo in range(0, split, _BLOCK_LINES):
+        hi = min(lo + _BLOCK_LINES, split)
+        _decode_layout(layout, buf, s[lo:hi], e[lo:hi], channels, decoded, slice(lo, hi))
+    if split < len(s):
         base = int(s[split])
         tail = np.zeros(len(buf) - base + layout.max_read, np.uint8)
         tail[: len(buf) - base] = buf[base:]
-        decoded = _decode_layout(layout, tail, s[split:] - base, e[split:] - base, channels, -1)
-        if head is not None:
-            for field in _Decoded.__dataclass_fields__:
-                getattr(head, field)[split:] = getattr(decoded, field)
-            decoded = head
+        at = slice(split, len(s))
+        _decode_layout(layout, tail, s[at] - base, e[at] - base, channels, decoded, at)
     _store(out, rows, decoded)
     return decoded.ok
 
@@ -492,21 +503,28 @@ def _unaligned_words(buf: U8) -> npt.NDArray[np.uint64]:
 
 
 def _decode_layout(
-    layout: _Layout, buf: U8, s: I64, e: I64, channels: list[str], limit: int
-) -> _Decoded:
+    layout: _Layout,
+    buf: U8,
+    s: I64,
+    e: I64,
+    channels: list[str],
+    dest: _Decoded,
+    at: slice,
+) -> None:
     """Decode lines starting at ``s`` (ending at ``e``) as ``layout`` lines.
 
     Every byte a line needs is checked: literals exactly, digits and hex digits by
     SWAR range tests; the channel name by comparison with the names seen.  Reads past
     a line's end are masked away (the caller guarantees ``max_read`` bytes exist).
-    Lines from ``limit`` on (unless -1) are left undecoded (``ok`` False).
+    The results go to ``dest[at]``.
     """
     words = _unaligned_words(buf)
+    shifted = {w.offset: _unaligned_words(buf[w.offset :]) for w in _layout_words(layout)}
     bad = np.zeros(len(s), np.uint64)  # any set bit: the line is not a layout line
     runs: dict[str, npt.NDArray[np.uint64]] = {}
     keys: list[tuple[int, npt.NDArray[np.uint64]]] = []
     for word in _layout_words(layout):
-        w = words[s + word.offset]
+        w = shifted[word.offset][s]  # bytes s+offset.. without an index array per word
         if word.literal_mask:
             bad |= (w ^ np.uint64(word.literal_value)) & np.uint64(word.literal_mask)
         if word.digit_mask:
@@ -540,18 +558,17 @@ def _decode_layout(
     can_id = _swar_hex(_hex_nibbles(w) & id_mask)
 
     # Data: up to 16 hex digits in two words, masked to the line's length.
-    masks = _DATA_MASKS[np.clip(ndata, 0, 2 * CLASSIC_WIDTH)]
     first = s + hash_at + 1
     w = words[first]
-    bad |= _hex_errors(w) & masks[:, 0]
-    data = _pack_bytes(_hex_nibbles(w) & masks[:, 0])
+    mask = np.take(_DATA_MASKS[0], ndata, mode="clip")
+    bad |= _hex_errors(w) & mask
+    data = _pack_bytes(_hex_nibbles(w) & mask)
     if (ndata > 8).any():
         w = words[first + 8]
-        bad |= _hex_errors(w) & masks[:, 1]
-        data |= _pack_bytes(_hex_nibbles(w) & masks[:, 1]) << np.uint64(32)
+        mask = np.take(_DATA_MASKS[1], ndata, mode="clip")
+        bad |= _hex_errors(w) & mask
+        data |= _pack_bytes(_hex_nibbles(w) & mask) << np.uint64(32)
     ok &= bad == 0
-    if limit >= 0:
-        ok[limit:] = False
 
     flags = np.where(std, np.uint8(0), FLAG_EXTENDED).astype(np.uint8)
     is_error = ((can_id & np.uint64(_CAN_RTR_EFF_FLAGS)) == 0) & (
@@ -562,15 +579,13 @@ def _decode_layout(
     flags[is_error] = FLAG_ERROR
     can_id &= np.uint64(CAN_EFF_MASK)
     channel = _layout_channels(layout, buf, s, keys, ok, channels)
-    return _Decoded(
-        ok=ok,
-        timestamp=timestamp,
-        can_id=can_id.astype(np.uint32),
-        flags=flags,
-        dlc=(ndata >> 1).astype(np.uint8),
-        data=data,
-        channel=channel,
-    )
+    dest.ok[at] = ok
+    dest.timestamp[at] = timestamp
+    dest.can_id[at] = can_id
+    dest.flags[at] = flags
+    dest.dlc[at] = ndata >> 1
+    dest.data[at] = data
+    dest.channel[at] = channel
 
 
 def _layout_channels(
@@ -638,9 +653,10 @@ def _hex_nibbles(w: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
 def _hex_errors(w: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     """Bit 7 of every byte that is not an ASCII hex digit (mask the bytes that matter)."""
     x = w & _LOW7
-    digit = (x + _rep(0x50)) & ((x + _rep(0x46)) ^ _HIGH)  # 0x30 <= x <= 0x39
-    y = x | _rep(0x20)
-    letter = (y + _rep(0x1F)) & ((y + _rep(0x19)) ^ _HIGH)  # 'a' <= y <= 'f'
+    # Bit 7 of x + (0x80 - lo) says x >= lo; the xor of two such bits says lo <= x < hi.
+    digit = (x + _rep(0x50)) ^ (x + _rep(0x46))  # '0' <= x <= '9'
+    y = x | _rep(0x20)  # lower case
+    letter = (y + _rep(0x1F)) ^ (y + _rep(0x19))  # 'a' <= y <= 'f'
     return (((digit | letter) ^ _HIGH) | w) & _HIGH  # w's bit 7: not ASCII at all
 
 
