@@ -27,6 +27,7 @@ import numpy as np
 
 from candiag.daemon.config import BusConfig, FamilyConfig
 from candiag.decode.dbc import ChargerDatabase, MessageDef
+from candiag.health.linkstats import LinkStats
 from candiag.health.nodes import FamilyPolicy
 from candiag.health.pipeline import BusPipeline
 from candiag.health.windows import WINDOWS
@@ -90,6 +91,8 @@ class BusMonitor:
         self.down_since: float | None = None
         self.dropped: dict[str, int] = {"socket": 0, "interface": 0}
         self._drop_history: deque[tuple[float, int]] = deque()
+        self.link: LinkStats | None = None
+        self._link_update = 0
 
     # The pipeline's trackers, by the names the daemon and the monitor view use.
     @property
@@ -147,6 +150,29 @@ class BusMonitor:
         if not self._drop_history:
             return 0
         return sum(self.dropped.values()) - self._drop_history[0][1]
+
+    def observe_link(self, update: tuple[int, LinkStats] | None, now: float) -> None:
+        """The kernel's own view of the link (netlink), when a new snapshot arrived.
+
+        Its controller state counts as evidence beside the error frames (drivers report
+        state changes only on transitions, and some send no bus-error frames at all).
+        """
+        if update is None or update[0] == self._link_update:
+            return
+        self._link_update, stats = update
+        self.link = stats
+        if self.up and stats.state in ("error_active", "error_warning", "error_passive", "bus_off"):
+            if stats.state != self.pipeline.state.state_name:
+                self.pipeline.state.observe(stats.state, now, source="netlink")
+
+    def counters(self) -> tuple[int | None, int | None, str]:
+        """TEC/REC and where they came from: error frames, else the kernel's berr-counter."""
+        state = self.pipeline.state
+        if state.tec is not None:
+            return state.tec, state.rec, "error_frames"
+        if self.link is not None and self.link.tec is not None:
+            return self.link.tec, self.link.rec, "netlink"
+        return None, None, "none"
 
     def set_link(self, up: bool, now: float) -> None:
         """The reader's view of the interface: ``down`` while it is missing or lost."""
@@ -211,8 +237,8 @@ class BusMonitor:
             restarts_total=self.state.restarts,
             load_ratio={w: v["load_ratio"] for w, v in windows.items()},
             error_window={w: v["error_frames"] for w, v in windows.items()},
-            tx_errors=self.state.tec,
-            rx_errors=self.state.rec,
+            tx_errors=self.counters()[0],
+            rx_errors=self.counters()[1],
             dropped=dict(self.dropped),
             nodes=tuple(
                 NodeSnapshot(v.family, str(v.address), v.online, v.last_seen, v.firmware)
@@ -241,4 +267,8 @@ class BusMonitor:
             dropped=dict(self.dropped),
             dropped_recent=self.dropped_recent(),
         )
+        tec, rec, source = self.counters()
+        report["error_frames"].update(tec_last=tec or 0, rec_last=rec or 0, counters_source=source)
+        if self.link is not None:
+            report["link"] = self.link.to_json()
         return report

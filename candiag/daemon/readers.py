@@ -7,10 +7,12 @@ needs (``up``, ``last_error``, ``dropped``) in the daemon's vocabulary.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from candiag.daemon.config import BusConfig
+from candiag.health.linkstats import InterfaceDropCounter, LinkStats, read_link_stats
 from candiag.ingest.frames import FrameBatch
 from candiag.ingest.live import BusReader
 
@@ -18,19 +20,69 @@ from candiag.ingest.live import BusReader
 # the processing loop drains every processing_interval_s anyway.
 MAX_BATCH = 16_384
 BATCH_INTERVAL_S = 0.1
+# How often a SocketCAN link's kernel statistics are read (``ip -details -statistics``).
+LINK_STATS_INTERVAL_S = 5.0
+
+
+class LinkStatsPoller:
+    """Reads a SocketCAN link's own statistics every few seconds (a thread).
+
+    The second health source: the kernel's controller state, TEC/REC and bus-off/
+    restart counters (some drivers send no bus-error frames at all), and the frames
+    the interface dropped before any socket saw them.  ``ip`` runs in this thread so
+    the processing loop never waits for it.
+    """
+
+    def __init__(self, device: str, interval: float = LINK_STATS_INTERVAL_S) -> None:
+        self.device = device
+        self.interval = interval
+        self.latest: LinkStats | None = None
+        self.updates = 0
+        self.dropped = InterfaceDropCounter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"candiag-netlink-{device}")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            stats = read_link_stats(self.device, timeout=min(2.0, self.interval))
+            if stats is not None:
+                self.dropped.update(stats)
+                self.latest = stats
+                self.updates += 1
+            self._stop.wait(self.interval)
 
 
 class ReaderSource:
     """A started-on-demand :class:`BusReader` seen as a daemon frame source."""
 
-    def __init__(self, reader: BusReader) -> None:
+    def __init__(self, reader: BusReader, link: LinkStatsPoller | None = None) -> None:
         self.reader = reader
+        self.link = link
 
     def start(self) -> None:
         self.reader.start()
+        if self.link is not None:
+            self.link.start()
 
     def stop(self, timeout: float = 3.0) -> None:
+        if self.link is not None:
+            self.link.stop(timeout)
         self.reader.stop(timeout)
+
+    @property
+    def link_stats(self) -> tuple[int, LinkStats] | None:
+        """(update number, latest snapshot) of the kernel's link statistics, if read."""
+        if self.link is None or self.link.latest is None:
+            return None
+        return self.link.updates, self.link.latest
 
     def drain(self) -> FrameBatch:
         return self.reader.drain()
@@ -45,9 +97,11 @@ class ReaderSource:
 
     @property
     def dropped(self) -> Mapping[str, int]:
-        # "interface": drops the driver/kernel reports; "socket": frames lost on the
-        # receive side before processing (the reader's queue overflowed).
-        return {"interface": self.reader.dropped_frames, "socket": self.reader.queue_dropped}
+        # "interface": drops the kernel reports for the link (netlink rx dropped +
+        # over_errors) or the driver; "socket": frames lost on the receive side before
+        # processing (the reader's queue overflowed).
+        interface = self.reader.dropped_frames + (self.link.dropped.total if self.link else 0)
+        return {"interface": interface, "socket": self.reader.queue_dropped}
 
 
 def open_reader(
@@ -70,4 +124,5 @@ def open_reader(
         backoff_max=backoff_max,
         bus_factory=bus_factory,
     )
-    return ReaderSource(reader)
+    link = LinkStatsPoller(bus.channel) if bus.interface == "socketcan" else None
+    return ReaderSource(reader, link)

@@ -268,6 +268,7 @@ class Daemon:
             up = bus.reader.up
             with self._lock:
                 bus.monitor.set_link(up, now)
+                bus.monitor.observe_link(getattr(bus.reader, "link_stats", None), now)
                 bus.monitor.dropped = dict(bus.reader.dropped)
                 bus.monitor.process(batch)
                 bus.monitor.advance(now, complete_until)
