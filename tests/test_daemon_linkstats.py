@@ -85,3 +85,19 @@ def test_only_socketcan_buses_get_a_link_poller() -> None:
     socketcan, virtual = (readers.open_reader(b) for b in config.buses)
     assert socketcan.link is not None and socketcan.link.device == "can0"
     assert virtual.link is None and virtual.link_stats is None
+
+
+def test_pcan_bus_off_exception_counts_as_a_bus_off_event() -> None:
+    from can.interfaces.pcan.basic import PCAN_ERROR_BUSOFF
+
+    config = parse_config_text(
+        '[[can.buses]]\nname = "p"\ninterface = "pcan"\nchannel = "PCAN_USBBUS1"\n'
+    )
+    mon = BusMonitor(config.buses[0], load_reference_database())
+    mon.set_link(True, 10.0)
+    reason = f"receive failed: PcanCanOperationError: Bus error ({PCAN_ERROR_BUSOFF:x}h)"
+    mon.set_link(False, 11.0, reason)
+    assert mon.state.bus_off_events == 1 and mon.state_name() == "down"
+    mon.set_link(True, 12.0)
+    mon.set_link(False, 13.0, "receive failed: OSError: device vanished")
+    assert mon.state.bus_off_events == 1  # a plain loss is not a bus-off

@@ -174,17 +174,28 @@ class BusMonitor:
             return self.link.tec, self.link.rec, "netlink"
         return None, None, "none"
 
-    def set_link(self, up: bool, now: float) -> None:
-        """The reader's view of the interface: ``down`` while it is missing or lost."""
+    def set_link(self, up: bool, now: float, reason: str | None = None) -> None:
+        """The reader's view of the interface: ``down`` while it is missing or lost.
+
+        A PCAN adapter reports bus-off by raising from ``recv``; ``reason`` (the reader's
+        last error) is mapped by :func:`candiag.health.pcan.map_pcan_exception` so such a
+        loss counts as a bus-off event, not only as a lost link.
+        """
         if up == self.up:
             return
         self.up = up
         if up:
             self.down_since = None
             self.pipeline.state.observe("error_active", now, source="daemon")
-        else:
-            self.down_since = now
-            self.pipeline.state.observe("down", now, source="daemon")
+            return
+        self.down_since = now
+        if self.config.interface == "pcan" and reason:
+            from candiag.health.pcan import map_pcan_exception
+
+            status = map_pcan_exception(reason)
+            if status.state == "bus_off":
+                self.pipeline.state.observe("bus_off", now, source="pcan")
+        self.pipeline.state.observe("down", now, source="daemon")
 
     # -- views -------------------------------------------------------------------------
     def warmup_s(self) -> float:

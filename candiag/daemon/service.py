@@ -267,7 +267,7 @@ class Daemon:
             batch = bus.reader.drain()
             up = bus.reader.up
             with self._lock:
-                bus.monitor.set_link(up, now)
+                bus.monitor.set_link(up, now, bus.reader.last_error)
                 bus.monitor.observe_link(getattr(bus.reader, "link_stats", None), now)
                 bus.monitor.dropped = dict(bus.reader.dropped)
                 bus.monitor.process(batch)
