@@ -127,6 +127,7 @@ class Daemon:
         self._server: Any = None
         self._engine: Any = None
         self._findings: tuple[FindingSnapshot, ...] = ()
+        self._frozen: Snapshot | None = None  # served while a reload swaps components
         self.loop_last_run: float | None = None
         self.iterations = 0
         self._last_diagnosis = 0.0
@@ -359,8 +360,17 @@ class Daemon:
             # READY=1 ends the "reloading" state systemd entered on RELOADING=1.
             self.notifier.ready("reload failed, old configuration kept: " + self.status_line())
             return False
-        self._stop_components()
-        self._start_components(new)
+        # Scrapes while the components are swapped get the last complete picture,
+        # not an exposition without any bus or meter.
+        frozen = self.snapshot()
+        with self._lock:
+            self._frozen = frozen
+        try:
+            self._stop_components()
+            self._start_components(new)
+        finally:
+            with self._lock:
+                self._frozen = None
         if new.metrics != self.config.metrics and self.serve_metrics:
             if self._server is not None:
                 self._server.stop()
@@ -376,6 +386,8 @@ class Daemon:
     def snapshot(self) -> Snapshot:
         now = time.time()
         with self._lock:
+            if self._frozen is not None:
+                return self._frozen
             pollers = list(self._pollers)
         modbus = tuple(modbus_device_snapshot(d) for p in pollers for d in p.snapshot())
         with self._lock:
