@@ -26,14 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.bench_decode import DEFAULT_CACHE, REPO, meter, reference_capture
+from bench import bench_decode as decode_bench
+from bench.bench_decode import DEFAULT_CACHE, meter, reference_capture
 
 RATIO_GOAL = 25
 BITRATE = 125_000  # the simulated reference bus
@@ -199,16 +199,9 @@ WORKERS = {
 
 
 def measured(kind: str, path: Path, *, repeats: int = 1, limit: int = 0) -> dict[str, Any]:
-    worker = [
-        sys.executable, "-m", "bench.bench_analyze", "--worker", kind, str(path),
-        "--repeats", str(repeats), "--limit", str(limit or 2**62),
-    ]  # fmt: skip
-    command = [sys.executable, "-m", "bench.bench_analyze", "--meter", "--", *worker]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{kind} worker failed:\n{done.stderr}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return decode_bench.measured(
+        kind, path, repeats=repeats, limit=limit, module="bench.bench_analyze"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -246,14 +246,21 @@ WORKERS = {
 }
 
 
-def measured(kind: str, path: Path, *, repeats: int = 1, limit: int = 0) -> dict[str, Any]:
-    """Run worker ``kind`` under a meter process; its result plus ``peak_rss_mb``."""
+def measured(
+    kind: str,
+    path: Path,
+    *,
+    repeats: int = 1,
+    limit: int = 0,
+    module: str = "bench.bench_decode",
+) -> dict[str, Any]:
+    """Run worker ``kind`` of ``module`` under a meter process; its result plus ``peak_rss_mb``."""
     worker = [
-        sys.executable, "-m", "bench.bench_decode", "--worker", kind, str(path),
+        sys.executable, "-m", module, "--worker", kind, str(path),
         "--repeats", str(repeats), "--limit", str(limit or 2**62),
     ]  # fmt: skip
-    meter = [sys.executable, "-m", "bench.bench_decode", "--meter", "--", *worker]
-    done = subprocess.run(meter, cwd=REPO, capture_output=True, text=True, check=False)
+    command = [sys.executable, "-m", module, "--meter", "--", *worker]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{kind} worker failed:\n{done.stderr}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])

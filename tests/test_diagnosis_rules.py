@@ -9,19 +9,9 @@ import pytest
 
 from candiag.diagnosis.engine import DiagnosisEngine, load_rulebook
 from candiag.errors import ConfigError
+from candiag.health.errorframes import ERROR_CLASSES
 
-CLASSES = (
-    "tx_timeout",
-    "lost_arbitration",
-    "controller",
-    "protocol",
-    "transceiver",
-    "ack",
-    "bus_off",
-    "bus_error",
-    "restarted",
-    "counters",
-)
+CLASSES = ERROR_CLASSES
 
 
 def healthy_bus(**overrides: Any) -> dict[str, Any]:

@@ -17,22 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-# The project-wide vocabularies (README "Project-wide interfaces").
-ERROR_CLASSES: tuple[str, ...] = (
-    "tx_timeout",
-    "lost_arbitration",
-    "controller",
-    "protocol",
-    "transceiver",
-    "ack",
-    "bus_off",
-    "bus_error",
-    "restarted",
-    "counters",
-)
-BUS_STATES: tuple[str, ...] = ("error_active", "error_warning", "error_passive", "bus_off", "down")
-WINDOWS_S: tuple[int, ...] = (10, 60, 300, 3600)
-WINDOW_LABELS: tuple[str, ...] = tuple(f"{w}s" for w in WINDOWS_S)
+from candiag.health.busstate import BUS_STATES as BUS_STATES
+from candiag.health.errorframes import ERROR_CLASSES as ERROR_CLASSES
+from candiag.health.windows import WINDOWS
+
+# The project-wide vocabularies: error classes and bus states are the health package's
+# (re-exported for the collectors); the export-side ones are defined here.
+WINDOWS_S: tuple[int, ...] = tuple(WINDOWS.values())
+WINDOW_LABELS: tuple[str, ...] = tuple(WINDOWS)
 FRAME_KINDS: tuple[str, ...] = ("data", "remote", "error")
 DROP_SOURCES: tuple[str, ...] = ("socket", "interface")
 MODBUS_FAILURE_REASONS: tuple[str, ...] = ("timeout", "crc", "exception", "wrong_device", "io")

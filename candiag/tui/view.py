@@ -22,20 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from candiag.diagnosis.engine import Finding
-
-# Error classes in the agreed order (JSON keys, metric label `class`).
-ERROR_CLASSES = (
-    "tx_timeout",
-    "lost_arbitration",
-    "controller",
-    "protocol",
-    "transceiver",
-    "ack",
-    "bus_off",
-    "bus_error",
-    "restarted",
-    "counters",
-)
+from candiag.health.errorframes import ERROR_CLASSES
 
 STATE_STYLE = {
     "error_active": "green",
