@@ -126,8 +126,7 @@ class _MessagePlan:
         return values, self._presence(values, n)
 
     def _presence(self, values: dict[str, npt.NDArray[np.generic]], n: int) -> dict[str, BoolArray]:
-        always = np.ones(n, np.bool_)
-        always.flags.writeable = False
+        always = _always(n)
         if not self.mux_parents:
             return dict.fromkeys(self.names, always)
         present: dict[str, BoolArray] = {}
@@ -240,6 +239,19 @@ def _scaling_kind(sig: SignalDef) -> str:
         return "int"
     ends = (lo * scale + offset, hi * scale + offset)
     return "int" if _INT64_MIN <= min(ends) and max(ends) <= _INT64_MAX else "other"
+
+
+_ALWAYS: list[BoolArray] = [np.ones(0, np.bool_)]
+
+
+def _always(n: int) -> BoolArray:
+    """A read-only all-True mask of length ``n`` (a view of one shared array)."""
+    ones = _ALWAYS[0]
+    if len(ones) < n:  # grown rarely; a racing thread keeps its own copy
+        ones = np.ones(max(n, 2 * len(ones), 4096), np.bool_)
+        ones.flags.writeable = False
+        _ALWAYS[0] = ones
+    return ones[:n]
 
 
 def _plan_signal(message: MessageDef, sig: SignalDef) -> _SignalPlan:
@@ -375,37 +387,28 @@ class BatchDecoder:
         sorted_groups = message[order]
         starts = np.flatnonzero(np.diff(sorted_groups, prepend=-1))
         ends = np.append(starts[1:], order.size)
-        first_words = _first_words(batch.data)
+        # One gather per array for all messages; each message takes a slice of them.
+        first_words = _first_words(batch.data)[order]
+        timestamps = batch.timestamp[order]
+        nodes = node[order]
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-            index = order[start:end]
             plan = self._plans[int(sorted_groups[start])]
-            result.messages[plan.message.name] = self._decode_message(
-                plan, batch, first_words, index, node
+            index = order[start:end]
+            if plan.is_classic:
+                signals, present = plan.decode_words(first_words[start:end])
+            else:
+                width = min(batch.data.shape[1], plan.width)
+                signals, present = plan.decode_payload(batch.data[index, :width])
+            result.messages[plan.message.name] = DecodedMessage(
+                message=plan.message,
+                index=index,
+                timestamp=timestamps[start:end],
+                node=nodes[start:end],
+                signals=signals,
+                present=present,
             )
         result.decoded_frames = int(order.size)
         return result
-
-    @staticmethod
-    def _decode_message(
-        plan: _MessagePlan,
-        batch: FrameBatch,
-        first_words: U64,
-        index: IntpArray,
-        node: npt.NDArray[np.int32],
-    ) -> DecodedMessage:
-        if plan.is_classic:
-            signals, present = plan.decode_words(first_words[index])
-        else:
-            width = min(batch.data.shape[1], plan.width)
-            signals, present = plan.decode_payload(batch.data[index, :width])
-        return DecodedMessage(
-            message=plan.message,
-            index=index,
-            timestamp=batch.timestamp[index],
-            node=node[index],
-            signals=signals,
-            present=present,
-        )
 
 
 def _first_words(data: U8) -> U64:

@@ -13,11 +13,16 @@ Line format (can-utils ``lib.c``; can-bus.md §4)::
     (1700000000.000100) can0 123##1AABB        CAN FD, flags nibble (BRS 1, ESI 2)
     (1700000000.000100) can0 20000040#00...    error frame: CAN_ERR_FLAG | class bits
 
-Parsing: lines are grouped by *shape* (positions of ``.``, ``)``, the spaces
-and ``#``); every group of identically shaped lines becomes one 2-D byte matrix
-that is decoded column-wise with lookup tables.  Only lines that do not fit the
-classic shape (remote, FD, ``_`` DLC suffix, ``.`` separators, malformed) go
-through the per-line Python parser, which also produces the error reasons.
+Parsing, in three tiers, each taking only what it decodes exactly like the next:
+
+1. the *template path*: a capture repeats one layout (timestamp widths, channel name),
+   so with the layout of a line every field of every other line is at a known offset;
+   fields are gathered as unaligned 8-byte words and checked and converted with SWAR
+   arithmetic on contiguous arrays in line order (about 9M lines per CPU-second);
+2. the *general path* for what is left: lines grouped by *shape* (positions of ``.``,
+   ``)``, the spaces and ``#``), every group decoded column-wise as a 2-D byte matrix;
+3. the per-line Python parser for remote, FD, ``_`` DLC suffix, ``.`` separators and
+   malformed lines, which also produces the error reasons.
 """
 
 from __future__ import annotations
