@@ -22,7 +22,7 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,6 +181,10 @@ def parse_config_text(text: str, source: str = "<string>", base_dir: Path | None
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(_toml_problem(source, err)) from None
+    except ValueError as err:  # tomllib lets int()'s 4300-digit limit through
+        raise ConfigError(
+            f"{source}: TOML value cannot be read ({err}); TOML integers are 64-bit, fix the value"
+        ) from None
     return parse_config(data, source=source, base_dir=base_dir or Path.cwd())
 
 
@@ -198,6 +202,12 @@ def parse_config(
 ) -> Config:
     """Validate an already parsed TOML document (paths resolve against ``base_dir``)."""
     v = _Validator(base_dir or Path.cwd())
+    oversized = list(_oversized_integers(data, ""))
+    if oversized:  # refused first: such numbers break every later check and message
+        raise ConfigError(
+            [f"{path}: expected a 64-bit integer (TOML), found a larger one" for path in oversized],
+            path=source,
+        )
     root = v.table(
         data, "", {"can", "modbus", "metrics", "log", "diagnosis", "daemon", "simulator"}
     )
@@ -223,6 +233,18 @@ def parse_config(
     if v.problems:
         raise ConfigError(v.problems, path=source)
     return config
+
+
+def _oversized_integers(node: Any, path: str) -> Iterator[str]:
+    """Key paths of integers beyond TOML's 64 bits (tomllib reads any size)."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from _oversized_integers(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _oversized_integers(value, f"{path}[{i}]")
+    elif isinstance(node, int) and not -(1 << 63) <= node < 1 << 63:
+        yield path or "<top level>"
 
 
 # -- sections ---------------------------------------------------------------------------
@@ -663,9 +685,14 @@ class _Validator:
             if not isinstance(item, str) or not item:
                 self.problem(where, "a file or folder path", f"{_type_name(item)} {item!r}")
                 continue
-            p = Path(item).expanduser()
-            p = p if p.is_absolute() else self.base_dir / p
-            if not p.exists():
+            try:
+                p = Path(item).expanduser()
+                p = p if p.is_absolute() else self.base_dir / p
+                exists = p.exists()
+            except (OSError, RuntimeError) as err:  # name too long; "~user" with no such user
+                self.problem(where, "a usable file path", f"{item!r} ({err})")
+                continue
+            if not exists:
                 self.problem(
                     where,
                     "an existing file (relative paths start at the config file's folder)",

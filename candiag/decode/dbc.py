@@ -293,7 +293,9 @@ def load_dbc_text(text: str, source: str = "<string>") -> ChargerDatabase:
 
 def _load_file(path: Path) -> list[MessageDef]:
     try:
-        text = path.read_text(encoding="cp1252")
+        # Bytes cp1252 leaves undefined (0x81, 0x8D, ...) are replaced, not fatal: they are
+        # harmless in comments and give a syntax error with its line anywhere else.
+        text = path.read_bytes().decode("cp1252", errors="replace")
     except OSError as err:
         raise DbcError(
             f"{path}: cannot read ({err.strerror}); check the path and permissions"

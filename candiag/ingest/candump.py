@@ -68,6 +68,8 @@ _MAX_TEXT = 200  # characters of a malformed line kept for the report
 _FAST_MAX_LEN = 4095  # longer lines cannot be classic frames; the slow path reports them
 _FD_LENGTHS = frozenset(FD_DLC_TO_LEN)
 _CAN_RTR_EFF_FLAGS = 0xC0000000
+# Like the fast path (at most 18 digits in all): whole seconds then fit int64 when written.
+_MAX_TIMESTAMP = 1e17
 
 
 @dataclass
@@ -996,6 +998,8 @@ def parse_line(raw: bytes) -> ParsedLine | str:
     timestamp = float(match.group(1))
     if not math.isfinite(timestamp):
         return f"bad timestamp {stamp!r}: not a finite number"
+    if timestamp >= _MAX_TIMESTAMP:
+        return f"bad timestamp {stamp!r}: more than 17 digits of seconds"
     ident, sep, rest = frame.partition("#")
     if not sep:
         return f"no '#' between identifier and data in {frame!r}"

@@ -36,6 +36,10 @@ MAX_EXAMPLES = 10
 CANDUMP_SUFFIXES = (".log", ".candump")
 PYTHON_CAN_SUFFIXES = (".asc", ".blf", ".trc", ".csv")
 _SNIFF_BYTES = 4096
+# What python-can's readers raise on a damaged file (OSError: e.g. gzip.BadGzipFile).
+_PYTHON_CAN_READ_ERRORS = (
+    OSError, ValueError, IndexError, KeyError, struct.error, EOFError, zlib.error
+)  # fmt: skip
 # candump lines are under 200 bytes (a 64-byte FD frame).  A longer "line" is not
 # capture text (a corrupt or hostile file): only its first bytes are kept, and it is
 # reported as malformed, instead of growing in memory (and quadratically in time).
@@ -234,9 +238,11 @@ class CaptureReader:
                 yield parsed.batch
 
     def _python_can_batches(self) -> Iterator[FrameBatch]:
+        import can.io.blf
         import can.io.player
 
         reader_cls: Any = can.io.player.MESSAGE_READERS[f".{self.format}"]
+        read_errors = (*_PYTHON_CAN_READ_ERRORS, can.io.blf.BLFParseError)
         binary = self.format == "blf"
         try:
             if self._compressed:
@@ -244,7 +250,7 @@ class CaptureReader:
                 reader = reader_cls(handle)
             else:
                 reader = reader_cls(str(self.path))
-        except (OSError, ValueError) as err:
+        except read_errors as err:  # e.g. struct.error on a cut BLF header
             raise CaptureError(
                 f"{self.path}: python-can cannot open it as {self.format} ({err}); check that the "
                 "suffix matches the content"
@@ -258,7 +264,7 @@ class CaptureReader:
                     count += 1
                     if len(builder) >= self.chunk_lines:
                         yield self._account(builder.build(), count)
-        except (ValueError, IndexError, KeyError, struct.error, EOFError, zlib.error) as err:
+        except read_errors as err:
             # python-can readers stop at the first record they cannot parse: keep what came
             # before and report where it stopped (record number, not a text line).
             self.stats.add_malformed(

@@ -118,8 +118,12 @@ class PortConfig:
             elif port and given != transport:
                 v.problem("transport", f"{transport!r} for port {port!r}", repr(given))
         if port and "://" in port:
-            parts = urlsplit(port)
-            if transport is None or not parts.hostname or parts.port is None:
+            try:
+                parts = urlsplit(port)
+                host, port_number = parts.hostname, parts.port
+            except ValueError:  # "Port out of range 0-65535", "Invalid IPv6 URL"
+                host, port_number = None, None
+            if transport is None or not host or port_number is None:
                 v.problem(
                     "port",
                     "a tty path, tcp://HOST:PORT or rtu+tcp://HOST:PORT",

@@ -490,10 +490,14 @@ def make_link(
     """A link from a port string: a tty path, ``tcp://host:port`` or ``rtu+tcp://host:port``."""
     if "://" not in port:
         return SerialRtuLink(port, baudrate, parity, stopbits)
-    parts = urlsplit(port)
-    if parts.scheme not in ("tcp", "rtu+tcp") or not parts.hostname or parts.port is None:
+    try:
+        parts = urlsplit(port)
+        scheme, host, port_number = parts.scheme, parts.hostname, parts.port
+    except ValueError:  # "Port out of range 0-65535", "Invalid IPv6 URL"
+        scheme, host, port_number = "", None, None
+    if scheme not in ("tcp", "rtu+tcp") or not host or port_number is None:
         raise PortUnavailableError(
             f"cannot use port {port!r}: expected a tty path, tcp://HOST:PORT (Modbus TCP) "
             "or rtu+tcp://HOST:PORT (RTU through a TCP gateway)"
         )
-    return TcpLink(parts.hostname, parts.port, rtu=parts.scheme == "rtu+tcp")
+    return TcpLink(host, port_number, rtu=scheme == "rtu+tcp")

@@ -196,18 +196,25 @@ def find_profile(name_or_path: str) -> MeterProfile:
     """Load a profile by name (``sdm630``) or by path (``./my_meter.toml``)."""
     candidate = Path(name_or_path)
     if candidate.suffix == ".toml" or "/" in name_or_path:
-        if not candidate.is_file():
+        if not _is_file(candidate):
             raise ProfileError(f"{name_or_path}: meter profile file not found")
         return load_profile(candidate)
     for directory in profile_dirs():
         path = directory / f"{name_or_path}.toml"
-        if path.is_file():
+        if _is_file(path):
             return load_profile(path)
     known = ", ".join(shipped_profile_names()) or "none"
     raise ProfileError(
         f"unknown meter profile {name_or_path!r}; known profiles: {known} "
         "(or give the path of a .toml profile)"
     )
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
 
 
 def load_profile(path: str | Path) -> MeterProfile:
@@ -227,6 +234,10 @@ def _load_profile_cached(path: str, _mtime: int) -> MeterProfile:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as err:
         raise ProfileError(f"{path}: not valid TOML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ProfileError(f"{path}: not UTF-8 text ({err}); save the profile as UTF-8") from err
+    except ValueError as err:  # tomllib lets int()'s 4300-digit limit through
+        raise ProfileError(f"{path}: a TOML value cannot be read ({err}); fix it") from err
     except OSError as err:
         raise ProfileError(f"{path}: cannot read meter profile ({err.strerror})") from err
     return parse_profile(data, source=path, name=Path(path).stem)
@@ -235,6 +246,9 @@ def _load_profile_cached(path: str, _mtime: int) -> MeterProfile:
 def parse_profile(data: Mapping[str, Any], *, source: str, name: str) -> MeterProfile:
     """Validate a profile mapping; every problem names ``source`` and its key path."""
     v = _ProfileValidator(source)
+    for path in _oversized_integers(data, ""):
+        v.problem(path, "a 64-bit integer (TOML)", "a larger one")
+    v.raise_if_problems()  # such numbers break every later check and message
     v.keys(data, "", _TOP_KEYS)
     meter = v.table(data, "meter")
     v.keys(meter, "meter", _METER_KEYS)
@@ -285,6 +299,18 @@ def parse_profile(data: Mapping[str, Any], *, source: str, name: str) -> MeterPr
         quantities=tuple(quantities),
         blocks=tuple(blocks),
     )
+
+
+def _oversized_integers(node: Any, path: str) -> Iterable[str]:
+    """Key paths of integers beyond TOML's 64 bits (tomllib reads any size)."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from _oversized_integers(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _oversized_integers(value, f"{path}[{i}]")
+    elif isinstance(node, int) and not -(1 << 63) <= node < 1 << 63:
+        yield path or "<top level>"
 
 
 def _parse_quantity(v: _ProfileValidator, name: str, raw: Any) -> QuantityDef | None:
@@ -421,7 +447,10 @@ def register_value(q: QuantityDef, registers: Sequence[int], base_address: int) 
     value = float(raw) * q.scale
     if q.exponent_register is not None:
         exponent = registers[q.exponent_register - base_address] + q.exponent_offset
-        value *= 10.0**exponent
+        try:
+            value *= 10.0**exponent
+        except OverflowError:  # a nonsense exponent (garbled reply): not a value
+            return math.nan
     return value * q.factor
 
 
