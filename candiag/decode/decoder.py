@@ -102,9 +102,15 @@ class _MessagePlan:
         self, first_word: U64
     ) -> tuple[dict[str, npt.NDArray[np.generic]], dict[str, BoolArray]]:
         """Decode classic frames from bytes 0..7 read as a little-endian uint64."""
-        columns = self.words.decode(first_word)
+        return self.decode_pair(_word_pair(first_word))
+
+    def decode_pair(
+        self, pair: U64
+    ) -> tuple[dict[str, npt.NDArray[np.generic]], dict[str, BoolArray]]:
+        """Like :meth:`decode_words` from ``[words, words.byteswap()]`` (shape (2, n))."""
+        columns = self.words.decode(pair)
         values = dict(zip(self.names, columns, strict=True))
-        return values, self._presence(values, first_word.shape[0])
+        return values, self._presence(values, pair.shape[1])
 
     def decode_payload(
         self, payload: U8
@@ -174,8 +180,14 @@ class _WordPlan:
         self.shifts = np.array([[p.shift] for p in ordered], np.uint64).reshape(-1, 1)
         self.masks = np.array([[int(p.mask)] for p in ordered], np.uint64).reshape(-1, 1)
         big = [p.window[0] == "big" for p in ordered]
-        self.window: str | npt.NDArray[np.intp] = (
-            "big" if big and all(big) else "little" if not any(big) else np.array(big, np.intp)
+        self.uses_big = any(big)
+        # Rows of the (little, big) word pair each signal reads; a slice keeps a view.
+        self.rows: slice | npt.NDArray[np.intp] = (
+            slice(1, 2)
+            if big and all(big)
+            else slice(0, 1)
+            if not any(big)
+            else np.array(big, np.intp)
         )
         signs = [
             1 << (p.signal.length - 1) if kind != "other" and _sign_extends(p.signal) else 0
@@ -194,15 +206,9 @@ class _WordPlan:
         self.float_scale = np.array([float(s.scale) for s in float_sigs]).reshape(-1, 1)
         self.float_offset = np.array([float(s.offset) for s in float_sigs]).reshape(-1, 1)
 
-    def decode(self, first_word: U64) -> list[npt.NDArray[np.generic]]:
-        """One array per signal, in message order."""
-        if isinstance(self.window, np.ndarray):
-            source: U64 = np.stack([first_word, first_word.byteswap()])[self.window]
-        elif self.window == "little":
-            source = first_word[None, :]
-        else:
-            source = first_word.byteswap()[None, :]
-        raw = (source >> self.shifts) & self.masks
+    def decode(self, pair: U64) -> list[npt.NDArray[np.generic]]:
+        """One array per signal, in message order, from ``[words, words.byteswap()]``."""
+        raw = (pair[self.rows] >> self.shifts) & self.masks
         if self.signs is not None:
             raw = (raw ^ self.signs) - self.signs
         ints: npt.NDArray[np.int64] = raw.view(np.int64)
@@ -360,6 +366,7 @@ class BatchDecoder:
         self._plans = [_MessagePlan(m) for m in db.messages]
         self._lengths = np.array([m.length for m in db.messages] or [0], np.int64)
         self._sort_dtype = np.int16 if len(db.messages) < 32_000 else np.int32
+        self._uses_big = any(p.is_classic and p.words.uses_big for p in self._plans)
 
     def decode(self, batch: FrameBatch) -> DecodeResult:
         data_frames = batch.is_data
@@ -388,14 +395,14 @@ class BatchDecoder:
         starts = np.flatnonzero(np.diff(sorted_groups, prepend=-1))
         ends = np.append(starts[1:], order.size)
         # One gather per array for all messages; each message takes a slice of them.
-        first_words = _first_words(batch.data)[order]
+        pair = _word_pair(_first_words(batch.data)[order], self._uses_big)
         timestamps = batch.timestamp[order]
         nodes = node[order]
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
             plan = self._plans[int(sorted_groups[start])]
             index = order[start:end]
             if plan.is_classic:
-                signals, present = plan.decode_words(first_words[start:end])
+                signals, present = plan.decode_pair(pair[:, start:end])
             else:
                 width = min(batch.data.shape[1], plan.width)
                 signals, present = plan.decode_payload(batch.data[index, :width])
@@ -409,6 +416,15 @@ class BatchDecoder:
             )
         result.decoded_frames = int(order.size)
         return result
+
+
+def _word_pair(words: U64, big: bool = True) -> U64:
+    """``[words, words.byteswap()]`` as one (2, n) array (the second row only if ``big``)."""
+    pair = np.empty((2, words.shape[0]), np.uint64)
+    pair[0] = words
+    if big:
+        pair[1] = words.byteswap()
+    return pair
 
 
 def _first_words(data: U8) -> U64:
