@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all demo test lint bench test-socketcan soak clean
+.PHONY: all demo test lint bench test-socketcan soak fuzz clean
 
 all: test
 
@@ -39,6 +39,12 @@ bench: $(STAMP)
 ## soak: the daemon on a ~92 % loaded 500 kbit/s simulated bus with faults (SOAK_MINUTES, default 30)
 soak: $(STAMP)
 	$(PY) -m soak --minutes $(or $(SOAK_MINUTES),30) $(SOAK_ARGS)
+
+## fuzz: hypothesis + atheris on every input path (FUZZ_MINUTES, default 5); crashes in fuzz/crashes/
+fuzz: $(STAMP)
+	$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install --quiet 'atheris>=2.3' \
+		|| echo "atheris did not install: hypothesis only"
+	$(PY) -m fuzz --minutes $(or $(FUZZ_MINUTES),5) $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache .hypothesis
