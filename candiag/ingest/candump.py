@@ -302,14 +302,18 @@ def _byte_mask(first: int, stop: int) -> int:
     return ((1 << (8 * stop)) - 1) ^ ((1 << (8 * first)) - 1)
 
 
-# Data masks by number of hex characters (0..16, clipped): first word, second word.
+# By number of hex data characters + 1 (clipped to 0..18): whether it is a whole number
+# of bytes within 0..8, and the byte masks of the first and the second data word.
+_DATA_LENGTH_OK = np.array([k > 0 and (k - 1) % 2 == 0 and k - 1 <= 16 for k in range(19)])
 _DATA_MASKS = np.array(
     [
-        [_byte_mask(0, min(k, 8)) for k in range(17)],
-        [_byte_mask(0, max(k - 8, 0)) for k in range(17)],
+        [_byte_mask(0, min(max(k - 1, 0), 8)) for k in range(19)],
+        [_byte_mask(0, min(max(k - 9, 0), 8)) for k in range(19)],
     ],
     np.uint64,
 )
+_ID_LIMIT_EXTENDED = np.uint64(0x40000000)  # 8 digits: extended ids and error classes
+_ID_LIMIT_GAP = np.uint64(0x40000000 - (CAN_SFF_MASK + 1))  # 3 digits: below 0x800
 
 
 @dataclass(frozen=True)
@@ -555,11 +559,12 @@ def _decode_layout(
     sp2 = layout.sp2
     std = buf[s + (sp2 + 4)] == _HASH_U8
     ext = (buf[s + (sp2 + 9)] == _HASH_U8) & ~std
-    hash_at = (sp2 + 9) - 5 * std.astype(np.int64)
-    ndata = (e - s) - hash_at - 1
-    ok = (std | ext) & (ndata >= 0) & (ndata <= 2 * CLASSIC_WIDTH) & ((ndata & 1) == 0)
+    short_by = 5 * std.astype(np.int64)  # a standard id is 5 characters shorter
+    hash_at = (sp2 + 9) - short_by
+    ndata = (e - s) - hash_at  # data characters + 1, so that "none" is not clipped to 0
+    ok = (std | ext) & np.take(_DATA_LENGTH_OK, ndata, mode="clip")
     std64 = std.astype(np.uint64)
-    w = words[s + (sp2 + 1) - 5 * std.astype(np.int64)]  # std: 3 digits in bytes 5..7
+    w = words[s + (sp2 + 1) - short_by]  # std: 3 digits in bytes 5..7
     id_mask = _ALL_BYTES - std64 * _LOW5_BYTES
     bad |= _hex_errors(w) & id_mask
     can_id = _swar_hex(_hex_nibbles(w) & id_mask)
@@ -570,27 +575,26 @@ def _decode_layout(
     mask = np.take(_DATA_MASKS[0], ndata, mode="clip")
     bad |= _hex_errors(w) & mask
     data = _pack_bytes(_hex_nibbles(w) & mask)
-    if (ndata > 8).any():
+    if (ndata > 9).any():
         w = words[first + 8]
         mask = np.take(_DATA_MASKS[1], ndata, mode="clip")
         bad |= _hex_errors(w) & mask
         data |= _pack_bytes(_hex_nibbles(w) & mask) << np.uint64(32)
     ok &= bad == 0
 
-    flags = np.where(std, np.uint8(0), FLAG_EXTENDED).astype(np.uint8)
-    is_error = ((can_id & np.uint64(_CAN_RTR_EFF_FLAGS)) == 0) & (
-        (can_id & np.uint64(CAN_ERR_FLAG)) != 0
-    )
-    is_error &= ~std
-    ok &= np.where(std, can_id <= CAN_SFF_MASK, (can_id <= CAN_EFF_MASK) | is_error)
-    flags[is_error] = FLAG_ERROR
+    # 8 digits: below 0x20000000 an extended id, 0x2....... and 0x3....... error classes
+    # (CAN_ERR_FLAG without the RTR/EFF flags); anything from 0x40000000 is not a frame.
+    high = can_id >> np.uint64(29)
+    is_error = (high == 1) & ~std
+    ok &= can_id < _ID_LIMIT_EXTENDED - std64 * _ID_LIMIT_GAP
+    flags = (~std).view(np.uint8) + is_error.view(np.uint8) * np.uint8(FLAG_ERROR - FLAG_EXTENDED)
     can_id &= np.uint64(CAN_EFF_MASK)
     channel = _layout_channels(layout, buf, s, keys, ok, channels)
     dest.ok[at] = ok
     dest.timestamp[at] = timestamp
     dest.can_id[at] = can_id
     dest.flags[at] = flags
-    dest.dlc[at] = ndata >> 1
+    dest.dlc[at] = ndata >> 1  # (characters + 1) // 2
     dest.data[at] = data
     dest.channel[at] = channel
 
