@@ -17,7 +17,7 @@ import pytest
 from candiag.health.errorframes import ErrorFrameSummary
 from candiag.ingest.frames import FLAG_ERROR, FLAG_EXTENDED, FLAG_REMOTE, FrameBatch
 
-from .vcanlib import CAN_ERR_MASK, ERROR_CLASS_BITS, Frame, RawSocket, error_frame
+from .vcanlib import CAN_ERR_MASK, ERROR_CLASS_BITS, Frame, RawSocket, error_frame, link
 
 TRAFFIC = [
     Frame(0x123, bytes([1, 2])),
@@ -131,3 +131,20 @@ def test_listening_bus_transmits_nothing(vcan0: str, bus: can.BusABC) -> None:
         sender.send([Frame(0x222, b"\x01\x02\x03")])
         assert receive(bus, 1)[0].arbitration_id == 0x222
         assert witness.receive(0.5) == [Frame(0x222, b"\x01\x02\x03")]
+
+
+def test_link_down_is_reported_once_and_the_socket_recovers(vcan0: str) -> None:
+    """What a reader must cope with: ENETDOWN once per down (also when opened while down)."""
+    with can.Bus(interface="socketcan", channel=vcan0, ignore_config=True) as bus:
+        link(vcan0, "down")
+        with pytest.raises(can.CanOperationError, match="Network is down"):
+            bus.recv(0.5)
+        assert bus.recv(0.3) is None  # the error is reported once, then silence
+        with can.Bus(interface="socketcan", channel=vcan0, ignore_config=True) as late:
+            with pytest.raises(can.CanOperationError, match="Network is down"):
+                late.recv(0.5)  # binding to a down interface succeeds; the first recv fails
+            link(vcan0, "up")
+            with RawSocket(vcan0) as raw:
+                raw.send([Frame(0x55, b"\x01")])
+            assert [as_frame(m) for m in receive(late, 1)] == [Frame(0x55, b"\x01")]
+        assert [as_frame(m) for m in receive(bus, 1)] == [Frame(0x55, b"\x01")]

@@ -68,11 +68,19 @@ def _lines_with(path: Path, marker: str) -> bool:
     return path.exists() and marker in path.read_text(errors="replace")
 
 
-def _send_until_seen(raw: RawSocket, frame: Frame, files: list[Path], timeout: float) -> None:
+def _send_until_seen(
+    raw: RawSocket,
+    frame: Frame,
+    files: list[Path],
+    timeout: float,
+    procs: list[subprocess.Popen[bytes]],
+) -> None:
     """Repeat a marker frame until every recorder has written it (both are then listening)."""
     token = f"{frame.can_id:03X}#"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        dead = [p.args for p in procs if p.poll() is not None]
+        assert not dead, f"recorder exited early: {dead}"
         raw.send([frame])
         time.sleep(0.5)
         if all(_lines_with(f, token) for f in files):
@@ -95,9 +103,13 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     )
     try:
         with RawSocket(CHANNEL) as raw:
-            _send_until_seen(raw, Frame(SYNC_ID, b"\x01"), [candiag_log, candump_log], 90)
+            _send_until_seen(
+                raw, Frame(SYNC_ID, b"\x01"), [candiag_log, candump_log], 90, [dump, rec]
+            )
             raw.send(TRAFFIC, gap=0.002)
-            _send_until_seen(raw, Frame(END_ID, b"\x02"), [candiag_log, candump_log], 30)
+            _send_until_seen(
+                raw, Frame(END_ID, b"\x02"), [candiag_log, candump_log], 30, [dump, rec]
+            )
     finally:
         rc_rec = stop(rec)
         stop(dump)

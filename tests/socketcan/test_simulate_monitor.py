@@ -60,8 +60,8 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
             tmp / "monitor.out",
         )
         try:
-            wait_for(tmp / "record.out", "recording", 90)
-            wait_for(tmp / "monitor.out", "candiag monitor:", 90)
+            wait_for(tmp / "record.out", "recording", 90, rec)
+            wait_for(tmp / "monitor.out", "candiag monitor:", 90, mon)
             time.sleep(2.0)  # both sniffers are open and reading; nobody transmits
             quiet = witness.receive(0.2)
             sim = run_candiag(

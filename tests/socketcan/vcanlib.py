@@ -179,8 +179,13 @@ def stop(proc: subprocess.Popen[bytes], sig: int = 2, timeout: float = 30.0) -> 
     return int(proc.returncode)
 
 
-def wait_for(path: Path, text: str, timeout: float = 60.0) -> str:
-    """Wait until ``text`` appears in the file ``path``; return the file's content."""
+def wait_for(
+    path: Path, text: str, timeout: float = 60.0, proc: subprocess.Popen[bytes] | None = None
+) -> str:
+    """Wait until ``text`` appears in the file ``path``; return the file's content.
+
+    With ``proc`` (the process writing the file), fail at once when it exits first.
+    """
     deadline = time.monotonic() + timeout
     content = ""
     while time.monotonic() < deadline:
@@ -188,6 +193,13 @@ def wait_for(path: Path, text: str, timeout: float = 60.0) -> str:
             content = path.read_text(errors="replace")
             if text in content:
                 return content
+        if proc is not None and proc.poll() is not None:
+            content = path.read_text(errors="replace") if path.exists() else ""
+            if text in content:
+                return content
+            raise AssertionError(
+                f"exited with {proc.returncode} before {text!r} appeared in {path}:\n{content}"
+            )
         time.sleep(0.1)
     raise AssertionError(f"{text!r} did not appear in {path} within {timeout} s:\n{content}")
 
