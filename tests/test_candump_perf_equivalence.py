@@ -231,3 +231,21 @@ def test_chunked_reading_equals_one_parse(tmp_path: object) -> None:
     assert np.array_equal(got.data, whole.batch.data[:, : got.data.shape[1]])
     assert reader.stats.malformed == 1 and reader.stats.examples[0].line == 5002
     assert format_candump(got) == format_candump(whole.batch)
+
+
+def test_many_odd_lines_among_plain_ones() -> None:
+    """Hundreds of lines left to the general parser (its compacted-buffer path)."""
+    plain = reference_like_capture(6000, seed=11).splitlines(keepends=True)
+    odd = [
+        b"(1700000000.000001) can0 123#R\n",
+        b"(1700000000.000002) can0 123##1AABB\n",
+        b"(1700000000.000003) can0 123#11.22\n",
+        b"(1700000000.000004) can0 12G#00\n",
+        b"(1700000000.000005) can0 123#0102 T\r\n",
+    ]
+    lines = [odd[i // 15 % len(odd)] if i % 15 == 0 else line for i, line in enumerate(plain)]
+    text = b"".join(lines)
+    parsed = parse_candump(text)
+    assert_same(parsed, general_parse(text))
+    assert len(parsed.malformed) == 80 and parsed.batch.data.shape[1] == 8  # FD, 2 bytes
+    assert int(parsed.batch.is_fd.sum()) == 80 and int(parsed.batch.is_remote.sum()) == 80
