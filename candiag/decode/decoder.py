@@ -90,6 +90,7 @@ class _MessagePlan:
             if s.multiplexer_signal is not None
         }
         self.names = tuple(s.name for s in message.signals)
+        self.presence_steps = self._presence_steps()
         if self.is_classic:
             self.words = _WordPlan(self.plans)
 
@@ -132,28 +133,47 @@ class _MessagePlan:
         return values, self._presence(values, n)
 
     def _presence(self, values: dict[str, npt.NDArray[np.generic]], n: int) -> dict[str, BoolArray]:
+        """Where each signal exists: always, or where its multiplexer chain selects it."""
         always = _always(n)
         if not self.mux_parents:
             return dict.fromkeys(self.names, always)
         present: dict[str, BoolArray] = {}
-
-        def presence_of(sig: SignalDef) -> BoolArray:
-            cached = present.get(sig.name)
-            if cached is not None:
-                return cached
-            parent = self.mux_parents.get(sig.name)
+        selectors: dict[str, npt.NDArray[np.generic]] = {}
+        for name, parent, ids in self.presence_steps:
             if parent is None:
-                mask = always
+                present[name] = always
+                continue
+            selector = selectors.get(parent)
+            if selector is None:
+                selector = selectors[parent] = _mux_selector(values[parent])
+            if len(ids) == 1:
+                hit: BoolArray = np.asarray(selector == ids[0], np.bool_)
+            elif ids:
+                hit = np.isin(selector, np.array(ids, np.int64))
             else:
-                selector = _mux_selector(values[parent.name])
-                ids = np.array(sig.multiplexer_ids or (), np.int64)
-                mask = presence_of(parent) & np.isin(selector, ids)
-            present[sig.name] = mask
-            return mask
+                hit = np.zeros(n, np.bool_)
+            above = present[parent]
+            present[name] = hit if above is always else above & hit
+        return present
+
+    def _presence_steps(self) -> list[tuple[str, str | None, tuple[int, ...]]]:
+        """(signal, multiplexer, ids) with every multiplexer before the signals it selects."""
+        steps: list[tuple[str, str | None, tuple[int, ...]]] = []
+        done: set[str] = set()
+
+        def visit(sig: SignalDef) -> None:
+            if sig.name in done:
+                return
+            parent = self.mux_parents.get(sig.name)
+            if parent is not None:
+                visit(parent)
+            done.add(sig.name)
+            ids = tuple(sig.multiplexer_ids or ())
+            steps.append((sig.name, None if parent is None else parent.name, ids))
 
         for sig in self.message.signals:
-            presence_of(sig)
-        return present
+            visit(sig)
+        return steps
 
 
 class _WordPlan:
