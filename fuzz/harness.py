@@ -34,7 +34,11 @@ def main(argv: list[str]) -> None:
     # python-can's readers and the poller log every damaged record; the fuzzer's own
     # statistics are what matters here.
     logging.disable(logging.CRITICAL)
-    atheris.Setup([argv[0], *argv[2:]], target.check)
+
+    def one_input(data: bytes) -> None:
+        target.check(data)
+
+    atheris.Setup([argv[0], *argv[2:]], one_input)
     atheris.Fuzz()
 
 

@@ -20,9 +20,11 @@ import io
 import itertools
 import json
 import math
+import random
 import re
 import shutil
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,15 +45,25 @@ CRASH_DIR = ROOT / "fuzz" / "crashes"
 
 
 class ByteReader:
-    """Structured choices consumed from the front of a byte string (zeros when exhausted)."""
+    """Structured choices consumed from the front of a byte string.
+
+    Past its end the input is extended by a PRNG seeded with the input itself, so that a
+    short input still describes a rich structure (many signals, several frames) while
+    the fuzzer keeps control through the bytes it does give.
+    """
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.pos = 0
+        self._more: random.Random | None = None
 
     def take(self, n: int) -> bytes:
         chunk = self.data[self.pos : self.pos + n]
         self.pos += len(chunk)
+        if len(chunk) < n:
+            if self._more is None:
+                self._more = random.Random(zlib.crc32(self.data) ^ len(self.data))
+            chunk += self._more.randbytes(n - len(chunk))
         return chunk
 
     def int(self, lo: int, hi: int) -> int:
@@ -439,7 +451,7 @@ def _place(
     return f' SG_ {name}{tag} : {start}|{n}@{order}{signed} ({scale},{offset}) [0|0] "" X'
 
 
-def check_decoder(data: bytes) -> None:
+def check_decoder(data: bytes) -> int:
     """BatchDecoder equals cantools on random layouts, payloads, FD and short frames."""
     from candiag.decode.dbc import load_dbc_text
     from candiag.decode.decoder import BatchDecoder
@@ -453,13 +465,13 @@ def check_decoder(data: bytes) -> None:
         # Only cantools' own refusals are acceptable here (e.g. a multiplexed signal group
         # it considers overlapping); they must still name the file.
         _check_dbc_error(str(err), "layout.dbc", text)
-        return
+        return 0
     if not db.messages:
-        return
+        return 0
     rng = np.random.default_rng(r.int(0, 2**32 - 1))
     batch = _frames_for(db.messages, r, rng, r.int(1, 48))
     result = BatchDecoder(db).decode(batch)
-    compare_with_cantools(db, batch, result)
+    return compare_with_cantools(db, batch, result)
 
 
 # --------------------------------------------------------------------------------------------
@@ -895,7 +907,7 @@ class Target:
     """One fuzz target: its check, its seed corpus and how seeds are damaged."""
 
     name: str
-    check: Callable[[bytes], None]
+    check: Callable[[bytes], object]  # raises when the contract is broken
     seeds: Callable[[], list[bytes]]
     description: str
     mutate_seeds: bool = True  # hypothesis: also damage the seeds (else raw bytes only)
