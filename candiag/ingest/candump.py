@@ -427,6 +427,7 @@ def _parse_templated(
     buf: U8, starts: I64, ends: I64, out: _ChunkArrays, channels: list[str]
 ) -> npt.NDArray[np.bool_]:
     """Decode the lines that follow one of a few layouts taken from the lines themselves."""
+    buf = np.ascontiguousarray(buf)  # word views need plain bytes (a no-op for chunks)
     n = len(starts)
     done = np.zeros(n, np.bool_)
     rows: npt.NDArray[np.intp] | None = None  # None: all lines
