@@ -279,6 +279,7 @@ _NAME_RE = re.compile(rb"[\x21\x22\x24-\x27\x2a-\x7e]+")
 _MAX_TEMPLATES = 4  # layouts tried per chunk before the rest goes to the general parser
 _MAX_NAMES = 16  # channel names of one layout told apart per block of lines
 _BLOCK_LINES = 32_768  # lines decoded at a time: the temporaries stay in the CPU cache
+_PAD_WHOLE_BYTES = 1 << 21  # chunks up to this size are copied with padding, not split
 _HASH_U8 = np.uint8(_HASH)
 
 _ONES = np.uint64(0x0101010101010101)
@@ -474,8 +475,13 @@ def _apply_layout(
     s = starts if rows is None else starts[rows]
     e = ends if rows is None else ends[rows]
     decoded = _Decoded.empty(len(s))
-    # The last lines of the buffer would read past its end: they get a padded copy.
+    # The last lines of the buffer would read past its end: they get a padded copy (of
+    # the whole buffer when it is small: cheaper than decoding the tail separately).
     split = int(np.searchsorted(s, len(buf) - layout.max_read, side="right"))
+    if split < len(s) and len(buf) <= _PAD_WHOLE_BYTES:
+        padded = np.zeros(len(buf) + layout.max_read, np.uint8)
+        padded[: len(buf)] = buf
+        buf, split = padded, len(s)
     for lo in range(0, split, _BLOCK_LINES):
         hi = min(lo + _BLOCK_LINES, split)
         _decode_layout(layout, buf, s[lo:hi], e[lo:hi], channels, decoded, slice(lo, hi))
