@@ -11,12 +11,15 @@ measured in ``bench/`` (``python -m bench --only decode``), not here.
 from __future__ import annotations
 
 import io
+from unittest import mock
 
 import can
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from candiag.ingest import candump
 from candiag.ingest.candump import (
     ParsedChunk,
     _ChunkArrays,
@@ -131,7 +134,12 @@ def captures(draw: st.DrawFn) -> bytes:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(captures())
 def test_template_path_equals_general_parser(text: bytes) -> None:
-    assert_same(parse_candump(text), general_parse(text))
+    want = general_parse(text)
+    assert_same(parse_candump(text), want)
+    # Small blocks and the separately decoded buffer tail of big chunks, on small inputs.
+    with mock.patch.object(candump, "_PAD_WHOLE_BYTES", 0):
+        with mock.patch.object(candump, "_BLOCK_LINES", 7):
+            assert_same(parse_candump(text), want)
 
 
 def reference_like_capture(lines: int, seed: int = 7) -> bytes:
@@ -249,3 +257,18 @@ def test_many_odd_lines_among_plain_ones() -> None:
     assert_same(parsed, general_parse(text))
     assert len(parsed.malformed) == 80 and parsed.batch.data.shape[1] == 8  # FD, 2 bytes
     assert int(parsed.batch.is_fd.sum()) == 80 and int(parsed.batch.is_remote.sum()) == 80
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_blocks_and_buffer_tail_of_big_chunks(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Big chunks are decoded in blocks, their last lines from a padded tail copy."""
+    monkeypatch.setattr(candump, "_BLOCK_LINES", 97)
+    monkeypatch.setattr(candump, "_PAD_WHOLE_BYTES", 0)
+    lines = reference_like_capture(1500, seed=seed).splitlines(keepends=True)
+    lines[700] = b"(1700000000.000001) can0 123#R\n"
+    lines[-3] = b"(1700000000.000001) vcan0 123#01\n"
+    text = b"".join(lines) + b"(1.5) x 1#"  # short last line without a newline
+    parsed = parse_candump(text)
+    assert_same(parsed, general_parse(text))
+    assert len(parsed.batch) == 1500 and [m.line for m in parsed.malformed] == [1501]
+    assert parsed.batch.channels[parsed.batch.channel[-3]] == "vcan0"
