@@ -272,3 +272,17 @@ def test_blocks_and_buffer_tail_of_big_chunks(seed: int, monkeypatch: pytest.Mon
     assert_same(parsed, general_parse(text))
     assert len(parsed.batch) == 1500 and [m.line for m in parsed.malformed] == [1501]
     assert parsed.batch.channels[parsed.batch.channel[-3]] == "vcan0"
+
+
+def test_template_path_itself_decodes_blocks_and_tail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not only equal results: the template path (not the fallback) decoded every line."""
+    monkeypatch.setattr(candump, "_BLOCK_LINES", 97)
+    monkeypatch.setattr(candump, "_PAD_WHOLE_BYTES", 0)
+    text = reference_like_capture(1000, seed=9) + b"(1700000000.000001) can1 7FF#"
+    buf = np.frombuffer(text + b"\n", np.uint8)
+    starts, ends = _line_bounds(buf, np.flatnonzero(buf == 10))
+    out = _ChunkArrays(len(starts))
+    channels: list[str] = []
+    assert _parse_templated(buf, starts, ends, out, channels).all()
+    got = ParsedChunk(batch=out.batch(channels), lines=len(starts), malformed=[])
+    assert_same(got, general_parse(text))
