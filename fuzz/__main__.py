@@ -24,6 +24,7 @@ from pathlib import Path
 from fuzz.targets import CRASH_DIR, ROOT, TARGETS, Target, strategy
 
 CORPUS_DIR = ROOT / "fuzz" / "corpus"
+ATHERIS_STARTUP_S = 3  # importing candiag under instrumentation, loading the corpus
 
 
 @dataclass
@@ -64,7 +65,10 @@ def run_hypothesis(target: Target, seconds: float) -> Outcome:
     begin = time.monotonic()
     batch = 50
     strat = strategy(target)
-    while time.monotonic() - begin < seconds:
+    while (remaining := seconds - (time.monotonic() - begin)) > 0:
+        if count[0]:  # do not overshoot the budget by a whole batch of slow examples
+            per_example = (time.monotonic() - begin) / count[0]
+            batch = max(10, min(batch, int(remaining / per_example)))
         test = settings(
             max_examples=batch,
             deadline=None,
@@ -115,7 +119,7 @@ def run_atheris(target: Target, seconds: float) -> Outcome:
         "-m",
         "fuzz.harness",
         target.name,
-        f"-max_total_time={max(1, int(seconds))}",
+        f"-max_total_time={max(1, int(seconds - ATHERIS_STARTUP_S))}",
         f"-artifact_prefix={CRASH_DIR}/{target.name}-atheris-",
         "-timeout=20",  # one input taking longer is a hang: reported as a crash
         "-rss_limit_mb=4096",
