@@ -203,13 +203,15 @@ def _line_bounds(buf: U8, nl: npt.NDArray[np.intp]) -> tuple[I64, I64]:
     """Start of every line and its end without the newline (and without a CR before it)."""
     n = len(nl)
     starts = np.empty(n, np.int64)
-    ends = nl.astype(np.int64)
+    ends = nl.astype(np.int64, copy=False)  # not modified in place: it may be the caller's
     if n:
         starts[0] = 0
         starts[1:] = ends[:-1] + 1
-        cr = buf[np.maximum(ends - 1, 0)] == _CR
+        before = ends - 1
+        before[0] = max(before[0], 0)
+        cr = buf[before] == _CR
         if cr.any():
-            ends -= cr & (ends > starts)
+            ends = ends - (cr & (ends > starts))
     return starts, ends
 
 
