@@ -168,7 +168,14 @@ def check_candump(data: bytes) -> None:
     assert [b2.channels[i] for i in b2.channel] == [names[i] for i in batch.channel]
     tolerance = 1e-6 + 4 * np.spacing(np.abs(batch.timestamp))
     assert (np.abs(b2.timestamp - batch.timestamp) <= tolerance).all(), "timestamps drifted"
-    assert format_candump(b2) == text, "formatting is not a fixpoint"
+    if (np.abs(batch.timestamp) < _EXACT_MICROSECONDS).all():
+        assert format_candump(b2) == text, "formatting is not a fixpoint"
+
+
+# Below 2**32 s (year 2106) a float64 timestamp holds every microsecond exactly enough for
+# `%.6f` to be a fixpoint; beyond, its spacing approaches 1 µs and re-formatting may move
+# the last digit (the 1 µs tolerance above still holds).  Found by `make fuzz`.
+_EXACT_MICROSECONDS = 2.0**32
 
 
 _CAPTURE_SUFFIXES = (".log", ".log.gz", ".candump", ".asc", ".trc", ".csv", ".blf", ".txt")
