@@ -9,6 +9,7 @@ the same checks for minutes with hypothesis and atheris; this keeps them honest 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -124,3 +125,28 @@ def test_decoder_target_compares_many_values() -> None:
     checked = [check_decoder(rng.randbytes(rng.randint(0, 40))) for _ in range(60)]
     assert sum(checked) > 500
     assert sum(c > 0 for c in checked) > 30
+
+
+def test_check_config_as_a_process_on_damaged_files(tmp_path: Path) -> None:
+    """The installed command, not only main(): damaged configs exit 2 with one message."""
+    import random
+    import subprocess
+    import sys
+
+    from fuzz.targets import EXAMPLE_CONFIG
+
+    rng = random.Random(3)
+    seed = EXAMPLE_CONFIG.read_bytes()
+    for k in range(3):
+        path = tmp_path / f"damaged{k}.toml"
+        path.write_bytes(mutate(seed, ByteReader(rng.randbytes(32))) + b"\n[[can.buses]]\nx = 1\n")
+        proc = subprocess.run(
+            [sys.executable, "-m", "candiag", "check-config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("candiag: error: ") and "Traceback" not in proc.stderr
+        assert str(path) in proc.stderr
