@@ -228,19 +228,25 @@ class _WordPlan:
 
     def decode(self, pair: U64) -> list[npt.NDArray[np.generic]]:
         """One array per signal, in message order, from ``[words, words.byteswap()]``."""
-        raw = (pair[self.rows] >> self.shifts) & self.masks
+        raw = pair[self.rows] >> self.shifts  # a new array: updated in place below
+        raw &= self.masks
         if self.signs is not None:
-            raw = (raw ^ self.signs) - self.signs
+            raw ^= self.signs
+            raw -= self.signs
         ints: npt.NDArray[np.int64] = raw.view(np.int64)
         rows: list[npt.NDArray[np.generic]] = []
         a, b = self.n_int, self.n_int + self.n_float
         if a:
             int_rows = ints[:a]
             if self.int_scaled:
-                int_rows = int_rows * self.int_scale + self.int_offset
+                int_rows *= self.int_scale
+                int_rows += self.int_offset
             rows.extend(int_rows)
         if b > a:
-            rows.extend(ints[a:b].astype(np.float64) * self.float_scale + self.float_offset)
+            scaled = ints[a:b].astype(np.float64)
+            scaled *= self.float_scale
+            scaled += self.float_offset
+            rows.extend(scaled)
         rows.extend(_scale(sig, raw[j]) for j, sig in self.others)
         return [rows[j] for j in self.inverse]
 
