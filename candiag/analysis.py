@@ -18,8 +18,9 @@ import numpy as np
 
 from candiag.decode.dbc import ChargerDatabase
 from candiag.diagnosis.engine import DiagnosisEngine, RuleBook, load_rulebook
+from candiag.health.busload import frame_bits
 from candiag.health.nodes import FamilyPolicy
-from candiag.health.pipeline import DEFAULT_BITRATE, BusPipeline
+from candiag.health.pipeline import DEFAULT_BITRATE, BusPipeline, slice_decoded
 from candiag.ingest.capture import CaptureReader, CaptureStats
 from candiag.ingest.frames import FrameBatch
 
@@ -91,8 +92,19 @@ def analyze_capture(
         if len(batch) == 0:
             continue
         channels.update(batch.channels[i] for i in np.unique(batch.channel).tolist())
-        for part, instant in _split_at_instants(batch, clock):
-            pipeline.process(part)
+        batch, cuts = _evaluation_cuts(batch, clock)
+        # Bits and decoding are computed once per chunk; each slice between two
+        # evaluation instants gets its part (slicing is cheap, a call per slice is not).
+        bits = frame_bits(batch)
+        decoded = pipeline.decoder.decode(batch)
+        lo = 0
+        for hi, instant in cuts:
+            pipeline.process(
+                batch.take(slice(lo, hi)),
+                bits=(bits[0][lo:hi], bits[1][lo:hi]),
+                decoded=slice_decoded(decoded, lo, hi, totals=lo == 0),
+            )
+            lo = hi
             if instant is not None:
                 _evaluate(engine, pipeline, instant, first_detection, clock)
                 evaluations += 1
@@ -104,24 +116,23 @@ def analyze_capture(
     return AnalysisResult(report, timeline, evaluations, first_detection)
 
 
-def _split_at_instants(
+def _evaluation_cuts(
     batch: FrameBatch, clock: _Clock
-) -> Iterator[tuple[FrameBatch, float | None]]:
-    """Sub-batches ending at each evaluation instant the batch crosses, then the rest."""
+) -> tuple[FrameBatch, list[tuple[int, float | None]]]:
+    """The batch in time order, and where to cut it: (end index, instant) pairs.
+
+    Each evaluation instant the batch crosses ends a slice; the last slice (the rest of
+    the batch) has no instant.
+    """
     ts = batch.timestamp
     instants = list(clock.boundaries(float(ts.min()), float(ts.max())))
-    if not instants:
-        yield batch, None
-        return
-    if not bool(np.all(ts[1:] >= ts[:-1])):
+    if instants and not bool(np.all(ts[1:] >= ts[:-1])):
         batch = batch.take(np.argsort(ts, kind="stable"))
         ts = batch.timestamp
-    cuts = np.searchsorted(ts, np.asarray(instants), side="left").tolist()
-    lo = 0
-    for instant, hi in zip(instants, cuts, strict=True):
-        yield batch.take(slice(lo, hi)), instant
-        lo = hi
-    yield batch.take(slice(lo, len(batch))), None
+    ends = np.searchsorted(ts, np.asarray(instants), side="left").tolist() if instants else []
+    cuts: list[tuple[int, float | None]] = list(zip(ends, instants, strict=True))
+    cuts.append((len(batch), None))
+    return batch, cuts
 
 
 def _evaluate(

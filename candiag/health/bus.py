@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from candiag.health.busload import frame_bits
 from candiag.health.busstate import BusStateTracker
@@ -68,13 +69,22 @@ class BusHealth:
         self.link: LinkStats | None = None
         self._interface_drops = InterfaceDropCounter()
 
-    def update(self, batch: FrameBatch) -> None:
-        """Add a batch of this bus's frames (split multi-bus batches with :func:`split_by_channel`)."""
+    def update(
+        self,
+        batch: FrameBatch,
+        bits: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]] | None = None,
+    ) -> None:
+        """Add a batch of this bus's frames (split multi-bus batches with :func:`split_by_channel`).
+
+        ``bits``: the batch's :func:`~candiag.health.busload.frame_bits`, when the caller
+        computed them for a larger batch this one is a slice of.
+        """
         if len(batch) == 0:
             return
         if self.pcan_error_layout:
             batch = pcan_error_frames_to_socketcan(batch)
-        bits = frame_bits(batch)
+        if bits is None:
+            bits = frame_bits(batch)
         self.errors.update(batch)
         bus_off_times = self.state.update(batch)
         self.windows.update(batch, bits, bus_off_times)

@@ -194,6 +194,7 @@ class NodeTracker:
                 s.role and (s.role == "firmware" or s.role.startswith("alarm:")) for s in m.signals
             )
         }
+        self._multiplexed = {m.name for m in db.messages if m.is_multiplexed}
         self._alarm_signals = {
             m.name: [
                 (s.name, s.role.removeprefix("alarm:"))
@@ -254,8 +255,7 @@ class NodeTracker:
         nodes = np.concatenate([_addresses(m) for m in messages])
         order = np.lexsort((ts, nodes))
         ts, nodes = ts[order], nodes[order]
-        starts = np.flatnonzero(np.r_[True, nodes[1:] != nodes[:-1]])
-        ends = np.r_[starts[1:], len(nodes)]
+        starts, ends = _runs(nodes)
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
             self._note_presence(self._node(family, int(nodes[start])), ts[start:end])
         rate_message = self._rate_message.get(family)
@@ -273,8 +273,7 @@ class NodeTracker:
         addresses = _addresses(decoded)
         order = np.lexsort((decoded.timestamp, addresses))
         addr, ts = addresses[order], decoded.timestamp[order]
-        starts = np.flatnonzero(np.r_[True, addr[1:] != addr[:-1]])
-        ends = np.r_[starts[1:], len(addr)]
+        starts, ends = _runs(addr)
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
             node = self._node(family, int(addr[start]))
             self._note_message_rate(node, decoded.message, ts[start:end])
@@ -284,8 +283,8 @@ class NodeTracker:
         addresses = _addresses(decoded)
         order = np.lexsort((decoded.timestamp, addresses))
         addr = addresses[order]
-        last_rows = order[np.r_[addr[1:] != addr[:-1], True]]
-        if decoded.message.is_multiplexed:
+        last_rows = order[_runs(addr)[1] - 1]
+        if decoded.message.name in self._multiplexed:
             for row in last_rows.tolist():
                 self._note_signals(self._node(family, int(addresses[row])), decoded, row)
             return
@@ -438,3 +437,15 @@ def _rate_ratio(node: NodeState) -> float | None:
         ratio = (len(track.tail) - 1) / span * track.cycle_s
         best = ratio if best is None else max(best, ratio)
     return best
+
+
+def _runs(keys: npt.NDArray[Any]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Start and end (exclusive) of each run of equal values in a sorted array."""
+    change = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    starts = np.empty(change.size + 1, np.intp)
+    starts[0] = 0
+    starts[1:] = change
+    ends = np.empty_like(starts)
+    ends[:-1] = change
+    ends[-1] = len(keys)
+    return starts, ends

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from candiag.decode.dbc import ChargerDatabase
-from candiag.decode.decoder import BatchDecoder, DecodeResult
+from candiag.decode.decoder import BatchDecoder, DecodedMessage, DecodeResult
 from candiag.health.bus import BusHealth
 from candiag.health.busstate import BusStateTracker
 from candiag.health.errorframes import CAN_ERR_PROT, PROTOCOL_TYPE_FLAGS, ErrorFrameSummary
@@ -187,12 +187,23 @@ class BusPipeline:
         return {"total": f["data"] + f["remote"] + f["error"], **f}
 
     # -- ingest ------------------------------------------------------------------------
-    def process(self, batch: FrameBatch) -> DecodeResult:
-        """Fold one batch into every tracker (array operations; no per-frame Python)."""
-        result = self.decoder.decode(batch)
+    def process(
+        self,
+        batch: FrameBatch,
+        *,
+        bits: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]] | None = None,
+        decoded: DecodeResult | None = None,
+    ) -> DecodeResult:
+        """Fold one batch into every tracker (array operations; no per-frame Python).
+
+        ``bits`` and ``decoded``: this batch's frame bits and decode result, when the
+        caller computed them once for a larger batch and hands over slices
+        (:func:`slice_decoded`), as the offline analysis does between evaluations.
+        """
+        result = self.decoder.decode(batch) if decoded is None else decoded
         if len(batch) == 0:
             return result
-        self.health.update(batch)
+        self.health.update(batch, bits)
         self._track_recent_ids(batch)
         self._count_protocol_types(batch)
         self.decoded_frames += result.decoded_frames
@@ -479,6 +490,36 @@ class BusPipeline:
         if self.timeline is not None:
             out.update(self.timeline.to_json(seconds))
         return out
+
+
+def slice_decoded(result: DecodeResult, lo: int, hi: int, *, totals: bool) -> DecodeResult:
+    """The part of ``result`` for frames ``[lo, hi)`` of the batch it decoded.
+
+    Frame indices are re-based to the slice.  ``totals``: carry the batch's counters
+    (decoded, unknown, short, error, remote frames) in this slice; give them to exactly
+    one slice so they are counted once.
+    """
+    messages: dict[str, DecodedMessage] = {}
+    for name, m in result.messages.items():
+        a, b = np.searchsorted(m.index, (lo, hi)).tolist()
+        if a == b:
+            continue
+        messages[name] = DecodedMessage(
+            message=m.message,
+            index=m.index[a:b] - lo,
+            timestamp=m.timestamp[a:b],
+            node=m.node[a:b],
+            signals={k: v[a:b] for k, v in m.signals.items()},
+            present={k: v[a:b] for k, v in m.present.items()},
+        )
+    return DecodeResult(
+        messages=messages,
+        decoded_frames=result.decoded_frames if totals else 0,
+        unknown_ids=result.unknown_ids if totals else Counter(),
+        short_frames=result.short_frames if totals else Counter(),
+        error_frames=result.error_frames if totals else 0,
+        remote_frames=result.remote_frames if totals else 0,
+    )
 
 
 def _id_text(can_id: int) -> str:

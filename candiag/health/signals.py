@@ -153,6 +153,8 @@ class _MessageTable:
         self.message = message
         self.cycle_s = message.cycle_time_ms / 1000.0 if message.cycle_time_ms else None
         self.signals = message.signals
+        self.names = [s.name for s in message.signals]
+        self.multiplexed = message.is_multiplexed
         k = len(message.signals)
         self.rows: dict[int, int] = {}
         self.count = np.zeros((0, k), np.int64)
@@ -183,23 +185,24 @@ class _MessageTable:
         time_order = None if _is_sorted(ts) else np.argsort(ts, kind="stable")
         if time_order is not None:
             ts = ts[time_order]
-        values = np.column_stack(
-            [_take(decoded.signals[s.name], time_order).astype(np.float64) for s in self.signals]
-        )
-        multiplexed = self.message.is_multiplexed
+        # One float64 matrix of the message's signals (np.stack converts as it copies).
+        values = np.stack([decoded.signals[name] for name in self.names], axis=1, dtype=np.float64)
+        if time_order is not None:
+            values = values[time_order]
         present = (
-            np.column_stack([_take(decoded.present[s.name], time_order) for s in self.signals])
-            if multiplexed
+            np.stack([decoded.present[name] for name in self.names], axis=1)
+            if self.multiplexed
             else None
         )
+        if present is not None and time_order is not None:
+            present = present[time_order]
         nodes = _take(decoded.node, time_order)
         # Group rows by node, keeping time order inside each group (a stable sort).
         by_node = None if (nodes == nodes[0]).all() else np.argsort(nodes, kind="stable")
         g_nodes = nodes if by_node is None else nodes[by_node]
         g_values = values if by_node is None else values[by_node]
         g_ts = ts if by_node is None else ts[by_node]
-        starts = np.flatnonzero(np.r_[True, g_nodes[1:] != g_nodes[:-1]])
-        ends = np.r_[starts[1:], len(g_nodes)] - 1
+        starts, ends = _runs(g_nodes)
         rows = self._row_of(g_nodes[starts].tolist())
         if present is None:
             self._fold_dense(rows, starts, ends, g_values, g_ts)
@@ -403,6 +406,18 @@ class SignalStats:
             scale = 0.001 if meter[0].unit.strip() == "mA" else 1.0
             out["meter_a"] = round(meter[0].last * scale, 3)
         return out
+
+
+def _runs(keys: npt.NDArray[Any]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """First and last index of each run of equal values in a sorted array."""
+    change = np.flatnonzero(keys[1:] != keys[:-1])
+    starts = np.empty(change.size + 1, np.intp)
+    starts[0] = 0
+    starts[1:] = change + 1
+    ends = np.empty_like(starts)
+    ends[:-1] = change
+    ends[-1] = len(keys) - 1
+    return starts, ends
 
 
 def _is_sorted(ts: F64) -> bool:
