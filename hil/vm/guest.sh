@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Inside the microVM: bring up vcan0/vcan1, run tests/socketcan, write rc and log to $1.
+# Inside the microVM: bring up vcan0/vcan1 and vxcan0<->vxcan1, run tests/socketcan, write rc and log to $1.
 # The host filesystem is read-only here except $1, so every cache and temp goes there.
 set -uo pipefail
 out="$1"
@@ -14,6 +14,9 @@ setup() {
     for ifc in vcan0 vcan1; do
         ip link add "$ifc" type vcan && ip link set up "$ifc" || return 1
     done
+    # A vxcan pair is two "adapters" on one bus: the HIL suite's SIM and DUT.
+    modprobe vxcan && ip link add vxcan0 type vxcan peer name vxcan1 || return 1
+    ip link set up vxcan0 && ip link set up vxcan1 || return 1
 }
 
 if ! setup >"$out/setup.log" 2>&1; then
