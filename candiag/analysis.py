@@ -97,12 +97,14 @@ def analyze_capture(
         # evaluation instants gets its part (slicing is cheap, a call per slice is not).
         bits = frame_bits(batch)
         decoded = pipeline.decoder.decode(batch)
+        pipeline.fold_signal_stats(decoded)  # min/max/mean do not depend on the instants
         lo = 0
         for hi, instant in cuts:
             pipeline.process(
                 batch.take(slice(lo, hi)),
                 bits=(bits[0][lo:hi], bits[1][lo:hi]),
                 decoded=slice_decoded(decoded, lo, hi, totals=lo == 0),
+                signal_stats=False,
             )
             lo = hi
             if instant is not None:

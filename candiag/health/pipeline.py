@@ -193,12 +193,15 @@ class BusPipeline:
         *,
         bits: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]] | None = None,
         decoded: DecodeResult | None = None,
+        signal_stats: bool = True,
     ) -> DecodeResult:
         """Fold one batch into every tracker (array operations; no per-frame Python).
 
         ``bits`` and ``decoded``: this batch's frame bits and decode result, when the
         caller computed them once for a larger batch and hands over slices
         (:func:`slice_decoded`), as the offline analysis does between evaluations.
+        ``signal_stats=False``: only the facts diagnosis reads are updated here; the caller
+        folds the whole batch's statistics with :meth:`fold_signal_stats`.
         """
         result = self.decoder.decode(batch) if decoded is None else decoded
         if len(batch) == 0:
@@ -210,10 +213,14 @@ class BusPipeline:
         self.unknown_ids.update(result.unknown_ids)
         self.short_frames.update(result.short_frames)
         self.nodes.update(result)
-        self.signals.update(result)
+        self.signals.update(result, stats=signal_stats)
         if self.timeline is not None:
             self.timeline.add(result)
         return result
+
+    def fold_signal_stats(self, decoded: DecodeResult) -> None:
+        """Signal statistics of a batch whose slices went through ``process(signal_stats=False)``."""
+        self.signals.update(decoded, facts=False)
 
     def _count_protocol_types(self, batch: FrameBatch) -> None:
         rows = np.flatnonzero(batch.is_error & ((batch.can_id & CAN_ERR_PROT) != 0))

@@ -12,7 +12,7 @@ temperature, and the modules' summed output current against the DC meter's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +20,19 @@ import numpy as np
 import numpy.typing as npt
 
 F64 = npt.NDArray[np.float64]
+# Roles whose latest fresh values the diagnosis reads (besides contactor:*).
+FACT_ROLES = frozenset(
+    {
+        "output_current",
+        "meter:current",
+        "cooling:pump_command",
+        "cooling:flow",
+        "cooling:coolant_temperature",
+    }
+)
 
 if TYPE_CHECKING:
-    from candiag.decode.dbc import ChargerDatabase, MessageDef
+    from candiag.decode.dbc import ChargerDatabase, MessageDef, SignalDef
     from candiag.decode.decoder import DecodedMessage, DecodeResult
 
 
@@ -149,13 +159,13 @@ class _MessageTable:
     frame are NaN there and ignored by the NaN-aware reductions.
     """
 
-    def __init__(self, message: MessageDef) -> None:
+    def __init__(self, message: MessageDef, signals: Sequence[SignalDef] | None = None) -> None:
         self.message = message
         self.cycle_s = message.cycle_time_ms / 1000.0 if message.cycle_time_ms else None
-        self.signals = message.signals
-        self.names = [s.name for s in message.signals]
+        self.signals = tuple(message.signals if signals is None else signals)
+        self.names = [s.name for s in self.signals]
         self.multiplexed = message.is_multiplexed
-        k = len(message.signals)
+        k = len(self.signals)
         self.rows: dict[int, int] = {}
         self.count = np.zeros((0, k), np.int64)
         self.minimum = np.zeros((0, k), np.float64)
@@ -283,35 +293,62 @@ class SignalStats:
 
     db: ChargerDatabase
     tables: dict[str, _MessageTable] = field(default_factory=dict)
+    fact_tables: dict[str, _MessageTable] = field(default_factory=dict)
     contactors: dict[str, ContactorFact] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._fact_messages = {
+            m.name: [s for s in m.signals if _is_fact_role(s.role)]
+            for m in self.db.messages
+            if any(_is_fact_role(s.role) for s in m.signals)
+        }
         self._pairs = _contactor_pairs(self.db)
         for name in self._pairs.values():
             self.contactors.setdefault(name, ContactorFact(name))
 
-    def update(self, result: DecodeResult) -> None:
+    def update(self, result: DecodeResult, *, stats: bool = True, facts: bool = True) -> None:
+        """Fold a decode result in.
+
+        ``stats``: the per-signal statistics (min, max, mean, last) of every signal;
+        ``facts``: what diagnosis reads as of now (contactor command/feedback, and the
+        fresh values of the roles in ``FACT_ROLES``).  The offline analysis folds the
+        statistics once per capture chunk and the facts per evaluation step; live, both.
+        """
         series: dict[tuple[str, str], tuple[F64, F64]] = {}
         for decoded in result.messages.values():
-            if not len(decoded.index) or not decoded.message.signals:
+            message = decoded.message
+            if not len(decoded.index) or not message.signals:
                 continue
-            table = self.tables.get(decoded.message.name)
-            if table is None:
-                table = self.tables[decoded.message.name] = _MessageTable(decoded.message)
-            ts, values, present = table.update(decoded)
-            self._note_contactors(decoded.message, ts, values, present, series)
-        for name, fact in self.contactors.items():
-            fact.advance(series.get((name, "command")), series.get((name, "feedback")))
+            if stats:
+                self._table(self.tables, message, None).update(decoded)
+            if facts and message.name in self._fact_messages:
+                table = self._table(self.fact_tables, message, self._fact_messages[message.name])
+                ts, values, present = table.update(decoded)
+                self._note_contactors(table, ts, values, present, series)
+        if facts:
+            for name, fact in self.contactors.items():
+                fact.advance(series.get((name, "command")), series.get((name, "feedback")))
+
+    @staticmethod
+    def _table(
+        tables: dict[str, _MessageTable],
+        message: MessageDef,
+        signals: Sequence[SignalDef] | None,
+    ) -> _MessageTable:
+        table = tables.get(message.name)
+        if table is None:
+            table = tables[message.name] = _MessageTable(message, signals)
+        return table
 
     def _note_contactors(
         self,
-        message: MessageDef,
+        table: _MessageTable,
         ts: F64,
         values: F64,
         present: npt.NDArray[np.bool_],
         series: dict[tuple[str, str], tuple[F64, F64]],
     ) -> None:
-        for j, sig in enumerate(message.signals):
+        for j, sig in enumerate(table.signals):
             role = sig.role or ""
             name = self._pairs.get(sig.name)
             if name is None or not role.startswith("contactor:"):
@@ -341,7 +378,7 @@ class SignalStats:
     def fresh_with_role(self, role: str, now: float) -> list[SignalStat]:
         """Fresh statistics of the signals carrying ``role`` (cheap: only those signals)."""
         out = []
-        for table in self.tables.values():
+        for table in self.fact_tables.values():
             for j, sig in enumerate(table.signals):
                 if sig.role != role:
                     continue
@@ -418,6 +455,10 @@ def _runs(keys: npt.NDArray[Any]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.
     ends[:-1] = change
     ends[-1] = len(keys) - 1
     return starts, ends
+
+
+def _is_fact_role(role: str | None) -> bool:
+    return role is not None and (role in FACT_ROLES or role.startswith("contactor:"))
 
 
 def _is_sorted(ts: F64) -> bool:
