@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
-
-IN_CI = bool(os.environ.get("CI"))
 
 
 def _live_threads() -> set[threading.Thread]:
@@ -37,15 +34,3 @@ def no_leaked_buses_or_threads() -> Iterator[None]:
         f"test leaked python-can virtual buses on channels {list(open_channels)}"
     )
     assert not leaked, f"test leaked threads: {sorted(t.name for t in leaked)}"
-
-
-def require_tool(name: str) -> str:
-    """Path of an external tool; skip outside CI when missing, fail in CI (which installs it)."""
-    import shutil
-
-    path = shutil.which(name)
-    if path is None:
-        if IN_CI:
-            pytest.fail(f"{name} is required in CI; .ci/run installs it")
-        pytest.skip(f"{name} not installed (apt-get install it to run this test)")
-    return path

@@ -143,7 +143,7 @@ def dashboard_and_alert_expressions(rate_interval: str = "1m") -> list[str]:
 
 
 def promtool() -> str:
-    from conftest import require_tool
+    from external_tools import require_tool
 
     return require_tool("promtool")
 
@@ -191,7 +191,7 @@ class PrometheusServer:
     def start(self, timeout: float = 30.0) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
-            from conftest import require_tool
+            from external_tools import require_tool
 
             binary = require_tool("prometheus")
         config_file = self.workdir / "prometheus.yml"

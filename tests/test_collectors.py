@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import numpy as np
-from conftest import require_tool
+from external_tools import require_tool
 from prometheus_client import CollectorRegistry, generate_latest
 
 from candiag.metrics.collectors import CandiagCollector

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import require_tool
+from external_tools import require_tool
 
 pytestmark = pytest.mark.slow
 

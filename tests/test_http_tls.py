@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import require_tool
+from external_tools import require_tool
 from prometheus_client import CollectorRegistry, Gauge
 
 from candiag.errors import ConfigError

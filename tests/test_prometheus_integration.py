@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import require_tool
+from external_tools import require_tool
 from helpers_prom import (
     ALERTS,
     PROM_DIR,

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import require_tool
+from external_tools import require_tool
 
 from candiag.cli import main
 

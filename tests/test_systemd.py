@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import require_tool
+from external_tools import require_tool
 
 SYSTEMD_DIR = Path(__file__).resolve().parents[1] / "systemd"
 SERVICE = SYSTEMD_DIR / "candiag.service"
