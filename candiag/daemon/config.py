@@ -18,6 +18,7 @@ are tables, devices are tables) is checked here either way.
 
 from __future__ import annotations
 
+import collections
 import importlib
 import os
 import re
@@ -53,7 +54,8 @@ LISTEN_ONLY_INTERFACES = frozenset(
 # 29-bit identifier space: the largest meaningful node mask.
 MAX_MASK = 0x1FFFFFFF
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,32}$")
-_RANGE_RE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+# At most 10 digits a side: addresses are 29-bit, and int() refuses 4300+ digit strings.
+_RANGE_RE = re.compile(r"^\s*(\d{1,10})\s*-\s*(\d{1,10})\s*$")
 _LISTEN_RE = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d+)$")
 _TOML_POS_RE = re.compile(r"\(at line (\d+), column (\d+)\)")
 
@@ -652,7 +654,7 @@ class _Validator:
                     out.extend(range(lo, hi + 1))
             else:
                 self.problem(where, expected, f"{_type_name(item)} {item!r}")
-        dupes = sorted({a for a in out if out.count(a) > 1})
+        dupes = sorted(a for a, n in collections.Counter(out).items() if n > 1)  # linear
         if dupes:
             self.problem(f"{path}.{key}", "each address once", f"duplicates {dupes}")
         return tuple(sorted(set(out)))

@@ -284,3 +284,27 @@ def test_find_profile_with_a_name_too_long_for_the_file_system() -> None:
         find_profile("x" * 300)
     with pytest.raises(ProfileError, match="meter profile file not found"):
         find_profile("/" + "x" * 300 + ".toml")
+
+
+FAMILY = (
+    '[[can.buses]]\nname = "a"\ninterface = "virtual"\nchannel = "x"\n'
+    '[[can.buses.families]]\nname = "power_module"\nexpected = {expected}\n'
+)
+
+
+def test_expected_address_range_with_thousands_of_digits() -> None:
+    """Found by make fuzz: int() of a 63,179-digit range bound raised ValueError."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config_text(FAMILY.format(expected='["1-' + "9" * 5000 + '"]'), "range.toml")
+    assert caught.value.problems[0].startswith("can.buses[0].families[0].expected[0]: expected")
+
+
+def test_many_overlapping_address_ranges_are_reported_not_hung_on() -> None:
+    """Seen while fixing the above: duplicates were found with list.count per address,
+    quadratic (about 10**12 steps for 200 full ranges; pytest-timeout would catch a hang)."""
+    ranges = ", ".join(['"0-4096"'] * 200)
+    with pytest.raises(ConfigError) as caught:
+        parse_config_text(FAMILY.format(expected=f"[{ranges}]"), "dupes.toml")
+    (problem,) = caught.value.problems
+    assert problem.startswith("can.buses[0].families[0].expected: expected each address once")
+    assert "4096]" in problem
