@@ -405,9 +405,10 @@ def parse_listen(listen: str) -> tuple[str, int]:
     host = m.group("v6") or m.group("host")
     if not host:
         raise ValueError("empty host; use 127.0.0.1 (or 0.0.0.0 to expose all interfaces)")
-    port = int(m.group("port"))
-    if port > 65535:
+    digits = m.group("port").lstrip("0") or "0"
+    if len(digits) > 5 or int(digits) > 65535:  # (int() refuses 4300+ digits)
         raise ValueError("port above 65535")
+    port = int(digits)
     return host, port
 
 
