@@ -24,8 +24,8 @@ test: $(STAMP)
 
 ## lint: ruff and mypy (strict)
 lint: $(STAMP)
-	$(VENV)/bin/ruff check candiag tests bench hil
-	$(VENV)/bin/ruff format --check candiag tests bench hil
+	$(VENV)/bin/ruff check candiag tests bench hil soak fuzz
+	$(VENV)/bin/ruff format --check candiag tests bench hil soak fuzz
 	$(VENV)/bin/mypy
 
 ## test-socketcan: tests/socketcan in a microVM with Debian's kernel (vcan, can-utils; installs qemu/virtme-ng if missing)
