@@ -336,7 +336,9 @@ def _scale(sig: SignalDef, raw: U64) -> npt.NDArray[np.generic]:
             value = raw.view(np.float64)
         if sig.scale == 1 and sig.offset == 0:
             return value
-        return value * float(sig.scale) + float(sig.offset)
+        with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN as Python floats give
+            scaled: npt.NDArray[np.float64] = value * float(sig.scale) + float(sig.offset)
+        return scaled
     if sig.is_signed:
         if n < 64:
             sign = np.uint64(1 << (n - 1))
