@@ -8,6 +8,8 @@ candiag's conventions (error class bits in ``can_id``, ``FLAG_ERROR``).
 
 from __future__ import annotations
 
+import socket
+import struct
 from collections.abc import Iterator
 
 import can
@@ -15,9 +17,20 @@ import numpy as np
 import pytest
 
 from candiag.health.errorframes import ErrorFrameSummary
+from candiag.ingest.candump import format_candump, parse_candump
 from candiag.ingest.frames import FLAG_ERROR, FLAG_EXTENDED, FLAG_REMOTE, FrameBatch
 
-from .vcanlib import CAN_ERR_MASK, ERROR_CLASS_BITS, Frame, RawSocket, error_frame, link
+from .vcanlib import (
+    CAN_EFF_FLAG,
+    CAN_ERR_MASK,
+    CAN_RAW_FD_FRAMES,
+    ERROR_CLASS_BITS,
+    SOL_CAN_RAW,
+    Frame,
+    RawSocket,
+    error_frame,
+    link,
+)
 
 TRAFFIC = [
     Frame(0x123, bytes([1, 2])),
@@ -148,3 +161,32 @@ def test_link_down_is_reported_once_and_the_socket_recovers(vcan0: str) -> None:
                 raw.send([Frame(0x55, b"\x01")])
             assert [as_frame(m) for m in receive(late, 1)] == [Frame(0x55, b"\x01")]
         assert [as_frame(m) for m in receive(bus, 1)] == [Frame(0x55, b"\x01")]
+
+
+def test_fd_frames_arrive_with_brs_and_survive_candump_text(vcan0: str) -> None:
+    """CAN FD on vcan (MTU 72): 64-byte payloads, BRS/ESI flags, and our candump ``##`` lines."""
+    fd_frame = struct.Struct("=IBBBB64s")  # struct canfd_frame
+    payloads = [(0x123, bytes(range(64)), 0x01), (0x18DA00F1 | CAN_EFF_FLAG, b"\xaa" * 12, 0x03)]
+    with (
+        can.Bus(interface="socketcan", channel=vcan0, fd=True, ignore_config=True) as bus,
+        socket.socket(socket.AF_CAN, socket.SOCK_RAW, socket.CAN_RAW) as raw,
+    ):
+        raw.setsockopt(SOL_CAN_RAW, CAN_RAW_FD_FRAMES, 1)
+        raw.bind((vcan0,))
+        for can_id, data, flags in payloads:
+            raw.send(fd_frame.pack(can_id, len(data), flags, 0, 0, data))
+        msgs = receive(bus, len(payloads))
+    assert [(m.arbitration_id, bytes(m.data), m.is_fd, m.bitrate_switch) for m in msgs] == [
+        (0x123, bytes(range(64)), True, True),
+        (0x18DA00F1, b"\xaa" * 12, True, True),
+    ]
+    assert msgs[1].error_state_indicator and not msgs[0].error_state_indicator
+    batch = FrameBatch.from_messages(msgs, default_channel=vcan0)
+    assert batch.data.shape == (2, 64) and batch.is_fd.all()
+    assert batch.dlc.tolist() == [64, 12]
+    text = format_candump(batch)
+    assert b"##" in text
+    back = parse_candump(text).batch
+    assert back.can_id.tolist() == batch.can_id.tolist()
+    assert back.flags.tolist() == batch.flags.tolist()
+    assert np.array_equal(back.data, batch.data)

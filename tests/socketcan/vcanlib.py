@@ -29,6 +29,7 @@ CAN_ERR_MASK = 0x1FFFFFFF
 SOL_CAN_RAW = 101  # SOL_CAN_BASE + CAN_RAW
 CAN_RAW_ERR_FILTER = 2
 CAN_RAW_RECV_OWN_MSGS = 4
+CAN_RAW_FD_FRAMES = 5
 SO_RCVBUFFORCE = 33  # root may exceed rmem_max: a witness must not drop what it did not read yet
 _CAN_FRAME = struct.Struct("=IB3x8s")
 
