@@ -9,7 +9,7 @@
 #
 # Usage: hil/vm/run.sh [pytest args...]        (normally via `make test-socketcan`)
 # Env:   CANDIAG_VM_KVM=1     use KVM (default: TCG, KVM is unreliable on our runners)
-#        CANDIAG_VM_TIMEOUT   seconds for the whole VM run (default 570)
+#        CANDIAG_VM_TIMEOUT   seconds for the whole VM run (default 600, the suite's 10-minute ceiling)
 #        CANDIAG_VM_MEMORY    guest memory (default 2G)
 #        CANDIAG_VM_KEEP=1    keep the work directory for inspection
 set -euo pipefail
@@ -17,7 +17,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 venv="${CANDIAG_VENV:-$repo/.venv}"
 vng_venv="$venv/vng"
-timeout_s="${CANDIAG_VM_TIMEOUT:-570}"
+timeout_s="${CANDIAG_VM_TIMEOUT:-600}"
 memory="${CANDIAG_VM_MEMORY:-2G}"
 
 # Exit 0 with a reason: only when this machine cannot run a VM at all.
