@@ -1,4 +1,4 @@
-"""Modbus links against a scripted peer on 127.0.0.1 that answers arbitrary bytes.
+"""Modbus links against a scripted peer (127.0.0.1 TCP, or a pty) that answers arbitrary bytes.
 
 The in-memory targets (fuzz.targets.check_modbus_reply / check_poller) cover the
 classification at high counts; here the real sockets, deadlines and input flushing of
@@ -123,3 +123,78 @@ def test_a_peer_that_never_stops_talking_cannot_hang_a_transaction() -> None:
                 assert tx.outcome in ("crc", "wrong_device", "io"), tx
         finally:
             link.close()
+
+
+@contextmanager
+def pty_peer(replies: list[bytes]) -> Iterator[str]:
+    """A serial peer on a pseudo-terminal: per request, the next reply (b"": silence)."""
+    import os
+    import select
+
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+    stop = threading.Event()
+
+    def serve() -> None:
+        queue = list(replies)
+        while not stop.is_set():
+            if not select.select([master], [], [], 0.02)[0]:
+                continue
+            try:
+                if not os.read(master, 512):
+                    return
+            except OSError:
+                return
+            reply = queue.pop(0) if queue else b""
+            if reply:
+                os.write(master, reply)
+
+    thread = threading.Thread(target=serve, name="pty-peer")
+    thread.start()
+    try:
+        yield path
+    finally:
+        stop.set()
+        thread.join(5.0)
+        os.close(master)
+        os.close(slave)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    replies=st.lists(
+        st.one_of(
+            st.binary(max_size=260),
+            st.builds(lambda b: with_crc(bytes([1, 3, 4]) + b), st.binary(min_size=4, max_size=4)),
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_serial_rtu_over_a_pty_classifies_every_reply(replies: list[bytes]) -> None:
+    from candiag.modbus.link import SerialRtuLink
+
+    with pty_peer(replies) as path:
+        link = SerialRtuLink(path, 115200)
+        try:
+            for _ in replies:
+                began = time.monotonic()
+                tx = link.transact(1, 3, 0, 2, TIMEOUT)
+                assert time.monotonic() - began < TIMEOUT + SLACK
+                assert tx.outcome in OUTCOMES
+                if tx.outcome == "ok":
+                    assert len(tx.registers) == 2
+        finally:
+            link.close()
+
+
+def test_serial_rtu_over_a_pty_valid_reply_is_ok() -> None:
+    from candiag.modbus.link import SerialRtuLink
+
+    with pty_peer([with_crc(bytes([1, 3, 4, 0, 1, 0, 2]))]) as path:
+        link = SerialRtuLink(path, 115200)
+        try:
+            tx = link.transact(1, 3, 0, 2, 0.5)
+        finally:
+            link.close()
+    assert tx.outcome == "ok" and tx.registers == [1, 2]
