@@ -23,12 +23,13 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from candiag.errors import ConfigError
+from candiag.tomlfile import oversized_integers, toml_syntax_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -57,7 +58,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,32}$")
 # At most 10 digits a side: addresses are 29-bit, and int() refuses 4300+ digit strings.
 _RANGE_RE = re.compile(r"^\s*(\d{1,10})\s*-\s*(\d{1,10})\s*$")
 _LISTEN_RE = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d+)$")
-_TOML_POS_RE = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
 # -- the configuration model ----------------------------------------------------------
@@ -182,7 +182,7 @@ def parse_config_text(text: str, source: str = "<string>", base_dir: Path | None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(_toml_problem(source, err)) from None
+        raise ConfigError(toml_syntax_problem(source, err)) from None
     except ValueError as err:  # tomllib lets int()'s 4300-digit limit through
         raise ConfigError(
             f"{source}: TOML value cannot be read ({err}); TOML integers are 64-bit, fix the value"
@@ -190,21 +190,12 @@ def parse_config_text(text: str, source: str = "<string>", base_dir: Path | None
     return parse_config(data, source=source, base_dir=base_dir or Path.cwd())
 
 
-def _toml_problem(source: str, err: Exception) -> str:
-    message = str(err)
-    pos = _TOML_POS_RE.search(message)
-    if pos is None:
-        return f"{source}: TOML syntax error: {message}; fix the TOML syntax"
-    what = message[: pos.start()].strip()
-    return f"{source}:{pos.group(1)}:{pos.group(2)}: TOML syntax error: {what}; fix the TOML syntax"
-
-
 def parse_config(
     data: Mapping[str, Any], source: str = "<mapping>", base_dir: Path | None = None
 ) -> Config:
     """Validate an already parsed TOML document (paths resolve against ``base_dir``)."""
     v = _Validator(base_dir or Path.cwd())
-    oversized = list(_oversized_integers(data, ""))
+    oversized = list(oversized_integers(data))
     if oversized:  # refused first: such numbers break every later check and message
         raise ConfigError(
             [f"{path}: expected a 64-bit integer (TOML), found a larger one" for path in oversized],
@@ -235,18 +226,6 @@ def parse_config(
     if v.problems:
         raise ConfigError(v.problems, path=source)
     return config
-
-
-def _oversized_integers(node: Any, path: str) -> Iterator[str]:
-    """Key paths of integers beyond TOML's 64 bits (tomllib reads any size)."""
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            yield from _oversized_integers(value, f"{path}.{key}" if path else str(key))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _oversized_integers(value, f"{path}[{i}]")
-    elif isinstance(node, int) and not -(1 << 63) <= node < 1 << 63:
-        yield path or "<top level>"
 
 
 # -- sections ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from candiag.errors import ProfileError, SafetyError
+from candiag.tomlfile import oversized_integers, toml_syntax_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -233,7 +234,7 @@ def _load_profile_cached(path: str, _mtime: int) -> MeterProfile:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as err:
-        raise ProfileError(f"{path}: not valid TOML: {err}") from err
+        raise ProfileError(toml_syntax_problem(path, err)) from err
     except UnicodeDecodeError as err:
         raise ProfileError(f"{path}: not UTF-8 text ({err}); save the profile as UTF-8") from err
     except ValueError as err:  # tomllib lets int()'s 4300-digit limit through
@@ -246,7 +247,7 @@ def _load_profile_cached(path: str, _mtime: int) -> MeterProfile:
 def parse_profile(data: Mapping[str, Any], *, source: str, name: str) -> MeterProfile:
     """Validate a profile mapping; every problem names ``source`` and its key path."""
     v = _ProfileValidator(source)
-    for path in _oversized_integers(data, ""):
+    for path in oversized_integers(data):
         v.problem(path, "a 64-bit integer (TOML)", "a larger one")
     v.raise_if_problems()  # such numbers break every later check and message
     v.keys(data, "", _TOP_KEYS)
@@ -299,18 +300,6 @@ def parse_profile(data: Mapping[str, Any], *, source: str, name: str) -> MeterPr
         quantities=tuple(quantities),
         blocks=tuple(blocks),
     )
-
-
-def _oversized_integers(node: Any, path: str) -> Iterable[str]:
-    """Key paths of integers beyond TOML's 64 bits (tomllib reads any size)."""
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            yield from _oversized_integers(value, f"{path}.{key}" if path else str(key))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _oversized_integers(value, f"{path}[{i}]")
-    elif isinstance(node, int) and not -(1 << 63) <= node < 1 << 63:
-        yield path or "<top level>"
 
 
 def _parse_quantity(v: _ProfileValidator, name: str, raw: Any) -> QuantityDef | None:
