@@ -6,6 +6,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import can
@@ -235,3 +236,17 @@ def test_callback_exception_does_not_stop_reception() -> None:
         reader.stop()
         tx.shutdown()
     assert reader.callback_errors == 1 and reader.up is False
+
+
+def test_link_is_down_reads_the_interface_flags(tmp_path: Path) -> None:
+    from candiag.ingest.live import link_is_down
+
+    (tmp_path / "can0").mkdir()
+    (tmp_path / "can0" / "flags").write_text("0x1002\n")  # IFF_UP clear: administratively down
+    (tmp_path / "can1").mkdir()
+    (tmp_path / "can1" / "flags").write_text("0x10c1\n")  # IFF_UP set
+    assert link_is_down("socketcan", "can0", tmp_path)
+    assert not link_is_down("socketcan", "can1", tmp_path)
+    # Unknown interface, unreadable flags or another python-can interface: the socket decides.
+    assert not link_is_down("socketcan", "can9", tmp_path)
+    assert not link_is_down("virtual", "can0", tmp_path)

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import can
@@ -138,6 +139,24 @@ class BusStatus:
 
 
 BusFactory = Callable[[], can.BusABC]
+
+
+IFF_UP = 0x1
+
+
+def link_is_down(interface: str, channel: str, sysfs: Path = Path("/sys/class/net")) -> bool:
+    """True when a SocketCAN interface is administratively down (``ip link set ... down``).
+
+    Read from sysfs (no privileges, no netlink); when it cannot be read the socket's
+    own errors decide, so this never reports a link down wrongly.
+    """
+    if interface != "socketcan":
+        return False
+    try:
+        flags = int((sysfs / channel / "flags").read_text().strip(), 16)
+    except (OSError, ValueError):
+        return False
+    return not flags & IFF_UP
 
 
 class BusReader:
@@ -278,6 +297,11 @@ class BusReader:
             self.up = False
 
     def _try_open(self) -> can.BusABC | None:
+        if link_is_down(self.interface, self.channel):
+            # A SocketCAN socket opens on a down interface and then simply receives
+            # nothing: reporting it "up" would hide the fault.
+            self._mark_down(f"interface {self.channel} is down (ip link set {self.channel} up)")
+            return None
         try:
             bus = self._factory()
         except BusUnavailableError as err:
