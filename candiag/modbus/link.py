@@ -29,7 +29,7 @@ import socket
 import struct
 import termios
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -215,31 +215,50 @@ class _SocketStream:
 
 
 # -- framings -----------------------------------------------------------------------
-def _rtu_transaction(
-    stream: _Stream, unit_id: int, function: int, address: int, count: int, timeout: float
-) -> Transaction:
-    request = read_request(unit_id, function, address, count)
-    stream.flush_input()
-    start = time.monotonic()
-    deadline = start + timeout
-    stream.write(request)
-    reply = stream.read(3, deadline)
+@dataclass
+class _Exchange:
+    """One request on the wire; builds the :class:`Transaction` for its outcome."""
 
-    def done(outcome: str, **kw: object) -> Transaction:
+    function: int
+    address: int
+    count: int
+    unit_id: int
+    request: bytes
+    start: float = field(default_factory=time.monotonic)
+    reply: bytes = b""
+
+    def done(self, outcome: str, **kw: object) -> Transaction:
         return Transaction(
             outcome,
-            function,
-            address,
-            count,
-            unit_id,
-            time.monotonic() - start,
-            request=request,
-            reply=reply,
+            self.function,
+            self.address,
+            self.count,
+            self.unit_id,
+            time.monotonic() - self.start,
+            request=self.request,
+            reply=self.reply,
             **kw,  # type: ignore[arg-type]
         )
 
+
+def _send(stream: _Stream, ex: _Exchange) -> None:
+    """Drop stale input (a late reply must not answer this request), then send."""
+    stream.flush_input()
+    ex.start = time.monotonic()
+    stream.write(ex.request)
+
+
+def _rtu_transaction(
+    stream: _Stream, unit_id: int, function: int, address: int, count: int, timeout: float
+) -> Transaction:
+    ex = _Exchange(
+        function, address, count, unit_id, read_request(unit_id, function, address, count)
+    )
+    _send(stream, ex)
+    deadline = ex.start + timeout
+    ex.reply = reply = stream.read(3, deadline)
     if not reply:
-        return done("timeout", detail=f"no answer within {timeout:g} s")
+        return ex.done("timeout", detail=f"no answer within {timeout:g} s")
     if len(reply) == 3:
         if reply[1] & 0x80:
             remaining = 2
@@ -248,12 +267,14 @@ def _rtu_transaction(
         else:
             remaining = 0
         if remaining:
-            reply += stream.read(remaining, deadline)
+            ex.reply = reply = reply + stream.read(remaining, deadline)
     if len(reply) < 5 or not crc_ok(reply):
         # Wait out the rest of a garbled frame so its tail is not taken for the next reply.
-        reply += stream.read(MAX_RTU_FRAME, min(deadline, time.monotonic() + 0.02))
-        return done("crc", detail=f"garbled or truncated reply ({len(reply)} bytes, bad CRC)")
-    return _classify_pdu(done, unit_id, reply[0], function, count, reply[1:-2])
+        ex.reply = reply = reply + stream.read(
+            MAX_RTU_FRAME, min(deadline, time.monotonic() + 0.02)
+        )
+        return ex.done("crc", detail=f"garbled or truncated reply ({len(reply)} bytes, bad CRC)")
+    return _classify_pdu(ex.done, unit_id, reply[0], function, count, reply[1:-2])
 
 
 def _classify_pdu(
@@ -293,40 +314,24 @@ def _mbap_transaction(
 ) -> Transaction:
     pdu = read_pdu(function, address, count)
     request = struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit_id) + pdu
-    stream.flush_input()
-    start = time.monotonic()
-    deadline = start + timeout
-    stream.write(request)
-    header = stream.read(7, deadline)
-    reply = header
-
-    def done(outcome: str, **kw: object) -> Transaction:
-        return Transaction(
-            outcome,
-            function,
-            address,
-            count,
-            unit_id,
-            time.monotonic() - start,
-            request=request,
-            reply=reply,
-            **kw,  # type: ignore[arg-type]
-        )
-
+    ex = _Exchange(function, address, count, unit_id, request)
+    _send(stream, ex)
+    deadline = ex.start + timeout
+    ex.reply = header = stream.read(7, deadline)
     if not header:
-        return done("timeout", detail=f"no answer within {timeout:g} s")
+        return ex.done("timeout", detail=f"no answer within {timeout:g} s")
     if len(header) < 7:
-        return done("crc", detail=f"truncated MBAP header ({len(header)} bytes)")
+        return ex.done("crc", detail=f"truncated MBAP header ({len(header)} bytes)")
     r_tid, proto, length, r_unit = struct.unpack(">HHHB", header)
     if proto != 0 or not 2 <= length <= 254:
-        return done("crc", detail=f"malformed MBAP header {header.hex()}")
+        return ex.done("crc", detail=f"malformed MBAP header {header.hex()}")
     body = stream.read(length - 1, deadline)
-    reply = header + body
+    ex.reply = header + body
     if len(body) < length - 1:
-        return done("crc", detail="truncated Modbus TCP reply")
+        return ex.done("crc", detail="truncated Modbus TCP reply")
     if r_tid != tid:
-        return done("wrong_device", detail=f"reply to transaction {r_tid}, expected {tid}")
-    return _classify_pdu(done, unit_id, r_unit, function, count, body)
+        return ex.done("wrong_device", detail=f"reply to transaction {r_tid}, expected {tid}")
+    return _classify_pdu(ex.done, unit_id, r_unit, function, count, body)
 
 
 # -- links --------------------------------------------------------------------------
