@@ -195,6 +195,11 @@ class NodeTracker:
             )
         }
         self._multiplexed = {m.name for m in db.messages if m.is_multiplexed}
+        self._firmware_messages = {
+            m.name for m in db.messages if any(s.role == "firmware" for s in m.signals)
+        }
+        # Messages whose last frames had an alarm bit set (their clearing must be recorded).
+        self._alarming: dict[str, bool] = {}
         self._alarm_signals = {
             m.name: [
                 (s.name, s.role.removeprefix("alarm:"))
@@ -288,13 +293,20 @@ class NodeTracker:
             for row in last_rows.tolist():
                 self._note_signals(self._node(family, int(addresses[row])), decoded, row)
             return
-        alarms = self._alarm_signals[decoded.message.name]
+        name = decoded.message.name
+        alarms = self._alarm_signals[name]
         bits = (
-            np.column_stack([decoded.signals[name][last_rows] != 0 for name, _ in alarms])
+            np.column_stack([decoded.signals[sig][last_rows] != 0 for sig, _ in alarms])
             if alarms
             else None
         )
-        has_firmware = any(s.role == "firmware" for s in decoded.message.signals)
+        has_firmware = name in self._firmware_messages
+        if bits is not None and not bits.any() and not has_firmware:
+            if not self._alarming.get(name):
+                return  # all clear, as before: nothing to record (the usual case)
+            self._alarming[name] = False
+        elif bits is not None:
+            self._alarming[name] = True
         for i, row in enumerate(last_rows.tolist()):
             node = self._node(family, int(addresses[row]))
             if bits is not None:
