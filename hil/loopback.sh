@@ -63,7 +63,7 @@ for _ in $(seq 1 100); do
 done
 
 echo "loopback: SIM $sim_if:$sim_ch plays scenario $scenario for ${seconds}s"
-"${candiag[@]}" simulate -i "$sim_if" -c "$sim_ch" "${sim_rate[@]}" -d "$seconds" \
+"${candiag[@]}" simulate --transmit -i "$sim_if" -c "$sim_ch" "${sim_rate[@]}" -d "$seconds" \
     --modules "$modules" --scenario "$scenario" | tee "$out/simulate.txt"
 sleep 1.5  # the recorder flushes at least every second
 stop_record

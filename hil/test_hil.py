@@ -124,7 +124,7 @@ class Recorder:
 def simulate(bench: Bench, seconds: float, *extra: str) -> int:
     done = subprocess.run(
         candiag(
-            "simulate", "-i", bench.sim_iface, "-c", bench.sim_channel,
+            "simulate", "--transmit", "-i", bench.sim_iface, "-c", bench.sim_channel,
             *bench.bitrate_args(bench.sim_iface), "-d", str(seconds),
             "--modules", str(MODULES), *extra,
         ),

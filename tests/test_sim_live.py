@@ -101,3 +101,19 @@ def test_cli_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["simulate", "-o", str(tmp_path / "c.txt"), "-d", "1"]) == 2
     assert main(["simulate", "--list-scenarios"]) == 0
     assert "duplicate_address" in capsys.readouterr().out
+
+
+def test_simulate_refuses_a_real_interface_without_transmit(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from candiag.cli import main
+    from candiag.cli.simulate import is_virtual_target
+
+    assert main(["simulate", "-i", "pcan", "-c", "PCAN_USBBUS1", "-d", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "would transmit on pcan:PCAN_USBBUS1" in err and "--transmit" in err
+    assert main(["simulate", "-i", "socketcan", "-c", "can0", "-d", "1"]) == 2
+    assert is_virtual_target("virtual", "anything")
+    assert is_virtual_target("socketcan", "vcan0") and is_virtual_target("socketcan", "vxcan1")
+    assert not is_virtual_target("socketcan", "can0")
+    assert not is_virtual_target("pcan", "vcan0")

@@ -8,9 +8,10 @@ of simulated time as candump ``-L`` text without waiting.
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
-from candiag.errors import InputError
+from candiag.errors import InputError, SafetyError
 
 
 def register(subparsers: Any) -> None:
@@ -56,6 +57,11 @@ def register(subparsers: Any) -> None:
     target.add_argument(
         "-d", "--duration", type=float, metavar="SECONDS",
         help="simulated seconds to produce (required with --output; live: stop after this)",
+    )  # fmt: skip
+    target.add_argument(
+        "--transmit", action="store_true",
+        help="required to send on a real interface (anything but the virtual interface and "
+        "SocketCAN vcan*/vxcan* channels): never point the simulator at a live charger",
     )  # fmt: skip
     target.add_argument(
         "--speed", type=float, default=1.0,
@@ -132,8 +138,22 @@ def _to_file(sim: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def is_virtual_target(interface: str, channel: str) -> bool:
+    """A bus that exists only in software: python-can ``virtual``, or SocketCAN vcan/vxcan."""
+    return interface == "virtual" or (
+        interface == "socketcan" and re.fullmatch(r"vx?can\d*", channel) is not None
+    )
+
+
 def _live(sim: Any, args: argparse.Namespace) -> int:
     from candiag.sim.runner import SimulatorRunner, open_sim_bus
+
+    if not args.transmit and not is_virtual_target(args.interface, args.channel):
+        raise SafetyError(
+            f"candiag simulate would transmit on {args.interface}:{args.channel}, a real bus. "
+            "The simulator must never be pointed at a live charger; on a test bench add "
+            "--transmit (virtual, vcan* and vxcan* channels need no flag)"
+        )
 
     bus = open_sim_bus(args.interface, args.channel, args.bitrate)
     runner = SimulatorRunner(bus, sim, speed=args.speed, duration=args.duration)
