@@ -81,9 +81,7 @@ def _baseline_pass(path: str, limit: int, charger: Any) -> dict[str, Any]:
     from candiag.health.busload import frame_bits_reference
 
     db: Any = charger.cantools_db
-    exact = {(m.frame_id, m.is_extended): m for m in charger.messages if not m.node_mask}
-    masked = [m for m in charger.messages if m.node_mask]
-    resolved: dict[tuple[int, bool], Any] = {}
+    resolve = decode_bench.message_resolver(charger)
     kinds = {"data": 0, "remote": 0, "error": 0}
     classes = [0] * 10
     per_id: dict[tuple[int, bool], list[float]] = {}  # count, last, sum dt, sum dt^2
@@ -128,17 +126,7 @@ def _baseline_pass(path: str, limit: int, charger: Any) -> dict[str, Any]:
             stats[3] += dt * dt
         if msg.is_remote_frame:
             continue
-        target = resolved.get(key, False)
-        if target is False:
-            target = exact.get(key) or next(
-                (
-                    m
-                    for m in masked
-                    if m.is_extended == key[1] and key[0] & ~m.node_mask == m.frame_id
-                ),
-                None,
-            )
-            resolved[key] = target
+        target = resolve(key)
         if target is None:
             continue
         try:

@@ -187,25 +187,16 @@ def work_baseline(path: str, limit: int, repeats: int) -> dict[str, Any]:
     return best
 
 
-def _baseline_pass(path: str, limit: int, charger: Any) -> dict[str, Any]:
-    import can
-    from cantools.database.errors import DecodeError
+def message_resolver(charger: Any) -> Any:
+    """Per-frame lookup of a frame's message for the baselines: exact ids, then node masks.
 
-    db: Any = charger.cantools_db  # per-frame calls below, exactly as a user would write
+    Cached per (id, extended): the cheapest way a straightforward script would do it.
+    """
     exact = {(m.frame_id, m.is_extended): m for m in charger.messages if not m.node_mask}
     masked = [m for m in charger.messages if m.node_mask]
     resolved: dict[tuple[int, bool], Any] = {}
-    columns: dict[tuple[str, str], list[Any]] = {}
-    timestamps: dict[str, list[float]] = {}
-    frames = decoded = unknown = failed = 0
-    started = time.perf_counter()
-    for msg in can.CanutilsLogReader(path):
-        if frames >= limit:
-            break
-        frames += 1
-        if msg.is_error_frame or msg.is_remote_frame:
-            continue
-        key = (msg.arbitration_id, msg.is_extended_id)
+
+    def resolve(key: tuple[int, bool]) -> Any:
         target = resolved.get(key, False)
         if target is False:
             target = exact.get(key) or next(
@@ -217,6 +208,29 @@ def _baseline_pass(path: str, limit: int, charger: Any) -> dict[str, Any]:
                 None,
             )
             resolved[key] = target
+        return target
+
+    return resolve
+
+
+def _baseline_pass(path: str, limit: int, charger: Any) -> dict[str, Any]:
+    import can
+    from cantools.database.errors import DecodeError
+
+    db: Any = charger.cantools_db  # per-frame calls below, exactly as a user would write
+    resolve = message_resolver(charger)
+    columns: dict[tuple[str, str], list[Any]] = {}
+    timestamps: dict[str, list[float]] = {}
+    frames = decoded = unknown = failed = 0
+    started = time.perf_counter()
+    for msg in can.CanutilsLogReader(path):
+        if frames >= limit:
+            break
+        frames += 1
+        if msg.is_error_frame or msg.is_remote_frame:
+            continue
+        key = (msg.arbitration_id, msg.is_extended_id)
+        target = resolve(key)
         if target is None:
             unknown += 1
             continue

@@ -10,6 +10,8 @@ from typing import Any
 import cantools
 import pytest
 
+from candiag.decode.dbc import KNOWN_ROLES
+
 REPO = Path(__file__).resolve().parent.parent
 DBC_DIR = REPO / "dbc"
 DBC_FILES = sorted(DBC_DIR.glob("*.dbc"))
@@ -108,25 +110,9 @@ def test_roles_cover_what_health_and_diagnosis_need(caplog: pytest.LogCaptureFix
                 role = _role(sig)
                 if role:
                     roles.setdefault(role, set()).add(f"{msg.name}.{sig.name}")
-    for needed in (
-        "firmware",
-        "alarm:communication_interrupt",
-        "alarm:duplicate_address",
-        "alarm:over_temperature",
-        "alarm:fan",
-        "counter",
-        "output_voltage",
-        "output_current",
-        "temperature",
-        "contactor:command",
-        "contactor:feedback",
-        "contactor:weld",
-        "cooling:pump_command",
-        "cooling:flow",
-        "cooling:coolant_temperature",
-        "meter:current",
-        "meter:voltage",
-    ):
+    # Every role the health and diagnosis code understands, plus the alarm bits it reads.
+    alarms = {"communication_interrupt", "duplicate_address", "over_temperature", "fan"}
+    for needed in sorted(KNOWN_ROLES | {f"alarm:{a}" for a in alarms}):
         assert needed in roles, f"no signal has role {needed}"
     assert roles["firmware"] == {
         "ModuleVersion.DCDC_Major",
