@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pytest
@@ -211,3 +212,93 @@ def test_intermittent_is_forgotten_ten_minutes_after_the_return(db: ChargerDatab
     track(db, encode(db, telemetry([1], 20.0, 640.0, period=0.5)), tracker)
     (view,) = tracker.view(640.0)
     assert view.status == "online" and view.dropouts == 1
+
+
+def _reference_presence(
+    tracker: NodeTracker, batches: list[FrameBatch], decoder: BatchDecoder
+) -> dict[tuple[str, int], tuple[Any, ...]]:
+    """A straightforward per-frame reference of presence and rate bookkeeping."""
+    state: dict[tuple[str, int], dict[str, Any]] = {}
+    rate_message = {
+        family: min((m for m in msgs if m.cycle_time_ms), key=lambda m: m.cycle_time_ms or 0).name
+        for family, msgs in tracker._db.families.items()
+        if any(m.cycle_time_ms for m in msgs)
+    }
+    for batch in batches:
+        rows: list[tuple[str, int, float, bool]] = []
+        for decoded in decoder.decode(batch).messages.values():
+            family = decoded.message.family
+            if family is None:
+                continue
+            for t, node in zip(decoded.timestamp.tolist(), decoded.node.tolist(), strict=True):
+                address = node if decoded.message.node_mask else 0
+                rows.append((family, address, t, decoded.message.name == rate_message[family]))
+        for family, address, t, is_rate in sorted(rows):
+            s = state.setdefault(
+                (family, address),
+                {"first": None, "last": None, "frames": 0, "drop": 0, "end": None, "gap": 0.0},
+            )
+            s.setdefault("tail", [])
+            s["frames"] += 1
+            if is_rate:
+                s["tail"] = (s["tail"] + [t])[-32:]
+            if s["last"] is None:
+                s["first"] = s["last"] = t
+                continue
+            if t < s["last"]:
+                continue
+            gap = t - s["last"]
+            if gap > tracker.timeout_for(family):
+                s["drop"] += 1
+                s["end"] = t
+            s["gap"] = max(s["gap"], gap)
+            s["last"] = t
+    return {
+        k: (s["first"], s["last"], s["frames"], s["drop"], s["end"], s["gap"], s["tail"])
+        for k, s in state.items()
+    }
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_presence_equals_a_per_frame_reference_under_faults(db: ChargerDatabase, seed: int) -> None:
+    """Vectorized presence (all nodes in one sort) against the per-frame reference.
+
+    Random batch boundaries, batches delivered slightly out of order, and the faults that
+    change presence: a silent module, a duplicate address, jitter.
+    """
+    from candiag.sim.charger import ChargerSimulator, SimConfig
+    from candiag.sim.faults import parse_fault
+
+    faults = (
+        parse_fault("module_silent@20+15:module=3"),
+        parse_fault("duplicate_address@40+20:module=5"),
+        parse_fault("jitter@10+30:module=2"),
+    )
+    sim = ChargerSimulator(SimConfig(modules=6, faults=faults, seed=seed))
+    whole = sim.generate(sim.start_time, sim.start_time + 80.0)
+    rng = np.random.default_rng(seed)
+    cuts = np.sort(rng.integers(0, len(whole), 40))
+    batches = [
+        whole.take(slice(a, b)) for a, b in zip([0, *cuts], [*cuts, len(whole)], strict=True)
+    ]
+    for i in range(0, len(batches) - 1, 7):  # a late batch now and then
+        batches[i], batches[i + 1] = batches[i + 1], batches[i]
+    tracker = NodeTracker(db)
+    decoder = BatchDecoder(db)
+    for batch in batches:
+        tracker.update(decoder.decode(batch))
+    expected = _reference_presence(tracker, batches, decoder)
+    got = {
+        key: (
+            n.first_seen,
+            n.last_seen,
+            n.frames,
+            n.dropouts,
+            n.last_dropout_end,
+            n.longest_gap_s,
+            [t for track in n.messages.values() for t in track.tail.tolist()],
+        )
+        for key, n in tracker.nodes.items()
+    }
+    assert got == expected
+    assert expected[("power_module", 3)][3] >= 1  # the silent module dropped out

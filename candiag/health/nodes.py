@@ -17,8 +17,8 @@ Status of a node at a given time:
   timeout) within the last 10 minutes;
 * ``online`` otherwise.
 
-Work per batch is per *(message, node)* group (a handful), never per frame:
-gaps and counts are computed with numpy over each group's timestamps.
+Work per batch is a few array operations over the batch sorted by (family, node,
+time), never per frame; Python then touches each node once.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
-    from candiag.decode.dbc import ChargerDatabase, MessageDef
+    from candiag.decode.dbc import ChargerDatabase
     from candiag.decode.decoder import DecodedMessage, DecodeResult
 
 NODE_STATUSES = ("online", "offline", "intermittent", "duplicate")
@@ -84,6 +84,7 @@ class NodeState:
     last_dropout_end: float | None = None  # when the node came back after its last dropout
     longest_gap_s: float = 0.0
     firmware: str | None = None
+    firmware_key: Any = None  # the raw values ``firmware`` was rendered from
     alarms: dict[str, bool] = field(default_factory=dict)
     duplicate_alarm: bool = False
     duplicate_seen_at: float | None = None  # last view that judged it duplicate
@@ -208,14 +209,17 @@ class NodeTracker:
             ]
             for m in db.messages
         }
-        self._rate_message = {
+        self._rate_defs = {
             family: min(
                 (m for m in messages if m.cycle_time_ms),
                 key=lambda m: m.cycle_time_ms or 0,
-            ).name
+            )
             for family, messages in db.families.items()
             if any(m.cycle_time_ms for m in messages)
         }
+        self._rate_message = {family: m.name for family, m in self._rate_defs.items()}
+        self._family_codes: dict[str, int] = {}
+        self._family_names: list[str] = []
         self.nodes: dict[tuple[str, int], NodeState] = {}
         for policy in self._policies.values():
             for address in policy.expected:
@@ -238,35 +242,100 @@ class NodeTracker:
 
     # -- ingest ------------------------------------------------------------------
     def update(self, result: DecodeResult) -> None:
-        by_family: dict[str, list[DecodedMessage]] = {}
+        groups: list[DecodedMessage] = []
         for decoded in result.messages.values():
             family = decoded.message.family
             if family is None or len(decoded.index) == 0:
                 continue
-            by_family.setdefault(family, []).append(decoded)
+            groups.append(decoded)
             if decoded.message.name in self._role_messages:
                 self._note_roles(family, decoded)
-        for family, messages in by_family.items():
-            self._ingest_family(family, messages)
+        if groups:
+            self._ingest(groups)
 
-    def _ingest_family(self, family: str, messages: list[DecodedMessage]) -> None:
-        """Presence per node on the family's merged traffic, in one sort.
+    def _family_code(self, family: str) -> int:
+        code = self._family_codes.get(family)
+        if code is None:
+            code = self._family_codes[family] = len(self._family_names)
+            self._family_names.append(family)
+        return code
+
+    def _ingest(self, messages: list[DecodedMessage]) -> None:
+        """Presence and arrival rates of every node in this batch, in one sort.
 
         Gaps are judged on each node's merged traffic: a 1 s message between 100 ms
         ones is not a dropout.  The arrival rate (for duplicate detection) is tracked
         on the family's shortest-cycle message, which a second sender doubles too.
+        All nodes are handled with array operations over the batch sorted by
+        (family, address, time); Python touches each node once, not each frame.
         """
         ts = np.concatenate([m.timestamp for m in messages])
-        nodes = np.concatenate([_addresses(m) for m in messages])
-        order = np.lexsort((ts, nodes))
-        ts, nodes = ts[order], nodes[order]
-        starts, ends = _runs(nodes)
-        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-            self._note_presence(self._node(family, int(nodes[start])), ts[start:end])
-        rate_message = self._rate_message.get(family)
-        for decoded in messages:
-            if decoded.message.name == rate_message:
-                self._note_rates(family, decoded)
+        keys = np.concatenate(
+            [_addresses(m) + (self._family_code(m.message.family or "") << 32) for m in messages]
+        )
+        rate = np.concatenate(
+            [
+                np.full(
+                    len(m.timestamp),
+                    m.message.name == self._rate_message.get(m.message.family or ""),
+                )
+                for m in messages
+            ]
+        )
+        order = np.lexsort((ts, keys))
+        ts, keys, rate = ts[order], keys[order], rate[order]
+        starts, ends = _runs(keys)
+        nodes = [
+            self._node(self._family_names[k >> 32], k & 0xFFFFFFFF) for k in keys[starts].tolist()
+        ]
+        presence = _presence(
+            ts,
+            starts,
+            ends,
+            np.array([-np.inf if n.last_seen is None else n.last_seen for n in nodes]),
+            np.array([self.timeout_for(n.family) for n in nodes]),
+        )
+        for node, start, end, late, last_late, longest, any_gap in zip(
+            nodes, starts.tolist(), ends.tolist(), *presence, strict=True
+        ):
+            if any_gap:
+                if late:
+                    node.dropouts += late
+                    node.last_dropout_end = float(ts[last_late])
+                node.longest_gap_s = max(node.longest_gap_s, longest)
+            if node.first_seen is None:
+                node.first_seen = float(ts[start])
+            newest = float(ts[end - 1])
+            node.last_seen = newest if node.last_seen is None else max(newest, node.last_seen)
+            node.frames += end - start
+        if rate.any():
+            self._note_rates(nodes, keys, ts, rate)
+
+    def _note_rates(
+        self,
+        nodes: list[NodeState],
+        keys: npt.NDArray[np.int64],
+        ts: npt.NDArray[np.float64],
+        rate: npt.NDArray[np.bool_],
+    ) -> None:
+        """Append each node's rate-message arrivals (sorted by node, then time) to its tail."""
+        rows = np.flatnonzero(rate)
+        r_keys, r_ts = keys[rows], ts[rows]
+        starts, ends = _runs(r_keys)
+        by_key = {(n.family, n.address): n for n in nodes}
+        for k, start, end in zip(
+            r_keys[starts].tolist(), starts.tolist(), ends.tolist(), strict=True
+        ):
+            node = by_key[(self._family_names[k >> 32], k & 0xFFFFFFFF)]
+            message = self._rate_defs[node.family]
+            track = node.messages.get(message.name)
+            if track is None:
+                cycle = message.cycle_time_ms / 1000.0 if message.cycle_time_ms else None
+                track = node.messages[message.name] = _MessageTrack(cycle)
+            track.count += end - start
+            track.tail = np.concatenate((track.tail, r_ts[max(start, end - RATE_TAIL) : end]))[
+                -RATE_TAIL:
+            ]
 
     def _node(self, family: str, address: int) -> NodeState:
         node = self.nodes.get((family, address))
@@ -274,74 +343,61 @@ class NodeTracker:
             node = self.nodes[(family, address)] = NodeState(family, address)
         return node
 
-    def _note_rates(self, family: str, decoded: DecodedMessage) -> None:
-        addresses = _addresses(decoded)
-        order = np.lexsort((decoded.timestamp, addresses))
-        addr, ts = addresses[order], decoded.timestamp[order]
-        starts, ends = _runs(addr)
-        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-            node = self._node(family, int(addr[start]))
-            self._note_message_rate(node, decoded.message, ts[start:end])
-
     def _note_roles(self, family: str, decoded: DecodedMessage) -> None:
         """Alarm bits and firmware from each node's latest frame of this message."""
+        name = decoded.message.name
+        alarms = self._alarm_signals[name]
+        has_firmware = name in self._firmware_messages
+        multiplexed = name in self._multiplexed
+        if (
+            not multiplexed
+            and not has_firmware
+            and not self._alarming.get(name)
+            and not any(decoded.signals[sig].any() for sig, _ in alarms)
+        ):
+            return  # all clear, as before: nothing to record (the usual case)
         addresses = _addresses(decoded)
         order = np.lexsort((decoded.timestamp, addresses))
         addr = addresses[order]
         last_rows = order[_runs(addr)[1] - 1]
-        if decoded.message.name in self._multiplexed:
+        if multiplexed:
             for row in last_rows.tolist():
                 self._note_signals(self._node(family, int(addresses[row])), decoded, row)
             return
-        name = decoded.message.name
-        alarms = self._alarm_signals[name]
         bits = (
             np.column_stack([decoded.signals[sig][last_rows] != 0 for sig, _ in alarms])
             if alarms
             else None
         )
-        has_firmware = name in self._firmware_messages
         if bits is not None and not bits.any() and not has_firmware:
-            if not self._alarming.get(name):
-                return  # all clear, as before: nothing to record (the usual case)
             self._alarming[name] = False
         elif bits is not None:
             self._alarming[name] = True
+        versions = self._firmware_keys(decoded, last_rows) if has_firmware else None
         for i, row in enumerate(last_rows.tolist()):
             node = self._node(family, int(addresses[row]))
             if bits is not None:
                 node.alarms.update(zip((a for _, a in alarms), bits[i].tolist(), strict=True))
                 node.duplicate_alarm = bool(node.alarms.get("duplicate_address", False))
-            if has_firmware:
+            if versions is not None and versions[i] != node.firmware_key:
+                # Rendering the version text is the costly part: only when it changed.
+                node.firmware_key = versions[i]
                 version = firmware_string(decoded, row)
                 if version is not None:
                     node.firmware = version
 
-    def _note_presence(self, node: NodeState, ts: npt.NDArray[np.float64]) -> None:
-        timeout = self.timeout_for(node.family)
-        previous = node.last_seen
-        stamps = ts if previous is None else np.concatenate(([previous], ts[ts >= previous]))
-        if len(stamps) > 1:
-            gaps = np.diff(stamps)
-            late = np.flatnonzero(gaps > timeout)
-            if late.size:
-                node.dropouts += int(late.size)
-                node.last_dropout_end = float(stamps[late[-1] + 1])
-            node.longest_gap_s = max(node.longest_gap_s, float(gaps.max()))
-        if node.first_seen is None:
-            node.first_seen = float(ts[0])
-        node.last_seen = max(float(ts[-1]), previous if previous is not None else float(ts[-1]))
-        node.frames += len(ts)
-
-    def _note_message_rate(
-        self, node: NodeState, message: MessageDef, ts: npt.NDArray[np.float64]
-    ) -> None:
-        track = node.messages.get(message.name)
-        if track is None:
-            cycle = message.cycle_time_ms / 1000.0 if message.cycle_time_ms else None
-            track = node.messages[message.name] = _MessageTrack(cycle)
-        track.count += len(ts)
-        track.tail = np.concatenate((track.tail, ts))[-RATE_TAIL:]
+    @staticmethod
+    def _firmware_keys(decoded: DecodedMessage, rows: npt.NDArray[np.intp]) -> list[Any]:
+        """Per row, the raw firmware-role values (and presence): equal keys, equal text."""
+        columns = [
+            decoded.signals[s.name][rows] for s in decoded.message.signals if s.role == "firmware"
+        ]
+        columns += [
+            decoded.present[s.name][rows]
+            for s in decoded.message.signals
+            if s.role == "firmware" and s.name in decoded.present
+        ]
+        return list(zip(*(c.tolist() for c in columns), strict=True))
 
     def _note_signals(self, node: NodeState, decoded: DecodedMessage, row: int) -> None:
         for sig in decoded.message.signals:
@@ -449,6 +505,43 @@ def _rate_ratio(node: NodeState) -> float | None:
         ratio = (len(track.tail) - 1) / span * track.cycle_s
         best = ratio if best is None else max(best, ratio)
     return best
+
+
+def _presence(
+    ts: npt.NDArray[np.float64],
+    starts: npt.NDArray[np.intp],
+    ends: npt.NDArray[np.intp],
+    previous: npt.NDArray[np.float64],
+    timeouts: npt.NDArray[np.float64],
+) -> tuple[list[int], list[int], list[float], list[bool]]:
+    """Gaps of every node's arrivals, for ``ts`` sorted by node then time.
+
+    ``starts``/``ends`` delimit each node's run, ``previous`` is its last arrival before
+    this batch (``-inf`` if none) and frames older than that are ignored (they were
+    judged already).  Returns per node: gaps longer than its timeout, the row ending
+    the last such gap, the longest gap, and whether there was any gap at all.
+    """
+    n = ts.size
+    group = np.repeat(np.arange(starts.size), ends - starts)
+    before = previous[group]
+    keep = ts >= before
+    prior = np.empty(n, np.float64)
+    prior[1:] = ts[:-1]
+    # A node's first frame, or the first one after frames older than ``previous``,
+    # follows ``previous``; every other frame follows the one before it.
+    follows_previous = np.ones(n, np.bool_)
+    follows_previous[1:] = ~keep[:-1]
+    follows_previous[starts] = True
+    prior = np.where(follows_previous, before, prior)
+    valid = keep & np.isfinite(prior)
+    gaps = np.where(valid, ts - prior, -np.inf)
+    late = gaps > timeouts[group]
+    return (
+        np.add.reduceat(late, starts).tolist(),
+        np.maximum.reduceat(np.where(late, np.arange(n), -1), starts).tolist(),
+        np.maximum.reduceat(gaps, starts).tolist(),
+        np.logical_or.reduceat(valid, starts).tolist(),
+    )
 
 
 def _runs(keys: npt.NDArray[Any]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
