@@ -302,3 +302,51 @@ def test_presence_equals_a_per_frame_reference_under_faults(db: ChargerDatabase,
     }
     assert got == expected
     assert expected[("power_module", 3)][3] >= 1  # the silent module dropped out
+
+
+def test_contactor_mismatch_lasts_across_batches() -> None:
+    """Regression: a disagreement is timed from its start, not from the latest batch.
+
+    Command and feedback frames interleave (feedback 50 ms after each command); the
+    carried sample of one side used to count as "agreeing" and restart the clock.
+    """
+    from candiag.health.signals import ContactorFact
+
+    fact = ContactorFact("DCMinus")
+    for lo in (0.0, 10.0, 20.0):
+        t = np.arange(lo, lo + 10.0, 0.1)
+        fact.advance((t, np.ones_like(t)), (t + 0.05, np.zeros_like(t)))
+        assert fact.disagree_since == pytest.approx(0.05)
+    assert fact.to_json(30.0)["mismatch_s"] == pytest.approx(29.95)
+    t = np.arange(30.0, 31.0, 0.1)
+    fact.advance((t, np.ones_like(t)), (t + 0.05, np.where(t < 30.5, 0.0, 1.0)))
+    assert fact.disagree_since is None  # feedback followed at last
+    fact.advance((t + 1, np.zeros_like(t)), (t + 1.05, np.ones_like(t)))
+    assert fact.disagree_since == pytest.approx(31.0)  # a new disagreement, new start
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_contactor_shortcut_equals_the_full_merge(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches that only repeat the carried values take a shortcut; it changes nothing."""
+    from candiag.health import signals
+    from candiag.health.signals import ContactorFact
+
+    rng = np.random.default_rng(seed)
+    batches = []
+    for k in range(40):
+        t = k + np.sort(rng.random(rng.integers(1, 6)))
+        level = float(rng.random() < 0.2)  # mostly steady, sometimes switching
+        cmd = np.full(t.size, level if rng.random() < 0.5 else 1.0)
+        fb = np.full(t.size, 1.0 if rng.random() < 0.9 else 0.0)
+        batches.append(((t, cmd), (t + 0.05, fb)))
+    fast, full = ContactorFact("c"), ContactorFact("c")
+    states = []
+    for command, feedback in batches:
+        fast.advance(command, feedback)
+        states.append((fast.disagree_since, fast.command, fast.feedback, fast.last_ts))
+    monkeypatch.setattr(signals, "_repeats", lambda *_: False)
+    for (command, feedback), state in zip(batches, states, strict=True):
+        full.advance(command, feedback)
+        assert (full.disagree_since, full.command, full.feedback, full.last_ts) == state

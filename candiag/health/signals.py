@@ -97,6 +97,18 @@ class ContactorFact:
         """Merge this batch's command and feedback series (step functions) in time order."""
         if command is None and feedback is None:
             return
+        if _repeats(command, self.command) and _repeats(feedback, self.feedback):
+            # Both sides only repeat what they said (the usual case): whether they
+            # disagree, and since when, stays as it is; only the times move on.
+            newest = [self.command_ts, self.feedback_ts]
+            if command is not None:
+                self.command_ts = float(command[0].max())
+                newest.append(self.command_ts)
+            if feedback is not None:
+                self.feedback_ts = float(feedback[0].max())
+                newest.append(self.feedback_ts)
+            self.last_ts = max(newest)
+            return
         cmd_ts, cmd = self._with_carry(command, self.command_ts, self.command)
         fb_ts, fb = self._with_carry(feedback, self.feedback_ts, self.feedback)
         times = np.unique(np.concatenate((cmd_ts, fb_ts)))
@@ -106,10 +118,13 @@ class ContactorFact:
         known = ~(np.isnan(cmd_at) | np.isnan(fb_at))
         disagree = known & (cmd_at != fb_at)
         if disagree[-1]:
-            agreeing = np.flatnonzero(~disagree)
-            start = float(times[agreeing[-1] + 1]) if len(agreeing) else float(times[0])
-            if self.disagree_since is None or len(agreeing):
-                self.disagree_since = start
+            # Only a time when both are known and equal ends a disagreement; a time when
+            # one side is not known yet (e.g. the other's carried sample) says nothing.
+            agreeing = np.flatnonzero(known & ~disagree)
+            if len(agreeing):
+                self.disagree_since = float(times[agreeing[-1] + 1])
+            elif self.disagree_since is None:
+                self.disagree_since = float(times[np.flatnonzero(disagree)[0]])
         else:
             self.disagree_since = None
         self.command, self.command_ts = _last(cmd_ts, cmd)
@@ -139,6 +154,11 @@ class ContactorFact:
         }
 
 
+def _repeats(series: tuple[F64, F64] | None, carried: float | None) -> bool:
+    """True when ``series`` (if any) holds nothing but the known ``carried`` value."""
+    return carried is not None and (series is None or bool((series[1] == carried).all()))
+
+
 def _step_values(ts: F64, values: F64, at: F64) -> F64:
     """Value of the step function (ts, values) at each time in ``at`` (NaN before it starts)."""
     idx = np.searchsorted(ts, at, side="right") - 1
@@ -159,8 +179,16 @@ class _MessageTable:
     frame are NaN there and ignored by the NaN-aware reductions.
     """
 
-    def __init__(self, message: MessageDef, signals: Sequence[SignalDef] | None = None) -> None:
+    def __init__(
+        self,
+        message: MessageDef,
+        signals: Sequence[SignalDef] | None = None,
+        *,
+        extremes: bool = True,
+    ) -> None:
         self.message = message
+        # Without extremes only count and last value are kept (the diagnosis facts).
+        self.extremes = extremes
         self.cycle_s = message.cycle_time_ms / 1000.0 if message.cycle_time_ms else None
         self.signals = tuple(message.signals if signals is None else signals)
         self.names = [s.name for s in self.signals]
@@ -233,13 +261,14 @@ class _MessageTable:
     ) -> None:
         counts = (ends - starts + 1)[:, None]
         self.count[rows] += counts
-        self.minimum[rows] = np.minimum(
-            self.minimum[rows], np.minimum.reduceat(values, starts, axis=0)
-        )
-        self.maximum[rows] = np.maximum(
-            self.maximum[rows], np.maximum.reduceat(values, starts, axis=0)
-        )
-        self.total[rows] += np.add.reduceat(values, starts, axis=0)
+        if self.extremes:
+            self.minimum[rows] = np.minimum(
+                self.minimum[rows], np.minimum.reduceat(values, starts, axis=0)
+            )
+            self.maximum[rows] = np.maximum(
+                self.maximum[rows], np.maximum.reduceat(values, starts, axis=0)
+            )
+            self.total[rows] += np.add.reduceat(values, starts, axis=0)
         newer = ts[ends][:, None] >= self.last_ts[rows]
         self.last[rows] = np.where(newer, values[ends], self.last[rows])
         self.last_ts[rows] = np.where(newer, ts[ends][:, None], self.last_ts[rows])
@@ -252,11 +281,16 @@ class _MessageTable:
         ts: F64,
         present: npt.NDArray[np.bool_],
     ) -> None:
-        masked = np.where(present, values, np.nan)
         self.count[rows] += np.add.reduceat(present, starts, axis=0)
-        self.minimum[rows] = np.fmin(self.minimum[rows], np.fmin.reduceat(masked, starts, axis=0))
-        self.maximum[rows] = np.fmax(self.maximum[rows], np.fmax.reduceat(masked, starts, axis=0))
-        self.total[rows] += np.add.reduceat(np.where(present, values, 0.0), starts, axis=0)
+        if self.extremes:
+            masked = np.where(present, values, np.nan)
+            self.minimum[rows] = np.fmin(
+                self.minimum[rows], np.fmin.reduceat(masked, starts, axis=0)
+            )
+            self.maximum[rows] = np.fmax(
+                self.maximum[rows], np.fmax.reduceat(masked, starts, axis=0)
+            )
+            self.total[rows] += np.add.reduceat(np.where(present, values, 0.0), starts, axis=0)
         # The last present row of each (node, signal): rows are time-ordered within a node.
         index = np.where(present, np.arange(len(values))[:, None], -1)
         last_row = np.maximum.reduceat(index, starts, axis=0)
@@ -322,7 +356,9 @@ class SignalStats:
             if stats:
                 self._table(self.tables, message, None).update(decoded)
             if facts and message.name in self._fact_messages:
-                table = self._table(self.fact_tables, message, self._fact_messages[message.name])
+                table = self._table(
+                    self.fact_tables, message, self._fact_messages[message.name], extremes=False
+                )
                 ts, values, present = table.update(decoded)
                 self._note_contactors(table, ts, values, present, series)
         if facts:
@@ -334,10 +370,12 @@ class SignalStats:
         tables: dict[str, _MessageTable],
         message: MessageDef,
         signals: Sequence[SignalDef] | None,
+        *,
+        extremes: bool = True,
     ) -> _MessageTable:
         table = tables.get(message.name)
         if table is None:
-            table = tables[message.name] = _MessageTable(message, signals)
+            table = tables[message.name] = _MessageTable(message, signals, extremes=extremes)
         return table
 
     def _note_contactors(
