@@ -149,6 +149,11 @@ class BusPipeline:
         self._cycles: dict[tuple[int, bool], float | None] = {}
         self._violations: dict[str, dict[str, Any]] = {}
         self._violations_at: float | None = None
+        self._periods_cache: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None = None
+        self._previous_verdicts: tuple[IdStats | None, npt.NDArray[np.int8]] = (
+            None,
+            np.zeros(0, np.int8),
+        )
         self._recent_ids = self.health.ids.fresh_epoch()
         self._previous_ids: IdStats | None = None
         self._epoch_start: float | None = None
@@ -364,21 +369,46 @@ class BusPipeline:
         if self._violations_at is not None and now - self._violations_at < IDS_JUDGE_INTERVAL_S:
             return self._violations
         self._violations_at = now
-        verdicts: dict[int, tuple[int, IdStats, int]] = {}
-        for stats in (self._previous_ids, self._recent_ids):
-            if stats is None or not len(stats):
-                continue
-            judged = stats.cycle_verdicts(self._declared_periods(stats.keys), self.thresholds.cycle)
-            for i in np.flatnonzero(judged >= 0).tolist():
-                verdicts[int(stats.keys[i])] = (int(judged[i]), stats, i)
+        broken: list[tuple[int, IdStats, int]] = []
+        recent = self._recent_ids
+        judged_now = self._verdicts(recent)
+        previous = self._previous_ids
+        if previous is not None and len(previous):
+            # The previous epoch is closed: its verdicts are judged once and kept.
+            if self._previous_verdicts[0] is not previous:
+                self._previous_verdicts = (previous, self._verdicts(previous))
+            keys = previous.keys[self._previous_verdicts[1] == 0]
+            # A verdict of the recent epoch, either way, replaces the previous one.
+            keys = keys[~np.isin(keys, recent.keys[judged_now >= 0])]
+            broken += [
+                (k, previous, i)
+                for k, i in zip(
+                    keys.tolist(), np.searchsorted(previous.keys, keys).tolist(), strict=True
+                )
+            ]
+        broken += [
+            (int(recent.keys[i]), recent, i) for i in np.flatnonzero(judged_now == 0).tolist()
+        ]
         out: dict[str, dict[str, Any]] = {}
-        for key, (verdict, stats, i) in verdicts.items():
-            if verdict == 0:
-                out.update(self._violation_entry(key, stats, i))
+        for key, stats, i in sorted(broken, key=lambda b: b[0]):
+            out.update(self._violation_entry(key, stats, i))
         self._violations = out
         return out
 
+    def _verdicts(self, stats: IdStats) -> npt.NDArray[np.int8]:
+        if not len(stats):
+            return np.zeros(0, np.int8)
+        return stats.cycle_verdicts(self._declared_periods(stats.keys), self.thresholds.cycle)
+
     def _declared_periods(self, keys: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        cached = self._periods_cache
+        if cached is not None and cached[0].shape == keys.shape and np.array_equal(cached[0], keys):
+            return cached[1]
+        periods = self._match_periods(keys)
+        self._periods_cache = (keys.copy(), periods)
+        return periods
+
+    def _match_periods(self, keys: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
         can_id = (keys & 0x1FFFFFFF).astype(np.uint32)
         extended = ((keys >> 30) & 1).astype(np.bool_)
         index, _ = self.db.match(can_id, extended)
