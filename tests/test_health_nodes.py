@@ -350,3 +350,38 @@ def test_contactor_shortcut_equals_the_full_merge(
     for (command, feedback), state in zip(batches, states, strict=True):
         full.advance(command, feedback)
         assert (full.disagree_since, full.command, full.feedback, full.last_ts) == state
+
+
+def test_fact_shortcut_equals_the_general_update(
+    db: ChargerDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Facts folded per step with ``update_last`` equal the general per-node update."""
+    from candiag.health import signals
+    from candiag.sim.charger import ChargerSimulator, SimConfig
+    from candiag.sim.faults import parse_fault
+
+    faults = (
+        parse_fault("contactor_mismatch@5:contactor=dc_plus,mode=stuck_open"),
+        parse_fault("cooling_no_flow@12"),
+    )
+    sim = ChargerSimulator(SimConfig(modules=4, faults=faults))
+    whole = sim.generate(sim.start_time, sim.start_time + 30.0)
+    decoder = BatchDecoder(db)
+    steps = [decoder.decode(whole.take(slice(a, a + 997))) for a in range(0, len(whole), 997)]
+
+    def run() -> tuple[Any, ...]:
+        stats = SignalStats(db)
+        for result in steps:
+            stats.update(result, stats=False)
+        tables = {
+            name: (t.rows, t.count.tolist(), t.last.tolist(), t.last_ts.tolist())
+            for name, t in stats.fact_tables.items()
+        }
+        return tables, stats.facts(sim.start_time + 30.0)
+
+    fast = run()
+    monkeypatch.setattr(
+        signals._MessageTable, "update_last", lambda self, decoded: self.update(decoded)
+    )
+    assert run() == fast
+    assert {c["name"]: c["mismatch_s"] for c in fast[1]["contactors"]}["DCPlus"] > 20.0

@@ -21,7 +21,7 @@ from candiag.health.ids import IdStats
 from candiag.health.linkstats import InterfaceDropCounter, LinkStats
 from candiag.health.pcan import PcanStatus, pcan_error_frames_to_socketcan
 from candiag.health.windows import BusWindows
-from candiag.ingest.frames import FrameBatch
+from candiag.ingest.frames import FLAG_ERROR, FLAG_REMOTE, FrameBatch
 
 DROP_SOURCES = ("socket", "interface")
 
@@ -85,16 +85,17 @@ class BusHealth:
             batch = pcan_error_frames_to_socketcan(batch)
         if bits is None:
             bits = frame_bits(batch)
-        self.errors.update(batch)
-        bus_off_times = self.state.update(batch)
+        errors = int(np.count_nonzero(batch.flags & FLAG_ERROR))
+        if errors:
+            self.errors.update(batch)
+        bus_off_times = self.state.update(batch, errors_present=bool(errors))
         self.windows.update(batch, bits, bus_off_times)
         if self.track_ids:
             self.ids.update(batch)
-        error = batch.is_error
-        remote = batch.is_remote
-        self.frames["error"] += int(error.sum())
-        self.frames["remote"] += int(remote.sum())
-        self.frames["data"] += int(len(batch) - error.sum() - remote.sum())
+        remote = int(np.count_nonzero((batch.flags & (FLAG_REMOTE | FLAG_ERROR)) == FLAG_REMOTE))
+        self.frames["error"] += errors
+        self.frames["remote"] += remote
+        self.frames["data"] += len(batch) - errors - remote
         self.bits_nominal += int(bits[0].sum(dtype=np.int64))
         self.bits_data += int(bits[1].sum(dtype=np.int64))
         lo, hi = float(batch.timestamp.min()), float(batch.timestamp.max())

@@ -148,13 +148,19 @@ class BusStateTracker:
         self._account_until(timestamp)
         self._enter(code, max(timestamp, self._clock or timestamp), source)
 
-    def update(self, batch: FrameBatch) -> npt.NDArray[np.float64]:
-        """Apply the error frames of ``batch``; returns the timestamps of new bus-off events."""
+    def update(self, batch: FrameBatch, *, errors_present: bool = True) -> npt.NDArray[np.float64]:
+        """Apply the error frames of ``batch``; returns the timestamps of new bus-off events.
+
+        ``errors_present=False``: the caller knows the batch has no error frames; only
+        the time spent in the current state moves on.
+        """
         if len(batch) == 0:
             return np.empty(0, np.float64)
-        start = float(batch.timestamp.min())
         if self._clock is None:
-            self._account_until(start)
+            self._account_until(float(batch.timestamp.min()))
+        if not errors_present:
+            self._account_until(float(batch.timestamp.max()))
+            return np.empty(0, np.float64)
         rows = np.flatnonzero(batch.is_error)
         rows = rows[np.argsort(batch.timestamp[rows], kind="stable")]
         can_id = batch.can_id[rows]

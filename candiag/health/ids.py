@@ -166,6 +166,8 @@ class IdStats:
     def _admit(self, keys: I64, ts: F64) -> tuple[I64, F64]:
         """Drop (and count) the frames of new ids that do not fit under ``max_ids``."""
         room = self.max_ids - self.keys.size
+        if keys.size <= room:
+            return keys, ts  # not even all-new ids could overflow
         uniq = np.unique(keys)
         new = uniq[~np.isin(uniq, self.keys, assume_unique=True)]
         if new.size <= room:

@@ -251,6 +251,26 @@ class _MessageTable:
             present = np.ones(values.shape, np.bool_)
         return ts, values, present
 
+    def update_last(self, decoded: DecodedMessage) -> None:
+        """Count and last value only (no extremes): a message from one node, cheaply.
+
+        The diagnosis facts are folded at every evaluation step; most fact messages
+        come from one node and are not multiplexed, so this avoids the general update's
+        value matrix and per-node grouping.  Anything else takes :meth:`update`.
+        """
+        nodes = decoded.node
+        if self.extremes or self.multiplexed or not bool((nodes == nodes[0]).all()):
+            self.update(decoded)
+            return
+        ts = decoded.timestamp
+        latest = _latest(ts)
+        row = self._row_of([int(nodes[0])])[0]
+        self.count[row] += len(ts)
+        newer = ts[latest] >= self.last_ts[row]
+        values = np.array([float(decoded.signals[name][latest]) for name in self.names])
+        self.last[row] = np.where(newer, values, self.last[row])
+        self.last_ts[row] = np.where(newer, ts[latest], self.last_ts[row])
+
     def _fold_dense(
         self,
         rows: npt.NDArray[np.intp],
@@ -337,6 +357,14 @@ class SignalStats:
             if any(_is_fact_role(s.role) for s in m.signals)
         }
         self._pairs = _contactor_pairs(self.db)
+        self._contactor_signals: dict[str, list[tuple[str, str, str]]] = {}
+        for m in self.db.messages:
+            for sig in m.signals:
+                role = sig.role or ""
+                if sig.name in self._pairs and role.startswith("contactor:"):
+                    self._contactor_signals.setdefault(m.name, []).append(
+                        (sig.name, self._pairs[sig.name], role.removeprefix("contactor:"))
+                    )
         for name in self._pairs.values():
             self.contactors.setdefault(name, ContactorFact(name))
 
@@ -359,8 +387,8 @@ class SignalStats:
                 table = self._table(
                     self.fact_tables, message, self._fact_messages[message.name], extremes=False
                 )
-                ts, values, present = table.update(decoded)
-                self._note_contactors(table, ts, values, present, series)
+                table.update_last(decoded)
+                self._note_contactors(decoded, series)
         if facts:
             for name, fact in self.contactors.items():
                 fact.advance(series.get((name, "command")), series.get((name, "feedback")))
@@ -379,26 +407,19 @@ class SignalStats:
         return table
 
     def _note_contactors(
-        self,
-        table: _MessageTable,
-        ts: F64,
-        values: F64,
-        present: npt.NDArray[np.bool_],
-        series: dict[tuple[str, str], tuple[F64, F64]],
+        self, decoded: DecodedMessage, series: dict[tuple[str, str], tuple[F64, F64]]
     ) -> None:
-        for j, sig in enumerate(table.signals):
-            role = sig.role or ""
-            name = self._pairs.get(sig.name)
-            if name is None or not role.startswith("contactor:"):
-                continue
-            mask = present[:, j]
-            if not mask.any():
-                continue
-            sig_ts, sig_values = ts[mask], values[mask, j]
-            if role == "contactor:weld":
-                self.contactors[name].weld = bool(sig_values[-1])
+        for sig, name, role in self._contactor_signals.get(decoded.message.name, ()):
+            ts, values = decoded.timestamp, decoded.signals[sig]
+            present = decoded.present.get(sig)
+            if present is not None:
+                if not present.any():
+                    continue
+                ts, values = ts[present], values[present]
+            if role == "weld":
+                self.contactors[name].weld = bool(values[_latest(ts)])
             else:
-                series[(name, role.removeprefix("contactor:"))] = (sig_ts, sig_values)
+                series[(name, role)] = (ts, values.astype(np.float64))
 
     @property
     def stats(self) -> dict[tuple[str, str, int], SignalStat]:
@@ -497,6 +518,11 @@ def _runs(keys: npt.NDArray[Any]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.
 
 def _is_fact_role(role: str | None) -> bool:
     return role is not None and (role in FACT_ROLES or role.startswith("contactor:"))
+
+
+def _latest(ts: F64) -> int:
+    """Index of the newest timestamp (the last of equal ones, as a stable sort puts it)."""
+    return len(ts) - 1 - int(np.argmax(ts[::-1]))
 
 
 def _is_sorted(ts: F64) -> bool:
