@@ -20,6 +20,7 @@ signals that are still valid (the unmultiplexed ones, the multiplexer itself).
 from __future__ import annotations
 
 import collections
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,8 +47,8 @@ class DecodedMessage:
     index: IntpArray  # frame indices into the decoded batch
     timestamp: npt.NDArray[np.float64]
     node: npt.NDArray[np.int32]  # -1 when the message carries no node address
-    signals: dict[str, npt.NDArray[np.generic]]
-    present: dict[str, BoolArray]  # all True except for multiplexed signals
+    signals: Mapping[str, npt.NDArray[np.generic]]
+    present: Mapping[str, BoolArray]  # all True except for multiplexed signals
 
     def __len__(self) -> int:
         return int(self.index.shape[0])

@@ -16,7 +16,7 @@ plots (:class:`Timeline`).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,12 @@ from candiag.decode.dbc import ChargerDatabase
 from candiag.decode.decoder import BatchDecoder, DecodedMessage, DecodeResult
 from candiag.health.bus import BusHealth
 from candiag.health.busstate import BusStateTracker
-from candiag.health.errorframes import CAN_ERR_PROT, PROTOCOL_TYPE_FLAGS, ErrorFrameSummary
+from candiag.health.errorframes import (
+    CAN_ERR_PROT,
+    ERROR_CLASSES,
+    PROTOCOL_TYPE_FLAGS,
+    ErrorFrameSummary,
+)
 from candiag.health.ids import CycleCheck, IdStats
 from candiag.health.nodes import FamilyPolicy, NodeTracker
 from candiag.health.signals import SignalStats
@@ -255,7 +260,7 @@ class BusPipeline:
         for label in labels:
             seconds = WINDOWS[label]
             counts = self.windows.counts(seconds)
-            by_class = self.windows.error_counts(seconds)
+            by_class = {c: counts[f"errors_{c}"] for c in ERROR_CLASSES}
             proto = self.protocol.window_sum(seconds)
             out[label] = {
                 "frames": counts["frames_data"] + counts["frames_remote"],
@@ -517,8 +522,6 @@ class BusPipeline:
         """Per-second series for plots (needs ``keep_history=True``)."""
         series = self.windows.series()
         seconds = [int(s) for s in series["second"]]
-        from candiag.health.errorframes import ERROR_CLASSES
-
         out: dict[str, Any] = {
             "t": seconds,
             "load_ratio": series.get("load_ratio", []),
@@ -546,8 +549,8 @@ def slice_decoded(result: DecodeResult, lo: int, hi: int, *, totals: bool) -> De
             index=m.index[a:b] - lo,
             timestamp=m.timestamp[a:b],
             node=m.node[a:b],
-            signals={k: v[a:b] for k, v in m.signals.items()},
-            present={k: v[a:b] for k, v in m.present.items()},
+            signals=_SlicedColumns(m.signals, a, b),
+            present=_SlicedColumns(m.present, a, b),
         )
     return DecodeResult(
         messages=messages,
@@ -557,6 +560,28 @@ def slice_decoded(result: DecodeResult, lo: int, hi: int, *, totals: bool) -> De
         error_frames=result.error_frames if totals else 0,
         remote_frames=result.remote_frames if totals else 0,
     )
+
+
+class _SlicedColumns(Mapping[str, npt.NDArray[Any]]):
+    """Rows ``[a, b)`` of every column, sliced when a column is read.
+
+    A step reads a few signals of a message (roles, facts); slicing all of them up front
+    cost more than the rest of the step's decode bookkeeping.
+    """
+
+    __slots__ = ("_a", "_b", "_columns")
+
+    def __init__(self, columns: Mapping[str, npt.NDArray[Any]], a: int, b: int) -> None:
+        self._columns, self._a, self._b = columns, a, b
+
+    def __getitem__(self, key: str) -> npt.NDArray[Any]:
+        return self._columns[key][self._a : self._b]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
 
 
 def _id_text(can_id: int) -> str:
