@@ -133,3 +133,29 @@ def test_liveness_relative_to_the_bus_then_wall_time(db: ChargerDatabase) -> Non
     assert mon.as_of(later) == pytest.approx(later - 2.0)
     up = {s.node: s.up for s in mon.snapshot(later).nodes}
     assert not up["1"]
+
+
+def test_contactor_mismatch_is_found_live_in_quarter_second_batches(db: ChargerDatabase) -> None:
+    """Regression: live batches are short (0.25 s); a disagreement lasting seconds must
+    show its whole duration (it used to restart with every batch and stay under 0.5 s)."""
+    from candiag.diagnosis.engine import DiagnosisEngine
+    from candiag.sim.charger import ChargerSimulator, SimConfig
+    from candiag.sim.faults import parse_fault
+
+    fault = parse_fault("contactor_mismatch@0:contactor=dc_plus,mode=stuck_open")
+    sim = ChargerSimulator(SimConfig(faults=(fault,)))
+    whole = sim.generate(sim.start_time, sim.start_time + 30.0)
+    mon = BusMonitor(BusConfig(name="can0", interface="virtual", channel="t"), db)
+    mon.set_link(True, sim.start_time)
+    engine = DiagnosisEngine()
+    for lo in np.arange(0.0, 30.0, 0.25):
+        sel = (whole.timestamp >= sim.start_time + lo) & (
+            whole.timestamp < sim.start_time + lo + 0.25
+        )
+        mon.process(whole.take(sel))
+        now = sim.start_time + lo + 0.25
+        mon.advance(now)
+        engine.update(now, [mon.report(now)], [])
+    findings = {f.code: f for f in engine.all_findings()}
+    assert "CONTACTOR_MISMATCH" in findings
+    assert findings["CONTACTOR_MISMATCH"].evidence["mismatch_s"] > 3.0
