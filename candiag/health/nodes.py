@@ -353,7 +353,7 @@ class NodeTracker:
             not multiplexed
             and not has_firmware
             and not self._alarming.get(name)
-            and not any(decoded.signals[sig].any() for sig, _ in alarms)
+            and not (alarms and np.stack([decoded.signals[sig] for sig, _ in alarms]).any())
         ):
             return  # all clear, as before: nothing to record (the usual case)
         addresses = _addresses(decoded)
