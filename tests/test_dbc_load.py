@@ -135,14 +135,22 @@ def test_signal_outside_message_names_its_line(tmp_path: Path) -> None:
 def test_same_id_in_two_files_is_refused(tmp_path: Path) -> None:
     a = write(tmp_path, "a.dbc", HEADER + message(0x10, "First"))
     b = write(tmp_path, "b.dbc", HEADER + message(0x10, "Other"))
-    with pytest.raises(DbcError, match=r"Other \(0x10\) and First .*a\.dbc.*same identifier"):
+    line = HEADER.count("\n") + 1  # both name the line of each BO_
+    with pytest.raises(
+        DbcError,
+        match=rf"b\.dbc:{line}: message Other \(0x10\) and First \(0x10, .*a\.dbc:{line}\) "
+        "claim the same identifier",
+    ):
         load_dbc_paths([a, b])
 
 
 def test_same_name_in_two_files_is_refused(tmp_path: Path) -> None:
     a = write(tmp_path, "a.dbc", HEADER + message(0x10, "First"))
     b = write(tmp_path, "b.dbc", HEADER + message(0x12, "First"))
-    with pytest.raises(DbcError, match="also defined in"):
+    line = HEADER.count("\n") + 1
+    with pytest.raises(
+        DbcError, match=rf"b\.dbc:{line}: message name First is also defined in .*a\.dbc:{line};"
+    ):
         load_dbc_paths([a, b])
 
 

@@ -106,6 +106,12 @@ class MessageDef:
     signals: tuple[SignalDef, ...]
     source_file: str
     cantools_message: Any = field(repr=False, compare=False)
+    source_line: int = 0  # line of its BO_ in source_file (0: not from a file)
+
+    @property
+    def where(self) -> str:
+        """``file:line`` of the definition, for error messages."""
+        return f"{self.source_file}:{self.source_line}" if self.source_line else self.source_file
 
     @property
     def is_multiplexed(self) -> bool:
@@ -402,6 +408,7 @@ def _message_def(path: Path, text: str, msg: Any, defaults: dict[str, Any]) -> M
         signals=signals,
         source_file=str(path),
         cantools_message=msg,
+        source_line=line,
     )
 
 
@@ -476,8 +483,8 @@ def _check_unique(messages: Iterable[MessageDef]) -> None:
         other = seen_names.setdefault(msg.name, msg)
         if other is not msg:
             raise DbcError(
-                f"{msg.source_file}: message name {msg.name} is also defined in "
-                f"{other.source_file}; rename one of them"
+                f"{msg.where}: message name {msg.name} is also defined in "
+                f"{other.where}; rename one of them"
             )
         if not msg.node_mask:
             first = exact.setdefault((msg.is_extended, msg.frame_id), msg)
@@ -500,6 +507,6 @@ def _clash(a: MessageDef, b: MessageDef) -> DbcError:
         else f"overlapping identifiers (node masks 0x{a.node_mask:X} and 0x{b.node_mask:X})"
     )
     return DbcError(
-        f"{b.source_file}: message {b.name} (0x{b.frame_id:X}) and {a.name} "
-        f"(0x{a.frame_id:X}, {a.source_file}) claim {what}; remove or renumber one"
+        f"{b.where}: message {b.name} (0x{b.frame_id:X}) and {a.name} "
+        f"(0x{a.frame_id:X}, {a.where}) claim {what}; remove or renumber one"
     )
