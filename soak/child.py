@@ -7,10 +7,6 @@ and its scenarios are a fixed list.  This wrapper, run as its own process by
 * a ``soak`` simulator scenario: ~92 % bus load for the whole run plus a fault
   every ``--period`` seconds (bus-off, error-frame storm, silent module, wrong
   bitrate bursts, duplicate address), so the daemon sees link faults repeatedly;
-* the simulator starts sending once the daemon's reader has opened the bus (the
-  daemon starts its simulator first, and python-can's ``virtual`` bus delivers
-  only to buses already open: without this the first ~0.1 s of traffic would be
-  missing from the count for a reason that has nothing to do with the daemon);
 * after ``--quiesce-after`` seconds it stops the simulator's sender threads and
   prints ``SOAK_SENT bus=<channel> frames_sent=<n> send_errors=<n>`` on stdout;
   the harness then compares ``candiag_can_frames_total`` with that count.
@@ -23,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import threading
-import time
 from typing import Any
 
-from candiag.daemon import readers, simulation
+from candiag.daemon import simulation
 from candiag.sim import scenarios
 from candiag.sim.faults import Fault
-from candiag.sim.runner import SimulatorRunner
 
 SOAK_SCENARIO = "soak"
 
@@ -71,40 +65,16 @@ def install_scenario(seconds: float, period: float, load: float) -> None:
 
 
 def track_simulators() -> list[Any]:
-    """The ChargerSimulation objects the daemon starts, started once its reader is up."""
+    """The ChargerSimulation objects the daemon starts (it starts them once its reader listens)."""
     started: list[Any] = []
-    pending: list[Any] = []
     original_start_charger = simulation.start_charger
-    original_open_reader = readers.open_reader
 
     def start_charger(bus: Any, scenario: str) -> Any:
-        real_start = SimulatorRunner.start
-        SimulatorRunner.start = lambda self: None  # type: ignore[method-assign]
-        try:
-            sim = original_start_charger(bus, scenario)
-        finally:
-            SimulatorRunner.start = real_start  # type: ignore[method-assign]
+        sim = original_start_charger(bus, scenario)
         started.append(sim)
-        pending.append(sim)
         return sim
 
-    def open_reader(bus: Any, **kwargs: Any) -> Any:
-        source = original_open_reader(bus, **kwargs)
-        real_start = source.start
-
-        def start() -> None:
-            real_start()
-            deadline = time.monotonic() + 10
-            while not source.up and time.monotonic() < deadline:
-                time.sleep(0.005)
-            while pending:
-                pending.pop(0).runner.start()
-
-        source.start = start  # type: ignore[method-assign]
-        return source
-
     simulation.start_charger = start_charger
-    readers.open_reader = open_reader
     return started
 
 

@@ -95,6 +95,38 @@ def sample(text: str, line_start: str) -> float:
     raise AssertionError(f"no sample {line_start!r} in scrape")
 
 
+def test_every_simulated_frame_is_counted_from_the_first() -> None:
+    """The simulator starts once the reader listens: nothing it sends is missed, even
+    when the adapter takes a while to open (a virtual bus delivers only to open buses)."""
+    from candiag.ingest.live import open_listen_only_bus
+
+    def slow_reader(bus: BusConfig) -> ReaderSource:
+        def slow_open() -> can.BusABC:
+            time.sleep(0.3)
+            return open_listen_only_bus(bus.interface, bus.channel, None)
+
+        return open_reader(bus, bus_factory=slow_open)
+
+    config = parse_config_text(SIM_CONFIG.format(channel=f"svc-{time.monotonic_ns()}"))
+    daemon = Daemon(config, log=capture_log()[0], reader_factory=slow_reader)
+    daemon.start()
+    loop = threading.Thread(target=daemon.run, name="candiag-test-loop")
+    loop.start()
+    try:
+        (charger,) = daemon._simulators
+        time.sleep(1.0)
+        charger.runner.stop()
+        sent = charger.runner.frames_sent
+        monitor = daemon.monitors["sim0"]
+        assert sent > 0
+        assert wait_for(lambda: sum(monitor.frames.values()) >= sent, timeout=5)
+        assert sum(monitor.frames.values()) == sent
+    finally:
+        daemon.request_stop()
+        loop.join(5)
+        daemon.stop()
+
+
 def test_simulated_charger_end_to_end(running: Daemon) -> None:
     def all_modules_up() -> bool:
         snap = running.snapshot()

@@ -50,6 +50,8 @@ READER_LATENCY_S = 0.1
 # Longest wait before diagnosing a (re)started bus: a silent node is only
 # "never seen" after its timeout, which defaults to 3 cycle times (1 s cycles: 3 s).
 MAX_WARMUP_S = 10.0
+# Longest wait for a simulated bus's reader to listen before the simulator starts sending.
+SIMULATOR_WAIT_S = 2.0
 
 
 class FrameSource(Protocol):
@@ -164,8 +166,8 @@ class Daemon:
         self.notifier.ready(self.status_line())
 
     def _start_components(self, config: Config) -> None:
-        """Start simulators, readers and pollers; publish them to scrapes in one step."""
-        simulated_ports = self._start_simulators(config)
+        """Start readers, simulators and pollers; publish them to scrapes in one step."""
+        simulated_ports = self._start_meter_simulator(config)
         buses: dict[str, _Bus] = {}
         warmup = 0.0
         for bus_config in config.buses:
@@ -181,6 +183,7 @@ class Daemon:
                     interface=bus_config.interface,
                     note="interface has no listen-only mode; candiag never transmits",
                 )
+        self._start_charger_simulators(config, buses)
         from candiag.modbus.poller import PortPoller
 
         pollers = []
@@ -194,20 +197,34 @@ class Daemon:
             self._started_at = time.time()
             self._warmup_s = warmup
 
-    def _start_simulators(self, config: Config) -> list[Any]:
-        """The in-process simulated charger and meters of a ``[simulator]`` section."""
+    def _start_meter_simulator(self, config: Config) -> list[Any]:
+        """The in-process simulated meters of a ``[simulator]`` section (their port)."""
         sim = config.simulator
-        if sim is None:
+        if sim is None or not sim.meters:
             return []
-        from candiag.daemon.simulation import start_charger, start_meters
+        from candiag.daemon.simulation import start_meters
 
-        for name in sim.buses:
-            self._simulators.append(start_charger(config.bus(name), sim.scenario))
-        if not sim.meters:
-            return []
         line, port = start_meters(sim.scenario)
         self._simulators.append(line)
         return [port]
+
+    def _start_charger_simulators(self, config: Config, buses: Mapping[str, _Bus]) -> None:
+        """The in-process simulated charger, once the readers of its buses listen.
+
+        A virtual bus delivers only to receivers that exist when a frame is sent: started
+        first, the simulator's first frames were never seen.
+        """
+        sim = config.simulator
+        if sim is None:
+            return
+        from candiag.daemon.simulation import start_charger
+
+        deadline = time.monotonic() + SIMULATOR_WAIT_S
+        for name in sim.buses:
+            reader = buses[name].reader
+            while not reader.up and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self._simulators.append(start_charger(config.bus(name), sim.scenario))
 
     def _stop_components(self) -> None:
         """Withdraw readers, pollers and simulators from scrapes, then stop them (unlocked)."""
