@@ -59,6 +59,13 @@ MODBUS_WRITE_NAMES = re.compile(
     r"write_file_record|Write\w*(Request|PDU)|ReadWrite\w*)$"
 )
 CAN_BUS_CLASSES = re.compile(r"^(Bus|BusABC|\w+Bus)$")
+# Foreign calls bypass every check above: only the bulk SocketCAN receive path may use
+# ctypes, and a module that does may not even name a C function that writes or sends.
+CTYPES_ALLOWED = {"candiag/ingest/socketcan_bulk.py"}
+C_TRANSMIT_NAMES = frozenset(
+    {"send", "sendto", "sendmsg", "sendmmsg", "sendfile", "write", "writev", "pwrite"}
+    | {"pwritev", "pwritev2", "pwrite64", "ioctl", "syscall"}
+)
 
 
 @dataclass(frozen=True)
@@ -86,8 +93,9 @@ def _dotted(node: ast.AST) -> str:
 class _Scanner(ast.NodeVisitor):
     """Collects transmit/write code paths in one module."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, uses_ctypes: bool = False) -> None:
         self.path = path
+        self.uses_ctypes = uses_ctypes
         self.findings: list[Finding] = []
         self.can_names: set[str] = set()  # names bound to python-can bus classes by import
         self._classes: list[ast.ClassDef] = []
@@ -100,12 +108,23 @@ class _Scanner(ast.NodeVisitor):
         for alias in node.names:
             if alias.name.split(".")[0] == "pymodbus":
                 self._add(node, f"imports {alias.name} (pymodbus is for the simulator only)")
+            self._check_ctypes(node, alias.name)
+        self.generic_visit(node)
+
+    def _check_ctypes(self, node: ast.AST, module: str) -> None:
+        if module.split(".")[0] == "ctypes" and self.path not in CTYPES_ALLOWED:
+            self._add(node, f"imports {module} (foreign calls; only the bulk receive path may)")
+
+    def visit_Constant(self, node: ast.Constant) -> None:
+        if self.uses_ctypes and node.value in C_TRANSMIT_NAMES:
+            self._add(node, f"names the C function {node.value!r} in a module using ctypes")
         self.generic_visit(node)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         module = node.module or ""
         if module.split(".")[0] == "pymodbus":
             self._add(node, f"imports from {module} (pymodbus is for the simulator only)")
+        self._check_ctypes(node, module)
         if module.split(".")[0] == "can":
             for alias in node.names:
                 if CAN_BUS_CLASSES.match(alias.name):
@@ -129,6 +148,8 @@ class _Scanner(ast.NodeVisitor):
 
     # -- attributes and calls -------------------------------------------------------------
     def visit_Attribute(self, node: ast.Attribute) -> None:
+        if self.uses_ctypes and node.attr in C_TRANSMIT_NAMES and node.attr != "send":
+            self._add(node, f"uses .{node.attr} in a module using ctypes")
         if node.attr in ("send", "send_periodic"):
             receiver = _dotted(node.value)
             if isinstance(node.ctx, ast.Store):
@@ -187,8 +208,14 @@ def _is_false(node: ast.AST) -> bool:
 
 
 def scan_source(source: str, path: str) -> list[Finding]:
-    scanner = _Scanner(path)
-    scanner.visit(ast.parse(source, path))
+    tree = ast.parse(source, path)
+    uses_ctypes = any(
+        (isinstance(n, ast.Import) and any(a.name.split(".")[0] == "ctypes" for a in n.names))
+        or (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "ctypes")
+        for n in ast.walk(tree)
+    )
+    scanner = _Scanner(path, uses_ctypes)
+    scanner.visit(tree)
     return scanner.findings
 
 
@@ -237,6 +264,11 @@ def test_no_transmit_or_write_path_outside_the_simulator() -> None:
         ("READ_FUNCTION_CODES = frozenset({3, 4, 6})", "allows function codes [3, 4, 6]"),
         ("class Bus(can.BusABC):\n    def send(self, m): ...\n    def go(self): self.send(1)",
          "self.send (CAN transmit)"),
+        ("import ctypes\nlibc = ctypes.CDLL(None)", "imports ctypes (foreign calls"),
+        ("from ctypes import CDLL", "imports ctypes (foreign calls"),
+        ("import ctypes\nf = getattr(libc, 'sendmmsg')", "names the C function 'sendmmsg'"),
+        ("import ctypes\nlibc.write(fd, buf, n)", "uses .write in a module using ctypes"),
+        ("import ctypes\nsock.sendmsg([b'x'])", "uses .sendmsg in a module using ctypes"),
     ],
 )  # fmt: skip
 def test_the_scanner_catches_each_transmit_and_write_pattern(snippet: str, what: str) -> None:
@@ -252,10 +284,21 @@ def test_the_scanner_catches_each_transmit_and_write_pattern(snippet: str, what:
         "Path(p).write_text('x')",
         "open_bus(receive_own_messages=False)",
         "READ_FUNCTION_CODES = frozenset({1, 2, 3, 4})",
+        "f = getattr(libc, 'sendmmsg')  # no ctypes here: another rule's business",
     ],
 )
 def test_the_scanner_leaves_harmless_code_alone(snippet: str) -> None:
     assert scan_source(snippet, "candiag/somewhere.py") == []
+
+
+def test_the_bulk_receive_path_may_use_ctypes_to_receive_only() -> None:
+    from candiag.ingest import socketcan_bulk
+
+    assert (
+        scan_source("import ctypes\nf = getattr(libc, 'recvmmsg')", sorted(CTYPES_ALLOWED)[0]) == []
+    )
+    assert scan_source("import ctypes\n", "candiag/daemon/service.py") != []
+    assert socketcan_bulk.LIBC_FUNCTIONS == ("recvmmsg",)
 
 
 def test_the_opener_may_replace_send_but_nobody_else() -> None:

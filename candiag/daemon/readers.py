@@ -99,9 +99,13 @@ class ReaderSource:
     def dropped(self) -> Mapping[str, int]:
         # "interface": drops the kernel reports for the link (netlink rx dropped +
         # over_errors) or the driver; "socket": frames lost on the receive side before
-        # processing (the reader's queue overflowed).
-        interface = self.reader.dropped_frames + (self.link.dropped.total if self.link else 0)
-        return {"interface": interface, "socket": self.reader.queue_dropped}
+        # processing: the kernel dropped them because the reader's socket receive buffer
+        # was full (SO_RXQ_OVFL, bulk SocketCAN path), or the reader's queue overflowed.
+        interface = self.link.dropped.total if self.link else 0
+        return {
+            "interface": interface,
+            "socket": self.reader.dropped_frames + self.reader.queue_dropped,
+        }
 
 
 def open_reader(

@@ -8,7 +8,8 @@ enforced in one place:
   ``~/.canrc``/``CAN_*`` surprises, can-bus.md §5.3), switches the controller to
   listen-only where python-can exposes it, and replaces ``send``/``send_periodic``
   on the returned bus with functions raising :class:`SafetyError`.
-* :class:`BusReader` only ever calls ``recv``.
+* :class:`BusReader` only ever receives: python-can's ``recv``, or on a SocketCAN bus
+  ``recvmmsg`` on the bus's own socket (:mod:`candiag.ingest.socketcan_bulk`).
 
 We do not use ``can.Notifier``: its thread dies (or spins) when ``recv`` raises,
 e.g. PCAN's bus-off ``PcanCanOperationError`` or an unplugged adapter
@@ -30,6 +31,7 @@ import can
 
 from candiag.errors import BusUnavailableError, SafetyError
 from candiag.ingest.frames import BatchBuilder, FrameBatch
+from candiag.ingest.socketcan_bulk import BulkReceiver, BulkUnsupportedError, bulk_receiver_for
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +141,8 @@ class BusStatus:
 
 
 BusFactory = Callable[[], can.BusABC]
+#: Makes the bulk receiver for an opened bus (``None``: use python-can's ``recv``).
+BulkFactory = Callable[[can.BusABC, int], BulkReceiver | None]
 
 
 IFF_UP = 0x1
@@ -169,13 +173,29 @@ class BusReader:
     :meth:`drain`, which is thread-safe; if nobody drains, the oldest batches are
     dropped beyond ``max_pending`` frames and counted in ``queue_dropped``.
 
-    Link loss: an open failure or a ``recv`` exception (``OSError``,
-    ``CanOperationError``, PCAN bus-off) marks the bus down (``up``,
-    ``last_error``, ``down_since``) and it is reopened after a backoff that
+    Receive paths: on a python-can SocketCAN bus (``interface="socketcan"``, one channel,
+    no software filters) frames are read in bulk with ``recvmmsg`` straight into numpy
+    buffers and parsed into batches, with no python-can ``Message`` per frame
+    (:mod:`candiag.ingest.socketcan_bulk`; the batches are identical to what the
+    per-message path makes of the same frames).  Every other interface (pcan, kvaser,
+    virtual, ...), and SocketCAN where ``recvmmsg`` is unavailable, uses python-can's
+    ``recv`` and :class:`BatchBuilder`.  Both paths take what is queued without waiting
+    and look at the clock and the stop flag between reads; hand-over, batch limits and
+    link loss are the same.
+
+    Link loss: an open failure or a receive exception (``OSError``,
+    ``CanOperationError``, PCAN bus-off; on the bulk path an ``OSError`` of
+    ``recvmmsg``, raised as ``CanOperationError`` like python-can's) marks the bus down
+    (``up``, ``last_error``, ``down_since``) and it is reopened after a backoff that
     doubles from ``backoff_min`` to ``backoff_max`` and resets once the bus has
     stayed up for ``backoff_max`` seconds.  ``reconnects`` counts successful
-    reopens after a failure.  ``dropped_frames`` is a hook for sources that know
-    about kernel/driver drops (python-can does not expose them).
+    reopens after a failure.  Frames received before the failure are handed over.
+
+    ``dropped_frames``: frames the kernel discarded because this reader's socket receive
+    buffer was full (``SO_RXQ_OVFL``, bulk SocketCAN path only; python-can exposes no
+    drop counter).  It is cumulative over reconnects: a reopened socket's counter starts
+    at 0 and is added to what the closed sockets had counted.  The kernel reports it with
+    the frames, so drops show once a frame queued after them has been read.
     """
 
     def __init__(
@@ -193,6 +213,7 @@ class BusReader:
         backoff_min: float = 0.5,
         backoff_max: float = 30.0,
         bus_factory: BusFactory | None = None,
+        bulk_factory: BulkFactory | None = bulk_receiver_for,
         **extra: Any,
     ) -> None:
         self.interface = interface
@@ -200,6 +221,7 @@ class BusReader:
         self._factory: BusFactory = bus_factory or (
             lambda: open_listen_only_bus(interface, channel, bitrate, data_bitrate, fd, **extra)
         )
+        self._bulk_factory = bulk_factory
         self._on_batch = on_batch
         self._batch_interval = batch_interval
         self._max_batch = max_batch
@@ -217,6 +239,7 @@ class BusReader:
         self.down_since: float | None = None
         self.frames_received = 0
         self.dropped_frames = 0
+        self._dropped_closed = 0  # drops counted by sockets already closed
         self.queue_dropped = 0
         self.callback_errors = 0
         self._ever_failed = False
@@ -267,6 +290,7 @@ class BusReader:
     def _run(self) -> None:
         builder = BatchBuilder(capacity=self._max_batch, default_channel=self.channel)
         bus: can.BusABC | None = None
+        bulk: BulkReceiver | None = None
         backoff = self._backoff_min
         up_since = 0.0
         try:
@@ -278,11 +302,28 @@ class BusReader:
                         backoff = min(backoff * 2, self._backoff_max)
                         continue
                     up_since = time.monotonic()
+                    bulk = self._open_bulk(bus)
                 try:
-                    self._receive(bus, builder)
+                    if bulk is not None:
+                        self._receive_bulk(bulk)
+                    else:
+                        self._receive(bus, builder)
+                except BulkUnsupportedError as err:
+                    log.warning(
+                        "%s: bus %s: bulk receive refused (%s); using python-can's recv",
+                        self.interface,
+                        self.channel,
+                        err,
+                    )
+                    if bulk is not None:
+                        bulk.release()
+                    bulk, self._bulk_factory = None, None
+                    continue
                 except (can.CanError, OSError, ValueError) as err:
                     self._hand_over(builder)
                     self._mark_down(f"receive failed: {type(err).__name__}: {err}")
+                    self._close_bulk(bulk)
+                    bulk = None
                     _shutdown(bus)
                     bus = None
                     self._stop.wait(backoff)
@@ -291,10 +332,25 @@ class BusReader:
                 if time.monotonic() - up_since >= self._backoff_max:
                     backoff = self._backoff_min
         finally:
+            self._close_bulk(bulk)
             if bus is not None:
                 _shutdown(bus)
             self._hand_over(builder)
             self.up = False
+
+    def _open_bulk(self, bus: can.BusABC) -> BulkReceiver | None:
+        if self._bulk_factory is None:
+            return None
+        try:
+            return self._bulk_factory(bus, self._max_batch)
+        except Exception:  # never fail because of the bulk path: python-can's recv works
+            log.exception("%s: bus %s: bulk receive unavailable", self.interface, self.channel)
+            return None
+
+    def _close_bulk(self, bulk: BulkReceiver | None) -> None:
+        if bulk is not None:
+            self._dropped_closed += bulk.dropped
+            self.dropped_frames = self._dropped_closed
 
     def _try_open(self) -> can.BusABC | None:
         if link_is_down(self.interface, self.channel):
@@ -353,10 +409,43 @@ class BusReader:
             self.frames_received += received
         self._hand_over(builder)
 
+    def _receive_bulk(self, bulk: BulkReceiver) -> None:
+        """The bulk SocketCAN path of :meth:`_receive`: same limits, hand-over and errors.
+
+        Each ``recvmmsg`` takes everything queued (up to the free rows); the stop flag and
+        the clock are looked at after each call.
+        """
+        deadline = time.monotonic() + self._batch_interval
+        limit = min(bulk.capacity, self._max_batch)
+        receive, stop = bulk.receive, self._stop
+        received = 0
+        try:
+            while received < limit:
+                got = receive(received, 0.0, limit)
+                if not got:
+                    if stop.is_set():
+                        break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    got = receive(received, min(remaining, 0.05), limit)
+                    if not got:
+                        continue
+                received += got
+                if stop.is_set() or time.monotonic() >= deadline:
+                    break
+        finally:
+            self.frames_received += received
+            if received:
+                batch = bulk.take(received)
+                self.dropped_frames = self._dropped_closed + bulk.dropped
+                self._deliver(batch)
+
     def _hand_over(self, builder: BatchBuilder) -> None:
-        if not len(builder):
-            return
-        batch = builder.build()
+        if len(builder):
+            self._deliver(builder.build())
+
+    def _deliver(self, batch: FrameBatch) -> None:
         if self._on_batch is not None:
             try:
                 self._on_batch(batch)
