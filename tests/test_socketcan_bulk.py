@@ -435,6 +435,7 @@ def test_reader_bulk_path_hands_over_the_same_batches_in_order() -> None:
         got = FrameBatch.concat(got_parts)
         assert_same_frames(got, python_can_batch(twin_rx, len(frames)))
         assert reader.frames_received == len(frames)
+        assert reader.receive_path == "bulk"
     assert not reader.running
 
 
@@ -508,6 +509,7 @@ def test_bulk_refused_at_run_time_falls_back_to_python_can_recv() -> None:
             sender.send(can.Message(arbitration_id=0x55, data=b"\x01", is_extended_id=False))
             wait_for(lambda: reader.frames_received == 1)
             assert reader.up and reader.reconnects == 0
+            assert reader.receive_path == "per-message"
             assert reader.drain().can_id.tolist() == [0x55]
     finally:
         sender.shutdown()

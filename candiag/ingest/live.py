@@ -242,6 +242,8 @@ class BusReader:
         self._dropped_closed = 0  # drops counted by sockets already closed
         self.queue_dropped = 0
         self.callback_errors = 0
+        #: "bulk" (recvmmsg) or "per-message" (python-can's recv) once the bus is open.
+        self.receive_path = ""
         self._ever_failed = False
 
     # -- control ----------------------------------------------------------------------------
@@ -317,7 +319,7 @@ class BusReader:
                     )
                     if bulk is not None:
                         bulk.release()
-                    bulk, self._bulk_factory = None, None
+                    bulk, self._bulk_factory, self.receive_path = None, None, "per-message"
                     continue
                 except (can.CanError, OSError, ValueError) as err:
                     self._hand_over(builder)
@@ -339,13 +341,17 @@ class BusReader:
             self.up = False
 
     def _open_bulk(self, bus: can.BusABC) -> BulkReceiver | None:
-        if self._bulk_factory is None:
-            return None
-        try:
-            return self._bulk_factory(bus, self._max_batch)
-        except Exception:  # never fail because of the bulk path: python-can's recv works
-            log.exception("%s: bus %s: bulk receive unavailable", self.interface, self.channel)
-            return None
+        bulk = None
+        if self._bulk_factory is not None:
+            try:
+                bulk = self._bulk_factory(bus, self._max_batch)
+            except Exception:  # never fail because of the bulk path: python-can's recv works
+                log.exception("%s: bus %s: bulk receive unavailable", self.interface, self.channel)
+        path = "bulk" if bulk is not None else "per-message"
+        if path != self.receive_path:
+            log.info("%s: bus %s: %s receive", self.interface, self.channel, path)
+        self.receive_path = path
+        return bulk
 
     def _close_bulk(self, bulk: BulkReceiver | None) -> None:
         if bulk is not None:
