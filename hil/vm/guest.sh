@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Inside the microVM: bring up vcan0/vcan1 and vxcan0<->vxcan1, run tests/socketcan, write rc and log to $1.
+# Inside the microVM: bring up vcan0/vcan1 and vxcan0<->vxcan1, run tests/socketcan (or the
+# command in $1/command: the SocketCAN benchmark), write rc and log to $1.
 # The host filesystem is read-only here except $1, so every cache and temp goes there.
 set -uo pipefail
 out="$1"
@@ -30,6 +31,12 @@ export HOME="$out/home" TMPDIR="$out/tmp" PYTHONDONTWRITEBYTECODE=1
 export CANDIAG_SOCKETCAN=1 CANDIAG_VM_OUT="$out" PATH="$venv/bin:$PATH"
 # Keep hypothesis' example database out of the read-only tree.
 export HYPOTHESIS_STORAGE_DIRECTORY="$out/hypothesis"
+if [ -f "$out/command" ]; then
+    bash -c "$(cat "$out/command")" >"$out/output.log" 2>&1
+    echo $? >"$out/rc"
+    sync
+    exit 0
+fi
 eval "set -- $(cat "$out/pytest-args" 2>/dev/null)"
 
 "$venv/bin/python" -m pytest tests/socketcan -p no:cacheprovider \

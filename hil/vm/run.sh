@@ -8,6 +8,10 @@
 # with one writable directory, where the guest writes its exit code and log.
 #
 # Usage: hil/vm/run.sh [pytest args...]        (normally via `make test-socketcan`)
+#        CANDIAG_VM_COMMAND='cmd ...' hil/vm/run.sh
+#                             run that shell command in the guest instead of pytest (the
+#                             SocketCAN benchmark, bench/bench_socketcan.py): its output is
+#                             printed and its exit status returned; 77 when no VM can run
 # Env:   CANDIAG_VM_KVM=1     use KVM (default: TCG, KVM is unreliable on our runners)
 #        CANDIAG_VM_TIMEOUT   seconds for the whole VM run (default 600, the suite's 10-minute ceiling)
 #        CANDIAG_VM_MEMORY    guest memory (default 2G)
@@ -20,13 +24,19 @@ vng_venv="$venv/vng"
 timeout_s="${CANDIAG_VM_TIMEOUT:-600}"
 memory="${CANDIAG_VM_MEMORY:-2G}"
 
-# Exit 0 with a reason: only when this machine cannot run a VM at all.
+command="${CANDIAG_VM_COMMAND:-}"
+label="test-socketcan"
+[ -z "$command" ] || label="microvm"
+
+# Exit 0 (77 for a command, so its caller can tell) with a reason: only when this machine
+# cannot run a VM at all.
 cannot_run_vm() {
-    echo "test-socketcan: SKIPPED, this machine cannot run the microVM: $*" >&2
+    echo "$label: SKIPPED, this machine cannot run the microVM: $*" >&2
+    if [ -n "$command" ]; then exit 77; fi
     exit 0
 }
 
-log() { echo "test-socketcan: $*" >&2; }
+log() { echo "$label: $*" >&2; }
 
 # --- install what is missing --------------------------------------------------
 have_kernel_with_vcan() {
@@ -99,6 +109,7 @@ work="$(mktemp -d /tmp/candiag-vm.XXXXXX)"
 cleanup() { if [ "${CANDIAG_VM_KEEP:-0}" = 1 ]; then log "kept $work"; else rm -rf "$work"; fi; }
 trap cleanup EXIT
 [ $# -eq 0 ] || printf '%q ' "$@" >"$work/pytest-args"
+[ -z "$command" ] || printf '%s\n' "$command" >"$work/command"
 
 accel=(--disable-kvm)
 [ "${CANDIAG_VM_KVM:-0}" = 1 ] && [ -w /dev/kvm ] && accel=()
@@ -116,6 +127,7 @@ elapsed=$(($(date +%s) - started))
 
 # The result file is the truth: vng's own exit code does not carry the guest's.
 [ -f "$work/pytest.log" ] && cat "$work/pytest.log"
+[ -f "$work/output.log" ] && cat "$work/output.log"
 if [ ! -f "$work/booted" ]; then
     log "the VM did not boot (vng exit $vng_rc after ${elapsed}s); console:"
     tail -n 40 "$work/console.log" >&2
@@ -127,5 +139,9 @@ if [ ! -f "$work/rc" ]; then
     exit 1
 fi
 rc="$(cat "$work/rc")"
-log "VM suite finished with exit $rc in ${elapsed}s (boot + tests)"
+if [ -n "$command" ]; then
+    log "guest command finished with exit $rc in ${elapsed}s (boot included)"
+else
+    log "VM suite finished with exit $rc in ${elapsed}s (boot + tests)"
+fi
 exit "$rc"
