@@ -1,10 +1,16 @@
-"""Daemon benchmarks: processing efficiency, keeping count at 20,000 frames/s, scrape time.
+"""Daemon benchmarks: per-message path efficiency, keeping count at 20,000 frames/s, scrape time.
 
-* **efficiency**: frames/s through the daemon's processing path (python-can receive,
-  batch building, decode, health, nodes, signals) from a pre-filled python-can
-  ``virtual`` bus, divided by a bare python-can receive loop on the same pre-filled bus.
-  Goal >= 0.8.  Both sides are timed in process CPU time (all threads): on a shared,
-  loaded machine wall time measures the neighbours, not candiag.
+* **per-message path efficiency**: frames/s through the daemon's processing path with
+  python-can's per-message receive (``recv`` per frame, ``BatchBuilder``, then decode,
+  health, nodes, signals) from a pre-filled python-can ``virtual`` bus, divided by a bare
+  python-can receive loop on the same pre-filled bus.  This is the path of every interface
+  but SocketCAN (pcan, kvaser, virtual, ...), on a source with no system call per frame.
+  It is not a prediction for real adapters: on real SocketCAN in the microVM the same
+  per-message path reached a ratio of only about 0.06 (``bench_socketcan``), which is why
+  SocketCAN, the production interface, is read in bulk (``recvmmsg``); that path is the one
+  measured against the goal (>= 0.8), by ``bench_socketcan``.  Both sides are timed in
+  process CPU time (all threads): on a shared, loaded machine wall time measures the
+  neighbours, not candiag.
 * **keeps count**: a sender thread transmits at 20,000 frames/s on a virtual bus for a
   few seconds while the daemon's reader and processing loop run; every frame sent must
   be counted (no loss, no double count).
@@ -229,17 +235,12 @@ def bench_efficiency(frames: int, repeats: int) -> dict[str, float]:
         reader_rates.append(reader_only(f"bench-reader-{r}", messages))
     bare, path = statistics.median(bare_rates), statistics.median(path_rates)
     reader = statistics.median(reader_rates)
-    # Extrapolation, not a measurement: the same per-frame overhead on top of SocketCAN's
-    # own receive cost (73.3 us/frame, python-can PR #2097; can-bus.md section 7).
-    overhead_us = 1e6 / path - 1e6 / bare
-    socketcan_us = 73.3
     return {
         "bare_fps": bare,
         "daemon_fps": path,
         "reader_fps": reader,
         "efficiency": path / bare,
-        "overhead_us": overhead_us,
-        "socketcan_estimate": socketcan_us / (socketcan_us + overhead_us),
+        "overhead_us": 1e6 / path - 1e6 / bare,
     }
 
 
@@ -302,15 +303,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     eff = bench_efficiency(frames, repeats)
     print(
-        f"daemon efficiency: {eff['daemon_fps']:,.0f} frames/s vs bare python-can receive "
-        f"{eff['bare_fps']:,.0f} frames/s on a pre-filled virtual bus -> ratio "
-        f"{eff['efficiency']:.2f} (goal >= 0.8; {frames:,} frames, median of {repeats})"
+        f"per-message path (pcan, kvaser, virtual, ...): daemon {eff['daemon_fps']:,.0f} "
+        f"frames/s vs bare python-can receive {eff['bare_fps']:,.0f} frames/s on a pre-filled "
+        f"virtual bus -> ratio {eff['efficiency']:.2f} ({frames:,} frames, median of "
+        f"{repeats}; the goal >= 0.8 is measured on SocketCAN by bench_socketcan)"
     )
     print(
         f"  of which the bus reader alone (recv + batch building): {eff['reader_fps']:,.0f} "
-        f"frames/s; daemon overhead {eff['overhead_us']:.1f} us/frame over bare recv; with "
-        f"SocketCAN's 73.3 us/frame receive cost that would be a ratio of "
-        f"{eff['socketcan_estimate']:.2f} (extrapolated, not measured: no SocketCAN here)"
+        f"frames/s; daemon overhead {eff['overhead_us']:.1f} us/frame over bare recv"
     )
     scrape = bench_scrape(20 if args.quick else 200)
     print(
