@@ -3,8 +3,10 @@
 Everything downstream (decoder, health windows, bus load, node tracking) works
 on a :class:`FrameBatch`, a struct of numpy arrays, so per-frame Python is
 confined to the edge where frames arrive one by one (a live python-can bus).
-Captures are parsed straight into batches; live buses are accumulated into
-batches by :class:`BatchBuilder`.
+Captures are parsed straight into batches, and so are live SocketCAN buses
+(:mod:`candiag.ingest.socketcan_bulk`, many frames per ``recvmmsg``); other live
+buses are accumulated into batches by :class:`BatchBuilder`, whose output the
+SocketCAN path reproduces exactly.
 
 Conventions (kept exactly, whatever the source):
 
@@ -218,8 +220,8 @@ def _widen(data: U8, width: int) -> U8:
 class BatchBuilder:
     """Accumulates python-can messages into a :class:`FrameBatch`.
 
-    This is the only per-frame Python on the live path, so :meth:`add` is nothing but a
-    list append (``builder.add`` *is* ``list.append``); :meth:`build` converts the whole
+    This is the only per-frame Python on the per-message live path (every interface but
+    SocketCAN, which is read in bulk), so :meth:`add` is nothing but a list append (``builder.add`` *is* ``list.append``); :meth:`build` converts the whole
     list at once with ``np.fromiter`` over each field and one ``bytes.join`` for the
     payloads.  Measured against per-frame stores into numpy arrays, this halves the cost
     per frame on a fast source (``make bench``, ``bench_daemon``).
