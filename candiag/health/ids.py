@@ -144,6 +144,10 @@ class IdStats:
 
     def _ensure(self, keys: I64) -> npt.NDArray[np.intp]:
         """Index of each (sorted, unique) key in the state arrays, adding new keys."""
+        if self.keys.size:
+            idx = np.searchsorted(self.keys, keys)
+            if idx[-1] < self.keys.size and bool((self.keys[idx] == keys).all()):
+                return idx.astype(np.intp)  # all known already (the usual case)
         new = np.setdiff1d(keys, self.keys, assume_unique=True)
         if new.size:
             merged = np.union1d(self.keys, new)
