@@ -20,26 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from daemon_config import sim_config
 from external_tools import require_tool
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """
-[[can.buses]]
-name = "sim0"
-interface = "virtual"
-channel = "e2e"
-[[can.buses.families]]
-name = "power_module"
-expected = ["1-8"]
-[metrics]
-listen = "127.0.0.1:0"
-[daemon]
-processing_interval_s = 0.1
-[simulator]
-buses = ["sim0"]
-meters = true
-"""
+CONFIG = sim_config("e2e", meters=True)
 
 
 class Proc:

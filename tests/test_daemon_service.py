@@ -13,28 +13,13 @@ from pathlib import Path
 
 import can
 import pytest
+from daemon_config import sim_config
 
 from candiag.daemon.config import BusConfig, Config, load_config, parse_config_text
 from candiag.daemon.logging import EventLog
 from candiag.daemon.readers import ReaderSource, open_reader
 from candiag.daemon.service import Daemon
 from candiag.errors import BusUnavailableError
-
-SIM_CONFIG = """
-[[can.buses]]
-name = "sim0"
-interface = "virtual"
-channel = "{channel}"
-[[can.buses.families]]
-name = "power_module"
-expected = ["1-8"]
-[metrics]
-listen = "127.0.0.1:0"
-[daemon]
-processing_interval_s = 0.1
-[simulator]
-buses = ["sim0"]
-"""
 
 
 def capture_log() -> tuple[EventLog, io.StringIO]:
@@ -66,7 +51,7 @@ def running(request: pytest.FixtureRequest) -> Iterator[Daemon]:
     config: Config = (
         request.param
         if hasattr(request, "param")
-        else parse_config_text(SIM_CONFIG.format(channel=f"svc-{time.monotonic_ns()}"))
+        else parse_config_text(sim_config(f"svc-{time.monotonic_ns()}"))
     )
     log, _ = capture_log()
     daemon = Daemon(config, log=log)
@@ -107,7 +92,7 @@ def test_every_simulated_frame_is_counted_from_the_first() -> None:
 
         return open_reader(bus, bus_factory=slow_open)
 
-    config = parse_config_text(SIM_CONFIG.format(channel=f"svc-{time.monotonic_ns()}"))
+    config = parse_config_text(sim_config(f"svc-{time.monotonic_ns()}"))
     daemon = Daemon(config, log=capture_log()[0], reader_factory=slow_reader)
     daemon.start()
     loop = threading.Thread(target=daemon.run, name="candiag-test-loop")
@@ -296,7 +281,7 @@ def test_busy_metrics_port_is_a_clear_error_and_starts_nothing() -> None:
     port = holder.getsockname()[1]
     try:
         config = parse_config_text(
-            SIM_CONFIG.format(channel=f"busy-{time.monotonic_ns()}").replace(
+            sim_config(f"busy-{time.monotonic_ns()}").replace(
                 'listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"'
             )
         )

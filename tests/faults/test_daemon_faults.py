@@ -32,26 +32,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from daemon_config import sim_config as sim_config_text
 
 pytestmark = pytest.mark.slow
 
-SIM_CONFIG = """
-[[can.buses]]
-name = "sim0"
-interface = "virtual"
-channel = "{channel}"
-[[can.buses.families]]
-name = "power_module"
-expected = ["1-8"]
-[metrics]
-listen = "127.0.0.1:0"
-[daemon]
-processing_interval_s = 0.1
-[simulator]
-buses = ["sim0"]
-scenario = "{scenario}"
-meters = {meters}
-"""
 
 ERROR_CLASSES = (
     "tx_timeout", "lost_arbitration", "controller", "protocol", "transceiver", "ack",
@@ -149,9 +133,7 @@ def sim_config(
     tmp_path: Path, channel: str, scenario: str = "healthy", meters: bool = False
 ) -> Path:
     config = tmp_path / "candiag.toml"
-    config.write_text(
-        SIM_CONFIG.format(channel=channel, scenario=scenario, meters=str(meters).lower())
-    )
+    config.write_text(sim_config_text(channel, scenario=scenario, meters=meters))
     return config
 
 
