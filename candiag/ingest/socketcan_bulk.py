@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import logging
 import os
 import select
@@ -76,6 +77,7 @@ from candiag.ingest.frames import (
     CAN_RTR_FLAG,
     CAN_SFF_MASK,
     CLASSIC_WIDTH,
+    FD_DLC_TO_LEN,
     FD_WIDTH,
     FLAG_BRS,
     FLAG_ERROR,
@@ -109,9 +111,8 @@ MAX_CAPACITY = 4096
 
 # A CAN FD length code table: any byte -> the next valid CAN FD length (python-can's
 # rounding), capped at 64.
-_VALID_LENGTHS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 24, 32, 48, 64)
 _ROUND_UP = np.array(
-    [min([v for v in _VALID_LENGTHS if v >= n] or [64]) for n in range(256)], np.uint8
+    [min([v for v in FD_DLC_TO_LEN if v >= n] or [64]) for n in range(256)], np.uint8
 )
 
 
@@ -391,8 +392,9 @@ def _byteorder() -> Any:
 
 
 # -- the receiver ------------------------------------------------------------------------------
-def _load_recvmmsg() -> Any:
-    """libc's ``recvmmsg`` through ctypes, or ``None`` where there is none."""
+@functools.cache
+def recvmmsg_function() -> Any:
+    """libc's ``recvmmsg`` through ctypes (looked up once), or ``None`` where there is none."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         function = getattr(libc, LIBC_FUNCTIONS[0])
@@ -407,19 +409,6 @@ def _load_recvmmsg() -> Any:
     )
     function.restype = ctypes.c_int
     return function
-
-
-_RECVMMSG: Any = None
-_RECVMMSG_LOADED = False
-
-
-def recvmmsg_function() -> Any:
-    """The ctypes ``recvmmsg`` (loaded once), ``None`` when unavailable."""
-    global _RECVMMSG, _RECVMMSG_LOADED
-    if not _RECVMMSG_LOADED:
-        _RECVMMSG = _load_recvmmsg()
-        _RECVMMSG_LOADED = True
-    return _RECVMMSG
 
 
 class BulkUnsupportedError(RuntimeError):
