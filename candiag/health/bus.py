@@ -85,13 +85,12 @@ class BusHealth:
             batch = pcan_error_frames_to_socketcan(batch)
         if bits is None:
             bits = frame_bits(batch)
-        errors = int(np.count_nonzero(batch.flags & FLAG_ERROR))
-        if errors:
-            self.errors.update(batch)
-        bus_off_times = self.state.update(batch, errors_present=bool(errors))
+        self.errors.update(batch)
+        bus_off_times = self.state.update(batch)
         self.windows.update(batch, bits, bus_off_times)
         if self.track_ids:
             self.ids.update(batch)
+        errors = int(np.count_nonzero(batch.flags & FLAG_ERROR))
         remote = int(np.count_nonzero((batch.flags & (FLAG_REMOTE | FLAG_ERROR)) == FLAG_REMOTE))
         self.frames["error"] += errors
         self.frames["remote"] += remote

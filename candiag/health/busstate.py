@@ -32,7 +32,7 @@ from candiag.health.errorframes import (
     CAN_ERR_CRTL,
     CAN_ERR_RESTARTED,
 )
-from candiag.ingest.frames import FrameBatch
+from candiag.ingest.frames import FLAG_ERROR, FrameBatch
 
 BUS_STATES: tuple[str, ...] = ("error_active", "error_warning", "error_passive", "bus_off", "down")
 ERROR_ACTIVE, ERROR_WARNING, ERROR_PASSIVE, BUS_OFF, DOWN = range(5)
@@ -148,20 +148,16 @@ class BusStateTracker:
         self._account_until(timestamp)
         self._enter(code, max(timestamp, self._clock or timestamp), source)
 
-    def update(self, batch: FrameBatch, *, errors_present: bool = True) -> npt.NDArray[np.float64]:
-        """Apply the error frames of ``batch``; returns the timestamps of new bus-off events.
-
-        ``errors_present=False``: the caller knows the batch has no error frames; only
-        the time spent in the current state moves on.
-        """
+    def update(self, batch: FrameBatch) -> npt.NDArray[np.float64]:
+        """Apply the error frames of ``batch``; returns the timestamps of new bus-off events."""
         if len(batch) == 0:
             return np.empty(0, np.float64)
         if self._clock is None:
             self._account_until(float(batch.timestamp.min()))
-        if not errors_present:
+        rows = np.flatnonzero(batch.flags & FLAG_ERROR)
+        if rows.size == 0:  # the usual batch: only the time in the current state moves on
             self._account_until(float(batch.timestamp.max()))
             return np.empty(0, np.float64)
-        rows = np.flatnonzero(batch.is_error)
         rows = rows[np.argsort(batch.timestamp[rows], kind="stable")]
         can_id = batch.can_id[rows]
         data = batch.data[rows, :8]

@@ -217,7 +217,6 @@ class NodeTracker:
             for family, messages in db.families.items()
             if any(m.cycle_time_ms for m in messages)
         }
-        self._rate_message = {family: m.name for family, m in self._rate_defs.items()}
         self._family_codes: dict[str, int] = {}
         self._family_names: list[str] = []
         self.nodes: dict[tuple[str, int], NodeState] = {}
@@ -277,7 +276,7 @@ class NodeTracker:
             [
                 np.full(
                     len(m.timestamp),
-                    m.message.name == self._rate_message.get(m.message.family or ""),
+                    self._is_rate_message(m.message),
                 )
                 for m in messages
             ]
@@ -310,6 +309,10 @@ class NodeTracker:
             node.frames += end - start
         if rate.any():
             self._note_rates(nodes, keys, ts, rate)
+
+    def _is_rate_message(self, message: Any) -> bool:
+        rate = self._rate_defs.get(message.family or "")
+        return rate is not None and rate.name == message.name
 
     def _note_rates(
         self,

@@ -217,8 +217,8 @@ class _MessageTable:
             self.last_ts = np.vstack((self.last_ts, np.full((grow, k), -np.inf)))
         return np.array([self.rows[n] for n in nodes], np.intp)
 
-    def update(self, decoded: DecodedMessage) -> tuple[F64, F64, npt.NDArray[np.bool_]]:
-        """Fold one message's frames in; returns (timestamps, values, present) in time order."""
+    def update(self, decoded: DecodedMessage) -> None:
+        """Fold one message's frames in (any order, any nodes, multiplexed or not)."""
         ts = decoded.timestamp
         time_order = None if _is_sorted(ts) else np.argsort(ts, kind="stable")
         if time_order is not None:
@@ -247,9 +247,6 @@ class _MessageTable:
         else:
             g_present = present if by_node is None else present[by_node]
             self._fold_multiplexed(rows, starts, g_values, g_ts, g_present)
-        if present is None:
-            present = np.ones(values.shape, np.bool_)
-        return ts, values, present
 
     def update_last(self, decoded: DecodedMessage) -> None:
         """Count and last value only (no extremes): a message from one node, cheaply.
