@@ -1,28 +1,40 @@
 """Offline analysis of a capture: the live pipeline run over capture time, plus diagnosis.
 
 ``candiag analyze`` streams a capture through the same :class:`BusPipeline`
-the daemon uses, and evaluates the same :class:`DiagnosisEngine` at regular
-instants of *capture* time, so a finding's ``since`` (and its clearing) is
-when it happened on the bus, and a fault that came and went still shows.
-Evaluation instants are every second for the first minute, then every 10 s.
+the daemon uses, one pipeline per channel of the capture (each channel is a bus of
+its own: its load, error frames and nodes are its own), and evaluates the same
+:class:`DiagnosisEngine` at regular instants of *capture* time, so a finding's
+``since`` (and its clearing) is when it happened on the bus, and a fault that came
+and went still shows.  Evaluation instants are every second for the first minute,
+then every 10 s.
+
+Before the stream is analyzed, its first chunk decides what the analysis cannot know
+by itself: which of the shipped reference DBCs describe this traffic, when no DBC was
+given (:mod:`candiag.decode.identify`).  What was decided, and how, is in the report.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from candiag.decode.dbc import ChargerDatabase
+from candiag.decode.identify import DbcMatch, select_reference_dbcs
 from candiag.diagnosis.engine import DiagnosisEngine, RuleBook, load_rulebook
+from candiag.diagnosis.rules import capture_conditions
+from candiag.health.bus import split_by_channel
 from candiag.health.busload import frame_bits
 from candiag.health.nodes import FamilyPolicy
 from candiag.health.pipeline import DEFAULT_BITRATE, BusPipeline, slice_decoded
 from candiag.ingest.capture import CaptureReader, CaptureStats
 from candiag.ingest.frames import FrameBatch
+
+# Frames read ahead to decide which reference DBCs describe the traffic.
+SAMPLE_FRAMES = 20_000
 
 
 def evaluation_interval(elapsed_s: float) -> float:
@@ -33,6 +45,34 @@ def evaluation_interval(elapsed_s: float) -> float:
     seen by at least one evaluation however long the capture.
     """
     return 1.0 if elapsed_s < 60 else 10.0
+
+
+@dataclass(frozen=True)
+class BitrateChoice:
+    """The nominal bitrate an analysis uses, and how candiag came to know it.
+
+    ``source``: ``option`` (``--bitrate``), ``config``, ``recording`` (written by the
+    candiag recorder into the capture), ``inferred`` (from the frame spacing) or
+    ``assumed`` (none of those: figures that depend on it are marked, and no finding
+    gives a bitrate-specific instruction).
+    """
+
+    bitrate: int
+    source: str = "option"
+    detail: str = ""
+    data_bitrate: int | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.source != "assumed"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bitrate": self.bitrate,
+            "source": self.source,
+            "known": self.known,
+            "detail": self.detail,
+        }
 
 
 @dataclass
@@ -60,62 +100,173 @@ class _Clock:
             self.next_at += evaluation_interval(self.next_at - self.start)
 
 
+@dataclass
+class _Buses:
+    """One :class:`BusPipeline` per channel of the capture, made when the channel appears."""
+
+    db: ChargerDatabase
+    bitrate: BitrateChoice
+    policies: Sequence[FamilyPolicy]
+    burst_errors_per_s: int
+    keep_history: bool
+    pipelines: dict[str, BusPipeline] = field(default_factory=dict)
+
+    def pipeline(self, channel: str) -> BusPipeline:
+        if channel not in self.pipelines:
+            self.pipelines[channel] = BusPipeline(
+                channel,
+                self.db,
+                bitrate=self.bitrate.bitrate,
+                data_bitrate=self.bitrate.data_bitrate,
+                policies=self.policies,
+                burst_errors_per_s=self.burst_errors_per_s,
+                keep_history=self.keep_history,
+                bitrate_known=self.bitrate.known,
+            )
+        return self.pipelines[channel]
+
+    def diagnosis_reports(self, instant: float) -> list[dict[str, Any]]:
+        return [p.diagnosis_report(instant) for p in self.pipelines.values()]
+
+    @property
+    def last_ts(self) -> float | None:
+        ends = [p.last_ts for p in self.pipelines.values() if p.last_ts is not None]
+        return max(ends) if ends else None
+
+
 def analyze_capture(
     path: str | os.PathLike[str],
-    db: ChargerDatabase,
+    db: ChargerDatabase | None = None,
     *,
-    bitrate: int = DEFAULT_BITRATE,
+    bitrate: int | BitrateChoice | None = None,
     data_bitrate: int | None = None,
     policies: Sequence[FamilyPolicy] = (),
     book: RuleBook | None = None,
     keep_history: bool = False,
     chunk_lines: int = 262_144,
+    reference_dbcs: Sequence[str | os.PathLike[str]] = (),
 ) -> AnalysisResult:
-    """Analyze a capture file; the report has ``analyze``'s documented JSON keys."""
+    """Analyze a capture file; the report has ``analyze``'s documented JSON keys.
+
+    ``db``: the DBCs to decode with; ``None`` applies those of ``reference_dbcs`` (by
+    default the shipped reference charger's) that the traffic matches, and no other.
+    ``bitrate``: a number (given by the user) or a :class:`BitrateChoice`; ``None`` is
+    the assumed :data:`DEFAULT_BITRATE`.
+    """
     reader = CaptureReader(path, chunk_lines=chunk_lines)
     book = book or load_rulebook()
-    pipeline = BusPipeline(
-        "can",
-        db,
-        bitrate=bitrate,
-        data_bitrate=data_bitrate,
-        policies=policies,
-        burst_errors_per_s=int(book.t("burst_errors_per_s")),
-        keep_history=keep_history,
-    )
+    choice = _bitrate_choice(bitrate, data_bitrate)
+    batches = reader.batches()
+    sample = _read_sample(batches)
+    matches: list[DbcMatch] = []
+    if db is None:
+        db, matches = select_reference_dbcs(FrameBatch.concat(sample), reference_dbcs)
+    buses = _Buses(db, choice, policies, int(book.t("burst_errors_per_s")), keep_history)
     engine = DiagnosisEngine(book=book)
     clock = _Clock()
     evaluations = 0
     first_detection: dict[str, float] = {}
-    channels: set[str] = set()
-    for batch in reader.batches():
+    for batch in _chain(sample, batches):
         if len(batch) == 0:
             continue
-        channels.update(batch.channels[i] for i in np.unique(batch.channel).tolist())
         batch, cuts = _evaluation_cuts(batch, clock)
-        # Bits and decoding are computed once per chunk; each slice between two
-        # evaluation instants gets its part (slicing is cheap, a call per slice is not).
-        bits = frame_bits(batch)
-        decoded = pipeline.decoder.decode(batch)
-        pipeline.fold_signal_stats(decoded)  # min/max/mean do not depend on the instants
-        lo = 0
-        for hi, instant in cuts:
-            pipeline.process(
-                batch.take(slice(lo, hi)),
-                bits=(bits[0][lo:hi], bits[1][lo:hi]),
-                decoded=slice_decoded(decoded, lo, hi, totals=lo == 0),
-                signal_stats=False,
-            )
-            lo = hi
+        parts = [
+            _Part(buses.pipeline(ch), part, ends) for ch, part, ends in _per_channel(batch, cuts)
+        ]
+        for k, (_, instant) in enumerate(cuts):
+            for part in parts:
+                part.process_to(k)
             if instant is not None:
-                _evaluate(engine, pipeline, instant, first_detection, clock)
+                _evaluate(engine, buses, instant, first_detection, clock)
                 evaluations += 1
-    if pipeline.last_ts is not None:
-        _evaluate(engine, pipeline, pipeline.last_ts, first_detection, clock)
+    end = buses.last_ts
+    if end is not None:
+        _evaluate(engine, buses, end, first_detection, clock)
         evaluations += 1
-    report = build_report(pipeline, reader.stats, engine, sorted(channels))
-    timeline = pipeline.timeline_json() if keep_history else {}
+    engine.add_conditions(end or 0.0, capture_conditions(book, _capture_facts(reader.stats)))
+    report = build_report(buses, reader.stats, engine, choice, matches)
+    timeline = _timeline(buses) if keep_history else {}
     return AnalysisResult(report, timeline, evaluations, first_detection)
+
+
+def _bitrate_choice(bitrate: int | BitrateChoice | None, data_bitrate: int | None) -> BitrateChoice:
+    if isinstance(bitrate, BitrateChoice):
+        return bitrate
+    if bitrate is None:
+        return BitrateChoice(
+            DEFAULT_BITRATE,
+            "assumed",
+            f"not known; {DEFAULT_BITRATE:,} bit/s assumed (give --bitrate)",
+            data_bitrate,
+        )
+    return BitrateChoice(bitrate, "option", "given", data_bitrate)
+
+
+def _read_sample(batches: Iterator[FrameBatch]) -> list[FrameBatch]:
+    """The first batches, up to :data:`SAMPLE_FRAMES` frames (the rest stays in the stream)."""
+    sample: list[FrameBatch] = []
+    frames = 0
+    for batch in batches:
+        sample.append(batch)
+        frames += len(batch)
+        if frames >= SAMPLE_FRAMES:
+            break
+    return sample
+
+
+def _chain(first: Iterable[FrameBatch], rest: Iterator[FrameBatch]) -> Iterator[FrameBatch]:
+    yield from first
+    yield from rest
+
+
+def _per_channel(
+    batch: FrameBatch, cuts: list[tuple[int, float | None]]
+) -> Iterator[tuple[str, FrameBatch, list[int]]]:
+    """Each channel's frames of a time-sorted batch, with the cut indices mapped onto them."""
+    ends = [end for end, _ in cuts]
+    parts = split_by_channel(batch)
+    if len(parts) == 1:
+        ((channel, part),) = parts.items()
+        yield channel, part, ends
+        return
+    names = batch.channels or ["can0"]
+    for channel, part in parts.items():
+        rows = np.flatnonzero(batch.channel == names.index(channel))
+        yield channel, part, np.searchsorted(rows, np.asarray(ends), side="left").tolist()
+
+
+@dataclass
+class _Part:
+    """One channel's frames of a chunk, fed to its pipeline slice by slice.
+
+    Bits and decoding are computed once per chunk; each slice between two evaluation
+    instants gets its part (slicing is cheap, a call per slice is not).
+    """
+
+    pipeline: BusPipeline
+    batch: FrameBatch
+    ends: list[int]
+    done: int = 0
+    totals_given: bool = False
+
+    def __post_init__(self) -> None:
+        self.bits = frame_bits(self.batch)
+        self.decoded = self.pipeline.decoder.decode(self.batch)
+        self.pipeline.fold_signal_stats(self.decoded)  # min/max/mean need no instants
+
+    def process_to(self, cut: int) -> None:
+        lo, hi = self.done, self.ends[cut]
+        if hi <= lo:
+            return
+        totals = not self.totals_given
+        self.totals_given = True
+        self.pipeline.process(
+            self.batch.take(slice(lo, hi)),
+            bits=(self.bits[0][lo:hi], self.bits[1][lo:hi]),
+            decoded=slice_decoded(self.decoded, lo, hi, totals=totals),
+            signal_stats=False,
+        )
+        self.done = hi
 
 
 def _evaluation_cuts(
@@ -139,72 +290,239 @@ def _evaluation_cuts(
 
 def _evaluate(
     engine: DiagnosisEngine,
-    pipeline: BusPipeline,
+    buses: _Buses,
     instant: float,
     first_detection: dict[str, float],
     clock: _Clock,
 ) -> None:
-    raised, _ = engine.update(instant, [pipeline.diagnosis_report(instant)], [])
+    raised, _ = engine.update(instant, buses.diagnosis_reports(instant), [])
     start = clock.start if clock.start is not None else instant
     for finding in raised:
         first_detection.setdefault(finding.code, instant - start)
 
 
+def _capture_facts(stats: CaptureStats) -> dict[str, Any]:
+    """What the capture-level rules read about the reading of the file."""
+    return {
+        "path": stats.path,
+        "format": stats.format,
+        "format_reason": getattr(stats, "format_reason", ""),
+        "lines": stats.lines,
+        "frames": stats.frames,
+        "malformed": stats.malformed,
+        "first_malformed": stats.examples[0].line if stats.examples else None,
+        "first_reason": stats.examples[0].reason if stats.examples else "",
+        "truncated": stats.truncated,
+        "note": stats.note,
+    }
+
+
+def _timeline(buses: _Buses) -> dict[str, Any]:
+    """The per-second series of the busiest channel (the report plots one bus)."""
+    if not buses.pipelines:
+        return {}
+    busiest = max(buses.pipelines.values(), key=lambda p: p.frames["total"])
+    out = busiest.timeline_json()
+    out["bus"] = busiest.name
+    return out
+
+
 def build_report(
-    pipeline: BusPipeline,
+    buses: _Buses,
     stats: CaptureStats,
     engine: DiagnosisEngine,
-    channels: Sequence[str],
+    bitrate: BitrateChoice,
+    matches: Sequence[DbcMatch] = (),
 ) -> dict[str, Any]:
-    """``analyze``'s JSON: the documented keys first, the full bus report after them."""
-    bus = pipeline.report()
-    frames = bus["frames"]
+    """``analyze``'s JSON: the documented keys first, then per-bus reports when several."""
+    reports = {name: p.report() for name, p in buses.pipelines.items()}
+    if not reports:
+        reports = {"can": BusPipeline("can", buses.db, bitrate=bitrate.bitrate).report()}
+    merged = _merge_buses(reports)
+    pipelines = list(buses.pipelines.values())
+    starts = [p.first_ts for p in pipelines if p.first_ts is not None]
+    ends = [p.last_ts for p in pipelines if p.last_ts is not None]
+    start, end = (min(starts), max(ends)) if starts else (None, None)
     capture = {
         "path": stats.path,
         "format": stats.format,
-        "channels": list(channels),
+        "format_reason": getattr(stats, "format_reason", ""),
+        "channels": list(buses.pipelines),
         "lines": stats.lines,
-        "frames": frames["total"],
+        "frames": merged["frames"]["total"],
         "malformed_lines": stats.malformed,
         "malformed_examples": [
             {"line": m.line, "reason": m.reason, "text": m.text} for m in stats.examples
         ],
         "truncated": stats.truncated,
-        "start": pipeline.first_ts,
-        "end": pipeline.last_ts,
-        "duration_s": round(pipeline.duration_s, 6),
+        "start": start,
+        "end": end,
+        "duration_s": round(end - start, 6) if start is not None and end is not None else 0.0,
     }
+    merged["bus_load"]["bitrate_source"] = bitrate.source
+    merged["bus_load"]["bitrate_detail"] = bitrate.detail
+    merged["decode"]["dbc"] = _dbc_json(buses.db, matches)
+    report: dict[str, Any] = {
+        "capture": capture,
+        "frames": merged["frames"],
+        "error_frames": merged["error_frames"],
+        "bus_off_events": merged["bus_off_events"],
+        "bus_load": merged["bus_load"],
+        "bitrate": bitrate.to_json(),
+        "ids": merged["ids"],
+        "nodes": merged["nodes"],
+        "signals": merged["signals"],
+        "findings": [f.to_json() for f in engine.all_findings()],
+        "bus_state": merged["bus_state"],
+        "windows": merged["windows"],
+        "decode": merged["decode"],
+        "firmware_mismatches": merged["firmware_mismatches"],
+        "contactors": merged["contactors"],
+        "cooling": merged["cooling"],
+        "currents": merged["currents"],
+        "notes": _notes(stats, buses, bitrate, matches),
+    }
+    if len(reports) > 1:
+        report["buses"] = reports
+    return report
+
+
+def _notes(
+    stats: CaptureStats, buses: _Buses, bitrate: BitrateChoice, matches: Sequence[DbcMatch]
+) -> list[str]:
     notes = []
     if stats.truncated:
         notes.append(
             f"The capture ends abruptly ({stats.note or 'truncated'}): figures stop there."
         )
+    elif stats.note:
+        notes.append(f"Reading the capture: {stats.note}.")
     if stats.malformed:
         notes.append(
             f"{stats.malformed} malformed lines were skipped (see capture.malformed_examples)."
         )
-    late = pipeline.windows.ring.late_dropped
-    if int(late.sum()):
+    if not bitrate.known:
         notes.append(
-            "Some frames arrived more than an hour out of order and are missing from the "
-            "sliding windows (totals are complete)."
+            f"Bitrate {bitrate.detail}: load figures use it and are marked assumed; "
+            "no finding gives a bitrate-specific instruction."
         )
+    elif bitrate.source == "inferred":
+        notes.append(
+            f"Bitrate {bitrate.bitrate:,} bit/s inferred from the capture: {bitrate.detail}."
+        )
+    for p in buses.pipelines.values():
+        load_note = p.health.load_note()
+        if load_note:
+            notes.append(f"{p.name}: {load_note}.")
+        if int(p.windows.ring.late_dropped.sum()):
+            notes.append(
+                f"{p.name}: some frames arrived more than an hour out of order and are missing "
+                "from the sliding windows (totals are complete)."
+            )
+    if matches and not any(m.matched for m in matches):
+        notes.append(
+            "No DBC was given and the traffic does not match the reference charger's DBCs: "
+            "nothing was decoded (give the charger's DBCs with --dbc)."
+        )
+    return notes
+
+
+def _dbc_json(db: ChargerDatabase, matches: Sequence[DbcMatch]) -> dict[str, Any]:
+    out: dict[str, Any] = {"files": list(db.sources), "messages": len(db)}
+    if matches:
+        out["selection"] = "reference DBCs matched against the traffic (no --dbc given)"
+        out["reference"] = [m.to_json() for m in matches]
+    else:
+        out["selection"] = "given"
+    return out
+
+
+# -- several buses in one report ------------------------------------------------------------
+
+
+def _merge_buses(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The top-level sections over all buses (one bus: its report unchanged).
+
+    Counts add up; per-id, per-node and per-signal entries say which bus they belong to
+    and are keyed ``"<bus> <key>"`` so no two buses' entries collide.
+    """
+    if len(reports) == 1:
+        only = next(iter(reports.values()))
+        return {**only, "ids": dict(only["ids"])}
+    parts = list(reports.values())
+    frames = _sum_dicts(p["frames"] for p in parts)
+    merged: dict[str, Any] = dict(parts[0])
+    merged.update(
+        frames=frames,
+        error_frames=_merge_error_frames([p["error_frames"] for p in parts]),
+        bus_off_events=sum(int(p["bus_off_events"]) for p in parts),
+        bus_load=_merge_load(reports),
+        ids={f"{name} {k}": v for name, p in reports.items() for k, v in p["ids"].items()},
+        nodes=[{**n, "bus": name} for name, p in reports.items() for n in p["nodes"]],
+        signals={f"{name} {k}": v for name, p in reports.items() for k, v in p["signals"].items()},
+        firmware_mismatches=[
+            {**m, "bus": name} for name, p in reports.items() for m in p["firmware_mismatches"]
+        ],
+        decode=_merge_decode([p["decode"] for p in parts]),
+        windows={name: p["windows"] for name, p in reports.items()},
+        bus_state={name: p["bus_state"] for name, p in reports.items()},
+    )
+    for key in ("contactors", "cooling", "currents"):
+        merged[key] = {name: p.get(key) for name, p in reports.items()}
+    return merged
+
+
+def _sum_dicts(items: Iterable[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        for k, v in item.items():
+            out[k] = out.get(k, 0) + int(v)
+    return out
+
+
+def _merge_error_frames(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(parts[0])
+    for key, value in parts[0].items():
+        if isinstance(value, dict) and all(isinstance(v, int) for v in value.values()):
+            out[key] = _sum_dicts(p.get(key) or {} for p in parts)
+    for key in ("tec_max", "rec_max"):
+        if key in out:
+            out[key] = max(int(p.get(key) or 0) for p in parts)
+    return out
+
+
+def _merge_load(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    loads = {name: p["bus_load"] for name, p in reports.items()}
+    first = next(iter(loads.values()))
+    means = [v["mean_ratio"] for v in loads.values() if v["mean_ratio"] is not None]
     return {
-        "capture": capture,
-        "frames": frames,
-        "error_frames": bus["error_frames"],
-        "bus_off_events": bus["bus_off_events"],
-        "bus_load": bus["bus_load"],
-        "ids": bus["ids"],
-        "nodes": bus["nodes"],
-        "signals": bus["signals"],
-        "findings": [f.to_json() for f in engine.all_findings()],
-        "bus_state": bus["bus_state"],
-        "windows": bus["windows"],
-        "decode": bus["decode"],
-        "firmware_mismatches": bus["firmware_mismatches"],
-        "contactors": bus["contactors"],
-        "cooling": bus["cooling"],
-        "currents": bus["currents"],
-        "notes": notes,
+        **first,
+        "mean_ratio": max(means) if means else None,
+        "max_ratio_1s": max(v["max_ratio_1s"] for v in loads.values()),
+        "channels": loads,
     }
+
+
+def _merge_decode(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(parts[0])
+    for key in ("decoded_frames", "unknown_frames"):
+        out[key] = sum(int(p[key]) for p in parts)
+    for key in ("unknown_ids", "short_frames"):
+        out[key] = _sum_dicts(p[key] for p in parts)
+    return out
+
+
+def all_clear_sentence(report: dict[str, Any]) -> str:
+    """What "no findings" means for this report: only statements that are true of it."""
+    said = []
+    if report["frames"]["error"] == 0:
+        said.append("zero error frames")
+    nodes = report.get("nodes") or []
+    if nodes and all(n["status"] == "online" for n in nodes):
+        said.append(f"all {len(nodes)} nodes present")
+    elif not nodes:
+        said.append("no node known to the DBCs, so node liveness was not judged")
+    if nodes and not report.get("firmware_mismatches"):
+        said.append("firmware consistent")
+    head = f"No findings in {report['frames']['total']:,} frames"
+    return f"{head}: {', '.join(said)}." if said else f"{head}."

@@ -89,7 +89,7 @@ def test_mean_load_is_all_frame_bits_over_bitrate_times_span(
 
     capture = simulate(tmp_path / "load.log", 20)
     batch, _ = read_capture(capture)
-    bits = sum(
+    per_frame = [
         frame_bits_reference(
             int(batch.can_id[i]),
             extended=bool(batch.is_extended[i]),
@@ -98,8 +98,11 @@ def test_mean_load_is_all_frame_bits_over_bitrate_times_span(
             data=bytes(batch.data[i, : batch.dlc[i]]),
         )[0]
         for i in range(len(batch))
-    )
-    span = float(batch.timestamp.max() - batch.timestamp.min())
+    ]
+    bits = sum(per_frame)
+    # Receivers stamp a frame when it ends: the span starts one first-frame length earlier.
+    first = int(batch.timestamp.argmin())
+    span = float(batch.timestamp.max() - batch.timestamp.min()) + per_frame[first] / BITRATE
     result = analyze_capture(capture, db, bitrate=BITRATE)
     assert result.report["bus_load"]["mean_ratio"] == pytest.approx(
         bits / (BITRATE * span), rel=1e-5

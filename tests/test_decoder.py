@@ -117,8 +117,9 @@ def test_short_long_and_unknown_frames_are_counted(db: ChargerDatabase) -> None:
         (0x08000100, FLAG_EXTENDED, bytes(8)),  # outside PM_Status's node mask
     ]
     result = BatchDecoder(db).decode(make_batch(frames))
-    assert result.short_frames == {0x40: 2, 0x08000009: 1}
-    assert result.unknown_ids == {0x123: 2, 0x40: 1, 0x08000100: 1}
+    # Extended identifiers are keyed with bit 31, as cantools keys them.
+    assert result.short_frames == {0x40: 2, 0x88000009: 1}
+    assert result.unknown_ids == {0x123: 2, 0x80000040: 1, 0x88000100: 1}
     assert result.decoded_frames == 1
     heartbeat = result.messages["Heartbeat"]
     assert heartbeat.index.tolist() == [2]

@@ -46,7 +46,10 @@ def test_capture_health_per_bus_totals_and_json() -> None:
         assert bus["bitrate"] == bitrate
         assert bus["frames"]["error"] == int((sel & batch.is_error).sum())
         assert bus["bits"]["nominal"] == int(nominal[sel].sum())
-        span = batch.timestamp[sel].max() - batch.timestamp[sel].min()
+        # The span starts one first-frame length before the first (end-of-frame) timestamp.
+        ts = batch.timestamp[sel]
+        first = nominal[sel][int(ts.argmin())] / bitrate
+        span = ts.max() - ts.min() + first
         assert bus["mean_load_ratio"] == pytest.approx(nominal[sel].sum() / bitrate / span)
         assert bus["error_frames"]["error_frames"] == bus["frames"]["error"]
     json.dumps(doc)  # JSON-ready throughout

@@ -2,7 +2,9 @@
 
 Prints a readable summary (findings and their fixes first) and optionally writes
 the full JSON (``--json``) and a self-contained HTML report (``--html``) to attach
-to a ticket.  Bitrate: ``--bitrate``, else the config's bus, else 500 kbit/s.
+to a ticket.  Bitrate: ``--bitrate``, else the config's bus, else what the capture
+says (candiag recordings carry it) or its frame spacing shows, else an assumption that
+every output marks as such.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def register(subparsers: Any) -> None:
         "--bitrate",
         type=int,
         metavar="N",
-        help="nominal bitrate in bit/s (default: config, else 500000)",
+        help="nominal bitrate in bit/s (default: the config's, else the one recorded with "
+        "the capture, else inferred from frame spacing, else assumed and marked so)",
     )
     parser.add_argument("--data-bitrate", type=int, metavar="N", help="CAN FD data-phase bitrate")
     parser.add_argument(
@@ -67,20 +70,26 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from candiag.analysis import analyze_capture
-    from candiag.decode.dbc import load_dbc_paths, reference_dbc_dir
+    from candiag.analysis import BitrateChoice, analyze_capture
+    from candiag.decode.dbc import load_dbc_paths
     from candiag.diagnosis.engine import load_rulebook
     from candiag.health.nodes import FamilyPolicy
 
-    bitrate: int | None = args.bitrate
-    data_bitrate: int | None = args.data_bitrate
+    bitrate: BitrateChoice | None = None
+    if args.bitrate is not None:
+        bitrate = BitrateChoice(args.bitrate, "option", "given with --bitrate", args.data_bitrate)
     dbc_paths: list[Any] = list(args.dbc or [])
     policies: list[FamilyPolicy] = []
     thresholds_file = None
     if args.config:
         bus, thresholds_file = _config_bus(args.config, args.bus)
-        bitrate = bitrate or bus.bitrate
-        data_bitrate = data_bitrate or bus.data_bitrate
+        if bitrate is None:
+            bitrate = BitrateChoice(
+                bus.bitrate,
+                "config",
+                f"from {args.config} (bus {bus.name})",
+                args.data_bitrate or bus.data_bitrate,
+            )
         dbc_paths = dbc_paths or list(bus.dbc)
         policies = [
             FamilyPolicy(
@@ -91,14 +100,18 @@ def _run(args: argparse.Namespace) -> int:
             )
             for f in bus.families
         ]
-    if bitrate is not None and not 1_000 <= bitrate <= 1_000_000:
-        raise InputError(f"--bitrate {bitrate} is not a classic CAN bitrate (1000..1000000 bit/s)")
-    db = load_dbc_paths(dbc_paths or [reference_dbc_dir()])
+    if bitrate is not None and not 1_000 <= bitrate.bitrate <= 1_000_000:
+        raise InputError(
+            f"--bitrate {bitrate.bitrate} is not a classic CAN bitrate (1000..1000000 bit/s)"
+        )
+    # Without --dbc or a config, the reference DBCs are applied only where the traffic
+    # matches them (candiag.decode.identify); given DBCs are applied as given.
+    db = load_dbc_paths(dbc_paths) if dbc_paths else None
     result = analyze_capture(
         args.capture,
         db,
-        bitrate=bitrate or 500_000,
-        data_bitrate=data_bitrate,
+        bitrate=bitrate,
+        data_bitrate=args.data_bitrate,
         policies=policies,
         book=load_rulebook(thresholds_file),
         keep_history=bool(args.html),
@@ -156,7 +169,10 @@ def _exit_status(report: dict[str, Any], fail_on: str | None) -> int:
 def print_summary(report: dict[str, Any]) -> None:
     """The readable summary: capture, health figures, findings with fixes, nodes."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    from candiag.analysis import all_clear_sentence
 
     console = Console(highlight=False)
     cap = report["capture"]
@@ -164,41 +180,56 @@ def print_summary(report: dict[str, Any]) -> None:
     load = report["bus_load"]
     ef = report["error_frames"]
     console.print(
-        f"[bold]{cap['path']}[/]: {frames['total']:,} frames over {cap['duration_s']:.1f} s "
-        f"({frames['data']:,} data, {frames['remote']:,} remote, {frames['error']:,} error); "
-        f"{cap['malformed_lines']} malformed lines"
+        f"[bold]{escape(str(cap['path']))}[/]: {frames['total']:,} frames over "
+        f"{cap['duration_s']:.1f} s ({frames['data']:,} data, {frames['remote']:,} remote, "
+        f"{frames['error']:,} error); {cap['malformed_lines']} malformed lines; "
+        f"read as {escape(str(cap.get('format') or '?'))}"
     )
     classes = ", ".join(f"{k} {v}" for k, v in ef["by_class"].items() if v) or "none"
     console.print(
-        f"Bus load {load['mean_ratio']:.1%} mean, {load['max_ratio_1s']:.1%} max (1 s) at "
-        f"{load['bitrate']:,} bit/s; error frames: {classes}; bus-off events "
+        f"Bus load {_load_text(load)}; error frames: {escape(classes)}; bus-off events "
         f"{report['bus_off_events']}; TEC/REC max {ef['tec_max']}/{ef['rec_max']}"
     )
     findings = report["findings"]
     if not findings:
-        console.print(
-            "[green]No findings: zero error frames, every node present, firmware consistent.[/]"
-        )
+        console.print(f"[green]{escape(all_clear_sentence(report))}[/]")
     for f in findings:
         style = SEVERITY_STYLE.get(f["severity"], "")
         cleared = " (cleared)" if f.get("cleared_at") is not None else ""
         console.print(
-            f"[{style}]{f['severity'].upper()}[/] {f['title']}{cleared} [dim]{f['code']}[/]"
+            f"[{style}]{f['severity'].upper()}[/] {escape(f['title'])}{cleared} "
+            f"[dim]{escape(f['code'])}[/]"
         )
-        console.print(f"    fix: {f['fix']}")
+        console.print(f"    fix: {escape(f['fix'])}")
     nodes = report["nodes"]
     if nodes:
         table = Table("family", "address", "status", "frames", "firmware", "alarms", box=None)
         for n in nodes:
             status = n["status"]
             table.add_row(
-                n["family"],
+                escape(str(n["family"])),
                 str(n["address"]),
-                f"[{STATUS_STYLE.get(status, '')}]{status}[/]",
+                f"[{STATUS_STYLE.get(status, '')}]{escape(status)}[/]",
                 f"{n['frames']:,}",
-                n["firmware"] or "-",
-                ", ".join(n["alarms"]) or "-",
+                escape(n["firmware"] or "-"),
+                escape(", ".join(n["alarms"]) or "-"),
             )
         console.print(table)
     for note in report.get("notes") or []:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
+
+
+def _load_text(load: dict[str, Any]) -> str:
+    """The load figures with the bitrate they rest on and how that bitrate is known."""
+    source = load.get("bitrate_source", "option")
+    how = {
+        "option": "given",
+        "config": "from the config",
+        "recording": "recorded with the capture",
+        "inferred": "inferred from frame spacing",
+        "assumed": "ASSUMED, not known",
+    }.get(source, source)
+    at = f"at {load['bitrate']:,} bit/s ({how})"
+    if load.get("mean_ratio") is None:
+        return f"not measurable ({load.get('note') or 'no load figure'}) {at}"
+    return f"{load['mean_ratio']:.1%} mean, {load['max_ratio_1s']:.1%} max (1 s) {at}"

@@ -120,8 +120,11 @@ def _silence_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
-def format_id(can_id: int) -> str:
-    return f"0x{can_id:03X}" if can_id <= 0x7FF else f"0x{can_id:08X}"
+def format_id(key: int) -> str:
+    """An identifier as the decoder counts it (bit 31 set: extended), as CAN users write it."""
+    from candiag.ingest.frames import format_can_id
+
+    return format_can_id(key & 0x1FFFFFFF, bool(key & 0x80000000))
 
 
 def _top(counter: collections.Counter[int], n: int) -> str:

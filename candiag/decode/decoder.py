@@ -60,6 +60,7 @@ class DecodeResult:
 
     messages: dict[str, DecodedMessage]
     decoded_frames: int
+    # Frames per identifier; bit 31 set for extended identifiers (see _count_ids).
     unknown_ids: collections.Counter[int]
     short_frames: collections.Counter[int]
     error_frames: int
@@ -408,8 +409,8 @@ class BatchDecoder:
         result = DecodeResult(
             messages={},
             decoded_frames=0,
-            unknown_ids=_count_ids(batch.can_id[unknown]),
-            short_frames=_count_ids(batch.can_id[short]),
+            unknown_ids=_count_ids(batch.can_id[unknown], batch.is_extended[unknown]),
+            short_frames=_count_ids(batch.can_id[short], batch.is_extended[short]),
             error_frames=int(np.count_nonzero(batch.is_error)),
             remote_frames=int(np.count_nonzero(batch.is_remote)),
         )
@@ -465,8 +466,13 @@ def _first_words(data: U8) -> U64:
     return words.astype(np.uint64, copy=False)
 
 
-def _count_ids(ids: npt.NDArray[np.uint32]) -> collections.Counter[int]:
+def _count_ids(
+    ids: npt.NDArray[np.uint32], extended: npt.NDArray[np.bool_]
+) -> collections.Counter[int]:
+    """Frames per identifier; extended identifiers carry bit 31 (as cantools keys them), so
+    an extended 0x285 stays apart from the standard 0x285 and is printed with 8 digits."""
     if not ids.size:
         return collections.Counter()
-    values, counts = np.unique(ids, return_counts=True)
+    keys = ids.astype(np.uint32) | (extended.astype(np.uint32) << np.uint32(31))
+    values, counts = np.unique(keys, return_counts=True)
     return collections.Counter(dict(zip(values.tolist(), counts.tolist(), strict=True)))

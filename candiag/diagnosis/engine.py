@@ -218,6 +218,19 @@ class DiagnosisEngine:
         cleared = self._clear(now, conditions)
         return raised, cleared
 
+    def add_conditions(self, now: float, conditions: Sequence[Condition]) -> list[Finding]:
+        """Findings about something judged once (e.g. the capture file), raised at ``now``.
+
+        No hysteresis: such a condition does not come and go over time.
+        """
+        raised = []
+        for cond in conditions:
+            key = (cond.code, cond.subject)
+            if key not in self.active:
+                self.active[key] = self._make(cond, since=now)
+                raised.append(self.active[key])
+        return raised
+
     def _remember_modbus(
         self, now: float, devices: Sequence[Mapping[str, Any]]
     ) -> dict[str, Mapping[str, Any]]:

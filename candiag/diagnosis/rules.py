@@ -45,7 +45,7 @@ def evaluate(
 
 def bus_conditions(book: RuleBook, bus: Mapping[str, Any]) -> Iterator[Condition]:
     name = str(bus.get("name", "can"))
-    base = {"bus": name, "bitrate": bus.get("bitrate", "?")}
+    base = {"bus": name, **_bitrate_fields(bus)}
     if bus.get("up") is False:
         yield Condition("CAN_BUS_DOWN", name, base, {"down_since": bus.get("down_since")})
         return
@@ -61,6 +61,22 @@ def bus_conditions(book: RuleBook, bus: Mapping[str, Any]) -> Iterator[Condition
 def _window(bus: Mapping[str, Any], w: str) -> Mapping[str, Any]:
     windows = bus.get("windows") or {}
     return windows.get(w) or {}
+
+
+def _bitrate_fields(bus: Mapping[str, Any]) -> dict[str, Any]:
+    """``bitrate`` and ``bus_bitrate`` for the texts; nothing bitrate-specific when unknown.
+
+    A bitrate candiag only assumed must never become an instruction ("set it to ..."):
+    acting on a wrong figure breaks the bus.
+    """
+    bitrate = bus.get("bitrate")
+    if bus.get("bitrate_known") is False or not bitrate:
+        return {
+            "bitrate": "unknown",
+            "bus_bitrate": "the bitrate the other nodes use (candiag does not know this "
+            "bus's bitrate: give --bitrate, or read it from the charger's documentation)",
+        }
+    return {"bitrate": bitrate, "bus_bitrate": f"the bus bitrate ({int(bitrate):,} bit/s)"}
 
 
 def error_frame_conditions(
@@ -128,7 +144,9 @@ def load_and_drop_conditions(
     # The worst 10 s of the last minute: a high-load stretch is seen even if the
     # rules run less often than every 10 s (offline analysis of long captures).
     load = _window(bus, "60s").get("load_ratio_max_10s", _window(bus, "10s").get("load_ratio"))
-    if load is not None and float(load) >= book.t("bus_load_warning"):
+    # A load under an assumed bitrate is not a fact about the bus: no finding from it.
+    known = bus.get("bitrate_known") is not False
+    if known and load is not None and float(load) >= book.t("bus_load_warning"):
         fields = {**base, "load": f"{float(load):.0%}"}
         yield Condition("CAN_LOAD_HIGH", name, fields, {"load_ratio_10s": round(float(load), 4)})
     dropped = int(bus.get("dropped_recent") or 0)
@@ -387,3 +405,47 @@ def modbus_conditions(
         yield Condition("MODBUS_EXCEPTION", f"modbus/{name}", {**fields, "codes": codes}, evidence)
     if not dev.get("up") and recent["timeout"] + recent["io"] >= max(1, requests // 2):
         yield Condition("MODBUS_NO_ANSWER", f"modbus/{name}", fields, evidence)
+
+
+# -- the capture file itself ----------------------------------------------------------------
+
+
+def capture_conditions(book: RuleBook, capture: Mapping[str, Any]) -> list[Condition]:
+    """What reading a capture file found: nothing read must never look like nothing wrong.
+
+    ``capture``: ``path, format, format_reason, lines, frames, malformed, first_malformed,
+    first_reason, truncated, note`` (see :func:`candiag.analysis._capture_facts`).
+    """
+    path = str(capture.get("path", "capture"))
+    frames = int(capture.get("frames") or 0)
+    malformed = int(capture.get("malformed") or 0)
+    lines = int(capture.get("lines") or 0)
+    share = malformed / max(1, frames + malformed)
+    fields = {
+        "path": path,
+        "format": capture.get("format") or "unknown",
+        "frames": frames,
+        "lines": lines,
+        "malformed": malformed,
+        "share": f"{share:.0%}",
+        "first_reason": capture.get("first_reason") or "no line was recognized",
+        "note": capture.get("note") or "",
+    }
+    evidence = {
+        "frames": frames,
+        "lines": lines,
+        "malformed_lines": malformed,
+        "malformed_share": round(share, 4),
+        "format": fields["format"],
+        "format_reason": capture.get("format_reason") or "",
+        "first_malformed_line": capture.get("first_malformed"),
+        "first_reason": capture.get("first_reason") or "",
+    }
+    if frames == 0:
+        return [Condition("CAPTURE_UNREADABLE", path, fields, evidence)]
+    if share >= book.t("capture_malformed_critical"):
+        return [Condition("CAPTURE_MOSTLY_MALFORMED", path, fields, evidence)]
+    incomplete = bool(capture.get("truncated")) or bool(capture.get("note"))
+    if incomplete or share >= book.t("capture_malformed_warning"):
+        return [Condition("CAPTURE_INCOMPLETE", path, fields, {**evidence, "note": fields["note"]})]
+    return []

@@ -24,6 +24,9 @@ from candiag.health.windows import BusWindows
 from candiag.ingest.frames import FLAG_ERROR, FLAG_REMOTE, FrameBatch
 
 DROP_SOURCES = ("socket", "interface")
+# A mean load over less time than this says more about where the capture was cut than
+# about the bus; such captures get no load figure, and say why.
+MIN_LOAD_SPAN_S = 1.0
 
 
 def split_by_channel(batch: FrameBatch) -> dict[str, FrameBatch]:
@@ -64,6 +67,7 @@ class BusHealth:
         self.bits_nominal = 0
         self.bits_data = 0
         self.first_timestamp: float | None = None
+        self.first_frame_s = 0.0  # how long the earliest frame took on the wire
         self.last_timestamp: float | None = None
         self.dropped = dict.fromkeys(DROP_SOURCES, 0)
         self.link: LinkStats | None = None
@@ -98,8 +102,22 @@ class BusHealth:
         self.bits_nominal += int(bits[0].sum(dtype=np.int64))
         self.bits_data += int(bits[1].sum(dtype=np.int64))
         lo, hi = float(batch.timestamp.min()), float(batch.timestamp.max())
+        if self.first_timestamp is None or lo < self.first_timestamp:
+            self.first_frame_s = self._frame_seconds(batch, bits, int(batch.timestamp.argmin()))
         self.first_timestamp = lo if self.first_timestamp is None else min(self.first_timestamp, lo)
         self.last_timestamp = hi if self.last_timestamp is None else max(self.last_timestamp, hi)
+
+    def _frame_seconds(
+        self,
+        batch: FrameBatch,
+        bits: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]],
+        row: int,
+    ) -> float:
+        if not self.bitrate or batch.flags[row] & FLAG_ERROR:
+            return 0.0
+        return int(bits[0][row]) / self.bitrate + int(bits[1][row]) / (
+            self.data_bitrate or self.bitrate
+        )
 
     def add_dropped(self, source: str, frames: int) -> None:
         """Frames lost before candiag saw them (``socket``: our receive queue; ``interface``)."""
@@ -128,17 +146,56 @@ class BusHealth:
         self.state.advance(now)
         self.windows.advance(now)
 
-    def mean_load_ratio(self) -> float | None:
-        """Mean load over the whole time seen (captures); ``None`` without bitrate or time span."""
-        if not self.bitrate or self.first_timestamp is None or self.last_timestamp is None:
-            return None
-        span = self.last_timestamp - self.first_timestamp
-        if span <= 0:
-            return None
-        busy = self.bits_nominal / self.bitrate + self.bits_data / (
+    def busy_seconds(self) -> float:
+        """Time the frames seen occupy the bus at the configured bitrate(s)."""
+        if not self.bitrate:
+            return 0.0
+        return self.bits_nominal / self.bitrate + self.bits_data / (
             self.data_bitrate or self.bitrate
         )
-        return busy / span
+
+    def load_span_s(self) -> float | None:
+        """The time the frames seen were on the bus: first to last timestamp, counted physically.
+
+        Receivers stamp a frame when it ends, so the first frame began its own length before
+        the first timestamp; and the bus needs at least :meth:`busy_seconds` to carry all the
+        frames, whatever the timestamps say (host buffering bunches them).  So the load
+        over this span never exceeds 1.
+        """
+        if not self.bitrate or self.first_timestamp is None or self.last_timestamp is None:
+            return None
+        span = self.last_timestamp - self.first_timestamp + self.first_frame_s
+        return max(span, self.busy_seconds())
+
+    def mean_load_ratio(self) -> float | None:
+        """Mean load over the whole time seen (captures); ``None`` without a bitrate, or when
+        the frames span less than :data:`MIN_LOAD_SPAN_S` (see :meth:`load_note`)."""
+        span = self.load_span_s()
+        if span is None or span < MIN_LOAD_SPAN_S:
+            return None
+        return self.busy_seconds() / span
+
+    def load_note(self) -> str | None:
+        """Why a load figure is missing or cannot be taken at face value, in words."""
+        span = self.load_span_s()
+        if not self.bitrate:
+            return "no load figure: the bitrate is not known"
+        if span is None:
+            return "no load figure: no frame seen"
+        if span < MIN_LOAD_SPAN_S:
+            return (
+                f"no load figure: the frames span {_duration(span)}, too short for a mean "
+                f"load (at least {MIN_LOAD_SPAN_S:g} s is needed)"
+            )
+        over = self.windows.overfull_seconds
+        if over:
+            return (
+                f"{over} second(s) hold more frame bits than the bus carries at "
+                f"{self.bitrate:,} bit/s (up to {self.windows.max_raw_ratio_1s_seen:.0%}): "
+                "the capture's timestamps are host arrival times, not bus time, or the "
+                "bitrate is wrong; loads are capped at 100 %"
+            )
+        return None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -195,3 +252,11 @@ class CaptureHealth:
 
     def to_json(self) -> dict[str, Any]:
         return {name: bus.to_json() for name, bus in sorted(self.buses.items())}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.1f} s"

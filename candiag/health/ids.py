@@ -24,7 +24,13 @@ import numpy as np
 import numpy.typing as npt
 
 from candiag.health.thresholds import CycleThresholds
-from candiag.ingest.frames import FLAG_ERROR, FLAG_EXTENDED, FLAG_REMOTE, FrameBatch
+from candiag.ingest.frames import (
+    FLAG_ERROR,
+    FLAG_EXTENDED,
+    FLAG_REMOTE,
+    FrameBatch,
+    format_can_id,
+)
 
 BINS_PER_OCTAVE = 16
 LOWEST_OCTAVE = -14  # 2**-14 s = 61 µs
@@ -81,7 +87,7 @@ class IdRow:
 
     @property
     def id_text(self) -> str:
-        return f"0x{self.can_id:08X}" if self.extended else f"0x{self.can_id:03X}"
+        return format_can_id(self.can_id, self.extended)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

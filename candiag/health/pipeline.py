@@ -38,9 +38,9 @@ from candiag.health.nodes import FamilyPolicy, NodeTracker
 from candiag.health.signals import SignalStats
 from candiag.health.thresholds import HealthThresholds, load_thresholds
 from candiag.health.windows import WINDOWS, BusWindows, SecondRing, per_second_totals
-from candiag.ingest.frames import FrameBatch
+from candiag.ingest.frames import FrameBatch, format_can_id
 
-DEFAULT_BITRATE = 500_000
+DEFAULT_BITRATE = 125_000  # the reference bus (docs/reference-bus.md)
 # Columns of the protocol-error ring: all protocol frames, then one per violation type.
 PROTOCOL_COLUMNS = ("protocol", *PROTOCOL_TYPE_FLAGS)
 # Signal roles plotted per node in the offline report.
@@ -86,8 +86,13 @@ class Timeline:
                     title = TIMELINE_ROLES.get(sig.role or "")
                     if title is None:
                         continue
-                    values = decoded.signals[sig.name][sel].astype(np.float64)
-                    uniq_s, inverse = np.unique(seconds[sel], return_inverse=True)
+                    # A multiplexed signal exists only in frames whose multiplexer selects
+                    # it; the other frames carry other registers and must not be averaged in.
+                    rows = sel & decoded.present[sig.name]
+                    if not rows.any():
+                        continue
+                    values = decoded.signals[sig.name][rows].astype(np.float64)
+                    uniq_s, inverse = np.unique(seconds[rows], return_inverse=True)
                     means = np.bincount(inverse, weights=values) / np.bincount(inverse)
                     key = (f"{title} ({sig.unit})" if sig.unit else title, label)
                     self.signals.setdefault(key, []).append((uniq_s, means))
@@ -133,10 +138,14 @@ class BusPipeline:
         thresholds: HealthThresholds | None = None,
         burst_errors_per_s: int = 8,
         keep_history: bool = False,
+        bitrate_known: bool = True,
     ) -> None:
         self.name = name
         self.db = db
         self.bitrate = bitrate
+        # False when the bitrate is an assumption: figures that depend on it are marked, and
+        # rules give no instruction that depends on it (see candiag.analysis.BitrateChoice).
+        self.bitrate_known = bitrate_known
         self.thresholds = thresholds or load_thresholds()
         self.burst_errors_per_s = burst_errors_per_s
         self.decoder = BatchDecoder(db)
@@ -316,6 +325,9 @@ class BusPipeline:
             check = checks.get((row.channel, row.can_id, row.extended, row.kind))
             key = row.id_text if row.kind == "data" else f"{row.id_text} (remote)"
             out[key] = {
+                "id": row.id_text,
+                "extended": row.extended,
+                "kind": row.kind,
                 "name": message.name if message else None,
                 "family": message.family if message else None,
                 "node": int(node[i]) if message and node[i] >= 0 else None,
@@ -428,7 +440,7 @@ class BusPipeline:
         index, node = self.db.match(np.array([can_id], np.uint32), np.array([extended]))
         message = self.db.messages[int(index[0])]
         n_int = int(stats.n_int[i])
-        text = f"0x{can_id:08X}" if extended else f"0x{can_id:03X}"
+        text = format_can_id(can_id, extended)
         return {
             text: {
                 "name": message.name,
@@ -448,6 +460,7 @@ class BusPipeline:
         report: dict[str, Any] = {
             "name": self.name,
             "bitrate": self.bitrate,
+            "bitrate_known": self.bitrate_known,
             "up": True,
             "state": self.state.state_name,
             "error_frames": self._error_counters(),
@@ -483,19 +496,14 @@ class BusPipeline:
         report: dict[str, Any] = {
             "name": self.name,
             "bitrate": self.bitrate,
+            "bitrate_known": self.bitrate_known,
             "up": True,
             "state": self.state.state_name,
             "bus_state": self.state.to_json(),
             "frames": dict(self.frames),
             "error_frames": errors,
             "bus_off_events": self.errors.by_class["bus_off"],
-            "bus_load": {
-                "bitrate": self.bitrate,
-                "data_bitrate": self.health.data_bitrate,
-                "mean_ratio": round(self.health.mean_load_ratio() or 0.0, 6),
-                "max_ratio_1s": round(self.windows.max_ratio_1s(), 6),
-                "source": "frames",
-            },
+            "bus_load": self._load_report(),
             "windows": self.window_report(),
             "error_bursts": self.error_bursts(),
             "decode": {
@@ -517,6 +525,22 @@ class BusPipeline:
             report["link"] = self.health.link.to_json()
         report.update(self.signals.facts(now))
         return report
+
+    def _load_report(self) -> dict[str, Any]:
+        mean = self.health.mean_load_ratio()
+        span = self.health.load_span_s()
+        return {
+            "bitrate": self.bitrate,
+            "bitrate_known": self.bitrate_known,
+            "data_bitrate": self.health.data_bitrate,
+            # None: no figure (capture too short, see note); never a load over 100 %.
+            "mean_ratio": round(mean, 6) if mean is not None else None,
+            "max_ratio_1s": round(self.windows.max_ratio_1s(), 6),
+            "span_s": round(span, 6) if span is not None else None,
+            "overfull_seconds": self.windows.overfull_seconds,
+            "note": self.health.load_note(),
+            "source": "frames",
+        }
 
     def timeline_json(self) -> dict[str, Any]:
         """Per-second series for plots (needs ``keep_history=True``)."""
@@ -584,6 +608,6 @@ class _SlicedColumns(Mapping[str, npt.NDArray[Any]]):
         return len(self._columns)
 
 
-def _id_text(can_id: int) -> str:
-    extended = bool(can_id & 0x80000000) or can_id > 0x7FF
-    return f"0x{can_id & 0x1FFFFFFF:08X}" if extended else f"0x{can_id:03X}"
+def _id_text(key: int) -> str:
+    """An identifier keyed as the decoder counts them (bit 31: extended), as CAN users write it."""
+    return format_can_id(key & 0x1FFFFFFF, bool(key & 0x80000000))

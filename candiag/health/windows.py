@@ -184,6 +184,9 @@ def per_second_totals(
     return uniq.astype(np.int64), totals
 
 
+# Above this one-second load the timestamps (or the bitrate) are wrong: see BusWindows._ratios.
+OVERFULL_RATIO = 1.02
+
 BUS_COLUMNS: tuple[str, ...] = (
     "frames_data",
     "frames_remote",
@@ -209,7 +212,12 @@ class BusWindows:
         self.bitrate = bitrate
         self.data_bitrate = data_bitrate or bitrate
         self.ring = SecondRing(BUS_COLUMNS, horizon, keep_history)
-        self.max_ratio_1s_seen = 0.0
+        self.max_ratio_1s_seen = 0.0  # capped at the bus capacity (see _ratios)
+        # Seconds whose frames carry more bits than the bus can in one second: their
+        # timestamps are not bus time (host buffering) or the bitrate is wrong.
+        self.overfull_seconds = 0
+        self.max_raw_ratio_1s_seen = 0.0
+        self._last_overfull = -(1 << 62)
         self.last_timestamp: float | None = None
 
     @property
@@ -266,21 +274,41 @@ class BusWindows:
                 newest if self.last_timestamp is None else max(self.last_timestamp, newest)
             )
         if self.bitrate:
-            self.max_ratio_1s_seen = max(self.max_ratio_1s_seen, self._peak_ratio(uniq))
+            self._note_peak(uniq)
 
-    def _ratios(self, rows: I64) -> npt.NDArray[np.float64]:
+    def _raw_ratios(self, rows: I64) -> npt.NDArray[np.float64]:
         assert self.bitrate and self.data_bitrate
         i, j = self.ring.index["bits_nominal"], self.ring.index["bits_data"]
         ratios: npt.NDArray[np.float64] = rows[:, i] / self.bitrate + rows[:, j] / self.data_bitrate
         return ratios
 
-    def _peak_ratio(self, seconds: I64) -> float:
+    def _ratios(self, rows: I64) -> npt.NDArray[np.float64]:
+        """Load per row, capped at 1: a bus cannot carry more than its bitrate.
+
+        More bits than that in one second means the timestamps bunch frames that were on the
+        wire earlier (host buffering) or the bitrate is wrong; :attr:`overfull_seconds`
+        counts such seconds so a report can say so instead of showing a load over 100 %.
+        """
+        ratios: npt.NDArray[np.float64] = np.minimum(self._raw_ratios(rows), 1.0)
+        return ratios
+
+    def _note_peak(self, seconds: I64) -> None:
         if seconds.size == 0 or self.ring.head is None:
-            return 0.0
+            return
         fresh = seconds[seconds > self.ring.head - self.ring.horizon]
         if fresh.size == 0:
-            return 0.0
-        return float(self._ratios(self.ring.buckets[fresh % self.ring.horizon]).max())
+            return
+        raw = self._raw_ratios(self.ring.buckets[fresh % self.ring.horizon])
+        peak = float(raw.max())
+        self.max_raw_ratio_1s_seen = max(self.max_raw_ratio_1s_seen, peak)
+        self.max_ratio_1s_seen = max(self.max_ratio_1s_seen, min(peak, 1.0))
+        # A frame straddling a second boundary is counted in the second it ends in, so a
+        # fully loaded bus can show a few frames' worth over 100 %; only more is overfull.
+        over = fresh[raw > OVERFULL_RATIO]
+        over = over[over > self._last_overfull]  # a second updated again is counted once
+        if over.size:
+            self.overfull_seconds += int(np.unique(over).size)
+            self._last_overfull = int(over.max())
 
     def advance(self, now: float) -> None:
         """Live bus: move the windows to wall time ``now`` (buckets of silent seconds expire)."""
@@ -314,8 +342,8 @@ class BusWindows:
         if covered == 0:
             return 0.0
         total = self.ring.window_sum(window, end)
-        busy = self._ratios(total[None, :])[0]
-        return float(busy / covered)
+        busy = self._raw_ratios(total[None, :])[0]
+        return float(min(busy / covered, 1.0))
 
     def max_ratio_1s(self, window: int | None = None) -> float:
         """Highest one-second load in the last ``window`` seconds (all time when ``None``)."""

@@ -197,6 +197,15 @@ class FrameBatch:
         return out
 
 
+def format_can_id(can_id: int, extended: bool) -> str:
+    """An identifier as CAN users write it: 3 hex digits standard, 8 extended.
+
+    The width comes from the frame's IDE flag, never from the value: an extended 0x285 is
+    ``0x00000285``, a different identifier from the standard ``0x285``.
+    """
+    return f"0x{can_id:08X}" if extended else f"0x{can_id:03X}"
+
+
 def _bool(bits: U8) -> BoolArray:
     return np.asarray(bits, dtype=np.bool_)
 

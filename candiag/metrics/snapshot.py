@@ -20,6 +20,7 @@ import numpy.typing as npt
 from candiag.health.busstate import BUS_STATES as BUS_STATES
 from candiag.health.errorframes import ERROR_CLASSES as ERROR_CLASSES
 from candiag.health.windows import WINDOWS
+from candiag.ingest.frames import format_can_id
 
 # The project-wide vocabularies: error classes and bus states are the health package's
 # (re-exported for the collectors); the export-side ones are defined here.
@@ -158,10 +159,6 @@ class CappedIdCounts:
 
     def __len__(self) -> int:
         return len(self._counts)
-
-
-def format_can_id(can_id: int, extended: bool) -> str:
-    return f"0x{can_id:08X}" if extended else f"0x{can_id:03X}"
 
 
 class DurationHistogram:

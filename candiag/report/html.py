@@ -43,7 +43,7 @@ def render_report(report: Mapping[str, Any], timeline: Mapping[str, Any] | None 
     body = [
         _header(report),
         _summary(report),
-        _findings(report.get("findings") or []),
+        _findings(report),
         _plots(timeline or {}),
         _nodes_table(report.get("nodes") or []),
         _firmware_table(report.get("nodes") or []),
@@ -104,21 +104,34 @@ def _summary(report: Mapping[str, Any]) -> str:
         _card("Bus load mean", _pct(load.get("mean_ratio"))),
         _card("Bus load max (1 s)", _pct(load.get("max_ratio_1s"))),
         _card("TEC / REC max", f"{ef.get('tec_max', 0)} / {ef.get('rec_max', 0)}"),
-        _card("Bitrate", f"{int(load.get('bitrate') or 0):,} bit/s"),
+        _card(
+            f"Bitrate ({_BITRATE_SOURCE.get(str(load.get('bitrate_source')), 'given')})",
+            f"{int(load.get('bitrate') or 0):,} bit/s",
+            "warn" if load.get("bitrate_source") == "assumed" else "",
+        ),
     ]
     return "<h2>Summary</h2><div class='cards'>" + "".join(cards) + "</div>"
+
+
+_BITRATE_SOURCE = {
+    "option": "given",
+    "config": "from config",
+    "recording": "recorded",
+    "inferred": "inferred",
+    "assumed": "assumed, not known",
+}
 
 
 def _pct(value: Any) -> str:
     return "?" if value is None else f"{float(value):.1%}"
 
 
-def _findings(findings: Sequence[Mapping[str, Any]]) -> str:
+def _findings(report: Mapping[str, Any]) -> str:
+    from candiag.analysis import all_clear_sentence
+
+    findings: Sequence[Mapping[str, Any]] = report.get("findings") or []
     if not findings:
-        return (
-            "<h2>Findings</h2><p class='ok'>No problem found: zero error frames, every node "
-            "present, firmware consistent.</p>"
-        )
+        return f"<h2>Findings</h2><p class='ok'>{escape(all_clear_sentence(dict(report)))}</p>"
     items = []
     for f in findings:
         sev = escape(str(f.get("severity", "info")))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from html import escape
+from itertools import pairwise
 
 import numpy as np
 
@@ -32,17 +33,48 @@ LEFT, RIGHT, TOP, BOTTOM = 60, 150, 12, 28
 
 
 def _reduce(t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Keep at most MAX_POINTS points, preserving each bucket's min and max."""
+    """Keep at most MAX_POINTS points, preserving each bucket's min and max.
+
+    A bucket with no finite value (a gap: the signal was absent) keeps one NaN point, so
+    the gap still breaks the line.
+    """
     if len(t) <= MAX_POINTS:
         return t, y
     buckets = np.array_split(np.arange(len(t)), MAX_POINTS // 2)
     idx: list[int] = []
     for b in buckets:
         seg = y[b]
-        lo, hi = int(b[np.nanargmin(seg)]), int(b[np.nanargmax(seg)])
+        finite = np.isfinite(seg)
+        if not finite.any():
+            idx.append(int(b[0]))
+            continue
+        lo = int(b[np.nanargmin(np.where(finite, seg, np.nan))])
+        hi = int(b[np.nanargmax(np.where(finite, seg, np.nan))])
         idx.extend(sorted({lo, hi}))
     sel = np.array(idx)
     return t[sel], y[sel]
+
+
+def _segments(x: np.ndarray, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Runs of finite points without a time gap: a gap in the data is a gap in the line.
+
+    A gap is a NaN value or a step in time over five times the typical (median) step.
+    """
+    ok = np.isfinite(y)
+    if len(x) > 2:
+        steps = np.diff(x)
+        typical = float(np.median(steps)) if steps.size else 0.0
+        jump = np.concatenate([[False], steps > 5 * max(typical, 1e-9)])
+    else:
+        jump = np.zeros(len(x), np.bool_)
+    # A new segment starts after a NaN or at a time jump.
+    breaks = ~ok | jump
+    seg_id = np.cumsum(breaks)
+    out = []
+    for sid in np.unique(seg_id[ok]).tolist():
+        sel = ok & (seg_id == sid)
+        out.append((x[sel], y[sel]))
+    return out
 
 
 def _fmt(v: float) -> str:
@@ -70,6 +102,8 @@ def line_chart(
     xs = tt - origin
     values = [np.asarray(v, np.float64) for v in series.values()]
     finite = np.concatenate([v[np.isfinite(v)] for v in values] or [np.zeros(1)])
+    if not finite.size:
+        return f'<p class="empty">{escape(title)}: no value in the capture.</p>'
     lo = float(finite.min()) if y_min is None else min(y_min, float(finite.min(initial=y_min)))
     hi = float(finite.max()) if len(finite) else 1.0
     if hi <= lo:
@@ -86,9 +120,11 @@ def line_chart(
     for i, (name, v) in enumerate(series.items()):
         color = PALETTE[i % len(PALETTE)]
         rx, ry = _reduce(xs, np.asarray(v, np.float64))
-        ok = np.isfinite(ry)
-        pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px(rx[ok]), py(ry[ok]), strict=True))
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{pts}"/>')
+        for sx, sy in _segments(rx, ry):
+            pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px(sx), py(sy), strict=True))
+            parts.append(
+                f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{pts}"/>'
+            )
         parts.append(
             f'<text x="{W - RIGHT + 8}" y="{TOP + 14 + 16 * i}" fill="{color}" '
             f'font-size="12">{escape(name)}</text>'
@@ -150,9 +186,11 @@ def presence_timeline(
             'fill="#f3d6d6"/>'
         )
         present = np.asarray(counts, np.float64) > 0
-        for start, stop in _runs(present):
+        # Seconds missing from the axis (the whole bus silent) break a run too.
+        contiguous = np.concatenate([[True], np.diff(tt) <= 1.0])
+        for start, stop in _runs(present, contiguous):
             x = left + (tt[start] - tt[0]) * scale
-            w = max(1.0, (stop - start) * scale)
+            w = max(1.0, (tt[stop - 1] - tt[start] + 1.0) * scale)
             out.append(
                 f'<rect x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="{row_h - 4}" '
                 'fill="#2ca02c"/>'
@@ -164,9 +202,17 @@ def presence_timeline(
     return "".join(out)
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+def _runs(mask: np.ndarray, contiguous: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """[start, stop) index runs where ``mask`` holds; ``contiguous[i]`` False starts a new run."""
     if not mask.any():
         return []
     padded = np.concatenate(([False], mask, [False]))
     edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+    runs = [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+    if contiguous is None:
+        return runs
+    out: list[tuple[int, int]] = []
+    for a, b in runs:
+        cuts = [a, *(np.flatnonzero(~contiguous[a + 1 : b]) + a + 1).tolist(), b]
+        out.extend(pairwise(cuts))
+    return out
