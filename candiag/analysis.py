@@ -83,21 +83,147 @@ class AnalysisResult:
     first_detection: dict[str, float] = field(default_factory=dict)  # code -> capture time
 
 
+# After its last frame a stretch of capture is still evaluated this long (timeouts fire,
+# findings settle); a longer silence is skipped, so a gap costs nothing however long.
+SETTLE_S = 120.0
+# A silence longer than this is listed in the report's notes.
+LONG_GAP_S = 600.0
+# In recording order, a timestamp this far behind the previous one is a clock step (NTP,
+# an RTC reset), not the jitter of interleaved sources.
+BACKWARD_STEP_S = 1.0
+# Before this (2000-01-01) a timestamp is a clock that was never set (a controller booting
+# at 1970): a jump from there to a real date is a clock step, not a silence.
+PLAUSIBLE_EPOCH = 946_684_800.0
+
+
 @dataclass
 class _Clock:
-    """Walks evaluation instants through capture time."""
+    """Walks evaluation instants through capture time, skipping long silences."""
 
     start: float | None = None
     next_at: float | None = None
+    last_frame: float | None = None
 
-    def boundaries(self, lo: float, hi: float) -> Iterator[float]:
+    def boundaries(self, ts: np.ndarray[Any, Any]) -> list[float]:
+        """Evaluation instants up to the last of the sorted timestamps ``ts``.
+
+        Instants fall on the evaluation grid, and only within :data:`SETTLE_S` after some
+        frame: across a longer silence the clock jumps to the next frame.
+        """
         if self.start is None:
-            self.start = lo
-            self.next_at = np.floor(lo) + 1.0
+            self.start = float(ts[0])
+            self.next_at = float(np.floor(ts[0])) + 1.0
         assert self.next_at is not None
-        while self.next_at <= hi:
-            yield self.next_at
+        points = ts if self.last_frame is None else np.concatenate([[self.last_frame], ts])
+        gaps = np.flatnonzero(np.diff(points) > SETTLE_S).tolist()
+        out: list[float] = []
+        for g in gaps:
+            self._walk(float(points[g]) + SETTLE_S, out)
+            self.next_at = max(self.next_at, float(np.floor(points[g + 1])) + 1.0)
+        self._walk(float(ts[-1]), out)
+        self.last_frame = float(ts[-1])
+        return out
+
+    def _walk(self, until: float, out: list[float]) -> None:
+        assert self.next_at is not None and self.start is not None
+        while self.next_at <= until:
+            out.append(self.next_at)
             self.next_at += evaluation_interval(self.next_at - self.start)
+
+
+@dataclass(frozen=True)
+class ClockEvent:
+    """A step of the recording's clock, or a long silence, found in recording order."""
+
+    kind: str  # "step" or "gap"
+    frame: int  # frames before it, in recording order
+    before: float  # timestamp before (as recorded)
+    after: float  # timestamp after (as recorded)
+
+    @property
+    def seconds(self) -> float:
+        return self.after - self.before
+
+    def text(self) -> str:
+        if self.kind == "gap":
+            return (
+                f"no frames for {_span_words(self.seconds)} after frame {self.frame:,} "
+                f"({_utc(self.before)} to {_utc(self.after)})"
+            )
+        sign = "+" if self.seconds >= 0 else "-"
+        return (
+            f"clock stepped {sign}{_span_words(abs(self.seconds))} after frame {self.frame:,} "
+            f"({_utc(self.before)} to {_utc(self.after)}); the frames after it are analyzed as "
+            "continuing from the frame before"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "frame": self.frame,
+            "before": self.before,
+            "after": self.after,
+            "seconds": self.seconds,
+            "text": self.text(),
+        }
+
+
+@dataclass
+class _TimeSteps:
+    """Takes clock steps out of the timeline, in recording order, vectorized per batch.
+
+    A step (backward beyond :data:`BACKWARD_STEP_S`, or forward out of a never-set clock)
+    shifts every later timestamp so that time continues from the frame before it; long
+    forward silences stay (they are real) and are only noted.
+    """
+
+    offset: float = 0.0
+    last_raw: float | None = None
+    frames: int = 0
+    events: list[ClockEvent] = field(default_factory=list)
+
+    def remap(self, batch: FrameBatch) -> FrameBatch:
+        ts = batch.timestamp
+        prev = np.concatenate([[ts[0] if self.last_raw is None else self.last_raw], ts[:-1]])
+        delta = ts - prev
+        unset = (prev < PLAUSIBLE_EPOCH) & (ts >= PLAUSIBLE_EPOCH)
+        step = (delta < -BACKWARD_STEP_S) | (unset & (delta > SETTLE_S))
+        gap = ~step & (delta > LONG_GAP_S)
+        for i in np.flatnonzero(step | gap).tolist():
+            kind = "step" if step[i] else "gap"
+            self.events.append(ClockEvent(kind, self.frames + i, float(prev[i]), float(ts[i])))
+        self.frames += len(ts)
+        self.last_raw = float(ts[-1])
+        if not step.any() and self.offset == 0.0:
+            return batch
+        # Each step's correction takes its jump out of every later timestamp.
+        correction = np.cumsum(np.where(step, -delta, 0.0)) + self.offset
+        self.offset = float(correction[-1])
+        return FrameBatch(
+            timestamp=ts + correction,
+            can_id=batch.can_id,
+            flags=batch.flags,
+            dlc=batch.dlc,
+            data=batch.data,
+            channel=batch.channel,
+            channels=batch.channels,
+        )
+
+
+def _span_words(seconds: float) -> str:
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
+def _utc(ts: float) -> str:
+    import time
+
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    except (OverflowError, OSError, ValueError):
+        return f"{ts:.6f}"
 
 
 @dataclass
@@ -166,10 +292,11 @@ def analyze_capture(
     clock = _Clock()
     evaluations = 0
     first_detection: dict[str, float] = {}
+    steps = _TimeSteps()
     for batch in _chain(sample, batches):
         if len(batch) == 0:
             continue
-        batch, cuts = _evaluation_cuts(batch, clock)
+        batch, cuts = _evaluation_cuts(steps.remap(batch), clock)
         parts = [
             _Part(buses.pipeline(ch), part, ends) for ch, part, ends in _per_channel(batch, cuts)
         ]
@@ -184,7 +311,7 @@ def analyze_capture(
         _evaluate(engine, buses, end, first_detection, clock)
         evaluations += 1
     engine.add_conditions(end or 0.0, capture_conditions(book, _capture_facts(reader.stats)))
-    report = build_report(buses, reader.stats, engine, choice, matches)
+    report = build_report(buses, reader.stats, engine, choice, matches, steps.events)
     timeline = _timeline(buses) if keep_history else {}
     return AnalysisResult(report, timeline, evaluations, first_detection)
 
@@ -278,10 +405,10 @@ def _evaluation_cuts(
     the batch) has no instant.
     """
     ts = batch.timestamp
-    instants = list(clock.boundaries(float(ts.min()), float(ts.max())))
-    if instants and not bool(np.all(ts[1:] >= ts[:-1])):
+    if not bool(np.all(ts[1:] >= ts[:-1])):
         batch = batch.take(np.argsort(ts, kind="stable"))
         ts = batch.timestamp
+    instants = clock.boundaries(ts)
     ends = np.searchsorted(ts, np.asarray(instants), side="left").tolist() if instants else []
     cuts: list[tuple[int, float | None]] = list(zip(ends, instants, strict=True))
     cuts.append((len(batch), None))
@@ -333,6 +460,7 @@ def build_report(
     engine: DiagnosisEngine,
     bitrate: BitrateChoice,
     matches: Sequence[DbcMatch] = (),
+    clock_events: Sequence[ClockEvent] = (),
 ) -> dict[str, Any]:
     """``analyze``'s JSON: the documented keys first, then per-bus reports when several."""
     reports = {name: p.report() for name, p in buses.pipelines.items()}
@@ -355,6 +483,7 @@ def build_report(
             {"line": m.line, "reason": m.reason, "text": m.text} for m in stats.examples
         ],
         "truncated": stats.truncated,
+        "clock_events": [e.to_json() for e in clock_events],
         "start": start,
         "end": end,
         "duration_s": round(end - start, 6) if start is not None and end is not None else 0.0,
@@ -380,7 +509,8 @@ def build_report(
         "contactors": merged["contactors"],
         "cooling": merged["cooling"],
         "currents": merged["currents"],
-        "notes": _notes(stats, buses, bitrate, matches),
+        "notes": _notes(stats, buses, bitrate, matches)
+        + [f"Capture time: {e.text()}." for e in clock_events],
     }
     if len(reports) > 1:
         report["buses"] = reports
