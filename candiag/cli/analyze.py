@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from candiag.errors import InputError
@@ -71,10 +70,12 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from candiag.analysis import BitrateChoice, analyze_capture
+    from candiag.cli.outputs import check_outputs, write_text
     from candiag.decode.dbc import load_dbc_paths
     from candiag.diagnosis.engine import load_rulebook
     from candiag.health.nodes import FamilyPolicy
 
+    check_outputs([args.json, args.html], [args.capture])
     bitrate: BitrateChoice | None = None
     if args.bitrate is not None:
         bitrate = BitrateChoice(args.bitrate, "option", "given with --bitrate", args.data_bitrate)
@@ -123,11 +124,11 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print_summary(report)
         if args.json:
-            _write(args.json, json.dumps(report, indent=1, default=_json_default) + "\n")
+            write_text(args.json, json.dumps(report, indent=1, default=_json_default) + "\n")
     if args.html:
         from candiag.report.html import render_report
 
-        _write(args.html, render_report(report, result.timeline))
+        write_text(args.html, render_report(report, result.timeline))
     return _exit_status(report, args.fail_on)
 
 
@@ -144,13 +145,6 @@ def _config_bus(path: str, name: str | None) -> tuple[Any, Any]:
             return bus, config.diagnosis.thresholds_file
     names = ", ".join(b.name for b in config.buses)
     raise InputError(f"--bus {name}: no such bus in {path} (configured: {names})")
-
-
-def _write(path: str, text: str) -> None:
-    try:
-        Path(path).write_text(text, "utf-8")
-    except OSError as err:
-        raise InputError(f"cannot write {path}: {err.strerror}; choose another path") from err
 
 
 def _json_default(value: Any) -> Any:
