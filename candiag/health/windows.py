@@ -247,7 +247,9 @@ class BusWindows:
         rows = np.flatnonzero(error)
         if rows.size:
             ids = batch.can_id[rows]
-            class_cols = [((ids >> b) & 1).astype(np.float64) for b in range(len(SOCKETCAN_CLASSES))]
+            class_cols = [
+                ((ids >> b) & 1).astype(np.float64) for b in range(len(SOCKETCAN_CLASSES))
+            ]
             class_cols.append(unclassified_mask(ids).astype(np.float64))
             uniq_e, totals_e = per_second_totals(
                 seconds[rows], [None] * 5 + class_cols + [None], k=k

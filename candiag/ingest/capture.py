@@ -214,7 +214,9 @@ class CaptureReader:
                 break
             head += block
         if not head:
-            raise CaptureError(f"{self.where}: nothing arrived on standard input; pipe a capture in")
+            raise CaptureError(
+                f"{self.where}: nothing arrived on standard input; pipe a capture in"
+            )
         return head
 
     def _detect(self) -> detection.Detected:
@@ -245,14 +247,14 @@ class CaptureReader:
                 break
         return head[:_SNIFF_BYTES]
 
-    def _raw_file(self) -> IO[bytes]:
+    def _raw_file(self) -> BinaryIO:
         """The stored bytes from the start (standard input: only once)."""
         if self._stdin is None:
             return open(self.path, "rb")
         if self._consumed:
             raise CaptureError(f"{self.where}: standard input can be read only once")
         self._consumed = True
-        return _Chain(self._raw_head, self._stdin)
+        return io.BufferedReader(_Chain(self._raw_head, self._stdin))
 
     def _raw_blocks(self, size: int) -> Iterator[bytes]:
         """Decompressed bytes of the capture (gzip tolerated when cut short)."""
@@ -449,8 +451,7 @@ class CaptureReader:
                 f"{self.where}: MF4 needs a seekable, uncompressed file; save it to disk "
                 "(and gunzip it) first"
             )
-        for batch in read_mf4(str(self.path), self.stats, channels, self.chunk_lines):
-            yield batch
+        yield from read_mf4(str(self.path), self.stats, channels, self.chunk_lines)
         self.stats.lines = self.stats.frames + self.stats.malformed
 
 

@@ -25,9 +25,7 @@ from candiag.ingest.frames import CAN_EFF_MASK, CAN_SFF_MASK, FD_DLC_TO_LEN, Fra
 NAME = "ASC"
 _FD_LENGTHS = frozenset(FD_DLC_TO_LEN)
 _EVENT = re.compile(r"(\d+(?:\.\d+)?)\s+(\S.*)")
-_BASE = re.compile(
-    r"base\s+(hex|dec)(?:\s+timestamps\s+(absolute|relative))?", re.IGNORECASE
-)
+_BASE = re.compile(r"base\s+(hex|dec)(?:\s+timestamps\s+(absolute|relative))?", re.IGNORECASE)
 _HEADER = re.compile(
     r"(date\s|(no\s+)?internal\s+events\s+logged|begin\s+triggerblock|end\s+triggerblock|//|;)",
     re.IGNORECASE,
@@ -182,7 +180,9 @@ class AscReader:
             return None
         if fields[1] not in _DIRECTIONS:
             if fields[1] == "TxRq":
-                self.sink.not_a_frame(f"{NAME} TxRq lines (transmit requests, not frames on the bus)")
+                self.sink.not_a_frame(
+                    f"{NAME} TxRq lines (transmit requests, not frames on the bus)"
+                )
                 return None
             return f"CANFD direction {fields[1]!r} is neither Rx nor Tx"
         ident = self._identifier(fields[2])

@@ -41,7 +41,7 @@ _CHANNEL = struct.Struct("<H")
 _TEN_MICROSECONDS = 1  # object flag: timestamps in 10 us units, else 1 ns
 
 
-class ErrorAwareBLFReader(BLFReader):  # type: ignore[misc]
+class ErrorAwareBLFReader(BLFReader):
     """python-can's BLF reader whose error messages carry SocketCAN classes (or none)."""
 
     def __init__(self, file: Any, **kwargs: Any) -> None:

@@ -139,6 +139,8 @@ def detect(name: str, head: bytes) -> Detected | None:
     if by_suffix == found.format:
         return Detected(found.format, f"suffix {suffix}; {found.reason}", found.layout)
     if by_suffix is not None:
-        reason = f"suffix {suffix} but {found.reason.removeprefix('content: ')} ({NAMES[found.format]})"
+        reason = (
+            f"suffix {suffix} but {found.reason.removeprefix('content: ')} ({NAMES[found.format]})"
+        )
         return Detected(found.format, reason, found.layout)
     return found

@@ -22,9 +22,7 @@ def available() -> bool:
     return importlib.util.find_spec("asammdf") is not None
 
 
-def read_mf4(
-    path: str, sink: Sink, channels: list[str], chunk: int
-) -> Iterator[FrameBatch]:
+def read_mf4(path: str, sink: Sink, channels: list[str], chunk: int) -> Iterator[FrameBatch]:
     """Batches of the MF4 file; a reader error ends the file with ``sink.stopped``."""
     if not available():
         raise CaptureError(

@@ -77,9 +77,7 @@ class FrameRows:
             self.channels.append(name)
         return idx
 
-    def add(
-        self, ts: float, can_id: int, flags: int, dlc: int, data: bytes, channel: str
-    ) -> None:
+    def add(self, ts: float, can_id: int, flags: int, dlc: int, data: bytes, channel: str) -> None:
         """One frame: ``dlc`` in bytes (a remote frame's requested length), ``data`` its payload."""
         self._ts.append(ts)
         self._id.append(can_id)

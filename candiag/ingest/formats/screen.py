@@ -14,6 +14,7 @@ by the detector with the command that records a candump ``-L`` log instead.
 from __future__ import annotations
 
 import datetime
+import itertools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ def detect(lines: list[str]) -> Layout | None:
         stamps = [float(m.group("timestamp")) for m in matches]
         if stamps[0] >= _EPOCH_FLOOR:
             return Layout(pattern, "absolute")
-        ordered = all(b >= a for a, b in zip(stamps, stamps[1:], strict=False))
+        ordered = all(b >= a for a, b in itertools.pairwise(stamps))
         return Layout(pattern, "zero" if ordered else "delta")
     return None
 

@@ -136,9 +136,7 @@ class TrcReader:
         return None
 
 
-def _chain(
-    first: list[tuple[int, str]], source: _Lines
-) -> Iterator[tuple[int, str]]:
+def _chain(first: list[tuple[int, str]], source: _Lines) -> Iterator[tuple[int, str]]:
     yield from first
     for text in source:
         yield source.number, text
@@ -151,7 +149,7 @@ def _row_type(reader: Any, cols: tuple[str, ...]) -> str:
     version = reader.file_version
     try:
         if version >= TRCFileVersion.V2_0:
-            return cols[reader.columns["T"]]
+            return str(cols[reader.columns["T"]])
         if version == TRCFileVersion.V1_3:
             return cols[3]
         if version == TRCFileVersion.V1_1:
