@@ -38,6 +38,12 @@ _ECC = re.compile(r"ECC:\s*([01]{8})\b")
 _KEY_VALUE = re.compile(r"(\w+)\s*=\s*(0x[0-9A-Fa-f]+|\d+)")
 _NOT_ACK = re.compile(r"not\s+acknowledge", re.IGNORECASE)
 _DIRECTIONS = ("Rx", "Tx")
+# The common line, a classic data frame in hex, in one match (the general parser below gives
+# the same frame, and the reasons when a line is wrong).
+_CLASSIC_HEX = re.compile(
+    r"\s*(\d+\.\d+)\s+(\d+)\s+([0-9A-Fa-f]{1,8})([xX]?)\s+(?:Rx|Tx)\s+d\s+([0-9A-Fa-f])"
+    r"((?:\s+[0-9A-Fa-f]{2}(?![0-9A-Za-z]))*)"
+)
 
 
 class AscReader:
@@ -63,6 +69,18 @@ class AscReader:
 
     # -- one line ------------------------------------------------------------------------
     def _line(self, line: str) -> str | None:
+        fast = _CLASSIC_HEX.match(line) if self.base == 16 and not self.relative else None
+        if fast is not None:
+            count = min(FD_DLC_TO_LEN[int(fast.group(5), 16)], 8)
+            data = fast.group(6).split()
+            if len(data) >= count:
+                can_id = int(fast.group(3), 16)
+                extended = fast.group(4) != ""
+                if can_id <= (CAN_EFF_MASK if extended else CAN_SFF_MASK):
+                    payload = bytes.fromhex("".join(data[:count]))
+                    self.rows.add(float(fast.group(1)), can_id, EXTENDED if extended else 0,
+                                  count, payload, str(int(fast.group(2))))  # fmt: skip
+                    return None
         text = line.strip()
         if not text:
             return None
