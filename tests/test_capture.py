@@ -196,13 +196,15 @@ def test_python_can_formats(tmp_path: Path, suffix: str, compressed: bool) -> No
     assert np.allclose(np.diff(batch.timestamp), [0.25, 0.25], atol=1e-3)
 
 
-def test_python_can_reader_failure_keeps_earlier_frames(tmp_path: Path) -> None:
+def test_a_bad_csv_row_is_skipped_and_the_rest_read(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text(
         "timestamp,arbitration_id,extended,remote,error,dlc,data\n"
         "1.0,0x123,0,0,0,1,AQ==\n"
         "this,is,not,a,valid,row\n"
+        "2.0,0x124,0,0,0,1,Ag==\n"
     )
     batch, stats = read_capture(path)
-    assert len(batch) == 1 and stats.malformed == 1
-    assert "python-can csv reader stopped" in stats.examples[0].reason
+    assert batch.can_id.tolist() == [0x123, 0x124] and stats.malformed == 1
+    assert stats.examples[0].line == 3
+    assert stats.examples[0].reason.startswith("CSV: expected 7 comma-separated columns")

@@ -285,3 +285,22 @@ def test_load_high_reads_the_worst_ten_seconds_of_the_last_minute() -> None:
     bus["windows"]["10s"]["load_ratio"] = 0.25  # the overload ended a few seconds ago
     bus["windows"]["60s"]["load_ratio_max_10s"] = 0.93
     assert codes([bus]) == ["CAN_LOAD_HIGH"]
+
+
+def test_unclassified_error_frames_are_a_warning_not_silence() -> None:
+    bus = with_errors(healthy_bus(), unclassified=3)
+    engine = DiagnosisEngine()
+    engine.update(100.0, [bus], [])
+    findings = engine.findings()
+    assert [f.code for f in findings] == ["CAN_ERROR_FRAMES_UNCLASSIFIED"]
+    finding = findings[0]
+    assert finding.severity == "warning"
+    assert finding.title.startswith("3 error frames on can0")
+    assert finding.evidence["unclassified_60s"] == 3
+    assert finding.causes and finding.fix
+
+
+def test_unclassified_beside_known_classes_keeps_both_findings() -> None:
+    found = codes([with_errors(healthy_bus(), unclassified=2, ack=5)])
+    assert "CAN_ERROR_FRAMES_UNCLASSIFIED" in found and "CAN_ERR_ACK" in found
+    assert "CAN_ERROR_FRAMES_UNCLASSIFIED" not in codes([healthy_bus()])

@@ -87,10 +87,11 @@ def test_counters_with_and_without_cnt_flag_kept_apart() -> None:
 def test_class_matrix_matches_per_frame_bits_on_random_batch() -> None:
     batch = synthetic_batch(5000, error_share=0.2, seed=3)
     m = class_matrix(batch)
-    assert m.shape == (5000, 10)
+    assert m.shape == (5000, 11)
     assert not m[~batch.is_error].any()
     for i in np.flatnonzero(batch.is_error)[:200]:
         expected = [bool(int(batch.can_id[i]) >> b & 1) for b in range(10)]
+        expected.append(not any(expected))  # unclassified: no class bit at all
         assert m[i].tolist() == expected
     s = ErrorFrameSummary()
     s.update(batch)
@@ -178,3 +179,26 @@ def test_state_is_kept_between_batches_and_advanced_to_now() -> None:
     assert t.state_name == "down"
     assert t.seconds_in_state[BUS_STATES.index("down")] == pytest.approx(1.0)
     assert t.to_json()["sources"] == ["daemon", "error_frame"]
+
+
+def test_error_frame_without_class_bits_is_counted_unclassified() -> None:
+    from candiag.health.errorframes import UNCLASSIFIED
+    from candiag.health.windows import BusWindows
+
+    batch = frames(
+        [
+            _err(1.0, 0x000, 0, 0, 0, 0, 0, 0, 0, 0),  # kind not recorded by the source
+            _err(1.5, 0x020, 0, 0, 0, 0, 0, 0, 0, 0),  # ack
+            _err(2.0, 0x000, 0, 0, 0, 0, 0, 0, 0, 0),
+        ]
+    )
+    s = ErrorFrameSummary()
+    s.update(batch)
+    assert s.by_class[UNCLASSIFIED] == 2 and s.by_class["ack"] == 1
+    assert sum(s.by_class.values()) == 3
+    assert s.to_json()["by_class"][UNCLASSIFIED] == 2
+    windows = BusWindows(bitrate=500_000)
+    windows.update(batch)
+    assert windows.error_counts(60)[UNCLASSIFIED] == 2
+    assert windows.error_counts(60)["ack"] == 1
+    assert describe_error_frame(0, bytes(8)) == [UNCLASSIFIED]

@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
             "firmware consistency, decoded signal ranges, and findings with their fixes."
         ),
     )
-    parser.add_argument("capture", help="the capture file")
+    parser.add_argument("capture", help="the capture file, or - to read it from standard input")
     parser.add_argument(
         "--dbc",
         action="append",

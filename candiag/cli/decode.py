@@ -34,7 +34,9 @@ def register(subparsers: Any) -> None:
             "remote frames, malformed lines) goes to stderr."
         ),
     )
-    parser.add_argument("capture", help="the capture file, e.g. can0-2026-11-21.log.gz")
+    parser.add_argument(
+        "capture", help="the capture file, e.g. can0-2026-11-21.log.gz, or - for standard input"
+    )
     parser.add_argument(
         "--dbc",
         action="append",

@@ -112,6 +112,16 @@ def error_frame_conditions(
     elif state == "error_warning":
         yield Condition("CAN_TEC_RISING", name, base, {**counters, **evidence})
 
+    unclassified = int(by_class.get("unclassified", 0))
+    if unclassified > 0:
+        # The capture format recorded that error frames happened, not which kind: say so
+        # instead of letting them pass without a finding (docs/capture-formats.md).
+        yield Condition(
+            "CAN_ERROR_FRAMES_UNCLASSIFIED",
+            name,
+            {**base, "count": unclassified},
+            {**evidence, "unclassified_60s": unclassified},
+        )
     if total < book.t("error_frames_warning_60s"):
         return
     trx = int(by_class.get("transceiver", 0)) + sum(

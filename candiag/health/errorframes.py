@@ -9,6 +9,12 @@ per class over whole batches is a handful of numpy reductions, not a per-frame l
 One frame may carry several classes (e.g. ``CAN_ERR_PROT | CAN_ERR_BUSERROR | CAN_ERR_CNT``);
 each class is counted.  Sub-fields are only read when their class bit is set, as the kernel
 leaves the other bytes unspecified.
+
+Besides the ten SocketCAN classes there is one more: ``unclassified``, an error frame with no
+class bit at all.  Capture formats that record *that* an error frame happened but not *what
+kind* (an ASC ``ErrorFrame`` line, a TRC ``ER`` row; docs/capture-formats.md) are read as such
+frames (``can_id`` 0, zero payload), so they are counted and reported, never silently dropped
+and never decoded as classes they do not carry.
 """
 
 from __future__ import annotations
@@ -21,9 +27,8 @@ import numpy.typing as npt
 
 from candiag.ingest.frames import FrameBatch
 
-# The ten classes, in bit order (CAN_ERR_TX_TIMEOUT 0x001 ... CAN_ERR_CNT 0x200).
-# These names are used everywhere: JSON keys, the metric label ``class``, window columns.
-ERROR_CLASSES: tuple[str, ...] = (
+# The ten SocketCAN classes, in bit order (CAN_ERR_TX_TIMEOUT 0x001 ... CAN_ERR_CNT 0x200).
+SOCKETCAN_CLASSES: tuple[str, ...] = (
     "tx_timeout",
     "lost_arbitration",
     "controller",
@@ -35,7 +40,13 @@ ERROR_CLASSES: tuple[str, ...] = (
     "restarted",
     "counters",
 )
-CLASS_BIT: dict[str, int] = {name: 1 << i for i, name in enumerate(ERROR_CLASSES)}
+# An error frame without any class bit: its source did not record the kind of error.
+UNCLASSIFIED = "unclassified"
+# Every class candiag counts.  These names are used everywhere: JSON keys, the metric label
+# ``class``, window columns.  Only the first ten are bits of ``can_id``.
+ERROR_CLASSES: tuple[str, ...] = (*SOCKETCAN_CLASSES, UNCLASSIFIED)
+CLASS_BIT: dict[str, int] = {name: 1 << i for i, name in enumerate(SOCKETCAN_CLASSES)}
+CAN_ERR_CLASS_MASK = (1 << len(SOCKETCAN_CLASSES)) - 1
 CAN_ERR_TX_TIMEOUT = 0x001
 CAN_ERR_LOSTARB = 0x002
 CAN_ERR_CRTL = 0x004
@@ -113,7 +124,7 @@ TRANSCEIVER_CANL: dict[int, str] = {
 }
 
 BoolMatrix = npt.NDArray[np.bool_]
-_CLASS_BITS = np.array([1 << i for i in range(len(ERROR_CLASSES))], np.uint32)
+_CLASS_BITS = np.array([1 << i for i in range(len(SOCKETCAN_CLASSES))], np.uint32)
 
 
 def error_rows(batch: FrameBatch) -> npt.NDArray[np.intp]:
@@ -121,12 +132,20 @@ def error_rows(batch: FrameBatch) -> npt.NDArray[np.intp]:
     return np.flatnonzero(batch.is_error)
 
 
-def class_matrix(batch: FrameBatch) -> BoolMatrix:
-    """``bool[len(batch), 10]``: which classes each frame carries (all False for non-error rows).
+def unclassified_mask(can_id: npt.NDArray[np.uint32]) -> npt.NDArray[np.bool_]:
+    """Which of these error-frame identifiers carry no class bit (kind not recorded)."""
+    return np.asarray((can_id & CAN_ERR_CLASS_MASK) == 0, np.bool_)
 
-    Column order is :data:`ERROR_CLASSES`; this is what the sliding windows add up.
+
+def class_matrix(batch: FrameBatch) -> BoolMatrix:
+    """``bool[len(batch), 11]``: which classes each frame carries (all False for non-error rows).
+
+    Column order is :data:`ERROR_CLASSES` (the last column: ``unclassified``); this is what
+    the sliding windows add up.
     """
-    bits: BoolMatrix = (batch.can_id[:, None] & _CLASS_BITS[None, :]) != 0
+    bits = np.empty((len(batch), len(ERROR_CLASSES)), np.bool_)
+    bits[:, :-1] = (batch.can_id[:, None] & _CLASS_BITS[None, :]) != 0
+    bits[:, -1] = unclassified_mask(batch.can_id)
     bits &= batch.is_error[:, None]
     return bits
 
@@ -210,6 +229,7 @@ class ErrorFrameSummary:
         self.last_timestamp = _max_opt(self.last_timestamp, float(ts[-1]))
         for name, bit in CLASS_BIT.items():
             self.by_class[name] += int(np.count_nonzero(can_id & bit))
+        self.by_class[UNCLASSIFIED] += int(np.count_nonzero(unclassified_mask(can_id)))
         self._update_subfields(can_id, data)
         self._update_counters(can_id, data)
 
@@ -292,6 +312,8 @@ def describe_error_frame(can_id: int, data: bytes) -> list[str]:
     For logs and the live view (one frame at a time); batch code uses :class:`ErrorFrameSummary`.
     """
     payload = bytes(data[:8]).ljust(8, b"\0")
+    if not can_id & CAN_ERR_CLASS_MASK:
+        return [UNCLASSIFIED]
     parts: list[str] = []
     for name, bit in CLASS_BIT.items():
         if not can_id & bit:

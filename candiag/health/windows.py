@@ -2,9 +2,9 @@
 
 Owns :class:`SecondRing`, a fixed ``int64[horizon, k]`` array of per-second totals (memory set
 by the longest window, whatever the traffic), and :class:`BusWindows`, which feeds it from
-frame batches: frames per kind, bits at nominal and data rate, error frames per class and
-bus-off events.  Updating costs one bincount per column over the batch; a window query sums
-at most ``horizon`` rows.
+frame batches: frames per kind, bits at nominal and data rate, error frames per class (the ten
+SocketCAN classes and ``unclassified``) and bus-off events.  Updating costs one bincount per
+column over the batch; a window query sums at most ``horizon`` rows.
 
 Time is integer seconds of the frame timestamps, so the same code serves live buses (time
 advances, buckets expire, :meth:`BusWindows.advance` moves "now" when nothing arrives) and
@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from candiag.health.busload import frame_bits
-from candiag.health.errorframes import ERROR_CLASSES
+from candiag.health.errorframes import ERROR_CLASSES, SOCKETCAN_CLASSES, unclassified_mask
 from candiag.ingest.frames import FLAG_ERROR, FLAG_REMOTE, FrameBatch
 
 WINDOWS: dict[str, int] = {"10s": 10, "60s": 60, "300s": 300, "3600s": 3600}
@@ -255,7 +255,10 @@ class BusWindows:
         rows = np.flatnonzero(error)
         if rows.size:
             ids = batch.can_id[rows]
-            class_cols = [((ids >> b) & 1).astype(np.float64) for b in range(len(ERROR_CLASSES))]
+            class_cols = [
+                ((ids >> b) & 1).astype(np.float64) for b in range(len(SOCKETCAN_CLASSES))
+            ]
+            class_cols.append(unclassified_mask(ids).astype(np.float64))
             uniq_e, totals_e = per_second_totals(
                 seconds[rows], [None] * 5 + class_cols + [None], k=k
             )

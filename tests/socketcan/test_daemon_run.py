@@ -93,7 +93,7 @@ processing_interval_s = 0.25
             if k[0] == "candiag_can_error_frames_total" and dict(k[1]).get("bus") == CHANNEL
         }
         assert by_class["ack"] == 3 and by_class["protocol"] == 2 and by_class["bus_error"] == 2
-        assert sum(by_class.values()) == 7 and len(by_class) == 10
+        assert sum(by_class.values()) == 7 and len(by_class) == 11  # 10 SocketCAN + unclassified
         assert value(s, "candiag_can_id_frames_total", bus=CHANNEL, id="0x123") == 40
         assert frames(s, "remote") == 0
 
