@@ -240,7 +240,7 @@ class _Buses:
     def pipeline(self, channel: str) -> BusPipeline:
         if channel not in self.pipelines:
             self.pipelines[channel] = BusPipeline(
-                channel,
+                bus_name(channel),
                 self.db,
                 bitrate=self.bitrate.bitrate,
                 data_bitrate=self.bitrate.data_bitrate,
@@ -258,6 +258,12 @@ class _Buses:
     def last_ts(self) -> float | None:
         ends = [p.last_ts for p in self.pipelines.values() if p.last_ts is not None]
         return max(ends) if ends else None
+
+
+def bus_name(channel: str) -> str:
+    """How a capture's channel is named in findings: ``can0`` as is, a bare number (Vector
+    and PEAK tools number their channels) as ``CAN 1``."""
+    return f"CAN {channel}" if channel.isdigit() else channel
 
 
 def analyze_capture(
@@ -433,14 +439,14 @@ def _capture_facts(stats: CaptureStats) -> dict[str, Any]:
     return {
         "path": stats.path,
         "format": stats.format,
-        "format_reason": getattr(stats, "format_reason", ""),
+        "format_reason": stats.format_reason,
         "lines": stats.lines,
         "frames": stats.frames,
         "malformed": stats.malformed,
         "first_malformed": stats.examples[0].line if stats.examples else None,
         "first_reason": stats.examples[0].reason if stats.examples else "",
         "truncated": stats.truncated,
-        "note": stats.note,
+        "note": stats.stop_text() if stats.stopped_at is not None else stats.note,
     }
 
 
@@ -463,7 +469,7 @@ def build_report(
     clock_events: Sequence[ClockEvent] = (),
 ) -> dict[str, Any]:
     """``analyze``'s JSON: the documented keys first, then per-bus reports when several."""
-    reports = {name: p.report() for name, p in buses.pipelines.items()}
+    reports = {p.name: p.report() for p in buses.pipelines.values()}
     if not reports:
         reports = {"can": BusPipeline("can", buses.db, bitrate=bitrate.bitrate).report()}
     merged = _merge_buses(reports)
@@ -474,7 +480,7 @@ def build_report(
     capture = {
         "path": stats.path,
         "format": stats.format,
-        "format_reason": getattr(stats, "format_reason", ""),
+        "format_reason": stats.format_reason,
         "channels": list(buses.pipelines),
         "lines": stats.lines,
         "frames": merged["frames"]["total"],
@@ -483,6 +489,10 @@ def build_report(
             {"line": m.line, "reason": m.reason, "text": m.text} for m in stats.examples
         ],
         "truncated": stats.truncated,
+        "not_frames": dict(stats.not_frames),
+        "stopped_at": stats.stopped_at,
+        "unread": stats.unread,
+        "unread_unit": stats.unread_unit or None,
         "clock_events": [e.to_json() for e in clock_events],
         "start": start,
         "end": end,
@@ -521,12 +531,19 @@ def _notes(
     stats: CaptureStats, buses: _Buses, bitrate: BitrateChoice, matches: Sequence[DbcMatch]
 ) -> list[str]:
     notes = []
-    if stats.truncated:
+    if stats.stopped_at is not None:
+        notes.append(
+            f"The {stats.format} reader could not go on: {stats.stop_text()}; figures stop there."
+        )
+    elif stats.truncated:
         notes.append(
             f"The capture ends abruptly ({stats.note or 'truncated'}): figures stop there."
         )
     elif stats.note:
         notes.append(f"Reading the capture: {stats.note}.")
+    if stats.not_frames:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(stats.not_frames.items()))
+        notes.append(f"Records that are not CAN frames were counted and left out: {kinds}.")
     if stats.malformed:
         notes.append(
             f"{stats.malformed} malformed lines were skipped (see capture.malformed_examples)."
@@ -549,7 +566,7 @@ def _notes(
                 f"{p.name}: some frames arrived more than an hour out of order and are missing "
                 "from the sliding windows (totals are complete)."
             )
-    if matches and not any(m.matched for m in matches):
+    if matches and not any(m.matched for m in matches) and any(m.sample_frames for m in matches):
         notes.append(
             "No DBC was given and the traffic does not match the reference charger's DBCs: "
             "nothing was decoded (give the charger's DBCs with --dbc)."

@@ -70,20 +70,29 @@ def test_each_channel_is_a_bus_of_its_own(tmp_path: Path) -> None:
 # -- item 3: nothing read is not nothing wrong ------------------------------------------------
 
 
-def test_a_capture_with_line_number_prefixes_is_not_an_all_clear(
+def test_a_capture_with_line_number_prefixes_is_refused_with_the_fix(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     capture = write(
         tmp_path / "numbered.log",
         [f"{n}: ({1000 + n / 10:.6f}) can0 123#0102" for n in range(1, 200)],
     )
+    assert main(["analyze", str(capture), "--fail-on", "warning"]) == 2
+    captured = capsys.readouterr()
+    assert "No findings" not in captured.out
+    assert "line number" in captured.err and "sed" in captured.err
+
+
+def test_a_capture_of_unreadable_lines_is_a_critical_finding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capture = write(tmp_path / "other.log", [f"hello world {n}" for n in range(200)])
     report = analyze(capture, "--fail-on", "warning", code=1)
-    out = capsys.readouterr().out
-    assert "No findings" not in out
-    codes = [f["code"] for f in report["findings"]]
-    assert codes[0] == "CAPTURE_UNREADABLE"
+    assert "No findings" not in capsys.readouterr().out
+    assert report["findings"][0]["code"] == "CAPTURE_UNREADABLE"
     assert report["findings"][0]["severity"] == "critical"
-    assert report["capture"]["malformed_lines"] == 199
+    assert report["capture"]["malformed_lines"] == 200
+    assert not any("does not match the reference" in n for n in report["notes"])
 
 
 def test_a_mostly_malformed_capture_is_critical_and_the_rest_survives(tmp_path: Path) -> None:

@@ -65,3 +65,17 @@ def test_analyze_json_on_every_python_can_log(path: Path) -> None:
     assert frames["data"] + frames["remote"] + frames["error"] == frames["total"]
     assert frames["total"] == report["capture"]["frames"]
     assert report["capture"]["format"]
+    # Every data and remote frame is in exactly one per-id entry, whatever the channels.
+    assert sum(e["count"] for e in report["ids"].values()) == frames["data"] + frames["remote"]
+    # Load is physical: never above the bus, on any channel.
+    loads = [report["bus_load"], *report["bus_load"].get("channels", {}).values()]
+    for load in loads:
+        assert load["mean_ratio"] is None or 0.0 <= load["mean_ratio"] <= 1.0
+        assert 0.0 <= load["max_ratio_1s"] <= 1.0
+    if path.suffix == ".blf":
+        # Vector error records carry the failed frame's id: never SocketCAN class bits.
+        assert not [f for f in report["findings"] if f["code"] == "CAN_ERR_TRX"]
+    if path.name == "test_CanErrorFrameExt.blf":
+        by_class = report["error_frames"]["by_class"]
+        assert by_class["unclassified"] == 2
+        assert all(v == 0 for k, v in by_class.items() if k != "unclassified")
