@@ -320,3 +320,27 @@ def test_choose_bitrate_order_and_assumption() -> None:
 def test_standard_rates_and_default() -> None:
     assert list(STANDARD_BITRATES) == sorted(STANDARD_BITRATES)
     assert DEFAULT_BITRATE == 125_000 and DEFAULT_BITRATE in STANDARD_BITRATES
+
+
+def test_one_default_across_commands() -> None:
+    import argparse
+
+    from candiag.cli.monitor import adapter_config
+    from candiag.daemon.config import BusConfig
+    from candiag.errors import BusUnavailableError
+    from candiag.sim.charger import SimConfig
+    from candiag.sim.runner import open_sim_bus
+
+    assert BusConfig("b", "socketcan", "can0").bitrate == DEFAULT_BITRATE
+    assert SimConfig().bitrate == DEFAULT_BITRATE
+    args = argparse.Namespace(
+        interface="pcan",
+        channel="PCAN_USBBUS1",
+        bitrate=None,
+        data_bitrate=None,
+        fd=False,
+        dbc=None,
+    )
+    assert adapter_config(args).buses[0].bitrate == DEFAULT_BITRATE
+    with pytest.raises(BusUnavailableError, match=f"bitrate {DEFAULT_BITRATE}'"):
+        open_sim_bus("no-such-interface", "can0")
