@@ -344,3 +344,20 @@ def test_one_default_across_commands() -> None:
     assert adapter_config(args).buses[0].bitrate == DEFAULT_BITRATE
     with pytest.raises(BusUnavailableError, match=f"bitrate {DEFAULT_BITRATE}'"):
         open_sim_bus("no-such-interface", "can0")
+
+
+@pytest.mark.slow
+def test_bench_runs_and_infers(capsys: pytest.CaptureFixture[str]) -> None:
+    """Smoke run of ``bench/bench_bitrate.py`` (no timing asserted: that is ``make bench``)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parent.parent)
+    if repo not in sys.path:
+        sys.path.insert(0, repo)  # bench/ is a top-level package of the repository
+    bench = importlib.import_module("bench.bench_bitrate")
+    assert bench.main(["--quick", "--frames", "30000"]) == 0
+    out = capsys.readouterr().out
+    assert "BitrateEvidence.update, one batch" in out
+    assert "inferred: 1000000 (inferred from the timestamps" in out

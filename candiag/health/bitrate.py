@@ -291,6 +291,12 @@ def _over(numerator: F64, denominator: F64) -> F64:
     return out
 
 
+def _below(stop: I64) -> I64:
+    """Per rate index 0..K-1: how many of the ranges ``[0, stop)`` cover it."""
+    covered: I64 = stop.size - np.cumsum(np.bincount(stop, minlength=_K + 1))[:_K]
+    return covered
+
+
 def _ranges(start: I64, stop: I64, weights: F64 | None = None) -> F64:
     """Per rate index 0..K-1: how many ranges ``[start, stop)`` cover it (or their weights)."""
     stop = np.maximum(stop, start)
@@ -314,16 +320,13 @@ def _count_pairs(state: _Channel, gap: F64, bits_end: F64, bits_start: F64) -> N
         if keep.size > _DENSEST_KEPT:
             keep = np.partition(keep, keep.size - _DENSEST_KEPT)[-_DENSEST_KEPT:]
         state.densest = keep
-    zeros = np.zeros(gap.size, np.int64)
     for level, tol in enumerate(TOLERANCE_LEVELS_S):
         # Impossible at R  <=>  gap < least (1 - rel) / R - tol  <=>  R < least (1 - rel) / (gap + tol).
         r_impossible = _over(least * (1 - rel), gap + tol)
-        state.impossible[level] += _ranges(zeros, _rate_index(r_impossible, _RATES, "left")).astype(
-            np.int64
-        )
+        state.impossible[level] += _below(_rate_index(r_impossible, _RATES, "left"))
         lower_impossible = _rate_index(r_impossible, _LOWER, "left")  # k: R_(k-1) impossible
         for c, own in enumerate((bits_end, bits_start)):
-            _count_convention(state, level, c, tol, gap, own, lower_impossible, zeros)
+            _count_convention(state, level, c, tol, gap, own, lower_impossible)
 
 
 def _count_convention(
@@ -334,7 +337,6 @@ def _count_convention(
     gap: F64,
     own: F64,
     lower_impossible: I64,
-    zeros: I64,
 ) -> None:
     """The counts of one tolerance level and timestamp convention (``own``: the bits it uses)."""
     rel = RELATIVE_TOLERANCE
@@ -344,13 +346,16 @@ def _count_convention(
     past = _rate_index(_over(own * (1 + rel), gap - tol), _RATES, "right")
     # The band above, as wide again: up to own (1 + 3 rel) / R + 3 tol.
     band_end = _rate_index(_over(own * (1 + 3 * rel), gap - 3 * tol), _RATES, "right")
-    state.below[level, c] += _ranges(zeros, first).astype(np.int64)
-    state.match[level, c] += _ranges(first, past).astype(np.int64)
+    state.below[level, c] += _below(first)
     state.above[level, c] += _ranges(past, band_end).astype(np.int64)
+    # Only pairs at some rate's frame time count further (idle gaps mostly are not).
+    at = np.flatnonzero(first < past)
+    first, past, gap, own = first[at], past[at], gap[at], own[at]
+    state.match[level, c] += _ranges(first, past).astype(np.int64)
     # Decisive at k: at R_k's frame time, too close for R_(k-1), and past R_(k+1)'s frame
     # time, so only k = past - 1 can be the one.
     top = past - 1
-    decisive = (top >= first) & (top < lower_impossible)
+    decisive = top < lower_impossible[at]
     state.decisive[level, c] += np.bincount(top[decisive], minlength=_K)[:_K]
     terms = (gap, gap * gap, own, own * own, gap * own)
     for j, term in enumerate(terms):
