@@ -392,11 +392,15 @@ def test_can_utils_accept_it_through_zcat(recorded: tuple[Path, FrameBatch], too
 
 
 def test_a_comment_line_is_why_plain_logs_use_a_sidecar(tmp_path: Path) -> None:
-    """What the sidecar avoids: python-can refuses a candump log with a comment line."""
+    """What the sidecar avoids: python-can and log2long refuse a log with a comment line."""
     log = tmp_path / "commented.log"
     log.write_text("# candiag metadata\n(1700000000.000000) can0 123#01\n")
     with pytest.raises(ValueError):
         list(can.LogReader(log))
+    done = subprocess.run(
+        [require_tool("log2long")], input=log.read_bytes(), capture_output=True, timeout=30
+    )
+    assert done.returncode != 0 and b"123" not in done.stdout
 
 
 # --------------------------------------------------------------------------------------------
