@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from candiag.errors import InputError
+from candiag.health.busload import frame_bits as frame_bits_exact
 from candiag.health.busload import frame_bits_reference
 from candiag.ingest.frames import FLAG_ERROR, FLAG_EXTENDED, FrameBatch
 from candiag.sim.charger import (
@@ -335,12 +336,31 @@ def test_wrong_bitrate_bursts_of_protocol_errors_without_a_sender() -> None:
 
 def test_overload_reaches_the_target_load() -> None:
     batch = simulate(20.0, [parse_fault("overload@10:load=0.9")])
-    for (a, b), expected in (((1, 9), 0.226), ((11, 19), 0.9)):
-        t = batch.timestamp - T0
-        rows = (t >= a) & (t < b) & batch.is_data
-        ext = (batch.flags[rows] & FLAG_EXTENDED) != 0
-        bits = (np.where(ext, 67, 47) + 8 * batch.dlc[rows].astype(np.int64)).sum()
-        assert bits / (b - a) / 125_000 == pytest.approx(expected, abs=0.01)
+    t = batch.timestamp - T0
+    healthy = (t >= 1) & (t < 9) & batch.is_data
+    ext = (batch.flags[healthy] & FLAG_EXTENDED) != 0
+    bits = (np.where(ext, 67, 47) + 8 * batch.dlc[healthy].astype(np.int64)).sum()
+    assert bits / 8 / 125_000 == pytest.approx(0.226, abs=0.01)  # no-stuffing estimate
+    # The target is the exact load (stuff bits included), as candiag measures it.
+    loaded = (t >= 11) & (t < 19) & batch.is_data
+    exact = frame_bits_exact(batch.take(loaded))[0].sum()
+    assert exact / 8 / 125_000 == pytest.approx(0.9, abs=0.01)
+
+
+@pytest.mark.parametrize(("chunk_seconds", "seconds"), [(5.0, 20.0), (0.02, 3.0)])
+def test_overload_never_asks_the_wire_for_more_than_it_has(
+    chunk_seconds: float, seconds: float
+) -> None:
+    """92 % at 500 kbit/s (the soak's load) in file chunks and live steps: no backlog grows."""
+    fault = parse_fault("overload@0:load=0.92")
+    sim = ChargerSimulator(SimConfig(bitrate=500_000, faults=(fault,)))
+    bits, worst = 0, 0.0
+    for k in range(round(seconds / chunk_seconds)):
+        t1 = T0 + (k + 1) * chunk_seconds
+        bits += int(frame_bits_exact(sim.generate(T0 + k * chunk_seconds, t1))[0].sum())
+        worst = max(worst, sim._wire.free_at - t1)
+    assert bits / seconds / 500_000 == pytest.approx(0.92, abs=0.01)
+    assert worst < 0.02  # the wire is free again within 20 ms of every chunk's end
 
 
 def test_jitter_on_one_module_only() -> None:

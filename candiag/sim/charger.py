@@ -147,13 +147,16 @@ class _Wire:
         self.until = math.nan
         self.pending = FrameBatch.empty(channels=[channel])
 
-    def send(self, queued: FrameBatch, t_start: float, t_end: float) -> FrameBatch:
-        """``queued`` (sorted by queue time) stamped at their ends; those before ``t_end``."""
+    def send(
+        self, queued: FrameBatch, bits: npt.NDArray[np.int32], t_start: float, t_end: float
+    ) -> FrameBatch:
+        """``queued`` (sorted by queue time, ``bits`` long each) stamped at their ends; those
+        ending before ``t_end``."""
         if t_start != self.until:
             self.free_at, self.pending = -math.inf, FrameBatch.empty(channels=[self.channel])
         self.until = t_end
         if len(queued):
-            duration = busload_frame_bits(queued)[0] / self.bitrate
+            duration = bits / self.bitrate
             done = np.cumsum(duration)
             start_bound = np.maximum.accumulate(queued.timestamp - (done - duration))
             ends = done + np.maximum(start_bound, self.free_at)
@@ -197,6 +200,8 @@ class ChargerSimulator:
         )
         self._streams = [self._stream(m) for m in self.db.messages]
         self._wire = _Wire(cfg.bitrate, self.channel)
+        self._filler_sent: dict[int, int] = {}  # overload fault index -> filler frames so far
+        self._filler_carry: dict[int, float] = {}  # ... and the fraction of one still due
         self.nominal_bits_per_second = sum(
             len(s.emitters) * frame_bits(s.extended, s.message.length) / s.period
             for s in self._streams
@@ -299,12 +304,15 @@ class ChargerSimulator:
             return FrameBatch.empty(channels=[self.channel])
         self.plant.ensure(t_start, t_end)
         parts = [self._stream_frames(s, t_start, t_end) for s in self._streams]
-        faults = self._fault_frames(t_start, t_end)
-        parts += [p for p in faults if not p.is_error.any()]
+        streams = FrameBatch.concat([p for p in parts if len(p)] or [parts[0]])
+        stream_bits = busload_frame_bits(streams)[0]
+        faults = self._fault_frames(t_start, t_end, streams, stream_bits)
+        fillers = [p for p in faults if not p.is_error.any()]
         errors = [p for p in faults if p.is_error.any()]
-        queued = FrameBatch.concat([p for p in parts if len(p)] or [parts[0]])
-        queued = queued.take(np.argsort(queued.timestamp, kind="stable"))
-        sent = self._wire.send(queued, t_start, t_end)
+        queued = FrameBatch.concat([streams, *fillers])
+        bits = np.concatenate([stream_bits, *(busload_frame_bits(p)[0] for p in fillers)])
+        order = np.argsort(queued.timestamp, kind="stable")
+        sent = self._wire.send(queued.take(order), bits[order], t_start, t_end)
         batch = FrameBatch.concat([sent, *errors]) if errors else sent
         batch = self._apply_bus_off(batch, t_start, t_end)
         order = np.argsort(batch.timestamp, kind="stable")
@@ -351,9 +359,11 @@ class ChargerSimulator:
         )
 
     # -- faults that add or remove frames -------------------------------------------
-    def _fault_frames(self, t0: float, t1: float) -> list[FrameBatch]:
+    def _fault_frames(
+        self, t0: float, t1: float, traffic: FrameBatch, traffic_bits: npt.NDArray[np.int32]
+    ) -> list[FrameBatch]:
         out: list[FrameBatch] = []
-        for f in self._faults:
+        for index, f in enumerate(self._faults):
             begin, end = f.window(self.start_time)
             if begin >= t1 or end < t0:
                 continue
@@ -367,7 +377,9 @@ class ChargerSimulator:
             elif f.kind == "controller":
                 out.append(self._controller(f, begin, end, t0, t1))
             elif f.kind == "overload":
-                out.append(self._overload(f, begin, end, t0, t1))
+                lo, hi = max(begin, t0), min(end, t1)
+                taken = traffic_bits[(traffic.timestamp >= lo) & (traffic.timestamp < hi)]
+                out.append(self._overload(index, f, lo, hi, float(taken.sum())))
         return out
 
     def _wrong_bitrate(
@@ -408,20 +420,38 @@ class ChargerSimulator:
         data = np.array(rows, np.uint8).reshape(len(rows), 8)
         return error_frame_batch(np.array(times), ERR_CRTL | ERR_CNT, data, self.channel)
 
-    def _overload(self, f: Fault, begin: float, end: float, t0: float, t1: float) -> FrameBatch:
-        filler_bits = frame_bits(False, 8)
-        target = f.number("load", 0.9) * self.config.bitrate
-        rate = max(0.0, (target - self.nominal_bits_per_second) / filler_bits)
-        times = regular_times(begin, end, rate, t0, t1)
-        n = times.shape[0]
-        counter = np.floor((times - begin) * rate).astype(np.uint64)
-        data = counter.astype("<u8").view(np.uint8).reshape(n, 8)
+    def _overload(self, index: int, f: Fault, lo: float, hi: float, taken: float) -> FrameBatch:
+        """Filler frames that bring the wire to ``load`` over ``[lo, hi)``.
+
+        ``load`` is the exact load, stuff bits included, as candiag and ``canbusload -e``
+        measure it: the filler takes the bit time the other frames of this stretch leave
+        (``taken`` bits) up to the target, so the wire is never asked for more than it has;
+        evenly spaced, the fraction of a frame carried to the next chunk.  Payload: the
+        filler's running count (8 bytes, little-endian).
+        """
+        n = 0
+        sent = self._filler_sent.get(index, 0)
+        if hi > lo:
+            target_bits = f.number("load", 0.9) * self.config.bitrate * (hi - lo)
+            probe = self._filler(f, lo, hi, 16, sent)
+            filler_bits = float(busload_frame_bits(probe)[0].mean())
+            wanted = max(0.0, target_bits - taken) / filler_bits + self._filler_carry.get(
+                index, 0.0
+            )
+            n = int(wanted)
+            self._filler_carry[index] = wanted - n
+        self._filler_sent[index] = sent + n
+        return self._filler(f, lo, hi, n, sent)
+
+    def _filler(self, f: Fault, lo: float, hi: float, n: int, first: int) -> FrameBatch:
+        times = lo + (np.arange(n, dtype=np.float64) + 0.5) * ((hi - lo) / max(n, 1))
+        counter = np.arange(first, first + n, dtype=np.uint64)
         return FrameBatch(
             timestamp=times,
             can_id=np.full(n, f.integer("id", FILLER_ID), np.uint32),
             flags=np.zeros(n, np.uint8),
             dlc=np.full(n, 8, np.uint8),
-            data=data,
+            data=counter.astype("<u8").view(np.uint8).reshape(n, 8),
             channel=np.zeros(n, np.int16),
             channels=[self.channel],
         )
