@@ -36,6 +36,7 @@ from candiag.cli.monitor import adapter_config
 from candiag.daemon.config import FamilyConfig
 from candiag.decode.dbc import load_reference_database
 from candiag.ingest.capture import read_capture
+from candiag.ingest.metadata import BusMetadata, read_recording_metadata
 from candiag.tui.app import MonitorApp
 from candiag.tui.session import MonitorSession
 from candiag.tui.terminal import KeyReader
@@ -185,7 +186,7 @@ def test_w_records_a_parseable_candump_log(
     app.handle_key("w")
     path = session.recording.path if session.recording else None
     assert path is not None and path.parent == tmp_path
-    assert re.fullmatch(r"candiag-\d{8}-\d{6}\.log", path.name)
+    assert re.fullmatch(r"candiag-\d{8}-\d{6}\.log\.gz", path.name)
     assert "recording to" in app.message
     _run_steps(session, 0.6)
     app.handle_key("w")
@@ -200,10 +201,35 @@ def test_w_records_a_parseable_candump_log(
     assert batch.is_extended.all()
     assert bytes(batch.data[0, :8]) == sender.data
     assert (batch.timestamp[1:] >= batch.timestamp[:-1]).all()
+    # The bus's bitrate, interface and channel ride in the gzip header (docs/bitrate.md).
+    reading = read_recording_metadata(path)
+    assert reading.source == "gzip comment" and reading.problem == ""
+    assert reading.metadata is not None
+    assert reading.metadata.buses == (
+        BusMetadata(channel=session.buses[0].config.channel, interface="virtual", bitrate=125_000),
+    )
 
     app.handle_key("w")  # a second recording never overwrites the first
     assert session.recording is not None and session.recording.path != path
     app.handle_key("w")
+
+
+def test_recording_never_claims_a_bitrate_the_adapter_was_not_opened_with(
+    channel: str, tmp_path: Path
+) -> None:
+    # monitor --interface without --bitrate: the load basis is the default, but the adapter
+    # runs at its driver's default, which the recording must not claim to know.
+    config = adapter_config(_adapter_args(channel))
+    session = MonitorSession(config, title="test", adapter_bitrates={channel: None})
+    session.start()
+    try:
+        path = session.start_recording(tmp_path)
+        session.stop_recording()
+    finally:
+        session.close()
+    metadata = read_recording_metadata(path).metadata
+    assert metadata is not None and metadata.bitrate_for(channel) is None
+    assert metadata.buses[0].interface == "virtual" and metadata.buses[0].channel == channel
 
 
 def test_recording_into_a_missing_folder_is_reported(
@@ -489,9 +515,11 @@ def test_live_view_on_a_terminal_keys_and_restore(tmp_path: Path) -> None:
         text, attrs = pty.close()
     _assert_terminal_clean(pty, text, attrs)
     assert "● REC" in text
-    (log,) = tmp_path.glob("candiag-*.log")
+    (log,) = tmp_path.glob("candiag-*.log.gz")
     batch, stats = read_capture(log)
     assert len(batch) > 0 and stats.malformed == 0
+    metadata = read_recording_metadata(log).metadata
+    assert metadata is not None and metadata.bitrate == 125_000  # the demo's simulated bus
     assert f"recorded {len(batch)} frames to {log}" in text
 
 

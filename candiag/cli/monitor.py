@@ -74,7 +74,7 @@ def register(subparsers: Any) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="where w writes candiag-YYYYmmdd-HHMMSS.log (default: the current folder)",
+        help="where w writes candiag-YYYYmmdd-HHMMSS.log.gz (default: the current folder)",
     )
     parser.add_argument(
         "--record", action="store_true", help="start recording at once (as if w was pressed)"
@@ -116,7 +116,8 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def adapter_config(args: argparse.Namespace) -> Config:
-    from candiag.daemon.config import DEFAULT_BITRATE, BusConfig, Config
+    from candiag.daemon.config import BusConfig, Config
+    from candiag.health.bitrate import DEFAULT_BITRATE
 
     bus = BusConfig(
         name=args.channel,
@@ -184,6 +185,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_args(args)
     reader_factory: Callable[[BusConfig], FrameSource] = default_reader
     unused: list[Any] = []
+    adapter_bitrates: dict[str, int | None] = {}
     if args.demo:
         config = demo_config(args.scenario)
         scenario = config.simulator.scenario if config.simulator else "healthy"
@@ -195,7 +197,12 @@ def _run(args: argparse.Namespace) -> int:
         config = adapter_config(args)
         title = f"{args.interface} {args.channel} (listen-only)"
         reader_factory, unused = adapter_reader_factory(args)
-    session = MonitorSession(config, title=title, reader_factory=reader_factory)
+        # Opened with --bitrate, or at the driver's default, which a recording must not
+        # claim to know (the load basis still defaults to DEFAULT_BITRATE).
+        adapter_bitrates[args.channel] = args.bitrate
+    session = MonitorSession(
+        config, title=title, reader_factory=reader_factory, adapter_bitrates=adapter_bitrates
+    )
     try:
         session.start()
         return _show(args, session, title)

@@ -29,7 +29,9 @@ def register(subparsers: Any) -> None:
             "Record every frame of a live CAN bus, error frames included (class bits and "
             "payload kept), to candump -L text (.log, or .log.gz compressed). candiag only "
             "listens: it never transmits. Stop with Ctrl-C; a summary goes to stderr. Data "
-            "is flushed to disk at least every second."
+            "is flushed to disk at least every second. The bus's bitrate, interface and "
+            "channel go with the recording (.log.gz: in the gzip header's comment; .log: "
+            "in NAME.log.meta.json), so analyze knows the bitrate without a flag."
         ),
     )
     parser.add_argument(
@@ -57,6 +59,22 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=_run)
 
 
+def _bitrate_note(interface: str, bitrate: int | None) -> str:
+    """What the recording will say about its bitrate (kept in its metadata)."""
+    if bitrate is not None:
+        where = "as set in the kernel" if interface == "socketcan" else "as opened"
+        return f"bitrate {bitrate} bit/s ({where}), kept in the recording's metadata"
+    fix = (
+        "set it with ip link"
+        if interface == "socketcan"
+        else "pass --bitrate to open the adapter at a known rate"
+    )
+    return (
+        "bitrate not known to candiag, so the recording cannot state it (analyze will infer "
+        f"it from the timestamps or say it assumed one); {fix}"
+    )
+
+
 def _positive(value: float | None, option: str) -> None:
     if value is not None and value <= 0:
         raise InputError(f"{option} must be a positive number, got {value:g}")
@@ -65,7 +83,8 @@ def _positive(value: float | None, option: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     from candiag.ingest.candump import CandumpWriter
     from candiag.ingest.live import BusReader, open_listen_only_bus
-    from candiag.ingest.recorder import record
+    from candiag.ingest.metadata import RecordingMetadata
+    from candiag.ingest.recorder import live_bus_metadata, record
 
     _positive(args.rotate_size, "--rotate-size")
     _positive(args.rotate_time, "--rotate-time")
@@ -73,7 +92,15 @@ def _run(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="candiag: %(message)s")
     rotate_bytes = int(args.rotate_size * BYTES_PER_MB) if args.rotate_size else None
-    writer = CandumpWriter(args.output, rotate_bytes=rotate_bytes, rotate_seconds=args.rotate_time)
+    bus_metadata = live_bus_metadata(
+        args.interface, args.channel, args.bitrate, data_bitrate=args.data_bitrate, fd=args.fd
+    )
+    writer = CandumpWriter(
+        args.output,
+        rotate_bytes=rotate_bytes,
+        rotate_seconds=args.rotate_time,
+        metadata=RecordingMetadata((bus_metadata,)),
+    )
 
     def open_bus() -> Any:
         return open_listen_only_bus(
@@ -83,8 +110,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         first_bus = [open_bus()]  # fail fast: a missing adapter is an error, not a wait
     except BaseException:
-        writer.close()
-        writer.files[0].unlink(missing_ok=True)  # nothing was recorded into it
+        writer.discard()  # nothing was recorded into it
         raise
 
     def factory() -> Any:
@@ -104,6 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         "Ctrl-C to stop",
         file=sys.stderr,
     )
+    print(_bitrate_note(bus_metadata.interface, bus_metadata.bitrate), file=sys.stderr)
     try:
         summary = record(reader, writer, duration=args.duration, stop=stop)
     finally:

@@ -46,9 +46,10 @@ def register(subparsers: Any) -> None:
         help="channel to send on, also the interface name written in a log (default: can0)",
     )  # fmt: skip
     target.add_argument(
-        "-b", "--bitrate", type=int, default=125_000,
-        help="bus bitrate in bit/s, used for the overload fault and adapters that set it "
-        "(default: 125000)",
+        "-b", "--bitrate", type=int,
+        help="bus bitrate in bit/s: frames are spaced on the wire at this rate, it sizes the "
+        "overload fault, is set on adapters that take it and is kept in a --output log's "
+        "metadata (default: 125000, the reference bus rate)",
     )  # fmt: skip
     target.add_argument(
         "-o", "--output", metavar="FILE",
@@ -89,6 +90,7 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from candiag.health.bitrate import DEFAULT_BITRATE
     from candiag.sim.charger import ChargerSimulator, SimConfig
     from candiag.sim.faults import parse_fault
     from candiag.sim.scenarios import scenario_description, scenario_faults, scenario_names
@@ -101,6 +103,8 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(f"--duration must be positive, got {args.duration}")
     if not 1 <= args.modules <= 255:
         raise InputError(f"--modules must be 1..255 (one address byte), got {args.modules}")
+    if args.bitrate is None:
+        args.bitrate = DEFAULT_BITRATE
     if args.bitrate <= 0:
         raise InputError(f"--bitrate must be positive, got {args.bitrate}")
     faults = scenario_faults(args.scenario) + [parse_fault(spec) for spec in args.fault]
@@ -121,10 +125,15 @@ def _run(args: argparse.Namespace) -> int:
 
 def _to_file(sim: Any, args: argparse.Namespace) -> int:
     from candiag.ingest.candump import CandumpWriter
+    from candiag.ingest.metadata import RecordingMetadata
 
     if args.duration is None:
         raise InputError("--output needs --duration SECONDS (simulated time to write)")
-    writer = CandumpWriter(args.output, fsync=False)
+    # The frames are spaced on the wire at this bitrate, and the log says so.
+    metadata = RecordingMetadata.single(
+        channel=args.channel, interface="simulator", bitrate=args.bitrate
+    )
+    writer = CandumpWriter(args.output, fsync=False, metadata=metadata)
     try:
         for batch in sim.chunks(args.duration):
             writer.write(batch)

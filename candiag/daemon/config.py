@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from candiag.errors import ConfigError
+from candiag.health.bitrate import DEFAULT_BITRATE
 from candiag.tomlfile import oversized_integers, toml_syntax_problem
 
 if sys.version_info >= (3, 11):
@@ -37,7 +38,6 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 DEFAULT_LISTEN = "127.0.0.1:9847"
-DEFAULT_BITRATE = 125_000
 DEFAULT_PROCESSING_INTERVAL_S = 0.25
 LOG_LEVELS = ("debug", "info", "warning", "error")
 

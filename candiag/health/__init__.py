@@ -6,6 +6,7 @@ code serves live batches and captures):
 * :mod:`~candiag.health.errorframes` SocketCAN error frames: classes, sub-fields, TEC/REC
 * :mod:`~candiag.health.busstate`    error-active/-warning/-passive, bus-off, restarts, time in state
 * :mod:`~candiag.health.busload`     exact bits per frame (``canbusload -e``) and load ratios
+* :mod:`~candiag.health.bitrate`     standard rates, the default, inference from timestamps
 * :mod:`~candiag.health.windows`     10 s / 60 s / 300 s / 3600 s per-second ring windows
 * :mod:`~candiag.health.ids`         per-id count, period, jitter and cycle-time keeping
 * :mod:`~candiag.health.linkstats`   netlink link statistics (``ip -json``), interface drops

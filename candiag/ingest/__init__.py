@@ -1,1 +1,2 @@
-"""Bus ingest: frame batches, capture readers/writers, live bus readers and the recorder."""
+"""Bus ingest: frame batches, capture readers/writers, live bus readers, the recorder and the
+recording metadata (:mod:`~candiag.ingest.metadata`: bitrate, interface, channel of a recording)."""

@@ -28,10 +28,10 @@ Parsing, in three tiers, each taking only what it decodes exactly like the next:
 from __future__ import annotations
 
 import functools
-import gzip
 import math
 import os
 import re
+import struct
 import sys
 import time
 import zlib
@@ -60,6 +60,7 @@ from candiag.ingest.frames import (
     FLAG_REMOTE,
     FrameBatch,
 )
+from candiag.ingest.metadata import RecordingMetadata, gzip_header, sidecar_path, write_sidecar
 
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
@@ -1220,8 +1221,8 @@ def _format_odd(
 class _WriteFully:
     """A file whose ``write`` writes everything or raises.
 
-    An unbuffered file may write part of the data (a disk filling up) and
-    ``GzipFile`` ignores such a short count, which would silently corrupt the stream.
+    An unbuffered file may write part of the data (a disk filling up); a compressed
+    stream that went on after such a short count would be silently corrupt.
     """
 
     def __init__(self, raw: BinaryIO) -> None:
@@ -1236,6 +1237,37 @@ class _WriteFully:
 
     def flush(self) -> None:
         self.raw.flush()
+
+
+class _GzipMember:
+    """One gzip member written by hand: header, raw deflate stream, CRC-32 and size trailer.
+
+    :class:`gzip.GzipFile` cannot write the header's FCOMMENT field, which carries the
+    recording metadata (:func:`candiag.ingest.metadata.gzip_header`); the stream itself is
+    what ``GzipFile`` writes (zlib level 9, ``Z_SYNC_FLUSH`` points, RFC 1952 trailer).
+    """
+
+    def __init__(self, out: _WriteFully, header: bytes) -> None:
+        self.out = out
+        self._deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        self._crc = 0
+        self._size = 0
+        out.write(header)
+
+    def write(self, data: bytes) -> None:
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += len(data)
+        compressed = self._deflate.compress(data)
+        if compressed:
+            self.out.write(compressed)
+
+    def sync_flush(self) -> None:
+        """A point up to which the file decodes without a trailer."""
+        self.out.write(self._deflate.flush(zlib.Z_SYNC_FLUSH))
+
+    def close(self) -> None:
+        trailer = struct.pack("<II", self._crc, self._size & 0xFFFFFFFF)
+        self.out.write(self._deflate.flush(zlib.Z_FINISH) + trailer)
 
 
 class CandumpWriter:
@@ -1257,6 +1289,10 @@ class CandumpWriter:
       frame): ``.log`` to its last complete line, ``.log.gz`` to its last flush point.
       The file is written unbuffered (one ``write`` per batch): a killed process
       loses nothing it wrote, and nothing can land after that cut.
+    * Metadata: with ``metadata`` every file (each rotated one too) carries the recording
+      metadata, stamped with the time it was opened: ``.log.gz`` in its gzip header's
+      comment, ``.log`` in a sidecar ``<file>.meta.json`` written before the first frame
+      (:mod:`candiag.ingest.metadata`; an existing sidecar is never overwritten either).
     """
 
     def __init__(
@@ -1268,6 +1304,8 @@ class CandumpWriter:
         flush_interval: float = 1.0,
         fsync: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        metadata: RecordingMetadata | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         path = Path(path)
         name = path.name
@@ -1292,10 +1330,12 @@ class CandumpWriter:
         self._flush_interval = flush_interval
         self._fsync = fsync
         self._clock = clock
+        self._wall_clock = wall_clock
+        self.metadata = metadata
         self.frames_written = 0
         self.files: list[Path] = []
         self._raw: BinaryIO | None = None
-        self._gz: gzip.GzipFile | None = None
+        self._gz: _GzipMember | None = None
         self._dirty = False
         self._safe_size = 0  # file bytes ending on a whole line (.log.gz: at a sync point)
         self._opened_at = 0.0
@@ -1324,13 +1364,28 @@ class CandumpWriter:
             ) from None
         except OSError as err:
             raise self._error(target, err) from err
+        metadata = self.metadata.stamped(self._wall_clock()) if self.metadata else None
+        try:
+            if self._suffix == ".log.gz":
+                self._gz = _GzipMember(_WriteFully(raw), gzip_header(metadata))
+            elif metadata is not None:
+                write_sidecar(target, metadata, fsync=self._fsync)
+        except BaseException as err:
+            raw.close()
+            target.unlink(missing_ok=True)  # nothing recorded into it yet
+            if isinstance(err, FileExistsError):
+                raise RecordingError(
+                    f"{sidecar_path(target)}: metadata file already exists (left from an "
+                    "earlier recording?); move it away or choose another --output name"
+                ) from None
+            if isinstance(err, OSError):
+                raise self._error(target, err) from err
+            raise
         self._raw = raw
-        if self._suffix == ".log.gz":
-            self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=_WriteFully(raw), mtime=0)
         self.files.append(target)
         self._opened_at = self._flushed_at = self._clock()
         self._dirty = False
-        self._safe_size = 0
+        self._safe_size = raw.tell()  # .log.gz: its header stays, whatever comes after
 
     def _error(self, target: Path, err: OSError) -> RecordingError:
         reason = err.strerror or str(err)
@@ -1384,7 +1439,7 @@ class CandumpWriter:
             return
         try:
             if self._gz is not None:
-                self._gz.flush(zlib.Z_SYNC_FLUSH)
+                self._gz.sync_flush()
             self._raw.flush()
             if self._fsync:
                 os.fsync(self._raw.fileno())
@@ -1426,11 +1481,8 @@ class CandumpWriter:
 
     def _abandon(self) -> None:
         """After a write error: cut the file back to its last whole line and close it."""
-        raw, gz = self._raw, self._gz
-        self._raw = self._gz = None
-        if gz is not None:
-            # Its close() (also from __del__) must not write a trailer after the cut.
-            gz.fileobj = None  # type: ignore[assignment]
+        raw = self._raw
+        self._raw = self._gz = None  # the member is dropped: no trailer after the cut
         if raw is None:
             return
         try:
@@ -1444,6 +1496,17 @@ class CandumpWriter:
         """Flush and close the current file (idempotent)."""
         self._rotated = False
         self._close_current()
+
+    def discard(self) -> None:
+        """Close and delete what was opened, metadata sidecars too: for a recording that
+        never started (its bus could not be opened).  Refused once frames were written."""
+        if self.frames_written:
+            raise RecordingError(f"{self.current}: holds recorded frames; not deleting it")
+        self.close()
+        for path in self.files:
+            path.unlink(missing_ok=True)
+            if self.metadata is not None and self._suffix == ".log":
+                sidecar_path(path).unlink(missing_ok=True)
 
     def __enter__(self) -> CandumpWriter:
         return self

@@ -4,19 +4,56 @@ The loop runs on the caller's thread (the CLI's main thread, so signals can stop
 it): every ``poll_interval`` it drains the reader, writes the frames, and lets
 the writer flush (at least once per second) and rotate.  Error frames are kept
 exactly (class bits and payload, ``20000040#...``), unlike python-can's
-``.log`` writer.
+``.log`` writer.  :func:`live_bus_metadata` says what a recording of a live bus can
+truthfully record about it (:mod:`candiag.ingest.metadata`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from candiag.errors import RecordingError
+from candiag.health.linkstats import LinkStats, read_link_stats
 from candiag.ingest.candump import CandumpWriter
-from candiag.ingest.live import BusReader
+from candiag.ingest.live import LISTEN_ONLY_KWARGS, BusReader
+from candiag.ingest.metadata import BusMetadata
+
+
+def live_bus_metadata(
+    interface: str,
+    channel: str,
+    bitrate: int | None,
+    *,
+    data_bitrate: int | None = None,
+    fd: bool = False,
+    link_stats: Callable[[str], LinkStats | None] = read_link_stats,
+) -> BusMetadata:
+    """What candiag knows of a live bus it records, and nothing it only assumes.
+
+    SocketCAN: python-can does not set the bitrate (``ip link`` does), so it is the
+    kernel's (``ip -details link show``), ``None`` where the kernel has none (vcan) or
+    ``ip`` cannot tell.  Other adapters run at the ``bitrate`` candiag opened them with;
+    ``None`` means the driver's own default, which candiag does not know.
+    ``listen_only`` is True where candiag switched the controller to listen-only, ``None``
+    where python-can has no such switch (candiag still never transmits).
+    """
+    if interface == "socketcan":
+        stats = link_stats(channel)
+        bitrate = stats.bitrate if stats is not None else None
+        data_bitrate = stats.data_bitrate if stats is not None and fd else None
+    elif not fd:
+        data_bitrate = None
+    return BusMetadata(
+        channel=channel,
+        interface=interface,
+        bitrate=bitrate,
+        data_bitrate=data_bitrate,
+        listen_only=True if interface in LISTEN_ONLY_KWARGS else None,
+    )
 
 
 @dataclass

@@ -4,7 +4,9 @@
 N power modules (addresses 1..N in the identifier), the contactor board, the
 IVT-S DC meter, the cooling unit and the IMD, every message at its DBC cycle
 time with a fixed random phase, values from :mod:`candiag.sim.plant`, and the
-faults of :mod:`candiag.sim.faults`.  ``generate(t0, t1)`` is pure numpy per
+faults of :mod:`candiag.sim.faults`.  Frames share one wire: each leaves it after the
+one before at the configured bitrate and is stamped at its end (:class:`_Wire`), so a
+capture has physically possible timing.  ``generate(t0, t1)`` is pure numpy per
 message (no per-frame Python) and encodes with :class:`MessageEncoder`, which
 is byte-identical to cantools.  Chunks must be requested in increasing time
 order for the plant state to carry over (an earlier ``t0`` restarts the plant).
@@ -12,6 +14,7 @@ order for the plant state to carry over (an earlier ``t0`` restarts the plant).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +27,8 @@ import numpy as np
 import numpy.typing as npt
 
 from candiag.errors import DbcError, InputError
+from candiag.health.bitrate import DEFAULT_BITRATE
+from candiag.health.busload import frame_bits as busload_frame_bits
 from candiag.ingest.frames import FLAG_ERROR, FLAG_EXTENDED, FrameBatch
 from candiag.sim.encode import MessageEncoder
 from candiag.sim.faults import (
@@ -46,7 +51,6 @@ IntpArray = npt.NDArray[np.intp]
 Values = dict[str, Any]
 
 DEFAULT_START_TIME = 1_700_000_000.0
-DEFAULT_BITRATE = 125_000
 FIRMWARE = {"DCDC_Major": 1, "DCDC_Minor": 4, "PFC_Major": 2, "PFC_Minor": 0}
 CONTACTOR_OPERATIONS_BASE = 1520
 FEEDBACK_DELAY_S = 0.010
@@ -122,6 +126,50 @@ class _Stream:
         return np.array([e.module for e in self.emitters], np.intp)
 
 
+class _Wire:
+    """The bus: frames leave it one after the other, first queued first sent.
+
+    A frame starts no earlier than its queue time and the end of the frame before it, and
+    lasts its exact bit count (:func:`candiag.health.busload.frame_bits`, interframe space
+    included) at the bitrate; its timestamp is its end, as SocketCAN stamps a received
+    frame.  With ``S_i`` the cumulative durations up to frame ``i`` and ``t_j`` the queue
+    times, ``end_i = S_i + max(free, max_{j<=i}(t_j - S_{j-1}))``: one
+    ``np.maximum.accumulate``, no per-frame loop.  ``free`` (the end of the last frame) and
+    the frames that end after a chunk carry over to the next chunk, which must start where
+    the last one ended (otherwise the wire starts idle).  Arbitration by identifier is not
+    modelled: queued frames go out in queue order.
+    """
+
+    def __init__(self, bitrate: int, channel: str) -> None:
+        self.bitrate = bitrate
+        self.channel = channel
+        self.free_at = -math.inf
+        self.until = math.nan
+        self.pending = FrameBatch.empty(channels=[channel])
+
+    def send(
+        self, queued: FrameBatch, bits: npt.NDArray[np.int32], t_start: float, t_end: float
+    ) -> FrameBatch:
+        """``queued`` (sorted by queue time, ``bits`` long each) stamped at their ends; those
+        ending before ``t_end``."""
+        if t_start != self.until:
+            self.free_at, self.pending = -math.inf, FrameBatch.empty(channels=[self.channel])
+        self.until = t_end
+        if len(queued):
+            duration = bits / self.bitrate
+            done = np.cumsum(duration)
+            start_bound = np.maximum.accumulate(queued.timestamp - (done - duration))
+            ends = done + np.maximum(start_bound, self.free_at)
+            self.free_at = float(ends[-1])
+            queued = dataclasses.replace(queued, timestamp=ends)
+            queued = FrameBatch.concat([self.pending, queued]) if len(self.pending) else queued
+        else:
+            queued = self.pending
+        ready = queued.timestamp < t_end
+        self.pending = queued.take(~ready)
+        return queued.take(ready)
+
+
 class ChargerSimulator:
     """The reference charger's CAN traffic, generated in simulated time."""
 
@@ -151,6 +199,9 @@ class ChargerSimulator:
             ),
         )
         self._streams = [self._stream(m) for m in self.db.messages]
+        self._wire = _Wire(cfg.bitrate, self.channel)
+        self._filler_sent: dict[int, int] = {}  # overload fault index -> filler frames so far
+        self._filler_carry: dict[int, float] = {}  # ... and the fraction of one still due
         self.nominal_bits_per_second = sum(
             len(s.emitters) * frame_bits(s.extended, s.message.length) / s.period
             for s in self._streams
@@ -243,13 +294,26 @@ class ChargerSimulator:
             yield self.generate(t0, t1)
 
     def generate(self, t_start: float, t_end: float) -> FrameBatch:
-        """All frames with ``t_start <= timestamp < t_end`` (absolute seconds), sorted by time."""
+        """All frames with ``t_start <= timestamp < t_end`` (absolute seconds), sorted by time.
+
+        Data frames are queued at their cycle times and leave the wire one after the other
+        (:class:`_Wire`): a timestamp is the end of the frame, and a frame still on the wire
+        at ``t_end`` comes with the next chunk.
+        """
         if t_end <= t_start:
             return FrameBatch.empty(channels=[self.channel])
         self.plant.ensure(t_start, t_end)
         parts = [self._stream_frames(s, t_start, t_end) for s in self._streams]
-        parts += self._fault_frames(t_start, t_end)
-        batch = FrameBatch.concat([p for p in parts if len(p)] or [parts[0]])
+        streams = FrameBatch.concat([p for p in parts if len(p)] or [parts[0]])
+        stream_bits = busload_frame_bits(streams)[0]
+        faults = self._fault_frames(t_start, t_end, streams, stream_bits)
+        fillers = [p for p in faults if not p.is_error.any()]
+        errors = [p for p in faults if p.is_error.any()]
+        queued = FrameBatch.concat([streams, *fillers])
+        bits = np.concatenate([stream_bits, *(busload_frame_bits(p)[0] for p in fillers)])
+        order = np.argsort(queued.timestamp, kind="stable")
+        sent = self._wire.send(queued.take(order), bits[order], t_start, t_end)
+        batch = FrameBatch.concat([sent, *errors]) if errors else sent
         batch = self._apply_bus_off(batch, t_start, t_end)
         order = np.argsort(batch.timestamp, kind="stable")
         return batch.take(order)
@@ -295,9 +359,11 @@ class ChargerSimulator:
         )
 
     # -- faults that add or remove frames -------------------------------------------
-    def _fault_frames(self, t0: float, t1: float) -> list[FrameBatch]:
+    def _fault_frames(
+        self, t0: float, t1: float, traffic: FrameBatch, traffic_bits: npt.NDArray[np.int32]
+    ) -> list[FrameBatch]:
         out: list[FrameBatch] = []
-        for f in self._faults:
+        for index, f in enumerate(self._faults):
             begin, end = f.window(self.start_time)
             if begin >= t1 or end < t0:
                 continue
@@ -311,7 +377,9 @@ class ChargerSimulator:
             elif f.kind == "controller":
                 out.append(self._controller(f, begin, end, t0, t1))
             elif f.kind == "overload":
-                out.append(self._overload(f, begin, end, t0, t1))
+                lo, hi = max(begin, t0), min(end, t1)
+                taken = traffic_bits[(traffic.timestamp >= lo) & (traffic.timestamp < hi)]
+                out.append(self._overload(index, f, lo, hi, float(taken.sum())))
         return out
 
     def _wrong_bitrate(
@@ -352,20 +420,38 @@ class ChargerSimulator:
         data = np.array(rows, np.uint8).reshape(len(rows), 8)
         return error_frame_batch(np.array(times), ERR_CRTL | ERR_CNT, data, self.channel)
 
-    def _overload(self, f: Fault, begin: float, end: float, t0: float, t1: float) -> FrameBatch:
-        filler_bits = frame_bits(False, 8)
-        target = f.number("load", 0.9) * self.config.bitrate
-        rate = max(0.0, (target - self.nominal_bits_per_second) / filler_bits)
-        times = regular_times(begin, end, rate, t0, t1)
-        n = times.shape[0]
-        counter = np.floor((times - begin) * rate).astype(np.uint64)
-        data = counter.astype("<u8").view(np.uint8).reshape(n, 8)
+    def _overload(self, index: int, f: Fault, lo: float, hi: float, taken: float) -> FrameBatch:
+        """Filler frames that bring the wire to ``load`` over ``[lo, hi)``.
+
+        ``load`` is the exact load, stuff bits included, as candiag and ``canbusload -e``
+        measure it: the filler takes the bit time the other frames of this stretch leave
+        (``taken`` bits) up to the target, so the wire is never asked for more than it has;
+        evenly spaced, the fraction of a frame carried to the next chunk.  Payload: the
+        filler's running count (8 bytes, little-endian).
+        """
+        n = 0
+        sent = self._filler_sent.get(index, 0)
+        if hi > lo:
+            target_bits = f.number("load", 0.9) * self.config.bitrate * (hi - lo)
+            probe = self._filler(f, lo, hi, 16, sent)
+            filler_bits = float(busload_frame_bits(probe)[0].mean())
+            wanted = max(0.0, target_bits - taken) / filler_bits + self._filler_carry.get(
+                index, 0.0
+            )
+            n = int(wanted)
+            self._filler_carry[index] = wanted - n
+        self._filler_sent[index] = sent + n
+        return self._filler(f, lo, hi, n, sent)
+
+    def _filler(self, f: Fault, lo: float, hi: float, n: int, first: int) -> FrameBatch:
+        times = lo + (np.arange(n, dtype=np.float64) + 0.5) * ((hi - lo) / max(n, 1))
+        counter = np.arange(first, first + n, dtype=np.uint64)
         return FrameBatch(
             timestamp=times,
             can_id=np.full(n, f.integer("id", FILLER_ID), np.uint32),
             flags=np.zeros(n, np.uint8),
             dlc=np.full(n, 8, np.uint8),
-            data=data,
+            data=counter.astype("<u8").view(np.uint8).reshape(n, 8),
             channel=np.zeros(n, np.int16),
             channels=[self.channel],
         )

@@ -17,6 +17,7 @@ from types import TracebackType
 import can
 
 from candiag.errors import BusUnavailableError
+from candiag.health.bitrate import DEFAULT_BITRATE
 from candiag.sim.charger import ChargerSimulator
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def open_sim_bus(interface: str, channel: str, bitrate: int | None = None) -> ca
         raise BusUnavailableError(
             f"cannot open CAN interface {interface!r} channel {channel!r} for the simulator: "
             f"{err}. Check the adapter is plugged in and the interface is up "
-            f"(e.g. 'ip link set {channel} up type can bitrate {bitrate or 125000}'), "
+            f"(e.g. 'ip link set {channel} up type can bitrate {bitrate or DEFAULT_BITRATE}'), "
             "or use --interface virtual."
         ) from err
 

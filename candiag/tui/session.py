@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,10 +39,14 @@ from candiag.diagnosis.engine import DiagnosisEngine, Finding, load_rulebook
 from candiag.errors import RecordingError
 from candiag.ingest.candump import CandumpWriter
 from candiag.ingest.frames import FrameBatch
+from candiag.ingest.metadata import BusMetadata, RecordingMetadata
+from candiag.ingest.recorder import live_bus_metadata
 from candiag.tui.view import KEY_ROLES, BusView, KeySignal, NodeKey, ScreenState
 
 ReaderFactory = Callable[[BusConfig], FrameSource]
 RECORD_NAME_FORMAT = "candiag-%Y%m%d-%H%M%S"
+# gzip: the recording metadata rides in the header's comment, where candump readers ignore it.
+RECORD_SUFFIX = ".log.gz"
 
 
 def default_reader(bus: BusConfig) -> FrameSource:
@@ -86,11 +90,15 @@ class _Bus:
 
 
 class Recording:
-    """The frames the session analyses, written to one candump ``-L`` log."""
+    """The frames the session analyses, written to one candump ``-L`` log.
 
-    def __init__(self, path: Path) -> None:
+    ``metadata`` (its buses' bitrates, interfaces, channels) goes into the gzip header's
+    comment, so ``candiag analyze`` knows the bitrate of the recording (docs/bitrate.md).
+    """
+
+    def __init__(self, path: Path, metadata: RecordingMetadata | None = None) -> None:
         self.path = path
-        self.writer = CandumpWriter(path)
+        self.writer = CandumpWriter(path, metadata=metadata)
         self.frames = 0
 
     def write(self, batch: FrameBatch) -> None:
@@ -105,12 +113,12 @@ class Recording:
 
 
 def free_record_path(directory: Path, now: float) -> Path:
-    """``candiag-YYYYmmdd-HHMMSS.log`` in ``directory``, suffixed if that name is taken."""
+    """``candiag-YYYYmmdd-HHMMSS.log.gz`` in ``directory``, suffixed if that name is taken."""
     stem = time.strftime(RECORD_NAME_FORMAT, time.localtime(now))
-    path = directory / f"{stem}.log"
+    path = directory / f"{stem}{RECORD_SUFFIX}"
     n = 2
     while path.exists():
-        path = directory / f"{stem}-{n}.log"
+        path = directory / f"{stem}-{n}{RECORD_SUFFIX}"
         n += 1
     return path
 
@@ -125,8 +133,12 @@ class MonitorSession:
         title: str,
         reader_factory: ReaderFactory = default_reader,
         clock: Callable[[], float] = time.time,
+        adapter_bitrates: Mapping[str, int | None] | None = None,
     ) -> None:
         self.config = config
+        # Bus name -> the bitrate its adapter was really opened with, where that is not the
+        # configured one (monitor --interface without --bitrate: the driver's default, None).
+        self.adapter_bitrates = dict(adapter_bitrates or {})
         self.title = title
         self.reader_factory = reader_factory
         self.clock = clock
@@ -279,8 +291,23 @@ class MonitorSession:
                 f"{directory}: recording folder does not exist; create it or pass another "
                 "--record-dir"
             )
-        self.recording = Recording(free_record_path(directory, now))
+        metadata = RecordingMetadata(tuple(self._bus_metadata(bus.config) for bus in self.buses))
+        self.recording = Recording(free_record_path(directory, now), metadata)
         return self.recording.path
+
+    def _bus_metadata(self, bus: BusConfig) -> BusMetadata:
+        """What the recording can truthfully say about ``bus`` (never an assumed bitrate)."""
+        sim = self.config.simulator
+        if sim is not None and bus.name in sim.buses:
+            # The demo's simulator spaces its frames on the wire at the configured bitrate.
+            return BusMetadata(bus.channel, bus.interface, bus.bitrate, listen_only=None)
+        return live_bus_metadata(
+            bus.interface,
+            bus.channel,
+            self.adapter_bitrates.get(bus.name, bus.bitrate),
+            data_bitrate=bus.data_bitrate,
+            fd=bus.fd,
+        )
 
     def stop_recording(self) -> Recording | None:
         """Close the recording; returns it (path, frames) or None if none was open."""
