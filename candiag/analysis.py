@@ -26,12 +26,19 @@ from candiag.decode.dbc import ChargerDatabase
 from candiag.decode.identify import DbcMatch, select_reference_dbcs
 from candiag.diagnosis.engine import DiagnosisEngine, RuleBook, load_rulebook
 from candiag.diagnosis.rules import capture_conditions
+from candiag.health.bitrate import (
+    BitrateChoice,
+    BitrateEvidence,
+    BitrateInference,
+    choose_bitrate,
+)
 from candiag.health.bus import split_by_channel
 from candiag.health.busload import frame_bits
 from candiag.health.nodes import FamilyPolicy
-from candiag.health.pipeline import DEFAULT_BITRATE, BusPipeline, slice_decoded
+from candiag.health.pipeline import BusPipeline, slice_decoded
 from candiag.ingest.capture import CaptureReader, CaptureStats
 from candiag.ingest.frames import FrameBatch
+from candiag.ingest.metadata import MetadataReading, read_recording_metadata
 
 # Frames read ahead to decide which reference DBCs describe the traffic.
 SAMPLE_FRAMES = 20_000
@@ -45,34 +52,6 @@ def evaluation_interval(elapsed_s: float) -> float:
     seen by at least one evaluation however long the capture.
     """
     return 1.0 if elapsed_s < 60 else 10.0
-
-
-@dataclass(frozen=True)
-class BitrateChoice:
-    """The nominal bitrate an analysis uses, and how candiag came to know it.
-
-    ``source``: ``option`` (``--bitrate``), ``config``, ``recording`` (written by the
-    candiag recorder into the capture), ``inferred`` (from the frame spacing) or
-    ``assumed`` (none of those: figures that depend on it are marked, and no finding
-    gives a bitrate-specific instruction).
-    """
-
-    bitrate: int
-    source: str = "option"
-    detail: str = ""
-    data_bitrate: int | None = None
-
-    @property
-    def known(self) -> bool:
-        return self.source != "assumed"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "bitrate": self.bitrate,
-            "source": self.source,
-            "known": self.known,
-            "detail": self.detail,
-        }
 
 
 @dataclass
@@ -227,27 +206,49 @@ def _utc(ts: float) -> str:
 
 
 @dataclass
+class _Bitrates:
+    """The bitrate of each channel: given, recorded, configured, inferred or assumed."""
+
+    flag: int | None
+    config: int | None
+    data_bitrate: int | None
+    metadata: MetadataReading
+    inferred: dict[str, BitrateInference] = field(default_factory=dict)
+
+    def choice(self, channel: str) -> BitrateChoice:
+        recording = self.metadata.metadata
+        return choose_bitrate(
+            flag=self.flag,
+            recorded=recording.bitrate_for(channel) if recording is not None else None,
+            config=self.config,
+            inference=self.inferred.get(channel),
+        )
+
+
+@dataclass
 class _Buses:
     """One :class:`BusPipeline` per channel of the capture, made when the channel appears."""
 
     db: ChargerDatabase
-    bitrate: BitrateChoice
+    bitrates: _Bitrates
     policies: Sequence[FamilyPolicy]
     burst_errors_per_s: int
     keep_history: bool
     pipelines: dict[str, BusPipeline] = field(default_factory=dict)
+    choices: dict[str, BitrateChoice] = field(default_factory=dict)
 
     def pipeline(self, channel: str) -> BusPipeline:
         if channel not in self.pipelines:
+            choice = self.choices[channel] = self.bitrates.choice(channel)
             self.pipelines[channel] = BusPipeline(
                 bus_name(channel),
                 self.db,
-                bitrate=self.bitrate.bitrate,
-                data_bitrate=self.bitrate.data_bitrate,
+                bitrate=choice.bitrate,
+                data_bitrate=self.bitrates.data_bitrate,
                 policies=self.policies,
                 burst_errors_per_s=self.burst_errors_per_s,
                 keep_history=self.keep_history,
-                bitrate_known=self.bitrate.known,
+                bitrate_known=choice.known,
             )
         return self.pipelines[channel]
 
@@ -270,7 +271,8 @@ def analyze_capture(
     path: str | os.PathLike[str],
     db: ChargerDatabase | None = None,
     *,
-    bitrate: int | BitrateChoice | None = None,
+    bitrate: int | None = None,
+    config_bitrate: int | None = None,
     data_bitrate: int | None = None,
     policies: Sequence[FamilyPolicy] = (),
     book: RuleBook | None = None,
@@ -282,18 +284,24 @@ def analyze_capture(
 
     ``db``: the DBCs to decode with; ``None`` applies those of ``reference_dbcs`` (by
     default the shipped reference charger's) that the traffic matches, and no other.
-    ``bitrate``: a number (given by the user) or a :class:`BitrateChoice`; ``None`` is
-    the assumed :data:`DEFAULT_BITRATE`.
+    Each channel's bitrate is ``bitrate`` (given by the user), else the one the recording
+    carries, else ``config_bitrate``, else inferred from the spacing of the first frames,
+    else assumed (:func:`candiag.health.bitrate.choose_bitrate`).
     """
     reader = CaptureReader(path, chunk_lines=chunk_lines)
     book = book or load_rulebook()
-    choice = _bitrate_choice(bitrate, data_bitrate)
     batches = reader.batches()
     sample = _read_sample(batches)
+    sample_batch = FrameBatch.concat(sample)
+    bitrates = _Bitrates(bitrate, config_bitrate, data_bitrate, _metadata(path))
+    if bitrate is None:
+        evidence = BitrateEvidence()
+        evidence.update(sample_batch)
+        bitrates.inferred = evidence.results()
     matches: list[DbcMatch] = []
     if db is None:
-        db, matches = select_reference_dbcs(FrameBatch.concat(sample), reference_dbcs)
-    buses = _Buses(db, choice, policies, int(book.t("burst_errors_per_s")), keep_history)
+        db, matches = select_reference_dbcs(sample_batch, reference_dbcs)
+    buses = _Buses(db, bitrates, policies, int(book.t("burst_errors_per_s")), keep_history)
     engine = DiagnosisEngine(book=book)
     clock = _Clock()
     evaluations = 0
@@ -317,22 +325,15 @@ def analyze_capture(
         _evaluate(engine, buses, end, first_detection, clock)
         evaluations += 1
     engine.add_conditions(end or 0.0, capture_conditions(book, _capture_facts(reader.stats)))
-    report = build_report(buses, reader.stats, engine, choice, matches, steps.events)
+    report = build_report(buses, reader.stats, engine, matches, steps.events)
     timeline = _timeline(buses) if keep_history else {}
     return AnalysisResult(report, timeline, evaluations, first_detection)
 
 
-def _bitrate_choice(bitrate: int | BitrateChoice | None, data_bitrate: int | None) -> BitrateChoice:
-    if isinstance(bitrate, BitrateChoice):
-        return bitrate
-    if bitrate is None:
-        return BitrateChoice(
-            DEFAULT_BITRATE,
-            "assumed",
-            f"not known; {DEFAULT_BITRATE:,} bit/s assumed (give --bitrate)",
-            data_bitrate,
-        )
-    return BitrateChoice(bitrate, "option", "given", data_bitrate)
+def _metadata(path: str | os.PathLike[str]) -> MetadataReading:
+    if str(path) == "-":
+        return MetadataReading(None, "", "")
+    return read_recording_metadata(path)
 
 
 def _read_sample(batches: Iterator[FrameBatch]) -> list[FrameBatch]:
@@ -464,14 +465,20 @@ def build_report(
     buses: _Buses,
     stats: CaptureStats,
     engine: DiagnosisEngine,
-    bitrate: BitrateChoice,
     matches: Sequence[DbcMatch] = (),
     clock_events: Sequence[ClockEvent] = (),
 ) -> dict[str, Any]:
     """``analyze``'s JSON: the documented keys first, then per-bus reports when several."""
-    reports = {p.name: p.report() for p in buses.pipelines.values()}
-    if not reports:
-        reports = {"can": BusPipeline("can", buses.db, bitrate=bitrate.bitrate).report()}
+    if not buses.pipelines:
+        buses.pipeline("can")  # nothing read: a report of an empty bus, not a missing one
+    reports: dict[str, dict[str, Any]] = {}
+    bitrates: dict[str, dict[str, Any]] = {}
+    for channel, p in buses.pipelines.items():
+        reports[p.name] = p.report()
+        bitrates[p.name] = _bitrate_json(buses.choices[channel])
+        reports[p.name]["bus_load"].update(
+            bitrate_source=bitrates[p.name]["source"], bitrate_detail=bitrates[p.name]["detail"]
+        )
     merged = _merge_buses(reports)
     pipelines = list(buses.pipelines.values())
     starts = [p.first_ts for p in pipelines if p.first_ts is not None]
@@ -498,8 +505,6 @@ def build_report(
         "end": end,
         "duration_s": round(end - start, 6) if start is not None and end is not None else 0.0,
     }
-    merged["bus_load"]["bitrate_source"] = bitrate.source
-    merged["bus_load"]["bitrate_detail"] = bitrate.detail
     merged["decode"]["dbc"] = _dbc_json(buses.db, matches)
     report: dict[str, Any] = {
         "capture": capture,
@@ -507,7 +512,7 @@ def build_report(
         "error_frames": merged["error_frames"],
         "bus_off_events": merged["bus_off_events"],
         "bus_load": merged["bus_load"],
-        "bitrate": bitrate.to_json(),
+        "bitrate": next(iter(bitrates.values())) if len(bitrates) == 1 else bitrates,
         "ids": merged["ids"],
         "nodes": merged["nodes"],
         "signals": merged["signals"],
@@ -519,7 +524,7 @@ def build_report(
         "contactors": merged["contactors"],
         "cooling": merged["cooling"],
         "currents": merged["currents"],
-        "notes": _notes(stats, buses, bitrate, matches)
+        "notes": _notes(stats, buses, matches)
         + [f"Capture time: {e.text()}." for e in clock_events],
     }
     if len(reports) > 1:
@@ -527,9 +532,17 @@ def build_report(
     return report
 
 
-def _notes(
-    stats: CaptureStats, buses: _Buses, bitrate: BitrateChoice, matches: Sequence[DbcMatch]
-) -> list[str]:
+def _bitrate_json(choice: BitrateChoice) -> dict[str, Any]:
+    return {
+        "bitrate": choice.bitrate,
+        "source": choice.source,
+        "known": choice.known,
+        "detail": choice.detail,
+        "disagreements": list(choice.notes),
+    }
+
+
+def _notes(stats: CaptureStats, buses: _Buses, matches: Sequence[DbcMatch]) -> list[str]:
     notes = []
     if stats.stopped_at is not None:
         notes.append(
@@ -548,16 +561,18 @@ def _notes(
         notes.append(
             f"{stats.malformed} malformed lines were skipped (see capture.malformed_examples)."
         )
-    if not bitrate.known:
-        notes.append(
-            f"Bitrate {bitrate.detail}: load figures use it and are marked assumed; "
-            "no finding gives a bitrate-specific instruction."
-        )
-    elif bitrate.source == "inferred":
-        notes.append(
-            f"Bitrate {bitrate.bitrate:,} bit/s inferred from the capture: {bitrate.detail}."
-        )
-    for p in buses.pipelines.values():
+    if buses.bitrates.metadata.problem:
+        notes.append(f"Recording metadata ignored: {buses.bitrates.metadata.problem}.")
+    for channel, p in buses.pipelines.items():
+        choice = buses.choices[channel]
+        if not choice.known:
+            notes.append(
+                f"{p.name}: bitrate {choice.detail}. Load figures use it and are marked "
+                "assumed; no finding gives a bitrate-specific instruction (give --bitrate)."
+            )
+        elif choice.source == "inferred":
+            notes.append(f"{p.name}: bitrate {choice.bitrate:,} bit/s inferred: {choice.detail}.")
+        notes.extend(f"{p.name}: bitrate {n}." for n in choice.notes)
         load_note = p.health.load_note()
         if load_note:
             notes.append(f"{p.name}: {load_note}.")

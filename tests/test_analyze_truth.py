@@ -240,3 +240,50 @@ def test_extended_ids_keep_eight_digits_everywhere(tmp_path: Path) -> None:
     ids = {e["id"]: e["extended"] for e in report["ids"].values()}
     assert ids == {"0x00000285": True, "0x285": False}
     assert set(report["decode"]["unknown_ids"]) == {"0x00000285", "0x285"}
+
+
+# -- item 6: the bitrate is known, inferred, or said to be assumed ----------------------------
+
+
+def test_a_candiag_recording_is_analyzed_at_its_recorded_bitrate(tmp_path: Path) -> None:
+    capture = tmp_path / "rec125.log.gz"
+    assert main(["simulate", "-o", str(capture), "-d", "60", "-b", "125000"]) == 0
+    report = analyze(capture)
+    assert report["bitrate"]["bitrate"] == 125_000
+    assert report["bitrate"]["source"] == "recording"
+    assert report["bus_load"]["bitrate"] == 125_000
+    assert 0.2 < report["bus_load"]["mean_ratio"] < 0.3  # ~24 %, not 6 % at an assumed 500k
+
+
+def test_a_plain_capture_of_a_busy_bus_gets_its_bitrate_inferred(tmp_path: Path) -> None:
+    capture = tmp_path / "rec250.log"
+    assert main(["simulate", "-o", str(capture), "-d", "60", "-b", "250000"]) == 0
+    for sidecar in tmp_path.glob("*.meta.json"):
+        sidecar.unlink()  # only the frames remain: their spacing must tell the rate
+    report = analyze(capture)
+    assert report["bitrate"]["source"] == "inferred"
+    assert report["bitrate"]["bitrate"] == 250_000
+
+
+def test_an_assumed_bitrate_is_marked_everywhere_and_never_an_instruction(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capture = tmp_path / "wrongrate.log"
+    assert main(["simulate", "-o", str(capture), "-d", "60", "--scenario", "wrong_bitrate"]) == 0
+    for sidecar in tmp_path.glob("*.meta.json"):
+        sidecar.unlink()
+    # Keep one frame in twenty: too sparse to infer a rate from, errors still in bursts.
+    lines = capture.read_text().splitlines()
+    thin = [line for k, line in enumerate(lines) if k % 20 == 0 or line.split()[-1][:6] == "200000"]
+    capture.write_text("\n".join(thin) + "\n")
+    html = tmp_path / "r.html"
+    report = analyze(capture, "--html", str(html))
+    assert report["bitrate"]["source"] == "assumed" and not report["bitrate"]["known"]
+    assert "ASSUMED" in capsys.readouterr().out
+    assert "assumed, not known" in html.read_text()
+    wrong = [f for f in report["findings"] if f["code"] == "CAN_WRONG_BITRATE"]
+    assert wrong, [f["code"] for f in report["findings"]]
+    assert "does not know this bus's bitrate" in wrong[0]["fix"]
+    for finding in report["findings"]:
+        assert "bit/s)" not in finding["fix"], finding
+    assert not [f for f in report["findings"] if f["code"] == "CAN_LOAD_HIGH"]

@@ -69,28 +69,26 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from candiag.analysis import BitrateChoice, analyze_capture
+    from candiag.analysis import analyze_capture
     from candiag.cli.outputs import check_outputs, write_text
     from candiag.decode.dbc import load_dbc_paths
     from candiag.diagnosis.engine import load_rulebook
     from candiag.health.nodes import FamilyPolicy
 
     check_outputs([args.json, args.html], [args.capture])
-    bitrate: BitrateChoice | None = None
-    if args.bitrate is not None:
-        bitrate = BitrateChoice(args.bitrate, "option", "given with --bitrate", args.data_bitrate)
+    if args.bitrate is not None and not 1_000 <= args.bitrate <= 1_000_000:
+        raise InputError(
+            f"--bitrate {args.bitrate} is not a classic CAN bitrate (1000..1000000 bit/s)"
+        )
     dbc_paths: list[Any] = list(args.dbc or [])
     policies: list[FamilyPolicy] = []
     thresholds_file = None
+    config_bitrate: int | None = None
+    data_bitrate: int | None = args.data_bitrate
     if args.config:
         bus, thresholds_file = _config_bus(args.config, args.bus)
-        if bitrate is None:
-            bitrate = BitrateChoice(
-                bus.bitrate,
-                "config",
-                f"from {args.config} (bus {bus.name})",
-                args.data_bitrate or bus.data_bitrate,
-            )
+        config_bitrate = bus.bitrate if bus.bitrate_set else None
+        data_bitrate = data_bitrate or bus.data_bitrate
         dbc_paths = dbc_paths or list(bus.dbc)
         policies = [
             FamilyPolicy(
@@ -101,18 +99,15 @@ def _run(args: argparse.Namespace) -> int:
             )
             for f in bus.families
         ]
-    if bitrate is not None and not 1_000 <= bitrate.bitrate <= 1_000_000:
-        raise InputError(
-            f"--bitrate {bitrate.bitrate} is not a classic CAN bitrate (1000..1000000 bit/s)"
-        )
     # Without --dbc or a config, the reference DBCs are applied only where the traffic
     # matches them (candiag.decode.identify); given DBCs are applied as given.
     db = load_dbc_paths(dbc_paths) if dbc_paths else None
     result = analyze_capture(
         args.capture,
         db,
-        bitrate=bitrate,
-        data_bitrate=args.data_bitrate,
+        bitrate=args.bitrate,
+        config_bitrate=config_bitrate,
+        data_bitrate=data_bitrate,
         policies=policies,
         book=load_rulebook(thresholds_file),
         keep_history=bool(args.html),
@@ -215,9 +210,9 @@ def print_summary(report: dict[str, Any]) -> None:
 
 def _load_text(load: dict[str, Any]) -> str:
     """The load figures with the bitrate they rest on and how that bitrate is known."""
-    source = load.get("bitrate_source", "option")
+    source = load.get("bitrate_source", "flag")
     how = {
-        "option": "given",
+        "flag": "given",
         "config": "from the config",
         "recording": "recorded with the capture",
         "inferred": "inferred from frame spacing",

@@ -85,6 +85,9 @@ class BusConfig:
     listen_only: bool = True
     dbc: tuple[Path, ...] = ()  # empty: the reference DBCs shipped with candiag
     families: tuple[FamilyConfig, ...] = ()
+    # False when the file does not set ``bitrate`` (the default is filled in): an offline
+    # analysis must not present the default as the bus's known bitrate.
+    bitrate_set: bool = True
 
     @property
     def receive_only(self) -> bool:
@@ -291,6 +294,7 @@ def _bus(v: _Validator, raw: Mapping[str, Any], path: str) -> BusConfig | None:
         listen_only=listen_only,
         dbc=dbc,
         families=families,
+        bitrate_set="bitrate" in t,
     )
 
 

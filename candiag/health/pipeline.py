@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from candiag.decode.dbc import ChargerDatabase
 from candiag.decode.decoder import BatchDecoder, DecodedMessage, DecodeResult
+from candiag.health.bitrate import DEFAULT_BITRATE
 from candiag.health.bus import BusHealth
 from candiag.health.busstate import BusStateTracker
 from candiag.health.errorframes import (
@@ -40,7 +41,6 @@ from candiag.health.thresholds import HealthThresholds, load_thresholds
 from candiag.health.windows import WINDOWS, BusWindows, SecondRing, per_second_totals
 from candiag.ingest.frames import FrameBatch, format_can_id
 
-DEFAULT_BITRATE = 125_000  # the reference bus (docs/reference-bus.md)
 # Columns of the protocol-error ring: all protocol frames, then one per violation type.
 PROTOCOL_COLUMNS = ("protocol", *PROTOCOL_TYPE_FLAGS)
 # Signal roles plotted per node in the offline report.

@@ -271,10 +271,12 @@ class CaptureReader:
     def _gunzip(self, fh: IO[bytes], size: int, sniffing: bool = False) -> Iterator[bytes]:
         inflater = zlib.decompressobj(wbits=31)
         produced = False
+        head = b""
         while True:
             block = fh.read(size)
             if not block:
                 break
+            head = head or block[:_GZIP_HEADER_BYTES]
             while block:
                 try:
                     # At most `size` bytes out per call: a small "gzip bomb" from a
@@ -306,13 +308,20 @@ class CaptureReader:
         if tail:
             yield tail
             produced = True
-        if not inflater.eof and not produced:
+        if not produced and not _is_gzip_header(head):
             raise CaptureError(
                 f"{self.where}: the gzip stream ends before any data (file cut short or not "
                 "gzip); record or copy it again"
             )
         if not inflater.eof and not sniffing:
+            # A recording cut back to its header (power loss, full disk before the first
+            # flush) holds no frame: an empty, truncated capture, reported as such.
             self.stats.truncated = True
+            if not produced:
+                self.stats.note = (
+                    "the gzip stream ends before any data (recording cut short before its "
+                    "first flush): no frame to read"
+                )
 
     def _text_lines(self) -> Iterator[tuple[int, str]]:
         """Numbered text lines (without their line end), for the line-oriented formats."""
@@ -495,3 +504,13 @@ def read_capture(path: str | os.PathLike[str]) -> tuple[FrameBatch, CaptureStats
     reader = CaptureReader(path)
     batch = FrameBatch.concat(list(reader.batches()))
     return batch, reader.stats
+
+
+# A gzip member header: magic 1f 8b, method 8 (deflate), flags, mtime, xfl, os (RFC 1952).
+_GZIP_HEADER_BYTES = 10
+
+
+def _is_gzip_header(head: bytes) -> bool:
+    """Whether ``head`` starts a whole gzip member header (a stream cut after it is a
+    recording cut short; one cut inside it, or another magic, is not gzip at all)."""
+    return len(head) >= _GZIP_HEADER_BYTES and head[:3] == b"\x1f\x8b\x08"

@@ -114,7 +114,7 @@ def _summary(report: Mapping[str, Any]) -> str:
 
 
 _BITRATE_SOURCE = {
-    "option": "given",
+    "flag": "given",
     "config": "from config",
     "recording": "recorded",
     "inferred": "inferred",
