@@ -59,6 +59,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
     parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse DBCs cantools' strict mode refuses (default: load them, with warnings; "
+        "also the config's dbc_strict)",
+    )
+    parser.add_argument(
         "--fail-on",
         choices=("critical", "warning"),
         help="exit with status 1 when a finding of this severity (or worse) was found",
@@ -75,6 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     bitrate: int | None = args.bitrate
     data_bitrate: int | None = args.data_bitrate
     dbc_paths: list[Any] = list(args.dbc or [])
+    strict: bool = args.strict
     policies: list[FamilyPolicy] = []
     thresholds_file = None
     if args.config:
@@ -82,6 +89,7 @@ def _run(args: argparse.Namespace) -> int:
         bitrate = bitrate or bus.bitrate
         data_bitrate = data_bitrate or bus.data_bitrate
         dbc_paths = dbc_paths or list(bus.dbc)
+        strict = strict or bus.dbc_strict
         policies = [
             FamilyPolicy(
                 f.name,
@@ -93,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
         ]
     if bitrate is not None and not 1_000 <= bitrate <= 1_000_000:
         raise InputError(f"--bitrate {bitrate} is not a classic CAN bitrate (1000..1000000 bit/s)")
-    db = load_dbc_paths(dbc_paths or [reference_dbc_dir()])
+    db = load_dbc_paths(dbc_paths or [reference_dbc_dir()], strict=strict)
     result = analyze_capture(
         args.capture,
         db,

@@ -85,6 +85,7 @@ class BusConfig:
     listen_only: bool = True
     dbc: tuple[Path, ...] = ()  # empty: the reference DBCs shipped with candiag
     families: tuple[FamilyConfig, ...] = ()
+    dbc_strict: bool = False  # refuse DBCs cantools' strict mode refuses (docs/dbc.md)
 
     @property
     def receive_only(self) -> bool:
@@ -238,6 +239,7 @@ _BUS_KEYS = {
     "fd",
     "listen_only",
     "dbc",
+    "dbc_strict",
     "families",
 }
 
@@ -268,6 +270,7 @@ def _bus(v: _Validator, raw: Mapping[str, Any], path: str) -> BusConfig | None:
             "false",
         )
     dbc = tuple(v.paths(t, "dbc", path, suffix=".dbc"))
+    dbc_strict = v.boolean(t, "dbc_strict", path, False)
     families_raw = v.array_of_tables(t.get("families", []), f"{path}.families")
     families = tuple(
         f
@@ -291,6 +294,7 @@ def _bus(v: _Validator, raw: Mapping[str, Any], path: str) -> BusConfig | None:
         listen_only=listen_only,
         dbc=dbc,
         families=families,
+        dbc_strict=dbc_strict,
     )
 
 

@@ -142,6 +142,20 @@ class DbcWarning:
         }
 
 
+def warning_lines(warnings: Sequence[DbcWarning], limit: int = 10, indent: str = "  ") -> list[str]:
+    """The warnings as text lines for a terminal: a head line, then one per warning."""
+    if not warnings:
+        return []
+    lines = [
+        f"{indent}DBC warnings: {len(warnings)} (loaded as cantools --no-strict loads it; "
+        f"--strict refuses the file)"
+    ]
+    lines += [f"{indent}  {w}" for w in warnings[:limit]]
+    if len(warnings) > limit:
+        lines.append(f"{indent}  ... and {len(warnings) - limit} more")
+    return lines
+
+
 @dataclass(frozen=True)
 class SignalDef:
     """One signal as candiag uses it (bit layout and scaling exactly as cantools parsed it)."""
@@ -624,7 +638,7 @@ def _report_unused(index: DbcIndex, entry: EntryLine, problems: _Problems) -> No
         )
         name = msg.name
     else:
-        where = f"no message has identifier {entry.dbc_id} (BO_ {entry.dbc_id})"
+        where = f"no BO_ has identifier {entry.dbc_id}"
         name = None
     if entry.keyword == "VAL_":
         text = (

@@ -37,6 +37,10 @@ class LayoutProblem:
     strict_refuses: bool = True
 
 
+def plural(count: int, unit: str) -> str:
+    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
+
+
 def network_first_bit(start: int, big_endian: bool) -> int:
     """The signal's first bit in network order (byte 0 MSB = 0), as cantools counts it."""
     return 8 * (start // 8) + 7 - start % 8 if big_endian else start
@@ -115,10 +119,11 @@ class _Checker:
                     "past_end",
                     name,
                     "",
-                    f"signal {name} of message {self.name} (start bit {start}, {length} bits) "
-                    f"reaches byte {last} but the message is {self.length} bytes long; "
-                    f"candiag does not decode it (cantools refuses to decode the message): "
-                    f"check its start bit and length, or the message length",
+                    f"signal {name} of message {self.name} (start bit {start}, "
+                    f"{plural(length, 'bit')}) needs {plural(last + 1, 'byte')} but the message "
+                    f"is {plural(self.length, 'byte')} long; candiag does not decode it "
+                    f"(cantools refuses to decode the message): check its start bit and "
+                    f"length, or the message length",
                 )
             )
             return occupied
@@ -170,7 +175,8 @@ class _Checker:
                         sig.name,
                         "",
                         f"signal {sig.name} of message {self.name} is declared an IEEE float "
-                        f"(SIG_VALTYPE_) but is {sig.length} bits long, not 16, 32 or 64; "
+                        f"(SIG_VALTYPE_) but is {plural(sig.length, 'bit')} long, not 16, 32 or "
+                        f"64; "
                         f"candiag does not decode it (cantools cannot either)",
                         strict_refuses=False,
                     )
