@@ -336,7 +336,7 @@ def test_many_hostile_lines_are_all_listed_with_a_bound() -> None:
     with pytest.raises(DbcError) as info:
         load_dbc_text(HEADER + body, "h.dbc")
     lines = str(info.value).splitlines()
-    assert lines[0] == "h.dbc: 50 problems (no CAN frame can hold these; fix the DBC):"
+    assert lines[0] == "h.dbc: 50 problems (no CAN frame can carry these; fix the DBC):"
     assert lines[1].startswith("  h.dbc:10: signal A0 of message M")
     assert lines[-1] == "  ... and 30 more"
 
@@ -482,3 +482,27 @@ def test_multiplexer_ids_beyond_64_bits_never_select() -> None:
     result = BatchDecoder(db).decode(batch)
     compare(db, batch, result)
     assert not result.messages["M"].present["B"].any()
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (
+            'BO_ 1 M: 8 X\n SG_ A : 0|8@1+ (.25,0) [0|0] "" X\n',
+            r"h\.dbc:10:\d+: invalid syntax in .*: a number must start with a digit",
+        ),
+        (
+            "BO_ 1 2017_5: 8 X\n",
+            r"h\.dbc:9:7: invalid syntax .*: the name '2017_5' starts with a digit",
+        ),
+        (
+            'CM_ "no semicolon"\nBO_ 1 M: 8 X\n',
+            r"h\.dbc:10:1: .*: the CM_ statement on line 9 does not end with ';'",
+        ),
+        ('CM_ 1 "x";\n', r"h\.dbc:9:5: .*: a comment on a message is written CM_ BO_"),
+        ('BO_ 1 M: 8 X\n SG_ A : 0|8@1+ (1,0) [0|0] "" X\nCM_ SG_ 1 "x";\n', r"CM_ SG_ <"),
+    ],
+)
+def test_syntax_errors_say_what_is_probably_wrong(body: str, words: str) -> None:
+    with pytest.raises(DbcError, match=words):
+        load_dbc_text(HEADER + body, "h.dbc")

@@ -130,8 +130,8 @@ def test_signal_outside_message_names_its_line(tmp_path: Path) -> None:
     path = write(tmp_path, "short.dbc", text)
     with pytest.raises(
         DbcError,
-        match=r"short\.dbc:10: signal TooLong of message Short .* reaches byte 2 but the "
-        r"message is 2 bytes long",
+        match=r"short\.dbc:10: signal TooLong of message Short \(start bit 8, 16 bits\) needs "
+        r"3 bytes but the message is 2 bytes long",
     ):
         load_dbc_paths([path], strict=True)
     db = load_dbc_paths([path])  # lenient: loads, the signal is not decoded, one warning
@@ -362,7 +362,13 @@ def test_match_equals_a_per_frame_reference(
         with pytest.raises(DbcError, match="claim"):
             load_dbc_text(text, "h.dbc", strict=True)
     # Lenient: of two messages with one identifier the later is used (as cantools) ...
-    kept = [e for i, e in enumerate(entries) if all(f[:2] != e[:2] for f in entries[i + 1 :])]
+    # BA_ attributes are keyed by identifier: every message of one identifier gets its mask.
+    masks = {(ext, base): mask for ext, base, mask in entries if mask}
+    kept = [
+        (*e[:2], masks.get(e[:2], 0))
+        for i, e in enumerate(entries)
+        if all(f[:2] != e[:2] for f in entries[i + 1 :])
+    ]
     ambiguous = [
         (a, b)
         for i, a in enumerate(kept)

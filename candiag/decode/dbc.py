@@ -550,7 +550,7 @@ def _parse_dbc(path: Path, text: str, strict: bool) -> _Loaded:
             str(path),
             [f"{path}:{line}: {words}" for line, words in index.problems],
             0,
-            "no CAN frame can hold these; fix the DBC",
+            "no CAN frame can carry these; fix the DBC",
         )
     problems = _Problems(path, strict)
     db, records = _cantools_load(path, text, index, problems)
@@ -725,6 +725,11 @@ def _syntax_hint(lines: list[str], line: int, column: int) -> str:
     name = re.match(r"\d+[A-Za-z_][A-Za-z0-9_]*", rest)
     if name:
         return f"the name {name.group()!r} starts with a digit, which DBC names may not"
+    statement = lines[line - 1].strip() if 0 < line <= len(lines) else ""
+    if statement.startswith("CM_ SG_") and rest.startswith('"'):
+        return 'a comment on a signal is written CM_ SG_ <identifier> <signal> "text";'
+    if statement.startswith("CM_") and rest[:1].isdigit():
+        return 'a comment on a message is written CM_ BO_ <identifier> "text";'
     previous = line - 2
     while previous >= 0 and not lines[previous].strip():
         previous -= 1
