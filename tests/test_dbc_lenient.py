@@ -506,3 +506,28 @@ def test_multiplexer_ids_beyond_64_bits_never_select() -> None:
 def test_syntax_errors_say_what_is_probably_wrong(body: str, words: str) -> None:
     with pytest.raises(DbcError, match=words):
         load_dbc_text(HEADER + body, "h.dbc")
+
+
+def test_multiplexers_nested_beyond_cantools_are_refused_in_words() -> None:
+    n = 1500
+    body = "BO_ 1 M: 64 X\n" + sg("S0", 0, 1, mux="M")
+    body += "".join(sg(f"S{i}", i % 512, 1, mux="m1M") for i in range(1, n))
+    body += "".join(f"SG_MUL_VAL_ 1 S{i} S{i - 1} 1-1;\n" for i in range(1, n))
+    with pytest.raises(DbcError, match=r"^d\.dbc: cantools cannot read the DBC: signals are "):
+        load_dbc_text(HEADER + body, "d.dbc")
+
+
+def test_renamed_signals_are_numbered_in_order() -> None:
+    # '#' cannot be in a DBC name, so a renamed signal never takes a name of the file.
+    body = "BO_ 1 M: 8 X\n" + sg("A", 0, 1) + sg("B", 1, 1) + sg("A", 2, 1) + sg("A", 3, 1)
+    db = load_dbc_text(HEADER + body, "n.dbc")
+    assert [s.name for s in db.by_name("M").signals] == ["A", "B", "A#2", "A#3"]
+    assert [w.kind for w in db.warnings] == ["duplicate_signal", "duplicate_signal"]
+
+
+def test_many_duplicate_identifiers_give_bounded_warnings() -> None:
+    body = "".join(f"BO_ 5 M{i}: 8 X\n" + sg(f"S{i}", 0, 8) + "\n" for i in range(250))
+    db = load_dbc_text(HEADER + body, "d.dbc")
+    assert [m.name for m in db.messages] == ["M249"]
+    assert len(db.warnings) == 201 and db.warnings[-1].kind == "more"
+    assert db.warnings[-1].text == "49 more problems of this kind are not listed"

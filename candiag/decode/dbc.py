@@ -256,7 +256,7 @@ class ChargerDatabase:
         clash_warnings = _check_unique(messages, strict)  # also for edited messages
         self.messages: list[MessageDef] = list(messages)
         self.sources: list[str] = list(sources)
-        self.warnings: tuple[DbcWarning, ...] = (*warnings, *clash_warnings)
+        self.warnings: tuple[DbcWarning, ...] = (*warnings, *_capped(clash_warnings))
         self.strict = strict
         self._by_name = {m.name: i for i, m in enumerate(self.messages)}
         self.families: dict[str, list[MessageDef]] = {}
@@ -529,7 +529,17 @@ def _database(loaded: list[_Loaded], sources: list[str], strict: bool) -> Charge
     messages = [m for item in loaded for m in item.messages]
     kept, duplicate_warnings = _resolve_duplicates(messages, strict)
     warnings = [w for item in loaded for w in item.problems.final_warnings()]
-    return ChargerDatabase(kept, sources, warnings=[*warnings, *duplicate_warnings], strict=strict)
+    warnings += _capped(duplicate_warnings)
+    return ChargerDatabase(kept, sources, warnings=warnings, strict=strict)
+
+
+def _capped(warnings: list[DbcWarning]) -> list[DbcWarning]:
+    """At most MAX_WARNINGS_PER_FILE warnings of one check, the rest counted."""
+    if len(warnings) <= MAX_WARNINGS_PER_FILE:
+        return warnings
+    rest = len(warnings) - MAX_WARNINGS_PER_FILE
+    text = f"{rest} more problems of this kind are not listed"
+    return [*warnings[:MAX_WARNINGS_PER_FILE], DbcWarning(warnings[0].file, 0, None, text, "more")]
 
 
 def _load_file(path: Path, strict: bool) -> _Loaded:
@@ -632,13 +642,15 @@ def _repairs(
     message = str(cause)
     if not message.startswith(("unused VAL_ entries", "unused SIG_VALTYPE_ entries")):
         return None
+    positions: dict[tuple[str, int | None, str], list[int]] = {}
+    for pos, entry in enumerate(index.entries):
+        positions.setdefault((entry.keyword, entry.dbc_id, entry.name), []).append(pos)
     found: set[int] = set()
     for keyword, raw_id, name in _UNUSED_RE.findall(message):
-        dbc_id = int(raw_id)
-        for pos, entry in enumerate(index.entries):
-            if entry.keyword == keyword and entry.dbc_id == dbc_id and entry.name == name:
+        for pos in positions.get((keyword, int(raw_id), name), []):
+            if pos not in found:
                 found.add(pos)
-                _report_unused(index, entry, problems)
+                _report_unused(index, index.entries[pos], problems)
     return found or None
 
 
@@ -724,6 +736,12 @@ def _cantools_error(path: Path, text: str, index: DbcIndex, err: BaseException) 
         key = str(cause.args[0])
         words = f"'{key}' is used but never defined (no BA_DEF_ or definition of that name)"
         found = _line_quoting(text, key)
+    elif isinstance(cause, RecursionError):
+        words = (
+            "signals are multiplexed too deeply for cantools to read (it follows nested "
+            "multiplexers recursively, about a thousand levels at most)"
+        )
+        found = 0
     else:
         words = str(cause).strip() or f"{type(cause).__name__} while reading"
         found = _line_naming(index, words)
@@ -1025,16 +1043,17 @@ def _tree_names(tree: list[Any]) -> set[str]:
 def _unique_signal_names(signals: list[SignalDef], where: _Where) -> tuple[SignalDef, ...]:
     """Two signals of one name: the later is called ``name#2`` (both decode)."""
     seen: set[str] = {s.name for s in signals}
-    first: set[str] = set()
+    next_number: dict[str, int] = {}
     out: list[SignalDef] = []
     for sig in signals:
-        if sig.name not in first:
-            first.add(sig.name)
+        if sig.name not in next_number:
+            next_number[sig.name] = 2
             out.append(sig)
             continue
-        k = 2
+        k = next_number[sig.name]
         while f"{sig.name}#{k}" in seen:
             k += 1
+        next_number[sig.name] = k + 1
         new = f"{sig.name}#{k}"
         seen.add(new)
         where.add(

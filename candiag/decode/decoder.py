@@ -208,7 +208,7 @@ class _WordPlan:
         self.n_float = kinds.count("float")
         self.others = [(j, p.signal) for j, p in enumerate(ordered) if kinds[order[j]] == "other"]
         # Position in kind order of each signal in message order.
-        self.inverse = [order.index(i) for i in range(len(plans))]
+        self.inverse = np.argsort(np.array(order, np.intp)).tolist()
         self.shifts = np.array([[p.shift] for p in ordered], np.uint64).reshape(-1, 1)
         self.masks = np.array([[int(p.mask)] for p in ordered], np.uint64).reshape(-1, 1)
         big = [p.window[0] == "big" for p in ordered]
