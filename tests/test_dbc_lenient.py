@@ -262,10 +262,10 @@ def test_candiag_conventions_are_warnings_leniently() -> None:
     msg = db.by_name("Msg")
     assert (msg.node_mask, msg.signal("A").role, msg.cycle_time_ms) == (0, None, None)
     lines = [w.line for w in db.warnings]
-    assert lines == [
+    assert lines == [  # in line order
         line_of(text, 'BA_ "CandiagNodeMask" BO_'),
-        line_of(text, 'BA_ "GenMsgCycleTime" BO_'),
         line_of(text, 'BA_ "CandiagRole" SG_'),
+        line_of(text, 'BA_ "GenMsgCycleTime" BO_'),
     ]
     with pytest.raises(DbcError, match="3 problems"):
         load_dbc_text(text, "c.dbc", strict=True)

@@ -491,6 +491,8 @@ class _Problems:
         target.append(warning)
 
     def final_warnings(self) -> list[DbcWarning]:
+        """The warnings in line order, then the count of those not kept."""
+        self.warnings.sort(key=lambda w: w.line)
         if self.dropped:
             more = DbcWarning(
                 self.path,
