@@ -534,3 +534,48 @@ def test_many_duplicate_identifiers_give_bounded_warnings() -> None:
     assert [m.name for m in db.messages] == ["M249"]
     assert len(db.warnings) == 201 and db.warnings[-1].kind == "more"
     assert db.warnings[-1].text == "49 more problems of this kind are not listed"
+
+
+@st.composite
+def lenient_dbcs(draw: st.DrawFn) -> str:
+    """One message with any layout cantools reads leniently: overlaps, signals past the
+    end, half/single/double floats, signals longer than 64 bits, a multiplexer."""
+    length = draw(st.sampled_from([1, 3, 8, 8, 12, 24, 64]))
+    lines = [HEADER, f"BO_ 1 M: {length} X\n"]
+    floats = []
+    mux = draw(st.booleans())
+    if mux:
+        lines.append(sg("Sel", draw(st.integers(0, 8 * length - 1)), 2, mux="M"))
+    for i in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["int", "int", "wide", "f16", "f32", "f64"]))
+        if kind == "int":
+            n = draw(st.integers(1, 64))
+        elif kind == "wide":
+            n = draw(st.integers(65, 130))
+        else:
+            n = int(kind[1:])
+        start = draw(st.integers(0, max(0, 8 * length - 1)))
+        order = draw(st.integers(0, 1))
+        tag = draw(st.sampled_from(["", "m0", "m1", "m3"])) if mux else ""
+        scale = draw(st.sampled_from(["1,0", "1,-40", "0.5,2", "3,7"]))
+        sign = draw(st.sampled_from("+-"))
+        lines.append(
+            f" SG_ S{i}{' ' + tag if tag else ''} : {start}|{n}@{order}{sign} ({scale}) "
+            '[0|0] "" X\n'
+        )
+        if kind.startswith("f"):
+            floats.append(f"SIG_VALTYPE_ 1 S{i} : {1 if kind != 'f64' else 2};\n")
+    return "".join(lines) + "\n" + "".join(floats)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lenient_dbcs(), st.integers(0, 2**32 - 1))
+def test_any_lenient_layout_decodes_like_cantools(text: str, seed: int) -> None:
+    try:
+        db = load_dbc_text(text, "l.dbc")
+    except DbcError as err:  # only what no frame can carry (a signal past bit 511)
+        assert "ends past bit 511" in str(err), str(err)
+        return
+    batch = frames_for(db, np.random.default_rng(seed), randoms=4)
+    result = BatchDecoder(db).decode(batch)
+    compare(db, batch, result)
