@@ -20,8 +20,8 @@ cantools parses the DBC text; this module owns what cantools does not do (docs/d
   identifiers carrying a node address (cantools' ``frame_id_mask`` works one frame at a
   time and one mask per database).
 
-Masked identifiers follow the convention of the reference DBCs (docs/dbc.md, "Node
-addresses"): the ``BO_`` identifier has the address bits zero and ``CandiagNodeMask``
+Masked identifiers follow the convention of the reference DBCs (docs/dbc.md, "candiag's
+conventions"): the ``BO_`` identifier has the address bits zero and ``CandiagNodeMask``
 names them; a frame matches when ``(can_id & ~mask) == frame_id`` with the same IDE, and
 its node address is ``(can_id & mask) >> lowest_set_bit(mask)``.
 """
@@ -457,8 +457,6 @@ def load_dbc_text(text: str, source: str = "<string>", *, strict: bool = False) 
 class _Loaded:
     """One file's messages and what was found wrong in it."""
 
-    path: Path
-    index: DbcIndex
     messages: list[MessageDef]
     problems: _Problems
 
@@ -598,7 +596,7 @@ def _parse_dbc_text(path: Path, text: str, strict: bool) -> _Loaded:
     ]
     _report_log(records, messages, problems)
     problems.raise_errors()
-    return _Loaded(path, index, messages, problems)
+    return _Loaded(messages, problems)
 
 
 # -- cantools and what it refuses even leniently ------------------------------------------------
