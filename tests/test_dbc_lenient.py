@@ -579,3 +579,21 @@ def test_any_lenient_layout_decodes_like_cantools(text: str, seed: int) -> None:
     batch = frames_for(db, np.random.default_rng(seed), randoms=4)
     result = BatchDecoder(db).decode(batch)
     compare(db, batch, result)
+
+
+def test_rebuilding_a_database_keeps_its_warnings_once() -> None:
+    from candiag.daemon.config import FamilyConfig
+    from candiag.daemon.monitor import apply_mask_overrides
+
+    attrs = (
+        'BA_DEF_ BO_ "CandiagNodeMask" HEX 0 536870911;\n'
+        'BA_DEF_ BO_ "CandiagNodeFamily" STRING ;\n'
+        'BA_ "CandiagNodeMask" BO_ 2147483904 255;\n'
+        'BA_ "CandiagNodeFamily" BO_ 2147483904 "pm";\n'
+    )
+    text = HEADER + "BO_ 2147483904 Pm: 8 X\n" + sg("A", 0, 8) + "\n"
+    text += "BO_ 2147483911 Exact: 8 X\n" + sg("B", 0, 8) + "\n" + attrs
+    db = load_dbc_text(text, "r.dbc")
+    assert [w.kind for w in db.warnings] == ["masked_id_overlap"]
+    rebuilt = apply_mask_overrides(db, [FamilyConfig("pm", mask=0xFF)])
+    assert rebuilt is not db and rebuilt.warnings == db.warnings

@@ -256,7 +256,10 @@ class ChargerDatabase:
         clash_warnings = _check_unique(messages, strict)  # also for edited messages
         self.messages: list[MessageDef] = list(messages)
         self.sources: list[str] = list(sources)
-        self.warnings: tuple[DbcWarning, ...] = (*warnings, *_capped(clash_warnings))
+        # Rebuilt from edited messages (mask overrides), the same clash is not listed twice.
+        self.warnings: tuple[DbcWarning, ...] = tuple(
+            dict.fromkeys((*warnings, *_capped(clash_warnings)))
+        )
         self.strict = strict
         self._by_name = {m.name: i for i, m in enumerate(self.messages)}
         self.families: dict[str, list[MessageDef]] = {}
