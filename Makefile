@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all demo test lint bench test-socketcan soak fuzz clean
+.PHONY: all demo test lint bench test-socketcan soak fuzz realworld clean
 
 all: test
 
@@ -17,6 +17,16 @@ $(STAMP): pyproject.toml
 ## demo: the daemon against the built-in simulated charger (Ctrl-C to stop)
 demo: $(STAMP)
 	$(VENV)/bin/candiag demo $(DEMO_ARGS)
+
+## realworld: public inputs nobody here wrote (opendbc, cantools' and python-can's test files)
+## for the slow real-world checks; downloaded from PyPI into .realworld/ (skipped when offline)
+REALWORLD := .realworld
+realworld: $(STAMP)
+	bash tests/fetch_realworld.sh $(REALWORLD) $(PY)
+
+# The slow real-world tests read these when they exist (and skip, saying so, when not).
+export CANDIAG_REALWORLD_DBC ?= $(if $(wildcard $(REALWORLD)/dbc),$(abspath $(REALWORLD))/dbc/opendbc:$(abspath $(REALWORLD))/dbc/cantools)
+export CANDIAG_PYCAN_DATA ?= $(if $(wildcard $(REALWORLD)/pycan),$(abspath $(REALWORLD))/pycan)
 
 ## test: unit and end-to-end tests (fast ones first)
 test: $(STAMP)
@@ -47,4 +57,4 @@ fuzz: $(STAMP)
 	$(PY) -m fuzz --minutes $(or $(FUZZ_MINUTES),5) $(FUZZ_ARGS)
 
 clean:
-	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(REALWORLD) .bench .pytest_cache .mypy_cache .ruff_cache .hypothesis

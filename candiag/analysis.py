@@ -561,6 +561,11 @@ def _notes(stats: CaptureStats, buses: _Buses, matches: Sequence[DbcMatch]) -> l
         notes.append(
             f"{stats.malformed} malformed lines were skipped (see capture.malformed_examples)."
         )
+    if buses.db.warnings:
+        notes.append(
+            f"The DBCs loaded with {len(buses.db.warnings)} warning(s) (decoded as cantools "
+            f"--no-strict decodes them; see decode.dbc.warnings): {buses.db.warnings[0]}."
+        )
     if buses.bitrates.metadata.problem:
         notes.append(f"Recording metadata ignored: {buses.bitrates.metadata.problem}.")
     for channel, p in buses.pipelines.items():
@@ -590,7 +595,13 @@ def _notes(stats: CaptureStats, buses: _Buses, matches: Sequence[DbcMatch]) -> l
 
 
 def _dbc_json(db: ChargerDatabase, matches: Sequence[DbcMatch]) -> dict[str, Any]:
-    out: dict[str, Any] = {"files": list(db.sources), "messages": len(db)}
+    out: dict[str, Any] = {
+        "files": list(db.sources),
+        "messages": len(db),
+        "strict": db.strict,
+        # What cantools' strict mode would have refused, each at its file:line.
+        "warnings": [w.as_dict() for w in db.warnings],
+    }
     if matches:
         out["selection"] = "reference DBCs matched against the traffic (no --dbc given)"
         out["reference"] = [m.to_json() for m in matches]

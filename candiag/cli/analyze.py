@@ -61,6 +61,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
     parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse DBCs cantools' strict mode refuses (default: load them, with warnings; "
+        "also the config's dbc_strict)",
+    )
+    parser.add_argument(
         "--fail-on",
         choices=("critical", "warning"),
         help="exit with status 1 when a finding of this severity (or worse) was found",
@@ -81,6 +87,7 @@ def _run(args: argparse.Namespace) -> int:
             f"--bitrate {args.bitrate} is not a classic CAN bitrate (1000..1000000 bit/s)"
         )
     dbc_paths: list[Any] = list(args.dbc or [])
+    strict: bool = args.strict
     policies: list[FamilyPolicy] = []
     thresholds_file = None
     config_bitrate: int | None = None
@@ -90,6 +97,7 @@ def _run(args: argparse.Namespace) -> int:
         config_bitrate = bus.bitrate if bus.bitrate_set else None
         data_bitrate = data_bitrate or bus.data_bitrate
         dbc_paths = dbc_paths or list(bus.dbc)
+        strict = strict or bus.dbc_strict
         policies = [
             FamilyPolicy(
                 f.name,
@@ -101,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
         ]
     # Without --dbc or a config, the reference DBCs are applied only where the traffic
     # matches them (candiag.decode.identify); given DBCs are applied as given.
-    db = load_dbc_paths(dbc_paths) if dbc_paths else None
+    db = load_dbc_paths(dbc_paths, strict=strict) if dbc_paths else None
     result = analyze_capture(
         args.capture,
         db,

@@ -12,7 +12,8 @@ def register(subparsers: Any) -> None:
         help="validate a candiag TOML config file (all problems at once)",
         description=(
             "Validate a candiag configuration: every problem is listed with its key path, "
-            "what was expected and what was found. Exits 0 and prints a summary when fine."
+            "what was expected and what was found. Exits 0 and prints a summary when fine, "
+            "followed by the warnings of DBCs that load only leniently (file:line each)."
         ),
     )
     parser.add_argument("file", help="the TOML configuration file, e.g. /etc/candiag/candiag.toml")
@@ -21,9 +22,11 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from candiag.daemon.config import load_config
-    from candiag.daemon.validate import check_against_dbc
+    from candiag.daemon.validate import check_against_dbc, dbc_warning_lines
 
     config = load_config(args.file)
-    check_against_dbc(config)
+    databases = check_against_dbc(config)
     print(f"OK: {config.summary()}")
+    for line in dbc_warning_lines(config, databases):
+        print(line)
     return 0

@@ -47,6 +47,11 @@ def register(subparsers: Any) -> None:
         "-o", "--output", metavar="FILE", help="write JSON Lines here instead of stdout"
     )
     parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse DBCs cantools' strict mode refuses (default: load them, with warnings)",
+    )
+    parser.add_argument(
         "--chunk-lines",
         type=int,
         default=16_384,
@@ -70,12 +75,12 @@ class DecodeTotals:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from candiag.decode.dbc import load_dbc_paths, reference_dbc_dir
+    from candiag.decode.dbc import load_dbc_paths, reference_dbc_dir, warning_lines
     from candiag.decode.decoder import BatchDecoder
     from candiag.decode.jsonl import format_jsonl
     from candiag.ingest.capture import CaptureReader
 
-    db = load_dbc_paths(args.dbc or [reference_dbc_dir()])
+    db = load_dbc_paths(args.dbc or [reference_dbc_dir()], strict=args.strict)
     if args.chunk_lines < 1:
         raise InputError(f"--chunk-lines must be at least 1, got {args.chunk_lines}")
     reader = CaptureReader(args.capture, chunk_lines=args.chunk_lines)
@@ -99,6 +104,8 @@ def _run(args: argparse.Namespace) -> int:
             _silence_stdout()
             return 0
     print(summary(reader.stats.summary(), totals), file=sys.stderr)
+    for line in warning_lines(db.warnings):
+        print(line, file=sys.stderr)
     return 0
 
 

@@ -64,6 +64,12 @@ def register(subparsers: Any) -> None:
         help="DBC file or folder for --interface (repeatable; default: the reference DBCs)",
     )
     parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse DBCs cantools' strict mode refuses (default: load them, with warnings; "
+        "with --config: as its dbc_strict)",
+    )
+    parser.add_argument(
         "--scenario", metavar="NAME", help="--demo fault scenario (default: healthy)"
     )
     parser.add_argument(
@@ -200,6 +206,10 @@ def _run(args: argparse.Namespace) -> int:
         # Opened with --bitrate, or at the driver's default, which a recording must not
         # claim to know (the load basis still defaults to DEFAULT_BITRATE).
         adapter_bitrates[args.channel] = args.bitrate
+    if args.strict:
+        config = dataclasses.replace(
+            config, buses=tuple(dataclasses.replace(b, dbc_strict=True) for b in config.buses)
+        )
     session = MonitorSession(
         config, title=title, reader_factory=reader_factory, adapter_bitrates=adapter_bitrates
     )

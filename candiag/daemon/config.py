@@ -88,6 +88,7 @@ class BusConfig:
     # False when the file does not set ``bitrate`` (the default is filled in): an offline
     # analysis must not present the default as the bus's known bitrate.
     bitrate_set: bool = True
+    dbc_strict: bool = False  # refuse DBCs cantools' strict mode refuses (docs/dbc.md)
 
     @property
     def receive_only(self) -> bool:
@@ -241,6 +242,7 @@ _BUS_KEYS = {
     "fd",
     "listen_only",
     "dbc",
+    "dbc_strict",
     "families",
 }
 
@@ -271,6 +273,7 @@ def _bus(v: _Validator, raw: Mapping[str, Any], path: str) -> BusConfig | None:
             "false",
         )
     dbc = tuple(v.paths(t, "dbc", path, suffix=".dbc"))
+    dbc_strict = v.boolean(t, "dbc_strict", path, False)
     families_raw = v.array_of_tables(t.get("families", []), f"{path}.families")
     families = tuple(
         f
@@ -295,6 +298,7 @@ def _bus(v: _Validator, raw: Mapping[str, Any], path: str) -> BusConfig | None:
         dbc=dbc,
         families=families,
         bitrate_set="bitrate" in t,
+        dbc_strict=dbc_strict,
     )
 
 

@@ -69,7 +69,7 @@ def apply_mask_overrides(db: ChargerDatabase, families: Iterable[FamilyConfig]) 
             messages.append(m)
         else:
             messages.append(dataclasses.replace(m, node_mask=mask, frame_id=m.frame_id & ~mask))
-    return ChargerDatabase(messages, sources=getattr(db, "sources", ()))
+    return ChargerDatabase(messages, sources=db.sources, warnings=db.warnings, strict=db.strict)
 
 
 class BusMonitor:

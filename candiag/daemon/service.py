@@ -89,7 +89,12 @@ def load_dbc(bus: BusConfig) -> Any:
     """The bus's DBC files (default: the reference DBCs), as loaded."""
     from candiag.decode.dbc import load_dbc_paths, load_reference_database
 
-    return load_dbc_paths(list(bus.dbc)) if bus.dbc else load_reference_database()
+    strict = bus.dbc_strict
+    return (
+        load_dbc_paths(list(bus.dbc), strict=strict)
+        if bus.dbc
+        else load_reference_database(strict=strict)
+    )
 
 
 def load_database(bus: BusConfig) -> Any:

@@ -66,6 +66,23 @@ def check_against_dbc(config: Config) -> dict[str, ChargerDatabase]:
     return databases
 
 
+def dbc_warning_lines(config: Config, databases: dict[str, ChargerDatabase]) -> list[str]:
+    """Each bus's DBC warnings as text (``check-config``): a head line per bus, then
+    ``file:line: what`` per warning."""
+    lines: list[str] = []
+    for i, bus in enumerate(config.buses):
+        db = databases.get(bus.name)
+        if db is None or not db.warnings:
+            continue
+        where = f"can.buses[{i}].dbc" if bus.dbc else f"can.buses[{i}] reference DBCs"
+        lines.append(
+            f"warning: {where}: {len(db.warnings)} DBC problems; the DBC loads as "
+            f"cantools --no-strict loads it (dbc_strict = true refuses it):"
+        )
+        lines.extend(f"  {w}" for w in db.warnings)
+    return lines
+
+
 def check_web_config(config: Config) -> None:
     """Load ``[metrics] web_config_file`` (TLS files, bcrypt hashes) so its errors show now."""
     if config.metrics.web_config_file is not None:

@@ -1,8 +1,7 @@
 """The vectorized decoder: a :class:`FrameBatch` in, per-message signal arrays out.
 
 Why not cantools' ``decode_message``: it works one frame at a time (tens of µs per frame,
-``/work/shared/reference/can-bus.md`` section 7), far too slow for hours of captured
-traffic.  Here each signal's bit extraction is compiled once into a plan (which 8-byte
+docs/dbc.md "Decoding"), far too slow for hours of captured traffic.  Here each signal's bit extraction is compiled once into a plan (which 8-byte
 window, which shift, which mask) and then applied to all frames of a message at once as
 uint64 arithmetic.  The results equal cantools' ``decode_message(..., decode_choices=False)``:
 integers exactly (int64, or uint64 for unsigned 64-bit signals), floats to rounding.
@@ -15,6 +14,14 @@ message and :attr:`DecodedMessage.present` says in which frames they exist: a mu
 signal is present when its multiplexer is present and holds one of its ids.  Where cantools
 refuses a whole frame because a multiplexer value selects no signals, candiag keeps the
 signals that are still valid (the unmultiplexed ones, the multiplexer itself).
+
+DBCs loaded leniently (:mod:`candiag.decode.dbc`): overlapping signals are each decoded
+from their own bits (cantools refuses such frames with "unpacking failed" when the
+overlapping signals have the same byte order, and decodes them like candiag otherwise);
+signals past the message end are not in :attr:`MessageDef.signals` at all.  IEEE half
+floats (16 bits) are decoded like cantools' bitstruct does, and integer signals longer
+than 64 bits (CAN FD) are decoded exactly as Python ints, frame by frame: no numpy type
+holds them, and no real DBC seen has one (docs/dbc.md).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -127,6 +135,9 @@ class _MessagePlan:
         windows: dict[tuple[str, int], U64] = {}
         values: dict[str, npt.NDArray[np.generic]] = {}
         for plan in self.plans:
+            if plan.window[0] == "wide":
+                values[plan.signal.name] = _decode_wide(payload, plan.signal)
+                continue
             window = windows.get(plan.window)
             if window is None:
                 window = windows[plan.window] = _window(payload, *plan.window)
@@ -150,17 +161,17 @@ class _MessagePlan:
                 selector = selectors[parent] = _mux_selector(values[parent])
             if len(ids) == 1:
                 hit: BoolArray = np.asarray(selector == ids[0], np.bool_)
-            elif ids:
-                hit = np.isin(selector, np.array(ids, np.int64))
+            elif len(ids):
+                hit = np.isin(selector, ids)
             else:
                 hit = np.zeros(n, np.bool_)
             above = present[parent]
             present[name] = hit if above is always else above & hit
         return present
 
-    def _presence_steps(self) -> list[tuple[str, str | None, tuple[int, ...]]]:
+    def _presence_steps(self) -> list[tuple[str, str | None, npt.NDArray[np.generic]]]:
         """(signal, multiplexer, ids) with every multiplexer before the signals it selects."""
-        steps: list[tuple[str, str | None, tuple[int, ...]]] = []
+        steps: list[tuple[str, str | None, npt.NDArray[np.generic]]] = []
         done: set[str] = set()
 
         def visit(sig: SignalDef) -> None:
@@ -170,7 +181,7 @@ class _MessagePlan:
             if parent is not None:
                 visit(parent)
             done.add(sig.name)
-            ids = tuple(sig.multiplexer_ids or ())
+            ids = _id_array(sig.multiplexer_ids or ())
             steps.append((sig.name, None if parent is None else parent.name, ids))
 
         for sig in self.message.signals:
@@ -198,7 +209,7 @@ class _WordPlan:
         self.n_float = kinds.count("float")
         self.others = [(j, p.signal) for j, p in enumerate(ordered) if kinds[order[j]] == "other"]
         # Position in kind order of each signal in message order.
-        self.inverse = [order.index(i) for i in range(len(plans))]
+        self.inverse = np.argsort(np.array(order, np.intp)).tolist()
         self.shifts = np.array([[p.shift] for p in ordered], np.uint64).reshape(-1, 1)
         self.masks = np.array([[int(p.mask)] for p in ordered], np.uint64).reshape(-1, 1)
         big = [p.window[0] == "big" for p in ordered]
@@ -290,6 +301,8 @@ def _always(n: int) -> BoolArray:
 
 def _plan_signal(message: MessageDef, sig: SignalDef) -> _SignalPlan:
     n = sig.length
+    if n > 64:  # decoded by _decode_wide
+        return _SignalPlan(sig, ("wide", 0), 0, np.uint64(0), 0)
     mask = np.uint64((1 << n) - 1)
     if sig.byte_order == "little_endian":
         first_bit = sig.start  # LSB, counted from byte 0 bit 0
@@ -331,9 +344,10 @@ def _extract(plan: _SignalPlan, window: U64, spill_byte: U8 | None = None) -> U6
 def _scale(sig: SignalDef, raw: U64) -> npt.NDArray[np.generic]:
     n = sig.length
     if sig.is_float:
-        if n == 32:
+        if n in _SMALL_FLOATS:
+            unsigned, floating = _SMALL_FLOATS[n]
             with np.errstate(invalid="ignore"):  # signalling NaNs stay NaN, quietly
-                value = raw.astype(np.uint32).view(np.float32).astype(np.float64)
+                value = raw.astype(unsigned).view(floating).astype(np.float64)
         else:
             value = raw.view(np.float64)
         if sig.scale == 1 and sig.offset == 0:
@@ -353,6 +367,38 @@ def _scale(sig: SignalDef, raw: U64) -> npt.NDArray[np.generic]:
     if not sig.is_integer:
         return ints.astype(np.float64) * float(sig.scale) + float(sig.offset)
     return _integer_scale(ints, lo, hi, int(sig.scale), int(sig.offset))
+
+
+_SMALL_FLOATS: dict[int, tuple[type[np.generic], type[np.generic]]] = {
+    16: (np.uint16, np.float16),
+    32: (np.uint32, np.float32),
+}
+
+
+def _decode_wide(payload: U8, sig: SignalDef) -> npt.NDArray[np.generic]:
+    """A signal longer than 64 bits, exactly as cantools gives it (Python ints or floats)."""
+    n = sig.length
+    big = sig.byte_order == "big_endian"
+    first_bit = 8 * (sig.start // 8) + (7 - sig.start % 8) if big else sig.start
+    first, last = first_bit // 8, (first_bit + n - 1) // 8
+    width = last - first + 1
+    block = np.ascontiguousarray(payload[:, first : last + 1]).tobytes()
+    shift = 8 * width - (first_bit - 8 * first) - n if big else first_bit - 8 * first
+    order: Literal["big", "little"] = "big" if big else "little"
+    mask = (1 << n) - 1
+    raws = [
+        (int.from_bytes(block[i : i + width], order) >> shift) & mask
+        for i in range(0, len(block), width)
+    ]
+    if sig.is_signed:
+        sign = 1 << (n - 1)
+        raws = [r - (sign << 1) if r & sign else r for r in raws]
+    if sig.is_integer:
+        scale, offset = int(sig.scale), int(sig.offset)
+        out = np.empty(len(raws), dtype=object)
+        out[:] = [r * scale + offset for r in raws]
+        return out
+    return np.array([r * sig.scale + sig.offset for r in raws], np.float64)
 
 
 def _integer_scale(
@@ -376,6 +422,16 @@ def _integer_scale(
 def _wrap_signed(value: int) -> int:
     value %= 1 << 64
     return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _id_array(ids: tuple[int, ...]) -> npt.NDArray[np.generic]:
+    """Multiplexer ids as int64 (Python ints beyond it, which no int64 value equals)."""
+    try:
+        return np.array(ids, np.int64)
+    except OverflowError:
+        out = np.empty(len(ids), dtype=object)
+        out[:] = list(ids)
+        return out
 
 
 def _mux_selector(values: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
