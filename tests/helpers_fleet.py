@@ -32,6 +32,8 @@ FLEET = PROM_DIR / "fleet"
 AGENT_CONFIG = FLEET / "prometheus-agent.yml"
 CENTRAL_CONFIG = FLEET / "prometheus-central.yml"
 RECORDING_RULES = FLEET / "recording-rules.yml"
+FLEET_ALERTS = FLEET / "fleet-alerts.yml"
+FLEET_ALERTS_TEST = FLEET / "fleet-alerts.test.yml"
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -170,7 +172,7 @@ def central_config(workdir: Path, time_scale: float = 1.0) -> dict[str, Any]:
     rule_files = []
     for name in config["rule_files"]:
         source = (FLEET / name).resolve()
-        assert source in (ALERTS.resolve(), RECORDING_RULES.resolve()), source
+        assert source in {p.resolve() for p in (ALERTS, RECORDING_RULES, FLEET_ALERTS)}, source
         rules = yaml.safe_load(source.read_text())
         for group in rules["groups"]:
             if "interval" in group:

@@ -179,6 +179,16 @@ def metric_names(expr: str) -> set[str]:
     return {re.sub(r"_(bucket|sum|count)$", "", n) if "duration" in n else n for n in names}
 
 
+def markdown_anchors(markdown: str) -> set[str]:
+    """GitHub-style anchors of a Markdown file's headings (where runbook_url points)."""
+    anchors = set()
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^a-z0-9 _-]", "", title).replace(" ", "-"))
+    return anchors
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

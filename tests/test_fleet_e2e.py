@@ -34,6 +34,9 @@ from helpers_fleet import (
     AGENT_CONFIG,
     CENTRAL_CONFIG,
     FLEET,
+    FLEET_ALERTS,
+    FLEET_ALERTS_TEST,
+    RECORDING_RULES,
     Charger,
     ChargerDaemon,
     agent_server,
@@ -43,12 +46,14 @@ from helpers_fleet import (
 )
 from helpers_prom import (
     ALERTS,
+    OPERATIONS,
     PROM_DIR,
     PrometheusServer,
     alert_rules,
     dashboard_and_alert_expressions,
     dashboard_expressions,
     load_yaml,
+    markdown_anchors,
     metric_names,
     run_promtool,
 )
@@ -93,13 +98,39 @@ def _agent_queue() -> dict[str, str]:
 def test_central_config_passes_promtool() -> None:
     result = run_promtool("check", "config", CENTRAL_CONFIG.name, cwd=CENTRAL_CONFIG.parent)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 2 rule files found" in result.stdout
+    assert "SUCCESS: 3 rule files found" in result.stdout
 
 
 def test_central_config_loads_the_shipped_rules() -> None:
     config = load_yaml(CENTRAL_CONFIG)
     loaded = {(FLEET / name).resolve() for name in config["rule_files"]}
-    assert loaded == {ALERTS.resolve(), (FLEET / "recording-rules.yml").resolve()}
+    assert loaded == {p.resolve() for p in (ALERTS, RECORDING_RULES, FLEET_ALERTS)}
+
+
+def test_fleet_alerts_pass_promtool_and_their_unit_tests() -> None:
+    checked = run_promtool("check", "rules", "--lint=all", "--lint-fatal", FLEET_ALERTS)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = run_promtool("test", "rules", FLEET_ALERTS_TEST.name, cwd=FLEET)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout
+
+
+def test_fleet_alerts_follow_the_alert_conventions() -> None:
+    rules = [r for g in load_yaml(FLEET_ALERTS)["groups"] for r in g["rules"]]
+    cases = [c for t in load_yaml(FLEET_ALERTS_TEST)["tests"] for c in t["alert_rule_test"]]
+    shipped = {r["alert"] for r in alert_rules()}
+    anchors = markdown_anchors(OPERATIONS.read_text())
+    for rule in rules:
+        name = rule["alert"]
+        assert re.fullmatch(r"Candiag(?:[A-Z][a-z0-9]+)+", name) and name not in shipped
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+        assert rule["annotations"]["summary"].endswith(".")
+        assert "{{" in rule["annotations"]["description"]
+        assert rule["annotations"]["runbook_url"].rsplit("#", 1)[1] in anchors, name
+        mine = [c for c in cases if c["alertname"] == name]
+        assert any(c.get("exp_alerts") for c in mine) and any(
+            not c.get("exp_alerts") for c in mine
+        ), f"{name}: tested firing and silent"
 
 
 def test_agent_sends_every_metric_the_dashboard_and_rules_read() -> None:
