@@ -17,10 +17,10 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -106,32 +106,43 @@ def iter_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield from iter_panels(panel.get("panels", []))
 
 
-def substitute_grafana(expr: str, rate_interval: str = "1m") -> str:
-    """Replace Grafana's built-in and dashboard variables by what Prometheus would receive."""
+def substitute_grafana(
+    expr: str, rate_interval: str = "1m", values: Mapping[str, str] | None = None
+) -> str:
+    """Replace Grafana's built-in and dashboard variables by what Prometheus would receive:
+    "All" for every variable, or the ``values`` given (``{"instance": "CH-0001"}`` is the
+    dashboard with one charger selected)."""
     expr = expr.replace("$__rate_interval", rate_interval).replace("$__interval", rate_interval)
     expr = expr.replace("$__range", "1h")
-    for name, value in _ALL_VALUES.items():
+    for name, value in {**_ALL_VALUES, **(values or {})}.items():
         expr = expr.replace(f"${{{name}}}", value).replace(f"${name}", value)
     return expr
 
 
-def dashboard_expressions(rate_interval: str = "1m") -> list[tuple[str, str]]:
-    """(where, expr) for every panel target, variable query and annotation of the dashboard."""
+def dashboard_expressions(
+    rate_interval: str = "1m", values: Mapping[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """(where, expr) for every panel target, variable query and annotation of the dashboard,
+    with the variables set to "All" or to ``values`` (see ``substitute_grafana``)."""
     dashboard = load_dashboard()
     found: list[tuple[str, str]] = []
+
+    def substituted(expr: str) -> str:
+        return substitute_grafana(expr, rate_interval, values)
+
     for panel in iter_panels(dashboard["panels"]):
         for target in panel.get("targets", []):
             where = f"panel {panel['title']!r} target {target['refId']}"
-            found.append((where, substitute_grafana(target["expr"], rate_interval)))
+            found.append((where, substituted(target["expr"])))
     for variable in dashboard["templating"]["list"]:
         match = _LABEL_VALUES.match(variable["query"]["query"])
         assert match, f"variable {variable['name']}: expected label_values(...)"
         selector = match.group("selector") or "up"
-        found.append((f"variable {variable['name']}", substitute_grafana(selector, rate_interval)))
+        found.append((f"variable {variable['name']}", substituted(selector)))
     for annotation in dashboard["annotations"]["list"]:
         if "expr" in annotation:
             where = f"annotation {annotation['name']!r}"
-            found.append((where, substitute_grafana(annotation["expr"], rate_interval)))
+            found.append((where, substituted(annotation["expr"])))
     return found
 
 
@@ -168,6 +179,16 @@ def metric_names(expr: str) -> set[str]:
     return {re.sub(r"_(bucket|sum|count)$", "", n) if "duration" in n else n for n in names}
 
 
+def markdown_anchors(markdown: str) -> set[str]:
+    """GitHub-style anchors of a Markdown file's headings (where runbook_url points)."""
+    anchors = set()
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^a-z0-9 _-]", "", title).replace(" ", "-"))
+    return anchors
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -177,18 +198,31 @@ def free_port() -> int:
 
 @dataclass
 class PrometheusServer:
-    """A real ``prometheus`` on 127.0.0.1 with a temporary config and storage."""
+    """A real ``prometheus`` on 127.0.0.1 with a temporary config and storage.
+
+    ``agent=True`` runs it in agent mode (``--enable-feature=agent`` in 2.x: scrape and
+    remote-write only, storage is the agent's WAL); ``flags`` are added to the command line
+    (e.g. ``--web.enable-remote-write-receiver``).  ``stop()`` then ``start()`` restarts it on
+    the same port with the same storage, as after an outage.
+    """
 
     config: dict[str, Any]
     workdir: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    agent: bool = False
+    flags: tuple[str, ...] = ()
+    _log: IO[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> None:
+    @property
+    def storage(self) -> Path:
+        return self.workdir / "data"
+
+    def command(self) -> list[str]:
         binary = shutil.which("prometheus")
         if binary is None:
             from external_tools import require_tool
@@ -196,17 +230,26 @@ class PrometheusServer:
             binary = require_tool("prometheus")
         config_file = self.workdir / "prometheus.yml"
         config_file.write_text(yaml.safe_dump(self.config))
-        self.process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config_file}",
-                f"--storage.tsdb.path={self.workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=(self.workdir / "prometheus.log").open("wb"),
-        )
+        storage = "--storage.agent.path" if self.agent else "--storage.tsdb.path"
+        return [
+            binary,
+            *(["--enable-feature=agent"] if self.agent else []),
+            f"--config.file={config_file}",
+            f"{storage}={self.storage}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+            *self.flags,
+        ]
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it to be ready (see ``wait_ready``)."""
+        assert self.process is None, "already running"
+        command = self.command()
+        self._log = (self.workdir / "prometheus.log").open("ab")
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._log)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        assert self.process is not None, "not started"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -219,6 +262,10 @@ class PrometheusServer:
                 time.sleep(0.2)
         raise RuntimeError(f"prometheus not ready after {timeout}s: {self.log()}")
 
+    def start(self, timeout: float = 30.0) -> None:
+        self.spawn()
+        self.wait_ready(timeout)
+
     def log(self) -> str:
         path = self.workdir / "prometheus.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
@@ -230,8 +277,10 @@ class PrometheusServer:
         assert body["status"] == "success", body
         return body["data"]
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        data = self.api("query", query=expr)
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant query (at ``at``, Unix seconds, or now)."""
+        params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+        data = self.api("query", **params)
         result: list[dict[str, Any]] = data["result"]
         return result
 
@@ -239,13 +288,36 @@ class PrometheusServer:
         active: list[dict[str, Any]] = self.api("targets")["activeTargets"]
         return active
 
-    def stop(self) -> None:
+    def own_metrics(self) -> dict[str, float]:
+        """Prometheus' own /metrics: ``name{labels}`` (as exposed) -> value."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
+    def own_metric(self, name: str) -> float:
+        """Sum of one of Prometheus' own metrics over all its label sets (0 when absent)."""
+        return sum(
+            value
+            for key, value in self.own_metrics().items()
+            if key == name or key.startswith(name + "{")
+        )
+
+    def stop(self, timeout: float = 15.0) -> None:
         if self.process is None:
             return
         self.process.terminate()
         try:
-            self.process.wait(timeout=15)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=5)
-        self.process = None
+        finally:
+            self.process = None
+            if self._log is not None:
+                self._log.close()
+                self._log = None
