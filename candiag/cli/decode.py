@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from candiag.ingest.frames import FrameBatch
 
 TOP_UNKNOWN = 5
+#: Capture lines decoded and written at a time: large enough that per-message work is
+#: spread over thousands of frames (``make bench``), small enough for bounded memory.
+DEFAULT_CHUNK_LINES = 65_536
 
 
 def register(subparsers: Any) -> None:
@@ -65,7 +68,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--chunk-lines",
         type=int,
-        default=65_536,
+        default=DEFAULT_CHUNK_LINES,
         metavar="N",
         help="capture lines decoded at a time (bounds memory; default %(default)s)",
     )

@@ -27,8 +27,14 @@ Values, and why each is written as it is:
   floating point is precise enough, so it is applied only when ``(|value| + |offset|) *
   10**d <= 2**49`` (the float error of ``raw * scale + offset`` is then below a 16th of the
   last decimal); other values are written in full precision.
-* Full precision, as for IEEE float32/float64 signals: the shortest text that reads back as
-  the same float (what Python's ``repr`` gives, possibly without its exponent notation).
+* IEEE float64 signals, scaled float32 signals and values too large for their decimals are
+  written in full precision: Python's ``repr``, the shortest text that reads back as the
+  same float64.
+* Unscaled IEEE float32 signals are written as the shortest text that reads back as the
+  same float32 (at most 9 significant digits, as numpy prints a float32): ``751.4``, not
+  ``751.4000244140625``, which is that same float32 widened to float64 (cantools' value).
+  Nothing the signal carries is lost: the value read back, narrowed to float32, is
+  exactly the transmitted float32.
 * Integer signals (integral scale and offset) are exact integers, 64-bit ones included.
 * JSON has no NaN or infinity: non-finite floats (IEEE float signals can carry them) are
   written as ``null``.  Negative zero stays ``-0.0``.
@@ -42,11 +48,12 @@ Why not ``json.dumps`` per frame: at ~4 µs per line it cost 12-14x the decoding
 the lines of each message in a batch are built as one ``uint8`` matrix, one row per frame: a
 template row holds the constant text (keys, message name) and each value column is rendered
 into its slot at once, digits from a 4-digit lookup table, with NUL bytes as padding where a
-value is shorter than its slot.  The lines are then put in capture order and one
-``bytes.translate`` deletes the padding (NUL never occurs in the text itself: JSON escapes
-it).  Float32 values, whose ``repr`` costs ~0.5 µs each, get their shortest text from exact
-integer arithmetic on their 24-bit mantissa.  :func:`reference_lines` writes the same lines
-the straightforward way, one ``json.dumps`` per frame; tests and benchmark check both agree.
+value is shorter than its slot.  Each row becomes one ``bytes`` object, the lines are put in
+capture order, joined a few hundred at a time, and ``bytes.replace`` deletes the padding
+(NUL never occurs in the text itself: JSON escapes it).  Float32 values, whose text numpy or
+``repr`` make at ~0.5 µs each, are searched for their shortest text with array arithmetic.
+:func:`reference_lines` writes the same lines the straightforward way, one ``json.dumps``
+per frame; the tests and the benchmark check that both agree.
 """
 
 from __future__ import annotations
@@ -81,7 +88,8 @@ EXACT_LIMIT = float(2**49)
 _PAD = 0  # NUL: padding inside slots, deleted before writing
 _MINUS = ord("-")
 _NULL = b"null"
-_PIECE_LINES = 2048  # lines joined and stripped of padding at a time (well inside the cache)
+_PIECE_LINES = 1024  # lines joined and stripped of padding at a time (well inside the cache)
+_BLOCK_BYTES = 1 << 21  # line matrices are built in blocks of about this size (cache)
 _BIG = 10_000  # values below this take one lookup in the 4-digit tables
 _FLOAT53 = float(2**53)
 
@@ -122,9 +130,10 @@ _FRACTIONS = {d: _fraction_table(d) for d in range(1, 5)}
 # 4 upper-case hex digits of 0..0xFFFF, one uint32 each.
 _HEX4 = np.array([list(f"{v:04X}".encode()) for v in range(1 << 16)], np.uint8).view(np.uint32)
 _HEX4 = _HEX4.reshape(-1)
+# Row d: 0xFF in its first d bytes (the digits a fraction of d decimals keeps), then 0.
+_KEEP = np.where(np.arange(16) < np.arange(17)[:, None], 0xFF, 0).astype(np.uint8)
 _POW10 = np.array([10**i for i in range(19)], np.int64)
 _POW10F = np.array([10.0**i for i in range(19)])
-_POW5 = np.array([5**i for i in range(19)], np.int64)
 
 
 # -- public helpers -----------------------------------------------------------------------
@@ -317,24 +326,30 @@ class _Slot:
             return _Slot(self.parts, self.sign, union, merged[union])
         return _Slot(self.parts, self.sign, rows, texts)
 
-    def render(self, view: U8) -> None:
+    def render(self, view: U8, start: int = 0) -> None:
+        """Write rows ``start .. start + len(view)`` of this slot into ``view``."""
+        rows = slice(start, start + view.shape[0])
         column = 0
         if self.sign is not None:
-            view[:, 0] = self.sign
+            view[:, 0] = self.sign[rows]
             column = 1
         for part in self.parts:
             if isinstance(part, bytes):
                 view[:, column : column + len(part)] = np.frombuffer(part, np.uint8)
                 column += len(part)
             else:
-                _put(view[:, column : column + part.shape[1]], part)
+                _put(view[:, column : column + part.shape[1]], part[rows])
                 column += part.shape[1]
         if column < view.shape[1]:
             view[:, column:] = _PAD
         if self.replace is not None and self.replacement is not None:
-            rows = np.zeros((self.replacement.shape[0], view.shape[1]), np.uint8)
-            rows[:, : self.replacement.shape[1]] = self.replacement
-            view[self.replace] = rows
+            where = np.flatnonzero(self.replace[rows])
+            if where.size:
+                first = int(np.count_nonzero(self.replace[:start]))
+                texts = np.zeros((where.size, view.shape[1]), np.uint8)
+                chosen = self.replacement[first : first + where.size]
+                texts[:, : chosen.shape[1]] = chosen
+                view[where] = texts
 
 
 def _put(target: U8, text: U8) -> None:
@@ -348,6 +363,15 @@ def _put(target: U8, text: U8) -> None:
         target.view(f"V{width}")[...] = text.view(f"V{width}")
     else:
         target[...] = text
+
+
+def _rows(matrix: U8, index: npt.NDArray[np.intp]) -> U8:
+    """``matrix[index]`` for a C-contiguous byte matrix, one row per item (see :func:`_put`)."""
+    width = matrix.shape[1]
+    if width < 2 or matrix.strides != (width, 1):
+        taken: U8 = matrix[index]
+        return taken
+    return matrix.view(f"V{width}")[index].view(np.uint8).reshape(-1, width)
 
 
 def _replaced(slot: _Slot, rows: BoolArray, values: F64) -> _Slot:
@@ -438,102 +462,103 @@ def _decimal_slots(columns: Sequence[F64], decimals: int, offsets: Sequence[floa
 
 
 def _float_slot(values: F64) -> _Slot:
-    """IEEE float values in full precision: exact arithmetic for float32 numbers, else repr."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        single = values.astype(np.float32)
-        is_single = np.isfinite(values) & (single == values)
-    good, scaled, decimals = _single_digits(np.abs(np.where(is_single, single, np.float32(0))))
-    good &= is_single
-    if not good.any():
-        return _Slot([_text_matrix([_float_text(v) for v in values.tolist()])])
+    """Full precision: Python's ``repr`` (``null`` when not finite)."""
+    return _Slot([_text_matrix([_float_text(v) for v in values.tolist()])])
+
+
+def _single_text(value: float) -> bytes:
+    """The shortest text that reads back as the same float32 (numpy's), ``null`` if none."""
+    return str(np.float32(value)).encode() if math.isfinite(value) else _NULL
+
+
+def _single_slot(values: F64) -> _Slot:
+    """Values of an unscaled float32 signal: the shortest text that reads back as the same
+    float32 (at most 9 significant digits), ``null`` when not finite."""
+    single = np.abs(values).astype(np.float32)
+    found, digits, decimals = _single_digits(single)
+    if not found.any():
+        return _Slot([_text_matrix([_single_text(v) for v in values.tolist()])])
     places = max(int(decimals.max()), 1)
-    whole = scaled // _POW10[decimals]
-    fraction = (scaled % _POW10[decimals]) * _POW10[places - decimals]
+    shift = np.maximum(decimals, 0)
+    # The text's integral part is the value's: no integer lies between a float32 below
+    # 2**24 and its shortest text; at or above 2**24 no decimals are written.
+    whole = np.floor(np.where(found, np.abs(values), 0.0)).astype(np.int64)
+    if int(decimals.min()) < 0:
+        whole = np.where(decimals < 0, digits * _POW10[-np.minimum(decimals, 0)], whole)
+    fraction = np.where(decimals > 0, (digits - whole * _POW10[shift]) * _POW10[places - shift], 0)
+    fraction_text = _padded(fraction, places)
+    if places > 1:  # digits past each value's own decimals are zeros: dropped (one stays)
+        keep = _KEEP.view("V16")[np.maximum(decimals, 1)].view(np.uint8).reshape(-1, 16)
+        fraction_text &= keep[:, :places]
     slot = _Slot(
-        [_digits(whole, len(str(int(whole.max())))), b".", _fraction(fraction, places)],
-        _signs(np.signbit(values) & good),
+        [_digits(whole, len(str(int(whole.max())))), b".", fraction_text],
+        _signs(np.signbit(values) & found),
     )
-    return _replaced(slot, ~good, values)
+    others = ~found
+    if not others.any():
+        return slot
+    texts = _text_matrix([_single_text(v) for v in values[others].tolist()])
+    return slot.with_replacement(others, texts)
 
 
-def _single_digits(magnitude: npt.NDArray[np.float32]) -> tuple[BoolArray, I64, I64]:
-    """The shortest decimal text ``k / 10**d`` that reads back as each float32 magnitude.
+def _single_digits(single: npt.NDArray[np.float32]) -> tuple[BoolArray, I64, I64]:
+    """For float32 magnitudes, the shortest ``k * 10**-d`` that reads back as the same float32.
 
-    Returns where one with at most 16 decimals and ``k < 2**53`` exists (elsewhere the
-    caller uses ``repr``), ``k`` and ``d``.  A float32 is ``m * 2**-q`` (or an integer)
-    with ``m`` odd and below ``2**24``, so ``round(v * 10**d) = round(m * 5**d / 2**(q-d))``
-    is exact in 64-bit integers for ``d <= 16``.  ``k / 10**d`` with ``k < 2**53`` is
-    correctly rounded in floating point, as is reading the text back: a float equal to
-    the value means the text reads back exactly.  From the most decimals that fit (at
-    most ``q``, the exact expansion), one fewer is tried while the text still reads back
-    (fewer decimals never read back when more do not).
+    Returns where one was found (finite, between 1e-7 and 1e18: its text fits the columns),
+    ``k`` (at most 9 digits) and ``d``.  A JSON reader turns the text into the float64
+    nearest to it; ``k / 10**d`` (``k * 10**-d``) computes exactly that float, since
+    both numbers are exact and one division (product) is correctly rounded.  That float
+    narrowed to float32 must be the value.  9 significant digits always suffice, and a
+    text that reads back with p digits does with p + 1: from 7 digits (most float32
+    values need 7 to 9), more are tried where 7 do not read back, fewer where they do.
     """
-    bits = magnitude.view(np.uint32).astype(np.int64)
-    biased = bits >> 23
-    m = bits & 0x7FFFFF
-    m |= np.where(biased > 0, 0x800000, 0)
-    e = np.maximum(biased, 1) - 150  # value = m * 2**e
-    zero = m == 0
-    lowest = (((m & -m).astype(np.float32).view(np.uint32) >> 23).astype(np.int64)) - 127
-    lowest[zero] = 0
-    m >>= lowest  # m odd: the exact expansion has -e decimals
-    e += lowest
-    value = magnitude.astype(np.float64)
-    integral = (e >= 0) | zero
-    # Most decimals with value * 10**d < 2**53: from the binary exponent, then one check.
-    binary = biased - 127
-    places = np.clip(((52 - binary) * 0.30103).astype(np.int64), 0, 16)
-    places += (value * _POW10F[np.minimum(places + 1, 16)] < _FLOAT53) & (places < 16)
-    places -= (value * _POW10F[places] >= _FLOAT53) & (places > 0)
-    places = np.where(integral, 0, np.minimum(places, -e))
-    shift = np.where(integral, 0, -e - places)
-    with np.errstate(over="ignore", invalid="ignore"):
-        whole = np.where(integral, value, 0.0)
-        digits = np.where(
-            integral,
-            np.minimum(whole, _FLOAT53).astype(np.int64),
-            _round_shift(m * _POW5[places], shift),
-        )
-        found = np.where(
-            integral, whole < _FLOAT53, digits.astype(np.float64) / _POW10F[places] == value
-        )
-    # No text of at most 16 digits below 2**53 reads back: 17 significant digits always
-    # do (binary64), exact while the decimals stay within the 16 that fit 64 bits.
-    rows = np.flatnonzero(~found & ~integral & (places < 15))
-    if rows.size:
-        more = places[rows] + 1
-        k = _round_shift(m[rows] * _POW5[more], shift[rows] - 1)
-        short = k < 10**16
-        more += short
-        k = np.where(short, _round_shift(m[rows] * _POW5[more], shift[rows] - 2), k)
-        fits = more <= -e[rows]  # else the exact expansion, shorter, was found already
-        rows, more, k = rows[fits], more[fits], k[fits]
-        digits[rows] = k
-        places[rows] = more
+    value = single.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exponent = np.floor(np.log10(value))
+    exponent = np.where(np.isfinite(exponent), exponent, 0).astype(np.int64)
+    usable = np.isfinite(value) & (exponent >= -7) & (exponent <= 17)
+    value = np.where(usable, value, 0.0)  # others never read back: they keep numpy's text
+    decimals = np.where(usable, 6 - exponent, 0)
+    found, digits = _single_check(value, single, decimals)
+    found &= usable
+    for more in (7, 8):  # 8 and 9 significant digits where fewer do not read back
+        rows = np.flatnonzero(usable & ~found)
+        if not rows.size:
+            break
+        ok, candidate = _single_check(value[rows], single[rows], more - exponent[rows])
+        rows, candidate = rows[ok], candidate[ok]
         found[rows] = True
-    # One decimal fewer, while the text still reads back.
-    rows = np.flatnonzero(found & (places > 0) & (digits < _FLOAT53))
-    while rows.size:
-        d = places[rows] - 1
-        k = _round_shift(m[rows] * _POW5[d], shift[rows] + 1)
-        ok = k.astype(np.float64) / _POW10F[d] == value[rows]
-        rows = rows[ok]
-        digits[rows] = k[ok]
-        places[rows] = d[ok]
-        shift[rows] += 1
-        rows = rows[places[rows] > 0]
-    return found, digits, places
+        digits[rows] = candidate
+        decimals[rows] = more - exponent[rows]
+    rows = np.flatnonzero(found & (digits != 0))
+    while rows.size:  # fewer digits while they still read back
+        fewer = decimals[rows] - 1
+        ok, candidate = _single_check(value[rows], single[rows], fewer)
+        rows, candidate, fewer = rows[ok], candidate[ok], fewer[ok]
+        digits[rows] = candidate
+        decimals[rows] = fewer
+        rows = rows[decimals[rows] > -exponent[rows]]  # one significant digit is the least
+    zero = found & (digits == 0)
+    decimals[zero] = 0
+    return found, np.where(found, digits, 0), np.where(found, decimals, 0)
 
 
-def _round_shift(x: I64, shift: I64) -> I64:
-    """``round(x / 2**shift)``, ties to even, for ``0 <= x < 2**62`` and ``shift >= 0``."""
-    down = np.minimum(shift, 62)
-    q = x >> down
-    twice = (x - (q << down)) << 1
-    full = np.left_shift(1, down)
-    rounded: I64 = q + ((twice > full) | ((twice == full) & ((q & 1) == 1)))
-    rounded[shift > 62] = 0  # x / 2**63 < 1/2
-    return rounded
+def _single_check(
+    value: F64, single: npt.NDArray[np.float32], decimals: I64
+) -> tuple[BoolArray, I64]:
+    """``k = round(value * 10**decimals)`` and whether ``k * 10**-decimals`` reads back."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if decimals.size and int(decimals.min()) >= 0:
+            power = _POW10F[decimals]
+            scaled = np.rint(value * power)
+            back = scaled / power
+        else:
+            up = decimals >= 0
+            power = _POW10F[np.abs(decimals)]
+            scaled = np.rint(np.where(up, value * power, value / power))
+            back = np.where(up, scaled / power, scaled * power)
+        ok = back.astype(np.float32) == single
+    return ok, np.where(ok, scaled, 0.0).astype(np.int64)
 
 
 class _ChoiceTable:
@@ -582,6 +607,15 @@ class _SignalLayout:
     unit: bytes  # JSON string of the unit, b"" when none
     choices: _ChoiceTable | None
 
+    @property
+    def single(self) -> bool:
+        return is_single(self.signal)
+
+
+def is_single(sig: SignalDef) -> bool:
+    """An unscaled IEEE float32 signal: written as the shortest text of its float32."""
+    return sig.is_float and sig.length == 32 and sig.scale == 1 and sig.offset == 0
+
 
 class _MessageLayout:
     """What is the same in every line of one message, prepared once."""
@@ -618,31 +652,94 @@ class _BatchText:
     def __init__(self, batch: FrameBatch) -> None:
         self.batch = batch
         channels = _text_matrix([_json_bytes(c) for c in batch.channels] or [b'""'])
-        self.channel: U8 | None = None if channels.shape[0] == 1 else channels[batch.channel]
+        self.channel: U8 | None = None
+        if channels.shape[0] > 1:
+            self.channel = np.ascontiguousarray(channels[batch.channel])
         self.channel_constant = bytes(channels[0][channels[0] != _PAD])
         self.timestamp = np.empty((len(batch), 0), np.uint8)
         if len(batch):
             slot = _timestamp_slot(batch.timestamp)
             self.timestamp = np.empty((len(batch), slot.width), np.uint8)
             slot.render(self.timestamp)
-        self._hex: U8 | None = None
-        self._number: U8 | None = None
 
-    @property
-    def hex_id(self) -> U8:
-        """8 upper-case hex digits of every identifier (computed when first needed)."""
-        if self._hex is None:
-            can_id = self.batch.can_id.astype(np.intp)
-            words = np.stack([_HEX4[can_id >> 16], _HEX4[can_id & 0xFFFF]], axis=1)
-            self._hex = _chars(words).reshape(-1, 8)
-        return self._hex
 
-    @property
-    def number_id(self) -> U8:
-        """Every identifier in decimal, right-aligned in 10 columns (leading NULs)."""
-        if self._number is None:
-            self._number = _digits(self.batch.can_id.astype(np.int64), 10)
-        return self._number
+class _LinePlan:
+    """The lines of one message in a batch: pieces (constant text, slots) side by side."""
+
+    def __init__(
+        self,
+        pieces: list[bytes | _Slot],
+        blanks: list[tuple[list[tuple[int, int]], list[BoolArray]]],
+        index: npt.NDArray[np.intp],
+    ) -> None:
+        self.pieces = pieces
+        self.index = index
+        self.rows = int(index.shape[0])
+        self.bounds = [0]
+        for piece in pieces:
+            size = len(piece) if isinstance(piece, bytes) else piece.width
+            self.bounds.append(self.bounds[-1] + size)
+        self.width = self.bounds[-1]
+        # Spans of pieces to blank where a multiplexed signal is absent, as columns.
+        self.blanks = [
+            ([(self.bounds[a], self.bounds[b]) for a, b in spans], present)
+            for spans, present in blanks
+        ]
+
+    def render(self, matrix: U8) -> None:
+        """Write the lines into ``matrix`` (rows, width), a block of rows at a time."""
+        template = np.frombuffer(
+            b"".join(p if isinstance(p, bytes) else bytes(p.width) for p in self.pieces), np.uint8
+        )
+        step = max(64, _BLOCK_BYTES // self.width)  # the block stays in the cache
+        for start in range(0, self.rows, step):
+            block = matrix[start : start + step]
+            block[:] = template
+            for piece, left, right in zip(self.pieces, self.bounds, self.bounds[1:], strict=False):
+                if isinstance(piece, _Slot) and right > left:
+                    piece.render(block[:, left:right], start)
+            for spans, present in self.blanks:
+                rows = slice(start, start + block.shape[0])
+                _blank_absent(block, spans, [p[rows] for p in present])
+
+
+def _merge(lines: list[npt.NDArray[np.bytes_]], indices: list[npt.NDArray[np.intp]]) -> list[bytes]:
+    """Lines of several messages (each in frame order) in capture order, padding removed.
+
+    A thousand lines of capture order at a time: each message's rows in that window are
+    consecutive, so they are turned into bytes objects together, ordered, joined and
+    stripped while still in the cache (all at once, a batch's bytes objects would not be).
+    """
+    sizes = np.array([len(i) for i in indices])
+    total = int(sizes.sum())
+    group = np.repeat(np.arange(len(indices)), sizes)
+    order = np.argsort(np.concatenate(indices), kind="stable")
+    group = group[order]  # message of each line, in capture order
+    row = order - np.repeat(np.cumsum(sizes) - sizes, sizes)[order]  # row in its message
+    window = np.arange(total) // _PIECE_LINES
+    windows = int(window[-1]) + 1
+    counts = np.bincount(window * len(indices) + group, minlength=windows * len(indices))
+    counts = counts.reshape(windows, len(indices))
+    ends = np.cumsum(counts, axis=0)  # rows of each message up to each window's end
+    starts = ends - counts
+    before = np.cumsum(counts, axis=1) - counts  # lines of earlier messages in the window
+    local = (before[window, group] + row - starts[window, group]).tolist()
+    pieces: list[bytes] = []
+    for w in range(windows):
+        chunk: list[bytes] = []
+        for g in np.flatnonzero(counts[w]).tolist():
+            chunk += lines[g][starts[w, g] : ends[w, g]].tolist()
+        take = local[w * _PIECE_LINES : (w + 1) * _PIECE_LINES]
+        chosen = operator.itemgetter(*take)(chunk) if len(take) > 1 else (chunk[take[0]],)
+        pieces.append(b"".join(chosen).replace(b"\0", b""))
+    return pieces
+
+
+def _hex_ids(can_id: npt.NDArray[np.uint32], extended: bool) -> U8:
+    """Identifiers as 8 (extended) or 3 (standard) upper-case hex digits."""
+    ids = can_id.astype(np.intp)
+    words = np.stack([_HEX4[ids >> 16], _HEX4[ids & 0xFFFF]], axis=1)
+    return _chars(words).reshape(-1, 8)[:, 0 if extended else 5 :]
 
 
 # -- the formatter ------------------------------------------------------------------------
@@ -657,6 +754,7 @@ class JsonLinesFormatter:
         self.db = db
         self.options = options or JsonLinesOptions()
         self._layouts: dict[str, _MessageLayout] = {}
+        self._arena = bytearray()
         raw_db = raw_database(db) if self.options.choices else None
         self._raw_decoder = BatchDecoder(raw_db) if raw_db is not None else None
 
@@ -671,29 +769,28 @@ class JsonLinesFormatter:
         return b"".join(self.format_pieces(batch, result))
 
     def format_pieces(self, batch: FrameBatch, result: DecodeResult) -> list[bytes]:
-        """Like :meth:`format`, in pieces of a few thousand lines (to write one by one)."""
+        """Like :meth:`format`, in pieces of about a thousand lines (to write one by one)."""
         if not result.decoded_frames:
             return []
         raw = self.raw_values(batch, result)
         text = _BatchText(batch)
-        lines: list[bytes] = []
-        indices: list[npt.NDArray[np.intp]] = []
+        plans: list[_LinePlan] = []
         for name, decoded in result.messages.items():
             raw_signals = raw.messages[name].signals if raw is not None else decoded.signals
-            matrix = self._message_matrix(batch, text, decoded, raw_signals)
-            # One bytes object per line, NUL padding still inside (deleted below).
-            lines += matrix.view(f"S{matrix.shape[1]}").reshape(-1).tolist()
-            indices.append(decoded.index)
-        if len(indices) > 1:
-            order: list[int] = np.argsort(np.concatenate(indices), kind="stable").tolist()
-        else:
-            order = list(range(len(lines)))
-        pieces: list[bytes] = []
-        for start in range(0, len(order), _PIECE_LINES):
-            take = order[start : start + _PIECE_LINES]
-            chosen = operator.itemgetter(*take)(lines) if len(take) > 1 else (lines[take[0]],)
-            pieces.append(b"".join(chosen).replace(b"\0", b""))
-        return pieces
+            plans.append(self._line_plan(batch, text, decoded, raw_signals))
+        # All line matrices in one buffer kept from batch to batch: no fresh pages each time.
+        total = sum(p.rows * p.width for p in plans)
+        if len(self._arena) < total:
+            self._arena = bytearray(total)
+        lines: list[npt.NDArray[np.bytes_]] = []
+        offset = 0
+        for plan in plans:
+            size = plan.rows * plan.width
+            matrix = np.frombuffer(self._arena, np.uint8, size, offset).reshape(-1, plan.width)
+            plan.render(matrix)
+            lines.append(matrix.view(f"S{plan.width}").reshape(-1))
+            offset += size
+        return _merge(lines, [p.index for p in plans])
 
     def _layout(self, message: MessageDef) -> _MessageLayout:
         found = self._layouts.get(message.name)
@@ -701,27 +798,27 @@ class JsonLinesFormatter:
             found = self._layouts[message.name] = _MessageLayout(message, self.options)
         return found
 
-    def _message_matrix(
+    def _line_plan(
         self, batch: FrameBatch, text: _BatchText, decoded: DecodedMessage, raw: Any
-    ) -> U8:
+    ) -> _LinePlan:
+        """The lines of ``decoded``: constant text and value slots, ready to render."""
         layout = self._layout(decoded.message)
         index = decoded.index
-        pieces: list[bytes | _Slot] = [b'{"timestamp": ', _Slot([text.timestamp[index]])]
+        pieces: list[bytes | _Slot] = [b'{"timestamp": ', _Slot([_rows(text.timestamp, index)])]
         pieces.append(b', "channel": ')
         if text.channel is None:
             pieces.append(text.channel_constant)
         else:
-            pieces.append(_Slot([text.channel[index]]))
+            pieces.append(_Slot([_rows(text.channel, index)]))
         pieces.append(b', "id": "0x')
         if not layout.masked:
             pieces += [layout.fixed_id, layout.after_id, layout.fixed_number]
         else:
             ids = batch.can_id[index]
-            width = len(str(int(ids.max())))
             pieces += [
-                _Slot([text.hex_id[index, 5:] if not layout.extended else text.hex_id[index]]),
+                _Slot([_hex_ids(ids, layout.extended)]),
                 layout.after_id,
-                _Slot([text.number_id[index, 10 - width :]]),
+                _Slot([_digits(ids.astype(np.int64), len(str(int(ids.max()))))]),
             ]
         pieces.append(layout.message)
         signal_slots = self._signal_slots(layout, decoded, raw)
@@ -729,30 +826,27 @@ class JsonLinesFormatter:
             pieces += [b', "node": ', signal_slots.pop()]
         pieces.append(b', "signals": {')
         mux = layout.multiplexed
-        segments: list[tuple[int, str]] = []  # (piece index of the key, signal)
+        segments: list[tuple[int, int, str]] = []  # (first piece, end piece, signal)
         for i, (sig, slot) in enumerate(zip(layout.signals, signal_slots, strict=True)):
-            segments.append((len(pieces), sig.signal.name))
+            segments.append((len(pieces), len(pieces) + 2, sig.signal.name))
             pieces += [b", " + sig.key if (i or mux) else sig.key, slot]
         pieces.append(b"}")
-        unit_segments: list[tuple[int, str]] = []
+        unit_segments: list[tuple[int, int, str]] = []
         if self.options.units:
             pieces.append(b', "units": {')
             for sig in layout.signals:
                 if sig.unit:
                     comma = b", " if unit_segments or mux else b""
-                    unit_segments.append((len(pieces), sig.signal.name))
+                    unit_segments.append((len(pieces), len(pieces) + 1, sig.signal.name))
                     pieces.append(comma + sig.key + sig.unit)
             pieces.append(b"}")
         pieces.append(b"}\n")
-        matrix, bounds = _assemble(len(decoded), pieces)
-        if mux:
-            for spans, width in ((segments, 2), (unit_segments, 1)):
-                _blank_absent(
-                    matrix,
-                    [(bounds[p], bounds[p + width]) for p, _ in spans],
-                    [decoded.present[name] for _, name in spans],
-                )
-        return matrix
+        blanks = [
+            ([(a, b) for a, b, _ in spans], [decoded.present[n] for *_, n in spans])
+            for spans in (segments, unit_segments)
+            if mux and spans
+        ]
+        return _LinePlan(pieces, blanks, decoded.index)
 
     def _signal_slots(
         self, layout: _MessageLayout, decoded: DecodedMessage, raw: Any
@@ -774,7 +868,9 @@ class JsonLinesFormatter:
                     slots[i] = slot
         for i, column in enumerate(columns):
             if slots[i] is None:
-                slots[i] = _float_slot(column.astype(np.float64, copy=False))
+                floats = column.astype(np.float64, copy=False)
+                single = layout.signals[i].single
+                slots[i] = _single_slot(floats) if single else _float_slot(floats)
         for i, sig in enumerate(layout.signals):
             current = slots[i]
             if sig.choices is not None and current is not None:
@@ -814,23 +910,6 @@ def _exact_fixed(magnitude: F64, decimals: int) -> tuple[BoolArray, I64, I64]:
         exact = (scaled < _FLOAT53) & (scaled / power == magnitude)
     whole, fraction = np.divmod(np.where(exact, scaled, 0.0).astype(np.int64), 10**decimals)
     return exact, whole, fraction
-
-
-def _assemble(rows: int, pieces: list[bytes | _Slot]) -> tuple[U8, list[int]]:
-    """The line matrix: constants from one template row, each slot rendered in place.
-
-    Returns the matrix and the column where each piece starts (then the total width).
-    """
-    bounds = [0]
-    for piece in pieces:
-        bounds.append(bounds[-1] + (len(piece) if isinstance(piece, bytes) else piece.width))
-    row = b"".join(p if isinstance(p, bytes) else bytes(p.width) for p in pieces)
-    matrix = np.empty((rows, bounds[-1]), np.uint8)
-    matrix[:] = np.frombuffer(row, np.uint8)
-    for piece, start, end in zip(pieces, bounds, bounds[1:], strict=False):
-        if isinstance(piece, _Slot) and end > start:
-            piece.render(matrix[:, start:end])
-    return matrix, bounds
 
 
 def _blank_absent(matrix: U8, spans: list[tuple[int, int]], present: list[BoolArray]) -> None:
@@ -902,6 +981,8 @@ def _reference_value(sig: SignalDef, value: Any) -> Any:
     number = float(value)
     if not math.isfinite(number):
         return None
+    if is_single(sig):
+        return float(str(np.float32(number)))
     decimals = signal_decimals(sig)
     if decimals is not None and (abs(number) + abs(sig.offset)) * 10**decimals <= EXACT_LIMIT:
         return round(number, decimals)
