@@ -543,3 +543,20 @@ def test_real_world_dbcs(tmp_path_factory: pytest.TempPathFactory) -> None:
                 check_value(message.signal(name), value, want[name], raw[name])
                 checked += 1
     assert loaded >= 10 and checked > 1000, (loaded, checked)
+
+
+def test_windows_and_blocks_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines rendered a few at a time, merged in small windows: the same bytes."""
+    import candiag.decode.jsonl as jsonl
+
+    db, layouts, _ = random_database(5)
+    batch = random_batch(np.random.default_rng(7), layouts, 700)
+    result = BatchDecoder(db).decode(batch)
+    options = JsonLinesOptions(units=True, choices=True)
+    whole = JsonLinesFormatter(db, options).format(batch, result)
+    monkeypatch.setattr(jsonl, "_ARENA_BYTES", 5000)  # a stretch of ~15 lines at a time
+    monkeypatch.setattr(jsonl, "_PIECE_LINES", 7)
+    monkeypatch.setattr(jsonl, "_BLOCK_BYTES", 1)  # blocks of the 64-row minimum
+    pieces = JsonLinesFormatter(db, options).format_pieces(batch, result)
+    assert len(pieces) > 50
+    assert b"".join(pieces) == whole

@@ -90,6 +90,7 @@ _MINUS = ord("-")
 _NULL = b"null"
 _PIECE_LINES = 1024  # lines joined and stripped of padding at a time (well inside the cache)
 _BLOCK_BYTES = 1 << 21  # line matrices are built in blocks of about this size (cache)
+_ARENA_BYTES = 1 << 26  # at most this much line text is rendered at a time (memory)
 _BIG = 10_000  # values below this take one lookup in the 4-digit tables
 _FLOAT53 = float(2**53)
 
@@ -686,15 +687,16 @@ class _LinePlan:
             for spans, present in blanks
         ]
 
-    def render(self, matrix: U8) -> None:
-        """Write the lines into ``matrix`` (rows, width), a block of rows at a time."""
+    def render(self, matrix: U8, first: int = 0) -> None:
+        """Write lines ``first ..`` into ``matrix`` (rows, width), a block at a time."""
         template = np.frombuffer(
             b"".join(p if isinstance(p, bytes) else bytes(p.width) for p in self.pieces), np.uint8
         )
         step = max(64, _BLOCK_BYTES // self.width)  # the block stays in the cache
-        for start in range(0, self.rows, step):
-            block = matrix[start : start + step]
+        for at in range(0, matrix.shape[0], step):
+            block = matrix[at : at + step]
             block[:] = template
+            start = first + at
             for piece, left, right in zip(self.pieces, self.bounds, self.bounds[1:], strict=False):
                 if isinstance(piece, _Slot) and right > left:
                     piece.render(block[:, left:right], start)
@@ -778,19 +780,42 @@ class JsonLinesFormatter:
         for name, decoded in result.messages.items():
             raw_signals = raw.messages[name].signals if raw is not None else decoded.signals
             plans.append(self._line_plan(batch, text, decoded, raw_signals))
-        # All line matrices in one buffer kept from batch to batch: no fresh pages each time.
-        total = sum(p.rows * p.width for p in plans)
-        if len(self._arena) < total:
-            self._arena = bytearray(total)
+        # The lines are rendered into one buffer kept from batch to batch (no fresh pages
+        # each time), at most _ARENA_BYTES of them at a time: a stretch of the batch.
+        widths = np.zeros(len(batch), np.int64)
+        for plan in plans:
+            widths[plan.index] = plan.width
+        ends = np.cumsum(widths)
+        pieces: list[bytes] = []
+        start = 0
+        while start < len(batch):
+            base = int(ends[start - 1]) if start else 0
+            stop = max(int(np.searchsorted(ends, base + _ARENA_BYTES, "right")), start + 1)
+            pieces += self._render_stretch(plans, start, stop, int(ends[stop - 1]) - base)
+            start = stop
+        return pieces
+
+    def _render_stretch(
+        self, plans: list[_LinePlan], start: int, stop: int, size: int
+    ) -> list[bytes]:
+        """The lines of frames ``start .. stop - 1`` of the batch, merged in capture order."""
+        if len(self._arena) < size:
+            self._arena = bytearray(size)
         lines: list[npt.NDArray[np.bytes_]] = []
+        indices: list[npt.NDArray[np.intp]] = []
         offset = 0
         for plan in plans:
-            size = plan.rows * plan.width
-            matrix = np.frombuffer(self._arena, np.uint8, size, offset).reshape(-1, plan.width)
-            plan.render(matrix)
+            first, last = np.searchsorted(plan.index, (start, stop)).tolist()
+            if last == first:
+                continue
+            rows = last - first
+            matrix = np.frombuffer(self._arena, np.uint8, rows * plan.width, offset)
+            matrix = matrix.reshape(rows, plan.width)
+            plan.render(matrix, first)
             lines.append(matrix.view(f"S{plan.width}").reshape(-1))
-            offset += size
-        return _merge(lines, [p.index for p in plans])
+            indices.append(plan.index[first:last])
+            offset += rows * plan.width
+        return _merge(lines, indices)
 
     def _layout(self, message: MessageDef) -> _MessageLayout:
         found = self._layouts.get(message.name)
