@@ -41,7 +41,9 @@ def register(subparsers: Any) -> None:
         description=(
             "Decode every data frame of a capture (candump -L .log/.log.gz, ASC, BLF, TRC, "
             "CSV) with the given DBC files into JSON Lines, one object per decoded frame in "
-            "capture order. A summary (frames, decoded, unknown ids, short, error and "
+            'capture order: {"timestamp", "channel", "id" ("0x123" standard, "0x00000285" '
+            'extended), "extended", "arbitration_id", "message", "node" (addressed modules), '
+            '"signals"}. A summary (frames, decoded, unknown ids, short, error and '
             "remote frames, malformed lines) goes to stderr."
         ),
     )

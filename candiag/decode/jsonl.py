@@ -96,6 +96,13 @@ _FLOAT53 = float(2**53)
 
 
 # -- digit tables -------------------------------------------------------------------------
+def _decimal_rows(count: int, width: int) -> U8:
+    """ASCII digits of 0..count-1, zero-padded to ``width``, one row each."""
+    powers = 10 ** np.arange(width - 1, -1, -1)
+    digits: U8 = ((np.arange(count)[:, None] // powers) % 10 + ord("0")).astype(np.uint8)
+    return digits
+
+
 def _digit_tables() -> U8:
     """Rows of 4 ASCII digits for 0..9999, three ways (offsets below).
 
@@ -103,7 +110,7 @@ def _digit_tables() -> U8:
     first digit); ``[10000, 20000)``: leading zeros as NUL but 0 as ``"0"`` (a value's last
     group when nothing is above it); ``[20000, 30000)``: zero-padded.
     """
-    padded = np.array([list(f"{v:04d}".encode()) for v in range(_BIG)], np.uint8)
+    padded = _decimal_rows(_BIG, 4)
     lead = padded.copy()
     for col in range(3):  # a '0' with only '0's before it
         lead[np.all(padded[:, : col + 1] == ord("0"), axis=1), col] = _PAD
@@ -121,7 +128,7 @@ def _fraction_table(decimals: int) -> npt.NDArray[np.uint32]:
     """``decimals`` zero-padded digits of 0..10**decimals-1 with trailing zeros (but the
     first digit) as NUL, in the first bytes of a uint32 per value."""
     rows = np.zeros((10**decimals, 4), np.uint8)
-    rows[:, :decimals] = [list(f"{v:0{decimals}d}".encode()) for v in range(10**decimals)]
+    rows[:, :decimals] = _decimal_rows(10**decimals, decimals)
     for col in range(decimals - 1, 0, -1):
         rows[np.all(rows[:, col:decimals] == ord("0"), axis=1), col] = _PAD
     return rows.view(np.uint32).reshape(-1)
@@ -129,7 +136,9 @@ def _fraction_table(decimals: int) -> npt.NDArray[np.uint32]:
 
 _FRACTIONS = {d: _fraction_table(d) for d in range(1, 5)}
 # 4 upper-case hex digits of 0..0xFFFF, one uint32 each.
-_HEX4 = np.array([list(f"{v:04X}".encode()) for v in range(1 << 16)], np.uint8).view(np.uint32)
+_HEX4 = np.frombuffer(b"0123456789ABCDEF", np.uint8)[
+    (np.arange(1 << 16)[:, None] >> np.array([12, 8, 4, 0])) & 15
+].view(np.uint32)
 _HEX4 = _HEX4.reshape(-1)
 # Row d: 0xFF in its first d bytes (the digits a fraction of d decimals keeps), then 0.
 _KEEP = np.where(np.arange(16) < np.arange(17)[:, None], 0xFF, 0).astype(np.uint8)
