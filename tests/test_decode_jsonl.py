@@ -560,3 +560,19 @@ def test_windows_and_blocks_change_nothing(monkeypatch: pytest.MonkeyPatch) -> N
     pieces = JsonLinesFormatter(db, options).format_pieces(batch, result)
     assert len(pieces) > 50
     assert b"".join(pieces) == whole
+
+
+def test_undecoded_tail_in_small_stretches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch whose last frames are not decoded, rendered in small stretches: same lines."""
+    import candiag.decode.jsonl as jsonl
+
+    db, layouts, _ = random_database(2)
+    batch = random_batch(np.random.default_rng(3), layouts, 300)
+    batch.can_id[100:] = 0x7FF  # unknown to the DBC: the rest of the batch is not decoded
+    batch.flags[100:] = 0
+    result = BatchDecoder(db).decode(batch)
+    assert result.decoded_frames == 100
+    whole = JsonLinesFormatter(db).format(batch, result)
+    monkeypatch.setattr(jsonl, "_ARENA_BYTES", 2000)
+    assert JsonLinesFormatter(db).format(batch, result) == whole
+    assert len(whole.splitlines()) == 100

@@ -824,7 +824,7 @@ class JsonLinesFormatter:
             lines.append(matrix.view(f"S{plan.width}").reshape(-1))
             indices.append(plan.index[first:last])
             offset += rows * plan.width
-        return _merge(lines, indices)
+        return _merge(lines, indices) if lines else []
 
     def _layout(self, message: MessageDef) -> _MessageLayout:
         found = self._layouts.get(message.name)
