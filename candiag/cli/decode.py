@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from candiag.decode.decoder import DecodeResult
     from candiag.ingest.frames import FrameBatch
 
-TOP_UNKNOWN = 5
+TOP_UNKNOWN = 5  # ids (and messages) named in the summary
 #: Capture lines decoded and written at a time: large enough that per-message work is
 #: spread over thousands of frames (``make bench``), small enough for bounded memory.
 DEFAULT_CHUNK_LINES = 65_536
@@ -186,13 +186,10 @@ def _silence_stdout() -> None:
     os.close(devnull)
 
 
-def format_id(can_id: int, extended: bool) -> str:
-    """``0x123`` (standard, 3 digits) or ``0x00000285`` (extended, 8 digits): the IDE flag decides."""
-    return f"0x{can_id:08X}" if extended else f"0x{can_id:03X}"
-
-
 def _top(counter: collections.Counter[FrameId], n: int) -> str:
     """The ``n`` most frequent ids; ties standard before extended, then by value."""
+    from candiag.decode.jsonl import format_id  # 0x123 standard, 0x00000285 extended
+
     ranked = sorted(counter.items(), key=lambda item: (-item[1], item[0][1], item[0][0]))
     return ", ".join(f"{format_id(*key)} x{c}" for key, c in ranked[:n])
 
