@@ -758,7 +758,8 @@ class JsonLinesFormatter:
     """Turns decoded batches into JSON Lines (see the module docstring).
 
     ``db`` must be the database the results were decoded with: value-table names need it
-    to decode raw values (for scaled signals that have a value table).
+    to decode raw values (for scaled signals that have a value table).  One formatter
+    reuses one line buffer from batch to batch: use it from one thread at a time.
     """
 
     def __init__(self, db: ChargerDatabase, options: JsonLinesOptions | None = None) -> None:
