@@ -55,6 +55,8 @@ def test_known_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert rows[0] == {
         "timestamp": 1700000000.0001,
         "channel": "can0",
+        "id": "0x08000007",
+        "extended": True,
         "arbitration_id": 0x08000007,
         "message": "PM_Status",
         "node": 7,
@@ -70,6 +72,8 @@ def test_known_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert rows[1] == {
         "timestamp": 1700000000.0002,
         "channel": "can0",
+        "id": "0x040",
+        "extended": False,
         "arbitration_id": 64,
         "message": "Heartbeat",
         "signals": {"Alive": 9, "HeartbeatCounter": 3},
@@ -79,8 +83,10 @@ def test_known_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert rows[4]["signals"] == {"Register": 7}  # register 7 selects no signals
     assert "node" not in rows[3]
 
+    assert out.splitlines()[0].startswith('{"timestamp": 1700000000.000100, "channel": "can0"')
     assert "11 frames from 12 lines, 1 malformed lines skipped" in err
-    assert "decoded: 5 frames of 3 messages" in err
+    assert "decoded: 5 frames of 3 messages (MeterRegister x3, " in err
+    assert "not decoded: 6 of 11 frames (3 with an unknown id, 1 short, 1 error, 1 remote)" in err
     assert "unknown ids: 3 frames with 2 ids; top: 0x123 x2, 0x18FF50E5 x1" in err
     assert "short frames" in err and "0x040 x1" in err
     assert "error frames: 1, remote frames: 1" in err
@@ -187,3 +193,96 @@ def test_default_dbcs_are_the_reference_ones(
     code, out, _ = run(["decode", str(capture)], capsys)
     assert code == 0
     assert json.loads(out)["message"] == msg.name
+
+
+def test_summary_ids_keep_their_width(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 12 item 11: 0x285 sent extended is 0x00000285 in the summary, not 0x285."""
+    capture = tmp_path / "ide.log"
+    capture.write_text(
+        "(1.000000) can0 00000285#01\n"  # extended 0x285: unknown to the fixture DBC
+        "(1.000100) can0 285#01\n"  # standard 0x285: unknown too, counted apart
+        "(1.000200) can0 285#01\n"
+        "(1.000300) can0 00000040#0903\n"  # extended 0x40: not the standard Heartbeat
+        "(1.000400) can0 08000011#00\n"  # PM_Status of node 0x11, 1 byte: short
+    )
+    code, out, err = run(["decode", str(capture), "--dbc", str(FIXTURE)], capsys)
+    assert code == 0 and out == ""
+    assert "unknown ids: 4 frames with 3 ids; top: 0x285 x2, 0x00000040 x1, 0x00000285 x1" in err
+    assert "short frames (payload shorter than the DBC says, not decoded): 1 with 1 ids; " in err
+    assert "0x08000011 x1" in err
+
+
+def test_units_and_choices(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dbc = tmp_path / "named.dbc"
+    dbc.write_text(
+        'VERSION ""\n\nNS_ :\n\nBS_:\n\nBU_: X\n\n'
+        "BO_ 768 CoolingStatus: 8 X\n"
+        ' SG_ Temperature : 0|16@1- (0.1,0) [-40|150] "\u00b0C" X\n'
+        ' SG_ State : 16|4@1+ (1,0) [0|15] "" X\n'
+        ' SG_ Mode : 20|4@1+ (2,1) [0|31] "" X\n\n'
+        'VAL_ 768 State 0 "Off" 2 "Running" ;\n'
+        'VAL_ 768 Mode 1 "Eco" ;\n',
+        encoding="cp1252",
+    )
+    capture = tmp_path / "c.log"
+    capture.write_text(
+        "(1.000000) can0 300#7B00120000000000\n"  # 12.3 °C, State 2, Mode raw 1 (value 3)
+        "(1.000001) can0 300#85FF030000000000\n"  # -12.3 °C, State 3 (no name), Mode raw 0
+    )
+    argv = ["decode", str(capture), "--dbc", str(dbc)]
+    code, out, _ = run(argv, capsys)
+    plain = [json.loads(line) for line in out.splitlines()]
+    assert plain[0]["signals"] == {"Temperature": 12.3, "State": 2, "Mode": 3}
+    assert plain[1]["signals"] == {"Temperature": -12.3, "State": 3, "Mode": 1}
+    assert "units" not in plain[0]  # the default line stays compact
+    code, out, _ = run([*argv, "--units", "--choices"], capsys)
+    assert code == 0
+    named = [json.loads(line) for line in out.splitlines()]
+    assert named[0]["signals"] == {"Temperature": 12.3, "State": "Running", "Mode": "Eco"}
+    assert named[1]["signals"] == {"Temperature": -12.3, "State": 3, "Mode": 1}
+    assert named[0]["units"] == {"Temperature": "\u00b0C"}
+    assert '"\u00b0C"' in out  # UTF-8, not \\u escapes
+
+
+def test_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    """``candiag decode x.log | head -1``: no traceback, status 0, through a real pipe."""
+    import subprocess
+    import sys
+
+    capture = tmp_path / "long.log"
+    line = "(1700000000.000100) can0 08000007#1D5B2EFB5A420100\n"
+    capture.write_text(line * 40_000)  # ~12 MB of JSON: far more than a pipe buffer
+    command = [sys.executable, "-m", "candiag", "decode", str(capture), "--dbc", str(FIXTURE)]
+    reader = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).parent.parent
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    first = reader.stdout.readline()
+    reader.stdout.close()  # what head does after its line
+    err = reader.stderr.read().decode()
+    assert reader.wait(timeout=60) == 0
+    assert json.loads(first)["message"] == "PM_Status"
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    assert err == ""  # quiet: the summary of an interrupted run is not printed
+
+
+def test_shell_pipe_to_head(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("head") is None:
+        pytest.skip("no head(1)")
+    capture = tmp_path / "long.log"
+    capture.write_text("(1700000000.000100) can0 040#0903\n" * 50_000)
+    script = (
+        f"set -o pipefail; '{sys.executable}' -m candiag decode '{capture}' "
+        f"--dbc '{FIXTURE}' | head -n 1"
+    )
+    done = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=60,
+        cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["signals"] == {"Alive": 9, "HeartbeatCounter": 3}
+    assert done.stderr == ""

@@ -27,5 +27,14 @@ def test_quick_bench_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert re.search(r"\(b\) python-can CanutilsLogReader \+ cantools decode_message: [\d,]+", out)
     assert re.search(r"ratio \(a\)/\(b\): [\d.]+x", out)
     assert re.search(r"100,000 frames streamed in chunks: .* peak RSS \d+ MB", out)
+    assert re.search(
+        r"JSON Lines, whole candiag decode work \(read \+ decode \+ format \+ write .*\): "
+        r"[\d,]+ frames/s .* read\+decode [\d.]+ s, format\+write [\d.]+ s",
+        out,
+    )
+    assert "40,000 lines (plain, and --units --choices) equal to one json.dumps per frame" in out
+    assert re.search(
+        r"candiag decode reference-\w+-20000.log -o /dev/null .*: [\d,]+ frames/s", out
+    )
     assert "20,000 decoded" in out  # every simulated frame is a known, complete message
     assert list((tmp_path / "quick").glob("reference-*-20000.log"))

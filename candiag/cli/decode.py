@@ -2,9 +2,12 @@
 
 The capture is streamed chunk by chunk (memory stays bounded whatever its length), each
 chunk decoded by the vectorized :class:`~candiag.decode.decoder.BatchDecoder` and written
-in capture order.  What could not be decoded is not lost: the summary on stderr counts
-unknown identifiers, short frames, error and remote frames and malformed lines (with
-their line numbers).
+in capture order by :class:`~candiag.decode.jsonl.JsonLinesFormatter` (line format and
+number rules in :mod:`candiag.decode.jsonl`).  What could not be decoded is not lost: the
+summary on stderr counts unknown identifiers and short frames per identifier (``0x123``
+standard, ``0x00000285`` extended, as the frame's IDE flag says), error and remote frames
+and malformed lines (with their line numbers).  A reader that goes away (``| head``) ends
+the command quietly with status 0, like the usual Unix filters.
 """
 
 from __future__ import annotations
@@ -16,11 +19,17 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from candiag.errors import InputError
 
-TOP_UNKNOWN = 5
+if TYPE_CHECKING:
+    pass
+
+TOP_UNKNOWN = 5  # ids (and messages) named in the summary
+#: Capture lines decoded and written at a time: large enough that per-message work is
+#: spread over thousands of frames (``make bench``), small enough for bounded memory.
+DEFAULT_CHUNK_LINES = 65_536
 
 
 def register(subparsers: Any) -> None:
@@ -30,7 +39,9 @@ def register(subparsers: Any) -> None:
         description=(
             "Decode every data frame of a capture (candump -L .log/.log.gz, ASC, BLF, TRC, "
             "CSV) with the given DBC files into JSON Lines, one object per decoded frame in "
-            "capture order. A summary (frames, decoded, unknown ids, short, error and "
+            'capture order: {"timestamp", "channel", "id" ("0x123" standard, "0x00000285" '
+            'extended), "extended", "arbitration_id", "message", "node" (addressed modules), '
+            '"signals"}. A summary (frames, decoded, unknown ids, short, error and '
             "remote frames, malformed lines) goes to stderr."
         ),
     )
@@ -52,13 +63,27 @@ def register(subparsers: Any) -> None:
         help="refuse DBCs cantools' strict mode refuses (default: load them, with warnings)",
     )
     parser.add_argument(
+        "--units",
+        action="store_true",
+        help='add a "units" object to each line: {"signal": "unit"} for signals that have one',
+    )
+    parser.add_argument(
+        "--choices",
+        action="store_true",
+        help="write value-table (VAL_) names instead of raw numbers where the DBC names them",
+    )
+    parser.add_argument(
         "--chunk-lines",
         type=int,
-        default=16_384,
+        default=DEFAULT_CHUNK_LINES,
         metavar="N",
         help="capture lines decoded at a time (bounds memory; default %(default)s)",
     )
     parser.set_defaults(func=_run)
+
+
+#: An identifier with its IDE flag: (identifier, extended).
+FrameId = tuple[int, bool]
 
 
 @dataclass
@@ -69,15 +94,15 @@ class DecodeTotals:
     decoded: int = 0
     error_frames: int = 0
     remote_frames: int = 0
-    messages: set[str] = field(default_factory=set)
-    unknown_ids: collections.Counter[int] = field(default_factory=collections.Counter)
-    short_frames: collections.Counter[int] = field(default_factory=collections.Counter)
+    messages: collections.Counter[str] = field(default_factory=collections.Counter)
+    unknown_ids: collections.Counter[FrameId] = field(default_factory=collections.Counter)
+    short_frames: collections.Counter[FrameId] = field(default_factory=collections.Counter)
 
 
 def _run(args: argparse.Namespace) -> int:
     from candiag.decode.dbc import load_dbc_paths, reference_dbc_dir, warning_lines
     from candiag.decode.decoder import BatchDecoder
-    from candiag.decode.jsonl import format_jsonl
+    from candiag.decode.jsonl import JsonLinesFormatter, JsonLinesOptions
     from candiag.ingest.capture import CaptureReader
 
     db = load_dbc_paths(args.dbc or [reference_dbc_dir()], strict=args.strict)
@@ -85,6 +110,7 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(f"--chunk-lines must be at least 1, got {args.chunk_lines}")
     reader = CaptureReader(args.capture, chunk_lines=args.chunk_lines)
     decoder = BatchDecoder(db)
+    formatter = JsonLinesFormatter(db, JsonLinesOptions(units=args.units, choices=args.choices))
     totals = DecodeTotals()
     with _output(args.output) as out:
         try:
@@ -94,10 +120,10 @@ def _run(args: argparse.Namespace) -> int:
                 totals.decoded += result.decoded_frames
                 totals.error_frames += result.error_frames
                 totals.remote_frames += result.remote_frames
-                totals.messages.update(result.messages)
-                totals.unknown_ids.update(result.unknown_ids)
-                totals.short_frames.update(result.short_frames)
-                out.write(format_jsonl(batch, result))
+                totals.messages.update({n: len(m) for n, m in result.messages.items()})
+                totals.unknown_ids.update(_by_frame_id(result.unknown_ids))
+                totals.short_frames.update(_by_frame_id(result.short_frames))
+                out.writelines(formatter.format_pieces(batch, result))
             out.flush()
         except BrokenPipeError:
             # The reader of stdout went away (| head): stop quietly, as cat does.
@@ -109,13 +135,21 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _by_frame_id(counts: collections.Counter[int]) -> collections.Counter[FrameId]:
+    """The decoder's counts (bit 31 set: extended) keyed by (identifier, extended)."""
+    return collections.Counter(
+        {(key & 0x1FFFFFFF, bool(key & 0x80000000)): n for key, n in counts.items()}
+    )
+
+
 @contextlib.contextmanager
-def _output(path: str | None) -> Iterator[IO[str]]:
+def _output(path: str | None) -> Iterator[IO[bytes]]:
     if path is None:
-        yield sys.stdout
+        sys.stdout.flush()
+        yield sys.stdout.buffer
         return
     try:
-        handle: IO[str] = open(path, "w", encoding="utf-8", newline="\n")
+        handle: IO[bytes] = open(path, "wb")
     except OSError as err:
         raise InputError(
             f"--output {path}: cannot write ({err.strerror}); choose a writable path"
@@ -125,29 +159,36 @@ def _output(path: str | None) -> Iterator[IO[str]]:
 
 
 def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush cannot fail again."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
-def format_id(key: int) -> str:
-    """An identifier as the decoder counts it (bit 31 set: extended), as CAN users write it."""
-    from candiag.ingest.frames import format_can_id
+def _top(counter: collections.Counter[FrameId], n: int) -> str:
+    """The ``n`` most frequent ids; ties standard before extended, then by value."""
+    from candiag.ingest.frames import format_can_id  # 0x123 standard, 0x00000285 extended
 
-    return format_can_id(key & 0x1FFFFFFF, bool(key & 0x80000000))
-
-
-def _top(counter: collections.Counter[int], n: int) -> str:
-    return ", ".join(f"{format_id(i)} x{c}" for i, c in counter.most_common(n))
+    ranked = sorted(counter.items(), key=lambda item: (-item[1], item[0][1], item[0][0]))
+    return ", ".join(f"{format_can_id(*key)} x{c}" for key, c in ranked[:n])
 
 
 def summary(capture_summary: str, totals: DecodeTotals) -> str:
     """The stderr report: what was read, decoded, and what was not and why."""
     head, _, malformed = capture_summary.partition("\n")
-    lines = [
-        f"candiag decode: {head}",
-        f"  decoded: {totals.decoded} frames of {len(totals.messages)} messages",
-    ]
+    decoded = f"  decoded: {totals.decoded} frames of {len(totals.messages)} messages"
+    if totals.messages:
+        top = ", ".join(f"{name} x{c}" for name, c in totals.messages.most_common(TOP_UNKNOWN))
+        more = len(totals.messages) - TOP_UNKNOWN
+        decoded += f" ({top}{f', {more} more' if more > 0 else ''})"
+    lines = [f"candiag decode: {head}", decoded]
     unknown = sum(totals.unknown_ids.values())
+    short = sum(totals.short_frames.values())
+    not_decoded = unknown + short + totals.error_frames + totals.remote_frames
+    lines.append(
+        f"  not decoded: {not_decoded} of {totals.frames} frames ({unknown} with an unknown "
+        f"id, {short} short, {totals.error_frames} error, {totals.remote_frames} remote)"
+    )
     if unknown:
         lines.append(
             f"  unknown ids: {unknown} frames with {len(totals.unknown_ids)} ids; "
@@ -155,11 +196,10 @@ def summary(capture_summary: str, totals: DecodeTotals) -> str:
         )
     else:
         lines.append("  unknown ids: none")
-    short = sum(totals.short_frames.values())
     if short:
         lines.append(
-            f"  short frames (payload shorter than the DBC says, not decoded): {short}; "
-            f"{_top(totals.short_frames, TOP_UNKNOWN)}"
+            f"  short frames (payload shorter than the DBC says, not decoded): {short} with "
+            f"{len(totals.short_frames)} ids; {_top(totals.short_frames, TOP_UNKNOWN)}"
         )
     else:
         lines.append("  short frames: none")
