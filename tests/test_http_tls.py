@@ -212,9 +212,10 @@ def test_web_config_file_with_relative_paths(pki: Pki, registry: CollectorRegist
 
 def test_mismatched_key_is_a_config_error_naming_the_files(pki: Pki) -> None:
     tls = TlsServerConfig(pki.server_cert, pki.client_key)
-    with pytest.raises(ConfigError, match=r"tls_server_config\.cert_file/key_file") as info:
+    with pytest.raises(ConfigError, match=r"tls_server_config\.key_file: ") as info:
         tls.ssl_context()
     assert str(pki.server_cert) in str(info.value)
+    assert f"{pki.client_key} is not the key of the certificate" in str(info.value)
 
 
 def test_unreadable_client_ca_is_a_config_error(pki: Pki, tmp_path: Path) -> None:
