@@ -386,7 +386,7 @@ def test_a_slow_client_is_evicted_to_make_room_for_a_scrape(registry: CollectorR
             time.sleep(0.1)
             reply = fetch(f"{running.url}/metrics")
             assert reply.status == 200 and b"candiag_test_value 42.0" in reply.body
-            assert read_all(slow[0]).startswith(b"HTTP/1.1 408 "), "the oldest goes first"
+            assert read_all(slow[0]).startswith(b"HTTP/1.1 503 "), "the oldest goes first"
             assert running.client_trouble["evicted"] == 1
         finally:
             for s in slow:
@@ -505,3 +505,37 @@ def test_stop_closes_queued_and_half_read_connections(registry: CollectorRegistr
         assert read_all(half) == b""
     finally:
         half.close()
+
+
+def test_wrong_passwords_are_hashed_one_at_a_time(
+    password_hash: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import candiag.metrics.webconfig as webconfig
+
+    real = webconfig.bcrypt.checkpw
+    active, most = 0, 0
+    lock = threading.Lock()
+
+    def counting(password: bytes, hashed: bytes) -> bool:  # the real hash, counted
+        nonlocal active, most
+        with lock:
+            active += 1
+            most = max(most, active)
+        try:
+            return bool(real(password, hashed))
+        finally:
+            with lock:
+                active -= 1
+
+    monkeypatch.setattr(webconfig.bcrypt, "checkpw", counting)
+    checker = BasicAuthChecker({"prometheus": password_hash})
+    threads = [
+        threading.Thread(target=checker.check, args=("prometheus", f"wrong{i}"), name=f"t{i}")
+        for i in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert checker.bcrypt_checks == 8
+    assert most == 1, "wrong passwords may take at most one core (CONCURRENT_HASHES)"

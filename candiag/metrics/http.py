@@ -377,7 +377,7 @@ class _Server:
             if victim is None:
                 return False
             self.trouble.count("evicted", victim.address)
-            self._drop(victim, _TIMED_OUT)
+            self._drop(victim, _REFUSED)  # for this client it is a refusal: it may retry
 
     def _slowest(self, address: str | None) -> _Conn | None:
         """The connection waiting longest for its request head, of ``address`` or else of

@@ -90,6 +90,10 @@ MAX_FILE_BYTES = 1 << 20
 MAX_DEPTH = 16
 _HINT_HTPASSWD = "create one with: htpasswd -nBC 12 '' | tr -d ':\\n'"
 
+# Wrong passwords cost CPU (one bcrypt hash each); however many arrive at once, they take
+# at most this many cores from the daemon's own work.
+CONCURRENT_HASHES = 1
+
 # A scrape every few seconds must not cost a bcrypt hash (~0.25 s at cost 12) each time:
 # a successful (user, password) is remembered this long, as exporter-toolkit does.
 AUTH_CACHE_SECONDS = 60.0
@@ -213,7 +217,7 @@ class BasicAuthChecker:
     """Checks ``Authorization: Basic`` credentials against bcrypt hashes, with a short cache.
 
     Every check that misses the cache costs one bcrypt hash at the cost of the stored
-    hashes: unknown users and passwords bcrypt cannot take (more than 72 bytes) are checked
+    hashes, one at a time (:data:`CONCURRENT_HASHES`): unknown users and passwords bcrypt cannot take (more than 72 bytes) are checked
     against a dummy hash, so the response time reveals neither which user names exist nor
     anything about the password. Cached entries hold a SHA-256 of the password, never the
     password, and are compared in constant time.
@@ -233,6 +237,7 @@ class BasicAuthChecker:
         self._lock = threading.Lock()
         cost = _lowest_cost(self._users.values())
         self._dummy_hash = bcrypt.hashpw(b"candiag-no-such-user", bcrypt.gensalt(rounds=cost))
+        self._hashing = threading.Semaphore(CONCURRENT_HASHES)
         self.bcrypt_checks = 0
 
     def check(self, user: str, password: str) -> bool:
@@ -242,11 +247,12 @@ class BasicAuthChecker:
             return True
         stored = self._users.get(user)
         usable = stored is not None and len(secret) <= BCRYPT_MAX_PASSWORD_BYTES
-        self.bcrypt_checks += 1
-        ok = _checkpw(
-            secret[:BCRYPT_MAX_PASSWORD_BYTES],
-            stored if usable and stored is not None else self._dummy_hash,
-        )
+        with self._hashing:
+            self.bcrypt_checks += 1
+            ok = _checkpw(
+                secret[:BCRYPT_MAX_PASSWORD_BYTES],
+                stored if usable and stored is not None else self._dummy_hash,
+            )
         if ok and usable:
             with self._lock:
                 self._cache[user] = (digest, self._clock() + self._cache_seconds)
