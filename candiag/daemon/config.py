@@ -476,7 +476,7 @@ class _Validator:
 
     def problem(self, path: str, expected: str, found: str) -> None:
         if len(found) > _MAX_FOUND:  # a value from the file is never copied whole
-            found = found[: _MAX_FOUND - 1] + "…"
+            found = found[: _MAX_FOUND - 60] + "…" + found[-59:]  # (the end may be a reason)
         self.problems.append(f"{path}: expected {expected}, found {found}")
 
     def table(self, raw: Any, path: str, known: set[str]) -> Mapping[str, Any]:
