@@ -539,3 +539,39 @@ def test_wrong_passwords_are_hashed_one_at_a_time(
         thread.join(10)
     assert checker.bcrypt_checks == 8
     assert most == 1, "wrong passwords may take at most one core (CONCURRENT_HASHES)"
+
+
+def _usable(address: str) -> bool:
+    try:
+        with socket.socket() as sock:
+            sock.bind((address, 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _usable("127.0.0.2"), reason="127.0.0.2 is not usable here")
+def test_at_the_total_limit_the_address_holding_most_loses_its_slowest(
+    registry: CollectorRegistry,
+) -> None:
+    limits = ServerLimits(max_connections=4, max_per_address=4)
+    with start_metrics_server("127.0.0.1:0", registry, limits=limits) as running:
+
+        def slow(source: str) -> socket.socket:
+            sock = socket.create_connection(
+                ("127.0.0.1", running.port), timeout=5, source_address=(source, 0)
+            )
+            time.sleep(0.05)  # accepted in this order
+            return sock
+
+        mine = slow("127.0.0.1")
+        theirs = [slow("127.0.0.2") for _ in range(3)]
+        try:
+            assert fetch(f"{running.url}/metrics").status == 200
+            assert read_all(theirs[0]).startswith(b"HTTP/1.1 503 ")  # oldest of the crowd
+            mine.settimeout(0.2)
+            with pytest.raises(TimeoutError):
+                mine.recv(1)  # older, but its address holds one connection: kept
+        finally:
+            for sock in [mine, *theirs]:
+                sock.close()

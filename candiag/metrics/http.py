@@ -361,7 +361,12 @@ class _Server:
             self._selector.register(conn.sock, selectors.EVENT_READ, conn)
 
     def _admit(self, address: str) -> bool:
-        """Room for one more connection from ``address``, evicting a slow one if need be."""
+        """Room for one more connection from ``address``, evicting a slow one if need be.
+
+        The candidate for eviction is read once more first: one whose request has arrived
+        is handed to the workers (or closed, if its client left) instead, and the next one
+        is tried. Each round removes one connection from the readers, so this ends.
+        """
         limits = self.limits
         while True:
             with self._lock:
@@ -373,34 +378,22 @@ class _Server:
                     self._open += 1
                     return True
                 crowded = self._per_address[address] >= limits.max_per_address
-            victim = self._slowest(address if crowded else None)
-            if victim is None:
-                return False
-            self.trouble.count("evicted", victim.address)
-            self._drop(victim, _REFUSED)  # for this client it is a refusal: it may retry
-
-    def _slowest(self, address: str | None) -> _Conn | None:
-        """The connection waiting longest for its request head, of ``address`` or else of
-        the address holding the most connections; None when none is waiting.
-
-        Each candidate is read once more first: one whose request has arrived is handed
-        to the workers (or closed, if the client left) instead of being evicted.
-        """
-        while True:
-            if address is None:
-                waiting = {c.address for c in self._reading}
-                with self._lock:
-                    crowd = max(waiting, key=lambda a: self._per_address[a], default=None)
-            else:
-                crowd = address
-            candidate = next((c for c in self._reading if c.address == crowd), None)
+            candidate = self._longest_waiting(address if crowded else None)
             if candidate is None:
-                return None
+                return False
             self._on_readable(candidate)
-            if candidate in self._reading:
-                return candidate
-            if address is None or self._per_address[address] < self.limits.max_per_address:
-                return None  # the read made room
+            if candidate in self._reading:  # still without its request: the slow one
+                self.trouble.count("evicted", candidate.address)
+                self._drop(candidate, _REFUSED)  # for this client a refusal: it may retry
+
+    def _longest_waiting(self, address: str | None) -> _Conn | None:
+        """The connection waiting longest for its request head, of ``address`` or else of
+        the address holding the most connections; None when none is waiting."""
+        if address is None:
+            waiting = {c.address for c in self._reading}
+            with self._lock:
+                address = max(waiting, key=lambda a: self._per_address[a], default=None)
+        return next((c for c in self._reading if c.address == address), None)
 
     def _refuse(self, sock: socket.socket) -> None:
         if self.ssl_context is not None or len(self._lingering) >= 2 * self.limits.max_connections:
