@@ -28,7 +28,48 @@ with key paths; a Modbus profile asking for function code 6 → ``SafetyError``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters with an ellipsis.
+
+    A message never carries a whole value from a file: a 10 MB string, or a YAML alias
+    bomb that expands to gigabytes, must not be copied into the error (or the journal).
+    Containers are walked only until the text is long enough, so the cost does not
+    depend on the value's size.
+    """
+    text = _short(value, limit + 1)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_PAIRS = {list: "[]", tuple: "()", set: "{}", frozenset: "{}", dict: "{}"}
+
+
+def _short(value: object, budget: int) -> str:
+    if budget <= 0:
+        return ""
+    brackets = next((b for kind, b in _PAIRS.items() if isinstance(value, kind)), None)
+    if brackets is None:
+        if isinstance(value, (str, bytes)):
+            return repr(value[:budget])[:budget]
+        if isinstance(value, int) and value.bit_length() > 64:
+            return f"<a {value.bit_length()}-bit integer>"
+        return repr(value)[:budget]
+    text = brackets[0]
+    items: Iterable[Any] = value.items() if isinstance(value, dict) else value  # type: ignore[assignment]
+    for item in items:
+        if len(text) >= budget:
+            return text + "…"
+        if isinstance(value, dict):
+            key, val = item
+            text += _short(key, budget - len(text)) + ": "
+            text += _short(val, budget - len(text))
+        else:
+            text += _short(item, budget - len(text))
+        text += ", "
+    return (text[:-2] if len(text) > 1 else text) + brackets[1]
 
 
 class CandiagError(Exception):

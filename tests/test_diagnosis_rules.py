@@ -261,7 +261,7 @@ def test_bad_threshold_override_names_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_rulebook(override)
     assert "thresholds.bus_load_warnin: unknown key" in str(err.value)
-    assert "thresholds.burst_errors_per_s: expected a number" in str(err.value)
+    assert "thresholds.burst_errors_per_s: expected a whole number" in str(err.value)
 
 
 def test_all_nodes_silent_at_once_is_one_bus_level_finding() -> None:

@@ -212,9 +212,10 @@ def test_web_config_file_with_relative_paths(pki: Pki, registry: CollectorRegist
 
 def test_mismatched_key_is_a_config_error_naming_the_files(pki: Pki) -> None:
     tls = TlsServerConfig(pki.server_cert, pki.client_key)
-    with pytest.raises(ConfigError, match=r"tls_server_config\.cert_file/key_file") as info:
+    with pytest.raises(ConfigError, match=r"tls_server_config\.key_file: ") as info:
         tls.ssl_context()
     assert str(pki.server_cert) in str(info.value)
+    assert f"{pki.client_key} is not the key of the certificate" in str(info.value)
 
 
 def test_unreadable_client_ca_is_a_config_error(pki: Pki, tmp_path: Path) -> None:
@@ -223,3 +224,133 @@ def test_unreadable_client_ca_is_a_config_error(pki: Pki, tmp_path: Path) -> Non
     tls = TlsServerConfig(pki.server_cert, pki.server_key, not_pem, "RequireAndVerifyClientCert")
     with pytest.raises(ConfigError, match=r"tls_server_config\.client_ca_file"):
         tls.ssl_context()
+
+
+# --- TLS asked for means TLS or refusal (issue 13 item 9) ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def encrypted_key(pki: Pki) -> Path:
+    openssl = require_tool("openssl")
+    out = pki.ca.parent / "server-encrypted.key"
+    _openssl(
+        openssl, "pkey", "-in", str(pki.server_key), "-aes256", "-passout", "pass:secret",
+        "-out", str(out), cwd=pki.ca.parent,
+    )  # fmt: skip
+    return out
+
+
+def test_an_encrypted_key_is_refused_without_asking_for_a_passphrase(
+    pki: Pki, encrypted_key: Path
+) -> None:
+    tls = TlsServerConfig(pki.server_cert, encrypted_key)
+    with pytest.raises(ConfigError) as info:
+        tls.ssl_context()
+    message = str(info.value)
+    assert message.startswith(f"tls_server_config.key_file: {encrypted_key}: the key is encrypted")
+    assert "candiag needs an unencrypted key file (or" in message
+    assert "openssl pkey -in" in message
+
+
+def test_check_config_with_an_encrypted_key_never_prompts(
+    pki: Pki, encrypted_key: Path, tmp_path: Path
+) -> None:
+    from tests.adversarial.bounded import run_bounded
+
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"tls_server_config:\n  cert_file: {pki.server_cert}\n  key_file: {encrypted_key}\n"
+    )
+    config = tmp_path / "candiag.toml"
+    config.write_text(f'[metrics]\nlisten = "127.0.0.1:0"\nweb_config_file = "{web}"\n')
+    # No terminal is needed (and none is read): the child would hang on a prompt otherwise.
+    result = run_bounded(["check-config", str(config)], timeout_s=60, stdin=b"")
+    assert result.code == 2, result.stderr
+    assert "the key is encrypted; candiag needs an unencrypted key file" in result.stderr
+    assert "Errno 22" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "expected"),
+    [
+        ("junk", "server_key", "tls_server_config.cert_file: {cert} holds no PEM certificate"),
+        (
+            "server_key",
+            "server_key",
+            "tls_server_config.cert_file: {cert} holds no PEM certificate",
+        ),
+        ("server_cert", "junk", "tls_server_config.key_file: {key} holds no PEM private key"),
+        (
+            "server_cert",
+            "server_cert",
+            "tls_server_config.key_file: {key} holds no PEM private key",
+        ),
+        ("server_cert", "absent", "tls_server_config.key_file: cannot read {key}"),
+        ("damaged", "server_key", "tls_server_config.cert_file/key_file: cannot load {cert}"),
+    ],
+)
+def test_unusable_tls_files_name_the_file_and_the_fix(
+    pki: Pki, tmp_path: Path, cert: str, key: str, expected: str
+) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_bytes(bytes(range(256)))
+    damaged = tmp_path / "damaged.pem"
+    damaged.write_text("-----BEGIN CERTIFICATE-----\nnot base64 !!!\n-----END CERTIFICATE-----\n")
+    files = {
+        "junk": junk, "damaged": damaged, "absent": tmp_path / "absent.key",
+        "server_key": pki.server_key, "server_cert": pki.server_cert,
+    }  # fmt: skip
+    tls = TlsServerConfig(files[cert], files[key])
+    with pytest.raises(ConfigError) as info:
+        tls.ssl_context()
+    assert str(info.value).startswith(expected.format(cert=files[cert], key=files[key]))
+
+
+def test_web_config_tls_errors_name_the_web_config_file(pki: Pki, tmp_path: Path) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"tls_server_config:\n  cert_file: {pki.server_cert}\n  key_file: {pki.client_key}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_web_config(web).ssl_context()
+    assert str(info.value).startswith(f"{web}: tls_server_config.key_file: ")
+
+
+def test_tls_server_config_with_its_keys_commented_out_never_serves_plain_http(
+    tmp_path: Path, registry: CollectorRegistry
+) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("tls_server_config:\n  # cert_file: server.crt\n  # key_file: server.key\n")
+    with pytest.raises(ConfigError, match="TLS was asked for, so candiag will not serve plain"):
+        start_metrics_server("127.0.0.1:0", registry, load_web_config(web))
+
+
+def test_a_stalled_handshake_is_closed_at_the_head_deadline(
+    pki: Pki, registry: CollectorRegistry
+) -> None:
+    import socket
+    import time
+
+    from candiag.metrics.http import ServerLimits
+
+    limits = ServerLimits(head_deadline_s=0.5)
+    with start_metrics_server(
+        "127.0.0.1:0", registry, WebConfig(tls=TlsServerConfig(pki.server_cert, pki.server_key)),
+        limits=limits,
+    ) as running:  # fmt: skip
+        stalled = [
+            socket.create_connection(("127.0.0.1", running.port), timeout=5) for _ in range(20)
+        ]
+        try:
+            stalled[0].sendall(b"\x16\x03\x01\x00\xff\x01")  # the start of a ClientHello
+            assert b"candiag_tls_test" in _get(running, _client_context(pki))
+            started = time.monotonic()
+            assert stalled[0].recv(100) == b""  # closed by the server
+            assert time.monotonic() - started < 2
+        finally:
+            for sock in stalled:
+                sock.close()
+        assert (
+            running.client_trouble.get("head_timeout", 0) + running.client_trouble.get("evicted", 0)
+            >= 1
+        )

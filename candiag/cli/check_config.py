@@ -11,9 +11,12 @@ def register(subparsers: Any) -> None:
         "check-config",
         help="validate a candiag TOML config file (all problems at once)",
         description=(
-            "Validate a candiag configuration: every problem is listed with its key path, "
-            "what was expected and what was found. Exits 0 and prints a summary when fine, "
-            "followed by the warnings of DBCs that load only leniently (file:line each)."
+            "Validate a candiag configuration with the same checks `candiag run` makes "
+            "before it starts (the DBCs, the diagnosis thresholds file, the web config with "
+            "its TLS certificate and key, the listen address): every problem is listed with "
+            "its file, key path, what was expected and what was found. Exits 0 and prints a "
+            "summary when fine, followed by the warnings of DBCs that load only leniently "
+            "(file:line each). Not checked: whether the port is free."
         ),
     )
     parser.add_argument("file", help="the TOML configuration file, e.g. /etc/candiag/candiag.toml")
@@ -22,10 +25,11 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from candiag.daemon.config import load_config
-    from candiag.daemon.validate import check_against_dbc, dbc_warning_lines
+    from candiag.daemon.validate import check_config, dbc_warning_lines
 
     config = load_config(args.file)
-    databases = check_against_dbc(config)
+    checked = check_config(config)  # what `candiag run` calls (through check_against_dbc)
+    databases = checked.databases
     print(f"OK: {config.summary()}")
     for line in dbc_warning_lines(config, databases):
         print(line)

@@ -467,6 +467,10 @@ def _type_name(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
+# Longest text of a value or key quoted in a problem.
+_MAX_FOUND = 200
+
+
 class _Validator:
     """Collects problems as ``key.path: expected X, found Y``."""
 
@@ -475,6 +479,8 @@ class _Validator:
         self.problems: list[str] = []
 
     def problem(self, path: str, expected: str, found: str) -> None:
+        if len(found) > _MAX_FOUND:  # a value from the file is never copied whole
+            found = found[: _MAX_FOUND - 60] + "…" + found[-59:]  # (the end may be a reason)
         self.problems.append(f"{path}: expected {expected}, found {found}")
 
     def table(self, raw: Any, path: str, known: set[str]) -> Mapping[str, Any]:
@@ -483,7 +489,8 @@ class _Validator:
             return {}
         for key in raw:
             if key not in known:
-                where = f"{path}.{key}" if path else key
+                shown_key = key if len(key) <= _MAX_FOUND else key[: _MAX_FOUND - 1] + "…"
+                where = f"{path}.{shown_key}" if path else shown_key
                 hint = _closest(key, known)
                 self.problems.append(
                     f"{where}: unknown key"

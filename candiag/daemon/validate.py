@@ -1,26 +1,90 @@
-"""Config checks that need other files: the DBCs (families exist, expected addresses fit
-the mask) and the metrics web config.
+"""Every check ``candiag run`` makes before it starts, in one function: :func:`check_config`.
 
-:func:`check_against_dbc` loads each bus's DBCs and reports, with key paths like the
-rest of the config validation, a family name the DBC does not define or an
-expected address the family's address bits cannot carry.  ``check-config``,
-``run`` and SIGHUP reloads all call it, so such a mistake is found before the
-daemon (re)starts, never as a silently empty node table.
+``check-config``, ``run`` and a SIGHUP reload all call it, so a config that ``check-config``
+passes is one ``run`` starts with, and a mistake is found before the daemon (re)starts,
+never as a silently empty node table or a daemon that dies on reload. It checks what
+:func:`~candiag.daemon.config.load_config` cannot see from the TOML alone:
+
+* the DBCs of each bus: families exist, expected addresses fit the mask
+  (:func:`check_against_dbc`);
+* the diagnosis thresholds file (``[diagnosis] thresholds_file``), validated key by key
+  (:func:`candiag.diagnosis.engine.load_rulebook`);
+* the web config (``[metrics] web_config_file``) and its TLS material, loaded into an
+  ``SSLContext`` exactly as the endpoint does (a key that does not match its certificate,
+  an encrypted key, a file that is not PEM);
+* the listen address: the host resolves and is an address of this machine.
+
+Problems of every step are reported together, each with its file. The one thing left to
+``run`` is whether the port is free (the running daemon itself may hold it).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from candiag.daemon.config import Config
 from candiag.errors import ConfigError, DbcError
 
 if TYPE_CHECKING:
     from candiag.decode.dbc import ChargerDatabase
+    from candiag.diagnosis.engine import RuleBook
+    from candiag.metrics.webconfig import WebConfig
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CheckedConfig:
+    """A config with everything it names loaded and checked."""
+
+    config: Config
+    databases: dict[str, ChargerDatabase]
+    rulebook: RuleBook
+    web: WebConfig | None
+
+
+def check_config(config: Config) -> CheckedConfig:
+    """Run every check ``run`` runs; one :class:`ConfigError` lists all problems found."""
+    from candiag.diagnosis.engine import load_rulebook
+
+    errors: list[ConfigError] = []
+    databases = _step(errors, lambda: _check_dbcs(config))
+    rulebook = _step(errors, lambda: load_rulebook(config.diagnosis.thresholds_file))
+    web = _step(errors, lambda: _check_web_config(config))
+    _step(errors, lambda: _check_listen(config))
+    if errors:
+        raise _together(errors)
+    assert databases is not None and rulebook is not None
+    return CheckedConfig(config, databases, rulebook, web)
 
 
 def check_against_dbc(config: Config) -> dict[str, ChargerDatabase]:
-    """The database of each bus (mask overrides applied); :class:`ConfigError` lists problems."""
+    """The database of each bus (mask overrides applied), after every :func:`check_config`
+    check passed (the name is older than the other checks; callers keep it)."""
+    return check_config(config).databases
+
+
+def _step(errors: list[ConfigError], check: Callable[[], T]) -> T | None:
+    try:
+        return check()
+    except ConfigError as err:
+        errors.append(err)
+        return None
+
+
+def _together(errors: list[ConfigError]) -> ConfigError:
+    if len(errors) == 1:
+        return errors[0]
+    return ConfigError(
+        [f"{err.path}: {p}" if err.path else p for err in errors for p in err.problems]
+    )
+
+
+def _check_dbcs(config: Config) -> dict[str, ChargerDatabase]:
+    """Each bus's DBCs: families exist, expected addresses fit the address mask."""
     from candiag.daemon.monitor import apply_mask_overrides
     from candiag.daemon.service import load_dbc
 
@@ -42,28 +106,66 @@ def check_against_dbc(config: Config) -> dict[str, ChargerDatabase]:
                 f"identifier ({err}); use the DBC's CandiagNodeMask or a narrower mask"
             )
         databases[bus.name] = db
-        for j, family in enumerate(bus.families):
-            path = f"can.buses[{i}].families[{j}]"
-            messages = db.families.get(family.name)
-            if not messages:
-                known = ", ".join(sorted(db.families)) or "none"
-                problems.append(
-                    f"{path}.name: expected a node family of the DBC files ({known}), "
-                    f"found {family.name!r}; check CandiagNodeFamily in the DBC or the name"
-                )
-                continue
-            mask = family.mask if family.mask is not None else max(m.node_mask for m in messages)
-            highest = mask >> ((mask & -mask).bit_length() - 1) if mask else 0
-            too_big = [a for a in family.expected if a > highest]
-            if too_big:
-                problems.append(
-                    f"{path}.expected: expected addresses 0..{highest} (address mask 0x{mask:X}), "
-                    f"found {too_big}"
-                )
+        problems.extend(_family_problems(db, bus.families, f"can.buses[{i}]"))
     if problems:
         raise ConfigError(problems, path=config.source)
-    check_web_config(config)
     return databases
+
+
+def _family_problems(db: ChargerDatabase, families: Any, bus_path: str) -> list[str]:
+    problems: list[str] = []
+    for j, family in enumerate(families):
+        path = f"{bus_path}.families[{j}]"
+        messages = db.families.get(family.name)
+        if not messages:
+            known = ", ".join(sorted(db.families)) or "none"
+            problems.append(
+                f"{path}.name: expected a node family of the DBC files ({known}), "
+                f"found {family.name!r}; check CandiagNodeFamily in the DBC or the name"
+            )
+            continue
+        mask = family.mask if family.mask is not None else max(m.node_mask for m in messages)
+        highest = mask >> ((mask & -mask).bit_length() - 1) if mask else 0
+        too_big = [a for a in family.expected if a > highest]
+        if too_big:
+            problems.append(
+                f"{path}.expected: expected addresses 0..{highest} (address mask 0x{mask:X}), "
+                f"found {too_big}"
+            )
+    return problems
+
+
+def _check_web_config(config: Config) -> WebConfig | None:
+    """``[metrics] web_config_file`` with its TLS files loaded as the endpoint loads them."""
+    if config.metrics.web_config_file is None:
+        return None
+    from candiag.metrics.webconfig import load_web_config
+
+    web = load_web_config(config.metrics.web_config_file)
+    web.ssl_context()
+    return web
+
+
+def _check_listen(config: Config) -> None:
+    """``[metrics] listen`` resolves to an address of this machine (port 0: any port)."""
+    from candiag.metrics.http import resolve_listen
+
+    listen = config.metrics.listen
+    try:
+        family, sockaddr = resolve_listen(listen)
+    except ConfigError as err:
+        raise ConfigError(err.problems, path=config.source) from None
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.bind((sockaddr[0], 0, *sockaddr[2:]))
+    except OSError as err:
+        raise ConfigError(
+            f"metrics.listen: cannot listen on {config.metrics.host} ({err.strerror}); give "
+            "an address of this machine, e.g. 127.0.0.1 or the controller's LAN address",
+            path=config.source,
+        ) from None
+    finally:
+        probe.close()
 
 
 def dbc_warning_lines(config: Config, databases: dict[str, ChargerDatabase]) -> list[str]:
@@ -81,11 +183,3 @@ def dbc_warning_lines(config: Config, databases: dict[str, ChargerDatabase]) -> 
         )
         lines.extend(f"  {w}" for w in db.warnings)
     return lines
-
-
-def check_web_config(config: Config) -> None:
-    """Load ``[metrics] web_config_file`` (TLS files, bcrypt hashes) so its errors show now."""
-    if config.metrics.web_config_file is not None:
-        from candiag.metrics.webconfig import load_web_config
-
-        load_web_config(config.metrics.web_config_file)

@@ -8,12 +8,14 @@ and the key path.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from candiag.errors import ConfigError
+from candiag.errors import ConfigError, shown
+from candiag.tomlfile import toml_syntax_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,12 +51,21 @@ _SCHEMA: dict[str, dict[str, tuple[type, float, float]]] = {
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise ConfigError("not a regular file; give a TOML file", str(path))
+        raw = path.read_bytes()
     except OSError as err:
-        raise ConfigError(f"cannot read thresholds: {err.strerror}", str(path)) from err
+        raise ConfigError(f"cannot read thresholds: {err.strerror}", str(path)) from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(f"line {line}: not UTF-8 text, so not a TOML file", str(path)) from None
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"not valid TOML: {err}; fix the syntax", str(path)) from err
+        raise ConfigError(toml_syntax_problem(str(path), err)) from None
+    except ValueError as err:  # tomllib lets int()'s 4300-digit limit through
+        raise ConfigError(f"a TOML value cannot be read ({err}); fix it", str(path)) from None
+    return doc
 
 
 def _validate(doc: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
@@ -62,23 +73,25 @@ def _validate(doc: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for section, value in doc.items():
         if section not in _SCHEMA or not isinstance(value, dict):
-            problems.append(f"[{section}]: unknown section (known: {', '.join(_SCHEMA)})")
+            problems.append(
+                f"[{shown(section)[1:-1]}]: unknown section (known: {', '.join(_SCHEMA)})"
+            )
             continue
         out[section] = {}
         for key, raw in value.items():
             spec = _SCHEMA[section].get(key)
             if spec is None:
                 problems.append(
-                    f"{section}.{key}: unknown key (known: {', '.join(_SCHEMA[section])})"
+                    f"{section}.{shown(key)[1:-1]}: unknown key (known: {', '.join(_SCHEMA[section])})"
                 )
                 continue
             kind, lo, hi = spec
             ok_type = isinstance(raw, (int, float)) and not isinstance(raw, bool)
             if kind is int:
                 ok_type = isinstance(raw, int) and not isinstance(raw, bool)
-            if not ok_type or not lo <= raw <= hi:
+            if not ok_type or not lo <= raw <= hi:  # (NaN fails the range too)
                 problems.append(
-                    f"{section}.{key}: {raw!r} must be a {kind.__name__} in [{lo}, {hi}]"
+                    f"{section}.{key}: {shown(raw)} must be a {kind.__name__} in [{lo}, {hi}]"
                 )
                 continue
             out[section][key] = kind(raw)
