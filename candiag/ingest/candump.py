@@ -58,6 +58,7 @@ from candiag.ingest.frames import (
     FLAG_EXTENDED,
     FLAG_FD,
     FLAG_REMOTE,
+    ChannelTable,
     FrameBatch,
 )
 from candiag.ingest.metadata import RecordingMetadata, gzip_header, sidecar_path, write_sidecar
@@ -89,6 +90,7 @@ class ParsedChunk:
     batch: FrameBatch
     lines: int
     malformed: list[MalformedLine]
+    blank: int = 0  # lines with nothing but whitespace (counted in ``lines``)
 
 
 _HEX_UPPER = np.frombuffer(b"0123456789ABCDEF", np.uint8)
@@ -154,12 +156,13 @@ class _ChunkArrays:
 
 
 def channel_index(channels: list[str], name: str) -> int:
-    """Index of ``name`` in the (growing) channel table."""
-    try:
-        return channels.index(name)
-    except ValueError:
-        channels.append(name)
-        return len(channels) - 1
+    """Index of ``name`` in the (growing, capped) channel table."""
+    if isinstance(channels, ChannelTable):
+        return channels.lookup(name)
+    table = ChannelTable(channels)
+    index = table.lookup(name)
+    channels[len(channels) :] = table[len(channels) :]
+    return index
 
 
 def parse_candump(
@@ -188,16 +191,55 @@ def parse_lines(
     first_line: int = 1,
     channels: list[str] | None = None,
 ) -> ParsedChunk:
-    """Parse ``buf`` whose lines end at the newline positions ``nl`` (see parse_candump)."""
-    table = channels if channels is not None else []
+    """Parse ``buf`` whose lines end at the newline positions ``nl`` (see parse_candump).
+
+    Blank lines (nothing but ASCII whitespace) are neither frames nor malformed: they
+    are counted in ``ParsedChunk.blank`` and cost a few vector operations, never a pass
+    of the line parsers (a gigabyte of newlines is read at memory speed).
+    """
+    table = channels if isinstance(channels, ChannelTable) else ChannelTable(channels or ())
     n = len(nl)
-    out = _ChunkArrays(n)
     starts, ends = _line_bounds(buf, nl)
-    done = _parse_templated(buf, starts, ends, out, table)
+    blank = _blank_lines(buf, starts, ends)
+    keep: npt.NDArray[np.intp] | None = None
+    if blank is not None:
+        keep = np.flatnonzero(~blank)
+        buf, starts, ends = _compact_lines(buf, starts[keep], ends[keep])
+    out = _ChunkArrays(len(starts))
+    done = _parse_templated(buf, starts, ends, out, table) if len(starts) else out.valid
     malformed: list[MalformedLine] = []
     if not done.all():
         malformed = _parse_general(buf, starts, ends, np.flatnonzero(~done), out, table, first_line)
-    return ParsedChunk(batch=out.batch(table), lines=n, malformed=malformed)
+    if keep is not None:
+        for item in malformed:  # back to the numbers of the lines in the file
+            item.line = first_line + int(keep[item.line - first_line])
+    if channels is not None and channels is not table:
+        channels[len(channels) :] = table[len(channels) :]
+    return ParsedChunk(out.batch(table), n, malformed, blank=n - len(starts))
+
+
+# What ``str.strip`` takes away from an ASCII line: a line of only these is blank.
+_WHITESPACE = np.array([chr(b).isspace() for b in range(128)] + [False] * 128, np.bool_)
+
+
+def _blank_lines(buf: U8, starts: I64, ends: I64) -> npt.NDArray[np.bool_] | None:
+    """Which lines hold nothing but whitespace; None when none does (the usual capture)."""
+    if not len(starts):
+        return None
+    blank = ends <= starts
+    # A frame line starts with '(': only lines starting with whitespace need a closer look.
+    first = buf[np.minimum(starts, len(buf) - 1)]
+    spaced = ~blank & _WHITESPACE[first]
+    if spaced.any():
+        rows = np.flatnonzero(spaced)
+        if len(rows) <= 64:
+            for i in rows.tolist():
+                blank[i] = _WHITESPACE[buf[starts[i] : ends[i]]].all()
+        else:
+            content = np.zeros(len(buf) + 1, np.int64)
+            np.cumsum(~_WHITESPACE[buf], out=content[1:])
+            blank[rows] = content[ends[rows]] == content[starts[rows]]
+    return blank if blank.any() else None
 
 
 def _line_bounds(buf: U8, nl: npt.NDArray[np.intp]) -> tuple[I64, I64]:
@@ -222,7 +264,7 @@ def _parse_general(
     ends: I64,
     rows: npt.NDArray[np.intp],
     out: _ChunkArrays,
-    channels: list[str],
+    channels: ChannelTable,
     first_line: int,
 ) -> list[MalformedLine]:
     """Lines of any shape: grouped column-wise decoding, then the per-line parser.
@@ -428,7 +470,7 @@ class _Decoded:
 
 
 def _parse_templated(
-    buf: U8, starts: I64, ends: I64, out: _ChunkArrays, channels: list[str]
+    buf: U8, starts: I64, ends: I64, out: _ChunkArrays, channels: ChannelTable
 ) -> npt.NDArray[np.bool_]:
     """Decode the lines that follow one of a few layouts taken from the lines themselves."""
     buf = np.ascontiguousarray(buf)  # word views need plain bytes (a no-op for chunks)
@@ -472,7 +514,7 @@ def _apply_layout(
     ends: I64,
     rows: npt.NDArray[np.intp] | None,
     out: _ChunkArrays,
-    channels: list[str],
+    channels: ChannelTable,
 ) -> npt.NDArray[np.bool_]:
     """Decode ``rows`` (None: all) with ``layout`` into ``out``; return which succeeded."""
     s = starts if rows is None else starts[rows]
@@ -528,7 +570,7 @@ def _decode_layout(
     buf: U8,
     s: I64,
     e: I64,
-    channels: list[str],
+    channels: ChannelTable,
     dest: _Decoded,
     at: slice,
 ) -> None:
@@ -615,7 +657,7 @@ def _layout_channels(
     s: I64,
     keys: list[tuple[int, npt.NDArray[np.uint64]]],
     ok: npt.NDArray[np.bool_],
-    channels: list[str],
+    channels: ChannelTable,
 ) -> npt.NDArray[np.int16]:
     """Channel index of every line, told apart by its name bytes; clears ``ok`` of bad names.
 
@@ -756,7 +798,7 @@ def _locate_general(
 
 
 def _parse_fast(
-    buf: U8, starts: I64, ends: I64, out: _ChunkArrays, channels: list[str]
+    buf: U8, starts: I64, ends: I64, out: _ChunkArrays, channels: ChannelTable
 ) -> npt.NDArray[np.bool_]:
     """Decode all classic-shaped lines column-wise; return the mask of lines done."""
     n = len(starts)
@@ -809,7 +851,7 @@ def _decode_group(
     lines: I64,
     shape: tuple[int, int, int, int, int],
     out: _ChunkArrays,
-    channels: list[str],
+    channels: ChannelTable,
 ) -> npt.NDArray[np.bool_]:
     """Decode identically shaped lines; return which rows were valid (others go slow).
 
@@ -935,7 +977,7 @@ _N8 = np.uint64(0x000F000F000F000F)
 _N16 = np.uint64(0x000000FF000000FF)
 
 
-def _channel_indices(name_bytes: U8, channels: list[str]) -> npt.NDArray[np.int16]:
+def _channel_indices(name_bytes: U8, channels: ChannelTable) -> npt.NDArray[np.int16]:
     """Channel table indices of fixed-width channel names (usually all the same)."""
     first = name_bytes[0]
     if len(name_bytes) == 1 or (name_bytes == first).all():
@@ -952,7 +994,7 @@ def _parse_slow(
     ends: I64,
     rows: npt.NDArray[np.intp],
     out: _ChunkArrays,
-    channels: list[str],
+    channels: ChannelTable,
     first_line: int,
     line_index: npt.NDArray[np.intp] | None = None,
 ) -> list[MalformedLine]:
