@@ -27,6 +27,7 @@ Parsing, in three tiers, each taking only what it decodes exactly like the next:
 
 from __future__ import annotations
 
+import errno
 import functools
 import math
 import os
@@ -72,6 +73,9 @@ _FD_LENGTHS = frozenset(FD_DLC_TO_LEN)
 _CAN_RTR_EFF_FLAGS = 0xC0000000
 # Like the fast path (at most 18 digits in all): whole seconds then fit int64 when written.
 _MAX_TIMESTAMP = 1e17
+# Rotation passes over numbers another file took; this many in a row is not a race but a
+# folder full of them (the writer says so instead of searching on).
+_MAX_TAKEN_NUMBERS = 10_000
 
 
 @dataclass
@@ -1318,7 +1322,11 @@ class CandumpWriter:
     * Rotation: with ``rotate_bytes`` (on-disk size) and/or ``rotate_seconds`` the
       files are numbered ``<stem>.0001.log[.gz]``, ``<stem>.0002...``; a file is
       closed at the first batch boundary past the limit.  Without rotation the
-      file is exactly ``path``.  Existing files are never overwritten.
+      file is exactly ``path``.  Existing files are never overwritten: a rotating
+      recording starts after the highest number already in the folder and passes
+      over any number taken meanwhile (a file, or a ``.log`` file's metadata sidecar),
+      so a name that exists never stops it; without rotation an existing ``path`` is
+      refused before anything is recorded.
     * Durability: data is flushed (gzip: ``Z_SYNC_FLUSH``, so the file decodes up to
       that point without a trailer) and ``fsync``-ed once ``flush_interval`` has
       passed since the last flush, on :meth:`write` or :meth:`flush_if_due`.  A
@@ -1383,6 +1391,7 @@ class CandumpWriter:
         self._opened_at = 0.0
         self._flushed_at = 0.0
         self._rotated = False  # the next file is opened on the next frames, never empty
+        self._number = self._first_free_number() if self._rotating else 0
         self._open_next()
 
     @property
@@ -1390,22 +1399,20 @@ class CandumpWriter:
         """The file being written."""
         return self.files[-1]
 
-    def _open_next(self) -> None:
-        target = (
-            self._dir / f"{self._stem}.{len(self.files) + 1:04d}{self._suffix}"
-            if self._rotating
-            else self._path
+    def _first_free_number(self) -> int:
+        """One above the highest ``<stem>.NNNN<suffix>`` (or its sidecar) in the folder."""
+        pattern = re.compile(
+            re.escape(self._stem) + r"\.(\d{4,})" + re.escape(self._suffix) + r"(?:\.meta\.json)?"
         )
         try:
-            # Unbuffered: kept open across writes, closed in close(); see Errors above.
-            raw = open(target, "xb", buffering=0)
-        except FileExistsError:
-            raise RecordingError(
-                f"{target}: file already exists; choose another --output name or move the old "
-                "recording away (candiag never overwrites a capture)"
-            ) from None
-        except OSError as err:
-            raise self._error(target, err) from err
+            names = os.listdir(self._dir)
+        except OSError:
+            return 1  # opening the first file reports what is wrong with the folder
+        taken = [int(m.group(1)) for name in names if (m := pattern.fullmatch(name))]
+        return max(taken, default=0) + 1
+
+    def _open_next(self) -> None:
+        target, raw = self._create_next()
         metadata = self.metadata.stamped(self._wall_clock()) if self.metadata else None
         try:
             if self._suffix == ".log.gz":
@@ -1421,20 +1428,61 @@ class CandumpWriter:
                     "earlier recording?); move it away or choose another --output name"
                 ) from None
             if isinstance(err, OSError):
-                raise self._error(target, err) from err
+                raise self._error(target, err, opening=True) from err
             raise
         self._raw = raw
+        self._number += 1
         self.files.append(target)
         self._opened_at = self._flushed_at = self._clock()
         self._dirty = False
         self._safe_size = raw.tell()  # .log.gz: its header stays, whatever comes after
 
-    def _error(self, target: Path, err: OSError) -> RecordingError:
-        reason = err.strerror or str(err)
-        return RecordingError(
-            f"{target}: cannot write the recording ({reason}); free disk space or choose a "
-            "writable --output directory. Everything up to the last flush is in the file."
+    def _create_next(self) -> tuple[Path, BinaryIO]:
+        """Create the next file (``x``: never over an existing one), passing over taken numbers."""
+        for _ in range(_MAX_TAKEN_NUMBERS):
+            target = (
+                self._dir / f"{self._stem}.{self._number:04d}{self._suffix}"
+                if self._rotating
+                else self._path
+            )
+            if self._rotating and self._sidecar_taken(target):
+                self._number += 1
+                continue
+            try:
+                # Unbuffered: kept open across writes, closed in close(); see Errors above.
+                return target, open(target, "xb", buffering=0)
+            except FileExistsError:
+                if not self._rotating:
+                    raise RecordingError(
+                        f"{target}: file already exists; choose another --output name or move "
+                        "the old recording away (candiag never overwrites a capture)"
+                    ) from None
+                self._number += 1
+            except OSError as err:
+                raise self._error(target, err, opening=True) from err
+        raise RecordingError(
+            f"{self._dir}: {_MAX_TAKEN_NUMBERS} numbers after {self._stem}.{self._number:04d}"
+            f"{self._suffix} are all taken; choose another --output name"
         )
+
+    def _sidecar_taken(self, target: Path) -> bool:
+        return (
+            self.metadata is not None and self._suffix == ".log" and sidecar_path(target).exists()
+        )
+
+    def _error(self, target: Path, err: OSError, *, opening: bool = False) -> RecordingError:
+        """The error in words, with the fix that fits its cause (not always disk space)."""
+        reason = err.strerror or str(err)
+        kept = "" if opening else " Everything up to the last flush is in the file."
+        if err.errno == errno.ENOENT and not target.parent.is_dir():
+            fix = f"the folder {target.parent} does not exist; create it or choose another --output"
+        elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR):
+            fix = "choose a writable --output path"
+        elif err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            fix = "free disk space or choose another --output directory"
+        else:
+            fix = "check the disk, or choose another --output directory"
+        return RecordingError(f"{target}: cannot write the recording ({reason}); {fix}.{kept}")
 
     def write(self, batch: FrameBatch) -> None:
         """Append ``batch``; flush and rotate when due."""
