@@ -95,3 +95,14 @@ def test_an_output_in_a_missing_folder_says_the_folder_does_not_exist(
     assert f"the folder {missing} does not exist" in result.stderr
     assert "disk space" not in result.stderr
     assert not missing.exists()
+
+
+def test_the_writer_names_a_missing_folder_too(tmp_path: Path) -> None:
+    """The monitor's recordings and the daemon open writers without the CLI's check."""
+    from candiag.errors import RecordingError
+
+    missing = tmp_path / "gone"
+    with pytest.raises(RecordingError) as info:
+        CandumpWriter(missing / "x.log.gz")
+    assert f"the folder {missing} does not exist" in str(info.value)
+    assert "disk space" not in str(info.value) and "last flush" not in str(info.value)
