@@ -492,6 +492,7 @@ def build_report(
         "lines": stats.lines,
         "frames": merged["frames"]["total"],
         "malformed_lines": stats.malformed,
+        "blank_lines": stats.blank,
         "malformed_examples": [
             {"line": m.line, "reason": m.reason, "text": m.text} for m in stats.examples
         ],

@@ -1479,7 +1479,7 @@ class CandumpWriter:
         elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR):
             fix = "choose a writable --output path"
         elif err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            fix = "free disk space or choose another --output directory"
+            fix = "free disk space or choose a writable --output directory"
         else:
             fix = "check the disk, or choose another --output directory"
         return RecordingError(f"{target}: cannot write the recording ({reason}); {fix}.{kept}")

@@ -62,8 +62,9 @@ class CaptureStats:
     skipped, ``examples`` the first ten of them; ``blank`` the lines with nothing but
     whitespace (neither frames nor malformed).  ``overflow_frames``: frames whose channel
     name came after the first :data:`~candiag.ingest.frames.MAX_CHANNELS` distinct ones,
-    read into the one channel :data:`~candiag.ingest.frames.OVERFLOW_CHANNEL`.  ``not_frames`` counts records that are
-    not CAN frames (ASC statistics, TRC status rows, BLF objects of other types) by kind.
+    read into the one channel :data:`~candiag.ingest.frames.OVERFLOW_CHANNEL`.
+    ``not_frames`` counts records that are not CAN frames (ASC statistics, TRC status
+    rows, BLF objects of other types) by kind.
     ``stopped_at``/``unread``: where a reader that cannot resume (a damaged BLF or MF4
     file) stopped, and how much was left (``None``: not known) in ``unread_unit``.
     """
@@ -374,7 +375,7 @@ class CaptureReader:
             if self.stats.truncated:  # torn by the cut: its last byte may be missing
                 self.stats.bad_line(number, "line cut short by the end of the gzip stream",
                                     _decode(carry))  # fmt: skip
-            elif carry.strip():
+            elif not _BLANK_BYTES[np.frombuffer(carry, np.uint8)].all():
                 yield number, _decode(carry)
             else:
                 self.stats.blank += 1

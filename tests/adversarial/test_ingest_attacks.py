@@ -82,6 +82,7 @@ def test_a_gzip_of_200_mb_of_newlines_costs_nothing_per_line(tmp_path: Path) -> 
     assert report["frames"]["data"] == 2
     assert report["capture"]["lines"] == 200 * MIB + 2
     assert report["capture"]["malformed_lines"] == 0  # blank lines are not malformed
+    assert report["capture"]["blank_lines"] == 200 * MIB  # but counted: every line accounted
 
 
 @pytest.mark.slow
