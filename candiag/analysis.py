@@ -492,6 +492,7 @@ def build_report(
         "lines": stats.lines,
         "frames": merged["frames"]["total"],
         "malformed_lines": stats.malformed,
+        "blank_lines": stats.blank,
         "malformed_examples": [
             {"line": m.line, "reason": m.reason, "text": m.text} for m in stats.examples
         ],
@@ -500,6 +501,7 @@ def build_report(
         "stopped_at": stats.stopped_at,
         "unread": stats.unread,
         "unread_unit": stats.unread_unit or None,
+        "overflow_frames": stats.overflow_frames,
         "clock_events": [e.to_json() for e in clock_events],
         "start": start,
         "end": end,
@@ -554,6 +556,8 @@ def _notes(stats: CaptureStats, buses: _Buses, matches: Sequence[DbcMatch]) -> l
         )
     elif stats.note:
         notes.append(f"Reading the capture: {stats.note}.")
+    if stats.overflow_frames:
+        notes.append(f"Reading the capture: {stats.overflow_text()}.")
     if stats.not_frames:
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(stats.not_frames.items()))
         notes.append(f"Records that are not CAN frames were counted and left out: {kinds}.")

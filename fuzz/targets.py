@@ -140,14 +140,15 @@ def mutate(data: bytes, r: ByteReader) -> bytes:
 
 
 def check_candump(data: bytes) -> None:
-    """parse_candump: every line is a frame or a malformed entry; frames round-trip."""
+    """parse_candump: every line is a frame, a malformed entry or blank; frames round-trip."""
     from candiag.ingest.candump import _channel_token, format_candump, parse_candump
 
     parsed = parse_candump(data)
     lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
     assert parsed.lines == lines, f"{parsed.lines} lines parsed, {lines} in the input"
     batch = parsed.batch
-    assert len(batch) + len(parsed.malformed) == lines, "a line was neither a frame nor malformed"
+    accounted = len(batch) + len(parsed.malformed) + parsed.blank
+    assert accounted == lines, "a line was neither a frame, malformed nor blank"
     numbers = [m.line for m in parsed.malformed]
     assert numbers == sorted(set(numbers)) and all(1 <= n <= lines for n in numbers)
     assert all(m.reason for m in parsed.malformed)
@@ -215,7 +216,7 @@ def check_capture_file(data: bytes) -> None:
     assert len(stats.examples) == min(stats.malformed, 10)
     assert all(len(b) for b in batches)
     if reader.format == "candump":
-        assert stats.frames + stats.malformed == stats.lines, "candump lines lost"
+        assert stats.frames + stats.malformed + stats.blank == stats.lines, "candump lines lost"
     assert stats.summary().startswith(str(path))
 
 

@@ -136,7 +136,11 @@ def test_malformed_lines_have_line_numbers_and_do_not_stop_parsing() -> None:
     parsed = parse_candump(raw, first_line=10)
     assert len(parsed.batch) == 2
     numbers = [m.line for m in parsed.malformed]
-    assert numbers == [*range(11, 11 + len(MALFORMED)), 10 + len(lines)]
+    # Blank lines are counted as blank, neither frames nor malformed (issue 13 §1 item 15).
+    blank = [11 + i for i, m in enumerate(MALFORMED) if m[1] == "empty line"]
+    assert parsed.blank == len(blank) == 2
+    expected = [n for n in range(11, 11 + len(MALFORMED)) if n not in blank]
+    assert numbers == [*expected, 10 + len(lines)]
     assert "non-ASCII" in parsed.malformed[-1].reason
     assert parsed.malformed[-1].text.startswith("(17\\xff\\xfe0)")
     assert parsed.malformed[0].text == MALFORMED[0][0]

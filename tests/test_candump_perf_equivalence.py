@@ -59,12 +59,16 @@ def general_parse(text: bytes) -> ParsedChunk:
     table: list[str] = []
     rows = np.arange(len(nl))
     malformed = _parse_general(buf, starts, ends, rows, out, table, 1)
-    return ParsedChunk(batch=out.batch(table), lines=len(nl), malformed=malformed)
+    # Blank lines are counted apart, not reported as malformed (issue 13 §1 item 15).
+    reported = [m for m in malformed if m.reason != "empty line"]
+    blank = len(malformed) - len(reported)
+    return ParsedChunk(batch=out.batch(table), lines=len(nl), malformed=reported, blank=blank)
 
 
 def assert_same(got: ParsedChunk, want: ParsedChunk) -> None:
     assert got.lines == want.lines
     assert got.malformed == want.malformed
+    assert got.blank == want.blank
     a, b = got.batch, want.batch
     assert np.array_equal(a.timestamp, b.timestamp)
     assert np.array_equal(a.can_id, b.can_id)

@@ -54,7 +54,8 @@ def as_rows(batch: FrameBatch) -> list[tuple[object, ...]]:
 def test_reads_candump_with_stats(tmp_path: Path) -> None:
     batch, stats = read_capture(write(tmp_path, "x.log", TEXT.encode()))
     assert len(batch) == 6 and stats.frames == 6 and stats.lines == 8
-    assert stats.malformed == 2 and [m.line for m in stats.examples] == [6, 7]
+    assert stats.malformed == 1 and [m.line for m in stats.examples] == [6]
+    assert stats.blank == 1  # line 7: neither a frame nor malformed
     assert stats.format == "candump" and not stats.truncated
     assert "line 6" in stats.summary()
 
@@ -145,7 +146,8 @@ def test_tiny_chunks_give_identical_results(
     assert all(len(p) <= chunk_lines for p in parts)
     assert as_rows(FrameBatch.concat(parts)) == as_rows(whole)
     assert reader.stats.lines == whole_reader.stats.lines == 56
-    assert reader.stats.malformed == whole_reader.stats.malformed == 14
+    assert reader.stats.malformed == whole_reader.stats.malformed == 7
+    assert reader.stats.blank == whole_reader.stats.blank == 7
     assert reader.stats.examples == whole_reader.stats.examples
 
 

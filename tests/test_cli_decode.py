@@ -176,7 +176,7 @@ def test_missing_capture_and_bad_output(tmp_path: Path, capsys: pytest.CaptureFi
     target = tmp_path / "missing-dir" / "out.jsonl"
     argv = ["decode", str(capture), "--dbc", str(FIXTURE), "-o", str(target)]
     code, _, err = run(argv, capsys)
-    assert code == 2 and "cannot write" in err
+    assert code == 2 and "missing-dir does not exist" in err
 
 
 def test_default_dbcs_are_the_reference_ones(

@@ -133,8 +133,8 @@ EXPECTED = [
     "crc",
     "exception",
     "wrong_device",
-    "wrong_device",
-    "wrong_device",
+    "bad_reply",  # the asked unit broke the protocol (or, on RTU, replied late)
+    "bad_reply",
 ]
 
 
@@ -149,6 +149,8 @@ def test_rtu_replies_are_classified(gateway: ScriptedGateway) -> None:
     assert outcomes[0].registers == [0x4366, 0] and outcomes[0].duration < 0.15
     assert outcomes[4].exception_code == 2 and "illegal data address" in outcomes[4].detail
     assert "unit id 7" in outcomes[5].detail
+    assert "function code 3 to a function code 4 request" in outcomes[6].detail
+    assert "2 data bytes for 2 registers (4 bytes asked)" in outcomes[7].detail
     assert all(r == read_request(1, 4, 0, 2) for r in gateway.requests)
 
 

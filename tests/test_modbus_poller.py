@@ -292,7 +292,8 @@ def test_snapshot_as_dict_is_json_ready(line: SimulatedMeterLine) -> None:
         poller.stop()
     assert data["name"] == "dc" and data["up"] is True
     assert data["dc"] is True and data["kind"] == "dc_meter" and data["id"] == 2
-    assert data["failures"] == {"timeout": 0, "crc": 0, "exception": 0, "wrong_device": 0, "io": 0}
+    zero = {"timeout": 0, "crc": 0, "exception": 0, "wrong_device": 0, "bad_reply": 0, "io": 0}
+    assert data["failures"] == zero
     assert data["readings"]["voltage"]["unit"] == "V"
 
 

@@ -179,13 +179,14 @@ def print_summary(report: dict[str, Any]) -> None:
     console.print(
         f"[bold]{escape(str(cap['path']))}[/]: {frames['total']:,} frames over "
         f"{cap['duration_s']:.1f} s ({frames['data']:,} data, {frames['remote']:,} remote, "
-        f"{frames['error']:,} error); {cap['malformed_lines']} malformed lines; "
+        f"{frames['error']:,} error); {cap['malformed_lines']:,} malformed lines; "
         f"read as {escape(str(cap.get('format') or '?'))}"
     )
     classes = ", ".join(f"{k} {v}" for k, v in ef["by_class"].items() if v) or "none"
     console.print(
-        f"Bus load {_load_text(load)}; error frames: {escape(classes)}; bus-off events "
-        f"{report['bus_off_events']}; TEC/REC max {ef['tec_max']}/{ef['rec_max']}"
+        f"Bus load {escape(_load_text(load))}; error frames: {escape(classes)}; bus-off events "
+        f"{report['bus_off_events']:,}; TEC/REC max "
+        f"{escape(str(ef['tec_max']))}/{escape(str(ef['rec_max']))}"
     )
     findings = report["findings"]
     if not findings:
@@ -194,7 +195,7 @@ def print_summary(report: dict[str, Any]) -> None:
         style = SEVERITY_STYLE.get(f["severity"], "")
         cleared = " (cleared)" if f.get("cleared_at") is not None else ""
         console.print(
-            f"[{style}]{f['severity'].upper()}[/] {escape(f['title'])}{cleared} "
+            f"[{style}]{escape(f['severity'].upper())}[/] {escape(f['title'])}{escape(cleared)} "
             f"[dim]{escape(f['code'])}[/]"
         )
         console.print(f"    fix: {escape(f['fix'])}")

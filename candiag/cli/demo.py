@@ -170,28 +170,32 @@ class _LiveView:
 
 
 def _table(daemon: Daemon) -> Any:
+    """The demo's table; node families, devices and subjects are text, never markup."""
     from rich.table import Table
+    from rich.text import Text
 
     snap = daemon.snapshot()
-    table = Table(title=f"candiag demo  {daemon.status_line()}", expand=False)
+    table = Table(title=Text(f"candiag demo  {daemon.status_line()}"), expand=False)
     for col in ("link", "state", "figures"):
         table.add_column(col)
     for bus in snap.buses:
         down = [f"{n.family}/{n.node}" for n in bus.nodes if not n.up]
         errors = sum(bus.error_window.get("60s", {}).values())
         table.add_row(
-            bus.name,
-            bus.state,
-            f"{bus.frames_per_second:.0f} fps, load {100 * bus.load_ratio.get('10s', 0):.0f}%, "
-            f"{errors} err/60s, nodes down: {', '.join(down) or 'none'}",
+            Text(bus.name),
+            Text(bus.state),
+            Text(
+                f"{bus.frames_per_second:.0f} fps, load {100 * bus.load_ratio.get('10s', 0):.0f}%, "
+                f"{errors} err/60s, nodes down: {', '.join(down) or 'none'}"
+            ),
         )
     for dev in snap.modbus:
         fails = sum(dev.failures.values())
         table.add_row(
-            f"{dev.port}/{dev.device}",
-            "up" if dev.up else "down",
-            f"{dev.requests} requests, {fails} failed",
+            Text(f"{dev.port}/{dev.device}"),
+            Text("up" if dev.up else "down"),
+            Text(f"{dev.requests} requests, {fails} failed"),
         )
     for f in snap.findings:
-        table.add_row(f.code, f.severity, f.subject)
+        table.add_row(Text(f.code), Text(f.severity), Text(f.subject))
     return table

@@ -1,8 +1,9 @@
 """``candiag modbus read|scan``: field tools for the RS-485 meter line (read only).
 
 ``read`` polls one device once with a profile and prints its readings (a table, or
-JSON with ``--json``); it exits 1 when the device does not answer, 3 when the port
-cannot be opened.  ``scan`` finds which unit ids answer at which serial settings and
+JSON with ``--json``); it exits 0 with at least one valid reading, 1 without one (no
+answer, replies that are no use, or every value NaN: the last line, JSON ``problem``, says
+which), 3 when the port cannot be opened.  ``scan`` finds which unit ids answer at which serial settings and
 which shipped profile fits each, within a bounded time.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 PARITIES = ("N", "E", "O")
@@ -101,9 +103,12 @@ def _read(args: argparse.Namespace) -> int:
     if config is None:
         raise InputError("; ".join(problems))
     errors: list[str] = []
+    answered_blocks: set[tuple[int, int, int]] = set()
 
     def note(_device: DeviceConfig, tx: Transaction) -> None:
-        if tx.outcome != "ok":
+        if tx.outcome == "ok":
+            answered_blocks.add((tx.function, tx.address, tx.count))
+        else:
             errors.append(
                 f"{tx.outcome}: {tx.detail} (FC{tx.function} {tx.count} registers at {tx.address})"
             )
@@ -131,42 +136,97 @@ def _read(args: argparse.Namespace) -> int:
         "latency_s": snap.latency_last,
     }
     readings = {k: {"value": r.value, "unit": r.unit} for k, r in snap.readings.items()}
+    # Quantities of blocks that were answered but not kept: NaN or infinite on the meter.
+    invalid = [
+        name
+        for block in profile.blocks
+        if (block.function, block.address, block.count) in answered_blocks
+        for name in block.quantities
+        if name not in readings
+    ]
+    problem = _read_problem(snap.up, bool(readings), invalid, snap.failures_by_reason)
     if args.json:
-        print(json.dumps({"device": device, "readings": readings, "errors": errors}, indent=2))
+        doc = {
+            "device": device,
+            "readings": readings,
+            "invalid": invalid,
+            "errors": errors,
+            "problem": problem or None,
+        }
+        print(json.dumps(doc, indent=2))
     else:
-        _print_read_table(profile, device, snap.readings, errors)
-    return 0 if snap.up and readings else 1
+        _print_read_table(profile, device, snap.readings, invalid, errors, problem)
+    # 0: readings; 1: none (no answer, or answers without one valid value: `problem` says).
+    return 0 if readings else 1
+
+
+def _read_problem(
+    up: bool, has_readings: bool, invalid: list[str], failures: Mapping[str, int]
+) -> str:
+    """Why ``modbus read`` has no reading (empty when it has some)."""
+    if has_readings:
+        return ""
+    if invalid and up:
+        return (
+            f"every value the meter sent is NaN or infinite ({len(invalid)} quantities): it "
+            "answers, but has no valid reading. Check the register map (is the profile the "
+            "installed model?) and the meter's state (measuring, not in a menu or self-test)"
+        )
+    if failures.get("timeout") and not any(
+        n for reason, n in failures.items() if reason not in ("timeout", "io")
+    ):
+        return (
+            "no answer: check the unit id, baud rate and parity (try `candiag modbus scan`), "
+            "A/B wiring, termination and bias"
+        )
+    return "no usable reply: the errors above say what came back instead"
 
 
 def _print_read_table(
-    profile: Any, device: dict[str, Any], readings: Any, errors: list[str]
+    profile: Any,
+    device: dict[str, Any],
+    readings: Any,
+    invalid: list[str],
+    errors: list[str],
+    problem: str,
 ) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    console = Console()
+    console = Console(highlight=False)
     settings = f"{device['baudrate']} 8{device['parity']}{device['stopbits']}"
-    state = "[green]answers[/]" if device["up"] else "[red]does not answer[/]"
-    console.print(
-        f"{profile.model} at unit id {device['unit_id']} on {device['port']} ({settings}): {state}"
+    # Text from files (the profile's model, its quantity names) is never markup.
+    head = Text(
+        f"{profile.model} at unit id {device['unit_id']} on {device['port']} ({settings}): "
     )
+    head.append(*(("answers", "green") if device["up"] else ("does not answer", "red")))
+    console.print(head)
     table = Table("quantity", "value", "unit", "as on the meter")
     for q in profile.quantities:
         reading = readings.get(q.name)
         if reading is None:
-            table.add_row(q.name, "[dim]-[/]", q.base_unit, "")
+            missing = "NaN/inf" if q.name in invalid else "-"
+            table.add_row(Text(q.name), Text(missing, "dim"), Text(q.base_unit), "")
             continue
         on_meter = f"{reading.value / q.factor:.6g} {q.unit}" if q.factor != 1 else ""
         flag = " (uncertain, see profile)" if q.uncertain else ""
-        table.add_row(q.name, f"{reading.value:.6g}", reading.unit, on_meter + flag)
+        table.add_row(
+            Text(q.name), f"{reading.value:.6g}", Text(reading.unit), Text(on_meter + flag)
+        )
     console.print(table)
     for error in errors:
-        console.print(f"[yellow]{error}[/]")
-    if not device["up"]:
+        console.print(Text(error, "yellow"))
+    if invalid and readings:
         console.print(
-            "No answer: check the unit id, baud rate and parity (try `candiag modbus scan`), "
-            "A/B wiring, termination and bias."
+            Text(
+                f"{len(invalid)} values are NaN or infinite (not measured by this meter, or "
+                f"not valid now): {', '.join(invalid)}",
+                "yellow",
+            )
         )
+    if problem:
+        console.print(Text(problem[0].upper() + problem[1:] + ".", "bold"))
 
 
 # -- scan -------------------------------------------------------------------------------
@@ -192,13 +252,14 @@ def _scan(args: argparse.Namespace) -> int:
     }
     if sys.stderr.isatty() and not args.json:
         from rich.progress import Progress
+        from rich.text import Text
 
         with Progress(transient=True) as bar:
             task = bar.add_task("scanning", total=None)
             result = scan(
                 args.port,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
-                on_hit=lambda hit: bar.console.print(f"found: {_describe_hit(hit)}"),
+                on_hit=lambda hit: bar.console.print(Text(f"found: {_describe_hit(hit)}")),
                 **kwargs,
             )
     else:
@@ -245,21 +306,26 @@ def _print_scan(
 ) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    console = Console()
+    console = Console(highlight=False)
     table = Table("settings", "unit id", "answer", "profiles that fit")
     for h in hits:
         settings = (
             "tcp" if h["baudrate"] is None else f"{h['baudrate']} 8{h['parity']}{h['stopbits']}"
         )
-        table.add_row(settings, str(h["unit_id"]), h["answer"], ", ".join(h["fits"]) or "none")
-    console.print(f"scan of {port} in {elapsed:.1f} s: {len(hits)} device(s) answer")
+        fits = Text(", ".join(h["fits"]) or "none")  # profile names come from files
+        table.add_row(settings, str(h["unit_id"]), Text(h["answer"]), fits)
+    console.print(Text(f"scan of {port} in {elapsed:.1f} s: {len(hits)} device(s) answer"))
     if hits:
         console.print(table)
     for label, count in garbled.items():
         console.print(
-            f"[yellow]{count} garbled repl{'y' if count == 1 else 'ies'} at {label}: something "
-            "answers at another baud rate/parity, or two devices share an id[/]"
+            Text(
+                f"{count} garbled repl{'y' if count == 1 else 'ies'} at {label}: something "
+                "answers at another baud rate/parity, or two devices share an id",
+                "yellow",
+            )
         )
     if not complete:
-        console.print("[yellow]scan stopped at --max-time; not every id/setting was probed[/]")
+        console.print(Text("scan stopped at --max-time; not every id/setting was probed", "yellow"))

@@ -81,6 +81,7 @@ def _positive(value: float | None, option: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from candiag.cli.outputs import check_outputs
     from candiag.ingest.candump import CandumpWriter
     from candiag.ingest.live import BusReader, open_listen_only_bus
     from candiag.ingest.metadata import RecordingMetadata
@@ -89,6 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     _positive(args.rotate_size, "--rotate-size")
     _positive(args.rotate_time, "--rotate-time")
     _positive(args.duration, "--duration")
+    check_outputs([args.output], [])  # a missing folder is named as such, before the bus opens
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="candiag: %(message)s")
     rotate_bytes = int(args.rotate_size * BYTES_PER_MB) if args.rotate_size else None

@@ -124,11 +124,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _to_file(sim: Any, args: argparse.Namespace) -> int:
+    from candiag.cli.outputs import check_outputs
     from candiag.ingest.candump import CandumpWriter
     from candiag.ingest.metadata import RecordingMetadata
 
     if args.duration is None:
         raise InputError("--output needs --duration SECONDS (simulated time to write)")
+    check_outputs([args.output], [])
     # The frames are spaced on the wire at this bitrate, and the log says so.
     metadata = RecordingMetadata.single(
         channel=args.channel, interface="simulator", bitrate=args.bitrate

@@ -395,7 +395,7 @@ def modbus_conditions(
     recent = {
         reason: int(fails_now.get(reason, 0))
         - (0 if past is dev else int(fails_then.get(reason, 0)))
-        for reason in ("timeout", "crc", "exception", "wrong_device", "io")
+        for reason in ("timeout", "crc", "exception", "wrong_device", "bad_reply", "io")
     }
     evidence = {"requests_recent": requests, "failures_recent": recent, "up": dev.get("up")}
     if requests <= 0:
@@ -408,6 +408,13 @@ def modbus_conditions(
             "MODBUS_CRC",
             f"modbus/{name}",
             {**fields, "crc": recent["crc"], "requests": requests},
+            evidence,
+        )
+    if recent["bad_reply"] > 0:
+        yield Condition(
+            "MODBUS_BAD_REPLY",
+            f"modbus/{name}",
+            {**fields, "bad_reply": recent["bad_reply"], "requests": requests},
             evidence,
         )
     if recent["exception"] > 0:

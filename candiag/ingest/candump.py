@@ -27,6 +27,7 @@ Parsing, in three tiers, each taking only what it decodes exactly like the next:
 
 from __future__ import annotations
 
+import errno
 import functools
 import math
 import os
@@ -58,6 +59,7 @@ from candiag.ingest.frames import (
     FLAG_EXTENDED,
     FLAG_FD,
     FLAG_REMOTE,
+    ChannelTable,
     FrameBatch,
 )
 from candiag.ingest.metadata import RecordingMetadata, gzip_header, sidecar_path, write_sidecar
@@ -71,6 +73,9 @@ _FD_LENGTHS = frozenset(FD_DLC_TO_LEN)
 _CAN_RTR_EFF_FLAGS = 0xC0000000
 # Like the fast path (at most 18 digits in all): whole seconds then fit int64 when written.
 _MAX_TIMESTAMP = 1e17
+# Rotation passes over numbers another file took; this many in a row is not a race but a
+# folder full of them (the writer says so instead of searching on).
+_MAX_TAKEN_NUMBERS = 10_000
 
 
 @dataclass
@@ -89,6 +94,7 @@ class ParsedChunk:
     batch: FrameBatch
     lines: int
     malformed: list[MalformedLine]
+    blank: int = 0  # lines with nothing but whitespace (counted in ``lines``)
 
 
 _HEX_UPPER = np.frombuffer(b"0123456789ABCDEF", np.uint8)
@@ -154,12 +160,13 @@ class _ChunkArrays:
 
 
 def channel_index(channels: list[str], name: str) -> int:
-    """Index of ``name`` in the (growing) channel table."""
-    try:
-        return channels.index(name)
-    except ValueError:
-        channels.append(name)
-        return len(channels) - 1
+    """Index of ``name`` in the (growing, capped) channel table."""
+    if isinstance(channels, ChannelTable):
+        return channels.lookup(name)
+    table = ChannelTable(channels)
+    index = table.lookup(name)
+    channels[len(channels) :] = table[len(channels) :]
+    return index
 
 
 def parse_candump(
@@ -188,16 +195,55 @@ def parse_lines(
     first_line: int = 1,
     channels: list[str] | None = None,
 ) -> ParsedChunk:
-    """Parse ``buf`` whose lines end at the newline positions ``nl`` (see parse_candump)."""
-    table = channels if channels is not None else []
+    """Parse ``buf`` whose lines end at the newline positions ``nl`` (see parse_candump).
+
+    Blank lines (nothing but ASCII whitespace) are neither frames nor malformed: they
+    are counted in ``ParsedChunk.blank`` and cost a few vector operations, never a pass
+    of the line parsers (a gigabyte of newlines is read at memory speed).
+    """
+    table = channels if isinstance(channels, ChannelTable) else ChannelTable(channels or ())
     n = len(nl)
-    out = _ChunkArrays(n)
     starts, ends = _line_bounds(buf, nl)
-    done = _parse_templated(buf, starts, ends, out, table)
+    blank = _blank_lines(buf, starts, ends)
+    keep: npt.NDArray[np.intp] | None = None
+    if blank is not None:
+        keep = np.flatnonzero(~blank)
+        buf, starts, ends = _compact_lines(buf, starts[keep], ends[keep])
+    out = _ChunkArrays(len(starts))
+    done = _parse_templated(buf, starts, ends, out, table) if len(starts) else out.valid
     malformed: list[MalformedLine] = []
     if not done.all():
         malformed = _parse_general(buf, starts, ends, np.flatnonzero(~done), out, table, first_line)
-    return ParsedChunk(batch=out.batch(table), lines=n, malformed=malformed)
+    if keep is not None:
+        for item in malformed:  # back to the numbers of the lines in the file
+            item.line = first_line + int(keep[item.line - first_line])
+    if channels is not None and channels is not table:
+        channels[len(channels) :] = table[len(channels) :]
+    return ParsedChunk(out.batch(table), n, malformed, blank=n - len(starts))
+
+
+# What ``str.strip`` takes away from an ASCII line: a line of only these is blank.
+_WHITESPACE = np.array([chr(b).isspace() for b in range(128)] + [False] * 128, np.bool_)
+
+
+def _blank_lines(buf: U8, starts: I64, ends: I64) -> npt.NDArray[np.bool_] | None:
+    """Which lines hold nothing but whitespace; None when none does (the usual capture)."""
+    if not len(starts):
+        return None
+    blank = ends <= starts
+    # A frame line starts with '(': only lines starting with whitespace need a closer look.
+    first = buf[np.minimum(starts, len(buf) - 1)]
+    spaced = ~blank & _WHITESPACE[first]
+    if spaced.any():
+        rows = np.flatnonzero(spaced)
+        if len(rows) <= 64:
+            for i in rows.tolist():
+                blank[i] = _WHITESPACE[buf[starts[i] : ends[i]]].all()
+        else:
+            content = np.zeros(len(buf) + 1, np.int64)
+            np.cumsum(~_WHITESPACE[buf], out=content[1:])
+            blank[rows] = content[ends[rows]] == content[starts[rows]]
+    return blank if blank.any() else None
 
 
 def _line_bounds(buf: U8, nl: npt.NDArray[np.intp]) -> tuple[I64, I64]:
@@ -222,7 +268,7 @@ def _parse_general(
     ends: I64,
     rows: npt.NDArray[np.intp],
     out: _ChunkArrays,
-    channels: list[str],
+    channels: ChannelTable,
     first_line: int,
 ) -> list[MalformedLine]:
     """Lines of any shape: grouped column-wise decoding, then the per-line parser.
@@ -428,7 +474,7 @@ class _Decoded:
 
 
 def _parse_templated(
-    buf: U8, starts: I64, ends: I64, out: _ChunkArrays, channels: list[str]
+    buf: U8, starts: I64, ends: I64, out: _ChunkArrays, channels: ChannelTable
 ) -> npt.NDArray[np.bool_]:
     """Decode the lines that follow one of a few layouts taken from the lines themselves."""
     buf = np.ascontiguousarray(buf)  # word views need plain bytes (a no-op for chunks)
@@ -472,7 +518,7 @@ def _apply_layout(
     ends: I64,
     rows: npt.NDArray[np.intp] | None,
     out: _ChunkArrays,
-    channels: list[str],
+    channels: ChannelTable,
 ) -> npt.NDArray[np.bool_]:
     """Decode ``rows`` (None: all) with ``layout`` into ``out``; return which succeeded."""
     s = starts if rows is None else starts[rows]
@@ -528,7 +574,7 @@ def _decode_layout(
     buf: U8,
     s: I64,
     e: I64,
-    channels: list[str],
+    channels: ChannelTable,
     dest: _Decoded,
     at: slice,
 ) -> None:
@@ -615,7 +661,7 @@ def _layout_channels(
     s: I64,
     keys: list[tuple[int, npt.NDArray[np.uint64]]],
     ok: npt.NDArray[np.bool_],
-    channels: list[str],
+    channels: ChannelTable,
 ) -> npt.NDArray[np.int16]:
     """Channel index of every line, told apart by its name bytes; clears ``ok`` of bad names.
 
@@ -756,7 +802,7 @@ def _locate_general(
 
 
 def _parse_fast(
-    buf: U8, starts: I64, ends: I64, out: _ChunkArrays, channels: list[str]
+    buf: U8, starts: I64, ends: I64, out: _ChunkArrays, channels: ChannelTable
 ) -> npt.NDArray[np.bool_]:
     """Decode all classic-shaped lines column-wise; return the mask of lines done."""
     n = len(starts)
@@ -809,7 +855,7 @@ def _decode_group(
     lines: I64,
     shape: tuple[int, int, int, int, int],
     out: _ChunkArrays,
-    channels: list[str],
+    channels: ChannelTable,
 ) -> npt.NDArray[np.bool_]:
     """Decode identically shaped lines; return which rows were valid (others go slow).
 
@@ -935,7 +981,7 @@ _N8 = np.uint64(0x000F000F000F000F)
 _N16 = np.uint64(0x000000FF000000FF)
 
 
-def _channel_indices(name_bytes: U8, channels: list[str]) -> npt.NDArray[np.int16]:
+def _channel_indices(name_bytes: U8, channels: ChannelTable) -> npt.NDArray[np.int16]:
     """Channel table indices of fixed-width channel names (usually all the same)."""
     first = name_bytes[0]
     if len(name_bytes) == 1 or (name_bytes == first).all():
@@ -952,7 +998,7 @@ def _parse_slow(
     ends: I64,
     rows: npt.NDArray[np.intp],
     out: _ChunkArrays,
-    channels: list[str],
+    channels: ChannelTable,
     first_line: int,
     line_index: npt.NDArray[np.intp] | None = None,
 ) -> list[MalformedLine]:
@@ -1276,7 +1322,11 @@ class CandumpWriter:
     * Rotation: with ``rotate_bytes`` (on-disk size) and/or ``rotate_seconds`` the
       files are numbered ``<stem>.0001.log[.gz]``, ``<stem>.0002...``; a file is
       closed at the first batch boundary past the limit.  Without rotation the
-      file is exactly ``path``.  Existing files are never overwritten.
+      file is exactly ``path``.  Existing files are never overwritten: a rotating
+      recording starts after the highest number already in the folder and passes
+      over any number taken meanwhile (a file, or a ``.log`` file's metadata sidecar),
+      so a name that exists never stops it; without rotation an existing ``path`` is
+      refused before anything is recorded.
     * Durability: data is flushed (gzip: ``Z_SYNC_FLUSH``, so the file decodes up to
       that point without a trailer) and ``fsync``-ed once ``flush_interval`` has
       passed since the last flush, on :meth:`write` or :meth:`flush_if_due`.  A
@@ -1341,6 +1391,7 @@ class CandumpWriter:
         self._opened_at = 0.0
         self._flushed_at = 0.0
         self._rotated = False  # the next file is opened on the next frames, never empty
+        self._number = self._first_free_number() if self._rotating else 0
         self._open_next()
 
     @property
@@ -1348,22 +1399,20 @@ class CandumpWriter:
         """The file being written."""
         return self.files[-1]
 
-    def _open_next(self) -> None:
-        target = (
-            self._dir / f"{self._stem}.{len(self.files) + 1:04d}{self._suffix}"
-            if self._rotating
-            else self._path
+    def _first_free_number(self) -> int:
+        """One above the highest ``<stem>.NNNN<suffix>`` (or its sidecar) in the folder."""
+        pattern = re.compile(
+            re.escape(self._stem) + r"\.(\d{4,})" + re.escape(self._suffix) + r"(?:\.meta\.json)?"
         )
         try:
-            # Unbuffered: kept open across writes, closed in close(); see Errors above.
-            raw = open(target, "xb", buffering=0)
-        except FileExistsError:
-            raise RecordingError(
-                f"{target}: file already exists; choose another --output name or move the old "
-                "recording away (candiag never overwrites a capture)"
-            ) from None
-        except OSError as err:
-            raise self._error(target, err) from err
+            names = os.listdir(self._dir)
+        except OSError:
+            return 1  # opening the first file reports what is wrong with the folder
+        taken = [int(m.group(1)) for name in names if (m := pattern.fullmatch(name))]
+        return max(taken, default=0) + 1
+
+    def _open_next(self) -> None:
+        target, raw = self._create_next()
         metadata = self.metadata.stamped(self._wall_clock()) if self.metadata else None
         try:
             if self._suffix == ".log.gz":
@@ -1379,20 +1428,61 @@ class CandumpWriter:
                     "earlier recording?); move it away or choose another --output name"
                 ) from None
             if isinstance(err, OSError):
-                raise self._error(target, err) from err
+                raise self._error(target, err, opening=True) from err
             raise
         self._raw = raw
+        self._number += 1
         self.files.append(target)
         self._opened_at = self._flushed_at = self._clock()
         self._dirty = False
         self._safe_size = raw.tell()  # .log.gz: its header stays, whatever comes after
 
-    def _error(self, target: Path, err: OSError) -> RecordingError:
-        reason = err.strerror or str(err)
-        return RecordingError(
-            f"{target}: cannot write the recording ({reason}); free disk space or choose a "
-            "writable --output directory. Everything up to the last flush is in the file."
+    def _create_next(self) -> tuple[Path, BinaryIO]:
+        """Create the next file (``x``: never over an existing one), passing over taken numbers."""
+        for _ in range(_MAX_TAKEN_NUMBERS):
+            target = (
+                self._dir / f"{self._stem}.{self._number:04d}{self._suffix}"
+                if self._rotating
+                else self._path
+            )
+            if self._rotating and self._sidecar_taken(target):
+                self._number += 1
+                continue
+            try:
+                # Unbuffered: kept open across writes, closed in close(); see Errors above.
+                return target, open(target, "xb", buffering=0)
+            except FileExistsError:
+                if not self._rotating:
+                    raise RecordingError(
+                        f"{target}: file already exists; choose another --output name or move "
+                        "the old recording away (candiag never overwrites a capture)"
+                    ) from None
+                self._number += 1
+            except OSError as err:
+                raise self._error(target, err, opening=True) from err
+        raise RecordingError(
+            f"{self._dir}: {_MAX_TAKEN_NUMBERS} numbers after {self._stem}.{self._number:04d}"
+            f"{self._suffix} are all taken; choose another --output name"
         )
+
+    def _sidecar_taken(self, target: Path) -> bool:
+        return (
+            self.metadata is not None and self._suffix == ".log" and sidecar_path(target).exists()
+        )
+
+    def _error(self, target: Path, err: OSError, *, opening: bool = False) -> RecordingError:
+        """The error in words, with the fix that fits its cause (not always disk space)."""
+        reason = err.strerror or str(err)
+        kept = "" if opening else " Everything up to the last flush is in the file."
+        if err.errno == errno.ENOENT and not target.parent.is_dir():
+            fix = f"the folder {target.parent} does not exist; create it or choose another --output"
+        elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR):
+            fix = "choose a writable --output path"
+        elif err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            fix = "free disk space or choose a writable --output directory"
+        else:
+            fix = "check the disk, or choose another --output directory"
+        return RecordingError(f"{target}: cannot write the recording ({reason}); {fix}.{kept}")
 
     def write(self, batch: FrameBatch) -> None:
         """Append ``batch``; flush and rotate when due."""

@@ -32,7 +32,7 @@ import numpy.typing as npt
 from candiag.errors import CaptureError
 from candiag.ingest.candump import MalformedLine, parse_lines
 from candiag.ingest.formats import detect as detection
-from candiag.ingest.frames import FrameBatch
+from candiag.ingest.frames import MAX_CHANNELS, OVERFLOW_CHANNEL, ChannelTable, FrameBatch
 
 __all__ = ["STDIN", "CaptureReader", "CaptureStats", "MalformedLine", "read_capture"]
 
@@ -47,6 +47,11 @@ _BLF_READ_ERRORS = (OSError, ValueError, IndexError, KeyError, struct.error, EOF
 # capture text (a corrupt or hostile file): only its first bytes are kept, and it is
 # reported as malformed, instead of growing in memory (and quadratically in time).
 MAX_LINE_BYTES = 1 << 16
+# Text formats are read a MiB at a time: the per-line arrays of a block stay small.
+_TEXT_BLOCK_BYTES = 1 << 20
+_NL = 10
+# ASCII whitespace as ``str.strip`` sees it (the readers strip their lines).
+_BLANK_BYTES = np.array([chr(b).isspace() for b in range(128)] + [False] * 128, np.bool_)
 
 
 @dataclass
@@ -54,8 +59,12 @@ class CaptureStats:
     """What reading a capture found; complete once ``batches()`` is exhausted.
 
     ``lines`` counts text lines (records for BLF/MF4); ``malformed`` the lines or records
-    skipped, ``examples`` the first ten of them.  ``not_frames`` counts records that are
-    not CAN frames (ASC statistics, TRC status rows, BLF objects of other types) by kind.
+    skipped, ``examples`` the first ten of them; ``blank`` the lines with nothing but
+    whitespace (neither frames nor malformed).  ``overflow_frames``: frames whose channel
+    name came after the first :data:`~candiag.ingest.frames.MAX_CHANNELS` distinct ones,
+    read into the one channel :data:`~candiag.ingest.frames.OVERFLOW_CHANNEL`.
+    ``not_frames`` counts records that are not CAN frames (ASC statistics, TRC status
+    rows, BLF objects of other types) by kind.
     ``stopped_at``/``unread``: where a reader that cannot resume (a damaged BLF or MF4
     file) stopped, and how much was left (``None``: not known) in ``unread_unit``.
     """
@@ -64,6 +73,7 @@ class CaptureStats:
     lines: int = 0
     frames: int = 0
     malformed: int = 0
+    blank: int = 0
     examples: list[MalformedLine] = field(default_factory=list)  # the first 10
     format: str = ""
     format_reason: str = ""
@@ -73,6 +83,7 @@ class CaptureStats:
     stopped_at: int | None = None
     unread: int | None = None
     unread_unit: str = ""
+    overflow_frames: int = 0
 
     def add_malformed(self, items: list[MalformedLine]) -> None:
         self.malformed += len(items)
@@ -101,11 +112,23 @@ class CaptureStats:
             return f"{where}; the rest of the file was not read"
         return f"{where}, {self.unread} {unit} not read"
 
+    def overflow_text(self) -> str:
+        """What the channel cap did, in words (empty when it did nothing)."""
+        if not self.overflow_frames:
+            return ""
+        return (
+            f"more than {MAX_CHANNELS} channel names: the frames of every name after the "
+            f"first {MAX_CHANNELS} ({self.overflow_frames} frames) are read into one channel "
+            f"'{OVERFLOW_CHANNEL}', whose figures are not those of one bus"
+        )
+
     def summary(self) -> str:
         """One human line, then details: format, malformed lines, what was not read."""
         text = f"{self.path}: {self.frames} frames from {self.lines} lines"
         if self.malformed:
             text += f", {self.malformed} malformed lines skipped"
+        if self.blank:
+            text += f", {self.blank} blank lines"
         if self.format:
             text += f"\n  read as {detection.NAMES.get(self.format, self.format)}"
             text += f" ({self.format_reason})" if self.format_reason else ""
@@ -121,6 +144,8 @@ class CaptureStats:
             text += f"\n  {self.note or self.stop_text()}"
         elif self.note:
             text += f"\n  {self.note}"
+        if self.overflow_frames:
+            text += f"\n  {self.overflow_text()}"
         return text
 
 
@@ -180,6 +205,7 @@ class CaptureReader:
             not self.is_stdin and self.path.name.lower().endswith(".gz")
         )
         self._cr_only = False
+        self.channels = ChannelTable()  # one table for every chunk of the capture
         self.detected = self._detect()
         self.format = self.detected.format
         self.stats.format = self.format
@@ -324,24 +350,35 @@ class CaptureReader:
                 )
 
     def _text_lines(self) -> Iterator[tuple[int, str]]:
-        """Numbered text lines (without their line end), for the line-oriented formats."""
+        """Numbered text lines (without their line end), for the line-oriented formats.
+
+        Blank lines (nothing but whitespace) are counted and never reach the readers; they
+        are told apart with vector operations per block, so a file of a gigabyte of
+        newlines costs no Python per line.
+        """
         carry = b""
         number = 0
-        for block in self._raw_blocks(self.block_bytes):
+        for block in self._raw_blocks(min(self.block_bytes, _TEXT_BLOCK_BYTES)):
             data = carry + block
-            parts = data.split(b"\n")
-            carry = parts.pop()[:MAX_LINE_BYTES]
-            for raw in parts:
-                number += 1
-                yield number, _decode(raw[:MAX_LINE_BYTES])
+            cut = data.rfind(b"\n") + 1
+            carry = data[cut:][:MAX_LINE_BYTES]
+            lines, count = _content_lines(data, cut)
+            kept = 0
+            for offset, raw in lines:
+                kept += 1
+                yield number + offset + 1, _decode(raw[:MAX_LINE_BYTES])
+            self.stats.blank += count - kept
+            number += count
             self.stats.lines = number
         if carry:
             number += 1
             if self.stats.truncated:  # torn by the cut: its last byte may be missing
                 self.stats.bad_line(number, "line cut short by the end of the gzip stream",
                                     _decode(carry))  # fmt: skip
-            else:
+            elif not _BLANK_BYTES[np.frombuffer(carry, np.uint8)].all():
                 yield number, _decode(carry)
+            else:
+                self.stats.blank += 1
         self.stats.lines = number
 
     # -- reading ----------------------------------------------------------------------------
@@ -349,11 +386,14 @@ class CaptureReader:
         """Yield the capture as batches; :attr:`stats` is complete afterwards."""
         for batch in self._batches():
             self.stats.frames += len(batch)
+            overflow = self.channels.overflow_index
+            if overflow is not None:
+                self.stats.overflow_frames += int(np.count_nonzero(batch.channel == overflow))
             yield batch
 
     def _batches(self) -> Iterator[FrameBatch]:
         fmt, chunk = self.format, self.chunk_lines
-        channels_table: list[str] = []
+        channels_table = self.channels
         if fmt == "candump":
             yield from self._candump_batches()
         elif fmt == "asc":
@@ -383,7 +423,7 @@ class CaptureReader:
             raise CaptureError(f"{self.where}: no reader for format {fmt!r}")
 
     def _candump_batches(self) -> Iterator[FrameBatch]:
-        channels: list[str] = []
+        channels = self.channels
         carry = b""
         for block in self._raw_blocks(self.block_bytes):
             data = carry + block
@@ -394,7 +434,7 @@ class CaptureReader:
         if carry:
             yield from self._parse(np.frombuffer(carry + b"\n", np.uint8), channels)
 
-    def _parse(self, buf: npt.NDArray[np.uint8], channels: list[str]) -> Iterator[FrameBatch]:
+    def _parse(self, buf: npt.NDArray[np.uint8], channels: ChannelTable) -> Iterator[FrameBatch]:
         nl = np.flatnonzero(buf == 10)
         step = self.chunk_lines
         for k in range(0, len(nl), step):
@@ -405,13 +445,14 @@ class CaptureReader:
                 buf[begin:end], chunk_nl - begin, first_line=self.stats.lines + 1, channels=channels
             )
             self.stats.lines += parsed.lines
+            self.stats.blank += parsed.blank
             for item in parsed.malformed:
                 item.reason = f"candump -L: {item.reason}"
             self.stats.add_malformed(parsed.malformed)
             if len(parsed.batch):
                 yield parsed.batch
 
-    def _blf_batches(self, channels: list[str]) -> Iterator[FrameBatch]:
+    def _blf_batches(self, channels: ChannelTable) -> Iterator[FrameBatch]:
         from can.io.blf import BLFParseError
 
         from candiag.ingest.formats.blf import ErrorAwareBLFReader
@@ -452,7 +493,7 @@ class CaptureReader:
         if len(rows):
             yield rows.build()
 
-    def _mf4_batches(self, channels: list[str]) -> Iterator[FrameBatch]:
+    def _mf4_batches(self, channels: ChannelTable) -> Iterator[FrameBatch]:
         from candiag.ingest.formats.mf4 import read_mf4
 
         if self.is_stdin or self._compressed:
@@ -483,6 +524,32 @@ class _Chain(io.RawIOBase):
         data = self._rest.read(len(target))
         target[: len(data)] = data
         return len(data)
+
+
+def _content_lines(data: bytes, cut: int) -> tuple[Iterator[tuple[int, bytes]], int]:
+    """The lines of ``data[:cut]`` (whole lines) that are not blank, with their 0-based
+    line numbers, and how many lines there are in all.
+
+    A line is blank when it holds nothing but ASCII whitespace.  The test is one pass
+    of vector operations over the bytes; the usual block (no blank line) is then split as
+    it always was.
+    """
+    buf = np.frombuffer(data, np.uint8, count=cut)
+    ends = np.flatnonzero(buf == _NL)
+    if not len(ends):
+        return iter(()), 0
+    content = np.empty(cut + 1, np.int32)  # content[i]: non-blank bytes before byte i
+    content[0] = 0
+    np.cumsum(~_BLANK_BYTES[buf], out=content[1:])
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    keep = content[ends] > content[starts]
+    if keep.all():
+        return enumerate(data[:cut].split(b"\n")[:-1]), len(ends)
+    rows = np.flatnonzero(keep)
+    bounds = zip(rows.tolist(), starts[rows].tolist(), ends[rows].tolist(), strict=True)
+    return ((i, data[a:b]) for i, a, b in bounds), len(ends)
 
 
 def fh_blocks(fh: IO[bytes], size: int) -> Iterator[bytes]:

@@ -19,7 +19,11 @@ Conventions (kept exactly, whatever the source):
   remote frame keeps its requested DLC, with no data bytes on the wire.
 * ``data`` is ``uint8[n, width]`` (width 8, or 64 once an FD frame is present),
   zero-padded beyond ``dlc``.
-* ``channel`` indexes ``channels`` (e.g. ``["can0", "can1"]``).
+* ``channel`` indexes ``channels`` (e.g. ``["can0", "can1"]``).  A capture or a live
+  source may name at most :data:`MAX_CHANNELS` channels (a :class:`ChannelTable`); the
+  frames of any further channel name share one overflow channel, :data:`OVERFLOW_CHANNEL`,
+  so a hostile file with a new name on every line costs a dictionary look-up per name,
+  never a table that grows past what ``int16`` indices hold.
 """
 
 from __future__ import annotations
@@ -52,6 +56,14 @@ FLAG_ESI = np.uint8(0x20)
 
 CLASSIC_WIDTH = 8
 FD_WIDTH = 64
+
+# Distinct channel names per capture (or per live batch): a charger has a few buses and a
+# logger a few dozen; beyond this, names are not buses but damage (docs/capture-formats.md,
+# "What is reported besides frames").
+MAX_CHANNELS = 256
+# The one channel that collects the frames of every name past MAX_CHANNELS.  The
+# parentheses and the space keep it apart from any candump channel name.
+OVERFLOW_CHANNEL = "(other channels)"
 
 # CAN FD DLC code -> length in bytes.
 FD_DLC_TO_LEN = (0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 24, 32, 48, 64)
@@ -138,10 +150,10 @@ class FrameBatch:
         batches = [b for b in batches if len(b)] or list(batches[:1])
         if not batches:
             return cls.empty()
-        channels: list[str] = []
+        channels = ChannelTable()
         remapped: list[I16] = []
         for b in batches:
-            lut = np.array([_index_of(channels, c) for c in b.channels] or [0], np.int16)
+            lut = np.array([channels.lookup(c) for c in b.channels] or [0], np.int16)
             remapped.append(lut[b.channel] if len(b) else b.channel)
         width = max(b.data.shape[1] for b in batches)
         data = np.concatenate([_widen(b.data, width) for b in batches])
@@ -152,7 +164,7 @@ class FrameBatch:
             dlc=np.concatenate([b.dlc for b in batches]),
             data=data,
             channel=np.concatenate(remapped),
-            channels=channels,
+            channels=list(channels),
         )
 
     @classmethod
@@ -210,12 +222,43 @@ def _bool(bits: U8) -> BoolArray:
     return np.asarray(bits, dtype=np.bool_)
 
 
-def _index_of(items: list[str], item: str) -> int:
-    try:
-        return items.index(item)
-    except ValueError:
-        items.append(item)
-        return len(items) - 1
+class ChannelTable(list[str]):
+    """Channel names in order of first appearance, with a dictionary index and a cap.
+
+    A ``list[str]`` (what :attr:`FrameBatch.channels` holds, so a copy is a batch's table)
+    whose names are only added through :meth:`lookup`: the first :data:`MAX_CHANNELS`
+    new names get their own index, every later one the index of :data:`OVERFLOW_CHANNEL`,
+    added once.  Names given to the constructor are kept as they are (an existing table
+    keeps its indices), whatever their number.
+    """
+
+    def __init__(self, names: Iterable[str] = (), limit: int = MAX_CHANNELS) -> None:
+        super().__init__(names)
+        self.limit = limit
+        self._index: dict[str, int] = {}
+        for i, name in enumerate(self):
+            self._index.setdefault(name, i)
+
+    def lookup(self, name: str) -> int:
+        """Index of ``name``, added when new (the overflow channel's past the limit)."""
+        idx = self._index.get(name)
+        if idx is not None:
+            return idx
+        if len(self) >= self.limit:
+            name = OVERFLOW_CHANNEL
+            idx = self._index.get(name)
+            if idx is not None:
+                return idx
+        idx = self._index[name] = len(self)
+        self.append(name)
+        return idx
+
+    @property
+    def overflow_index(self) -> int | None:
+        """Index of the overflow channel once a name went to it, else None."""
+        if len(self) <= self.limit:
+            return None
+        return self._index.get(OVERFLOW_CHANNEL)
 
 
 def _widen(data: U8, width: int) -> U8:
@@ -286,14 +329,14 @@ def _batch_of(msgs: list[can.Message], default_channel: str) -> FrameBatch:
         starts = np.cumsum(lengths) - lengths
         cols = np.arange(blob.size) - np.repeat(starts, lengths)
         data[rows, cols] = blob
-    channels: list[str] = []
+    channels = ChannelTable()
     index: dict[object, int] = {}
     channel = np.empty(n, np.int16)
     for i, m in enumerate(msgs):
         ch = m.channel
         idx = index.get(ch)
         if idx is None:
-            idx = index[ch] = _index_of(channels, str(ch) if ch is not None else default_channel)
+            idx = index[ch] = channels.lookup(str(ch) if ch is not None else default_channel)
         channel[i] = idx
     return FrameBatch(
         timestamp=np.fromiter((m.timestamp for m in msgs), np.float64, n),
@@ -302,5 +345,5 @@ def _batch_of(msgs: list[can.Message], default_channel: str) -> FrameBatch:
         dlc=dlc.astype(np.uint8),
         data=data,
         channel=channel,
-        channels=channels,
+        channels=list(channels),
     )

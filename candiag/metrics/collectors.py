@@ -247,7 +247,7 @@ def _modbus_metrics(devices: Sequence[ModbusDeviceSnapshot]) -> Iterator[Metric]
     requests = _counter("candiag_modbus_requests", "Modbus read requests sent.", pd)
     failures = _counter(
         "candiag_modbus_request_failures",
-        "Failed Modbus requests by reason (timeout, crc, exception, wrong_device, io).",
+        "Failed Modbus requests by reason (timeout, crc, exception, wrong_device, bad_reply, io).",
         [*pd, "reason"],
     )
     exceptions = _counter(

@@ -28,7 +28,14 @@ WINDOWS_S: tuple[int, ...] = tuple(WINDOWS.values())
 WINDOW_LABELS: tuple[str, ...] = tuple(WINDOWS)
 FRAME_KINDS: tuple[str, ...] = ("data", "remote", "error")
 DROP_SOURCES: tuple[str, ...] = ("socket", "interface")
-MODBUS_FAILURE_REASONS: tuple[str, ...] = ("timeout", "crc", "exception", "wrong_device", "io")
+MODBUS_FAILURE_REASONS: tuple[str, ...] = (
+    "timeout",
+    "crc",
+    "exception",
+    "wrong_device",
+    "bad_reply",
+    "io",
+)
 MAX_IDS_PER_BUS = 256
 OVERFLOW_ID = "overflow"
 # Modbus round trips at 9600 baud take 20-200 ms; buckets resolve that range.

@@ -2,7 +2,7 @@
 
 Owns the wire: building read requests (function codes 1-4 only), reading the reply,
 and classifying every transaction as ``ok``, ``timeout``, ``crc``, ``exception``,
-``wrong_device`` or ``io``.
+``wrong_device``, ``bad_reply`` or ``io``.
 
 Why our own thin framing instead of pymodbus' client: the classification is the
 point of this module, and pymodbus hides it.  Its RTU framer drops a reply with a bad
@@ -11,9 +11,13 @@ CRC silently and keeps waiting, so a CRC error looks exactly like a timeout
 Here a request is 8 bytes we build, the reply is read with one deadline, and the raw
 bytes decide: nothing received is ``timeout``; bytes that do not form a frame with a
 valid CRC (corrupt, truncated, two slaves talking at once) are ``crc``; a valid frame
-from another slave id, or one not answering this request (a late reply to an earlier
-request) is ``wrong_device``; function code | 0x80 is ``exception`` with its code; an
-OS/serial error is ``io``.  There is no code path that can write: :func:`read_request`
+from another slave id (Modbus TCP: for another transaction, a late reply) is
+``wrong_device``; function code | 0x80 is ``exception`` with its code; a valid frame from
+the asked slave that breaks the protocol (a function code that is neither the one asked
+nor its exception, a byte count that disagrees with the frame, a reply of another size
+than asked) is ``bad_reply``, with what was wrong in its detail; an OS/serial error is
+``io``.  A frame whose length fields lie is read to its end and judged by its CRC, so a
+lying byte count is a ``bad_reply``, never a ``crc``.  There is no code path that can write: :func:`read_request`
 refuses any function code outside 1-4 with :class:`SafetyError`.  pymodbus is still
 what the simulated meters run (a real, independent implementation to test against).
 
@@ -38,7 +42,7 @@ import serial
 from candiag.errors import PortUnavailableError, SafetyError
 
 READ_FUNCTION_CODES = frozenset({1, 2, 3, 4})
-OUTCOMES = ("ok", "timeout", "crc", "exception", "wrong_device", "io")
+OUTCOMES = ("ok", "timeout", "crc", "exception", "wrong_device", "bad_reply", "io")
 FAILURE_REASONS = OUTCOMES[1:]
 EXCEPTION_NAMES = {
     1: "illegal function",
@@ -269,16 +273,27 @@ def _rtu_transaction(
         if remaining:
             ex.reply = reply = reply + stream.read(remaining, deadline)
     if len(reply) < 5 or not crc_ok(reply):
-        # Wait out the rest of a garbled frame so its tail is not taken for the next reply.
+        # Wait out the rest of a garbled frame so its tail is not taken for the next reply;
+        # a frame that ends later than its byte count said is whole once that rest is in.
         ex.reply = reply = reply + stream.read(
             MAX_RTU_FRAME, min(deadline, time.monotonic() + 0.02)
         )
-        return ex.done("crc", detail=f"garbled or truncated reply ({len(reply)} bytes, bad CRC)")
-    return _classify_pdu(ex.done, unit_id, reply[0], function, count, reply[1:-2])
+        if len(reply) < 4 or not crc_ok(reply):
+            return ex.done(
+                "crc", detail=f"garbled or truncated reply ({len(reply)} bytes, bad CRC)"
+            )
+    return _classify_pdu(ex.done, unit_id, reply[0], function, count, reply[1:-2], rtu=True)
 
 
 def _classify_pdu(
-    done: _Done, unit_id: int, replied_id: int, function: int, count: int, pdu: bytes
+    done: _Done,
+    unit_id: int,
+    replied_id: int,
+    function: int,
+    count: int,
+    pdu: bytes,
+    *,
+    rtu: bool = False,
 ) -> Transaction:
     if replied_id != unit_id:
         return done(
@@ -290,13 +305,27 @@ def _classify_pdu(
         code = pdu[1]
         name = EXCEPTION_NAMES.get(code, "unknown exception")
         return done("exception", exception_code=code, detail=f"exception {code} ({name})")
-    expected = count * 2 if function in (3, 4) else (count + 7) // 8
-    if pdu[0] != function or len(pdu) < 2 or pdu[1] != expected or len(pdu) != 2 + expected:
-        return done(
-            "wrong_device",
-            detail="reply does not answer this request (a late reply to an earlier one?)",
-        )
+    problem = _protocol_problem(function, count, pdu)
+    if problem:
+        # RTU has no transaction id: a late reply to an earlier request looks the same.
+        late = " (or a late reply to an earlier request: timeout too short?)" if rtu else ""
+        return done("bad_reply", detail=f"the meter broke the protocol: {problem}{late}")
     return done("ok", data=bytes(pdu[2:]))
+
+
+def _protocol_problem(function: int, count: int, pdu: bytes) -> str:
+    """What makes ``pdu`` (from the asked unit) not a reply to this read, or ''."""
+    if pdu[0] != function:
+        return f"reply with function code {pdu[0]} to a function code {function} request"
+    if len(pdu) < 2:
+        return "reply without its byte count"
+    if pdu[1] != len(pdu) - 2:
+        return f"byte count {pdu[1]} but {len(pdu) - 2} data bytes in the frame"
+    expected = count * 2 if function in (3, 4) else (count + 7) // 8
+    if pdu[1] != expected:
+        what = "registers" if function in (3, 4) else "coils/inputs"
+        return f"{pdu[1]} data bytes for {count} {what} ({expected} bytes asked)"
+    return ""
 
 
 class _Done(Protocol):

@@ -103,7 +103,7 @@ def scan(
                     garbled[tx.outcome] += 1
                 if tx.outcome == "io":
                     raise PortUnavailableError(f"{port}: {tx.detail}")
-                if tx.outcome in ("ok", "exception"):
+                if tx.outcome in ("ok", "exception", "bad_reply"):  # something lives there
                     fits = []
                     for profile in profiles:
                         block = profile.blocks[0]

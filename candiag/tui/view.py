@@ -6,6 +6,11 @@ only), the Modbus poller's device dicts (:meth:`DeviceSnapshot.as_dict
 <candiag.modbus.poller.DeviceSnapshot.as_dict>`) and the diagnosis findings.  Outputs
 are rich renderables for the terminal and plain one-line texts for pipes and logs,
 so everything here is tested with a recording ``Console`` and no terminal.
+
+Names in the view come from files (DBC node families, firmware strings and alarm roles,
+meter profiles, capture channel names, configured ports): every cell and line is a
+:class:`~rich.text.Text`, never a string rich would read as markup (``[/]`` in a family
+name is shown as it is, it does not end the view).
 """
 
 from __future__ import annotations
@@ -157,6 +162,11 @@ def _styled(text: str, style: str | None) -> Text:
     return Text(text, style=style or "")
 
 
+def _plain(*cells: str | Text) -> list[Text]:
+    """Table cells as text, never as markup."""
+    return [cell if isinstance(cell, Text) else Text(cell) for cell in cells]
+
+
 # -- buses ---------------------------------------------------------------------------------
 def bus_table(buses: Sequence[BusView]) -> Table:
     """Per bus: state, 10 s load and frame rate, error frames per class, TEC/REC, drops."""
@@ -174,14 +184,16 @@ def bus_table(buses: Sequence[BusView]) -> Table:
         if state == "down" and bus.last_error:
             state_cell.append(f"\n{bus.last_error}", style="red")
         table.add_row(
-            f"{bus.name}\n{bus.source}" if bus.source else bus.name,
-            state_cell,
-            f"{100.0 * float(w10.get('load_ratio', 0.0)):.1f} %",
-            f"{float(w10.get('frames_per_second', 0.0)):.0f}",
-            fmt_errors(w10.get("error_frames") or {}),
-            fmt_errors(w60.get("error_frames") or {}),
-            f"{fmt_counter(tec)}/{fmt_counter(rec)}",
-            str(int(report.get("dropped_recent", 0) or 0)),
+            *_plain(
+                f"{bus.name}\n{bus.source}" if bus.source else bus.name,
+                state_cell,
+                f"{100.0 * float(w10.get('load_ratio', 0.0)):.1f} %",
+                f"{float(w10.get('frames_per_second', 0.0)):.0f}",
+                fmt_errors(w10.get("error_frames") or {}),
+                fmt_errors(w60.get("error_frames") or {}),
+                f"{fmt_counter(tec)}/{fmt_counter(rec)}",
+                str(int(report.get("dropped_recent", 0) or 0)),
+            )
         )
     return table
 
@@ -228,7 +240,7 @@ def nodes_table(buses: Sequence[BusView], now: float) -> Table:
             cells[status_at] = _styled(status, NODE_STYLE.get(status))
             if row[-1]:
                 cells[-1] = _styled(row[-1], "yellow")
-            table.add_row(*cells)
+            table.add_row(*_plain(*cells))
     return table
 
 
@@ -259,13 +271,15 @@ def meters_table(meters: Sequence[Mapping[str, Any]], now: float) -> Table:
         if error:
             link.append(f"\n{error}", style="red")
         table.add_row(
-            str(dev.get("port", "")),
-            str(dev.get("name", "")),
-            link,
-            fmt_age(now, dev.get("last_success")),
-            str(int(dev.get("requests", 0) or 0)),
-            fmt_failures(dev.get("failures") or {}),
-            meter_readings_text(dev.get("readings") or {}) if up else "",
+            *_plain(
+                str(dev.get("port", "")),
+                str(dev.get("name", "")),
+                link,
+                fmt_age(now, dev.get("last_success")),
+                str(int(dev.get("requests", 0) or 0)),
+                fmt_failures(dev.get("failures") or {}),
+                meter_readings_text(dev.get("readings") or {}) if up else "",
+            )
         )
     return table
 

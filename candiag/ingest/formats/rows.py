@@ -3,7 +3,9 @@
 Readers parse one record at a time (the formats are line or object oriented, as python-can's
 readers are), append plain values here, and :meth:`FrameRows.build` turns a chunk into a
 :class:`FrameBatch` with a handful of bulk numpy conversions, as :class:`BatchBuilder` does.
-The channel table is shared by every chunk of one capture, so channel indices are stable.
+The channel table is shared by every chunk of one capture, so channel indices are stable;
+it is a :class:`~candiag.ingest.frames.ChannelTable` (a dictionary look-up per row, and
+the names past its cap share one overflow channel).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from candiag.ingest.frames import (
     FLAG_EXTENDED,
     FLAG_FD,
     FLAG_REMOTE,
+    ChannelTable,
     FrameBatch,
 )
 
@@ -54,8 +57,7 @@ class FrameRows:
     """Rows of one chunk, appended one by one and converted in bulk."""
 
     def __init__(self, channels: list[str]) -> None:
-        self.channels = channels
-        self._index = {name: i for i, name in enumerate(channels)}
+        self.channels = channels if isinstance(channels, ChannelTable) else ChannelTable(channels)
         self._clear()
 
     def _clear(self) -> None:
@@ -71,11 +73,7 @@ class FrameRows:
 
     def channel(self, name: str) -> int:
         """Index of ``name`` in the shared channel table."""
-        idx = self._index.get(name)
-        if idx is None:
-            idx = self._index[name] = len(self.channels)
-            self.channels.append(name)
-        return idx
+        return self.channels.lookup(name)
 
     def add(self, ts: float, can_id: int, flags: int, dlc: int, data: bytes, channel: str) -> None:
         """One frame: ``dlc`` in bytes (a remote frame's requested length), ``data`` its payload."""
