@@ -24,10 +24,6 @@ REALWORLD := .realworld
 realworld: $(STAMP)
 	bash tests/fetch_realworld.sh $(REALWORLD) $(PY)
 
-# The slow real-world tests read these when they exist (and skip, saying so, when not).
-export CANDIAG_REALWORLD_DBC ?= $(if $(wildcard $(REALWORLD)/dbc),$(abspath $(REALWORLD))/dbc/opendbc:$(abspath $(REALWORLD))/dbc/cantools)
-export CANDIAG_PYCAN_DATA ?= $(if $(wildcard $(REALWORLD)/pycan),$(abspath $(REALWORLD))/pycan)
-
 ## test: unit and end-to-end tests (fast ones first)
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

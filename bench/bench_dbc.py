@@ -33,9 +33,10 @@ from candiag.decode.dbc import load_dbc_paths, load_dbc_text
 from candiag.errors import DbcError
 
 clock = time.process_time
+# The real-world corpus `make realworld` fetches (tests/realworld.py).
 CORPUS = (
-    Path("/work/ext/opendbc/opendbc/dbc"),
-    Path("/work/ext/cantools-45.1.0/tests/files/dbc"),
+    Path(__file__).resolve().parents[1] / ".realworld" / "dbc" / "opendbc",
+    Path(__file__).resolve().parents[1] / ".realworld" / "dbc" / "cantools",
 )
 
 

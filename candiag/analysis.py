@@ -572,30 +572,46 @@ def _notes(stats: CaptureStats, buses: _Buses, matches: Sequence[DbcMatch]) -> l
         )
     if buses.bitrates.metadata.problem:
         notes.append(f"Recording metadata ignored: {buses.bitrates.metadata.problem}.")
+    per_bus: dict[str, list[str]] = {}  # a note -> the buses it is true of
     for channel, p in buses.pipelines.items():
-        choice = buses.choices[channel]
-        if not choice.known:
-            notes.append(
-                f"{p.name}: bitrate {choice.detail}. Load figures use it and are marked "
-                "assumed; no finding gives a bitrate-specific instruction (give --bitrate)."
-            )
-        elif choice.source == "inferred":
-            notes.append(f"{p.name}: bitrate {choice.bitrate:,} bit/s inferred: {choice.detail}.")
-        notes.extend(f"{p.name}: bitrate {n}." for n in choice.notes)
-        load_note = p.health.load_note()
-        if load_note:
-            notes.append(f"{p.name}: {load_note}.")
-        if int(p.windows.ring.late_dropped.sum()):
-            notes.append(
-                f"{p.name}: some frames arrived more than an hour out of order and are missing "
-                "from the sliding windows (totals are complete)."
-            )
+        for note in _bus_notes(p, buses.choices[channel]):
+            per_bus.setdefault(note, []).append(p.name)
+    notes.extend(f"{_names(names)}: {note}" for note, names in per_bus.items())
     if matches and not any(m.matched for m in matches) and any(m.sample_frames for m in matches):
         notes.append(
             "No DBC was given and the traffic does not match the reference charger's DBCs: "
             "nothing was decoded (give the charger's DBCs with --dbc)."
         )
     return notes
+
+
+def _bus_notes(p: BusPipeline, choice: BitrateChoice) -> list[str]:
+    """What is not known, or not to be taken at face value, about one bus's figures."""
+    notes = []
+    if not choice.known:
+        notes.append(
+            f"bitrate {choice.detail}. Load figures use it and are marked assumed; no finding "
+            "gives a bitrate-specific instruction (give --bitrate)."
+        )
+    elif choice.source == "inferred":
+        notes.append(f"bitrate {choice.bitrate:,} bit/s inferred: {choice.detail}.")
+    notes.extend(f"bitrate {n}." for n in choice.notes)
+    load_note = p.health.load_note()
+    if load_note:
+        notes.append(f"{load_note}.")
+    if int(p.windows.ring.late_dropped.sum()):
+        notes.append(
+            "some frames arrived more than an hour out of order and are missing from the "
+            "sliding windows (totals are complete)."
+        )
+    return notes
+
+
+def _names(names: list[str], shown: int = 3) -> str:
+    """``can0, can1`` or ``can0, can1, can2 and 254 more buses``."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])} and {len(names) - shown} more buses"
 
 
 def _dbc_json(db: ChargerDatabase, matches: Sequence[DbcMatch]) -> dict[str, Any]:

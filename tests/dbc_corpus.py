@@ -3,7 +3,6 @@ the decode-equals-cantools check used on tests/data/dbc/ and on the real-world c
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,20 +14,15 @@ from candiag.decode.decoder import BatchDecoder
 from candiag.errors import DbcError
 from candiag.ingest.frames import FD_DLC_TO_LEN, FLAG_EXTENDED, FLAG_FD, FrameBatch
 from tests.dbc_oracle import compare
+from tests.realworld import dbc_dirs
 
 DATA_DBC = Path(__file__).parent / "data" / "dbc"
-DEFAULT_CORPUS = (
-    Path("/work/ext/opendbc/opendbc/dbc"),
-    Path("/work/ext/cantools-45.1.0/tests/files/dbc"),
-)
 EDGE_BYTES = (0x00, 0xFF, 0x55, 0xAA, 0x80, 0x01)
 
 
 def corpus_dirs() -> list[Path]:
-    """``CANDIAG_REALWORLD_DBC`` (paths separated by ``os.pathsep``), else the default paths."""
-    raw = os.environ.get("CANDIAG_REALWORLD_DBC")
-    dirs = [Path(p) for p in raw.split(os.pathsep) if p] if raw else list(DEFAULT_CORPUS)
-    return [d for d in dirs if d.is_dir()]
+    """The real-world DBC folders (tests/realworld.py says where they come from)."""
+    return dbc_dirs()
 
 
 def corpus_files(dirs: list[Path]) -> list[Path]:

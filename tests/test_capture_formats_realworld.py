@@ -8,7 +8,6 @@ unpack python-can 4.6.1.  Skipped when the directory is absent.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,18 +17,18 @@ import pytest
 
 from candiag.ingest.capture import CaptureReader
 from candiag.ingest.frames import FrameBatch
+from tests.realworld import HOW, pycan_dir
 
-DEFAULT = "/work/ext/pycan/python_can-4.6.1/test/data"
-DATA_DIR = Path(os.environ.get("CANDIAG_PYCAN_DATA", DEFAULT))
+DATA_DIR = pycan_dir()
 LOGS = (
     sorted(p for p in DATA_DIR.iterdir() if p.suffix not in (".py", ".json") and p.is_file())
-    if DATA_DIR.is_dir()
+    if DATA_DIR is not None
     else []
 )
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not LOGS, reason=f"python-can test logs not found in {DATA_DIR}"),
+    pytest.mark.skipif(not LOGS, reason=f"python-can's test logs not found: {HOW}"),
 ]
 
 

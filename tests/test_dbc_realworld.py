@@ -1,8 +1,8 @@
 """Every real-world DBC of the corpus: loaded as cantools loads it, decoded as cantools decodes.
 
 The corpus is opendbc's DBCs and cantools' test DBCs (the folders in
-``CANDIAG_REALWORLD_DBC``, separated by ``os.pathsep``; by default the unpacked copies
-under /work/ext when present), the test is skipped when none is there.  For every file:
+``CANDIAG_REALWORLD_DBC``, separated by ``os.pathsep``; by default those ``make realworld``
+fetches into ``.realworld/``, see tests/realworld.py); the test is skipped when none is there.  For every file:
 
 * candiag refuses it only where cantools refuses it even with ``strict=False`` (or where
   it holds what no CAN frame can); it loads strict wherever cantools loads it strict;

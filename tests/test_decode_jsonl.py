@@ -451,32 +451,16 @@ def test_timestamps_are_exact() -> None:
 
 
 # -- real-world DBCs -------------------------------------------------------------------------
-OPENDBC = "opendbc==0.3.1"  # ~115 vehicle DBCs, MIT
 
 
-def realworld_dbcs(tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
-    """DBC files under $CANDIAG_REALWORLD_DIR, else from the opendbc wheel (pip download)."""
-    import os
-    import subprocess
-    import sys
-    import zipfile
-    from pathlib import Path
+def realworld_dbcs() -> list[Any]:
+    """The real-world DBC files (tests/realworld.py says where they come from)."""
+    from tests.realworld import HOW, dbc_dirs
 
-    given = os.environ.get("CANDIAG_REALWORLD_DIR")
-    if given:
-        return sorted(Path(given).rglob("*.dbc"))
-    folder = tmp_path_factory.mktemp("opendbc")
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(folder), OPENDBC],
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
-    except (subprocess.SubprocessError, OSError):
-        pytest.skip(f"{OPENDBC} cannot be downloaded (offline?); set CANDIAG_REALWORLD_DIR")
-    for wheel in folder.glob("*.whl"):
-        with zipfile.ZipFile(wheel) as archive:
-            archive.extractall(folder / "unpacked")
-    return sorted((folder / "unpacked").rglob("*.dbc"))
+    files = sorted(p for d in dbc_dirs() for p in d.rglob("*.dbc"))
+    if not files:
+        pytest.skip(f"no real-world DBCs: {HOW}")
+    return files
 
 
 def frame_flags(extended: bool, fd: bool) -> int:
@@ -486,14 +470,14 @@ def frame_flags(extended: bool, fd: bool) -> int:
 
 
 @pytest.mark.slow
-def test_real_world_dbcs(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_real_world_dbcs() -> None:
     """Every DBC candiag loads: fast lines equal the reference, values equal cantools."""
     from candiag.decode.dbc import load_dbc_paths
     from candiag.errors import CandiagError
 
     rng = np.random.default_rng(12)
     loaded = checked = 0
-    for path in realworld_dbcs(tmp_path_factory):
+    for path in realworld_dbcs():
         try:
             db = load_dbc_paths([path])
         except CandiagError:
