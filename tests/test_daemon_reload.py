@@ -259,3 +259,33 @@ def test_a_failure_while_applying_restarts_the_old_components(tmp_path: Path, ch
         assert daemon.reload_failures == 1
     finally:
         daemon.stop()
+
+
+def test_when_neither_config_starts_the_daemon_ends_with_an_error(
+    tmp_path: Path, channel: str
+) -> None:
+    """Restart=on-failure must get its chance: no silent daemon without buses."""
+    path = tmp_path / "candiag.toml"
+    path.write_text(config_text(channel))
+    log, _ = capture_log()
+    from candiag.daemon.service import default_reader_factory
+
+    adapters_gone = False
+
+    def factory(bus):  # type: ignore[no-untyped-def]
+        if adapters_gone:
+            raise OSError("driver unloaded")
+        return default_reader_factory(bus)
+
+    daemon = Daemon(
+        load_config(path), config_path=path, log=log, reader_factory=factory, serve_metrics=False
+    )
+    daemon.start()
+    try:
+        adapters_gone = True
+        path.write_text(config_text(f"{channel}-new"))
+        daemon.request_reload()
+        with pytest.raises(RuntimeError, match="did not start again: driver unloaded"):
+            daemon.run()
+    finally:
+        daemon.stop()

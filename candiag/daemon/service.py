@@ -279,7 +279,9 @@ class Daemon:
             simulated_ports = self._start_meter_simulator(config, simulators)
             warmup = 0.0
             for bus_config in config.buses:
-                db = prepared.databases.get(bus_config.name) or load_database(bus_config)
+                db = prepared.databases.get(bus_config.name)
+                if db is None:
+                    db = load_database(bus_config)
                 monitor = BusMonitor(bus_config, db, clock=self.clock)
                 warmup = max(warmup, min(MAX_WARMUP_S, monitor.warmup_s()))
                 reader = self.reader_factory(bus_config)
@@ -556,7 +558,8 @@ class Daemon:
                 with _restoring("the buses, pollers and simulators"):
                     self._start_components(old)
                 if server_changed:
-                    self._swap_server(old, new)
+                    with _restoring("the metrics endpoint"):
+                        self._swap_server(old, new)
                 raise
         finally:
             with self._lock:
