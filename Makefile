@@ -42,7 +42,8 @@ test-socketcan: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
-## soak: the daemon on a ~92 % loaded 500 kbit/s simulated bus with faults (SOAK_MINUTES, default 30)
+## soak: the daemon on a ~92 % loaded 500 kbit/s simulated bus with faults (SOAK_MINUTES, default 30),
+## then the same bus filled with random 29-bit ids (SOAK_RANDOM_IDS_MINUTES, default SOAK_MINUTES up to 10)
 soak: $(STAMP)
 	$(PY) -m soak --minutes $(or $(SOAK_MINUTES),30) $(SOAK_ARGS)
 

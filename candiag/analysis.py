@@ -698,7 +698,7 @@ def _merge_load(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def _merge_decode(parts: list[dict[str, Any]]) -> dict[str, Any]:
     out = dict(parts[0])
-    for key in ("decoded_frames", "unknown_frames"):
+    for key in ("decoded_frames", "unknown_frames", "untracked_frames"):
         out[key] = sum(int(p[key]) for p in parts)
     for key in ("unknown_ids", "short_frames"):
         out[key] = _sum_dicts(p[key] for p in parts)

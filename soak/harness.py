@@ -1,6 +1,9 @@
 """Soak harness: the daemon on a saturated 500 kbit/s simulated bus with faults, for minutes.
 
-Runs :mod:`soak.child` (``candiag run`` plus a sent-frame count) as a subprocess,
+Two phases, each a fresh daemon: ``steady`` (the bus filled by the simulator's one-id
+filler) and ``random-ids`` (filled by random 29-bit identifiers instead, the flood that
+grew the daemon by 112 MB a minute before its per-id structures were capped, issue 13).
+Each runs :mod:`soak.child` (``candiag run`` plus a sent-frame count) as a subprocess,
 scrapes ``/metrics`` every second, samples ``/proc/PID`` (VmRSS, tasks, fds)
 and counts the systemd watchdog pings it receives on its own ``NOTIFY_SOCKET``
 (``WATCHDOG_USEC=2000000``).  At the end the child stops its simulator, and
@@ -12,7 +15,9 @@ the harness checks, printing a table and exiting 1 if any check fails:
 * every scrape answered 200 with ``candiag_can_frames_total`` in it;
 * RSS growth after warm-up < 5 MB (median of the last 10 samples minus the median
   of the first 10 after warm-up, 5 each in short runs); threads and fds do not
-  grow (same windows, max of the late window vs max of the early one);
+  grow (same windows, max of the late window vs max of the early one).  The random-id
+  phase's warm-up lasts at least ``RANDOM_IDS_WARMUP_S``: its bounded structures are
+  full only after the first id epoch closes (a minute: 3 x 4096 ids of statistics);
 * no gap between watchdog pings (from READY=1 to the end) longer than 2 s;
 * SIGTERM ends the daemon with exit code 0 within 5 s.
 
@@ -41,6 +46,9 @@ from pathlib import Path
 WATCHDOG_USEC = 2_000_000
 RSS_LIMIT_KB = 5 * 1024
 BUS = "sim0"
+PHASES = ("steady", "random-ids")
+# candiag.health.pipeline.CYCLE_EPOCH_S (60 s) plus time for the first epoch to fill.
+RANDOM_IDS_WARMUP_S = 75.0
 
 CONFIG = """
 [[can.buses]]
@@ -165,8 +173,10 @@ def scrape(url: str) -> tuple[int, str]:
         return err.code, ""
 
 
-def soak(seconds: float, warmup: float, period: float, verbose: bool) -> tuple[bool, str]:
-    """Run one soak; returns (all criteria met, the summary table)."""
+def soak(
+    seconds: float, warmup: float, period: float, verbose: bool, random_ids: bool = False
+) -> tuple[bool, str]:
+    """Run one soak phase; returns (all criteria met, the summary table)."""
     run = Run()
     with tempfile.TemporaryDirectory(prefix="candiag-soak-") as tmp:
         config = Path(tmp) / "soak.toml"
@@ -185,7 +195,8 @@ def soak(seconds: float, warmup: float, period: float, verbose: bool) -> tuple[b
         started = time.monotonic()
         proc = subprocess.Popen(
             [sys.executable, "-m", "soak.child", "--config", str(config), "--seconds",
-             str(seconds), "--quiesce-after", str(seconds), "--period", str(period)],
+             str(seconds), "--quiesce-after", str(seconds), "--period", str(period),
+             *(["--random-ids"] if random_ids else [])],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
             cwd=Path(__file__).resolve().parent.parent,
         )  # fmt: skip
@@ -314,18 +325,41 @@ def main(argv: list[str] | None = None) -> int:
         help="run length (default: $SOAK_MINUTES or 30)",
     )
     parser.add_argument(
-        "--warmup", type=float, help="seconds ignored for growth (default 20 %%, max 120)"
+        "--random-ids-minutes",
+        type=float,
+        default=float(os.environ.get("SOAK_RANDOM_IDS_MINUTES", "0")) or None,
+        help="length of the random-id phase (default: $SOAK_RANDOM_IDS_MINUTES, else as "
+        "--minutes up to 10)",
+    )
+    parser.add_argument(
+        "--phase", choices=(*PHASES, "all"), default="all", help="which phases (default all)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        help="seconds ignored for growth (default 20 %%, max 120; random ids: at least "
+        f"{RANDOM_IDS_WARMUP_S:.0f})",
     )
     parser.add_argument("--period", type=float, default=60.0, help="seconds between faults")
     parser.add_argument("-v", "--verbose", action="store_true", help="echo the daemon's log")
     args = parser.parse_args(argv)
-    seconds = args.minutes * 60
-    warmup = args.warmup if args.warmup is not None else min(120.0, 0.2 * seconds)
-    print(  # noqa: T201
-        f"soak: {seconds:.0f} s on a ~92 % loaded 500 kbit/s simulated bus, a fault every "
-        f"{args.period:.0f} s, warm-up {warmup:.0f} s",
-        file=sys.stderr,
-    )
-    ok, table = soak(seconds, warmup, args.period, args.verbose)
-    print(table)  # noqa: T201
+    ok = True
+    for phase in PHASES if args.phase == "all" else (args.phase,):
+        random_ids = phase == "random-ids"
+        minutes = args.minutes
+        if random_ids:
+            minutes = args.random_ids_minutes or min(args.minutes, 10.0)
+        seconds = minutes * 60
+        warmup = args.warmup if args.warmup is not None else min(120.0, 0.2 * seconds)
+        if random_ids and args.warmup is None:
+            warmup = max(warmup, RANDOM_IDS_WARMUP_S)
+        filler = "random 29-bit ids" if random_ids else "a one-id filler"
+        print(  # noqa: T201
+            f"soak phase {phase}: {seconds:.0f} s on a ~92 % loaded 500 kbit/s simulated bus "
+            f"({filler}), a fault every {args.period:.0f} s, warm-up {warmup:.0f} s",
+            file=sys.stderr,
+        )
+        phase_ok, table = soak(seconds, warmup, args.period, args.verbose, random_ids)
+        print(f"phase {phase}: {'ok' if phase_ok else 'FAIL'}\n{table}\n", flush=True)  # noqa: T201
+        ok = ok and phase_ok
     return 0 if ok else 1

@@ -34,12 +34,11 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from candiag.daemon.config import load_config
     from candiag.daemon.logging import setup_logging
-    from candiag.daemon.service import run_daemon
-    from candiag.daemon.validate import check_against_dbc
+    from candiag.daemon.service import prepare_config, run_daemon
 
-    config = load_config(args.config)
-    check_against_dbc(config)
-    setup_logging(args.log_level or config.log.level)
-    return run_daemon(config, args.config)
+    # The config and every file it names, loaded as a reload loads them: an error, never
+    # a traceback, whatever a file holds.
+    prepared = prepare_config(args.config)
+    setup_logging(args.log_level or prepared.config.log.level)
+    return run_daemon(prepared.config, args.config, prepared=prepared)

@@ -5,8 +5,11 @@ A :class:`BusMonitor` feeds one bus's batches through the same
 (decoder, error frames, bus state, exact load, windows, ids, nodes, signals).
 What only a live daemon needs is owned here:
 
+* live time: with a :class:`~candiag.daemon.clock.LiveClock`, frame timestamps are mapped
+  onto that monotonic clock (:class:`~candiag.daemon.clock.FrameTimes`) so a step of the
+  wall clock or of the adapter's clock moves no window; exported times are wall-clock;
 * moving the sliding windows (:class:`~candiag.health.windows.BusWindows`) and the
-  bus-state clock to wall time when nothing arrives;
+  bus-state clock to the live time when nothing arrives;
 * freshness: only signals younger than 3 cycle times are exported;
 * the bus ``down`` state while its interface is missing;
 * per-id frame counters capped at 256 ids per bus for the metrics;
@@ -25,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from candiag.daemon.clock import FrameTimes, LiveClock
 from candiag.daemon.config import BusConfig, FamilyConfig
 from candiag.decode.dbc import ChargerDatabase, MessageDef
 from candiag.health.linkstats import LinkStats
@@ -75,9 +79,14 @@ def apply_mask_overrides(db: ChargerDatabase, families: Iterable[FamilyConfig]) 
 class BusMonitor:
     """Live analysis of one CAN bus."""
 
-    def __init__(self, config: BusConfig, db: ChargerDatabase) -> None:
+    def __init__(
+        self, config: BusConfig, db: ChargerDatabase, *, clock: LiveClock | None = None
+    ) -> None:
+        """``clock``: map frame timestamps onto it (the daemon); ``None``: use them as given."""
         self.config = config
         self.db = db
+        self.clock = clock
+        self.frame_times = FrameTimes()
         self.pipeline = BusPipeline(
             config.name,
             db,
@@ -114,8 +123,17 @@ class BusMonitor:
         return {"data": f["data"], "remote": f["remote"], "error": f["error"]}
 
     # -- ingest ----------------------------------------------------------------------
-    def process(self, batch: FrameBatch) -> None:
-        """Fold one batch of this bus's frames into every tracker (numpy, no frame loop)."""
+    def process(self, batch: FrameBatch, now: float | None = None) -> None:
+        """Fold one batch of this bus's frames into every tracker (numpy, no frame loop).
+
+        ``now``: the live time the batch was drained at; with a clock, the frames' times
+        are mapped onto it (see :class:`~candiag.daemon.clock.FrameTimes`).
+        """
+        if self.clock is not None:
+            drained = self.clock.now() if now is None else now
+            live = self.frame_times.to_live(batch.timestamp, drained, self.clock.wall_offset())
+            if len(batch):
+                batch = dataclasses.replace(batch, timestamp=live)
         if len(batch) == 0:
             return
         not_error = ~batch.is_error
@@ -123,7 +141,9 @@ class BusMonitor:
         self.pipeline.process(batch)
 
     def advance(self, now: float, complete_until: float | None = None) -> None:
-        """Move windows and state clock to wall time (seconds without frames expire).
+        """Move windows and state clock to ``now`` (seconds without frames expire).
+
+        ``now``: live time with a clock (:meth:`LiveClock.now`), else frame time.
 
         ``complete_until``: every frame received before this instant has been
         processed (the reader hands batches over with some delay).  Liveness and
@@ -231,6 +251,12 @@ class BusMonitor:
     def state_name(self) -> str:
         return str(self.state.state_name) if self.up else "down"
 
+    def to_wall(self, t: float | None) -> float | None:
+        """A time of this monitor as a wall-clock time (what users and exports see)."""
+        if t is None or self.clock is None:
+            return t
+        return self.clock.to_wall(t)
+
     def snapshot(self, now: float) -> BusSnapshot:
         now = self.as_of(now)
         windows = self.windows()
@@ -252,7 +278,9 @@ class BusMonitor:
             rx_errors=self.counters()[1],
             dropped=dict(self.dropped),
             nodes=tuple(
-                NodeSnapshot(v.family, str(v.address), v.online, v.last_seen, v.firmware)
+                NodeSnapshot(
+                    v.family, str(v.address), v.online, self.to_wall(v.last_seen), v.firmware
+                )
                 for v in views
             ),
             firmware_mismatch={f: f in mismatches for f in families},

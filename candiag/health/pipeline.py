@@ -34,7 +34,7 @@ from candiag.health.errorframes import (
     PROTOCOL_TYPE_FLAGS,
     ErrorFrameSummary,
 )
-from candiag.health.ids import CycleCheck, IdStats
+from candiag.health.ids import DEFAULT_MAX_IDS, CycleCheck, IdStats
 from candiag.health.nodes import FamilyPolicy, NodeTracker
 from candiag.health.signals import SignalStats
 from candiag.health.thresholds import HealthThresholds, load_thresholds
@@ -56,6 +56,9 @@ TOP_UNKNOWN_IDS = 10
 DIAGNOSIS_WINDOWS = ("10s", "60s")
 # Cycle-time verdicts need many periods; re-judging them more often than this is wasted work.
 IDS_JUDGE_INTERVAL_S = 5.0
+# Identifiers whose declared cycle is remembered; each id epoch admits up to DEFAULT_MAX_IDS
+# ids, so garbage traffic brings new ones every minute: the memo is emptied when this full.
+MAX_CYCLE_MEMO = 4 * DEFAULT_MAX_IDS
 # Cycle times are judged on the traffic of the last epoch (a minute), not the lifetime.
 CYCLE_EPOCH_S = 60.0
 
@@ -110,6 +113,39 @@ class Timeline:
         return {"nodes": nodes, "signals": signals}
 
 
+class CappedIdCounter:
+    """Frames per identifier for the first ``cap`` identifiers; later ones are only totalled.
+
+    Garbage traffic (random 29-bit ids) would otherwise add an entry per id for ever: issue
+    13 saw a daemon grow by 112 MB a minute at 28k frames/s.  An id keeps its entry once
+    admitted, so a count never moves between an id and ``untracked``; the totals stay exact.
+    """
+
+    def __init__(self, cap: int = DEFAULT_MAX_IDS) -> None:
+        self.cap = cap
+        self.counts: Counter[int] = Counter()
+        self.untracked = 0  # frames of identifiers beyond the cap
+
+    def update(self, counts: Mapping[int, int]) -> None:
+        tracked = self.counts
+        if len(tracked) + len(counts) <= self.cap:
+            tracked.update(counts)
+            return
+        for key, n in counts.items():
+            if key in tracked:
+                tracked[key] += n
+            elif len(tracked) < self.cap:
+                tracked[key] = n
+            else:
+                self.untracked += n
+
+    def total(self) -> int:
+        return sum(self.counts.values()) + self.untracked
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+
 def _align(
     axis: npt.NDArray[np.int64],
     parts: Iterable[tuple[npt.NDArray[np.int64], npt.NDArray[Any]]],
@@ -158,8 +194,8 @@ class BusPipeline:
         self.signals = SignalStats(db)
         self.timeline = Timeline() if keep_history else None
         self.decoded_frames = 0
-        self.unknown_ids: Counter[int] = Counter()
-        self.short_frames: Counter[int] = Counter()
+        self.unknown_ids = CappedIdCounter()
+        self.short_frames = CappedIdCounter()
         self._cycles: dict[tuple[int, bool], float | None] = {}
         self._violations: dict[str, dict[str, Any]] = {}
         self._violations_at: float | None = None
@@ -376,6 +412,8 @@ class BusPipeline:
     def _cycle_of(self, can_id: int, extended: bool) -> float | None:
         key = (can_id, extended)
         if key not in self._cycles:
+            if len(self._cycles) >= MAX_CYCLE_MEMO:
+                self._cycles.clear()
             index, _ = self.db.match(np.array([can_id], np.uint32), np.array([extended]))
             cycle = self.db.messages[int(index[0])].cycle_time_ms if index[0] >= 0 else None
             self._cycles[key] = cycle
@@ -508,11 +546,13 @@ class BusPipeline:
             "error_bursts": self.error_bursts(),
             "decode": {
                 "decoded_frames": self.decoded_frames,
-                "unknown_frames": sum(self.unknown_ids.values()),
+                "unknown_frames": self.unknown_ids.total(),
                 "unknown_ids": {
-                    _id_text(i): n for i, n in self.unknown_ids.most_common(TOP_UNKNOWN_IDS)
+                    _id_text(i): n for i, n in self.unknown_ids.counts.most_common(TOP_UNKNOWN_IDS)
                 },
-                "short_frames": {_id_text(i): n for i, n in self.short_frames.items()},
+                "short_frames": {_id_text(i): n for i, n in self.short_frames.counts.items()},
+                # Frames of ids beyond the caps: in the totals, not itemized above.
+                "untracked_frames": self.unknown_ids.untracked + self.short_frames.untracked,
             },
             "ids": self.ids_report(),
             "nodes": [v.to_json() for v in self.nodes.view(now)],

@@ -103,6 +103,22 @@ class CandiagCollector(Collector):
         if snap.loop_last_run is not None:
             loop.add_metric([], snap.loop_last_run)
         yield loop
+        yield from _config_metrics(snap)
+
+
+def _config_metrics(snap: Snapshot) -> Iterator[Metric]:
+    failures = CounterMetricFamily(
+        "candiag_config_reload_failures_total",
+        "Reloads (SIGHUP) whose new configuration was refused; the old one kept running.",
+    )
+    failures.add_metric([], snap.config_reload_failures)
+    yield failures
+    ok = GaugeMetricFamily(
+        "candiag_config_last_reload_successful",
+        "1 when the last reload worked (or none was asked for), 0 when it failed.",
+    )
+    ok.add_metric([], 1.0 if snap.config_last_reload_ok else 0.0)
+    yield ok
 
 
 def _build_info(snap: Snapshot) -> Metric:

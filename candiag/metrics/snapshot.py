@@ -127,6 +127,8 @@ class Snapshot:
     modbus: tuple[ModbusDeviceSnapshot, ...] = ()
     findings: tuple[FindingSnapshot, ...] = ()
     loop_last_run: float | None = None
+    config_reload_failures: int = 0  # SIGHUPs whose new config was refused since start
+    config_last_reload_ok: bool = True  # False while the running config is not the file's
 
 
 class CappedIdCounts:
