@@ -32,6 +32,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 
+def one_line(text: str, limit: int = 500) -> str:
+    """``text`` on one line (whitespace runs made one space), cut to ``limit`` with an
+    ellipsis: for a log line or a message quoting what a library raised."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def shown(value: object, limit: int = 60) -> str:
     """``repr(value)`` for an error message, cut to ``limit`` characters with an ellipsis.
 

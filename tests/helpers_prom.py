@@ -75,6 +75,8 @@ AGREED_METRICS = frozenset(
         "candiag_meter_temperature_celsius",
         "candiag_finding_active",
         "candiag_loop_last_run_timestamp_seconds",
+        "candiag_config_reload_failures_total",
+        "candiag_config_last_reload_successful",
     }
 )
 

@@ -24,13 +24,10 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from candiag.daemon.config import load_config
-    from candiag.daemon.validate import check_config, dbc_warning_lines
+    from candiag.daemon.validate import dbc_warning_lines, load_and_check
 
-    config = load_config(args.file)
-    checked = check_config(config)  # what `candiag run` calls (through check_against_dbc)
-    databases = checked.databases
-    print(f"OK: {config.summary()}")
-    for line in dbc_warning_lines(config, databases):
+    checked = load_and_check(args.file)  # exactly what `candiag run` and a reload call
+    print(f"OK: {checked.config.summary()}")
+    for line in dbc_warning_lines(checked.config, checked.databases):
         print(line)
     return 0

@@ -49,12 +49,12 @@ from prometheus_client import CollectorRegistry
 from candiag import __version__
 from candiag.daemon.adapters import modbus_device_snapshot
 from candiag.daemon.clock import LiveClock
-from candiag.daemon.config import BusConfig, Config, load_config
+from candiag.daemon.config import BusConfig, Config
 from candiag.daemon.logging import EventLog
 from candiag.daemon.monitor import BusMonitor, apply_mask_overrides
 from candiag.daemon.notify import Notifier
-from candiag.daemon.validate import check_against_dbc
-from candiag.errors import CandiagError, ConfigError
+from candiag.daemon.validate import check_config, load_and_check, loading
+from candiag.errors import CandiagError, one_line
 from candiag.ingest.frames import FrameBatch
 from candiag.metrics.collectors import CandiagCollector
 from candiag.metrics.snapshot import FindingSnapshot, Snapshot
@@ -140,46 +140,15 @@ class PreparedConfig:
     web: WebConfig | None
 
 
-def _one_line(text: str, limit: int = MAX_REASON_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _loading(file: str | os.PathLike[str], what: str, load: Callable[[], T]) -> T:
-    """``load()``; anything it raises becomes a :class:`ConfigError` naming ``file``.
-
-    The one place the daemon catches ``Exception``: a file can make a loader fail in a way
-    it did not foresee (a YAML list where a string belongs: ``TypeError``; a non-ASCII
-    bcrypt hash: ``UnicodeEncodeError``), and that must neither end a daemon running fine
-    on its old configuration nor print a traceback at start.  Errors candiag words itself
-    pass unchanged; ``BaseException`` (KeyboardInterrupt, SystemExit) is not caught.
-    """
-    try:
-        return load()
-    except CandiagError:
-        raise
-    except Exception as err:  # the boundary described above
-        reason = _one_line(f"{type(err).__name__}: {err}")
-        raise ConfigError(f"{what} cannot be used ({reason}); fix the file", str(file)) from err
-
-
 def prepare(config: Config) -> PreparedConfig:
-    """Load and check every file ``config`` names (see :func:`_loading`)."""
-    source = config.source or "<config>"
-    thresholds = config.diagnosis.thresholds_file
-    engine = _loading(
-        thresholds or source, "the diagnosis thresholds", lambda: _diagnosis_engine(config)
-    )
-    web_file = config.metrics.web_config_file
-    web = None
-    if web_file is not None:
-        from candiag.metrics.webconfig import load_web_config
+    """Load and check every file ``config`` names, as ``check-config`` does
+    (:func:`candiag.daemon.validate.check_config`)."""
+    from candiag.diagnosis.engine import DiagnosisEngine
 
-        web = _loading(web_file, "the metrics web config", lambda: load_web_config(web_file))
-    dbc = ", ".join(str(p) for bus in config.buses for p in bus.dbc) or source
-    # A bad DBC is a bad config: found before anything stops (the web config again, quickly).
-    databases = _loading(dbc, "the DBC files", lambda: check_against_dbc(config))
-    return PreparedConfig(config, databases, engine, web)
+    checked = check_config(config)
+    return PreparedConfig(
+        config, checked.databases, DiagnosisEngine(book=checked.rulebook), checked.web
+    )
 
 
 def prepare_config(path: str | os.PathLike[str]) -> PreparedConfig:
@@ -188,8 +157,12 @@ def prepare_config(path: str | os.PathLike[str]) -> PreparedConfig:
     Raises :class:`ConfigError` (or another :class:`CandiagError`) naming the file and
     what is wrong, whatever the loaders raised.
     """
-    config = _loading(path, "the configuration", lambda: load_config(path))
-    return prepare(config)
+    from candiag.diagnosis.engine import DiagnosisEngine
+
+    checked = load_and_check(path)
+    return PreparedConfig(
+        checked.config, checked.databases, DiagnosisEngine(book=checked.rulebook), checked.web
+    )
 
 
 class Daemon:
@@ -530,7 +503,7 @@ class Daemon:
         except CandiagError as err:
             return self._reload_failed(err, getattr(err, "path", None))
         except Exception as err:  # applying: a failure must leave the old config running
-            reason = _one_line(f"{type(err).__name__}: {err}")
+            reason = one_line(f"{type(err).__name__}: {err}")
             return self._reload_failed(reason, None)
         self.config = prepared.config
         self._prepared = prepared
@@ -594,7 +567,7 @@ class Daemon:
             "reload_failed",
             config=str(self.config_path),
             file=file if file and file != str(self.config_path) else None,
-            error=_one_line(str(err), 4 * MAX_REASON_CHARS),
+            error=one_line(str(err), 4 * MAX_REASON_CHARS),
             action="keeping the running configuration",
         )
         # READY=1 ends the "reloading" state systemd entered on RELOADING=1.
@@ -681,17 +654,11 @@ def _wall_modbus(dev: Any, live_minus_wall: float) -> Any:
     return dataclasses.replace(dev, last_success=dev.last_success - live_minus_wall)
 
 
-def _diagnosis_engine(config: Config) -> Any:
-    from candiag.diagnosis.engine import DiagnosisEngine, load_rulebook
-
-    return DiagnosisEngine(book=load_rulebook(config.diagnosis.thresholds_file))
-
-
 def _start_server(prepared: PreparedConfig, registry: CollectorRegistry) -> Any:
     from candiag.metrics.http import start_metrics_server
 
     web = prepared.config.metrics.web_config_file
-    return _loading(
+    return loading(
         web or prepared.config.source,
         "the metrics endpoint",
         lambda: start_metrics_server(prepared.config.metrics.listen, registry, prepared.web),

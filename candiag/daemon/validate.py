@@ -20,13 +20,14 @@ Problems of every step are reported together, each with its file. The one thing 
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from candiag.daemon.config import Config
-from candiag.errors import ConfigError, DbcError
+from candiag.errors import CandiagError, ConfigError, DbcError, one_line
 
 if TYPE_CHECKING:
     from candiag.decode.dbc import ChargerDatabase
@@ -46,15 +47,33 @@ class CheckedConfig:
     web: WebConfig | None
 
 
+def load_and_check(path: str | os.PathLike[str]) -> CheckedConfig:
+    """Read the config file (meter profiles included) and :func:`check_config` it: what
+    ``check-config``, ``run`` and a reload all call, so they can never disagree."""
+    from candiag.daemon.config import load_config
+
+    config = loading(path, "the configuration", lambda: load_config(path))
+    return check_config(config)
+
+
 def check_config(config: Config) -> CheckedConfig:
     """Run every check ``run`` runs; one :class:`ConfigError` lists all problems found."""
     from candiag.diagnosis.engine import load_rulebook
 
+    source = config.source or "<config>"
+    dbc = ", ".join(str(p) for bus in config.buses for p in bus.dbc) or source
+    thresholds = config.diagnosis.thresholds_file or source
+    web_file = config.metrics.web_config_file or source
     errors: list[ConfigError] = []
-    databases = _step(errors, lambda: _check_dbcs(config))
-    rulebook = _step(errors, lambda: load_rulebook(config.diagnosis.thresholds_file))
-    web = _step(errors, lambda: _check_web_config(config))
-    _step(errors, lambda: _check_listen(config))
+    databases = _step(errors, dbc, "the DBC files", lambda: _check_dbcs(config))
+    rulebook = _step(
+        errors,
+        thresholds,
+        "the diagnosis thresholds",
+        lambda: load_rulebook(config.diagnosis.thresholds_file),
+    )
+    web = _step(errors, web_file, "the metrics web config", lambda: _check_web_config(config))
+    _step(errors, source, "the listen address", lambda: _check_listen(config))
     if errors:
         raise _together(errors)
     assert databases is not None and rulebook is not None
@@ -67,9 +86,32 @@ def check_against_dbc(config: Config) -> dict[str, ChargerDatabase]:
     return check_config(config).databases
 
 
-def _step(errors: list[ConfigError], check: Callable[[], T]) -> T | None:
+def loading(file: str | os.PathLike[str], what: str, load: Callable[[], T]) -> T:
+    """``load()``; anything it raises becomes a :class:`ConfigError` naming ``file``.
+
+    The one place config loading catches ``Exception``: a file can make a loader fail in a
+    way it did not foresee (a YAML list where a string belongs: ``TypeError``; a non-ASCII
+    bcrypt hash: ``UnicodeEncodeError``), and that must neither end a daemon running fine on
+    its old configuration nor print a traceback at start.  Errors candiag words itself pass
+    unchanged; ``BaseException`` (KeyboardInterrupt, SystemExit) is not caught.
+    """
     try:
-        return check()
+        return load()
+    except CandiagError:
+        raise
+    except Exception as err:  # the boundary described above
+        reason = one_line(f"{type(err).__name__}: {err}")
+        raise ConfigError(f"{what} cannot be used ({reason}); fix the file", str(file)) from err
+
+
+def _step(
+    errors: list[ConfigError],
+    file: str | os.PathLike[str],
+    what: str,
+    check: Callable[[], T],
+) -> T | None:
+    try:
+        return loading(file, what, check)
     except ConfigError as err:
         errors.append(err)
         return None
