@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 from candiag.errors import InputError
 
 if TYPE_CHECKING:
-    pass
+    from candiag.health.pipeline import CappedIdCounter
 
 TOP_UNKNOWN = 5  # ids (and messages) named in the summary
 #: Capture lines decoded and written at a time: large enough that per-message work is
@@ -83,7 +83,6 @@ def register(subparsers: Any) -> None:
 
 
 #: An identifier with its IDE flag: (identifier, extended).
-FrameId = tuple[int, bool]
 
 
 @dataclass
@@ -95,8 +94,9 @@ class DecodeTotals:
     error_frames: int = 0
     remote_frames: int = 0
     messages: collections.Counter[str] = field(default_factory=collections.Counter)
-    unknown_ids: collections.Counter[FrameId] = field(default_factory=collections.Counter)
-    short_frames: collections.Counter[FrameId] = field(default_factory=collections.Counter)
+    # Per decoder key (bit 31: extended), capped: random ids must not grow memory for ever.
+    unknown_ids: CappedIdCounter = field(default_factory=lambda: _capped())
+    short_frames: CappedIdCounter = field(default_factory=lambda: _capped())
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -123,8 +123,8 @@ def _run(args: argparse.Namespace) -> int:
                 totals.error_frames += result.error_frames
                 totals.remote_frames += result.remote_frames
                 totals.messages.update({n: len(m) for n, m in result.messages.items()})
-                totals.unknown_ids.update(_by_frame_id(result.unknown_ids))
-                totals.short_frames.update(_by_frame_id(result.short_frames))
+                totals.unknown_ids.update(result.unknown_ids)
+                totals.short_frames.update(result.short_frames)
                 out.writelines(formatter.format_pieces(batch, result))
             out.flush()
         except BrokenPipeError:
@@ -135,13 +135,6 @@ def _run(args: argparse.Namespace) -> int:
     for line in warning_lines(db.warnings):
         print(line, file=sys.stderr)
     return 0
-
-
-def _by_frame_id(counts: collections.Counter[int]) -> collections.Counter[FrameId]:
-    """The decoder's counts (bit 31 set: extended) keyed by (identifier, extended)."""
-    return collections.Counter(
-        {(key & 0x1FFFFFFF, bool(key & 0x80000000)): n for key, n in counts.items()}
-    )
 
 
 @contextlib.contextmanager
@@ -167,12 +160,25 @@ def _silence_stdout() -> None:
     os.close(devnull)
 
 
-def _top(counter: collections.Counter[FrameId], n: int) -> str:
+def _capped() -> CappedIdCounter:
+    from candiag.health.pipeline import CappedIdCounter  # imported when decoding, not at start
+
+    return CappedIdCounter()
+
+
+def _top(counter: CappedIdCounter, n: int) -> str:
     """The ``n`` most frequent ids; ties standard before extended, then by value."""
     from candiag.ingest.frames import format_can_id  # 0x123 standard, 0x00000285 extended
 
-    ranked = sorted(counter.items(), key=lambda item: (-item[1], item[0][1], item[0][0]))
-    return ", ".join(f"{format_can_id(*key)} x{c}" for key, c in ranked[:n])
+    ranked = sorted(
+        counter.counts.items(), key=lambda item: (-item[1], item[0] >> 31, item[0] & 0x1FFFFFFF)
+    )
+    text = ", ".join(
+        f"{format_can_id(key & 0x1FFFFFFF, bool(key >> 31))} x{c}" for key, c in ranked[:n]
+    )
+    if counter.untracked:
+        text += f" (and {counter.untracked} frames of ids beyond the first {counter.cap})"
+    return text
 
 
 def summary(capture_summary: str, totals: DecodeTotals) -> str:
@@ -184,8 +190,8 @@ def summary(capture_summary: str, totals: DecodeTotals) -> str:
         more = len(totals.messages) - TOP_UNKNOWN
         decoded += f" ({top}{f', {more} more' if more > 0 else ''})"
     lines = [f"candiag decode: {head}", decoded]
-    unknown = sum(totals.unknown_ids.values())
-    short = sum(totals.short_frames.values())
+    unknown = totals.unknown_ids.total()
+    short = totals.short_frames.total()
     not_decoded = unknown + short + totals.error_frames + totals.remote_frames
     lines.append(
         f"  not decoded: {not_decoded} of {totals.frames} frames ({unknown} with an unknown "
