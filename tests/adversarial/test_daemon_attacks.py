@@ -255,4 +255,6 @@ def test_bad_files_at_start_are_a_clean_error(
     assert result.code == 2, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("candiag: error: ") and str(bad) in lines[0]
+    # One error naming the file; several problems in it are listed under it, one a line.
+    assert lines[0].startswith("candiag: error: ") and str(bad) in lines[0]
+    assert all(line.startswith("  - ") for line in lines[1:]), lines
