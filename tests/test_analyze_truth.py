@@ -287,3 +287,20 @@ def test_an_assumed_bitrate_is_marked_everywhere_and_never_an_instruction(
     for finding in report["findings"]:
         assert "bit/s)" not in finding["fix"], finding
     assert not [f for f in report["findings"] if f["code"] == "CAN_LOAD_HIGH"]
+
+
+def test_the_reference_charger_is_recognized_when_its_timestamps_come_in_bursts(
+    tmp_path: Path,
+) -> None:
+    """A host that stamps frames in bursts (a live sender every 20 ms, a loaded VM)
+    scatters the intervals, not the mean periods the identification judges."""
+    capture = tmp_path / "charger.log"
+    assert main(["simulate", "-o", str(capture), "-d", "30"]) == 0
+    lines = []
+    for line in capture.read_text().splitlines():
+        stamp, rest = line.split(")", 1)
+        t = float(stamp[1:])
+        lines.append(f"({(t // 0.05) * 0.05:.6f}){rest}")  # 50 ms bursts, equal stamps
+    bursty = write(tmp_path / "bursty.log", lines)
+    dbc = analyze(bursty, "--bitrate", "125000")["decode"]["dbc"]
+    assert all(m["matched"] for m in dbc["reference"]), dbc["reference"]

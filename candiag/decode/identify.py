@@ -6,8 +6,8 @@ traffic matches it, judged on evidence that random traffic rarely shows together
 
 * its messages' identifiers appear (``seen`` of ``messages``), with their declared
   length (``length_ok``: share of those frames whose DLC is the message length);
-* their period agrees with the declared cycle time (``period_ok``: share of intervals
-  between 0.5 and 1.5 cycle times, over the messages whose cycle is declared);
+* their period agrees with the declared cycle time (``period_ok``: share of senders whose
+  mean period is between 0.5 and 1.5 cycle times, over the messages whose cycle is declared);
 * their decoded values lie within the ranges the DBC declares (``in_range``).
 
 All of it is vectorized over the sample (one ``match``, one decode, ``bincount`` per
@@ -35,6 +35,8 @@ MIN_LENGTH_OK = 0.9
 MIN_PERIOD_OK = 0.5
 MIN_IN_RANGE = 0.9
 PERIOD_LOW, PERIOD_HIGH = 0.5, 1.5
+# Periods a sender needs in the sample before its mean period is judged.
+MIN_PERIODS = 2
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,11 @@ def score_database(db: ChargerDatabase, sample: FrameBatch, source: str = "") ->
 def _period_share(
     db: ChargerDatabase, data: FrameBatch, message: np.ndarray[Any, Any], node: np.ndarray[Any, Any]
 ) -> float | None:
-    """Share of intervals, per (message, node, channel), within 0.5..1.5 declared cycles."""
+    """Share of senders (message, node, channel) whose mean period is 0.5..1.5 cycle times.
+
+    The *mean* period (span over count) and not each interval: a host that stamps frames
+    in bursts (a USB adapter, a loaded VM) scatters the intervals but not their mean.
+    """
     cycles = np.array([(m.cycle_time_ms or 0) / 1000.0 for m in db.messages] or [0.0])
     rows = np.flatnonzero((message >= 0) & (cycles[np.maximum(message, 0)] > 0))
     if rows.size < 2:
@@ -110,14 +116,18 @@ def _period_share(
         | ((node[rows].astype(np.int64) & 0xFFFF) << 8)
         | (data.channel[rows].astype(np.int64) & 0xFF)
     )
-    order = np.lexsort((data.timestamp[rows], key))
-    key, ts = key[order], data.timestamp[rows][order]
-    same = key[1:] == key[:-1]
-    if not same.any():
+    keys, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    ts = data.timestamp[rows]
+    first = np.full(keys.size, np.inf)
+    last = np.full(keys.size, -np.inf)
+    np.minimum.at(first, inverse, ts)
+    np.maximum.at(last, inverse, ts)
+    judged = counts >= MIN_PERIODS + 1
+    if not judged.any():
         return None
-    dt = np.diff(ts)[same]
-    cycle = cycles[message[rows][order][1:][same]]
-    ratio = dt / cycle
+    cycle = cycles[(keys[judged] >> 24).astype(np.intp)]
+    mean = (last[judged] - first[judged]) / (counts[judged] - 1)
+    ratio = mean / cycle
     return float(np.mean((ratio >= PERIOD_LOW) & (ratio <= PERIOD_HIGH)))
 
 
