@@ -210,14 +210,10 @@ class Problems:
         self.file = file
         self.positions: Positions = positions or {}
         self.yaml = yaml  # describe values in YAML's words
-        self.items: list[Problem] = []
         self.lines: list[str] = []
 
     def __len__(self) -> int:
         return len(self.lines)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.lines)
 
     # -- adding ---------------------------------------------------------------------------
     def add(
@@ -231,7 +227,6 @@ class Problems:
     ) -> Problem:
         """One problem at ``path`` (``()``: the file itself); ``at`` overrides the position."""
         problem = self.problem(path, expected, found, hint, at=at)
-        self.items.append(problem)
         self.lines.append(str(problem))
         return problem
 
