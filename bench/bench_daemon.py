@@ -34,7 +34,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 
 from candiag import __version__
-from candiag.daemon.config import BusConfig, FamilyConfig, parse_config_text
+from candiag.config.load import parse_config_text
+from candiag.config.model import BusConfig, FamilyConfig
 from candiag.daemon.monitor import BusMonitor
 from candiag.daemon.readers import ReaderSource, open_reader
 from candiag.daemon.service import Daemon

@@ -116,7 +116,7 @@ def in_process_series(modules: int, settle_s: float) -> Counter[str]:
     ``modules`` power modules."""
     import can
 
-    from candiag.daemon.config import parse_config_text
+    from candiag.config.load import parse_config_text
     from candiag.daemon.service import Daemon
     from candiag.sim.charger import ChargerSimulator, SimConfig
     from candiag.sim.runner import SimulatorRunner

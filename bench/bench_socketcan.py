@@ -135,7 +135,8 @@ def daemon_path(bus: can.BusABC, frames: int, bulk: bool) -> tuple[float, int]:
     """The daemon on a pre-filled bus: its reader thread and processing loop, as run.
 
     Returns (process CPU seconds, frames processed)."""
-    from candiag.daemon.config import BusConfig, parse_config_text
+    from candiag.config.load import parse_config_text
+    from candiag.config.model import BusConfig
     from candiag.daemon.readers import (
         BATCH_INTERVAL_S,
         MAX_BATCH,

@@ -9,7 +9,8 @@ Packages, one per concern:
 * :mod:`candiag.metrics`   Prometheus collectors and the HTTP(S) endpoint
 * :mod:`candiag.diagnosis` findings with causes and fixes
 * :mod:`candiag.sim`       the simulated charger (the only code that transmits)
-* :mod:`candiag.daemon`    configuration and ``candiag run``
+* :mod:`candiag.config`    configuration: the model, loading, checks, one problems format
+* :mod:`candiag.daemon`    ``candiag run``
 * :mod:`candiag.cli`       the command line
 """
 

@@ -12,8 +12,8 @@ bug and keeps its traceback.
     ├── InputError                  bad user input (files, arguments)
     │   ├── CaptureError            unreadable/empty capture file
     │   ├── DbcError                DBC that does not parse or is inconsistent
-    │   ├── ConfigError             config file invalid (carries all problems)
-    │   └── ProfileError            meter profile invalid
+    │   └── ConfigError             config-like file invalid (carries all problems)
+    │       └── ProfileError        meter profile invalid
     ├── SafetyError                 a request that would transmit on CAN or
     │                               write on Modbus (never allowed)
     ├── LinkError                   a bus or port that cannot be used
@@ -22,8 +22,9 @@ bug and keeps its traceback.
     └── RecordingError              a capture can no longer be written
 
 Example scenarios: a DBC with a syntax error → ``DbcError("dbc/x.dbc:12: ...")``;
-``check-config`` finding three problems → one ``ConfigError`` listing all three
-with key paths; a Modbus profile asking for function code 6 → ``SafetyError``.
+``check-config`` finding three problems → one ``ConfigError`` listing all three,
+each as ``file:line:col: key.path: expected X, found Y`` (docs/config-errors.md); a
+Modbus profile asking for function code 6 → ``SafetyError``.
 """
 
 from __future__ import annotations
@@ -99,30 +100,38 @@ class DbcError(InputError):
     """A DBC file does not parse or declares something candiag cannot use."""
 
 
-class ProfileError(InputError):
-    """A Modbus meter profile is invalid."""
-
-
 class ConfigError(InputError):
-    """A configuration file is invalid.
+    """A configuration-like file (config, profile, thresholds, web config) is invalid.
 
-    Carries every problem found (not just the first) so that one
-    ``check-config`` run lists all of them.
+    Carries every problem found (not just the first) so that one ``check-config`` run
+    lists all of them.  Each problem is one line that names its own file, in the format of
+    ``docs/config-errors.md`` (``file:line:col: key.path: expected X, found Y; fix``, built
+    by :mod:`candiag.config.problems`, which passes ``located=True``).  Problems given
+    without their file are prefixed with ``path``; with several problems ``path`` also heads
+    the list.
     """
 
-    def __init__(self, problems: Sequence[str] | str, path: str | None = None) -> None:
-        self.problems: list[str] = [problems] if isinstance(problems, str) else list(problems)
+    def __init__(
+        self, problems: Sequence[str] | str, path: str | None = None, *, located: bool = False
+    ) -> None:
+        given = [problems] if isinstance(problems, str) else list(problems)
         self.path = path
-        head = f"{path}: " if path else ""
+        prefix = f"{path}: " if path is not None and not located else ""
+        self.problems: list[str] = [prefix + p for p in given]
         if len(self.problems) == 1:
-            message = head + self.problems[0]
+            message = self.problems[0]
         else:
+            head = f"{path}: " if path else ""
             message = (
                 head
                 + f"{len(self.problems)} problems:\n"
                 + "\n".join(f"  - {p}" for p in self.problems)
             )
         super().__init__(message)
+
+
+class ProfileError(ConfigError):
+    """A Modbus meter profile is invalid (a config-like file: its problems as a ConfigError's)."""
 
 
 class SafetyError(CandiagError):

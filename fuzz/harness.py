@@ -15,7 +15,7 @@ import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports(include=["candiag"]):
     import candiag.cli
-    import candiag.daemon.config
+    import candiag.config.load
     import candiag.decode.dbc
     import candiag.decode.decoder
     import candiag.ingest.candump

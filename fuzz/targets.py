@@ -525,13 +525,15 @@ def check_decoder(data: bytes) -> int:
 # --------------------------------------------------------------------------------------------
 
 EXAMPLE_CONFIG = ROOT / "config" / "candiag.example.toml"
-# "key.path: ...", "file:line:col: ...", or a quoted odd key ("listen_only : unknown key")
-_LOCATION_RE = re.compile(r"^\S[^\n]*?: ")
+# The one format of config problems (docs/config-errors.md):
+# file[:line:col]: [key.path: ]expected ..., found ...[; fix]
+_PROBLEM_RE = re.compile(r"^\S[^\n]*?: (?:[^\n]+?: )?expected [^\n]+?, found ")
 
 
 def check_config_text(data: bytes) -> None:
     """load_config: a Config or a ConfigError whose every problem starts with a location."""
-    from candiag.daemon.config import Config, load_config
+    from candiag.config.load import load_config
+    from candiag.config.model import Config
     from candiag.errors import ConfigError
 
     path = scratch_file(".toml", data)
@@ -548,7 +550,16 @@ def check_config_text(data: bytes) -> None:
 def _check_problems(err: Any) -> None:
     assert err.problems, "ConfigError without problems"
     for problem in err.problems:
-        assert _LOCATION_RE.match(problem), f"problem without a key path or file:line: {problem!r}"
+        assert _PROBLEM_RE.match(problem), f"problem not in the one format: {problem!r}"
+
+
+def problem_key(problem: str, source: str) -> str:
+    """The key path of a problem of ``source`` ("" for the file itself or another file)."""
+    if not problem.startswith(f"{source}:"):
+        return ""
+    rest = re.sub(r"^:\d+:\d+", "", problem[len(source) :])[2:]
+    head = rest.split("expected ", 1)[0]
+    return head[:-2] if head.endswith(": ") else ""
 
 
 def check_cli(data: bytes) -> None:
@@ -665,7 +676,7 @@ def mutate_document(doc: Mapping[str, Any], r: ByteReader) -> tuple[dict[str, An
 
 def check_config_tree(data: bytes) -> None:
     """One value of the example config broken: accepted, or refused at (or under) its table."""
-    from candiag.daemon.config import parse_config_text
+    from candiag.config.load import parse_config_text
     from candiag.errors import ConfigError
 
     doc = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
@@ -680,7 +691,8 @@ def check_config_tree(data: bytes) -> None:
         _check_problems(err)
         if all(parents):
             tops = tuple(parent.split(".")[0].split("[")[0] for parent in parents)
-            assert any(p.startswith(tops) for p in err.problems), (
+            keys = [problem_key(p, "tree.toml") for p in err.problems]
+            assert any(k.startswith(tops) for k in keys), (
                 f"changes under {parents} refused without naming them: {err.problems}"
             )
 
@@ -701,8 +713,12 @@ def check_profile_text(data: bytes) -> None:
     path = scratch_file(".toml", data)
     try:
         profile = load_profile(path)
-    except (ProfileError, SafetyError) as err:
-        assert str(path) in str(err), f"profile error does not name the file: {err}"
+    except ProfileError as err:  # a ConfigError: every problem in the one format, in this file
+        _check_problems(err)
+        assert all(p.startswith(f"{path}:") for p in err.problems), err.problems
+        return
+    except SafetyError as err:
+        assert str(err).startswith(f"{path}:"), f"profile error does not name the file: {err}"
         return
     finally:
         path.unlink(missing_ok=True)

@@ -326,7 +326,7 @@ def test_one_default_across_commands() -> None:
     import argparse
 
     from candiag.cli.monitor import adapter_config
-    from candiag.daemon.config import BusConfig
+    from candiag.config.model import BusConfig
     from candiag.errors import BusUnavailableError
     from candiag.sim.charger import SimConfig
     from candiag.sim.runner import open_sim_bus

@@ -109,7 +109,10 @@ def test_check_config_with_dbc_strict_refuses(
 ) -> None:
     code, _, err = run(["check-config", str(_config(tmp_path, "dbc_strict = true\n"))], capsys)
     assert code == 2
-    assert f"can.buses[0].dbc: {AA}:52: message name Receive_PDO_Mapping_Parameter_1" in err
+    assert (
+        ":5:1: can.buses[0].dbc: expected DBC files candiag can load, found "
+        f"{AA}:52: message name Receive_PDO_Mapping_Parameter_1"
+    ) in err
 
 
 def test_dbc_strict_must_be_a_boolean(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

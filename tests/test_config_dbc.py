@@ -7,67 +7,75 @@ from pathlib import Path
 import pytest
 
 from candiag.cli import main
-from candiag.daemon.config import parse_config_text
-from candiag.daemon.validate import check_against_dbc
+from candiag.config.check import check_config
+from candiag.config.load import parse_config_text
+from candiag.decode.dbc import ChargerDatabase
 from candiag.errors import ConfigError
 
 BUS = '[[can.buses]]\nname = "can0"\ninterface = "socketcan"\nchannel = "can0"\n'
+METRICS = '[metrics]\nlisten = "127.0.0.1:0"\n'
+
+
+def databases(text: str, base_dir: Path | None = None) -> dict[str, ChargerDatabase]:
+    """The databases :func:`check_config` loads for the config ``text`` (file ``c.toml``)."""
+    config = parse_config_text(METRICS + text, source="c.toml", base_dir=base_dir)
+    return dict(check_config(config).databases)
+
+
+def problems_of(text: str, base_dir: Path | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        databases(text, base_dir)
+    return info.value.problems
 
 
 def test_reference_families_accepted() -> None:
-    config = parse_config_text(
+    dbs = databases(
         BUS + '[[can.buses.families]]\nname = "power_module"\nexpected = ["1-8"]\n'
         '[[can.buses.families]]\nname = "imd"\nexpected = [0]\n'
     )
-    dbs = check_against_dbc(config)
     assert "power_module" in dbs["can0"].families
 
 
 def test_unknown_family_and_address_beyond_mask() -> None:
-    config = parse_config_text(
+    problems = problems_of(
         BUS
         + '[[can.buses.families]]\nname = "power_modules"\n'
         + '[[can.buses.families]]\nname = "power_module"\nexpected = [1, 256]\n'
         + '[[can.buses.families]]\nname = "imd"\nexpected = [0, 1]\n'
         + '[[can.buses.families]]\nname = "contactor"\nmask = 0x3\nexpected = [3, 4]\n'
     )
-    with pytest.raises(ConfigError) as info:
-        check_against_dbc(config)
-    problems = info.value.problems
-    assert problems[0].startswith("can.buses[0].families: a mask override makes two messages")
-    problems = problems[1:]
     assert problems[0].startswith(
-        "can.buses[0].families[0].name: expected a node family of the DBC files (contactor, cooling, dc_meter, imd, power_module), found 'power_modules'"
+        "c.toml:7:1: can.buses[0].families: expected mask overrides that keep every message's "
+        "identifier its own, found two messages sharing one ("
     )
-    assert problems[1] == (
-        "can.buses[0].families[1].expected: expected addresses 0..255 (address mask 0xFF), found [256]"
-    )
-    assert problems[2] == (
-        "can.buses[0].families[2].expected: expected addresses 0..0 (address mask 0x0), found [1]"
-    )
-    assert problems[3] == (
-        "can.buses[0].families[3].expected: expected addresses 0..3 (address mask 0x3), found [4]"
-    )
+    assert problems[1:] == [
+        "c.toml:8:1: can.buses[0].families[0].name: expected a node family of the DBC files "
+        "(contactor, cooling, dc_meter, imd, power_module), found 'power_modules'; check "
+        "CandiagNodeFamily in the DBC or the name",
+        "c.toml:11:1: can.buses[0].families[1].expected: expected addresses 0..255 (address "
+        "mask 0xFF), found [256]",
+        "c.toml:14:1: can.buses[0].families[2].expected: expected addresses 0..0 (address "
+        "mask 0x0), found [1]",
+        "c.toml:18:1: can.buses[0].families[3].expected: expected addresses 0..3 (address "
+        "mask 0x3), found [4]",
+    ]
 
 
 def test_mask_override_within_range() -> None:
-    config = parse_config_text(
+    problems = problems_of(
         BUS + '[[can.buses.families]]\nname = "power_module"\nmask = 0x3\nexpected = [3, 4]\n'
     )
-    with pytest.raises(ConfigError) as info:
-        check_against_dbc(config)
-    assert info.value.problems == [
-        "can.buses[0].families[0].expected: expected addresses 0..3 (address mask 0x3), found [4]"
+    assert problems == [
+        "c.toml:10:1: can.buses[0].families[0].expected: expected addresses 0..3 (address "
+        "mask 0x3), found [4]"
     ]
 
 
 def test_broken_dbc_is_a_config_problem(tmp_path: Path) -> None:
     (tmp_path / "bad.dbc").write_text('VERSION ""\nBO_ abc Broken: 8 X\n')
-    config = parse_config_text(BUS + 'dbc = ["bad.dbc"]\n', base_dir=tmp_path)
-    with pytest.raises(ConfigError) as info:
-        check_against_dbc(config)
-    assert info.value.problems[0].startswith("can.buses[0].dbc: ")
-    assert "bad.dbc" in info.value.problems[0]
+    (problem,) = problems_of(BUS + 'dbc = ["bad.dbc"]\n', base_dir=tmp_path)
+    assert problem.startswith("c.toml:7:1: can.buses[0].dbc: expected DBC files candiag can ")
+    assert f"found {tmp_path / 'bad.dbc'}:2:" in problem
 
 
 def test_check_config_cli_runs_dbc_checks(

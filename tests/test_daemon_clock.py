@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from candiag.config.load import parse_config_text
+from candiag.config.model import BusConfig
 from candiag.daemon.clock import FUTURE_S, FrameTimes, LiveClock
-from candiag.daemon.config import BusConfig, parse_config_text
 from candiag.daemon.service import Daemon, prepare
 from candiag.ingest.frames import FrameBatch
 from candiag.sim.charger import ChargerSimulator, SimConfig

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from candiag.daemon.config import parse_config_text
+from candiag.config.check import bus_database
+from candiag.config.load import parse_config_text
 from candiag.daemon.monitor import BusMonitor
-from candiag.daemon.service import load_database
 from candiag.health.ids import DEFAULT_MAX_IDS
 from candiag.health.pipeline import MAX_CYCLE_MEMO, CappedIdCounter
 from candiag.ingest.frames import FLAG_EXTENDED, FrameBatch
@@ -43,7 +43,7 @@ def monitor() -> BusMonitor:
         '[[can.buses.families]]\nname = "power_module"\nexpected = ["1-8"]\n'
     )
     bus = config.buses[0]
-    mon = BusMonitor(bus, load_database(bus))
+    mon = BusMonitor(bus, bus_database(bus))
     mon.set_link(True, START)
     return mon
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from test_health_linkstats import CAN0_PASSIVE
 
+from candiag.config.load import parse_config_text
 from candiag.daemon import readers
-from candiag.daemon.config import parse_config_text
 from candiag.daemon.monitor import BusMonitor
 from candiag.decode.dbc import load_reference_database
 from candiag.health.linkstats import parse_link_json

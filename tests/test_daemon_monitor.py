@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from candiag.daemon.config import BusConfig, FamilyConfig
-from candiag.daemon.monitor import BusMonitor, apply_mask_overrides
+from candiag.config.check import apply_mask_overrides
+from candiag.config.model import BusConfig, FamilyConfig
+from candiag.daemon.monitor import BusMonitor
 from candiag.decode.dbc import ChargerDatabase, load_reference_database
 from candiag.health.busload import frame_bits
 from candiag.health.synthetic import frames

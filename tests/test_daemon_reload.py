@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from candiag.daemon.config import load_config
+from candiag.config.load import load_config
 from candiag.daemon.logging import EventLog
 from candiag.daemon.service import Daemon, prepare_config
 from candiag.errors import ConfigError

@@ -15,7 +15,8 @@ import can
 import pytest
 from daemon_config import sim_config
 
-from candiag.daemon.config import BusConfig, Config, load_config, parse_config_text
+from candiag.config.load import load_config, parse_config_text
+from candiag.config.model import BusConfig, Config
 from candiag.daemon.logging import EventLog
 from candiag.daemon.readers import ReaderSource, open_reader
 from candiag.daemon.service import Daemon

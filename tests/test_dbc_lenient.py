@@ -582,8 +582,8 @@ def test_any_lenient_layout_decodes_like_cantools(text: str, seed: int) -> None:
 
 
 def test_rebuilding_a_database_keeps_its_warnings_once() -> None:
-    from candiag.daemon.config import FamilyConfig
-    from candiag.daemon.monitor import apply_mask_overrides
+    from candiag.config.check import apply_mask_overrides
+    from candiag.config.model import FamilyConfig
 
     attrs = (
         'BA_DEF_ BO_ "CandiagNodeMask" HEX 0 536870911;\n'

@@ -212,18 +212,25 @@ def test_web_config_file_with_relative_paths(pki: Pki, registry: CollectorRegist
 
 def test_mismatched_key_is_a_config_error_naming_the_files(pki: Pki) -> None:
     tls = TlsServerConfig(pki.server_cert, pki.client_key)
-    with pytest.raises(ConfigError, match=r"tls_server_config\.key_file: ") as info:
+    with pytest.raises(ConfigError) as info:
         tls.ssl_context()
-    assert str(pki.server_cert) in str(info.value)
-    assert f"{pki.client_key} is not the key of the certificate" in str(info.value)
+    assert str(info.value) == (
+        "<web config>: tls_server_config.key_file: expected the key of the certificate "
+        f"{pki.server_cert}, found {pki.client_key}, which is another key; give the key the "
+        "certificate was made for"
+    )
 
 
 def test_unreadable_client_ca_is_a_config_error(pki: Pki, tmp_path: Path) -> None:
     not_pem = tmp_path / "ca.crt"
     not_pem.write_text("not a certificate\n")
     tls = TlsServerConfig(pki.server_cert, pki.server_key, not_pem, "RequireAndVerifyClientCert")
-    with pytest.raises(ConfigError, match=r"tls_server_config\.client_ca_file"):
+    with pytest.raises(ConfigError) as info:
         tls.ssl_context()
+    assert str(info.value).startswith(
+        "<web config>: tls_server_config.client_ca_file: expected a readable PEM file with the "
+        f"CA that signs scraper certificates, found {not_pem}, which does not load ("
+    )
 
 
 # --- TLS asked for means TLS or refusal (issue 13 item 9) ------------------------------------
@@ -247,7 +254,10 @@ def test_an_encrypted_key_is_refused_without_asking_for_a_passphrase(
     with pytest.raises(ConfigError) as info:
         tls.ssl_context()
     message = str(info.value)
-    assert message.startswith(f"tls_server_config.key_file: {encrypted_key}: the key is encrypted")
+    assert message.startswith(
+        "<web config>: tls_server_config.key_file: expected an unencrypted private key, found "
+        f"{encrypted_key}, which is encrypted; "
+    )
     assert "candiag needs an unencrypted key file (or" in message
     assert "openssl pkey -in" in message
 
@@ -266,29 +276,31 @@ def test_check_config_with_an_encrypted_key_never_prompts(
     # No terminal is needed (and none is read): the child would hang on a prompt otherwise.
     result = run_bounded(["check-config", str(config)], timeout_s=60, stdin=b"")
     assert result.code == 2, result.stderr
-    assert "the key is encrypted; candiag needs an unencrypted key file" in result.stderr
+    assert f"{web}:3:3: tls_server_config.key_file: expected an unencrypted private key" in (
+        result.stderr
+    )
+    assert "which is encrypted; candiag needs an unencrypted key file" in result.stderr
     assert "Errno 22" not in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(
     ("cert", "key", "expected"),
     [
-        ("junk", "server_key", "tls_server_config.cert_file: {cert} holds no PEM certificate"),
-        (
-            "server_key",
-            "server_key",
-            "tls_server_config.cert_file: {cert} holds no PEM certificate",
-        ),
-        ("server_cert", "junk", "tls_server_config.key_file: {key} holds no PEM private key"),
-        (
-            "server_cert",
-            "server_cert",
-            "tls_server_config.key_file: {key} holds no PEM private key",
-        ),
-        ("server_cert", "absent", "tls_server_config.key_file: cannot read {key}"),
-        ("damaged", "server_key", "tls_server_config.cert_file/key_file: cannot load {cert}"),
+        ("junk", "server_key", "cert_file: expected a PEM certificate (a '-----BEGIN "
+         "CERTIFICATE-----' line), found {cert}, which holds none; give the server certificate "
+         "in PEM"),
+        ("server_key", "server_key", "cert_file: expected a PEM certificate (a '-----BEGIN "
+         "CERTIFICATE-----' line), found {cert}, which holds none"),
+        ("server_cert", "junk", "key_file: expected a PEM private key (a '-----BEGIN ... "
+         "PRIVATE KEY-----' line), found {key}, which holds none; give the certificate's key "
+         "in PEM"),
+        ("server_cert", "server_cert", "key_file: expected a PEM private key (a '-----BEGIN "
+         "... PRIVATE KEY-----' line), found {key}, which holds none"),
+        ("server_cert", "absent", "key_file: expected a readable file, found {key} ("),
+        ("damaged", "server_key", "cert_file: expected a certificate candiag can load with the "
+         "key {key}, found {cert}, which does not load ("),
     ],
-)
+)  # fmt: skip
 def test_unusable_tls_files_name_the_file_and_the_fix(
     pki: Pki, tmp_path: Path, cert: str, key: str, expected: str
 ) -> None:
@@ -303,7 +315,9 @@ def test_unusable_tls_files_name_the_file_and_the_fix(
     tls = TlsServerConfig(files[cert], files[key])
     with pytest.raises(ConfigError) as info:
         tls.ssl_context()
-    assert str(info.value).startswith(expected.format(cert=files[cert], key=files[key]))
+    assert str(info.value).startswith(
+        "<web config>: tls_server_config." + expected.format(cert=files[cert], key=files[key])
+    )
 
 
 def test_web_config_tls_errors_name_the_web_config_file(pki: Pki, tmp_path: Path) -> None:
@@ -313,7 +327,9 @@ def test_web_config_tls_errors_name_the_web_config_file(pki: Pki, tmp_path: Path
     )
     with pytest.raises(ConfigError) as info:
         load_web_config(web).ssl_context()
-    assert str(info.value).startswith(f"{web}: tls_server_config.key_file: ")
+    assert str(info.value).startswith(
+        f"{web}:3:3: tls_server_config.key_file: expected the key of the certificate"
+    )
 
 
 def test_tls_server_config_with_its_keys_commented_out_never_serves_plain_http(

@@ -33,7 +33,7 @@ from rich.console import Console
 
 from candiag.cli import main
 from candiag.cli.monitor import adapter_config
-from candiag.daemon.config import FamilyConfig
+from candiag.config.model import FamilyConfig
 from candiag.decode.dbc import load_reference_database
 from candiag.ingest.capture import read_capture
 from candiag.ingest.metadata import BusMetadata, read_recording_metadata

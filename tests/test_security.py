@@ -355,7 +355,7 @@ def test_the_recorders_bus_refuses_to_send(
 
 
 def test_the_daemons_bus_refuses_to_send(tmp_path: Path, opened_buses: list[can.BusABC]) -> None:
-    from candiag.daemon.config import load_config
+    from candiag.config.load import load_config
     from candiag.daemon.service import Daemon
 
     config_file = tmp_path / "c.toml"
@@ -388,7 +388,7 @@ def test_every_non_read_function_code_is_refused() -> None:
 
 
 def test_the_simulator_is_refused_on_a_real_interface() -> None:
-    from candiag.daemon.config import BusConfig
+    from candiag.config.model import BusConfig
     from candiag.daemon.simulation import start_charger
 
     with pytest.raises(ConfigError, match='only runs on interface = "virtual"'):
@@ -396,7 +396,7 @@ def test_the_simulator_is_refused_on_a_real_interface() -> None:
 
 
 def test_configs_that_would_transmit_are_rejected(tmp_path: Path) -> None:
-    from candiag.daemon.config import load_config
+    from candiag.config.load import load_config
 
     config = tmp_path / "c.toml"
     config.write_text(
@@ -413,7 +413,7 @@ def test_configs_that_would_transmit_are_rejected(tmp_path: Path) -> None:
 
 
 def test_metrics_bind_to_loopback_by_default(tmp_path: Path) -> None:
-    from candiag.daemon.config import load_config
+    from candiag.config.load import load_config
     from candiag.metrics.http import DEFAULT_LISTEN
 
     config = tmp_path / "c.toml"

@@ -12,9 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from candiag.errors import InputError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from candiag.config.model import BusConfig
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 STATUS_STYLE = {
@@ -135,8 +140,8 @@ def _run(args: argparse.Namespace) -> int:
     return _exit_status(report, args.fail_on)
 
 
-def _config_bus(path: str, name: str | None) -> tuple[Any, Any]:
-    from candiag.daemon.config import load_config
+def _config_bus(path: str, name: str | None) -> tuple[BusConfig, Path | None]:
+    from candiag.config.load import load_config
 
     config = load_config(path)
     if not config.buses:

@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from candiag.daemon.validate import dbc_warning_lines, load_and_check
+    from candiag.config.check import dbc_warning_lines, load_and_check
 
     checked = load_and_check(args.file)  # exactly what `candiag run` and a reload call
     print(f"OK: {checked.config.summary()}")

@@ -9,23 +9,16 @@ serves ``/metrics``.  On a terminal a small live view refreshes in place; otherw
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from candiag.daemon.config import Config
+    from candiag.config.model import Config
     from candiag.daemon.service import Daemon
 
 SUMMARY_INTERVAL_S = 5.0
-
-
-def default_demo_config() -> Path:
-    """``config/demo.toml`` of the source tree (the editable install ``make`` sets up)."""
-    return Path(__file__).resolve().parents[2] / "config" / "demo.toml"
 
 
 def register(subparsers: Any) -> None:
@@ -61,39 +54,12 @@ def register(subparsers: Any) -> None:
 
 
 def demo_config(args: argparse.Namespace) -> Config:
-    from candiag.daemon.config import load_config, parse_listen
-    from candiag.daemon.simulation import all_scenarios
+    from candiag.config.demo import demo_config as load_demo_config
     from candiag.errors import InputError
 
-    path = Path(args.config) if args.config else default_demo_config()
-    config = load_config(path)
-    simulator = config.simulator
-    if simulator is None:
-        raise InputError(
-            f"{path}: a demo config needs a [simulator] section (see config/demo.toml)"
-        )
-    if args.listen:
-        try:
-            host, port = parse_listen(args.listen)
-        except ValueError as err:
-            raise InputError(
-                f"--listen {args.listen!r}: {err}; use HOST:PORT, e.g. 127.0.0.1:9847"
-            ) from None
-        config = dataclasses.replace(
-            config, metrics=dataclasses.replace(config.metrics, host=host, port=port)
-        )
-    if args.scenario:
-        names = all_scenarios()
-        if args.scenario not in names:
-            raise InputError(
-                f"unknown scenario {args.scenario!r}; choose one of {', '.join(names)}"
-            )
-        config = dataclasses.replace(
-            config, simulator=dataclasses.replace(simulator, scenario=args.scenario)
-        )
     if args.duration is not None and args.duration <= 0:
         raise InputError("--duration must be positive (seconds)")
-    return config
+    return load_demo_config(args.config, scenario=args.scenario, listen=args.listen)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -99,9 +99,7 @@ def _read(args: argparse.Namespace) -> int:
         "id_switch_pause": 0.0,
         "devices": [{"name": profile.name, "profile": args.profile, "unit_id": unit_id}],
     }
-    config, problems = PortConfig.from_mapping(port_table, "arguments")
-    if config is None:
-        raise InputError("; ".join(problems))
+    config = PortConfig.from_mapping(port_table, "the command line")
     errors: list[str] = []
     answered_blocks: set[tuple[int, int, int]] = set()
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from candiag.errors import InputError
 
 if TYPE_CHECKING:
-    from candiag.daemon.config import BusConfig, Config
+    from candiag.config.model import BusConfig, Config
     from candiag.daemon.service import FrameSource
     from candiag.tui.session import MonitorSession
 
@@ -122,7 +122,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def adapter_config(args: argparse.Namespace) -> Config:
-    from candiag.daemon.config import BusConfig, Config
+    from candiag.config.model import BusConfig, Config
     from candiag.health.bitrate import DEFAULT_BITRATE
 
     bus = BusConfig(
@@ -138,22 +138,9 @@ def adapter_config(args: argparse.Namespace) -> Config:
 
 
 def demo_config(scenario: str | None) -> Config:
-    from candiag.cli.demo import default_demo_config
-    from candiag.daemon.config import load_config
-    from candiag.daemon.simulation import all_scenarios
+    from candiag.config.demo import demo_config as load_demo_config
 
-    path = default_demo_config()
-    config = load_config(path)
-    if config.simulator is None:
-        raise InputError(f"{path}: the demo config needs a [simulator] section")
-    if scenario:
-        names = all_scenarios()
-        if scenario not in names:
-            raise InputError(f"unknown scenario {scenario!r}; choose one of {', '.join(names)}")
-        config = dataclasses.replace(
-            config, simulator=dataclasses.replace(config.simulator, scenario=scenario)
-        )
-    return config
+    return load_demo_config(scenario=scenario)
 
 
 def adapter_reader_factory(
@@ -185,7 +172,7 @@ def adapter_reader_factory(
 
 
 def _run(args: argparse.Namespace) -> int:
-    from candiag.daemon.config import load_config
+    from candiag.config.load import load_config
     from candiag.tui.session import MonitorSession, default_reader
 
     _check_args(args)

@@ -1,7 +1,5 @@
-"""The daemon: configuration loading/validation and ``candiag run``.
+"""The daemon: ``candiag run`` (its configuration is :mod:`candiag.config`).
 
-* :mod:`~candiag.daemon.config`      the TOML schema, validated with key paths
-* :mod:`~candiag.daemon.validate`    checks needing other files (DBC families, web config)
 * :mod:`~candiag.daemon.monitor`     one bus's live analysis (the shared BusPipeline)
 * :mod:`~candiag.daemon.service`     readers, pollers, the processing loop, /metrics, signals
 * :mod:`~candiag.daemon.readers`     the bus reader as the daemon sees it

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from candiag.config.model import BusConfig
 from candiag.daemon.clock import FrameTimes, LiveClock
-from candiag.daemon.config import BusConfig, FamilyConfig
-from candiag.decode.dbc import ChargerDatabase, MessageDef
+from candiag.decode.dbc import ChargerDatabase
 from candiag.health.linkstats import LinkStats
 from candiag.health.nodes import FamilyPolicy
 from candiag.health.pipeline import BusPipeline
@@ -59,21 +59,6 @@ def policies_for(bus: BusConfig) -> list[FamilyPolicy]:
         )
         for f in bus.families
     ]
-
-
-def apply_mask_overrides(db: ChargerDatabase, families: Iterable[FamilyConfig]) -> ChargerDatabase:
-    """The database with the config's ``mask`` overrides applied to each family's messages."""
-    masks = {f.name: f.mask for f in families if f.mask is not None}
-    if not masks:
-        return db
-    messages: list[MessageDef] = []
-    for m in db.messages:
-        mask = masks.get(m.family or "")
-        if mask is None:
-            messages.append(m)
-        else:
-            messages.append(dataclasses.replace(m, node_mask=mask, frame_id=m.frame_id & ~mask))
-    return ChargerDatabase(messages, sources=db.sources, warnings=db.warnings, strict=db.strict)
 
 
 class BusMonitor:

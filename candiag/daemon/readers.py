@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from candiag.daemon.config import BusConfig
+from candiag.config.model import BusConfig
 from candiag.health.linkstats import InterfaceDropCounter, LinkStats, read_link_stats
 from candiag.ingest.frames import FrameBatch
 from candiag.ingest.live import BusReader

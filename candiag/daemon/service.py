@@ -47,13 +47,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from prometheus_client import CollectorRegistry
 
 from candiag import __version__
+from candiag.config.check import bus_database, check_config, load_and_check, loading
+from candiag.config.model import BusConfig, Config
 from candiag.daemon.adapters import modbus_device_snapshot
 from candiag.daemon.clock import LiveClock
-from candiag.daemon.config import BusConfig, Config
 from candiag.daemon.logging import EventLog
-from candiag.daemon.monitor import BusMonitor, apply_mask_overrides
+from candiag.daemon.monitor import BusMonitor
 from candiag.daemon.notify import Notifier
-from candiag.daemon.validate import check_config, load_and_check, loading
 from candiag.errors import CandiagError, one_line
 from candiag.ingest.frames import FrameBatch
 from candiag.metrics.collectors import CandiagCollector
@@ -112,23 +112,6 @@ def default_reader_factory(bus: BusConfig) -> FrameSource:
     return open_reader(bus)
 
 
-def load_dbc(bus: BusConfig) -> Any:
-    """The bus's DBC files (default: the reference DBCs), as loaded."""
-    from candiag.decode.dbc import load_dbc_paths, load_reference_database
-
-    strict = bus.dbc_strict
-    return (
-        load_dbc_paths(list(bus.dbc), strict=strict)
-        if bus.dbc
-        else load_reference_database(strict=strict)
-    )
-
-
-def load_database(bus: BusConfig) -> Any:
-    """The bus's database with the config's family mask overrides applied."""
-    return apply_mask_overrides(load_dbc(bus), bus.families)
-
-
 # -- loading a configuration and every file it names -------------------------------------
 @dataclass(frozen=True)
 class PreparedConfig:
@@ -142,7 +125,7 @@ class PreparedConfig:
 
 def prepare(config: Config) -> PreparedConfig:
     """Load and check every file ``config`` names, as ``check-config`` does
-    (:func:`candiag.daemon.validate.check_config`)."""
+    (:func:`candiag.config.check.check_config`)."""
     from candiag.diagnosis.engine import DiagnosisEngine
 
     checked = check_config(config)
@@ -259,7 +242,7 @@ class Daemon:
             for bus_config in config.buses:
                 db = prepared.databases.get(bus_config.name)
                 if db is None:
-                    db = load_database(bus_config)
+                    db = bus_database(bus_config)
                 monitor = BusMonitor(bus_config, db, clock=self.clock)
                 warmup = max(warmup, min(MAX_WARMUP_S, monitor.warmup_s()))
                 reader = self.reader_factory(bus_config)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from candiag.daemon.config import BusConfig
+from candiag.config.model import BusConfig
 from candiag.errors import ConfigError
 
 
@@ -29,12 +29,13 @@ def start_meters(scenario: str) -> tuple[Any, Any]:
     if scenario == "tour":
         running = MeterTour(line)
         running.start()
-    port, problems = PortConfig.from_mapping(
-        {"name": "sim-meters", "port": line.port, "devices": devices}, "simulator.meters"
-    )
-    if port is None:
+    try:
+        port = PortConfig.from_mapping(
+            {"name": "sim-meters", "port": line.port, "devices": devices}, "simulator.meters"
+        )
+    except ConfigError:
         running.stop()
-        raise ConfigError(problems)
+        raise
     return running, port
 
 
@@ -120,10 +121,10 @@ def start_charger(bus: BusConfig, scenario: str) -> ChargerSimulation:
 
     from candiag.sim.charger import ChargerSimulator, SimConfig
     from candiag.sim.runner import SimulatorRunner
-    from candiag.sim.scenarios import scenario_faults
+    from candiag.sim.scenarios import scenario_faults, scenario_names
 
     # Meter-only scenarios leave the charger healthy.
-    name = scenario if scenario in charger_scenarios() else "healthy"
+    name = scenario if scenario in scenario_names() else "healthy"
     sim = ChargerSimulator(
         SimConfig(
             start_time=time.time(),
@@ -144,21 +145,3 @@ def start_charger(bus: BusConfig, scenario: str) -> ChargerSimulation:
         sim_bus.shutdown()
         raise
     return ChargerSimulation(runner, sim_bus)
-
-
-def charger_scenarios() -> list[str]:
-    from candiag.sim.scenarios import scenario_names
-
-    return scenario_names()
-
-
-def meter_scenarios() -> list[str]:
-    from candiag.modbus.sim import SCENARIOS
-
-    return list(SCENARIOS)
-
-
-def all_scenarios() -> list[str]:
-    """Charger scenarios, then meter-only ones (``healthy`` once)."""
-    names = charger_scenarios()
-    return names + [n for n in meter_scenarios() if n not in names]

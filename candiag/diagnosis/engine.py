@@ -16,25 +16,16 @@ finding).  Thresholds, titles, causes and fixes come from
 
 from __future__ import annotations
 
-import difflib
-import math
-import re
-import stat
 import string
-import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from candiag.errors import ConfigError, shown
-from candiag.tomlfile import oversized_integers, toml_syntax_problem
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+from candiag.config.problems import KeyPath, Limit, Problems
+from candiag.config.toml import loads, read_toml
+from candiag.errors import shown
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
@@ -125,89 +116,30 @@ def load_rulebook(override_path: str | Path | None = None) -> RuleBook:
     """Load the shipped rule data, merged with a user override file if given.
 
     The override is validated key by key (:data:`THRESHOLD_LIMITS`, :data:`ENGINE_LIMITS`,
-    the rule fields): every problem is listed in one :class:`ConfigError` naming the file,
-    the line and the key path, so ``check-config`` shows what ``analyze`` and ``run`` would
-    trip over.
+    the rule fields): every problem is listed in one :class:`ConfigError`, each with the
+    file, line, key path, what was expected and what was found, so ``check-config`` shows
+    what ``analyze`` and ``run`` would trip over.
     """
     text = resources.files("candiag.data").joinpath("diagnosis.toml").read_text("utf-8")
-    data: dict[str, Any] = tomllib.loads(text)
+    data: dict[str, Any] = loads(text)
     if override_path is not None:
         path = Path(override_path)
-        override_text, override = _read_override(path)
-        problems = _check_override(override, data, override_text)
-        if problems:
-            raise ConfigError(problems, str(path))
+        problems = Problems(str(path))
+        override = read_toml(path, problems, hint="fix the path in [diagnosis] thresholds_file")
+        if override is None:
+            raise problems.error()
+        _check_override(problems, override, data)
+        problems.raise_if_any()
         data = _merge(data, override)
     return _rulebook_from(data)
 
 
-def _read_override(path: Path) -> tuple[str, dict[str, Any]]:
-    fix = "fix the path in [diagnosis] thresholds_file"
-    try:
-        if not stat.S_ISREG(path.stat().st_mode):
-            raise ConfigError(f"not a regular file; {fix}", str(path))
-        raw = path.read_bytes()
-    except OSError as err:
-        raise ConfigError(
-            f"cannot read diagnosis thresholds file: {err.strerror}; {fix}", str(path)
-        ) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise ConfigError(
-            f"line {line}: not UTF-8 text, so not a TOML file; give a TOML file with the "
-            "layout of candiag/data/diagnosis.toml",
-            str(path),
-        ) from None
-    try:
-        override = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(toml_syntax_problem(str(path), err)) from None
-    except ValueError as err:  # tomllib lets int()'s 4300-digit limit through
-        raise ConfigError(
-            f"a TOML value cannot be read ({err}); fix the value", str(path)
-        ) from None
-    oversized = list(oversized_integers(override))
-    if oversized:
-        raise ConfigError(
-            [f"{key}: expected a 64-bit integer (TOML), found a larger one" for key in oversized],
-            str(path),
-        )
-    return text, override
-
-
-@dataclass(frozen=True)
-class Limit:
-    """The values a number in the rule data may take, and what it is (for the message)."""
-
-    low: float
-    high: float
-    meaning: str
-    whole: bool = False
-
-    def expected(self) -> str:
-        kind = "a whole number" if self.whole else "a number"
-        return f"{kind} in {_number(self.low)}..{_number(self.high)} ({self.meaning})"
-
-    def allows(self, value: object) -> bool:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return False
-        if not math.isfinite(value) or not self.low <= value <= self.high:
-            return False
-        return not self.whole or float(value).is_integer()
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
 # What makes sense for each threshold (units as in candiag/data/diagnosis.toml).
 THRESHOLD_LIMITS: dict[str, Limit] = {
-    "error_frames_warning_60s": Limit(1, 1e6, "error frames in 60 s", whole=True),
-    "error_frames_critical_60s": Limit(1, 1e6, "error frames in 60 s", whole=True),
-    "burst_errors_per_s": Limit(1, 1e6, "protocol errors in one second", whole=True),
-    "wrong_bitrate_min_bursts": Limit(1, 60, "burst seconds in 60 s", whole=True),
+    "error_frames_warning_60s": Limit(1, 1e6, "error frames in 60 s", kind="whole"),
+    "error_frames_critical_60s": Limit(1, 1e6, "error frames in 60 s", kind="whole"),
+    "burst_errors_per_s": Limit(1, 1e6, "protocol errors in one second", kind="whole"),
+    "wrong_bitrate_min_bursts": Limit(1, 60, "burst seconds in 60 s", kind="whole"),
     "wrong_bitrate_burst_share": Limit(0.01, 1, "a share, 0-1"),
     "capture_malformed_warning": Limit(1e-6, 1, "a share of lines, 0-1"),
     "capture_malformed_critical": Limit(1e-6, 1, "a share of lines, 0-1"),
@@ -236,112 +168,82 @@ ORDERED_THRESHOLDS = (
 _RULE_TEXT_KEYS = ("title", "fix", "mrec")
 _RULE_KEYS = ("severity", "rank", "causes", *_RULE_TEXT_KEYS)
 _MAX_TEXT = 2000
-_RANK = Limit(0, 1000, "order among findings of one severity", whole=True)
+_RANK = Limit(0, 1000, "order among findings of one severity", kind="whole")
+_SECTION = "a section of candiag/data/diagnosis.toml"
 
 
 def _check_override(
-    override: Mapping[str, Any], base: Mapping[str, Any], text: str = ""
-) -> list[str]:
-    """Every problem of an override file, as ``[line N: ]key.path: expected X, found Y``."""
-    problems: list[str] = []
-
-    def problem(section: str, key: str | None, message: str) -> None:
-        if section == "rules" and key is not None:  # [rules.CODE] tables: the header's line
-            line = _line_of(text, f"rules.{key.split('.')[0]}", header=True)
-        else:
-            line = _line_of(text, key if key is not None else section, header=key is None)
-        where = section if key is None else f"{section}.{key}"
-        problems.append((f"line {line}: " if line else "") + f"{where}: {message}")
-
-    for section, values in override.items():
-        if section not in base:
-            problem(str(section), None, f"unknown section{_did_you_mean(section, base)}")
-            continue
-        if not isinstance(values, Mapping):
-            problem(section, None, f"expected a table, found {shown(values)}")
-            continue
-        for key, value in values.items():
-            if key not in base[section]:
-                what = "unknown rule code" if section == "rules" else "unknown key"
-                problem(section, str(key), f"{what}{_did_you_mean(key, base[section])}")
-            elif section in ("thresholds", "engine"):
+    problems: Problems, override: Mapping[str, Any], base: Mapping[str, Any]
+) -> None:
+    """Every problem of an override file, added to ``problems``."""
+    before = len(problems)
+    for section in problems.unknown_keys(override, (), base, what=_SECTION):
+        values = problems.table(override[section], (section,))
+        what = "a rule code of candiag/data/diagnosis.toml" if section == "rules" else ""
+        for key in problems.unknown_keys(values, (section,), base[section], what=what):
+            if section in ("thresholds", "engine"):
                 limits = THRESHOLD_LIMITS if section == "thresholds" else ENGINE_LIMITS
                 limit = limits.get(key)
-                if limit is not None and not limit.allows(value):
-                    problem(section, key, f"expected {limit.expected()}, found {shown(value)}")
+                if limit is not None:
+                    problems.number_in(values, (section,), key, limit)
             elif section == "rules":
-                for field_name, message in _rule_problems(value):
-                    problem(section, f"{key}{field_name}", message)
-    if not problems:
+                _check_rule(problems, values[key], ("rules", key))
+    if len(problems) == before:
         merged = {**base.get("thresholds", {}), **override.get("thresholds", {})}
         for low, high in ORDERED_THRESHOLDS:
             if merged[low] > merged[high]:
                 changed = low if low in override.get("thresholds", {}) else high
-                problem(
-                    "thresholds",
-                    changed,
-                    f"expected {low} <= {high}, found {merged[low]:g} > {merged[high]:g}",
+                problems.add(
+                    ("thresholds", changed),
+                    f"{low} <= {high}",
+                    f"{merged[low]:g} > {merged[high]:g}",
                 )
-    return problems
 
 
-def _rule_problems(rule: object) -> list[tuple[str, str]]:
-    """(".field" or "", problem) for one ``[rules.CODE]`` table of an override."""
+def _check_rule(problems: Problems, rule: object, path: KeyPath) -> None:
+    """One ``[rules.CODE]`` table of an override."""
     if not isinstance(rule, Mapping):
-        return [("", f"expected a table of {', '.join(_RULE_KEYS)}, found {shown(rule)}")]
-    out: list[tuple[str, str]] = []
-    for key, value in rule.items():
-        if key not in _RULE_KEYS:
-            out.append((f".{key}", f"unknown key{_did_you_mean(key, _RULE_KEYS)}"))
-        elif key == "severity" and value not in SEVERITY_ORDER:
-            expected = ", ".join(SEVERITY_ORDER)
-            out.append((".severity", f"expected one of {expected}, found {shown(value)}"))
-        elif key == "rank" and not _RANK.allows(value):
-            out.append((".rank", f"expected {_RANK.expected()}, found {shown(value)}"))
-        elif key == "causes":
-            if not isinstance(value, list) or not value:
-                out.append((".causes", f"expected a list of texts, found {shown(value)}"))
-                continue
-            out.extend((f".causes[{i}]", p) for i, t in enumerate(value) if (p := _text_problem(t)))
-        elif key in _RULE_TEXT_KEYS and (p := _text_problem(value)):
-            out.append((f".{key}", p))
-    return out
+        problems.add_value(path, f"a table of {', '.join(_RULE_KEYS)}", rule)
+        return
+    problems.unknown_keys(rule, path, _RULE_KEYS)
+    problems.choice(rule, path, "severity", tuple(SEVERITY_ORDER))
+    problems.number_in(rule, path, "rank", _RANK)
+    if "causes" in rule:
+        causes = rule["causes"]
+        if not isinstance(causes, list) or not causes:
+            problems.add_value((*path, "causes"), "a list of texts", causes)
+        else:
+            for i, cause in enumerate(causes):
+                _check_text(problems, cause, (*path, "causes", i))
+    for key in _RULE_TEXT_KEYS:
+        if key in rule:
+            _check_text(problems, rule[key], (*path, key))
 
 
-def _text_problem(value: object) -> str | None:
-    """Why a rule text cannot be rendered by :func:`render`; None when it can."""
+def _check_text(problems: Problems, value: object, path: KeyPath) -> None:
+    """A problem when a rule text cannot be rendered by :func:`render`."""
     if not isinstance(value, str):
-        return f"expected a text, found {shown(value)}"
+        problems.add_value(path, "a text", value)
+        return
     if len(value) > _MAX_TEXT:
-        return f"expected at most {_MAX_TEXT} characters, found {len(value)}"
+        problems.add(path, f"a text of at most {_MAX_TEXT} characters", f"{len(value)}")
+        return
+    plain = "a text with plain {name} placeholders"
     try:
         fields = list(string.Formatter().parse(value))
     except ValueError as err:
-        return f"{err} in {shown(value)}; write a literal brace as {{{{ or }}}}"
+        found = f"{shown(value)} ({err})"
+        problems.add(path, plain, found, "write a literal brace as {{ or }}")
+        return
     for _, name, spec, conversion in fields:
         if name is not None and (not name.isidentifier() or spec or conversion):
-            return (
-                f"placeholder {shown('{' + name + '}')} is not a plain {{name}} (no index, "
-                "attribute, format or conversion); write it as {bus}, {address}, ..."
+            problems.add(
+                path,
+                plain + " (no index, attribute, format or conversion)",
+                f"placeholder {shown('{' + name + '}')}",
+                "write it as {bus}, {address}, ...",
             )
-    return None
-
-
-def _line_of(text: str, key: str, *, header: bool) -> int | None:
-    """The line where ``key`` (or table ``[key]``) is set in a TOML text, if found."""
-    if not text:
-        return None
-    name = re.escape(key)
-    pattern = rf"^\s*\[\s*{name}\s*\]" if header else rf"^\s*(?:[\w.]+\.)?[\"']?{name}[\"']?\s*="
-    match = re.search(pattern, text, re.MULTILINE)
-    return text.count("\n", 0, match.start()) + 1 if match else None
-
-
-def _did_you_mean(key: object, known: Iterable[Any]) -> str:
-    names = sorted(str(k) for k in known)
-    match = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
-    hint = f" (did you mean {match[0]!r}?)" if match else ""
-    return f"{hint}; known keys here: {', '.join(names)}" if len(names) <= 20 else hint
+            return
 
 
 def _rulebook_from(data: Mapping[str, Any]) -> RuleBook:

@@ -1,26 +1,18 @@
 """Bus-health thresholds, read from ``candiag/data/health_thresholds.toml`` (data, not code).
 
 Owns the loading and validation of that file: a user file with the same layout overrides
-only the keys it sets; a bad value is a :class:`~candiag.errors.ConfigError` naming the file
-and the key path.
+only the keys it sets; a bad value is a :class:`~candiag.errors.ConfigError` in the one
+format of :mod:`candiag.config.problems` (file, line, key path, expected and found).
 """
 
 from __future__ import annotations
 
 import os
-import stat
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from candiag.errors import ConfigError, shown
-from candiag.tomlfile import toml_syntax_problem
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from candiag.config.problems import Limit, Problems
+from candiag.config.toml import read_toml
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "data" / "health_thresholds.toml"
 
@@ -39,71 +31,49 @@ class HealthThresholds:
     cycle: CycleThresholds = CycleThresholds()
 
 
-_SCHEMA: dict[str, dict[str, tuple[type, float, float]]] = {
-    # key: (type, minimum, maximum)
+# section -> key -> the values it may take (each key's meaning: the data file's comments)
+_SCHEMA: dict[str, dict[str, Limit]] = {
     "cycle": {
-        "mean_tolerance": (float, 0.0, 10.0),
-        "p95_factor": (float, 1.0, 100.0),
-        "min_intervals": (int, 1, 1_000_000),
+        "mean_tolerance": Limit(0.0, 10.0, "a fraction of the declared period"),
+        "p95_factor": Limit(1.0, 100.0, "a multiple of the declared period"),
+        "min_intervals": Limit(1, 1_000_000, "measured periods", kind="integer"),
     },
 }
+_HINT = "give a TOML file with the layout of candiag/data/health_thresholds.toml"
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        if not stat.S_ISREG(path.stat().st_mode):
-            raise ConfigError("not a regular file; give a TOML file", str(path))
-        raw = path.read_bytes()
-    except OSError as err:
-        raise ConfigError(f"cannot read thresholds: {err.strerror}", str(path)) from None
-    try:
-        doc = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise ConfigError(f"line {line}: not UTF-8 text, so not a TOML file", str(path)) from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(toml_syntax_problem(str(path), err)) from None
-    except ValueError as err:  # tomllib lets int()'s 4300-digit limit through
-        raise ConfigError(f"a TOML value cannot be read ({err}); fix it", str(path)) from None
-    return doc
-
-
-def _validate(doc: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
-    problems: list[str] = []
-    out: dict[str, dict[str, Any]] = {}
-    for section, value in doc.items():
-        if section not in _SCHEMA or not isinstance(value, dict):
-            problems.append(
-                f"[{shown(section)[1:-1]}]: unknown section (known: {', '.join(_SCHEMA)})"
-            )
-            continue
+def _load(path: Path) -> dict[str, dict[str, float]]:
+    """The keys ``path`` sets, validated; one ConfigError lists every problem."""
+    problems = Problems(str(path))
+    doc = read_toml(path, problems, hint=_HINT)
+    if doc is None:
+        raise problems.error()
+    out: dict[str, dict[str, float]] = {}
+    for section in problems.unknown_keys(doc, (), _SCHEMA, what="a section"):
+        values = problems.table(doc[section], (section,), _SCHEMA[section])
         out[section] = {}
-        for key, raw in value.items():
-            spec = _SCHEMA[section].get(key)
-            if spec is None:
-                problems.append(
-                    f"{section}.{shown(key)[1:-1]}: unknown key (known: {', '.join(_SCHEMA[section])})"
-                )
-                continue
-            kind, lo, hi = spec
-            ok_type = isinstance(raw, (int, float)) and not isinstance(raw, bool)
-            if kind is int:
-                ok_type = isinstance(raw, int) and not isinstance(raw, bool)
-            if not ok_type or not lo <= raw <= hi:  # (NaN fails the range too)
-                problems.append(
-                    f"{section}.{key}: {shown(raw)} must be a {kind.__name__} in [{lo}, {hi}]"
-                )
-                continue
-            out[section][key] = kind(raw)
-    if problems:
-        raise ConfigError(problems, str(path))
+        for key in values:
+            limit = _SCHEMA[section].get(key)
+            if limit is None:
+                continue  # (reported as unknown)
+            value = problems.number_in(values, (section,), key, limit)
+            if value is not None:
+                out[section][key] = value
+    problems.raise_if_any()
     return out
 
 
 def load_thresholds(path: str | os.PathLike[str] | None = None) -> HealthThresholds:
     """The packaged thresholds, overridden by the keys ``path`` sets (when given)."""
-    merged = _validate(_read(DEFAULT_PATH), DEFAULT_PATH)
+    merged = _load(DEFAULT_PATH)
     if path is not None:
-        for section, values in _validate(_read(Path(path)), Path(path)).items():
+        for section, values in _load(Path(path)).items():
             merged.setdefault(section, {}).update(values)
-    return HealthThresholds(cycle=CycleThresholds(**merged.get("cycle", {})))
+    cycle = merged.get("cycle", {})
+    return HealthThresholds(
+        cycle=CycleThresholds(
+            mean_tolerance=float(cycle.get("mean_tolerance", 0.10)),
+            p95_factor=float(cycle.get("p95_factor", 1.5)),
+            min_intervals=int(cycle.get("min_intervals", 10)),
+        )
+    )

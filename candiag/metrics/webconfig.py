@@ -18,8 +18,9 @@ file. Python's :mod:`ssl` cannot accept a client certificate without verifying i
 two Go modes that do that (``RequestClientCert``, ``RequireAnyClientCert``) are rejected
 with a fix instead of silently changing meaning.
 
-Loading never raises anything but :class:`~candiag.errors.ConfigError` naming the file, the
-line and the key path (start, ``check-config`` and a SIGHUP reload all go through
+Loading never raises anything but :class:`~candiag.errors.ConfigError`, each problem in the
+one format of :mod:`candiag.config.problems` (``web.yml:LINE:COL: key.path: expected X,
+found Y; fix``; start, ``check-config`` and a SIGHUP reload all go through
 :func:`load_web_config`). The YAML is read with bounds, because a web config is a few
 hundred bytes and anything else is a mistake or an attack: at most
 :data:`MAX_FILE_BYTES`, UTF-8, no anchors or aliases (a "billion laughs" alias bomb expands
@@ -39,7 +40,6 @@ import hmac
 import os
 import re
 import ssl
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -49,7 +49,9 @@ from typing import Any
 
 import bcrypt
 
-from candiag.errors import ConfigError, shown
+from candiag.config.files import decode_utf8, read_bytes
+from candiag.config.problems import KeyPath, Position, Positions, Problems
+from candiag.errors import shown
 
 CLIENT_AUTH_TYPES: tuple[str, ...] = (
     "NoClientCert",
@@ -107,6 +109,11 @@ def _refuse_passphrase() -> bytes:
     raise _EncryptedKey
 
 
+_CERT = ("tls_server_config", "cert_file")
+_KEY = ("tls_server_config", "key_file")
+_CA = ("tls_server_config", "client_ca_file")
+
+
 @dataclass(frozen=True)
 class TlsServerConfig:
     """``tls_server_config``: the server certificate and optional client-certificate auth."""
@@ -118,76 +125,102 @@ class TlsServerConfig:
     min_version: str = "TLS12"
     max_version: str | None = None
 
-    def ssl_context(self) -> ssl.SSLContext:
-        """A server-side context; ConfigError naming the file and how to fix it otherwise.
+    def ssl_context(self, problems: Problems | None = None) -> ssl.SSLContext:
+        """A server-side context; a ConfigError saying which file and how to fix it otherwise
+        (placed in the web config file ``problems`` is about, when given).
 
         Never prompts: an encrypted key is refused (a service has no terminal, and OpenSSL's
         prompt would block ``candiag run`` in a shell).
         """
+        p = problems if problems is not None else Problems("<web config>")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = TLS_VERSIONS[self.min_version]
         if self.max_version is not None:
             context.maximum_version = TLS_VERSIONS[self.max_version]
-        cert_text = _read_pem(self.cert_file, "tls_server_config.cert_file")
-        key_text = _read_pem(self.key_file, "tls_server_config.key_file")
+        cert_text = _read_pem(self.cert_file, _CERT, p)
+        key_text = _read_pem(self.key_file, _KEY, p)
         if "-----BEGIN CERTIFICATE-----" not in cert_text:
-            raise ConfigError(
-                f"tls_server_config.cert_file: {self.cert_file} holds no PEM certificate "
-                "(no '-----BEGIN CERTIFICATE-----' line); give the server certificate in PEM"
+            p.add(
+                _CERT,
+                "a PEM certificate (a '-----BEGIN CERTIFICATE-----' line)",
+                f"{self.cert_file}, which holds none",
+                "give the server certificate in PEM",
             )
+            raise p.error()
         if not re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", key_text):
-            raise ConfigError(
-                f"tls_server_config.key_file: {self.key_file} holds no PEM private key "
-                "(no '-----BEGIN ... PRIVATE KEY-----' line); give the certificate's key in PEM"
+            p.add(
+                _KEY,
+                "a PEM private key (a '-----BEGIN ... PRIVATE KEY-----' line)",
+                f"{self.key_file}, which holds none",
+                "give the certificate's key in PEM",
             )
+            raise p.error()
         try:
             context.load_cert_chain(self.cert_file, self.key_file, password=_refuse_passphrase)
         except _EncryptedKey:
-            raise ConfigError(
-                f"tls_server_config.key_file: {self.key_file}: the key is encrypted; candiag "
-                "needs an unencrypted key file (or one handed over decrypted as a systemd "
-                f"credential, systemd/README.md): openssl pkey -in {self.key_file} -out "
-                "server.key, then make it readable only by the service"
-            ) from None
+            p.add(
+                _KEY,
+                "an unencrypted private key",
+                f"{self.key_file}, which is encrypted",
+                "candiag needs an unencrypted key file (or one handed over decrypted as a "
+                f"systemd credential, systemd/README.md): openssl pkey -in {self.key_file} "
+                "-out server.key, then make it readable only by the service",
+            )
+            raise p.error() from None
         except ssl.SSLError as err:
             if err.reason == "KEY_VALUES_MISMATCH":
-                raise ConfigError(
-                    f"tls_server_config.key_file: {self.key_file} is not the key of the "
-                    f"certificate {self.cert_file}; give the key the certificate was made for"
-                ) from None
-            raise ConfigError(
-                f"tls_server_config.cert_file/key_file: cannot load {self.cert_file} with key "
-                f"{self.key_file}: {err}; check that both are PEM, undamaged and match each other"
-            ) from None
+                p.add(
+                    _KEY,
+                    f"the key of the certificate {self.cert_file}",
+                    f"{self.key_file}, which is another key",
+                    "give the key the certificate was made for",
+                )
+            else:
+                p.add(
+                    _CERT,
+                    f"a certificate candiag can load with the key {self.key_file}",
+                    f"{self.cert_file}, which does not load ({err})",
+                    "check that both are PEM, undamaged and match each other",
+                )
+            raise p.error() from None
         except (OSError, ValueError) as err:
-            raise ConfigError(
-                f"tls_server_config.cert_file/key_file: cannot load {self.cert_file} with key "
-                f"{self.key_file}: {err}; check that both are readable by the candiag user"
-            ) from None
+            p.add(
+                _CERT,
+                f"a certificate candiag can load with the key {self.key_file}",
+                f"{self.cert_file}, which does not load ({err})",
+                "check that both are readable by the candiag user",
+            )
+            raise p.error() from None
         if self.client_ca_file is not None:
             try:
                 context.load_verify_locations(cafile=self.client_ca_file)
             except (OSError, ValueError, ssl.SSLError) as err:
-                raise ConfigError(
-                    f"tls_server_config.client_ca_file: cannot load {self.client_ca_file}: "
-                    f"{err}; give a readable PEM file with the CA that signs scraper certificates"
-                ) from None
+                p.add(
+                    _CA,
+                    "a readable PEM file with the CA that signs scraper certificates",
+                    f"{self.client_ca_file}, which does not load ({err})",
+                )
+                raise p.error() from None
         context.verify_mode = _VERIFY_MODES[self.client_auth_type]
         return context
 
 
-def _read_pem(path: Path, key: str) -> str:
+def _read_pem(path: Path, key: KeyPath, problems: Problems) -> str:
     """The file's text (bounded): enough to see which PEM blocks it holds."""
     try:
         with path.open("rb") as fh:
             data = fh.read(MAX_FILE_BYTES + 1)
     except (OSError, ValueError) as err:
         reason = getattr(err, "strerror", None) or str(err)
-        raise ConfigError(
-            f"{key}: cannot read {path}: {reason}; make it readable by the candiag user"
-        ) from None
+        problems.add(
+            key, "a readable file", f"{path} ({reason})", "make it readable by the candiag user"
+        )
+        raise problems.error() from None
     if len(data) > MAX_FILE_BYTES:
-        raise ConfigError(f"{key}: {path} is larger than 1 MiB; a PEM file is a few kilobytes")
+        problems.add(
+            key, "a PEM file (a few kilobytes)", f"{path}, larger than 1 MiB", "give the PEM file"
+        )
+        raise problems.error()
     return data.decode("ascii", "replace")
 
 
@@ -198,19 +231,18 @@ class WebConfig:
     tls: TlsServerConfig | None = None
     basic_auth_users: Mapping[str, bytes] = field(default_factory=dict)
     source: str = "<web config>"
+    # Where each key is in the file, for the problems of the TLS files it names.
+    positions: Positions = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def requires_auth(self) -> bool:
         return bool(self.basic_auth_users)
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context (None without TLS); ConfigError naming this file otherwise."""
+        """The TLS context (None without TLS); ConfigError placed in this file otherwise."""
         if self.tls is None:
             return None
-        try:
-            return self.tls.ssl_context()
-        except ConfigError as err:
-            raise ConfigError(err.problems, path=self.source) from None
+        return self.tls.ssl_context(Problems(self.source, self.positions))
 
 
 class BasicAuthChecker:
@@ -281,83 +313,62 @@ def _lowest_cost(hashes: Iterable[bytes]) -> int:
 
 
 # -- loading ------------------------------------------------------------------------------
+_FILE_HINT = "check [metrics] web_config_file"
 
 
 def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
-    """Read and validate a web config file; ConfigError lists every problem with its key path.
+    """Read and validate a web config file; ConfigError lists every problem with its place.
 
     Only the file itself is checked here (and that the files it names exist); the TLS
     material is loaded by :meth:`WebConfig.ssl_context`.
     """
     source = Path(path)
-    text = _read_text(source)
-    data, lines = _parse_yaml(text, str(source))
+    problems = Problems(str(source), yaml=True)
+    data = read_bytes(source, problems, hint=_FILE_HINT, max_bytes=MAX_FILE_BYTES)
+    text = None if data is None else decode_utf8(data, problems, bom=True)
+    document = None if text is None else _parse_yaml(text, problems)
+    problems.raise_if_any()
     return parse_web_config(
-        {} if data is None else data, base_dir=source.parent, source=str(source), lines=lines
+        {} if document is None else document,
+        base_dir=source.parent,
+        source=str(source),
+        positions=problems.positions,
     )
 
 
-def _read_text(source: Path) -> str:
-    hint = "check [metrics] web_config_file"
-    try:
-        info = source.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"not a regular file; {hint}", path=str(source))
-        if info.st_size > MAX_FILE_BYTES:
-            raise ConfigError(
-                f"{info.st_size} bytes, more than a web config can be (1 MiB); {hint}",
-                path=str(source),
-            )
-        with source.open("rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
-    except (OSError, ValueError) as err:
-        reason = getattr(err, "strerror", None) or str(err)
-        raise ConfigError(f"cannot read web config: {reason}; {hint}", path=str(source)) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError(f"more than a web config can be (1 MiB); {hint}", path=str(source))
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
-        raise ConfigError(
-            f"line {line}: not UTF-8 text (byte 0x{data[err.start]:02x} at column {column}); "
-            "save the file as UTF-8",
-            path=str(source),
-        ) from None
-
-
-def _parse_yaml(text: str, source: str) -> tuple[object, dict[tuple[str, ...], int]]:
-    """The document and the line of each mapping key (by key path); ConfigError otherwise."""
+def _parse_yaml(text: str, problems: Problems) -> object:
+    """The document; key positions go to ``problems`` (a problem when it is not YAML)."""
     import yaml  # only needed when a web config is used
 
     loader: Any = None
+    node: Any = None
     try:
         loader = _bounded_loader_class()(text)  # (already reads: may raise ReaderError)
         node = loader.get_single_node()
-        data = None if node is None else loader.construct_document(node)
+        return None if node is None else loader.construct_document(node)
     except _Refused as err:
-        raise ConfigError(f"line {err.line}: {err.reason}", path=source) from None
+        problems.add((), err.expected, err.found, err.hint, at=err.at)
+        return None
     except yaml.YAMLError as err:
-        raise ConfigError(
-            f"{_yaml_where(err, text)}not valid YAML: "
-            f"{shown(_yaml_problem(err), 200)[1:-1]}; fix the YAML syntax",
-            path=source,
-        ) from None
+        found = f"a YAML syntax error ({shown(_yaml_problem(err), 200)[1:-1]})"
+        problems.add((), "valid YAML", found, "fix the YAML syntax", at=_yaml_where(err, text))
+        return None
     finally:
         if loader is not None:
             loader.dispose()
-    return data, _key_lines(node)
+        if node is not None:
+            problems.positions = _key_positions(node)
 
 
-def _yaml_where(err: Exception, text: str) -> str:
+def _yaml_where(err: Exception, text: str) -> Position | None:
     mark = getattr(err, "problem_mark", None)
     if mark is not None:
-        return f"line {mark.line + 1}: "
+        return mark.line + 1, mark.column + 1
     position = getattr(err, "position", None)  # ReaderError: a character YAML does not allow
     if isinstance(position, int):
-        return f"line {text.count(chr(10), 0, position) + 1}: "
-    return ""
+        line = text.count("\n", 0, position) + 1
+        return line, position - (text.rfind("\n", 0, position) + 1) + 1
+    return None
 
 
 def _yaml_problem(err: Exception) -> str:
@@ -368,10 +379,14 @@ def _yaml_problem(err: Exception) -> str:
 
 
 class _Refused(Exception):
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(reason)
-        self.line = line
-        self.reason = reason
+    """What the bounded loader refuses, as a problem at a place in the file."""
+
+    def __init__(self, mark: Any, expected: str, found: str, hint: str) -> None:
+        super().__init__(found)
+        self.at: Position = (mark.line + 1, mark.column + 1)
+        self.expected = expected
+        self.found = found
+        self.hint = hint
 
 
 _LOADER: type[Any] | None = None
@@ -389,15 +404,20 @@ def _bounded_loader_class() -> type[Any]:
 
         def compose_node(self, parent: Any, index: Any) -> Any:
             event = self.peek_event()
-            line = event.start_mark.line + 1
             if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
                 raise _Refused(
-                    line,
-                    "YAML anchors and aliases (&name, *name) are not accepted in a web "
-                    "config; write each value out",
+                    event.start_mark,
+                    "a web config without YAML anchors or aliases",
+                    "an anchor or alias (&name, *name)",
+                    "write each value out",
                 )
             if self.depth >= MAX_DEPTH:
-                raise _Refused(line, f"nested more than {MAX_DEPTH} levels deep; fix the YAML")
+                raise _Refused(
+                    event.start_mark,
+                    f"at most {MAX_DEPTH} levels of nesting",
+                    "more",
+                    "fix the YAML",
+                )
             self.depth += 1
             try:
                 return super().compose_node(parent, index)
@@ -414,8 +434,10 @@ def _bounded_loader_class() -> type[Any]:
                 # 5000-digit integer, month 13, "!!timestamp 2024-99-99" (AttributeError
                 # inside PyYAML). Whatever a constructor raises, it is this file's value.
                 raise _Refused(
-                    node.start_mark.line + 1,
-                    f"a value cannot be read ({shown(str(err), 120)[1:-1]}); fix the value",
+                    node.start_mark,
+                    "a value YAML can read",
+                    f"one it cannot ({shown(str(err), 120)[1:-1]})",
+                    "fix the value",
                 ) from None
 
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
@@ -425,8 +447,9 @@ def _bounded_loader_class() -> type[Any]:
                     key = (key_node.tag, key_node.value)
                     if key in seen:
                         raise _Refused(
-                            key_node.start_mark.line + 1,
-                            f"key {shown(key_node.value)} appears twice in the same mapping; "
+                            key_node.start_mark,
+                            "each key once in a mapping",
+                            f"key {shown(key_node.value)} a second time",
                             "keep one",
                         )
                     seen.add(key)
@@ -436,42 +459,25 @@ def _bounded_loader_class() -> type[Any]:
     return BoundedLoader
 
 
-def _key_lines(node: Any) -> dict[tuple[str, ...], int]:
-    """Line numbers of mapping keys by key path (the composer bounded the depth)."""
+def _key_positions(node: Any) -> dict[KeyPath, Position]:
+    """(line, column) of mapping keys by key path (the composer bounded the depth)."""
     import yaml
 
-    lines: dict[tuple[str, ...], int] = {}
-    todo: list[tuple[Any, tuple[str, ...]]] = [(node, ())]
+    positions: dict[KeyPath, Position] = {}
+    todo: list[tuple[Any, KeyPath]] = [(node, ())]
     while todo:
         current, path = todo.pop()
         if isinstance(current, yaml.MappingNode):
             for key_node, value_node in current.value:
                 if isinstance(key_node, yaml.ScalarNode):
                     key_path = (*path, str(key_node.value))
-                    lines[key_path] = key_node.start_mark.line + 1
+                    mark = key_node.start_mark
+                    positions[key_path] = (mark.line + 1, mark.column + 1)
                     todo.append((value_node, key_path))
-    return lines
+    return positions
 
 
 # -- validation ---------------------------------------------------------------------------
-
-
-class _Problems:
-    """Problems as ``[line N: ]key.path: what; fix``."""
-
-    def __init__(self, lines: Mapping[tuple[str, ...], int]) -> None:
-        self.lines = lines
-        self.items: list[str] = []
-
-    def add(self, path: tuple[str, ...], message: str) -> None:
-        line = self.lines.get(path)
-        where = ".".join(_key_text(p) for p in path)
-        self.items.append((f"line {line}: " if line else "") + f"{where}: {message}")
-
-
-def _key_text(key: object) -> str:
-    text = key if isinstance(key, str) else repr(key)
-    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def parse_web_config(
@@ -479,165 +485,161 @@ def parse_web_config(
     *,
     base_dir: Path,
     source: str = "<web config>",
-    lines: Mapping[tuple[str, ...], int] | None = None,
+    positions: Positions | None = None,
 ) -> WebConfig:
     """Validate an already-parsed web config mapping (see module docstring for the keys)."""
-    problems = _Problems(lines or {})
+    problems = Problems(source, positions, yaml=True)
     if not isinstance(data, dict):
-        raise ConfigError(
-            f"the web config must be a mapping at top level, found {shown(data)}", path=source
-        )
-    for key in sorted(set(data) - _TOP_KEYS, key=str):
-        problems.add((str(key),), f"unknown key; candiag supports {', '.join(sorted(_TOP_KEYS))}")
+        problems.add_value((), "a mapping at top level (tls_server_config, basic_auth_users)", data)
+        raise problems.error()
+    problems.unknown_keys(data, (), _TOP_KEYS)
     tls = None
     if "tls_server_config" in data:
         tls = _parse_tls(data["tls_server_config"], base_dir, problems)
     users: dict[str, bytes] = {}
     if "basic_auth_users" in data:
         users = _parse_users(data["basic_auth_users"], problems)
-    if problems.items:
-        raise ConfigError(problems.items, path=source)
-    return WebConfig(tls=tls, basic_auth_users=users, source=source)
+    problems.raise_if_any()
+    return WebConfig(tls=tls, basic_auth_users=users, source=source, positions=problems.positions)
 
 
-def _parse_tls(raw: object, base_dir: Path, problems: _Problems) -> TlsServerConfig | None:
-    where = ("tls_server_config",)
+def _parse_tls(raw: object, base_dir: Path, problems: Problems) -> TlsServerConfig | None:
+    where: KeyPath = ("tls_server_config",)
     if raw is None or raw == {}:
         problems.add(
             where,
-            "empty (are its keys commented out?); TLS was asked for, so candiag will not "
-            "serve plain HTTP: give cert_file and key_file, or delete the tls_server_config "
-            "line to serve without TLS",
+            "cert_file and key_file",
+            "an empty mapping (are its keys commented out?)",
+            "TLS was asked for, so candiag will not serve plain HTTP: give cert_file and "
+            "key_file, or delete the tls_server_config line to serve without TLS",
         )
         return None
     if not isinstance(raw, dict):
-        problems.add(where, f"must be a mapping with cert_file and key_file, found {shown(raw)}")
+        problems.add_value(where, "a mapping with cert_file and key_file", raw)
         return None
-    start = len(problems.items)
-    for key in sorted(set(raw) - _TLS_KEYS, key=str):
-        problems.add(
-            (*where, str(key)),
-            "unknown or unsupported key; supported: " + ", ".join(sorted(_TLS_KEYS)),
-        )
+    start = len(problems)
+    problems.unknown_keys(raw, where, _TLS_KEYS, what="a key candiag supports here")
     cert = _path(raw, "cert_file", base_dir, problems, required=True)
     key = _path(raw, "key_file", base_dir, problems, required=True)
     ca = _path(raw, "client_ca_file", base_dir, problems, required=False)
     auth = _client_auth_type(raw, ca is not None, problems)
-    min_version = _tls_version(raw, "min_version", problems) or "TLS12"
-    max_version = _tls_version(raw, "max_version", problems)
+    versions = f"one of {', '.join(TLS_VERSIONS)} (one word, no list)"
+    min_version = problems.choice(raw, where, "min_version", TLS_VERSIONS, expected=versions)
+    max_version = problems.choice(raw, where, "max_version", TLS_VERSIONS, expected=versions)
+    min_version = min_version or "TLS12"
     if max_version is not None and TLS_VERSIONS[max_version] < TLS_VERSIONS[min_version]:
-        problems.add((*where, "max_version"), f"{max_version} is below min_version {min_version}")
-    if len(problems.items) > start or cert is None or key is None:
+        problems.add(
+            (*where, "max_version"), f"a version from min_version {min_version} up", max_version
+        )
+    if len(problems) > start or cert is None or key is None:
         return None
     return TlsServerConfig(cert, key, ca, auth, min_version, max_version)
 
 
 def _path(
-    raw: dict[Any, Any], key: str, base_dir: Path, problems: _Problems, *, required: bool
+    raw: dict[Any, Any], key: str, base_dir: Path, problems: Problems, *, required: bool
 ) -> Path | None:
-    where = ("tls_server_config", key)
+    where: KeyPath = ("tls_server_config", key)
     value = raw.get(key)
     if value is None:
         if required:
-            problems.add(where, "missing; give the path of a PEM file")
+            problems.missing(where, "the path of a PEM file")
         return None
     if not isinstance(value, str) or not value or "\0" in value:
-        problems.add(where, f"must be a file path, found {shown(value)}")
+        problems.add_value(where, "a file path", value)
         return None
     path = Path(value)
     path = path if path.is_absolute() else base_dir / path
     try:
         is_file = path.is_file()
     except (OSError, ValueError) as err:  # a name too long for the file system
-        problems.add(where, f"{shown(str(path))} is not a usable path ({err.__class__.__name__})")
+        problems.add(where, "a usable file path", f"{shown(str(path))} ({err.__class__.__name__})")
         return None
     if not is_file:
-        problems.add(where, f"{path} does not exist or is not a file")
+        problems.add(
+            where,
+            "an existing file (relative paths start at the web config's folder)",
+            f"{path}, which does not exist or is not a file",
+        )
     return path
 
 
-def _client_auth_type(raw: dict[Any, Any], has_ca: bool, problems: _Problems) -> str:
+def _client_auth_type(raw: dict[Any, Any], has_ca: bool, problems: Problems) -> str:
     # exporter-toolkit: a client CA without an explicit type means RequireAndVerifyClientCert.
     default = "RequireAndVerifyClientCert" if has_ca else "NoClientCert"
-    value = raw.get("client_auth_type", default)
-    where = ("tls_server_config", "client_auth_type")
-    if not isinstance(value, str) or value not in CLIENT_AUTH_TYPES:
-        problems.add(where, f"{shown(value)} is not one of {', '.join(CLIENT_AUTH_TYPES)}")
+    where: KeyPath = ("tls_server_config",)
+    value = problems.choice(raw, where, "client_auth_type", CLIENT_AUTH_TYPES)
+    if value is None:
         return default
     if value in _UNVERIFIED_CLIENT_AUTH:
         problems.add(
-            where,
-            f"{value} accepts client certificates without verifying them, which candiag "
-            "(Python ssl) cannot do; use VerifyClientCertIfGiven or "
-            "RequireAndVerifyClientCert with client_ca_file",
+            (*where, "client_auth_type"),
+            "VerifyClientCertIfGiven or RequireAndVerifyClientCert (with client_ca_file)",
+            f"{value}, which accepts client certificates without verifying them",
+            "candiag (Python ssl) cannot do that",
         )
         return default
     if value != "NoClientCert" and not has_ca:
-        problems.add(where, f"{value} needs client_ca_file (the CA of allowed clients)")
-    return value
-
-
-def _tls_version(raw: dict[Any, Any], key: str, problems: _Problems) -> str | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or value not in TLS_VERSIONS:
         problems.add(
-            ("tls_server_config", key),
-            f"{shown(value)} is not one of {', '.join(TLS_VERSIONS)} (one word, no list)",
+            (*where, "client_auth_type"),
+            f"client_ca_file (the CA of allowed clients) with {value}",
+            "no client_ca_file",
         )
-        return None
     return value
 
 
-def _parse_users(raw: object, problems: _Problems) -> dict[str, bytes]:
-    where = ("basic_auth_users",)
+def _parse_users(raw: object, problems: Problems) -> dict[str, bytes]:
+    where: KeyPath = ("basic_auth_users",)
     if raw is None or raw == {}:
         problems.add(
             where,
-            "lists no users (are they commented out?); basic auth was asked for, so candiag "
-            "will not serve without it: add 'user: bcrypt-hash' lines, or delete the "
-            "basic_auth_users line to serve without basic auth",
+            "'user: bcrypt-hash' lines",
+            "no users (are they commented out?)",
+            "basic auth was asked for, so candiag will not serve without it: add "
+            "'user: bcrypt-hash' lines, or delete the basic_auth_users line to serve "
+            "without basic auth",
         )
         return {}
     if not isinstance(raw, dict):
-        problems.add(where, f"must be a mapping of user name to bcrypt hash, found {shown(raw)}")
+        problems.add_value(where, "a mapping of user name to bcrypt hash", raw)
         return {}
     users: dict[str, bytes] = {}
     for name, hashed in raw.items():
-        path = (*where, _key_text(name))
+        path = (*where, str(name))
         if not isinstance(name, str) or not name or ":" in name:
             problems.add(
                 path,
-                "user names must be non-empty text without ':' (quote names YAML reads as "
-                "numbers or booleans, e.g. '123')",
+                "a user name: non-empty text without ':'",
+                shown(name) if isinstance(name, str) else problems.described(name),
+                "quote names YAML reads as numbers or booleans, e.g. '123'",
             )
             continue
-        problem = _bcrypt_problem(hashed)
-        if problem is not None:
-            problems.add(path, problem)
+        found = _bcrypt_problem(hashed, problems)
+        if found is not None:
+            expected, what = found
+            problems.add(path, expected, what, _HINT_HTPASSWD)
             continue
         users[name] = str(hashed).encode("ascii")
     return users
 
 
-def _bcrypt_problem(hashed: object) -> str | None:
-    """Why ``hashed`` is not a bcrypt hash bcrypt.checkpw will take; None when it is."""
-    expected = "expected $2b$..., 60 characters"
+def _bcrypt_problem(hashed: object, problems: Problems) -> tuple[str, str] | None:
+    """(expected, found) when ``hashed`` is not a bcrypt hash bcrypt.checkpw will take."""
+    expected = "a bcrypt hash ($2b$..., 60 characters)"
     if not isinstance(hashed, str):
-        return f"not a bcrypt hash ({expected}), found {shown(hashed)}; {_HINT_HTPASSWD}"
+        return expected, problems.described(hashed)
     match = _BCRYPT_RE.fullmatch(hashed)
     if match is None:
-        return f"not a bcrypt hash ({expected}); {_HINT_HTPASSWD}"
+        return expected, f"{len(hashed)} characters that are not one"
     cost = int(match.group(2))
     if not MIN_BCRYPT_COST <= cost <= MAX_BCRYPT_COST:
         return (
-            f"bcrypt cost {cost} is outside {MIN_BCRYPT_COST}-{MAX_BCRYPT_COST} (each step "
-            f"doubles the time of every login; above {MAX_BCRYPT_COST} a check takes seconds); "
-            f"{_HINT_HTPASSWD}"
+            f"a bcrypt cost in {MIN_BCRYPT_COST}..{MAX_BCRYPT_COST} (each step doubles the "
+            f"time of every login; above {MAX_BCRYPT_COST} a check takes seconds)",
+            f"bcrypt cost {cost}",
         )
     try:  # the salt must decode, or every login would fail inside bcrypt (cost 4: ~1 ms)
         bcrypt.hashpw(b"", f"${match.group(1)}$04${match.group(3)}".encode("ascii"))
     except ValueError:
-        return f"not a valid bcrypt hash (its salt does not decode); {_HINT_HTPASSWD}"
+        return expected, "a hash whose salt does not decode"
     return None

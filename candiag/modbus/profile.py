@@ -15,20 +15,15 @@ from __future__ import annotations
 import math
 import re
 import struct
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from candiag.errors import ProfileError, SafetyError
-from candiag.tomlfile import oversized_integers, toml_syntax_problem
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from candiag.config.problems import ABSENT, KeyPath, Positions, Problems
+from candiag.config.toml import read_toml
+from candiag.errors import ProfileError, SafetyError, shown
 
 READ_FUNCTION_CODES = frozenset({1, 2, 3, 4})
 REGISTER_FUNCTION_CODES = frozenset({3, 4})
@@ -81,7 +76,6 @@ _CANONICAL_RE = re.compile(
     r"^(?P<family>voltage|current|power|frequency|energy|insulation_resistance|temperature)"
     r"(?:_(?P<rest>[a-z0-9_]+))?$"
 )
-_PHASES = ("l1", "l2", "l3", "total")
 
 _TOP_KEYS = {"meter", "defaults", "limits", "quantities"}
 _METER_KEYS = {"model", "kind", "description"}
@@ -193,17 +187,26 @@ def shipped_profile_names() -> list[str]:
     return sorted({p.stem for d in profile_dirs() for p in d.glob("*.toml")})
 
 
-def find_profile(name_or_path: str) -> MeterProfile:
-    """Load a profile by name (``sdm630``) or by path (``./my_meter.toml``)."""
+def profile_path(name_or_path: str) -> Path | None:
+    """The file of a profile named (``sdm630``) or given by path (``./my_meter.toml``);
+    None when there is none."""
     candidate = Path(name_or_path)
     if candidate.suffix == ".toml" or "/" in name_or_path:
-        if not _is_file(candidate):
-            raise ProfileError(f"{name_or_path}: meter profile file not found")
-        return load_profile(candidate)
+        return candidate if _is_file(candidate) else None
     for directory in profile_dirs():
         path = directory / f"{name_or_path}.toml"
         if _is_file(path):
-            return load_profile(path)
+            return path
+    return None
+
+
+def find_profile(name_or_path: str) -> MeterProfile:
+    """Load a profile by name (``sdm630``) or by path (``./my_meter.toml``)."""
+    path = profile_path(name_or_path)
+    if path is not None:
+        return load_profile(path)
+    if Path(name_or_path).suffix == ".toml" or "/" in name_or_path:
+        raise ProfileError(f"{name_or_path}: meter profile file not found")
     known = ", ".join(shipped_profile_names()) or "none"
     raise ProfileError(
         f"unknown meter profile {name_or_path!r}; known profiles: {known} "
@@ -224,108 +227,108 @@ def load_profile(path: str | Path) -> MeterProfile:
     try:
         mtime = p.stat().st_mtime_ns
     except OSError as err:
-        raise ProfileError(f"{path}: cannot read meter profile ({err.strerror})") from err
+        problems = Problems(str(path))
+        problems.add((), "a readable file", f"an error reading it ({err.strerror})", _HINT)
+        raise problems.error(ProfileError) from err
     return _load_profile_cached(str(p), mtime)
+
+
+_HINT = "give the path of a meter profile (docs/modbus.md)"
 
 
 @lru_cache(maxsize=64)
 def _load_profile_cached(path: str, _mtime: int) -> MeterProfile:
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as err:
-        raise ProfileError(toml_syntax_problem(path, err)) from err
-    except UnicodeDecodeError as err:
-        raise ProfileError(f"{path}: not UTF-8 text ({err}); save the profile as UTF-8") from err
-    except ValueError as err:  # tomllib lets int()'s 4300-digit limit through
-        raise ProfileError(f"{path}: a TOML value cannot be read ({err}); fix it") from err
-    except OSError as err:
-        raise ProfileError(f"{path}: cannot read meter profile ({err.strerror})") from err
-    return parse_profile(data, source=path, name=Path(path).stem)
+    problems = Problems(path)
+    data = read_toml(Path(path), problems, hint=_HINT)
+    if data is None:
+        raise problems.error(ProfileError)
+    return parse_profile(data, source=path, name=Path(path).stem, positions=problems.positions)
 
 
-def parse_profile(data: Mapping[str, Any], *, source: str, name: str) -> MeterProfile:
-    """Validate a profile mapping; every problem names ``source`` and its key path."""
-    v = _ProfileValidator(source)
-    for path in oversized_integers(data):
-        v.problem(path, "a 64-bit integer (TOML)", "a larger one")
-    v.raise_if_problems()  # such numbers break every later check and message
-    v.keys(data, "", _TOP_KEYS)
-    meter = v.table(data, "meter")
-    v.keys(meter, "meter", _METER_KEYS)
-    defaults = v.table(data, "defaults")
-    v.keys(defaults, "defaults", _DEFAULT_KEYS)
-    limits = v.table(data, "limits")
-    v.keys(limits, "limits", _LIMIT_KEYS)
-    model = v.string(meter, "meter.model", required=True)
-    kind = v.string(meter, "meter.kind", required=False) or "meter"
-    baudrate = v.integer(defaults, "defaults.baudrate", 300, 1_000_000, default=9600)
-    parity = v.choice(defaults, "defaults.parity", ("N", "E", "O"), default="N")
-    stopbits = v.integer(defaults, "defaults.stopbits", 1, 2, default=1)
-    unit_id = v.integer(defaults, "defaults.unit_id", 1, 247, default=1)
-    max_regs = v.integer(
-        limits, "limits.max_registers_per_request", 1, MAX_REGISTERS_PER_REQUEST, default=32
+def parse_profile(
+    data: Mapping[str, Any], *, source: str, name: str, positions: Positions | None = None
+) -> MeterProfile:
+    """Validate a profile mapping; every problem names ``source``, line and key path."""
+    p = Problems(source, positions)
+    if not p.integers_fit_64_bits(data):
+        raise p.error(ProfileError)  # such numbers break every later check and message
+    p.unknown_keys(data, (), _TOP_KEYS)
+    meter = p.table(data.get("meter", {}), ("meter",), _METER_KEYS)
+    defaults = p.table(data.get("defaults", {}), ("defaults",), _DEFAULT_KEYS)
+    limits = p.table(data.get("limits", {}), ("limits",), _LIMIT_KEYS)
+    model = p.string(meter, ("meter",), "model", required=True) or ""
+    kind = p.string(meter, ("meter",), "kind") or "meter"
+    baudrate = p.integer(defaults, ("defaults",), "baudrate", 300, 1_000_000)
+    parity = p.choice(defaults, ("defaults",), "parity", ("N", "E", "O"))
+    stopbits = p.integer(defaults, ("defaults",), "stopbits", 1, 2)
+    unit_id = p.integer(defaults, ("defaults",), "unit_id", 1, 247)
+    max_regs = p.integer(
+        limits, ("limits",), "max_registers_per_request", 1, MAX_REGISTERS_PER_REQUEST
     )
-    max_gap = v.integer(limits, "limits.max_gap_registers", 0, MAX_REGISTERS_PER_REQUEST, default=0)
-    quantities_raw = v.table(data, "quantities")
+    max_gap = p.integer(limits, ("limits",), "max_gap_registers", 0, MAX_REGISTERS_PER_REQUEST)
+    max_regs = 32 if max_regs is None else max_regs
+    quantities_raw = p.table(data.get("quantities", {}), ("quantities",))
     if not quantities_raw:
-        v.problem("quantities", "at least one [quantities.<name>] table", "none")
+        p.add(("quantities",), "at least one [quantities.<name>] table", "none")
     quantities = [
         q
         for key, raw in quantities_raw.items()
-        if (q := _parse_quantity(v, str(key), raw)) is not None
+        if (q := _parse_quantity(p, str(key), raw)) is not None
     ]
-    _check_overlaps(v, quantities)
-    v.raise_if_problems()
-    blocks = plan_blocks(quantities, max_regs, max_gap)
+    _check_overlaps(p, quantities)
+    p.raise_if_any(ProfileError)
+    blocks = plan_blocks(quantities, max_regs, max_gap or 0)
     for block in blocks:
         if block.count > max_regs:
-            v.problem(
-                f"quantities.{block.quantities[0]}",
+            p.add(
+                ("quantities", block.quantities[0]),
                 f"a quantity (with its exponent register) within {max_regs} registers",
                 f"{block.count} registers",
             )
-    v.raise_if_problems()
+    p.raise_if_any(ProfileError)
     return MeterProfile(
         name=name,
         model=model,
         kind=kind,
         source=source,
-        baudrate=baudrate,
-        parity=parity,
-        stopbits=stopbits,
-        unit_id=unit_id,
+        baudrate=9600 if baudrate is None else baudrate,
+        parity=parity or "N",
+        stopbits=1 if stopbits is None else stopbits,
+        unit_id=1 if unit_id is None else unit_id,
         max_registers=max_regs,
-        max_gap=max_gap,
+        max_gap=max_gap or 0,
         quantities=tuple(quantities),
         blocks=tuple(blocks),
     )
 
 
-def _parse_quantity(v: _ProfileValidator, name: str, raw: Any) -> QuantityDef | None:
-    path = f"quantities.{name}"
+def _parse_quantity(p: Problems, name: str, raw: Any) -> QuantityDef | None:
+    path: KeyPath = ("quantities", name)
     if not isinstance(raw, Mapping):
-        v.problem(path, "a table", type(raw).__name__)
+        p.add_value(path, "a table", raw)
         return None
-    v.keys(raw, path, _QUANTITY_KEYS)
+    p.unknown_keys(raw, path, _QUANTITY_KEYS)
     match = _CANONICAL_RE.match(name)
     if match is None:
-        v.problem(
+        p.add(
             path,
             "a canonical quantity name starting with one of " + ", ".join(QUANTITY_BASE_UNITS),
-            repr(name),
+            shown(name),
         )
-    function = v.function_code(raw, f"{path}.function")
-    register = v.integer(raw, f"{path}.register", 0, 0xFFFF, default=None)
-    data_type = v.choice(raw, f"{path}.type", tuple(DATA_TYPES), default=None)
-    word_order = v.choice(raw, f"{path}.word_order", WORD_ORDERS, default="big")
-    unit = v.choice(raw, f"{path}.unit", tuple(UNITS), default=None)
-    scale = v.number(raw, f"{path}.scale", default=1.0)
-    exponent_register = v.integer(raw, f"{path}.exponent_register", 0, 0xFFFF, default=None)
-    exponent_offset = v.integer(raw, f"{path}.exponent_offset", -20, 20, default=0)
-    uncertain = v.boolean(raw, f"{path}.uncertain", default=False)
+    function = _function_code(p, raw, path)
+    register = p.integer(raw, path, "register", 0, 0xFFFF, required=True)
+    data_type = p.choice(raw, path, "type", tuple(DATA_TYPES), required=True)
+    word_order = p.choice(raw, path, "word_order", WORD_ORDERS) or "big"
+    unit = p.choice(raw, path, "unit", tuple(UNITS), required=True)
+    scale = raw.get("scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not _finite_nonzero(scale):
+        p.add_value((*path, "scale"), "a finite, non-zero number", scale)
+        scale = 1.0
+    exponent_register = p.integer(raw, path, "exponent_register", 0, 0xFFFF)
+    exponent_offset = p.integer(raw, path, "exponent_offset", -20, 20)
+    uncertain = p.boolean(raw, path, "uncertain", False)
     if "note" in raw and not isinstance(raw["note"], str):
-        v.problem(f"{path}.note", "a string", type(raw["note"]).__name__)
+        p.add_value((*path, "note"), "a string", raw["note"])
     if None in (function, register, data_type, unit) or match is None:
         return None
     assert function is not None and register is not None
@@ -333,36 +336,67 @@ def _parse_quantity(v: _ProfileValidator, name: str, raw: Any) -> QuantityDef | 
     base_unit, factor = UNITS[unit]
     wanted = QUANTITY_BASE_UNITS[match.group("family")]
     if base_unit != wanted:
-        v.problem(f"{path}.unit", f"a unit of {match.group('family')} (base unit {wanted})", unit)
+        p.add(
+            (*path, "unit"), f"a unit of {match.group('family')} (base unit {wanted})", repr(unit)
+        )
     if exponent_register is not None and not DATA_TYPES[data_type][2]:
-        v.problem(f"{path}.exponent_register", "only with integer types", f"type {data_type}")
+        p.add((*path, "exponent_register"), "only with integer types", f"type {data_type}")
     if register + DATA_TYPES[data_type][0] > 0x10000:
-        v.problem(f"{path}.register", "a register range ending at or below 0xFFFF", register)
+        p.add((*path, "register"), "a register range ending at or below 0xFFFF", str(register))
     return QuantityDef(
         name=name,
         register=register,
         function=function,
         data_type=data_type,
-        word_order=word_order or "big",
+        word_order=word_order,
         unit=unit,
         base_unit=base_unit,
         factor=factor,
-        scale=scale,
+        scale=float(scale),
         exponent_register=exponent_register,
         exponent_offset=exponent_offset or 0,
-        uncertain=bool(uncertain),
+        uncertain=uncertain,
     )
 
 
-def _check_overlaps(v: _ProfileValidator, quantities: Sequence[QuantityDef]) -> None:
+def _finite_nonzero(value: float) -> bool:
+    return math.isfinite(value) and value != 0
+
+
+_FUNCTION_EXPECTED = "3 (holding registers) or 4 (input registers)"
+
+
+def _function_code(p: Problems, table: Mapping[str, Any], path: KeyPath) -> int | None:
+    where = (*path, "function")
+    value = p.get(table, path, "function", _FUNCTION_EXPECTED)
+    if value is ABSENT:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        p.add_value(where, _FUNCTION_EXPECTED, value)
+        return None
+    if value not in READ_FUNCTION_CODES:
+        problem = p.problem(
+            where,
+            _FUNCTION_EXPECTED,
+            f"function code {value}, which is not a read",
+            "candiag only reads Modbus (function codes 1-4) and never writes to a meter",
+        )
+        raise SafetyError(str(problem))
+    if value not in REGISTER_FUNCTION_CODES:
+        p.add(where, "3 or 4 (quantities are registers, not coils)", str(value))
+        return None
+    return value
+
+
+def _check_overlaps(p: Problems, quantities: Sequence[QuantityDef]) -> None:
     """Value registers must not overlap; an exponent register must not be a value register."""
     owners: dict[tuple[int, int], str] = {}
     for q in quantities:
         for reg in range(q.register, q.register + q.count):
             other = owners.get((q.function, reg))
             if other is not None:
-                v.problem(
-                    f"quantities.{q.name}.register",
+                p.add(
+                    ("quantities", q.name, "register"),
                     "registers not used by another quantity",
                     f"register {reg} (FC{q.function}) also read by quantities.{other}",
                 )
@@ -373,8 +407,8 @@ def _check_overlaps(v: _ProfileValidator, quantities: Sequence[QuantityDef]) -> 
             continue
         other = owners.get((q.function, q.exponent_register))
         if other is not None:
-            v.problem(
-                f"quantities.{q.name}.exponent_register",
+            p.add(
+                ("quantities", q.name, "exponent_register"),
                 "a register that is not a value register",
                 f"register {q.exponent_register} is the value of quantities.{other}",
             )
@@ -457,138 +491,3 @@ def encode_value(q: QuantityDef, value: float, exponent: int = 0) -> list[int]:
     if q.word_order == "little":
         words.reverse()
     return words
-
-
-def canonical_metric(name: str) -> tuple[str, str, str] | None:
-    """(quantity, phase, direction) for the meter metrics, or None when not exported.
-
-    ``voltage_l1`` -> ("voltage", "l1", ""), ``energy_import`` -> ("energy", "", "import"),
-    ``insulation_resistance`` -> ("insulation", "", ""); per-phase energies and
-    qualified names such as ``voltage_l1_earth`` have no metric (None).
-    """
-    match = _CANONICAL_RE.match(name)
-    if match is None:
-        return None
-    family, rest = match.group("family"), match.group("rest") or ""
-    if family == "energy":
-        return ("energy", "", rest) if rest in ("import", "export") else None
-    if family == "insulation_resistance":
-        return ("insulation", "", "") if not rest else None
-    if family in ("frequency", "temperature"):
-        return (family, "", "") if not rest else None
-    if rest and rest not in _PHASES:
-        return None
-    return family, rest, ""
-
-
-# -- validation helpers -----------------------------------------------------------------
-class _ProfileValidator:
-    """Collects problems as ``file: key.path: expected X, found Y``."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[str] = []
-
-    def problem(self, path: str, expected: str, found: object) -> None:
-        self.problems.append(f"{path}: expected {expected}, found {found}")
-
-    def raise_if_problems(self) -> None:
-        if not self.problems:
-            return
-        if len(self.problems) == 1:
-            raise ProfileError(f"{self.source}: {self.problems[0]}")
-        listing = "\n".join(f"  - {p}" for p in self.problems)
-        raise ProfileError(f"{self.source}: {len(self.problems)} problems:\n{listing}")
-
-    def keys(self, table: Mapping[str, Any], path: str, allowed: set[str]) -> None:
-        for key in table:
-            if key not in allowed:
-                where = f"{path}.{key}" if path else str(key)
-                self.problem(where, "one of " + ", ".join(sorted(allowed)), "an unknown key")
-
-    def table(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-        value = data.get(key, {})
-        if not isinstance(value, Mapping):
-            self.problem(key, "a table", type(value).__name__)
-            return {}
-        return value
-
-    def string(self, table: Mapping[str, Any], path: str, *, required: bool) -> str:
-        key = path.rsplit(".", 1)[-1]
-        value = table.get(key)
-        if value is None:
-            if required:
-                self.problem(path, "a string", "nothing")
-            return ""
-        if not isinstance(value, str) or not value.strip():
-            self.problem(path, "a non-empty string", repr(value))
-            return ""
-        return value
-
-    def integer(
-        self, table: Mapping[str, Any], path: str, low: int, high: int, *, default: int | None
-    ) -> Any:
-        key = path.rsplit(".", 1)[-1]
-        if key not in table:
-            if default is None and key in ("register",):
-                self.problem(path, f"an integer {low}..{high}", "nothing")
-            return default
-        value = table[key]
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            self.problem(path, f"an integer {low}..{high}", repr(value))
-            return None if default is None else default
-        return value
-
-    def number(self, table: Mapping[str, Any], path: str, *, default: float) -> float:
-        key = path.rsplit(".", 1)[-1]
-        value = table.get(key, default)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value == 0
-        ):
-            self.problem(path, "a finite, non-zero number", repr(value))
-            return default
-        return float(value)
-
-    def boolean(self, table: Mapping[str, Any], path: str, *, default: bool) -> bool:
-        key = path.rsplit(".", 1)[-1]
-        value = table.get(key, default)
-        if not isinstance(value, bool):
-            self.problem(path, "true or false", repr(value))
-            return default
-        return value
-
-    def choice(
-        self, table: Mapping[str, Any], path: str, choices: Sequence[str], *, default: str | None
-    ) -> Any:
-        key = path.rsplit(".", 1)[-1]
-        if key not in table:
-            if default is None:
-                self.problem(path, "one of " + ", ".join(choices), "nothing")
-            return default
-        value = table[key]
-        if value not in choices:
-            self.problem(path, "one of " + ", ".join(choices), repr(value))
-            return None
-        return value
-
-    def function_code(self, table: Mapping[str, Any], path: str) -> int | None:
-        value = table.get("function")
-        if value is None:
-            self.problem(path, "3 (holding registers) or 4 (input registers)", "nothing")
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(path, "3 (holding registers) or 4 (input registers)", repr(value))
-            return None
-        if value not in READ_FUNCTION_CODES:
-            raise SafetyError(
-                f"{self.source}: {path}: function code {value} is not a read; candiag only "
-                "reads Modbus (function codes 1-4) and never writes to a meter. Use 3 "
-                "(holding registers) or 4 (input registers)."
-            )
-        if value not in REGISTER_FUNCTION_CODES:
-            self.problem(path, "3 or 4 (quantities are registers, not coils)", value)
-            return None
-        return value

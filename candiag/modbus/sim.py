@@ -57,8 +57,10 @@ from candiag.modbus.profile import (
     encode_value,
     find_profile,
 )
+from candiag.sim.scenarios import meter_scenario_names
 
-SCENARIOS = ("healthy", "meter_wrong_id", "meter_crc_noise", "meter_reversed")
+# The names are data (candiag/sim/meter_scenarios.toml), so configs are checked against them.
+SCENARIOS = tuple(meter_scenario_names())
 _BAUD_CONSTANTS = {
     getattr(termios, f"B{b}"): b
     for b in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)

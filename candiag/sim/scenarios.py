@@ -1,31 +1,48 @@
-"""Named fault scenarios of the simulated charger, loaded from ``scenarios.toml`` (data, not code)."""
+"""Named scenarios of the simulated charger and meters, loaded from data files (not code).
+
+``scenarios.toml`` holds the charger's fault scenarios, ``meter_scenarios.toml`` the
+meters' (played by :mod:`candiag.modbus.sim`).  Reading the names imports neither
+simulator (the faults are imported only to build them), so the config loader validates
+``[simulator] scenario`` against the data.
+"""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from candiag.config.toml import loads
 from candiag.errors import InputError
-from candiag.sim.faults import Fault
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+if TYPE_CHECKING:
+    from candiag.sim.faults import Fault
 
 
 @cache
+def _read(file: str) -> dict[str, Any]:
+    return loads(resources.files("candiag.sim").joinpath(file).read_text("utf-8"))
+
+
 def _table() -> dict[str, Any]:
-    text = resources.files("candiag.sim").joinpath("scenarios.toml").read_text("utf-8")
-    return tomllib.loads(text)
+    return _read("scenarios.toml")
 
 
 def scenario_names() -> list[str]:
-    """Scenario names in file order (``healthy`` first)."""
+    """The charger's scenario names in file order (``healthy`` first)."""
     return list(_table())
+
+
+def meter_scenario_names() -> list[str]:
+    """The meters' scenario names in file order (``healthy`` first)."""
+    return list(_read("meter_scenarios.toml"))
+
+
+def all_scenario_names() -> list[str]:
+    """Charger scenarios, then meter-only ones (``healthy`` once)."""
+    names = scenario_names()
+    return names + [n for n in meter_scenario_names() if n not in names]
 
 
 def scenario_description(name: str) -> str:
@@ -45,6 +62,8 @@ def _scenario(name: str) -> dict[str, Any]:
 
 def scenario_faults(name: str) -> list[Fault]:
     """The faults of scenario ``name`` (``InputError`` naming the choices if unknown)."""
+    from candiag.sim.faults import Fault
+
     entry = _scenario(name)
     if "tour" in entry:
         return tour_faults(name)
@@ -86,6 +105,8 @@ def tour_steps(name: str = "tour") -> list[TourStep]:
 
 def tour_faults(name: str = "tour") -> list[Fault]:
     """Each listed scenario's faults, shifted into its step and cut to the step's fault time."""
+    from candiag.sim.faults import Fault
+
     out = []
     charger = _table()
     for step in tour_steps(name):

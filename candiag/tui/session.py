@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from candiag.daemon.config import BusConfig, Config
+from candiag.config.check import bus_database
+from candiag.config.model import BusConfig, Config
 from candiag.daemon.monitor import BusMonitor
 from candiag.daemon.service import (
     DIAGNOSIS_INTERVAL_S,
@@ -32,7 +33,6 @@ from candiag.daemon.service import (
     READER_LATENCY_S,
     STOP_TIMEOUT_S,
     FrameSource,
-    load_database,
 )
 from candiag.decode.dbc import ChargerDatabase
 from candiag.diagnosis.engine import DiagnosisEngine, Finding, load_rulebook
@@ -166,7 +166,7 @@ class MonitorSession:
     def _start(self) -> None:
         simulated_ports = self._start_simulators()
         for bus_config in self.config.buses:
-            db = load_database(bus_config)
+            db = bus_database(bus_config)
             reader = self.reader_factory(bus_config)
             self.buses.append(_Bus(bus_config, db, reader, BusMonitor(bus_config, db), {}))
             reader.start()

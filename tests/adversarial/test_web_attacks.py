@@ -251,19 +251,28 @@ def _alias_bomb() -> str:
 
 
 HOSTILE_WEB_CONFIGS = {
-    "alias_bomb": (_alias_bomb().encode(), "YAML anchors and aliases (&name, *name)"),
+    "alias_bomb": (
+        _alias_bomb().encode(),
+        "web.yml:1:4: expected a web config without YAML anchors or aliases, found an anchor or "
+        "alias (&name, *name)",
+    ),
     "min_version_list": (
         b"tls_server_config:\n  cert_file: web.yml\n  key_file: web.yml\n  min_version: [TLS12]\n",
-        "tls_server_config.min_version: ['TLS12'] is not one of",
+        "web.yml:4:3: tls_server_config.min_version: expected one of TLS10, TLS11, TLS12, TLS13 "
+        "(one word, no list), found a list ['TLS12']",
     ),
     "non_ascii_hash": (
         ("basic_auth_users:\n  alice: '$2b$12$" + "é" + "a" * 52 + "'\n").encode(),
-        "basic_auth_users.alice: not a bcrypt hash",
+        "web.yml:2:3: basic_auth_users.alice: expected a bcrypt hash ($2b$..., 60 characters)",
     ),
-    "not_utf8": (b"basic_auth_users:\n  alice: \xff\n", "line 2: not UTF-8 text"),
+    "not_utf8": (
+        b"basic_auth_users:\n  alice: \xff\n",
+        "web.yml:2:10: expected UTF-8 text, found byte 0xff",
+    ),
     "tls_keys_commented_out": (
         b"tls_server_config:\n  # cert_file: a.crt\n  # key_file: a.key\n",
-        "tls_server_config: empty (are its keys commented out?)",
+        "web.yml:1:1: tls_server_config: expected cert_file and key_file, found an empty mapping "
+        "(are its keys commented out?)",
     ),
 }
 

@@ -47,7 +47,7 @@ class Watch:
     """A running poller plus an independent count of its transactions, and invariant checks."""
 
     def __init__(self, line: SimulatedMeterLine) -> None:
-        config, problems = PortConfig.from_mapping(
+        config = PortConfig.from_mapping(
             {
                 "name": PORT,
                 "port": line.port,
@@ -62,7 +62,6 @@ class Watch:
             },
             "test",
         )
-        assert config is not None, problems
         self._lock = threading.Lock()
         self.seen: dict[str, Counter[str]] = {"ac": Counter(), "dc": Counter()}
         self.poller = PortPoller(config, on_transaction=self._on_transaction)

@@ -22,7 +22,7 @@ import can
 import numpy as np
 import pytest
 
-from candiag.daemon.config import BusConfig
+from candiag.config.model import BusConfig
 from candiag.daemon.readers import open_reader
 from candiag.ingest.capture import read_capture
 from candiag.ingest.frames import BatchBuilder, FrameBatch
