@@ -84,6 +84,12 @@ KNOWN_ROLES = frozenset(
         "cooling:coolant_temperature",
         "meter:current",
         "meter:voltage",
+        # Protocol packs (docs/protocols.md): identity registers, the field a reply must
+        # echo to answer a request, a reply's error byte, and a payload direction field.
+        "serial",
+        "command",
+        "reply_error",
+        "direction",
     }
 )
 
