@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 
 from candiag.sim.protocols.engine import (
-    BROADCAST,
     F64,
     I64,
     U8,
@@ -73,6 +72,7 @@ class BEG1K075G(CycleProtocol):
     max_modules = 1
     module_current_a = 25.0
     default_error = 2  # CommandInvalid (identifier error code)
+    max_error = 7
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
@@ -124,7 +124,8 @@ class BEG1K075G(CycleProtocol):
         data[:, 4:8] = be_bytes(value, 4)
         dst = np.where(dev == DEV_GROUP, GROUP, BROADCAST_ADDRESS)
         kind = register | np.where(cmd == WRITE, WRITE_KIND, 0)
-        return Requests.build(times, BROADCAST, kind, can_id(cmd, dst, CONTROLLER, dev), data)
+        # Broadcast and group 0 both reach the one module (index 0).
+        return Requests.build(times, 0, kind, can_id(cmd, dst, CONTROLLER, dev), data)
 
     def responders(self, req: Requests) -> tuple[IntpArray, I64, I64]:
         index = np.arange(len(req), dtype=np.intp)  # the one module answers every request

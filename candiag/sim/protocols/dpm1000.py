@@ -49,7 +49,9 @@ SERIES_PARALLEL, SWITCH = 0x0023, 0x0030
 ON_OFF_KIND = 0x10000  # the 0x00 request has no value type; a kind of its own
 SERIES_MODE = 1050.0  # manifest default series_parallel_mode "Series"
 SLEEP_S = 0.250
-PROCESSING_S = 100e-6  # the controller's time from an answer to its next request (modelled)
+# The controller's time from an answer to its next request (modelled), above the stuff bits
+# two frames may add to the nominal 67 + 8n bits the chain reckons with.
+PROCESSING_S = 0.5e-3
 #: One cycle: (message type, value type, float value or None for "the setpoint").
 CYCLE = (
     (SET_DATA, CURRENT_LIMIT),
@@ -105,7 +107,7 @@ class DPM1000(Protocol):
         reply_end = t + 2 * self.one + ctx.latency(t, m, kind, twin)
         answered = ~ctx.silent(t, m) & ~ctx.not_asked(t, m)
         in_time = answered & (reply_end - self.one - t <= self.timeout)
-        ok = in_time & (ctx.error_code(t, m, kind, self.default_error) == 0)
+        ok = in_time & (ctx.error_code(t, m, kind, self.default_error, self.max_error) == 0)
         return np.where(in_time, reply_end, t + self.one + self.timeout), ok
 
     def _request(
@@ -178,7 +180,7 @@ class DPM1000(Protocol):
             while t < t_end:
                 if todo and todo[0][0] <= t:
                     at, on = todo.pop(0)
-                    self.switched_until[k] = at + 1e-9
+                    self.switched_until[k] = at + 1e-3  # past it at 1e9-second resolution
                     reqs, t = self._on_off(t, k, on)
                     made += reqs
                     continue

@@ -10,12 +10,14 @@ module does the rest for every protocol alike:
   byte or identifier bits), an address conflict (``duplicate_address``: two answers per
   request), slow answers (``slow_replies``), and the module's own reaction to silence: it
   switches its output off after the pack's ``CandiagModuleTimeoutMs`` without a request
-  (self-off) and reports the communication alarm until it is asked again.  Error frames
+  (self-off) and reports the communication alarm until it has been asked again for 2 s.  Error frames
   and bus-off work as in the reference simulator.
-* **timing**: an answer is queued a module latency (1-4 ms, modelled) after its request
-  has left the wire; every frame then goes through the reference simulator's wire model
-  (:class:`candiag.sim.charger._Wire`: one frame at a time at the bitrate, stamped at its
-  end).  Latencies, the plant's noise and which requests are rejected come from a hash
+* **timing**: every frame goes through the reference simulator's wire model (one frame at a
+  time at the bitrate, first queued first sent, stamped at its end: :func:`wire_ends`), and
+  an answer is queued a module latency (1-4 ms, modelled) after its request has left the
+  wire, which needs the wire's answer first: the chunk is put on the wire, the answers are
+  queued after their requests' ends, and again until the times settle (a few passes).
+  Latencies, the plant's noise and which requests are rejected come from a hash
   of (time, module, kind), not from a random stream, so a protocol's schedule can ask
   whether a request will be answered in time (DPM1000 waits for each answer) and the
   output does not depend on how the simulation is cut into chunks.
@@ -42,7 +44,7 @@ import numpy.typing as npt
 from candiag.errors import InputError
 from candiag.health.busload import frame_bits as busload_frame_bits
 from candiag.ingest.frames import FLAG_EXTENDED, FrameBatch
-from candiag.sim.charger import DEFAULT_START_TIME, _Wire
+from candiag.sim.charger import DEFAULT_START_TIME
 from candiag.sim.faults import (
     ERR_BUSOFF,
     ERR_RESTARTED,
@@ -77,6 +79,12 @@ PROTOCOL_FAULT_KINDS = (
 REPLY_LATENCY_S = (0.001, 0.004)
 #: Extra latency of ``slow_replies`` by default, seconds.
 SLOW_REPLY_DEFAULT_MS = 200.0
+#: How long a module keeps reporting its communication alarm once it is asked again, seconds
+#: (modelled: no source says when the alarm clears).
+ALARM_HOLD_S = 2.0
+#: Passes of "wire, then queue the answers after their requests' ends" per chunk (the times
+#: settle in two or three on a healthy bus).
+MAX_WIRE_PASSES = 6
 #: The modules' output current imbalance (as the reference charger's +-3 %).
 IMBALANCE = 0.03
 BROADCAST = -1
@@ -85,6 +93,24 @@ BROADCAST = -1
 def frame_seconds(bitrate: int, dlc: int = 8) -> float:
     """Duration of an extended data frame without stuffing (67 + 8 n bits)."""
     return (67 + 8 * dlc) / bitrate
+
+
+def wire_ends(queued: FrameBatch, free_at: float, bitrate: int) -> F64:
+    """End times of ``queued`` (sorted by queue time) on one wire, first queued first sent.
+
+    The reference simulator's model (:mod:`candiag.sim.charger`): a frame starts no earlier
+    than its queue time and the end of the frame before, and lasts its exact bit count
+    (stuffing and interframe space included) at the bitrate.  With ``S_i`` the cumulative
+    durations: ``end_i = S_i + max(free_at, max_{j<=i}(t_j - S_{j-1}))``, one
+    ``np.maximum.accumulate``.
+    """
+    if not len(queued):
+        return np.empty(0, np.float64)
+    duration = busload_frame_bits(queued)[0] / bitrate
+    done = np.cumsum(duration)
+    start_bound = np.maximum.accumulate(queued.timestamp - (done - duration))
+    ends: F64 = done + np.maximum(start_bound, free_at)
+    return ends
 
 
 # -- deterministic noise -------------------------------------------------------------------
@@ -310,7 +336,9 @@ class Context:
             out = out + np.where(hit, f.number("latency", SLOW_REPLY_DEFAULT_MS) / 1000.0, 0.0)
         return out
 
-    def error_code(self, t: F64, module: I64, kind: I64, default: int | None) -> I64:
+    def error_code(
+        self, t: F64, module: I64, kind: I64, default: int | None, largest: int = 0xFF
+    ) -> I64:
         """The error an answer carries (0: none) under ``rejected_requests``."""
         code = np.zeros(t.shape, np.int64)
         for f in self.faults:
@@ -330,7 +358,13 @@ class Context:
             if not 0.0 < ratio <= 1.0:
                 raise InputError(f"fault rejected_requests: ratio must be in (0, 1], got {ratio}")
             hit &= self.hash01(13, self.micros(t), module, kind) < ratio
-            code = np.where(hit, f.integer("code", default), code)
+            value = f.integer("code", default)
+            if not 0 < value <= largest:
+                raise InputError(
+                    f"fault rejected_requests: code={value} does not fit the "
+                    f"{self.pack.protocol} error field (1..{largest})"
+                )
+            code = np.where(hit, value, code)
         return code
 
     def twin_windows(self, module: int) -> list[Window]:
@@ -437,8 +471,10 @@ class Protocol(ABC):
     max_modules: int = 60
     #: Current one module delivers at full load, A (sizes the session's total current).
     module_current_a: float = 40.0
-    #: Error code ``rejected_requests`` sets by default (None: the protocol has none).
+    #: Error code ``rejected_requests`` sets by default (None: the protocol has none), and the
+    #: largest code its error field holds.
     default_error: int | None = None
+    max_error: int = 0xFF
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -537,13 +573,15 @@ class ProtocolSimulator:
             fault_module(f, addresses)
         self.protocol = cls(self.ctx)
         self.ctx.self_off, self.ctx.comm_alarm = self._self_off_windows()
-        self._wire = _Wire(self.bitrate, self.channel)
-        self._carry = FrameBatch.empty(channels=[self.channel])
+        self._free_at = -math.inf  # when the last frame put on the wire ends
+        self._on_wire = FrameBatch.empty(channels=[self.channel])  # stamped, ending later
+        self._queued = FrameBatch.empty(channels=[self.channel])  # answers due in a later chunk
         self._cursor = self.start_time
 
     def _self_off_windows(self) -> tuple[list[list[Window]], list[list[Window]]]:
         """Per module: output off (no request for the pack's module timeout, until the next
-        session switches it on) and the communication alarm (until asked again)."""
+        session switches it on) and the communication alarm (until asked again for
+        ``ALARM_HOLD_S``)."""
         timeout = self.pack.module_timeout_ms / 1000.0
         off: list[list[Window]] = [[] for _ in range(self.modules)]
         alarm: list[list[Window]] = [[] for _ in range(self.modules)]
@@ -555,10 +593,12 @@ class ProtocolSimulator:
                 if w.end - w.begin <= timeout:
                     continue
                 begin = w.begin + timeout
-                starts = self.ctx.session_times(w.end, w.end + m.cycle_s, m.precharge_at)
-                back_on = float(starts[0]) if starts.size else math.inf
+                back_on = math.inf
+                if math.isfinite(w.end):  # switched on again by the next session's start
+                    starts = self.ctx.session_times(w.end, w.end + m.cycle_s, m.precharge_at)
+                    back_on = float(starts[0]) if starts.size else math.inf
                 off[k].append(Window(begin, back_on))
-                alarm[k].append(Window(begin, w.end))
+                alarm[k].append(Window(begin, w.end + ALARM_HOLD_S))
         return off, alarm
 
     # -- generation ------------------------------------------------------------------------
@@ -591,14 +631,32 @@ class ProtocolSimulator:
         self._cursor = t_end
         req = self.protocol.schedule(t_end)
         req = req.take(~self.ctx.not_asked(req.t, req.module))
-        answers = self._answers(req)
-        queued = FrameBatch.concat([self._carry, self._request_frames(req), answers])
-        queued = queued.take(np.argsort(queued.timestamp, kind="stable"))
-        now = queued.timestamp < t_end
-        self._carry = queued.take(~now)
-        queued = queued.take(now)
-        bits = busload_frame_bits(queued)[0]
-        sent = self._wire.send(queued, bits, t_start, t_end)
+        requests = self._request_frames(req)
+        answers, row, offset = self._answers(req)
+        earlier = self._queued  # answers to requests of earlier chunks: their times are known
+        for last_pass in range(MAX_WIRE_PASSES + 1):
+            due = answers.timestamp < t_end
+            queued = FrameBatch.concat([earlier, requests, answers.take(due)])
+            order = np.argsort(queued.timestamp, kind="stable")
+            queued = queued.take(order)
+            ends = wire_ends(queued, self._free_at, self.bitrate)
+            if last_pass == MAX_WIRE_PASSES:
+                break  # not settled (a very busy bus): keep this wire, answers as they are
+            request_end = np.empty(len(req))
+            is_request = (order >= len(earlier)) & (order < len(earlier) + len(req))
+            request_end[order[is_request] - len(earlier)] = ends[is_request]
+            moved = request_end[row] + offset
+            if np.array_equal(moved, answers.timestamp):
+                break
+            answers = replace(answers, timestamp=moved)
+        self._queued = answers.take(~due)
+        if len(queued):
+            self._free_at = float(ends[-1])
+        stamped = replace(queued, timestamp=ends)
+        both = FrameBatch.concat([self._on_wire, stamped])
+        done = both.timestamp < t_end
+        self._on_wire = both.take(~done)
+        sent = both.take(done)
         extra = self._fault_frames(t_start, t_end)
         batch = FrameBatch.concat([sent, *extra]) if extra else sent
         batch = self._apply_bus_off(batch, t_start, t_end)
@@ -616,11 +674,11 @@ class ProtocolSimulator:
             channels=[self.channel],
         )
 
-    def _answers(self, req: Requests) -> FrameBatch:
+    def _answers(self, req: Requests) -> tuple[FrameBatch, IntpArray, F64]:
+        """The answers to ``req``: frames (stamped as if each request ended at once), the
+        request row of each, and its delay after the end of its request."""
         ctx, proto = self.ctx, self.protocol
         row, module, part = proto.responders(req)
-        if not row.size:
-            return FrameBatch.empty(channels=[self.channel])
         t_req = req.t[row]
         answering = ~ctx.silent(t_req, module)
         row, module, part, t_req = (
@@ -640,22 +698,23 @@ class ProtocolSimulator:
         part = np.concatenate([e[2] for e in extra]).astype(np.int64)
         twin = np.concatenate([e[3] for e in extra])
         sub = req.take(row)
-        error = ctx.error_code(sub.t, module, sub.kind, proto.default_error)
+        error = ctx.error_code(sub.t, module, sub.kind, proto.default_error, proto.max_error)
         keep = (error == 0) | (part == 0)
-        row, module, part, twin, error, sub = (
+        row, module, part, twin, error = (
             row[keep],
             module[keep],
             part[keep],
             twin[keep],
             error[keep],
-            sub.take(keep),
         )
+        sub = sub.take(keep)
         one = frame_seconds(self.bitrate)
-        t = sub.t + one * (1 + part) + ctx.latency(sub.t, module, sub.kind, twin)
+        offset = one * part + ctx.latency(sub.t, module, sub.kind, twin)
+        t = sub.t + one + offset
         values = ctx.values(t, module, twin)
         can_id, data = proto.reply(sub, Answers(row, module, part, twin), t, error, values)
         n = t.shape[0]
-        return FrameBatch(
+        frames = FrameBatch(
             timestamp=t,
             can_id=can_id.astype(np.uint32),
             flags=np.full(n, FLAG_EXTENDED, np.uint8),
@@ -664,6 +723,7 @@ class ProtocolSimulator:
             channel=np.zeros(n, np.int16),
             channels=[self.channel],
         )
+        return frames, row, offset
 
     # -- bus-level faults, as in the reference simulator ---------------------------------------
     def _fault_frames(self, t0: float, t1: float) -> list[FrameBatch]:

@@ -78,6 +78,7 @@ class Huawei(CycleProtocol):
     max_modules = 127
     module_current_a = 50.0
     default_error = 2  # InvalidCommand (error nibble)
+    max_error = 15
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)

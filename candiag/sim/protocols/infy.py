@@ -64,6 +64,7 @@ class Infy(CycleProtocol):
     max_modules = 60
     module_current_a = 40.0
     default_error = 2  # CommandInvalid (identifier error code)
+    max_error = 7
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
@@ -74,6 +75,8 @@ class Infy(CycleProtocol):
 
     # -- when EVerest drops a module and when it knows its serial ----------------------------
     def _cycle_after(self, t: float) -> float:
+        if not math.isfinite(t):
+            return t
         k = max(math.ceil((t - self.first) / self.period), 0)
         return self.first + k * self.period
 

@@ -96,6 +96,8 @@ class Winline(CycleProtocol):
         self.serial_until = [self._serial_known(k) for k in range(ctx.modules)]
 
     def _cycle_after(self, t: float) -> float:
+        if not math.isfinite(t):
+            return t
         k = max(math.ceil((t - self.first) / self.period), 0)
         return self.first + k * self.period
 
@@ -121,7 +123,8 @@ class Winline(CycleProtocol):
             drop = self._cycle_after(last + DROP_S + 1e-6)
             if drop >= w.end:
                 continue
-            back = self._cycle_after(w.end) + self.period  # answered at the first poll after
+            # Answered at the first poll after, re-added at the next one.
+            back = self._cycle_after(w.end) + self.period if math.isfinite(w.end) else math.inf
             out.append(Window(drop, back))
         return out
 
