@@ -131,6 +131,11 @@ def test_message_declarations_are_consistent(path: Path, packs: dict[str, Any]) 
                 assert a & b == 0, f"{msg.name}: overlapping identifier fields"
         node_mask = int(attr(msg, "CandiagNodeMask", 0) or 0)
         assert msg.frame_id & node_mask == 0, f"{msg.name}: node bits set in the BO_ id"
+        broadcast = int(attr(msg, "CandiagBroadcastNode", -1))
+        if broadcast >= 0:
+            assert node_mask and broadcast <= node_mask >> (
+                (node_mask & -node_mask).bit_length() - 1
+            )
         error_mask = int(attr(msg, "CandiagErrorMask", 0) or 0)
         assert msg.frame_id & error_mask == 0, msg.name
         for sig in msg.signals:
