@@ -631,3 +631,32 @@ def test_protocol_simulator_live_on_a_virtual_bus() -> None:
     finally:
         sender.shutdown()
         receiver.shutdown()
+
+
+def test_the_scalar_exchange_agrees_with_the_vectorized_fault_checks() -> None:
+    # DPM1000's dependency chain asks one request at a time (Context.exchange); the answers
+    # the engine then builds use the vectorized checks: both must say the same.
+    specs = (
+        "module_silent@3+2:module=1",
+        "controller_silent@6+1",
+        "slow_replies@8+3:module=0,latency=120",
+        "rejected_requests@9+3:module=1,ratio=0.5",
+    )
+    sim = ProtocolSimulator(
+        ProtocolSimConfig("dpm1000", modules=2, faults=tuple(parse_fault(s) for s in specs))
+    )
+    ctx = sim.ctx
+    rng = np.random.default_rng(5)
+    t = T0 + rng.uniform(0.0, 14.0, 400)
+    module = rng.integers(0, 2, 400)
+    kind = rng.choice([0x0001, 0x0007, 0x0040, 0x0021], 400)
+    twin = np.zeros(400, bool)
+    latency = ctx.latency(t, module, kind, twin)
+    answered = ~ctx.silent(t, module) & ~ctx.not_asked(t, module)
+    error = ctx.error_code(t, module, kind, 0xF2)
+    for i in range(400):
+        ok, lat, code = ctx.exchange(float(t[i]), int(module[i]), int(kind[i]), 0xF2)
+        assert (
+            ok == answered[i] and lat == pytest.approx(latency[i], abs=1e-12) and code == error[i]
+        )
+    assert not answered.all() and (error != 0).any() and (latency > 0.1).any()

@@ -38,6 +38,10 @@ from candiag.sim.protocols.engine import (
     rows,
 )
 
+#: One request as the chain makes it: time, module, message type, value type, b2 bits of an
+#: on/off request, value (float: float32; int: u32; None: zero).
+_Row = tuple[float, int, int, int, int, "float | int | None"]
+
 MONITOR = 0xF0
 SET_DATA_REQUEST, REQUEST_DATA, SET_DATA = 0x00, 0x01, 0x03
 RESPONSE_REQUEST, RESPONSE_CONFIGURATION = 0x41, 0x43
@@ -98,78 +102,72 @@ class DPM1000(Protocol):
         return list(range(n))
 
     # -- one exchange ------------------------------------------------------------------------
-    def _answer_time(self, t: F64, module: int, kind: I64) -> tuple[F64, np.ndarray]:
+    def _exchange(self, t: float, module: int, kind: int) -> tuple[float, bool]:
         """When the controller has its answer (reply end, or request + 250 ms), and whether
         the exchange succeeded (an answer without the error flag in time)."""
-        ctx = self.ctx
-        m = np.full(t.shape, module, np.int64)
-        twin = np.zeros(t.shape, bool)
-        reply_end = t + 2 * self.one + ctx.latency(t, m, kind, twin)
-        answered = ~ctx.silent(t, m) & ~ctx.not_asked(t, m)
-        in_time = answered & (reply_end - self.one - t <= self.timeout)
-        ok = in_time & (ctx.error_code(t, m, kind, self.default_error, self.max_error) == 0)
-        return np.where(in_time, reply_end, t + self.one + self.timeout), ok
+        answered, latency, error = self.ctx.exchange(
+            t, module, kind, self.default_error, self.max_error
+        )
+        if answered and self.one + latency <= self.timeout:
+            return t + 2 * self.one + latency + PROCESSING_S, error == 0
+        return t + self.one + self.timeout + PROCESSING_S, False
 
-    def _request(
-        self, t: float, module: int, msg_type: int, kind: int, value: U8 | None
-    ) -> Requests:
-        address = self.ctx.addresses[module]
-        data = rows(1)
-        data[0, 0] = msg_type
-        data[0, 1] = NO_ERROR  # set_header writes 0xF0 into b1 of requests too
-        if kind != ON_OFF_KIND:
-            data[0, 2:4] = be_bytes([kind], 2)[0]
-        if value is not None:
-            data[0, 4:8] = value[0]
-        return Requests.build([t], module, kind, can_id(address, MONITOR), data)
-
-    def _on_off(self, t: float, module: int, on: bool) -> tuple[list[Requests], float]:
+    def _on_off(self, t: float, module: int, on: bool, out: list[_Row]) -> float:
         """set_state: the 0x00 request (not waited for), then 0x0030 (waited for)."""
-        address = self.ctx.addresses[module]
-        data = rows(1)
-        data[0, 0] = SET_DATA_REQUEST
-        data[0, 1] = NO_ERROR
-        data[0, 2] = 0 if on else 0x84  # b2 bit 7 power off, bit 2 input relay open
-        data[0, 3] = 0x80
-        first = Requests.build([t], module, ON_OFF_KIND, can_id(address, MONITOR), data)
-        t2 = t + self.one
-        switch = self._request(t2, module, SET_DATA, SWITCH, be_bytes([0 if on else 1], 4))
-        end, _ = self._answer_time(np.array([t2]), module, np.array([SWITCH]))
-        return [first, switch], float(end[0]) + PROCESSING_S
+        out.append((t, module, SET_DATA_REQUEST, ON_OFF_KIND, 0 if on else 0x84, None))
+        t += self.one
+        out.append((t, module, SET_DATA, SWITCH, 0, 0 if on else 1))
+        return self._exchange(t, module, SWITCH)[0]
 
-    def _cycle(self, t: float, module: int) -> tuple[list[Requests], float]:
+    def _cycle(self, t: float, module: int, out: list[_Row]) -> float:
         """One loop iteration starting (after its 250 ms sleep) at ``t``."""
         ctx = self.ctx
-        out: list[Requests] = []
         tt = np.array([t])
         current = float(ctx.session.current(tt + 1.0)[0]) / ctx.modules
         voltage = float(ctx.target_voltage(tt)[0]) if ctx.session.modules_on(tt)[0] else 300.0
         for msg_type, kind in CYCLE:
-            value = None
+            value: float | None = None
             if msg_type == SET_DATA:
-                number = {CURRENT_LIMIT: current, SET_VOLTAGE: voltage}.get(kind, 1.0)
-                value = f32_bytes([number])
-            out.append(self._request(t, module, msg_type, kind, value))
-            end, ok = self._answer_time(np.array([t]), module, np.array([kind]))
-            t = float(end[0]) + PROCESSING_S
-            if msg_type == REQUEST_DATA and kind in (VOLTAGE, CURRENT) and not ok[0]:
+                value = {CURRENT_LIMIT: current, SET_VOLTAGE: voltage}.get(kind, 1.0)
+            out.append((t, module, msg_type, kind, 0, value))
+            t, ok = self._exchange(t, module, kind)
+            if msg_type == REQUEST_DATA and kind in (VOLTAGE, CURRENT) and not ok:
                 break  # 'continue' in the driver's loop: the rest of the cycle is skipped
-        return out, t + SLEEP_S
+        return t + SLEEP_S
+
+    def _requests(self, made: list[_Row]) -> Requests:
+        if not made:
+            return Requests.empty()
+        t, module, msg_type, kind, bits, value = zip(*made, strict=True)
+        n = len(t)
+        modules = np.array(module, np.int64)
+        kinds = np.array(kind, np.int64)
+        types = np.array(msg_type, np.int64)
+        data = rows(n)
+        data[:, 0] = types
+        data[:, 1] = NO_ERROR  # set_header writes 0xF0 into b1 of requests too
+        data[:, 2:4] = be_bytes(np.where(kinds == ON_OFF_KIND, 0, kinds), 2)
+        on_off = types == SET_DATA_REQUEST
+        data[on_off, 2] = np.array(bits, np.int64)[on_off]  # b2 bit 7 off, bit 2 relay open
+        data[on_off, 3] = 0x80
+        floats = np.array([v is not None and isinstance(v, float) for v in value])
+        ints = np.array([isinstance(v, int) for v in value])
+        numbers = np.array([0.0 if v is None else float(v) for v in value])
+        data[floats, 4:8] = f32_bytes(numbers[floats])
+        data[ints, 4:8] = be_bytes(numbers[ints].astype(np.int64), 4)
+        address = np.asarray(self.ctx.addresses, np.int64)[modules]
+        return Requests.build(np.array(t), modules, kinds, can_id(address, MONITOR), data)
 
     # -- the controller ----------------------------------------------------------------------
     def schedule(self, t_end: float) -> Requests:
         ctx, m = self.ctx, self.ctx.session.m
-        made: list[Requests] = [self.pending]
+        made: list[_Row] = []
         if not self.started:
             self.started = True
             for k in range(ctx.modules):
-                t = self.next_cycle[k]
-                reqs, t = self._on_off(t, k, on=False)
-                made += reqs
-                mode = self._request(t, k, SET_DATA, SERIES_PARALLEL, f32_bytes([SERIES_MODE]))
-                end, _ = self._answer_time(mode.t, k, mode.kind)
-                made.append(mode)
-                self.next_cycle[k] = float(end[0]) + PROCESSING_S + SLEEP_S
+                t = self._on_off(self.next_cycle[k], k, False, made)
+                made.append((t, k, SET_DATA, SERIES_PARALLEL, 0, SERIES_MODE))
+                self.next_cycle[k] = self._exchange(t, k, SERIES_PARALLEL)[0] + SLEEP_S
         for k in range(ctx.modules):
             t = self.next_cycle[k]
             lo, hi = self.switched_until[k], max(t_end, t) + 1.0
@@ -181,13 +179,11 @@ class DPM1000(Protocol):
                 if todo and todo[0][0] <= t:
                     at, on = todo.pop(0)
                     self.switched_until[k] = at + 1e-3  # past it at 1e9-second resolution
-                    reqs, t = self._on_off(t, k, on)
-                    made += reqs
+                    t = self._on_off(t, k, on, made)
                     continue
-                reqs, t = self._cycle(t, k)
-                made += reqs
+                t = self._cycle(t, k, made)
             self.next_cycle[k] = t
-        both = Requests.concat(made).sorted()
+        both = Requests.concat([self.pending, self._requests(made)]).sorted()
         now = both.t < t_end
         self.pending = both.take(~now)
         return both.take(now)

@@ -75,6 +75,13 @@ PROTOCOL_FAULT_KINDS = (
     "error_frames",
     "bus_off",
 )
+#: Faults that decide, at the time of a request, whether and how it is answered.
+PROTOCOL_ONLY_KINDS_AT_REQUEST = (
+    "module_silent",
+    "controller_silent",
+    "slow_replies",
+    "rejected_requests",
+)
 #: A module's time to answer a request, seconds (modelled: no source states it).
 REPLY_LATENCY_S = (0.001, 0.004)
 #: Extra latency of ``slow_replies`` by default, seconds.
@@ -134,6 +141,26 @@ def unit_hash(seed: int, salt: int, *keys: npt.ArrayLike) -> F64:
         h = _mix(h ^ a)
     out: F64 = (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
     return out
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix_int(x: int) -> int:
+    """:func:`_mix` on one Python integer (the same bits)."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def unit_hash_scalar(seed: int, salt: int, *keys: int) -> float:
+    """:func:`unit_hash` of scalar keys, in plain Python (for a dependency chain walked one
+    exchange at a time, where numpy's per-call cost would dominate)."""
+    h = (seed * 1_000_003 + salt) & _MASK64
+    for key in keys:
+        h = _mix_int(h ^ (int(key) & _MASK64))
+    return (h >> 11) / float(1 << 53)
 
 
 # -- payload packing -------------------------------------------------------------------------
@@ -366,6 +393,34 @@ class Context:
                 )
             code = np.where(hit, value, code)
         return code
+
+    def exchange(
+        self, t: float, module: int, kind: int, default: int | None, largest: int = 0xFF
+    ) -> tuple[bool, float, int]:
+        """One request at ``t``: whether it is sent and answered, the answer's latency and its
+        error code; the scalar twin of :meth:`not_asked`, :meth:`silent`, :meth:`latency`
+        and :meth:`error_code` for one request without a twin (tests keep them equal)."""
+        us = round((t - self.start_time) * 1e6)
+        lo, hi = REPLY_LATENCY_S
+        latency = lo + (hi - lo) * unit_hash_scalar(self.seed, 11, us, module, kind, 0)
+        answered, code = True, 0
+        for f in self.faults:
+            begin, end = f.window(self.start_time)
+            if not begin <= t < end or f.kind not in PROTOCOL_ONLY_KINDS_AT_REQUEST:
+                continue
+            target = fault_module(f, self.addresses)
+            if target is not None and target != module:
+                continue
+            if f.kind in ("module_silent", "controller_silent"):
+                answered = False
+            elif f.kind == "slow_replies":
+                latency += f.number("latency", SLOW_REPLY_DEFAULT_MS) / 1000.0
+            else:  # rejected_requests
+                hit = self.error_code(
+                    np.array([t]), np.array([module]), np.array([kind]), default, largest
+                )
+                code = int(hit[0]) or code
+        return answered, latency, code
 
     def twin_windows(self, module: int) -> list[Window]:
         return self.windows("duplicate_address", module)
