@@ -660,3 +660,12 @@ def test_the_scalar_exchange_agrees_with_the_vectorized_fault_checks() -> None:
             ok == answered[i] and lat == pytest.approx(latency[i], abs=1e-12) and code == error[i]
         )
     assert not answered.all() and (error != 0).any() and (latency > 0.1).any()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOL_NAMES)
+def test_faults_without_an_end_from_the_start(protocol: str) -> None:
+    # A module that never answers (or is never asked) from the first second to the last:
+    # the schedule reasons per fault window, never poll by poll to a far horizon.
+    frames = resolve(protocol, simulate(protocol, 20.0, "module_silent@0:module=all"))
+    assert frames and not [f for f in frames if f.direction == "reply"]
+    assert not len(simulate(protocol, 20.0, "controller_silent@0"))

@@ -855,6 +855,22 @@ class CycleProtocol(Protocol):
         self._pending = both.take(~now)
         return both.take(now)
 
+    def first_poll_outside(
+        self, windows: list[Window], first: float, period: float, start: float
+    ) -> float:
+        """The first poll time (``first + k * period``) at or after ``start`` that lies in
+        none of ``windows`` (inf if none does); one step per window, not per poll."""
+        t = start
+        for _ in range(len(windows) + 1):
+            inside = [w for w in windows if w.begin <= t < w.end]
+            if not inside:
+                return t
+            end = max(w.end for w in inside)
+            if not math.isfinite(end):
+                return math.inf
+            t = first + max(math.ceil((end - first) / period), 0) * period
+        return t if not any(w.begin <= t < w.end for w in windows) else math.inf
+
     def first_cycle(self, period: float, salt: int = 3) -> float:
         """When the controller's first cycle starts: a seed-dependent phase in one period."""
         return self.ctx.start_time + 0.05 + float(self.ctx.hash01(salt, np.array([0]))[0]) * period

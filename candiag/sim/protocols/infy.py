@@ -94,14 +94,10 @@ class Infy(CycleProtocol):
 
     def _serial_known(self, module: int) -> float:
         """Time of the first poll the module answers (0x0A/0x0B are sent up to it)."""
-        t = self.first
-        m = np.array([module])
-        while t < self.drop_at[module] and t < self.ctx.start_time + 1e7:
-            times = np.array([t])
-            if not self.ctx.silent(times, m)[0] and not self.ctx.not_asked(times, m)[0]:
-                return t
-            t += self.period
-        return math.inf
+        ctx = self.ctx
+        quiet = ctx.windows("module_silent", module) + ctx.windows("controller_silent", module)
+        t = self.first_poll_outside(quiet, self.first, self.period, self.first)
+        return t if t < self.drop_at[module] else math.inf
 
     def silence_windows(self, module: int) -> list[Window]:
         windows = super().silence_windows(module)

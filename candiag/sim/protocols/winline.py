@@ -129,17 +129,15 @@ class Winline(CycleProtocol):
         return out
 
     def _serial_known(self, module: int) -> float:
-        t = self.first
-        m = np.array([module])
-        horizon = self.ctx.start_time + 1e7
-        while t < horizon:
-            times = np.array([t])
-            active = not any(w.contains(times)[0] for w in self.inactive[module])
-            asked = not self.ctx.not_asked(times, m)[0]
-            if active and asked and not self.ctx.silent(times, m)[0]:
-                return t
-            t += self.period
-        return math.inf
+        """Time of the first poll at which the module is active, asked and answers (the
+        ratings and serial are read up to it)."""
+        ctx = self.ctx
+        quiet = (
+            ctx.windows("module_silent", module)
+            + ctx.windows("controller_silent", module)
+            + self.inactive[module]
+        )
+        return self.first_poll_outside(quiet, self.first, self.period, self.first)
 
     def _active(self, module: int, t: F64) -> np.ndarray:
         mask = np.ones(t.shape, bool)
