@@ -92,10 +92,11 @@ class Huawei(CycleProtocol):
         k1 = max(math.ceil((t_hi - self.first) / LOOP_S), k0)
         self.iterations_done = k1
         parts = []
-        if t_lo <= ctx.start_time + 0.01 < t_hi:  # connection_established + set_mode
+        if t_lo <= ctx.start_time + 0.01 < t_hi:
+            # set_mode() before the loop; connection_established() asks for the inherent
+            # information (its switch_on(false) sends nothing: nothing changed).
             t = np.array([ctx.start_time + 0.01])
             parts.append(self._to_all(t, CONFIGURATION, AUTO_MODE, byte3=1))
-            parts.append(self._to_all(t + 0.001, CONTROL, POWER_ON_OFF, byte3=1))
             parts.append(self._broadcast(t + 0.002, QUERY_INFO, BATCH))
         if k1 > k0:
             times = self.first + LOOP_S * np.arange(k0, k1, dtype=np.float64)
@@ -137,7 +138,10 @@ class Huawei(CycleProtocol):
         n = ctx.modules
         on = ctx.session_times(t_lo, t_hi, m.precharge_at)
         off = ctx.session_times(t_lo, t_hi, m.session_s)
-        setpoints = np.sort(np.concatenate([on + 0.001, ctx.setpoint_times(t_lo, t_hi)]))
+        # An on/off change is followed by the setpoints (tx_thread), also when switching off.
+        setpoints = np.sort(
+            np.concatenate([on + 0.001, off + 0.001, ctx.setpoint_times(t_lo, t_hi)])
+        )
         parts = [
             self._to_all(on, CONTROL, POWER_ON_OFF, byte3=0),
             self._to_all(off, CONTROL, POWER_ON_OFF, byte3=1),
