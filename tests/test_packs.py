@@ -18,7 +18,7 @@ import cantools
 import numpy as np
 import pytest
 
-from candiag.decode.dbc import KNOWN_ROLES, load_dbc_paths
+from candiag.decode.dbc import KNOWN_ROLES, PACK_ROLES, load_dbc_paths
 from tests.pack_resolver import MASKS, PackResolver, attr
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,7 +83,7 @@ def test_pack_loads_strict_without_warnings(path: Path, caplog: pytest.LogCaptur
 def test_pack_loads_through_candiag_strictly_without_warnings(path: Path) -> None:
     db = load_dbc_paths([path], strict=True)
     assert not db.warnings
-    assert all(s.role is None or s.role in KNOWN_ROLES or s.role.startswith("alarm:")
+    assert all(s.role is None or s.role in KNOWN_ROLES | PACK_ROLES or s.role.startswith("alarm:")
                for m in db.messages for s in m.signals)  # fmt: skip
 
 
