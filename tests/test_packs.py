@@ -120,6 +120,15 @@ def test_message_declarations_are_consistent(path: Path, packs: dict[str, Any]) 
         assert msg.comment and len(msg.comment) > 20, msg.name
         direction = attr(msg, "CandiagDirection", "")
         assert direction in DIRECTIONS, (msg.name, direction)
+        # The controller's frames are not the module's presence: requests are "<family>_poll"
+        # (or have no family), answers carry the module's family.
+        family = str(attr(msg, "CandiagNodeFamily", "") or "")
+        if direction == "request":
+            assert family == "" or family.endswith("_poll"), (msg.name, family)
+        elif direction in ("reply", "report"):
+            assert family and not family.endswith("_poll"), (msg.name, family)
+        else:
+            assert not family.endswith("_poll"), (msg.name, family)
         reply = attr(msg, "CandiagReply", "")
         if direction in ("request", "both"):
             assert reply in names, f"{msg.name}: CandiagReply {reply!r}"

@@ -669,3 +669,44 @@ def test_faults_without_an_end_from_the_start(protocol: str) -> None:
     frames = resolve(protocol, simulate(protocol, 20.0, "module_silent@0:module=all"))
     assert frames and not [f for f in frames if f.direction == "reply"]
     assert not len(simulate(protocol, 20.0, "controller_silent@0"))
+
+
+# -- what today's analyze makes of a simulated protocol bus with its pack ------------------
+
+
+def _analyze(tmp_path: Path, protocol: str, *args: str) -> dict[str, Any]:
+    import json
+
+    capture = tmp_path / f"{protocol}.log.gz"
+    report = tmp_path / f"{protocol}.json"
+    assert main(["simulate", "--protocol", protocol, "-o", str(capture), "-d", "60", *args]) == 0
+    assert (
+        main(["analyze", str(capture), "--dbc", str(pack_path(protocol)), "--json", str(report)])
+        == 0
+    )
+    data: dict[str, Any] = json.loads(report.read_text())
+    return data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", PROTOCOL_NAMES)
+def test_analyze_finds_nothing_on_a_healthy_protocol_bus(protocol: str, tmp_path: Path) -> None:
+    report = _analyze(tmp_path, protocol)
+    serious = [f for f in report["findings"] if f["severity"] in ("warning", "critical")]
+    assert not serious, serious
+
+
+@pytest.mark.slow
+def test_analyze_tells_a_silent_module_from_the_polls_that_go_on(tmp_path: Path) -> None:
+    # Requests are the controller's frames (family power_module_poll, node = the module
+    # asked); the module's presence is its answers (power_module) alone.
+    report = _analyze(tmp_path, "winline", "--scenario", "module_not_answering")
+    nodes = {(n["family"], n["address"]): n for n in report["nodes"]}
+    assert nodes[("power_module", 4)]["dropouts"] >= 1 or not nodes[("power_module", 4)]["online"]
+    assert (
+        nodes[("power_module_poll", 4)]["online"]
+        and nodes[("power_module_poll", 4)]["dropouts"] == 0
+    )
+    assert all(nodes[("power_module", k)]["dropouts"] == 0 for k in (1, 2, 3))
+    codes = {f["code"] for f in report["findings"]}
+    assert codes & {"CAN_NODE_OFFLINE", "CAN_NODE_INTERMITTENT"}
