@@ -1,4 +1,5 @@
-"""``candiag simulate``: the simulated reference charger, live on a bus or into a candump log.
+"""``candiag simulate``: the simulated reference charger, or a power-module protocol
+(``--protocol``), live on a bus or into a candump log.
 
 Live (default): sends in real time on a python-can interface until Ctrl-C or
 ``--duration``.  File (``--output x.log[.gz]``): writes ``--duration`` seconds
@@ -12,6 +13,10 @@ import re
 from typing import Any
 
 from candiag.errors import InputError, SafetyError
+
+# The --protocol names (candiag.sim.protocols.PROTOCOL_NAMES; spelt here so building the
+# parser imports no simulator).
+PROTOCOL_CHOICES = ("infy", "beg1k075g", "uugreen", "winline", "dpm1000", "huawei", "sinexcel")
 
 
 def register(subparsers: Any) -> None:
@@ -33,7 +38,10 @@ def register(subparsers: Any) -> None:
             "duplicate_address (module), firmware_mismatch (module, dcdc_major, dcdc_minor, "
             "pfc_major, pfc_minor), wrong_bitrate (interval, burst), overload (load, id), "
             "jitter (module, ratio), contactor_mismatch (contactor=dc_plus|dc_minus|precharge, "
-            "mode=stuck_open|stuck_closed), cooling_no_flow, meter_reversed."
+            "mode=stuck_open|stuck_closed), cooling_no_flow, meter_reversed. "
+            "With --protocol: module_silent, controller_silent, rejected_requests (code, "
+            "ratio), duplicate_address, slow_replies (latency ms), error_frames, bus_off; "
+            "module=ADDRESS|first|last|all (docs/protocols.md)."
         ),
     )
     target = parser.add_argument_group("target")
@@ -69,7 +77,16 @@ def register(subparsers: Any) -> None:
         help="live only: simulated seconds per wall-clock second (default: 1)",
     )  # fmt: skip
     charger = parser.add_argument_group("charger")
-    charger.add_argument("--modules", type=int, default=8, help="power modules (default: 8)")
+    charger.add_argument(
+        "--protocol", choices=PROTOCOL_CHOICES,
+        help="simulate a power-module protocol instead of the reference charger: the "
+        "controller polling N modules as the EVerest driver does, the modules answering "
+        "(docs/protocols.md)",
+    )  # fmt: skip
+    charger.add_argument(
+        "--modules", type=int,
+        help="power modules (default: 8; with --protocol the protocol's typical count)",
+    )  # fmt: skip
     charger.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     charger.add_argument(
         "--start-time", type=float, default=1_700_000_000.0,
@@ -91,25 +108,58 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from candiag.health.bitrate import DEFAULT_BITRATE
-    from candiag.sim.charger import ChargerSimulator, SimConfig
-    from candiag.sim.faults import parse_fault
-    from candiag.sim.scenarios import scenario_description, scenario_faults, scenario_names
 
     if args.list_scenarios:
-        for name in scenario_names():
-            print(f"{name:20s} {scenario_description(name)}")
-        return 0
+        return _list_scenarios(args.protocol)
     if args.duration is not None and args.duration <= 0:
         raise InputError(f"--duration must be positive, got {args.duration}")
+    if args.bitrate is not None and args.bitrate <= 0:
+        raise InputError(f"--bitrate must be positive, got {args.bitrate}")
+    sim = _protocol_sim(args) if args.protocol else _charger_sim(args)
+    args.bitrate = args.bitrate or getattr(sim, "bitrate", None) or DEFAULT_BITRATE
+    if args.output:
+        return _to_file(sim, args)
+    return _live(sim, args)
+
+
+def _charger_sim(args: argparse.Namespace) -> Any:
+    from candiag.health.bitrate import DEFAULT_BITRATE
+    from candiag.sim.charger import ChargerSimulator, SimConfig
+    from candiag.sim.faults import PROTOCOL_ONLY_FAULT_KINDS, parse_fault
+    from candiag.sim.scenarios import scenario_faults
+
+    if args.modules is None:
+        args.modules = 8
     if not 1 <= args.modules <= 255:
         raise InputError(f"--modules must be 1..255 (one address byte), got {args.modules}")
-    if args.bitrate is None:
-        args.bitrate = DEFAULT_BITRATE
-    if args.bitrate <= 0:
-        raise InputError(f"--bitrate must be positive, got {args.bitrate}")
     faults = scenario_faults(args.scenario) + [parse_fault(spec) for spec in args.fault]
-    sim = ChargerSimulator(
+    for fault in faults:
+        if fault.kind in PROTOCOL_ONLY_FAULT_KINDS:
+            raise InputError(
+                f"fault {fault.kind} needs a request/response protocol: add --protocol NAME "
+                f"({', '.join(PROTOCOL_CHOICES)})"
+            )
+    return ChargerSimulator(
         SimConfig(
+            modules=args.modules,
+            seed=args.seed,
+            start_time=args.start_time,
+            bitrate=args.bitrate or DEFAULT_BITRATE,
+            channel=args.channel,
+            faults=tuple(faults),
+        )
+    )
+
+
+def _protocol_sim(args: argparse.Namespace) -> Any:
+    from candiag.sim.faults import parse_fault
+    from candiag.sim.protocols.engine import ProtocolSimConfig, ProtocolSimulator
+    from candiag.sim.protocols.scenarios import protocol_scenario_faults
+
+    faults = protocol_scenario_faults(args.scenario) + [parse_fault(spec) for spec in args.fault]
+    sim = ProtocolSimulator(
+        ProtocolSimConfig(
+            protocol=args.protocol,
             modules=args.modules,
             seed=args.seed,
             start_time=args.start_time,
@@ -118,9 +168,27 @@ def _run(args: argparse.Namespace) -> int:
             faults=tuple(faults),
         )
     )
-    if args.output:
-        return _to_file(sim, args)
-    return _live(sim, args)
+    args.modules = sim.modules
+    return sim
+
+
+def _list_scenarios(protocol: str | None) -> int:
+    from candiag.sim.protocols.engine import PROTOCOL_FAULT_KINDS
+    from candiag.sim.protocols.scenarios import (
+        protocol_scenario_description,
+        protocol_scenario_names,
+    )
+    from candiag.sim.scenarios import scenario_description, scenario_names
+
+    if protocol is None:
+        for name in scenario_names():
+            print(f"{name:20s} {scenario_description(name)}")
+        print()
+        print("with --protocol NAME (" + ", ".join(PROTOCOL_CHOICES) + "):")
+    for name in protocol_scenario_names():
+        print(f"{name:28s} {protocol_scenario_description(name)}")
+    print("protocol fault kinds: " + ", ".join(PROTOCOL_FAULT_KINDS))
+    return 0
 
 
 def _to_file(sim: Any, args: argparse.Namespace) -> int:
@@ -141,8 +209,9 @@ def _to_file(sim: Any, args: argparse.Namespace) -> int:
             writer.write(batch)
     finally:
         writer.close()
+    what = f"{args.protocol} protocol, " if args.protocol else ""
     print(
-        f"wrote {writer.frames_written} frames ({args.duration:g} s simulated, "
+        f"wrote {writer.frames_written} frames ({args.duration:g} s simulated, {what}"
         f"{args.modules} modules, scenario {args.scenario}) to {args.output}; "
         f"healthy bus load {sim.nominal_bus_load():.1%} at {args.bitrate} bit/s"
     )
@@ -168,8 +237,9 @@ def _live(sim: Any, args: argparse.Namespace) -> int:
 
     bus = open_sim_bus(args.interface, args.channel, args.bitrate)
     runner = SimulatorRunner(bus, sim, speed=args.speed, duration=args.duration)
+    what = f"{args.protocol} protocol, " if args.protocol else ""
     print(
-        f"simulating {args.modules} modules (scenario {args.scenario}) on "
+        f"simulating {what}{args.modules} modules (scenario {args.scenario}) on "
         f"{args.interface}:{args.channel}, bus load {sim.nominal_bus_load():.1%} at "
         f"{args.bitrate} bit/s; Ctrl-C to stop"
     )

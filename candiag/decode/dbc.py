@@ -86,6 +86,9 @@ KNOWN_ROLES = frozenset(
         "meter:voltage",
     }
 )
+#: Roles of the protocol packs (docs/protocols.md): identity registers, the field a reply
+#: must echo to answer a request, a reply's error byte, a payload direction field.
+PACK_ROLES = frozenset({"serial", "command", "reply_error", "direction"})
 
 #: Different ``CandiagNodeMask`` values one catalogue may use (the lookup does one pass each).
 MAX_NODE_MASKS = 64
@@ -1110,11 +1113,12 @@ def _signal_def(where: _Where, sig: Any, defaults: dict[str, Any]) -> SignalDef:
     role = _attribute(sig, ATTR_ROLE, defaults) or None
     if role is not None:
         role = str(role)
-        if role not in KNOWN_ROLES and not (role.startswith("alarm:") and len(role) > 6):
+        known = KNOWN_ROLES | PACK_ROLES
+        if role not in known and not (role.startswith("alarm:") and len(role) > 6):
             where.add(
                 where.attribute_line(ATTR_ROLE, sig.name),
                 f"signal {sig.name} has unknown {ATTR_ROLE} {role!r}, which candiag ignores; "
-                f"use one of {', '.join(sorted(KNOWN_ROLES))} or alarm:<name>",
+                f"use one of {', '.join(sorted(known))} or alarm:<name>",
                 "convention",
             )
             role = None

@@ -77,7 +77,13 @@ FAULT_KINDS = (
     "contactor_mismatch",
     "cooling_no_flow",
     "meter_reversed",
+    # Request/response protocols only (candiag simulate --protocol; docs/protocols.md).
+    "controller_silent",
+    "rejected_requests",
+    "slow_replies",
 )
+#: Fault kinds only the protocol simulators (``--protocol``) play.
+PROTOCOL_ONLY_FAULT_KINDS = ("controller_silent", "rejected_requests", "slow_replies")
 ERROR_FRAME_CLASSES = (
     "ack",
     "stuff",
