@@ -141,7 +141,7 @@ def mutate(data: bytes, r: ByteReader) -> bytes:
 
 def check_candump(data: bytes) -> None:
     """parse_candump: every line is a frame, a malformed entry or blank; frames round-trip."""
-    from candiag.ingest.candump import _channel_token, format_candump, parse_candump
+    from candiag.capture.candump import _channel_token, format_candump, parse_candump
 
     parsed = parse_candump(data)
     lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
@@ -184,8 +184,8 @@ _CAPTURE_SUFFIXES = (".log", ".log.gz", ".candump", ".asc", ".trc", ".csv", ".bl
 
 def check_capture_file(data: bytes) -> None:
     """CaptureReader on a file of any suffix: batches and consistent stats, or CaptureError."""
+    from candiag.capture import CaptureReader
     from candiag.errors import CaptureError
-    from candiag.ingest.capture import CaptureReader
 
     r = ByteReader(data)
     suffix = r.pick(_CAPTURE_SUFFIXES)
@@ -915,7 +915,7 @@ def check_poller(data: bytes) -> None:
 
 
 def _seed_candump() -> list[bytes]:
-    from candiag.ingest.candump import format_candump
+    from candiag.capture.candump import format_candump
     from candiag.sim.charger import ChargerSimulator
 
     sim = ChargerSimulator()

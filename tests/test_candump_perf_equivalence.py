@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from candiag.ingest import candump
-from candiag.ingest.candump import (
+from candiag.capture import CaptureReader, candump
+from candiag.capture.candump import (
     ParsedChunk,
     _ChunkArrays,
     _line_bounds,
@@ -29,7 +29,6 @@ from candiag.ingest.candump import (
     format_candump,
     parse_candump,
 )
-from candiag.ingest.capture import CaptureReader
 
 HEX = "0123456789ABCDEFabcdef"
 NAMES = [

@@ -13,12 +13,11 @@ import can
 import numpy as np
 import pytest
 
+from candiag.capture import CandumpWriter, read_capture
+from candiag.capture.recorder import RecordSummary, record
 from candiag.cli import main
-from candiag.ingest.candump import CandumpWriter
-from candiag.ingest.capture import read_capture
 from candiag.ingest.frames import FrameBatch
 from candiag.ingest.live import BusReader
-from candiag.ingest.recorder import RecordSummary, record
 
 
 def messages(n: int) -> list[can.Message]:

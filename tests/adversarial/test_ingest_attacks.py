@@ -13,8 +13,8 @@ import can
 import numpy as np
 import pytest
 
-from candiag.ingest.candump import parse_candump
-from candiag.ingest.capture import read_capture
+from candiag.capture import read_capture
+from candiag.capture.candump import parse_candump
 from candiag.ingest.frames import MAX_CHANNELS, ChannelTable, FrameBatch
 from tests.adversarial.bounded import run_bounded
 

@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
+from candiag.capture.metadata import RecordingMetadata, gzip_header, sidecar_path, write_sidecar
 from candiag.errors import InputError, RecordingError
 from candiag.ingest.frames import (
     CAN_EFF_MASK,
@@ -62,7 +63,6 @@ from candiag.ingest.frames import (
     ChannelTable,
     FrameBatch,
 )
-from candiag.ingest.metadata import RecordingMetadata, gzip_header, sidecar_path, write_sidecar
 
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
@@ -1289,7 +1289,7 @@ class _GzipMember:
     """One gzip member written by hand: header, raw deflate stream, CRC-32 and size trailer.
 
     :class:`gzip.GzipFile` cannot write the header's FCOMMENT field, which carries the
-    recording metadata (:func:`candiag.ingest.metadata.gzip_header`); the stream itself is
+    recording metadata (:func:`candiag.capture.metadata.gzip_header`); the stream itself is
     what ``GzipFile`` writes (zlib level 9, ``Z_SYNC_FLUSH`` points, RFC 1952 trailer).
     """
 
@@ -1342,7 +1342,7 @@ class CandumpWriter:
     * Metadata: with ``metadata`` every file (each rotated one too) carries the recording
       metadata, stamped with the time it was opened: ``.log.gz`` in its gzip header's
       comment, ``.log`` in a sidecar ``<file>.meta.json`` written before the first frame
-      (:mod:`candiag.ingest.metadata`; an existing sidecar is never overwritten either).
+      (:mod:`candiag.capture.metadata`; an existing sidecar is never overwritten either).
     """
 
     def __init__(

@@ -10,7 +10,7 @@ kind of error it was; a plain ``CAN_ERROR`` (type 2) it does not yield at all.
 message comes out, the object it came from (python-can sets ``self._pos`` before each object,
 4.6.1) is read again with our own struct of the documented layout (Tobias Lorenz's
 ``vector_blf``, ``CanErrorFrameExt.h``; docs/capture-formats.md) and mapped by
-:func:`~candiag.ingest.formats.errormap.from_vector_flags`; anything that does not fit
+:func:`~candiag.capture.formats.errormap.from_vector_flags`; anything that does not fit
 gives an unclassified error frame.  Objects python-can skips are walked too: ``CAN_ERROR``
 becomes an unclassified error frame, other types are counted by type number.
 """
@@ -25,7 +25,7 @@ from typing import Any
 import can
 from can.io.blf import BLFReader
 
-from candiag.ingest.formats import errormap
+from candiag.capture.formats import errormap
 
 CAN_ERROR = 2
 CAN_ERROR_EXT = 73

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from candiag.ingest.formats.rows import EXTENDED, FD, REMOTE, FrameRows, Sink, hex_bytes
+from candiag.capture.formats.rows import EXTENDED, FD, REMOTE, FrameRows, Sink, hex_bytes
 from candiag.ingest.frames import CAN_EFF_MASK, CAN_ERR_FLAG, CAN_ERR_MASK, FrameBatch
 
 NAME = "candump screen output"

@@ -14,8 +14,8 @@ import binascii
 from base64 import b64decode
 from collections.abc import Iterable, Iterator
 
-from candiag.ingest.formats import errormap
-from candiag.ingest.formats.rows import EXTENDED, REMOTE, FrameRows, Sink
+from candiag.capture.formats import errormap
+from candiag.capture.formats.rows import EXTENDED, REMOTE, FrameRows, Sink
 from candiag.ingest.frames import CAN_EFF_MASK, CAN_SFF_MASK, FrameBatch
 
 NAME = "CSV"

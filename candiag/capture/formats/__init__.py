@@ -13,5 +13,5 @@ Owns everything between a foreign capture's bytes and a :class:`~candiag.ingest.
 Text readers skip a bad line and go on (each one reported with its line number, the format
 and the reason in words); a reader that cannot resume says where it stopped.  The facts each
 reader relies on, with their public sources, are in docs/capture-formats.md.
-candump ``-L`` text is not here: :mod:`candiag.ingest.candump` parses it, vectorized.
+candump ``-L`` text is not here: :mod:`candiag.capture.candump` parses it, vectorized.
 """

@@ -1,10 +1,10 @@
 """Reading captures into :class:`FrameBatch` chunks, whatever their format and wherever from.
 
 candump ``-L`` text (``.log``, ``.log.gz``, or anything whose content is candump ``-L``)
-goes through our vectorized parser in :mod:`candiag.ingest.candump`, streamed in blocks so
+goes through our vectorized parser in :mod:`candiag.capture.candump`, streamed in blocks so
 memory does not grow with the capture length.  Other tools' formats (Vector ASC/BLF, PEAK
 TRC, python-can CSV, candump screen output, ASAM MDF 4) go through
-:mod:`candiag.ingest.formats`, which says what each file is and why, maps their error records
+:mod:`candiag.capture.formats`, which says what each file is and why, maps their error records
 truthfully and skips a bad line without losing the rest.
 
 The source is a file or, with ``"-"``, standard input (streamed; gzip recognized by its
@@ -29,9 +29,9 @@ from typing import IO, Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 
+from candiag.capture.candump import MalformedLine, parse_lines
+from candiag.capture.formats import detect as detection
 from candiag.errors import CaptureError
-from candiag.ingest.candump import MalformedLine, parse_lines
-from candiag.ingest.formats import detect as detection
 from candiag.ingest.frames import MAX_CHANNELS, OVERFLOW_CHANNEL, ChannelTable, FrameBatch
 
 __all__ = ["STDIN", "CaptureReader", "CaptureStats", "MalformedLine", "read_capture"]
@@ -91,7 +91,7 @@ class CaptureStats:
         if room > 0:
             self.examples.extend(items[:room])
 
-    # -- what format readers report (candiag.ingest.formats.rows.Sink) --------------------
+    # -- what format readers report (candiag.capture.formats.rows.Sink) --------------------
     def bad_line(self, line: int, reason: str, text: str) -> None:
         self.add_malformed([MalformedLine(line, reason, text[:200])])
 
@@ -397,20 +397,20 @@ class CaptureReader:
         if fmt == "candump":
             yield from self._candump_batches()
         elif fmt == "asc":
-            from candiag.ingest.formats.asc import AscReader
+            from candiag.capture.formats.asc import AscReader
 
             yield from AscReader(self.stats, channels_table, chunk).batches(self._text_lines())
         elif fmt == "trc":
-            from candiag.ingest.formats.trc import TrcReader
+            from candiag.capture.formats.trc import TrcReader
 
             reader = TrcReader(self.stats, channels_table, chunk, self.where)
             yield from reader.batches(self._text_lines())
         elif fmt == "csv":
-            from candiag.ingest.formats.csvlog import CsvReader
+            from candiag.capture.formats.csvlog import CsvReader
 
             yield from CsvReader(self.stats, channels_table, chunk).batches(self._text_lines())
         elif fmt == "candump-screen":
-            from candiag.ingest.formats.screen import ScreenReader
+            from candiag.capture.formats.screen import ScreenReader
 
             assert self.detected.layout is not None
             screen = ScreenReader(self.stats, channels_table, chunk, self.detected.layout)
@@ -455,8 +455,8 @@ class CaptureReader:
     def _blf_batches(self, channels: ChannelTable) -> Iterator[FrameBatch]:
         from can.io.blf import BLFParseError
 
-        from candiag.ingest.formats.blf import ErrorAwareBLFReader
-        from candiag.ingest.formats.rows import FrameRows
+        from candiag.capture.formats.blf import ErrorAwareBLFReader
+        from candiag.capture.formats.rows import FrameRows
 
         errors = (*_BLF_READ_ERRORS, BLFParseError)
         stream = io.BufferedReader(_BlockStream(self._raw_blocks(self.block_bytes)))
@@ -494,7 +494,7 @@ class CaptureReader:
             yield rows.build()
 
     def _mf4_batches(self, channels: ChannelTable) -> Iterator[FrameBatch]:
-        from candiag.ingest.formats.mf4 import read_mf4
+        from candiag.capture.formats.mf4 import read_mf4
 
         if self.is_stdin or self._compressed:
             raise CaptureError(

@@ -10,7 +10,7 @@ together on python-can's own sample files.  Differences, each documented in
 docs/capture-formats.md: channels keep the file's numbering (``1``, ``2``, ... as in
 CANalyzer; python-can subtracts one), ``TxRq`` lines (transmit requests, not frames on the
 bus) are counted and skipped, and error and status lines are mapped by
-:mod:`candiag.ingest.formats.errormap`.
+:mod:`candiag.capture.formats.errormap`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from candiag.ingest.formats import errormap
-from candiag.ingest.formats.rows import BRS, ESI, EXTENDED, FD, REMOTE, FrameRows, Sink, hex_bytes
+from candiag.capture.formats import errormap
+from candiag.capture.formats.rows import BRS, ESI, EXTENDED, FD, REMOTE, FrameRows, Sink, hex_bytes
 from candiag.ingest.frames import CAN_EFF_MASK, CAN_SFF_MASK, FD_DLC_TO_LEN, FrameBatch
 
 NAME = "ASC"
