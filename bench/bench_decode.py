@@ -101,7 +101,7 @@ def _simulated_chunks() -> Any:
 def repeated_capture(source: Path, copies: int) -> Path:
     """``copies`` back-to-back copies of ``source``, timestamps shifted past the previous."""
     from candiag.capture import read_capture
-    from candiag.capture.candump import format_candump
+    from candiag.capture.formats.candump import format_candump
 
     path = source.with_name(f"{source.stem}x{copies}.log")
     if path.exists():

@@ -14,7 +14,7 @@ import sys
 import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports(include=["candiag"]):
-    import candiag.capture.candump
+    import candiag.capture.formats.candump
     import candiag.capture.reader
     import candiag.cli
     import candiag.daemon.config

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from candiag.capture import read_capture
-from candiag.capture.candump import CandumpWriter, format_candump
+from candiag.capture import CandumpWriter, read_capture
+from candiag.capture.formats.candump import format_candump
 from candiag.errors import InputError, RecordingError
 from candiag.ingest.frames import FLAG_ERROR, FLAG_EXTENDED, FLAG_REMOTE, FrameBatch
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from candiag.capture import CaptureReader, read_capture
-from candiag.capture.candump import format_candump
+from candiag.capture.formats.candump import format_candump
 from candiag.errors import CaptureError
 from candiag.ingest.frames import FrameBatch
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from candiag.capture import read_capture
-from candiag.capture.candump import parse_candump
+from candiag.capture.formats.candump import parse_candump
 from candiag.ingest.frames import MAX_CHANNELS, ChannelTable, FrameBatch
 from tests.adversarial.bounded import run_bounded
 

@@ -79,7 +79,7 @@ def test_seeds_pass_their_check(name: str) -> None:
 def test_shipped_files_are_accepted_not_just_survived() -> None:
     """The seeds of the file formats are really parsed (a check that refused everything
     would pass the fuzz tests vacuously)."""
-    from candiag.capture.candump import parse_candump
+    from candiag.capture.formats.candump import parse_candump
     from candiag.daemon.config import load_config
     from candiag.decode.dbc import load_dbc_paths
     from fuzz.targets import EXAMPLE_CONFIG, PROFILE_DIR, ROOT

@@ -16,7 +16,7 @@ import can
 import numpy as np
 import pytest
 
-from candiag.capture.candump import format_candump, parse_candump
+from candiag.capture.formats.candump import format_candump, parse_candump
 from candiag.health.errorframes import ErrorFrameSummary
 from candiag.ingest.frames import FLAG_ERROR, FLAG_EXTENDED, FLAG_REMOTE, FrameBatch
 

@@ -1,8 +1,10 @@
-"""Column builder shared by the foreign-format readers.
+"""What every format reader shares: the column builder and the :class:`Sink` it reports into.
 
-Readers parse one record at a time (the formats are line or object oriented, as python-can's
-readers are), append plain values here, and :meth:`FrameRows.build` turns a chunk into a
-:class:`FrameBatch` with a handful of bulk numpy conversions, as :class:`BatchBuilder` does.
+Readers other than candump's parse one record at a time (the formats are line or object
+oriented, as python-can's readers are), append plain values here, and
+:meth:`FrameRows.build` turns a chunk into a :class:`FrameBatch` with a handful of bulk
+numpy conversions, as :class:`BatchBuilder` does.  Every reader, candump's too, reports
+what is not a frame (bad lines, other records, where it stopped) into a :class:`Sink`.
 The channel table is shared by every chunk of one capture, so channel indices are stable;
 it is a :class:`~candiag.ingest.frames.ChannelTable` (a dictionary look-up per row, and
 the names past its cap share one overflow channel).
@@ -32,6 +34,8 @@ from candiag.ingest.frames import (
 if TYPE_CHECKING:
     import can
 
+    from candiag.capture.stats import MalformedLine
+
 ERROR = int(FLAG_ERROR)
 EXTENDED = int(FLAG_EXTENDED)
 REMOTE = int(FLAG_REMOTE)
@@ -41,10 +45,16 @@ ESI = int(FLAG_ESI)
 
 
 class Sink(Protocol):
-    """Where a reader reports what is not a frame (implemented by ``CaptureStats``)."""
+    """What a reader reports besides frames (implemented by ``CaptureStats``)."""
+
+    lines: int  # lines (or records) read so far; text readers get it from the source
+    blank: int  # lines with nothing but whitespace
 
     def bad_line(self, line: int, reason: str, text: str) -> None:
         """A line or record that could not be read and was skipped."""
+
+    def add_malformed(self, items: list[MalformedLine]) -> None:
+        """Lines skipped, many at once (their reasons already say the format)."""
 
     def not_a_frame(self, kind: str, count: int = 1) -> None:
         """Records that are not CAN frames (statistics, events), counted by kind."""
