@@ -12,6 +12,7 @@ from pathlib import Path
 import can
 import numpy as np
 import pytest
+from frame_batches import batch_of
 
 from candiag.capture import CandumpWriter, read_capture
 from candiag.capture.recorder import RecordSummary, record
@@ -64,7 +65,7 @@ def expected_batch(n: int, channel: str) -> FrameBatch:
     msgs = messages(n)
     for m in msgs:
         m.channel = channel
-    return FrameBatch.from_messages(msgs)
+    return batch_of(msgs)
 
 
 def assert_same(got: FrameBatch, want: FrameBatch) -> None:

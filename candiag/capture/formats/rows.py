@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from candiag.ingest.frames import (
-    CLASSIC_WIDTH,
-    FD_WIDTH,
     FLAG_BRS,
     FLAG_ERROR,
     FLAG_ESI,
@@ -29,6 +27,7 @@ from candiag.ingest.frames import (
     FLAG_REMOTE,
     ChannelTable,
     FrameBatch,
+    payload_matrix,
 )
 
 if TYPE_CHECKING:
@@ -114,13 +113,7 @@ class FrameRows:
         if n == 0:
             return FrameBatch.empty(channels=self.channels)
         lengths = np.fromiter(map(len, self._data), np.int64, n)
-        width = CLASSIC_WIDTH if int(lengths.max()) <= CLASSIC_WIDTH else FD_WIDTH
-        data = np.zeros((n, width), np.uint8)
-        blob = np.frombuffer(b"".join(self._data), np.uint8)
-        if blob.size:
-            rows = np.repeat(np.arange(n), lengths)
-            starts = np.cumsum(lengths) - lengths
-            data[rows, np.arange(blob.size) - np.repeat(starts, lengths)] = blob
+        data = payload_matrix(b"".join(self._data), lengths)
         batch = FrameBatch(
             timestamp=np.array(self._ts, np.float64),
             can_id=np.array(self._id, np.uint32),
