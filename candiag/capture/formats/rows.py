@@ -13,7 +13,7 @@ the names past its cap share one overflow channel).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -125,6 +125,38 @@ class FrameRows:
         )
         self._clear()
         return batch
+
+
+class LineReader:
+    """A line-oriented format's reader: each line into :attr:`rows`, a bad one skipped.
+
+    Subclasses say what one line is (:meth:`read_line`: ``None`` when it was read or is
+    not a frame, else the reason in words); the loop, the chunking and the report of a
+    bad line (its number, ``"<prefix>: <reason>"`` and its text) are the same for every
+    text format.
+    """
+
+    prefix = "?"  # the format's name at the start of every reason
+
+    def __init__(self, sink: Sink, channels: list[str], chunk: int) -> None:
+        self.sink = sink
+        self.rows = FrameRows(channels)
+        self.chunk = chunk
+
+    def batches(self, lines: Iterable[tuple[int, str]]) -> Iterator[FrameBatch]:
+        """Batches of at most ``chunk`` frames from numbered lines."""
+        for number, line in lines:
+            reason = self.read_line(line)
+            if reason is not None:
+                self.sink.bad_line(number, f"{self.prefix}: {reason}", line)
+            if len(self.rows) >= self.chunk:
+                yield self.rows.build()
+        if len(self.rows):
+            yield self.rows.build()
+
+    def read_line(self, line: str) -> str | None:
+        """Read one line into :attr:`rows`; the reason when it is not readable."""
+        raise NotImplementedError
 
 
 def hex_bytes(tokens: Sequence[str], base: int = 16) -> bytes | str:
