@@ -273,15 +273,13 @@ class BatchBuilder:
     """Accumulates python-can messages into a :class:`FrameBatch`.
 
     This is the only per-frame Python on the per-message live path (every interface but
-    SocketCAN, which is read in bulk), so :meth:`add` is nothing but a list append (``builder.add`` *is* ``list.append``); :meth:`build` converts the whole
-    list at once with ``np.fromiter`` over each field and one ``bytes.join`` for the
+    SocketCAN, which is read in bulk), so :meth:`add` is nothing but a list append
+    (``builder.add`` *is* ``list.append``); :meth:`build` converts the whole list at once with ``np.fromiter`` over each field and one ``bytes.join`` for the
     payloads.  Measured against per-frame stores into numpy arrays, this halves the cost
     per frame on a fast source (``make bench``, ``bench_daemon``).
     """
 
-    def __init__(self, capacity: int = 4096, default_channel: str = "can0") -> None:
-        # ``capacity`` is kept for callers sizing batches; a list needs no preallocation.
-        self.capacity = capacity
+    def __init__(self, default_channel: str = "can0") -> None:
         self._default_channel = default_channel
         self._messages: list[can.Message] = []
         self.add: Callable[[can.Message], None] = self._messages.append

@@ -290,7 +290,7 @@ class BusReader:
 
     # -- the thread -------------------------------------------------------------------------
     def _run(self) -> None:
-        builder = BatchBuilder(capacity=self._max_batch, default_channel=self.channel)
+        builder = BatchBuilder(default_channel=self.channel)
         bus: can.BusABC | None = None
         bulk: BulkReceiver | None = None
         backoff = self._backoff_min
