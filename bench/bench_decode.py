@@ -3,7 +3,7 @@
 On one capture of the simulated reference charger (1,000,000 frames by default, generated
 once with :mod:`candiag.sim` and cached in ``.bench/``), in the same run:
 
-(a) candiag: :class:`~candiag.ingest.capture.CaptureReader` streaming the candump ``-L``
+(a) candiag: :class:`~candiag.capture.reader.CaptureReader` streaming the candump ``-L``
     file into batches and :class:`~candiag.decode.decoder.BatchDecoder` producing signal
     arrays (best of 5); also the decoder alone on in-memory batches (goal >= 2M frames/s);
 (b) the straightforward pipeline: python-can's ``can.CanutilsLogReader`` and cantools'
@@ -53,7 +53,7 @@ REFERENCE_CHECK_FRAMES = 20_000  # lines compared with one json.dumps per frame
 # -- captures --------------------------------------------------------------------------------
 def reference_capture(cache: Path, frames: int) -> tuple[Path, str]:
     """The cached capture of ``frames`` frames of the simulated reference charger."""
-    from candiag.ingest.candump import CandumpWriter
+    from candiag.capture import CandumpWriter
 
     path = cache / f"reference-{_inputs_digest()}-{frames}.log"
     origin = "simulated reference charger (candiag.sim, 8 power modules)"
@@ -100,8 +100,8 @@ def _simulated_chunks() -> Any:
 
 def repeated_capture(source: Path, copies: int) -> Path:
     """``copies`` back-to-back copies of ``source``, timestamps shifted past the previous."""
-    from candiag.ingest.candump import format_candump
-    from candiag.ingest.capture import read_capture
+    from candiag.capture import read_capture
+    from candiag.capture.formats.candump import format_candump
 
     path = source.with_name(f"{source.stem}x{copies}.log")
     if path.exists():
@@ -120,9 +120,9 @@ def repeated_capture(source: Path, copies: int) -> Path:
 # -- workers (each runs in its own process) --------------------------------------------------
 def work_candiag(path: str, repeats: int) -> dict[str, Any]:
     """CaptureReader + BatchDecoder over the whole file, streaming; best of ``repeats``."""
+    from candiag.capture import CaptureReader
     from candiag.decode.dbc import load_reference_database
     from candiag.decode.decoder import BatchDecoder
-    from candiag.ingest.capture import CaptureReader
 
     decoder = BatchDecoder(load_reference_database())
     best = math.inf
@@ -141,9 +141,9 @@ def work_candiag(path: str, repeats: int) -> dict[str, Any]:
 
 def work_decoder_only(path: str, repeats: int) -> dict[str, Any]:
     """BatchDecoder alone on batches already in memory; best of ``repeats``."""
+    from candiag.capture import CaptureReader
     from candiag.decode.dbc import load_reference_database
     from candiag.decode.decoder import BatchDecoder
-    from candiag.ingest.capture import CaptureReader
 
     decoder = BatchDecoder(load_reference_database())
     batches = list(CaptureReader(path).batches())
@@ -159,11 +159,11 @@ def work_jsonl(path: str, repeats: int) -> dict[str, Any]:
     """``candiag decode``'s whole work, as its CLI does it, writing to /dev/null; best of
     ``repeats``: read + decode (CaptureReader, BatchDecoder) and format + write
     (JsonLinesFormatter), each timed."""
+    from candiag.capture import CaptureReader
     from candiag.cli.decode import DEFAULT_CHUNK_LINES
     from candiag.decode.dbc import load_reference_database
     from candiag.decode.decoder import BatchDecoder
     from candiag.decode.jsonl import JsonLinesFormatter
-    from candiag.ingest.capture import CaptureReader
 
     db = load_reference_database()
     decoder = BatchDecoder(db)
@@ -208,9 +208,9 @@ def work_jsonl(path: str, repeats: int) -> dict[str, Any]:
 
 def _reference_check(path: str, db: Any) -> dict[str, int]:
     """The first lines of the capture, fast formatter vs one ``json.dumps`` per frame."""
+    from candiag.capture import CaptureReader
     from candiag.decode.decoder import BatchDecoder
     from candiag.decode.jsonl import JsonLinesFormatter, JsonLinesOptions, reference_lines
-    from candiag.ingest.capture import CaptureReader
 
     checked = differ = 0
     for options in (JsonLinesOptions(), JsonLinesOptions(units=True, choices=True)):

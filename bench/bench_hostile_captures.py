@@ -1,7 +1,7 @@
 """Hostile captures benchmark (issue 13 §1 items 6 and 15): what blank lines and channel names cost.
 
 * blank lines: a gzip of N MiB of newlines between two candump frames, and the same inside
-  an ASC file, read with :class:`~candiag.ingest.capture.CaptureReader` (MiB/s of
+  an ASC file, read with :class:`~candiag.capture.reader.CaptureReader` (MiB/s of
   decompressed text, peak RSS of the process);
 * channel names: a candump capture with one new channel name per frame (70,000 by default,
   past the int16 channel indices of old), read, then analyzed end to end.
@@ -34,7 +34,7 @@ def _gzip_with_newlines(path: Path, head: bytes, tail: bytes, mib: int) -> None:
 
 
 def _read(path: Path) -> tuple[float, int, int]:
-    from candiag.ingest.capture import CaptureReader
+    from candiag.capture import CaptureReader
 
     started = time.perf_counter()
     reader = CaptureReader(path)

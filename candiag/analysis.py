@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from candiag.capture import CaptureReader, CaptureStats
+from candiag.capture.metadata import MetadataReading, read_recording_metadata
 from candiag.decode.dbc import ChargerDatabase
 from candiag.decode.identify import DbcMatch, select_reference_dbcs
 from candiag.diagnosis.engine import DiagnosisEngine, RuleBook, load_rulebook
@@ -36,9 +38,7 @@ from candiag.health.bus import split_by_channel
 from candiag.health.busload import frame_bits
 from candiag.health.nodes import FamilyPolicy
 from candiag.health.pipeline import BusPipeline, slice_decoded
-from candiag.ingest.capture import CaptureReader, CaptureStats
 from candiag.ingest.frames import FrameBatch
-from candiag.ingest.metadata import MetadataReading, read_recording_metadata
 
 # Frames read ahead to decide which reference DBCs describe the traffic.
 SAMPLE_FRAMES = 20_000

@@ -14,12 +14,12 @@ import sys
 import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports(include=["candiag"]):
+    import candiag.capture.formats.candump
+    import candiag.capture.reader
     import candiag.cli
     import candiag.config.load
     import candiag.decode.dbc
     import candiag.decode.decoder
-    import candiag.ingest.candump
-    import candiag.ingest.capture
     import candiag.modbus.link
     import candiag.modbus.poller
     import candiag.modbus.profile  # noqa: F401  (imported for instrumentation)

@@ -141,7 +141,8 @@ def mutate(data: bytes, r: ByteReader) -> bytes:
 
 def check_candump(data: bytes) -> None:
     """parse_candump: every line is a frame, a malformed entry or blank; frames round-trip."""
-    from candiag.ingest.candump import _channel_token, format_candump, parse_candump
+    from candiag.capture.formats.candump import format_candump, parse_candump
+    from candiag.capture.formats.candump.formatter import channel_token
 
     parsed = parse_candump(data)
     lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
@@ -165,7 +166,7 @@ def check_candump(data: bytes) -> None:
     width = min(b2.data.shape[1], batch.data.shape[1])
     assert np.array_equal(b2.data[:, :width], batch.data[:, :width])
     assert not b2.data[:, width:].any() and not batch.data[:, width:].any()
-    names = [_channel_token(c).decode() for c in batch.channels]
+    names = [channel_token(c).decode() for c in batch.channels]
     assert [b2.channels[i] for i in b2.channel] == [names[i] for i in batch.channel]
     tolerance = 1e-6 + 4 * np.spacing(np.abs(batch.timestamp))
     assert (np.abs(b2.timestamp - batch.timestamp) <= tolerance).all(), "timestamps drifted"
@@ -184,8 +185,8 @@ _CAPTURE_SUFFIXES = (".log", ".log.gz", ".candump", ".asc", ".trc", ".csv", ".bl
 
 def check_capture_file(data: bytes) -> None:
     """CaptureReader on a file of any suffix: batches and consistent stats, or CaptureError."""
+    from candiag.capture import CaptureReader
     from candiag.errors import CaptureError
-    from candiag.ingest.capture import CaptureReader
 
     r = ByteReader(data)
     suffix = r.pick(_CAPTURE_SUFFIXES)
@@ -931,7 +932,7 @@ def check_poller(data: bytes) -> None:
 
 
 def _seed_candump() -> list[bytes]:
-    from candiag.ingest.candump import format_candump
+    from candiag.capture.formats.candump import format_candump
     from candiag.sim.charger import ChargerSimulator
 
     sim = ChargerSimulator()

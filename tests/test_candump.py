@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from candiag.ingest.candump import format_candump, parse_candump, parse_line
+from candiag.capture.formats.candump import format_candump, parse_candump, parse_line
 from candiag.ingest.frames import (
     FLAG_BRS,
     FLAG_ERROR,

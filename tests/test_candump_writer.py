@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from candiag.capture import CandumpWriter, read_capture
+from candiag.capture.formats.candump import format_candump
 from candiag.errors import InputError, RecordingError
-from candiag.ingest.candump import CandumpWriter, format_candump
-from candiag.ingest.capture import read_capture
 from candiag.ingest.frames import FLAG_ERROR, FLAG_EXTENDED, FLAG_REMOTE, FrameBatch
 
 
@@ -178,7 +178,7 @@ def test_disk_full_becomes_recording_error(tmp_path: Path) -> None:
         import resource, signal, sys
         import numpy as np
         from candiag.errors import RecordingError
-        from candiag.ingest.candump import CandumpWriter
+        from candiag.capture import CandumpWriter
         from candiag.ingest.frames import FrameBatch
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from candiag.capture import CaptureReader, read_capture
+from candiag.capture.formats.candump import format_candump
 from candiag.errors import CaptureError
-from candiag.ingest.candump import format_candump
-from candiag.ingest.capture import CaptureReader, read_capture
 from candiag.ingest.frames import FrameBatch
 
 LINES = [

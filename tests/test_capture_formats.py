@@ -15,11 +15,11 @@ import can
 import numpy as np
 import pytest
 
+from candiag.capture import CaptureReader
+from candiag.capture.formats import errormap
 from candiag.errors import CaptureError
 from candiag.health.busstate import BusStateTracker
 from candiag.health.errorframes import ErrorFrameSummary
-from candiag.ingest.capture import CaptureReader
-from candiag.ingest.formats import errormap
 from candiag.ingest.frames import FrameBatch
 
 DATA = Path(__file__).parent / "data" / "pycan"
@@ -477,7 +477,7 @@ def test_mf4_written_by_python_can_is_read(tmp_path: Path) -> None:
 def test_mf4_without_the_extra_says_how_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from candiag.ingest.formats import mf4
+    from candiag.capture.formats import mf4
 
     monkeypatch.setattr(mf4, "available", lambda: False)
     path = tmp_path / "x.mf4"

@@ -15,7 +15,7 @@ from pathlib import Path
 import can
 import pytest
 
-from candiag.ingest.capture import CaptureReader
+from candiag.capture import CaptureReader
 from candiag.ingest.frames import FrameBatch
 from tests.realworld import HOW, pycan_dir
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from candiag.capture import CandumpWriter
 from candiag.cli import main
 from candiag.decode.dbc import load_dbc_paths
-from candiag.ingest.candump import CandumpWriter
 from candiag.ingest.frames import FLAG_ERROR, FLAG_EXTENDED, FLAG_REMOTE, FrameBatch
 
 FIXTURE = Path(__file__).parent / "data" / "decode_fixture.dbc"

@@ -31,12 +31,12 @@ import can
 import pytest
 from rich.console import Console
 
+from candiag.capture import read_capture
+from candiag.capture.metadata import BusMetadata, read_recording_metadata
 from candiag.cli import main
 from candiag.cli.monitor import adapter_config
 from candiag.config.model import FamilyConfig
 from candiag.decode.dbc import load_reference_database
-from candiag.ingest.capture import read_capture
-from candiag.ingest.metadata import BusMetadata, read_recording_metadata
 from candiag.tui.app import MonitorApp
 from candiag.tui.session import MonitorSession
 from candiag.tui.terminal import KeyReader

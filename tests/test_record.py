@@ -12,13 +12,13 @@ from pathlib import Path
 import can
 import numpy as np
 import pytest
+from frame_batches import batch_of
 
+from candiag.capture import CandumpWriter, read_capture
+from candiag.capture.recorder import RecordSummary, record
 from candiag.cli import main
-from candiag.ingest.candump import CandumpWriter
-from candiag.ingest.capture import read_capture
 from candiag.ingest.frames import FrameBatch
 from candiag.ingest.live import BusReader
-from candiag.ingest.recorder import RecordSummary, record
 
 
 def messages(n: int) -> list[can.Message]:
@@ -65,7 +65,7 @@ def expected_batch(n: int, channel: str) -> FrameBatch:
     msgs = messages(n)
     for m in msgs:
         m.channel = channel
-    return FrameBatch.from_messages(msgs)
+    return batch_of(msgs)
 
 
 def assert_same(got: FrameBatch, want: FrameBatch) -> None:

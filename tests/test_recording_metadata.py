@@ -19,14 +19,8 @@ from external_tools import require_tool
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from candiag.cli import main
-from candiag.errors import RecordingError
-from candiag.health.bitrate import infer_bitrate
-from candiag.health.linkstats import parse_link_json
-from candiag.ingest.candump import CandumpWriter
-from candiag.ingest.capture import read_capture
-from candiag.ingest.frames import FrameBatch
-from candiag.ingest.metadata import (
+from candiag.capture import CandumpWriter, read_capture
+from candiag.capture.metadata import (
     BusMetadata,
     MetadataError,
     MetadataReading,
@@ -36,7 +30,12 @@ from candiag.ingest.metadata import (
     sidecar_path,
     write_sidecar,
 )
-from candiag.ingest.recorder import live_bus_metadata
+from candiag.capture.recorder import live_bus_metadata
+from candiag.cli import main
+from candiag.errors import RecordingError
+from candiag.health.bitrate import infer_bitrate
+from candiag.health.linkstats import parse_link_json
+from candiag.ingest.frames import FrameBatch
 from candiag.sim.charger import ChargerSimulator, SimConfig
 
 META = RecordingMetadata.single(
@@ -304,8 +303,8 @@ def test_disk_full_keeps_the_header_and_metadata(tmp_path: Path) -> None:
     script = f"""
 import resource, signal, sys
 from candiag.errors import RecordingError
-from candiag.ingest.candump import CandumpWriter
-from candiag.ingest.metadata import RecordingMetadata
+from candiag.capture import CandumpWriter
+from candiag.capture.metadata import RecordingMetadata
 from candiag.sim.charger import ChargerSimulator
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (6000, 6000))

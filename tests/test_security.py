@@ -543,7 +543,7 @@ def test_a_capture_holds_only_frames(tmp_path: Path, capsys: pytest.CaptureFixtu
 def _peak_bytes_reading(path: Path) -> tuple[int, Any]:
     import tracemalloc
 
-    from candiag.ingest.capture import CaptureReader
+    from candiag.capture import CaptureReader
 
     tracemalloc.start()
     try:

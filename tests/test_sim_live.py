@@ -10,8 +10,8 @@ import can
 import numpy as np
 import pytest
 
+from candiag.capture import read_capture
 from candiag.cli import main
-from candiag.ingest.capture import read_capture
 from candiag.sim.charger import ChargerSimulator, SimConfig
 from candiag.sim.faults import parse_fault
 from candiag.sim.runner import SimulatorRunner, open_sim_bus

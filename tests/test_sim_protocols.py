@@ -17,12 +17,12 @@ from typing import Any
 import can
 import numpy as np
 import pytest
+from candiag.capture import read_capture
 
 from candiag.cli import main
 from candiag.decode.dbc import load_dbc_paths
 from candiag.decode.decoder import BatchDecoder
 from candiag.errors import InputError
-from candiag.ingest.capture import read_capture
 from candiag.ingest.frames import FLAG_EXTENDED, FrameBatch
 from candiag.sim.faults import parse_fault
 from candiag.sim.protocols import PROTOCOL_NAMES

@@ -28,6 +28,7 @@ import can
 import numpy as np
 import pytest
 from can.interfaces.socketcan.socketcan import capture_message
+from frame_batches import batch_of
 
 from candiag.daemon.readers import ReaderSource
 from candiag.ingest import socketcan_bulk as sb
@@ -461,9 +462,7 @@ class StubReceiver:
 
     def take(self, n: int) -> FrameBatch:
         self.dropped = self._drops
-        return FrameBatch.from_messages(
-            [can.Message(arbitration_id=i, data=b"\x01") for i in range(n)], CHANNEL
-        )
+        return batch_of([can.Message(arbitration_id=i, data=b"\x01") for i in range(n)], CHANNEL)
 
     def release(self) -> None:
         pass

@@ -100,11 +100,11 @@ class DecodeTotals:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from candiag.capture import CaptureReader
     from candiag.cli.outputs import check_outputs
     from candiag.decode.dbc import load_dbc_paths, reference_dbc_dir, warning_lines
     from candiag.decode.decoder import BatchDecoder
     from candiag.decode.jsonl import JsonLinesFormatter, JsonLinesOptions
-    from candiag.ingest.capture import CaptureReader
 
     check_outputs([args.output], [args.capture])
     db = load_dbc_paths(args.dbc or [reference_dbc_dir()], strict=args.strict)

@@ -81,11 +81,11 @@ def _positive(value: float | None, option: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from candiag.capture import CandumpWriter
+    from candiag.capture.metadata import RecordingMetadata
+    from candiag.capture.recorder import live_bus_metadata, record
     from candiag.cli.outputs import check_outputs
-    from candiag.ingest.candump import CandumpWriter
     from candiag.ingest.live import BusReader, open_listen_only_bus
-    from candiag.ingest.metadata import RecordingMetadata
-    from candiag.ingest.recorder import live_bus_metadata, record
 
     _positive(args.rotate_size, "--rotate-size")
     _positive(args.rotate_time, "--rotate-time")

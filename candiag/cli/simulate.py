@@ -192,9 +192,9 @@ def _list_scenarios(protocol: str | None) -> int:
 
 
 def _to_file(sim: Any, args: argparse.Namespace) -> int:
+    from candiag.capture import CandumpWriter
+    from candiag.capture.metadata import RecordingMetadata
     from candiag.cli.outputs import check_outputs
-    from candiag.ingest.candump import CandumpWriter
-    from candiag.ingest.metadata import RecordingMetadata
 
     if args.duration is None:
         raise InputError("--output needs --duration SECONDS (simulated time to write)")

@@ -2,7 +2,7 @@
 bitrate of a capture from its timestamps, and choosing the bitrate an analysis uses.
 
 How candiag knows a bus's bitrate, best first (docs/bitrate.md): a ``--bitrate`` flag, the
-recording's own metadata (:mod:`candiag.ingest.metadata`), an explicit config key, an
+recording's own metadata (:mod:`candiag.capture.metadata`), an explicit config key, an
 inference from the capture's timestamps (this module), and otherwise :data:`DEFAULT_BITRATE`,
 *assumed* and said to be.  :func:`choose_bitrate` applies that order.
 

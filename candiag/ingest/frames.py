@@ -167,20 +167,6 @@ class FrameBatch:
             channels=list(channels),
         )
 
-    @classmethod
-    def from_messages(
-        cls, messages: Iterable[can.Message], default_channel: str = "can0"
-    ) -> FrameBatch:
-        """Build a batch from python-can messages (the live-bus edge).
-
-        python-can reports SocketCAN error frames with the class bits in
-        ``arbitration_id`` and 8 payload bytes; they are kept as they are.
-        """
-        builder = BatchBuilder(default_channel=default_channel)
-        for msg in messages:
-            builder.add(msg)
-        return builder.build()
-
     def to_messages(self) -> list[can.Message]:
         """Convert back to python-can messages (simulator, tests, other writers)."""
         import can
@@ -261,6 +247,20 @@ class ChannelTable(list[str]):
         return self._index.get(OVERFLOW_CHANNEL)
 
 
+def payload_matrix(blob: bytes, lengths: npt.NDArray[np.int64]) -> U8:
+    """Payloads laid end to end in ``blob`` (``lengths[i]`` bytes each) as ``FrameBatch.data``:
+    zero-padded rows, width 8, or 64 once a payload is longer than 8 bytes."""
+    n = len(lengths)
+    width = CLASSIC_WIDTH if n == 0 or int(lengths.max()) <= CLASSIC_WIDTH else FD_WIDTH
+    data = np.zeros((n, width), np.uint8)
+    flat = np.frombuffer(blob, np.uint8)
+    if flat.size:
+        rows = np.repeat(np.arange(n), lengths)
+        starts = np.cumsum(lengths) - lengths
+        data[rows, np.arange(flat.size) - np.repeat(starts, lengths)] = flat
+    return data
+
+
 def _widen(data: U8, width: int) -> U8:
     if data.shape[1] == width:
         return data
@@ -273,15 +273,13 @@ class BatchBuilder:
     """Accumulates python-can messages into a :class:`FrameBatch`.
 
     This is the only per-frame Python on the per-message live path (every interface but
-    SocketCAN, which is read in bulk), so :meth:`add` is nothing but a list append (``builder.add`` *is* ``list.append``); :meth:`build` converts the whole
-    list at once with ``np.fromiter`` over each field and one ``bytes.join`` for the
+    SocketCAN, which is read in bulk), so :meth:`add` is nothing but a list append
+    (``builder.add`` *is* ``list.append``); :meth:`build` converts the whole list at once with ``np.fromiter`` over each field and one ``bytes.join`` for the
     payloads.  Measured against per-frame stores into numpy arrays, this halves the cost
     per frame on a fast source (``make bench``, ``bench_daemon``).
     """
 
-    def __init__(self, capacity: int = 4096, default_channel: str = "can0") -> None:
-        # ``capacity`` is kept for callers sizing batches; a list needs no preallocation.
-        self.capacity = capacity
+    def __init__(self, default_channel: str = "can0") -> None:
         self._default_channel = default_channel
         self._messages: list[can.Message] = []
         self.add: Callable[[can.Message], None] = self._messages.append
@@ -316,19 +314,11 @@ def _batch_of(msgs: list[can.Message], default_channel: str) -> FrameBatch:
     if remote.any():
         dlc[remote] = [msgs[i].dlc for i in np.flatnonzero(remote).tolist()]
         lengths[remote] = 0  # a remote frame carries no data bytes
-    width = CLASSIC_WIDTH if lengths.max() <= CLASSIC_WIDTH else FD_WIDTH
-    data = np.zeros((n, width), np.uint8)
-    if remote.any():
         flags_remote = remote.tolist()
         payloads = (b"" if r else m.data for m, r in zip(msgs, flags_remote, strict=True))
     else:
         payloads = (m.data for m in msgs)
-    blob = np.frombuffer(b"".join(payloads), np.uint8)
-    if blob.size:
-        rows = np.repeat(np.arange(n), lengths)
-        starts = np.cumsum(lengths) - lengths
-        cols = np.arange(blob.size) - np.repeat(starts, lengths)
-        data[rows, cols] = blob
+    data = payload_matrix(b"".join(payloads), lengths)
     channels = ChannelTable()
     index: dict[object, int] = {}
     channel = np.empty(n, np.int16)

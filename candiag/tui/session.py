@@ -24,6 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from candiag.capture import CandumpWriter
+from candiag.capture.metadata import BusMetadata, RecordingMetadata
+from candiag.capture.recorder import live_bus_metadata
 from candiag.config.check import bus_database
 from candiag.config.model import BusConfig, Config
 from candiag.daemon.monitor import BusMonitor
@@ -37,10 +40,7 @@ from candiag.daemon.service import (
 from candiag.decode.dbc import ChargerDatabase
 from candiag.diagnosis.engine import DiagnosisEngine, Finding, load_rulebook
 from candiag.errors import RecordingError
-from candiag.ingest.candump import CandumpWriter
 from candiag.ingest.frames import FrameBatch
-from candiag.ingest.metadata import BusMetadata, RecordingMetadata
-from candiag.ingest.recorder import live_bus_metadata
 from candiag.tui.view import KEY_ROLES, BusView, KeySignal, NodeKey, ScreenState
 
 ReaderFactory = Callable[[BusConfig], FrameSource]

@@ -12,9 +12,10 @@ from pathlib import Path
 import can
 import numpy as np
 import pytest
+from frame_batches import batch_of
 
-from candiag.ingest.candump import parse_candump
-from candiag.ingest.capture import read_capture
+from candiag.capture import read_capture
+from candiag.capture.formats.candump import parse_candump
 from candiag.ingest.frames import MAX_CHANNELS, ChannelTable, FrameBatch
 from tests.adversarial.bounded import run_bounded
 
@@ -136,7 +137,7 @@ def test_concat_and_live_batches_cap_channels_too() -> None:
         can.Message(timestamp=k, arbitration_id=1, data=b"\1", channel=f"c{k}")
         for k in range(40_000)
     ]
-    live = FrameBatch.from_messages(msgs)  # int16 indices: 40,000 names used to overflow
+    live = batch_of(msgs)  # int16 indices: 40,000 names used to overflow
     assert len(live) == 40_000 and len(live.channels) == MAX_CHANNELS + 1
     parts = [live.take(slice(k, k + 1)) for k in range(0, 40_000, 97)]
     merged = FrameBatch.concat([*singles, *parts])

@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from candiag.ingest.candump import CandumpWriter
-from candiag.ingest.capture import read_capture
+from candiag.capture import CandumpWriter, read_capture
+from candiag.capture.metadata import RecordingMetadata
 from candiag.ingest.frames import FrameBatch
-from candiag.ingest.metadata import RecordingMetadata
 from tests.adversarial.bounded import run_bounded
 
 PRECIOUS = "(1.000000) can9 7FF#DEADBEEF\n"

@@ -34,12 +34,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from candiag.capture import CandumpWriter, read_capture
+from candiag.capture.recorder import record
 from candiag.errors import RecordingError
-from candiag.ingest.candump import CandumpWriter
-from candiag.ingest.capture import read_capture
 from candiag.ingest.frames import FrameBatch
 from candiag.ingest.live import BusReader
-from candiag.ingest.recorder import record
 
 pytestmark = pytest.mark.slow
 

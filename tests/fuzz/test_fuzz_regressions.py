@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from candiag.capture import CaptureReader
+from candiag.capture.formats.candump import parse_candump
 from candiag.cli import main
 from candiag.config.load import load_config, parse_config_text
 from candiag.decode.dbc import load_dbc_paths
 from candiag.errors import CaptureError, ConfigError, DbcError, PortUnavailableError, ProfileError
-from candiag.ingest.candump import parse_candump
-from candiag.ingest.capture import CaptureReader
 from candiag.modbus.link import make_link, with_crc
 from candiag.modbus.profile import decode_block, find_profile, load_profile
 from fuzz.targets import PROFILE_DIR, ROOT, ScriptedLink, ScriptedStream, check_candump
@@ -50,7 +50,7 @@ def test_candump_far_future_timestamps_keep_within_a_microsecond() -> None:
     """Found by make fuzz: after 2**32 s (year 2106) float64 cannot hold every microsecond,
     so re-formatting may move the last digit; the value stays within 1 µs (float64
     timestamps are the FrameBatch model, so this is a documented limit, not a fix)."""
-    from candiag.ingest.candump import format_candump
+    from candiag.capture.formats.candump import format_candump
 
     first = parse_candump(b"(10000000000.00117)\tcan0\t000#00")
     again = parse_candump(format_candump(first.batch))

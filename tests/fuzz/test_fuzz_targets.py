@@ -79,9 +79,9 @@ def test_seeds_pass_their_check(name: str) -> None:
 def test_shipped_files_are_accepted_not_just_survived() -> None:
     """The seeds of the file formats are really parsed (a check that refused everything
     would pass the fuzz tests vacuously)."""
+    from candiag.capture.formats.candump import parse_candump
     from candiag.config.load import load_config
     from candiag.decode.dbc import load_dbc_paths
-    from candiag.ingest.candump import parse_candump
     from fuzz.targets import EXAMPLE_CONFIG, PROFILE_DIR, ROOT
     from fuzz.targets import _seed_candump as seed_candump
 

@@ -22,9 +22,9 @@ import can
 import numpy as np
 import pytest
 
+from candiag.capture import read_capture
 from candiag.config.model import BusConfig
 from candiag.daemon.readers import open_reader
-from candiag.ingest.capture import read_capture
 from candiag.ingest.frames import BatchBuilder, FrameBatch
 from candiag.ingest.live import BusReader, open_listen_only_bus
 from candiag.ingest.socketcan_bulk import BulkReceiver, bulk_receiver_for

@@ -15,10 +15,11 @@ from collections.abc import Iterator
 import can
 import numpy as np
 import pytest
+from frame_batches import batch_of
 
+from candiag.capture.formats.candump import format_candump, parse_candump
 from candiag.health.errorframes import ErrorFrameSummary
-from candiag.ingest.candump import format_candump, parse_candump
-from candiag.ingest.frames import FLAG_ERROR, FLAG_EXTENDED, FLAG_REMOTE, FrameBatch
+from candiag.ingest.frames import FLAG_ERROR, FLAG_EXTENDED, FLAG_REMOTE
 
 from .vcanlib import (
     CAN_EFF_FLAG,
@@ -79,7 +80,7 @@ def test_batch_keeps_flags_and_ids(vcan0: str, bus: can.BusABC) -> None:
     frames = [*TRAFFIC, error_frame(0x044, [0, 0x20, 0, 0, 0, 0, 0x80, 0x10])]
     with RawSocket(vcan0) as raw:
         raw.send(frames)
-    batch = FrameBatch.from_messages(receive(bus, len(frames)), default_channel=vcan0)
+    batch = batch_of(receive(bus, len(frames)), default_channel=vcan0)
     assert len(batch) == len(frames)
     assert batch.can_id.tolist() == [f.can_id for f in frames]
     assert batch.is_extended.tolist() == [f.extended for f in frames]
@@ -107,7 +108,7 @@ def test_every_error_class_is_received_with_its_bits(vcan0: str, bus: can.BusABC
     assert [as_frame(m) for m in msgs] == frames
 
     summary = ErrorFrameSummary()
-    summary.update(FrameBatch.from_messages(msgs, default_channel=vcan0))
+    summary.update(batch_of(msgs, default_channel=vcan0))
     expected = dict.fromkeys(ERROR_CLASS_BITS, 1)
     for name in ("protocol", "bus_error", "counters"):
         expected[name] += 1
@@ -182,7 +183,7 @@ def test_fd_frames_arrive_with_brs_and_survive_candump_text(vcan0: str) -> None:
         (0x18DA00F1, b"\xaa" * 12, True, True),
     ]
     assert msgs[1].error_state_indicator and not msgs[0].error_state_indicator
-    batch = FrameBatch.from_messages(msgs, default_channel=vcan0)
+    batch = batch_of(msgs, default_channel=vcan0)
     assert batch.data.shape == (2, 64) and batch.is_fd.all()
     assert batch.dlc.tolist() == [64, 12]
     text = format_candump(batch)

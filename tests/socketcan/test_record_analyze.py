@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from candiag.ingest.capture import read_capture
+from candiag.capture import read_capture
 from candiag.ingest.frames import FrameBatch
 
 from .vcanlib import (

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from candiag.capture import read_capture
 from candiag.decode.dbc import load_dbc_paths, reference_dbc_dir
-from candiag.ingest.capture import read_capture
 
 from .vcanlib import (
     CAN_ERR_MASK,

@@ -16,11 +16,10 @@ from __future__ import annotations
 import datetime
 import itertools
 import re
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from candiag.ingest.formats.rows import EXTENDED, FD, REMOTE, FrameRows, Sink, hex_bytes
-from candiag.ingest.frames import CAN_EFF_MASK, CAN_ERR_FLAG, CAN_ERR_MASK, FrameBatch
+from candiag.capture.formats.rows import EXTENDED, FD, REMOTE, LineReader, Sink, hex_bytes
+from candiag.ingest.frames import CAN_EFF_MASK, CAN_ERR_FLAG, CAN_ERR_MASK
 
 NAME = "candump screen output"
 _EPOCH_FLOOR = 662688000  # cantools' own threshold between -t a (epoch) and -t z/-t d
@@ -70,26 +69,18 @@ def detect(lines: list[str]) -> Layout | None:
     return None
 
 
-class ScreenReader:
+class ScreenReader(LineReader):
     """Reads candump screen lines into batches of at most ``chunk`` rows."""
 
+    prefix = NAME
+
     def __init__(self, sink: Sink, channels: list[str], chunk: int, layout: Layout) -> None:
-        self.sink = sink
-        self.rows = FrameRows(channels)
-        self.chunk = chunk
+        super().__init__(sink, channels, chunk)
         self.layout = layout
         self._clock = 0.0
 
-    def batches(self, lines: Iterable[tuple[int, str]]) -> Iterator[FrameBatch]:
-        for number, line in lines:
-            if line.strip():
-                reason = self._line(line.rstrip())
-                if reason is not None:
-                    self.sink.bad_line(number, f"{NAME}: {reason}", line)
-            if len(self.rows) >= self.chunk:
-                yield self.rows.build()
-        if len(self.rows):
-            yield self.rows.build()
+    def read_line(self, line: str) -> str | None:
+        return self._line(line.rstrip()) if line.strip() else None
 
     def _time(self, match: re.Match[str]) -> float | str:
         text = match.group("timestamp")

@@ -12,9 +12,9 @@ import importlib.util
 from collections.abc import Iterator
 from typing import Any
 
+from candiag.capture.formats import errormap
+from candiag.capture.formats.rows import FrameRows, Sink
 from candiag.errors import CaptureError
-from candiag.ingest.formats import errormap
-from candiag.ingest.formats.rows import FrameRows, Sink
 from candiag.ingest.frames import FrameBatch
 
 

@@ -5,7 +5,7 @@ it): every ``poll_interval`` it drains the reader, writes the frames, and lets
 the writer flush (at least once per second) and rotate.  Error frames are kept
 exactly (class bits and payload, ``20000040#...``), unlike python-can's
 ``.log`` writer.  :func:`live_bus_metadata` says what a recording of a live bus can
-truthfully record about it (:mod:`candiag.ingest.metadata`).
+truthfully record about it (:mod:`candiag.capture.metadata`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from candiag.capture import CandumpWriter
+from candiag.capture.metadata import BusMetadata
 from candiag.errors import RecordingError
 from candiag.health.linkstats import LinkStats, read_link_stats
-from candiag.ingest.candump import CandumpWriter
 from candiag.ingest.live import LISTEN_ONLY_KWARGS, BusReader
-from candiag.ingest.metadata import BusMetadata
 
 
 def live_bus_metadata(

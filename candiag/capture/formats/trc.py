@@ -20,9 +20,9 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from candiag.capture.formats import errormap
+from candiag.capture.formats.rows import LineReader, Sink
 from candiag.errors import CaptureError
-from candiag.ingest.formats import errormap
-from candiag.ingest.formats.rows import FrameRows, Sink
 from candiag.ingest.frames import FrameBatch
 
 NAME = "TRC"
@@ -72,21 +72,22 @@ def _reason(err: Exception) -> str:
     return text or type(err).__name__
 
 
-class TrcReader:
+class TrcReader(LineReader):
     """Reads TRC lines into batches of at most ``chunk`` rows."""
 
+    prefix = NAME
+
     def __init__(self, sink: Sink, channels: list[str], chunk: int, where: str) -> None:
-        self.sink = sink
-        self.rows = FrameRows(channels)
-        self.chunk = chunk
+        super().__init__(sink, channels, chunk)
         self.where = where
         self.version = ""
+        self._reader: Any = None  # python-can's TRCReader, for its header and row parsers
 
     def batches(self, lines: Iterable[tuple[int, str]]) -> Iterator[FrameBatch]:
         from can.io.trc import TRCReader
 
         source = _Lines(lines)
-        reader: Any = TRCReader(source)  # type: ignore[arg-type]
+        self._reader = reader = TRCReader(source)  # type: ignore[arg-type]
         try:
             first = reader._extract_header()
         except (ValueError, NotImplementedError) as err:
@@ -99,17 +100,12 @@ class TrcReader:
                 f"{self.where}: TRC version {self.version} is not supported (1.0, 1.1, 1.3, 2.0 "
                 "and 2.1 are); convert it to 2.1 with PEAK's PCAN-View or Trace converter"
             )
+        self.prefix = f"{NAME} {self.version or '1.0'}"
         pending = [(source.number, first)] if first else []
-        for number, text in _chain(pending, source):
-            reason = self._row(reader, text.strip())
-            if reason is not None:
-                self.sink.bad_line(number, f"{NAME} {self.version or '1.0'}: {reason}", text)
-            if len(self.rows) >= self.chunk:
-                yield self.rows.build()
-        if len(self.rows):
-            yield self.rows.build()
+        yield from super().batches(_chain(pending, source))
 
-    def _row(self, reader: Any, text: str) -> str | None:
+    def read_line(self, line: str) -> str | None:
+        reader, text = self._reader, line.strip()
         if not text or text.startswith(";"):
             return None
         cols = tuple(text.split(maxsplit=reader._num_columns))

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from candiag.ingest.formats import screen
+from candiag.capture.formats import screen
 
 SUFFIXES = {
     ".log": "candump",

@@ -10,17 +10,16 @@ together on python-can's own sample files.  Differences, each documented in
 docs/capture-formats.md: channels keep the file's numbering (``1``, ``2``, ... as in
 CANalyzer; python-can subtracts one), ``TxRq`` lines (transmit requests, not frames on the
 bus) are counted and skipped, and error and status lines are mapped by
-:mod:`candiag.ingest.formats.errormap`.
+:mod:`candiag.capture.formats.errormap`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
 
-from candiag.ingest.formats import errormap
-from candiag.ingest.formats.rows import BRS, ESI, EXTENDED, FD, REMOTE, FrameRows, Sink, hex_bytes
-from candiag.ingest.frames import CAN_EFF_MASK, CAN_SFF_MASK, FD_DLC_TO_LEN, FrameBatch
+from candiag.capture.formats import errormap
+from candiag.capture.formats.rows import BRS, ESI, EXTENDED, FD, REMOTE, LineReader, Sink, hex_bytes
+from candiag.ingest.frames import CAN_EFF_MASK, CAN_SFF_MASK, FD_DLC_TO_LEN
 
 NAME = "ASC"
 _FD_LENGTHS = frozenset(FD_DLC_TO_LEN)
@@ -46,29 +45,19 @@ _CLASSIC_HEX = re.compile(
 )
 
 
-class AscReader:
+class AscReader(LineReader):
     """Reads ASC lines into batches of at most ``chunk`` rows."""
 
+    prefix = NAME
+
     def __init__(self, sink: Sink, channels: list[str], chunk: int) -> None:
-        self.sink = sink
-        self.rows = FrameRows(channels)
-        self.chunk = chunk
+        super().__init__(sink, channels, chunk)
         self.base = 16
         self.relative = False  # "timestamps relative": each time is the gap to the line before
         self._clock = 0.0
 
-    def batches(self, lines: Iterable[tuple[int, str]]) -> Iterator[FrameBatch]:
-        for number, line in lines:
-            reason = self._line(line)
-            if reason is not None:
-                self.sink.bad_line(number, f"{NAME}: {reason}", line)
-            if len(self.rows) >= self.chunk:
-                yield self.rows.build()
-        if len(self.rows):
-            yield self.rows.build()
-
     # -- one line ------------------------------------------------------------------------
-    def _line(self, line: str) -> str | None:
+    def read_line(self, line: str) -> str | None:
         fast = _CLASSIC_HEX.match(line) if self.base == 16 and not self.relative else None
         if fast is not None:
             count = min(FD_DLC_TO_LEN[int(fast.group(5), 16)], 8)
@@ -181,11 +170,7 @@ class AscReader:
         tokens = fields[4 : 4 + count]
         if len(tokens) < count:
             return f"DLC {code} announces {count} data bytes, the line has {len(tokens)}"
-        payload = hex_bytes(tokens, self.base)
-        if isinstance(payload, str):
-            return payload
-        self.rows.add(ts, can_id, flags, count, payload, channel)
-        return None
+        return self._data_frame(ts, can_id, flags, tokens, channel)
 
     def _fd(self, ts: float, fields: list[str], rest: str) -> str | None:
         # CANFD <ch> <Rx|Tx> <id> [name] <brs> <esi> <dlc> <length> <bytes...> ...
@@ -229,10 +214,16 @@ class AscReader:
         tokens = cols[4 : 4 + length]
         if len(tokens) < length:
             return f"CANFD data length {length} announced, the line has {len(tokens)} bytes"
+        return self._data_frame(ts, can_id, flags, tokens, channel)
+
+    def _data_frame(
+        self, ts: float, can_id: int, flags: int, tokens: list[str], channel: str
+    ) -> str | None:
+        """A data frame of the bytes ``tokens`` (as many as announced), or why it is not one."""
         payload = hex_bytes(tokens, self.base)
         if isinstance(payload, str):
             return payload
-        self.rows.add(ts, can_id, flags, length, payload, channel)
+        self.rows.add(ts, can_id, flags, len(payload), payload, channel)
         return None
 
     # -- errors and status ----------------------------------------------------------------

@@ -1,11 +1,12 @@
-"""The template path of the candump reader gives exactly what the general parser gives.
+"""The candump parser's fixed-layout tier gives exactly what the two tiers after it give.
 
 ``parse_candump`` first decodes lines of the chunk's own layout as 8-byte words (the
-template path) and leaves everything else to the general parser (grouped column-wise
-decoding, then the per-line parser), which is the reader's original algorithm.  Here
-random mixes of line shapes, good and malformed, are parsed both ways, and the frames,
-the channel of every frame and the malformed reports must be identical.  Speed is
-measured in ``bench/`` (``python -m bench --only decode``), not here.
+fixed-layout tier) and leaves everything else to the shape-grouped tier (column-wise
+decoding of lines grouped by separator positions) and then to the per-line tier, which
+together are the reader's original algorithm.  Here random mixes of line shapes, good
+and malformed, are parsed both ways, and the frames, the channel of every frame and the
+malformed reports must be identical.  Speed is measured in ``bench/``
+(``python -m bench --only decode``), not here.
 """
 
 from __future__ import annotations
@@ -19,17 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from candiag.ingest import candump
-from candiag.ingest.candump import (
-    ParsedChunk,
-    _ChunkArrays,
-    _line_bounds,
-    _parse_general,
-    _parse_templated,
-    format_candump,
-    parse_candump,
-)
-from candiag.ingest.capture import CaptureReader
+from candiag.capture import CaptureReader
+from candiag.capture.formats.candump import ParsedChunk, fixed_layout, format_candump, parse_candump
+from candiag.capture.formats.candump.chunk import ChunkArrays, line_bounds
+from candiag.capture.formats.candump.fixed_layout import decode_fixed_layout
+from candiag.capture.formats.candump.parser import decode_leftovers
+from candiag.ingest.frames import ChannelTable
 
 HEX = "0123456789ABCDEFabcdef"
 NAMES = [
@@ -41,7 +37,7 @@ NAMES = [
     "can-1",
     "a.b",
     "PCAN_USBBUS1x234",  # 16 characters: two name words
-    "PCAN_USBBUS1x2345",  # 17: beyond the template path, general parser
+    "PCAN_USBBUS1x2345",  # 17: beyond the fixed-layout tier
     "c)n",
     "c#n",
     "(x",
@@ -50,15 +46,15 @@ KINDS = ["std", "ext", "err", "std", "ext", "remote", "fd", "suffix", "dots", "d
 KINDS += ["empty", "odd_id"]
 
 
-def general_parse(text: bytes) -> ParsedChunk:
-    """The general parser alone over every line (the reference)."""
+def later_tiers_parse(text: bytes) -> ParsedChunk:
+    """The shape-grouped and per-line tiers alone over every line (the reference)."""
     buf = np.frombuffer(text + (b"\n" if text and not text.endswith(b"\n") else b""), np.uint8)
     nl = np.flatnonzero(buf == 10)
-    starts, ends = _line_bounds(buf, nl)
-    out = _ChunkArrays(len(nl))
-    table: list[str] = []
+    starts, ends = line_bounds(buf, nl)
+    out = ChunkArrays(len(nl))
+    table = ChannelTable()
     rows = np.arange(len(nl))
-    malformed = _parse_general(buf, starts, ends, rows, out, table, 1)
+    malformed = decode_leftovers(buf, starts, ends, rows, out, table, 1)
     # Blank lines are counted apart, not reported as malformed (issue 13 §1 item 15).
     reported = [m for m in malformed if m.reason != "empty line"]
     blank = len(malformed) - len(reported)
@@ -137,12 +133,12 @@ def captures(draw: st.DrawFn) -> bytes:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(captures())
-def test_template_path_equals_general_parser(text: bytes) -> None:
-    want = general_parse(text)
+def test_fixed_layout_tier_equals_the_later_tiers(text: bytes) -> None:
+    want = later_tiers_parse(text)
     assert_same(parse_candump(text), want)
     # Small blocks and the separately decoded buffer tail of big chunks, on small inputs.
-    with mock.patch.object(candump, "_PAD_WHOLE_BYTES", 0):
-        with mock.patch.object(candump, "_BLOCK_LINES", 7):
+    with mock.patch.object(fixed_layout, "_PAD_WHOLE_BYTES", 0):
+        with mock.patch.object(fixed_layout, "_BLOCK_LINES", 7):
             assert_same(parse_candump(text), want)
 
 
@@ -164,15 +160,15 @@ def reference_like_capture(lines: int, seed: int = 7) -> bytes:
     return "".join(out).encode()
 
 
-def test_template_path_takes_every_line_of_a_plain_capture() -> None:
+def test_fixed_layout_tier_takes_every_line_of_a_plain_capture() -> None:
     text = reference_like_capture(3000)
     buf = np.frombuffer(text, np.uint8)
-    starts, ends = _line_bounds(buf, np.flatnonzero(buf == 10))
-    out = _ChunkArrays(len(starts))
-    channels: list[str] = []
-    done = _parse_templated(buf, starts, ends, out, channels)
+    starts, ends = line_bounds(buf, np.flatnonzero(buf == 10))
+    out = ChunkArrays(len(starts))
+    channels = ChannelTable()
+    done = decode_fixed_layout(buf, starts, ends, out, channels)
     assert done.all() and channels == ["can0", "can1"]
-    assert_same(parse_candump(text), general_parse(text))
+    assert_same(parse_candump(text), later_tiers_parse(text))
 
 
 def test_plain_capture_equals_python_can_reader() -> None:
@@ -196,14 +192,14 @@ def test_plain_capture_equals_python_can_reader() -> None:
     assert ((ours.can_id[errors] >= 1) & (ours.can_id[errors] < 0x200)).all()
 
 
-def test_more_channel_names_and_layouts_than_the_template_path_takes() -> None:
+def test_more_channel_names_and_layouts_than_the_fixed_layout_tier_takes() -> None:
     lines = [f"(1700000000.{i:06d}) n{i % 40:02d} 123#{i % 256:02X}\n" for i in range(400)]
     lines += [f"(1.{i:0{1 + i % 9}d}) x{'y' * (i % 7)} 1ABCDEF0#\n" for i in range(100)]
     lines += ["(1700000000.000001) can0 123#0\n", "(1700000000.000001) can0 800#00\n"]
     lines += ["(1700000000.000001) can0 3FFFFFFF#00\n", "(1700000000.000001) can0 123#"]
     text = "".join(lines).encode()
     parsed = parse_candump(text)
-    assert_same(parsed, general_parse(text))
+    assert_same(parsed, later_tiers_parse(text))
     assert len(parsed.batch) == 502 and [m.line for m in parsed.malformed] == [501, 502]
     assert parsed.batch.is_error.tolist()[-2:] == [True, False]  # 3FFFFFFF: error classes
     assert {parsed.batch.channels[c] for c in parsed.batch.channel[:400]} == {
@@ -220,7 +216,7 @@ def test_long_timestamps_and_names_at_the_limits() -> None:
         b"(0.5) a 20000004#0004000000000000\n"
     )
     parsed = parse_candump(text)
-    assert_same(parsed, general_parse(text))
+    assert_same(parsed, later_tiers_parse(text))
     assert parsed.batch.timestamp[0] == 123456789012.123456
     assert parsed.batch.timestamp[2] == 123456789012345.1234
     assert parsed.batch.can_id.tolist() == [0x123, 0x123, 0x123, 0x1FFFFFFF, 0x4]
@@ -246,7 +242,7 @@ def test_chunked_reading_equals_one_parse(tmp_path: object) -> None:
 
 
 def test_many_odd_lines_among_plain_ones() -> None:
-    """Hundreds of lines left to the general parser (its compacted-buffer path)."""
+    """Hundreds of lines left to the later tiers (their compacted-buffer path)."""
     plain = reference_like_capture(6000, seed=11).splitlines(keepends=True)
     odd = [
         b"(1700000000.000001) can0 123#R\n",
@@ -258,7 +254,7 @@ def test_many_odd_lines_among_plain_ones() -> None:
     lines = [odd[i // 15 % len(odd)] if i % 15 == 0 else line for i, line in enumerate(plain)]
     text = b"".join(lines)
     parsed = parse_candump(text)
-    assert_same(parsed, general_parse(text))
+    assert_same(parsed, later_tiers_parse(text))
     assert len(parsed.malformed) == 80 and parsed.batch.data.shape[1] == 8  # FD, 2 bytes
     assert int(parsed.batch.is_fd.sum()) == 80 and int(parsed.batch.is_remote.sum()) == 80
 
@@ -266,27 +262,27 @@ def test_many_odd_lines_among_plain_ones() -> None:
 @pytest.mark.parametrize("seed", [5, 6])
 def test_blocks_and_buffer_tail_of_big_chunks(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Big chunks are decoded in blocks, their last lines from a padded tail copy."""
-    monkeypatch.setattr(candump, "_BLOCK_LINES", 97)
-    monkeypatch.setattr(candump, "_PAD_WHOLE_BYTES", 0)
+    monkeypatch.setattr(fixed_layout, "_BLOCK_LINES", 97)
+    monkeypatch.setattr(fixed_layout, "_PAD_WHOLE_BYTES", 0)
     lines = reference_like_capture(1500, seed=seed).splitlines(keepends=True)
     lines[700] = b"(1700000000.000001) can0 123#R\n"
     lines[-3] = b"(1700000000.000001) vcan0 123#01\n"
     text = b"".join(lines) + b"(1.5) x 1#"  # short last line without a newline
     parsed = parse_candump(text)
-    assert_same(parsed, general_parse(text))
+    assert_same(parsed, later_tiers_parse(text))
     assert len(parsed.batch) == 1500 and [m.line for m in parsed.malformed] == [1501]
     assert parsed.batch.channels[parsed.batch.channel[-3]] == "vcan0"
 
 
-def test_template_path_itself_decodes_blocks_and_tail(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Not only equal results: the template path (not the fallback) decoded every line."""
-    monkeypatch.setattr(candump, "_BLOCK_LINES", 97)
-    monkeypatch.setattr(candump, "_PAD_WHOLE_BYTES", 0)
+def test_fixed_layout_tier_itself_decodes_blocks_and_tail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not only equal results: the fixed-layout tier (not a later one) decoded every line."""
+    monkeypatch.setattr(fixed_layout, "_BLOCK_LINES", 97)
+    monkeypatch.setattr(fixed_layout, "_PAD_WHOLE_BYTES", 0)
     text = reference_like_capture(1000, seed=9) + b"(1700000000.000001) can1 7FF#"
     buf = np.frombuffer(text + b"\n", np.uint8)
-    starts, ends = _line_bounds(buf, np.flatnonzero(buf == 10))
-    out = _ChunkArrays(len(starts))
-    channels: list[str] = []
-    assert _parse_templated(buf, starts, ends, out, channels).all()
+    starts, ends = line_bounds(buf, np.flatnonzero(buf == 10))
+    out = ChunkArrays(len(starts))
+    channels = ChannelTable()
+    assert decode_fixed_layout(buf, starts, ends, out, channels).all()
     got = ParsedChunk(batch=out.batch(channels), lines=len(starts), malformed=[])
-    assert_same(got, general_parse(text))
+    assert_same(got, later_tiers_parse(text))

@@ -12,43 +12,35 @@ from __future__ import annotations
 
 import binascii
 from base64 import b64decode
-from collections.abc import Iterable, Iterator
 
-from candiag.ingest.formats import errormap
-from candiag.ingest.formats.rows import EXTENDED, REMOTE, FrameRows, Sink
-from candiag.ingest.frames import CAN_EFF_MASK, CAN_SFF_MASK, FrameBatch
+from candiag.capture.formats import errormap
+from candiag.capture.formats.rows import EXTENDED, REMOTE, LineReader, Sink
+from candiag.ingest.frames import CAN_EFF_MASK, CAN_SFF_MASK
 
 NAME = "CSV"
 HEADER = "timestamp,arbitration_id,extended,remote,error,dlc,data"
 CHANNEL = "can0"
 
 
-class CsvReader:
+class CsvReader(LineReader):
     """Reads python-can CSV lines into batches of at most ``chunk`` rows."""
 
-    def __init__(self, sink: Sink, channels: list[str], chunk: int) -> None:
-        self.sink = sink
-        self.rows = FrameRows(channels)
-        self.chunk = chunk
+    prefix = NAME
 
-    def batches(self, lines: Iterable[tuple[int, str]]) -> Iterator[FrameBatch]:
-        first = True
-        for number, line in lines:
-            text = line.strip()
-            if first:
-                first = False
-                if text.replace(" ", "") == HEADER:
-                    continue
-                # python-can skips the first line whatever it is; a frame there is read.
-            if not text:
-                continue
-            reason = self._row(text)
-            if reason is not None:
-                self.sink.bad_line(number, f"{NAME}: {reason}", line)
-            if len(self.rows) >= self.chunk:
-                yield self.rows.build()
-        if len(self.rows):
-            yield self.rows.build()
+    def __init__(self, sink: Sink, channels: list[str], chunk: int) -> None:
+        super().__init__(sink, channels, chunk)
+        self._first = True
+
+    def read_line(self, line: str) -> str | None:
+        text = line.strip()
+        if self._first:
+            self._first = False
+            if text.replace(" ", "") == HEADER:
+                return None
+            # python-can skips the first line whatever it is; a frame there is read.
+        if not text:
+            return None
+        return self._row(text)
 
     def _row(self, text: str) -> str | None:
         fields = text.split(",")

@@ -10,7 +10,7 @@ kind of error it was; a plain ``CAN_ERROR`` (type 2) it does not yield at all.
 message comes out, the object it came from (python-can sets ``self._pos`` before each object,
 4.6.1) is read again with our own struct of the documented layout (Tobias Lorenz's
 ``vector_blf``, ``CanErrorFrameExt.h``; docs/capture-formats.md) and mapped by
-:func:`~candiag.ingest.formats.errormap.from_vector_flags`; anything that does not fit
+:func:`~candiag.capture.formats.errormap.from_vector_flags`; anything that does not fit
 gives an unclassified error frame.  Objects python-can skips are walked too: ``CAN_ERROR``
 becomes an unclassified error frame, other types are counted by type number.
 """
@@ -18,14 +18,18 @@ becomes an unclassified error frame, other types are counted by type number.
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
+from typing import Any, BinaryIO
 
 import can
-from can.io.blf import BLFReader
+from can.io.blf import BLFParseError, BLFReader
 
-from candiag.ingest.formats import errormap
+from candiag.capture.formats import errormap
+from candiag.capture.formats.rows import FrameRows, Sink
+from candiag.errors import CaptureError
+from candiag.ingest.frames import ChannelTable, FrameBatch
 
 CAN_ERROR = 2
 CAN_ERROR_EXT = 73
@@ -39,6 +43,52 @@ _TIMESTAMP = struct.Struct("<LxxxxQ")  # object flags, (4 bytes), timestamp; sam
 _ERROR_EXT = struct.Struct("<HHLBBBxLLH2x8s")
 _CHANNEL = struct.Struct("<H")
 _TEN_MICROSECONDS = 1  # object flag: timestamps in 10 us units, else 1 ns
+# What python-can's BLF reader raises on a damaged file (OSError: e.g. a read error).
+_READ_ERRORS = (
+    OSError, ValueError, IndexError, KeyError, struct.error, EOFError, zlib.error, BLFParseError,
+)  # fmt: skip
+
+
+def read_blf(
+    stream: BinaryIO, sink: Sink, channels: ChannelTable, chunk: int, where: str
+) -> Iterator[FrameBatch]:
+    """Batches of at most ``chunk`` frames; a reader error ends the file with ``sink.stopped``.
+
+    Channels are numbered from 1 as in CANalyzer (python-can counts from 0); ``sink.lines``
+    counts the records read.
+    """
+    try:
+        reader = ErrorAwareBLFReader(stream)
+    except _READ_ERRORS as err:  # e.g. struct.error on a cut BLF header
+        raise CaptureError(
+            f"{where}: python-can cannot open it as blf ({err or type(err).__name__}); "
+            "check that it is a Vector BLF file"
+        ) from err
+    rows = FrameRows(channels)
+    count = 0
+    try:
+        with reader:
+            for msg in reader:
+                count += 1
+                channel = str(msg.channel + 1) if isinstance(msg.channel, int) else "1"
+                if msg.is_error_frame:
+                    rows.add_error(msg.timestamp, msg.arbitration_id, bytes(msg.data), channel)
+                else:
+                    rows.add_message(msg, channel)
+                if len(rows) >= chunk:
+                    sink.lines = count
+                    yield rows.build()
+    except _READ_ERRORS as err:
+        announced = int(getattr(reader, "object_count", 0) or 0)
+        unread = announced - count if announced > count else None
+        sink.stopped(
+            count + 1, unread, "records", f"BLF reader failed ({err or type(err).__name__})"
+        )
+    sink.lines = count
+    for kind, n in sorted(reader.skipped_types.items()):
+        sink.not_a_frame(f"BLF objects of type {kind} (not CAN frames, not read)", n)
+    if len(rows):
+        yield rows.build()
 
 
 class ErrorAwareBLFReader(BLFReader):

@@ -1,8 +1,10 @@
-"""Column builder shared by the foreign-format readers.
+"""What every format reader shares: the column builder and the :class:`Sink` it reports into.
 
-Readers parse one record at a time (the formats are line or object oriented, as python-can's
-readers are), append plain values here, and :meth:`FrameRows.build` turns a chunk into a
-:class:`FrameBatch` with a handful of bulk numpy conversions, as :class:`BatchBuilder` does.
+Readers other than candump's parse one record at a time (the formats are line or object
+oriented, as python-can's readers are), append plain values here, and
+:meth:`FrameRows.build` turns a chunk into a :class:`FrameBatch` with a handful of bulk
+numpy conversions, as :class:`BatchBuilder` does.  Every reader, candump's too, reports
+what is not a frame (bad lines, other records, where it stopped) into a :class:`Sink`.
 The channel table is shared by every chunk of one capture, so channel indices are stable;
 it is a :class:`~candiag.ingest.frames.ChannelTable` (a dictionary look-up per row, and
 the names past its cap share one overflow channel).
@@ -11,14 +13,12 @@ the names past its cap share one overflow channel).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from candiag.ingest.frames import (
-    CLASSIC_WIDTH,
-    FD_WIDTH,
     FLAG_BRS,
     FLAG_ERROR,
     FLAG_ESI,
@@ -27,10 +27,13 @@ from candiag.ingest.frames import (
     FLAG_REMOTE,
     ChannelTable,
     FrameBatch,
+    payload_matrix,
 )
 
 if TYPE_CHECKING:
     import can
+
+    from candiag.capture.stats import MalformedLine
 
 ERROR = int(FLAG_ERROR)
 EXTENDED = int(FLAG_EXTENDED)
@@ -41,10 +44,16 @@ ESI = int(FLAG_ESI)
 
 
 class Sink(Protocol):
-    """Where a reader reports what is not a frame (implemented by ``CaptureStats``)."""
+    """What a reader reports besides frames (implemented by ``CaptureStats``)."""
+
+    lines: int  # lines (or records) read so far; text readers get it from the source
+    blank: int  # lines with nothing but whitespace
 
     def bad_line(self, line: int, reason: str, text: str) -> None:
         """A line or record that could not be read and was skipped."""
+
+    def add_malformed(self, items: list[MalformedLine]) -> None:
+        """Lines skipped, many at once (their reasons already say the format)."""
 
     def not_a_frame(self, kind: str, count: int = 1) -> None:
         """Records that are not CAN frames (statistics, events), counted by kind."""
@@ -104,13 +113,7 @@ class FrameRows:
         if n == 0:
             return FrameBatch.empty(channels=self.channels)
         lengths = np.fromiter(map(len, self._data), np.int64, n)
-        width = CLASSIC_WIDTH if int(lengths.max()) <= CLASSIC_WIDTH else FD_WIDTH
-        data = np.zeros((n, width), np.uint8)
-        blob = np.frombuffer(b"".join(self._data), np.uint8)
-        if blob.size:
-            rows = np.repeat(np.arange(n), lengths)
-            starts = np.cumsum(lengths) - lengths
-            data[rows, np.arange(blob.size) - np.repeat(starts, lengths)] = blob
+        data = payload_matrix(b"".join(self._data), lengths)
         batch = FrameBatch(
             timestamp=np.array(self._ts, np.float64),
             can_id=np.array(self._id, np.uint32),
@@ -122,6 +125,38 @@ class FrameRows:
         )
         self._clear()
         return batch
+
+
+class LineReader:
+    """A line-oriented format's reader: each line into :attr:`rows`, a bad one skipped.
+
+    Subclasses say what one line is (:meth:`read_line`: ``None`` when it was read or is
+    not a frame, else the reason in words); the loop, the chunking and the report of a
+    bad line (its number, ``"<prefix>: <reason>"`` and its text) are the same for every
+    text format.
+    """
+
+    prefix = "?"  # the format's name at the start of every reason
+
+    def __init__(self, sink: Sink, channels: list[str], chunk: int) -> None:
+        self.sink = sink
+        self.rows = FrameRows(channels)
+        self.chunk = chunk
+
+    def batches(self, lines: Iterable[tuple[int, str]]) -> Iterator[FrameBatch]:
+        """Batches of at most ``chunk`` frames from numbered lines."""
+        for number, line in lines:
+            reason = self.read_line(line)
+            if reason is not None:
+                self.sink.bad_line(number, f"{self.prefix}: {reason}", line)
+            if len(self.rows) >= self.chunk:
+                yield self.rows.build()
+        if len(self.rows):
+            yield self.rows.build()
+
+    def read_line(self, line: str) -> str | None:
+        """Read one line into :attr:`rows`; the reason when it is not readable."""
+        raise NotImplementedError
 
 
 def hex_bytes(tokens: Sequence[str], base: int = 16) -> bytes | str:

@@ -1,0 +1,61 @@
+"""candump ``-L`` captures as batches: blocks of bytes cut into chunks of whole lines.
+
+The capture's (decompressed) bytes come in blocks (:mod:`candiag.capture.source`); a line
+cut by a block boundary is carried into the next block, and a line longer than
+:data:`~candiag.capture.source.MAX_LINE_BYTES` is kept only up to that length (it is
+reported as malformed, never grown in memory).  Every chunk of at most ``chunk_lines``
+lines goes through :func:`~.parser.parse_lines`; line numbers, counts and malformed lines
+go to the capture's :class:`~candiag.capture.formats.rows.Sink`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from candiag.capture.formats.candump.chunk import NL, U8
+from candiag.capture.formats.candump.parser import parse_lines
+from candiag.capture.formats.rows import Sink
+from candiag.capture.source import MAX_LINE_BYTES
+from candiag.ingest.frames import ChannelTable, FrameBatch
+
+NAME = "candump -L"
+
+
+class CandumpReader:
+    """Reads candump ``-L`` blocks into batches of at most ``chunk`` lines."""
+
+    def __init__(self, sink: Sink, channels: ChannelTable, chunk: int) -> None:
+        self.sink = sink
+        self.channels = channels
+        self.chunk = chunk
+
+    def batches(self, blocks: Iterable[bytes]) -> Iterator[FrameBatch]:
+        carry = b""
+        for block in blocks:
+            data = carry + block
+            cut = data.rfind(b"\n") + 1
+            carry = data[cut:][:MAX_LINE_BYTES]
+            if cut:
+                yield from self._chunks(np.frombuffer(data, np.uint8, count=cut))
+        if carry:
+            yield from self._chunks(np.frombuffer(carry + b"\n", np.uint8))
+
+    def _chunks(self, buf: U8) -> Iterator[FrameBatch]:
+        nl = np.flatnonzero(buf == NL)
+        sink, step = self.sink, self.chunk
+        for k in range(0, len(nl), step):
+            begin = int(nl[k - 1]) + 1 if k else 0
+            chunk_nl = nl[k : k + step]
+            end = int(chunk_nl[-1]) + 1
+            parsed = parse_lines(
+                buf[begin:end], chunk_nl - begin, first_line=sink.lines + 1, channels=self.channels
+            )
+            sink.lines += parsed.lines
+            sink.blank += parsed.blank
+            for item in parsed.malformed:
+                item.reason = f"{NAME}: {item.reason}"
+            sink.add_malformed(parsed.malformed)
+            if len(parsed.batch):
+                yield parsed.batch
