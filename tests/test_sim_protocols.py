@@ -17,8 +17,8 @@ from typing import Any
 import can
 import numpy as np
 import pytest
-from candiag.capture import read_capture
 
+from candiag.capture import read_capture
 from candiag.cli import main
 from candiag.decode.dbc import load_dbc_paths
 from candiag.decode.decoder import BatchDecoder
