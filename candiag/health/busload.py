@@ -1,6 +1,6 @@
 """Exact CAN bus load: bits on the wire per frame, vectorized, as ``canbusload -e`` counts them.
 
-Owns the bit count of every frame (can-bus.md §3).  Classic frames: ``47 + 8n + stuff`` bits
+Owns the bit count of every frame (docs/bus-load.md).  Classic frames: ``47 + 8n + stuff`` bits
 (11-bit id) and ``67 + 8n + stuff`` (29-bit id), where the stuff bits come from the real
 bitstream SOF..data plus the CRC-15 (poly 0x4599) under the stuffing rule (after five equal
 bits one complementary bit is inserted, and that bit starts the next run).  The constant

@@ -2,7 +2,7 @@
 
 Owns the state machine fed by error frames (and, through :meth:`BusStateTracker.observe`,
 by other sources: netlink link statistics, PCAN status codes, the daemon's "down").
-Drivers report state **only on transitions** (can-bus.md §1.4), so the last known state is
+Drivers report state **only on transitions** (docs/can-errors.md §2), so the last known state is
 kept until new evidence arrives; a bus that never reported anything is assumed
 error-active.
 

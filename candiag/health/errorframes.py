@@ -1,9 +1,9 @@
 """SocketCAN error frames: classes, payload sub-fields and error counters, vectorized.
 
-Owns the decoding of ``linux/can/error.h`` error frames (can-bus.md §1) as they sit in a
+Owns the decoding of ``linux/can/error.h`` error frames (docs/can-errors.md §1) as they sit in a
 :class:`~candiag.ingest.frames.FrameBatch`: ``can_id`` holds the class bits, ``data`` the
 8 payload bytes.  We decode it ourselves because neither python-can nor cantools has a
-decoder (python-can only sets ``is_error_frame``; can-bus.md §5.1), and because counting
+decoder (python-can only sets ``is_error_frame``; docs/can-errors.md §4.1), and because counting
 per class over whole batches is a handful of numpy reductions, not a per-frame loop.
 
 One frame may carry several classes (e.g. ``CAN_ERR_PROT | CAN_ERR_BUSERROR | CAN_ERR_CNT``);
@@ -190,7 +190,7 @@ class ErrorFrameSummary:
     """Running totals of error frames for one bus; feed batches with :meth:`update`.
 
     TEC/REC: the kernel flags frames carrying counters with ``CAN_ERR_CNT``; can-utils also
-    prints data[6]/data[7] when they are non-zero without the flag (can-bus.md §4).  Both
+    prints data[6]/data[7] when they are non-zero without the flag (docs/can-errors.md §5.2).  Both
     are kept apart: ``tec_*``/``rec_*`` come from flagged frames only, ``unflagged_*`` from
     the others, and ``counter_frames_flagged``/``counter_frames_unflagged`` say how many of
     each were seen.

@@ -7,7 +7,7 @@ and classifying every transaction as ``ok``, ``timeout``, ``crc``, ``exception``
 Why our own thin framing instead of pymodbus' client: the classification is the
 point of this module, and pymodbus hides it.  Its RTU framer drops a reply with a bad
 CRC silently and keeps waiting, so a CRC error looks exactly like a timeout
-(modbus-meters.md §2.2); it retries internally, and its client has write methods.
+(docs/meters.md §2); it retries internally, and its client has write methods.
 Here a request is 8 bytes we build, the reply is read with one deadline, and the raw
 bytes decide: nothing received is ``timeout``; bytes that do not form a frame with a
 valid CRC (corrupt, truncated, two slaves talking at once) are ``crc``; a valid frame
@@ -22,7 +22,7 @@ refuses any function code outside 1-4 with :class:`SafetyError`.  pymodbus is st
 what the simulated meters run (a real, independent implementation to test against).
 
 Stale input is flushed before each request (RTU has no transaction id, a late reply
-would otherwise be taken for the next one, modbus-meters.md §3).
+would otherwise be taken for the next one, docs/meters.md §3).
 """
 
 from __future__ import annotations

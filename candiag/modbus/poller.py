@@ -3,7 +3,7 @@
 Owns the one thread per port (``candiag-modbus-<port>``) that talks to the line:
 requests are strictly sequential, with a silence of at least ``gap`` (never less
 than t3.5) between two requests and ``id_switch_pause`` when the slave id changes
-(mbmd had to add that pause for SDM meters, modbus-meters.md §3).  Each device is
+(mbmd had to add that pause for SDM meters, docs/meters.md §3).  Each device is
 polled at its own interval; its profile's quantities are read in the coalesced
 blocks planned by :mod:`candiag.modbus.profile`.
 

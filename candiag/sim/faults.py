@@ -1,7 +1,7 @@
 """Fault injection for the simulated charger: the ``Fault`` value, its command-line
 syntax, and the SocketCAN error-frame payloads the faults produce.
 
-Error frames follow the SocketCAN layout (``linux/can/error.h``; can-bus.md §1):
+Error frames follow the SocketCAN layout (``linux/can/error.h``; docs/can-errors.md §1):
 the class bits go in ``can_id`` (flag ``FLAG_ERROR``), ``data[1]`` holds the
 controller state, ``data[2]``/``data[3]`` the protocol-violation type and
 location, ``data[6]``/``data[7]`` TEC/REC with ``CAN_ERR_CNT``.
