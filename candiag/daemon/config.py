@@ -43,10 +43,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 # Interfaces candiag opens in listen-only mode (the switches are listed in
 # candiag.ingest.live.LISTEN_ONLY_KWARGS; e.g. pcan: state=BusState.PASSIVE sets
-# PCAN_LISTEN_ONLY, can-bus.md §5.2).  Kept here as names so validating a config
+# PCAN_LISTEN_ONLY, docs/can-errors.md §4.2).  Kept here as names so validating a config
 # does not import python-can's backends; a test keeps both lists equal.  On every
 # other interface listen-only is not an application setting (SocketCAN: the link's
-# `ListenOnly=` in systemd-networkd, conventions.md §2.5); candiag is then
+# `ListenOnly=` in systemd-networkd, docs/standards.md §3); candiag is then
 # "receive only, never transmits", whatever `listen_only` says.
 LISTEN_ONLY_INTERFACES = frozenset(
     {"pcan", "kvaser", "vector", "slcan", "nixnet", "seeedstudio", "cantact"}

@@ -3,9 +3,9 @@
 We wrote our own instead of using python-can's ``CanutilsLogReader``/``Writer``
 because those lose error frames (the writer writes every error frame as
 ``20000080``, the reader turns ``20000040`` bus-off frames into data frames with
-id 0x040; see can-bus.md §5.4) and parse one line at a time in Python.
+id 0x040; see docs/can-errors.md §4.4) and parse one line at a time in Python.
 
-Line format (can-utils ``lib.c``; can-bus.md §4)::
+Line format (can-utils ``lib.c``; docs/can-errors.md §5.1)::
 
     (1700000000.000100) can0 123#0102          standard data frame (3 hex digits)
     (1700000000.000100) can0 18FF50E5#01020304 extended data frame (8 hex digits)
