@@ -84,8 +84,8 @@ def test_json_has_the_documented_keys_and_consistent_figures(tmp_path: Path) -> 
 def test_mean_load_is_all_frame_bits_over_bitrate_times_span(
     tmp_path: Path, db: ChargerDatabase
 ) -> None:
-    from candiag.health.busload import frame_bits_reference
     from candiag.ingest.capture import read_capture
+    from tests.can_bitstream import frame_bits_reference
 
     capture = simulate(tmp_path / "load.log", 20)
     batch, _ = read_capture(capture)

@@ -9,8 +9,8 @@ from candiag.daemon.config import BusConfig, FamilyConfig
 from candiag.daemon.monitor import BusMonitor, apply_mask_overrides
 from candiag.decode.dbc import ChargerDatabase, load_reference_database
 from candiag.health.busload import frame_bits
-from candiag.health.synthetic import frames
 from candiag.ingest.frames import FLAG_ERROR, FLAG_EXTENDED, FrameBatch
+from tests.synthetic import frames
 
 T0 = 1_700_000_000.0
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from candiag.modbus.config import PortConfig
-from candiag.modbus.poller import DeviceSnapshot, PortPoller
+from candiag.modbus.poller import DeviceSnapshot, DurationHistogram, PortPoller
 from candiag.modbus.profile import find_profile
 from candiag.modbus.sim import SimulatedMeterLine, demo_line
 
@@ -348,3 +348,11 @@ def test_a_slow_reply_times_out_and_its_late_bytes_are_not_taken_for_the_next(
         poller.stop()
     assert snap.up and snap.readings
     assert snap.failures_by_reason["wrong_device"] == 0 and snap.failures_by_reason["crc"] == 0
+
+
+def test_duration_histogram_buckets_as_prometheus_does() -> None:
+    hist = DurationHistogram(bounds=(0.025, 0.05))
+    for seconds in (0.02, 0.025, 0.04, 0.3):
+        hist.observe(seconds)  # a duration equal to a bound counts in that bound's bucket
+    assert hist.cumulative() == ((0.025, 2), (0.05, 3), (float("inf"), 4))
+    assert hist.count == 4 and hist.total == pytest.approx(0.385)

@@ -21,7 +21,6 @@ from typing import Any
 
 from candiag.diagnosis.engine import Condition, RuleBook
 
-PHYSICAL_PROTOCOL_TYPES = ("bit", "form", "stuff", "overload", "unspec", "active", "tx")
 TRANSCEIVER_PROTOCOL_TYPES = ("bit0", "bit1")
 
 

@@ -31,12 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from candiag.health.errorframes import (
-    CAN_ERR_BUSERROR,
-    CAN_ERR_CNT,
-    CAN_ERR_PROT,
-)
 from candiag.ingest.frames import FLAG_ERROR, FrameBatch
+from candiag.socketcan_errors import CAN_ERR_BUSERROR, CAN_ERR_CNT, CAN_ERR_PROT
 
 # Importing python-can's pcan package logs "uptime library not available" when the optional
 # `uptime` package is missing; that concerns live PCAN timestamps only, not the constants used

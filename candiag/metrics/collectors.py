@@ -11,7 +11,8 @@ Series known in advance are exported at 0 (all ten error classes, every bus
 state, every window, frame kinds, drop sources, Modbus failure reasons), as the
 Prometheus instrumentation guide asks ("Avoid missing metrics",
 docs/standards.md §1).  Label cardinality is bounded: ids per bus are capped by
-:class:`~candiag.metrics.snapshot.CappedIdCounts`.
+:class:`~candiag.health.ids.CappedIdCounter` (the first
+``MAX_IDS_PER_BUS`` ids keep their series, the rest count as ``overflow``).
 
 Sample exposition::
 
