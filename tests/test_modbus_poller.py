@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from candiag.modbus.config import PortConfig
 from candiag.modbus.poller import DeviceSnapshot, DurationHistogram, PortPoller
 from candiag.modbus.profile import find_profile
 from candiag.modbus.sim import SimulatedMeterLine, demo_line
+from tests.waiting import wait_for
 
 FAST: dict[str, Any] = {
     "timeout": 0.2,
@@ -33,13 +34,6 @@ def port_config(port: str, devices: list[dict[str, Any]], **overrides: Any) -> P
 
 def by_name(poller: PortPoller) -> dict[str, DeviceSnapshot]:
     return {s.name: s for s in poller.snapshot()}
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 @pytest.fixture
