@@ -122,6 +122,7 @@ def test_malformed_lines_are_counted_not_fatal(tmp_path: Path) -> None:
     assert report["capture"]["frames"] == len(text) - 2
 
 
+@pytest.mark.slow
 def test_cli_in_a_subprocess_prints_summary_and_html(tmp_path: Path) -> None:
     capture = simulate(tmp_path / "off.log", 40, "--scenario", "module_offline")
     html = tmp_path / "report.html"

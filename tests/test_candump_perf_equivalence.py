@@ -135,6 +135,7 @@ def captures(draw: st.DrawFn) -> bytes:
     return text
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(captures())
 def test_template_path_equals_general_parser(text: bytes) -> None:

@@ -68,6 +68,7 @@ def sample(text: str, line_start: str) -> float:
     raise AssertionError(f"no sample {line_start!r} in scrape")
 
 
+@pytest.mark.slow
 def test_every_simulated_frame_is_counted_from_the_first() -> None:
     """The simulator starts once the reader listens: nothing it sends is missed, even
     when the adapter takes a while to open (a virtual bus delivers only to open buses)."""
@@ -100,6 +101,7 @@ def test_every_simulated_frame_is_counted_from_the_first() -> None:
         daemon.stop()
 
 
+@pytest.mark.slow
 def test_simulated_charger_end_to_end(running: Daemon) -> None:
     def all_modules_up() -> bool:
         snap = running.snapshot()

@@ -138,6 +138,7 @@ def test_each_failure_is_classified_and_readings_are_withdrawn(
     assert snaps["ac"].up and snaps["imd"].up and snaps["ac"].readings
 
 
+@pytest.mark.slow
 def test_absent_unit_id_times_out_with_retries(line: SimulatedMeterLine) -> None:
     poller = PortPoller(
         port_config(line.port, [{"name": "ghost", "profile": "sdm120", "unit_id": 42}], retries=2)
