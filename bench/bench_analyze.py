@@ -78,7 +78,7 @@ def _baseline_pass(path: str, limit: int, charger: Any) -> dict[str, Any]:
     import can
     from cantools.database.errors import DecodeError
 
-    from candiag.health.busload import frame_bits_reference
+    from tests.can_bitstream import frame_bits_reference
 
     db: Any = charger.cantools_db
     resolve = decode_bench.message_resolver(charger)
@@ -167,8 +167,8 @@ def _baseline_pass(path: str, limit: int, charger: Any) -> dict[str, Any]:
 
 def work_windows() -> dict[str, Any]:
     """Cost of one BusWindows update with a 1,000-frame batch, and the windows' memory."""
-    from candiag.health.synthetic import synthetic_batch
     from candiag.health.windows import BusWindows
+    from tests.synthetic import synthetic_batch
 
     windows = BusWindows(500_000)
     batches = [synthetic_batch(1000, start=1_700_000_000.0 + 0.25 * i) for i in range(400)]

@@ -17,10 +17,10 @@ import numpy as np
 
 from candiag.health.busload import frame_bits
 from candiag.health.busstate import BusStateTracker
-from candiag.health.errorframes import ErrorFrameSummary, class_matrix
+from candiag.health.errorframes import ErrorFrameSummary
 from candiag.health.ids import IdStats
-from candiag.health.synthetic import synthetic_batch
 from candiag.health.windows import WINDOWS, BusWindows
+from tests.synthetic import synthetic_batch
 
 # CPU time of this process, not wall time: the figures stay meaningful on a shared machine
 # (everything here is single-threaded numpy).
@@ -62,7 +62,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         n,
         _best(lambda: ErrorFrameSummary().update(batch), repeat),
     )
-    _rate("error class matrix (for windows)", n, _best(lambda: class_matrix(batch), repeat))
     flood = synthetic_batch(n, seed=2, rate_hz=3000.0, error_share=0.3)
     _rate(
         "error classification, 30 % error frames",

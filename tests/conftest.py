@@ -1,12 +1,41 @@
-"""Shared fixtures.  An autouse fixture fails any test that leaks a bus or a thread."""
+"""Shared fixtures and the order of the run.
+
+An autouse fixture fails any test that leaks a bus or a thread.  The run is ordered fast
+first, so that ``pytest -x`` reports a broken unit test within seconds: unit tests, then
+the tests marked ``slow`` (end-to-end runs of the real CLI and daemon), then the suites that
+are slow as a whole (:data:`SLOW_FOLDERS`).  Within each group the collection order stays.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+TESTS = Path(__file__).resolve().parent
+# Folders whose tests attack, fault, fuzz or need the microVM: seconds to minutes each.
+SLOW_FOLDERS = frozenset({"adversarial", "faults", "fuzz", "socketcan"})
+UNIT, SLOW_MARKED, SLOW_FOLDER = range(3)
+
+
+def run_group(item: pytest.Item) -> int:
+    """Where ``item`` runs: :data:`UNIT` first, :data:`SLOW_MARKED`, :data:`SLOW_FOLDER` last."""
+    try:
+        folder = item.path.resolve().relative_to(TESTS).parts[0]
+    except ValueError:  # a test outside tests/ (named on the command line)
+        folder = ""
+    if folder in SLOW_FOLDERS:
+        return SLOW_FOLDER
+    if item.get_closest_marker("slow") is not None:
+        return SLOW_MARKED
+    return UNIT
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=run_group)  # stable: collection order within each group
 
 
 def _live_threads() -> set[threading.Thread]:

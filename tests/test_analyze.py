@@ -85,7 +85,7 @@ def test_mean_load_is_all_frame_bits_over_bitrate_times_span(
     tmp_path: Path, db: ChargerDatabase
 ) -> None:
     from candiag.capture import read_capture
-    from candiag.health.busload import frame_bits_reference
+    from tests.can_bitstream import frame_bits_reference
 
     capture = simulate(tmp_path / "load.log", 20)
     batch, _ = read_capture(capture)
@@ -122,6 +122,7 @@ def test_malformed_lines_are_counted_not_fatal(tmp_path: Path) -> None:
     assert report["capture"]["frames"] == len(text) - 2
 
 
+@pytest.mark.slow
 def test_cli_in_a_subprocess_prints_summary_and_html(tmp_path: Path) -> None:
     capture = simulate(tmp_path / "off.log", 40, "--scenario", "module_offline")
     html = tmp_path / "report.html"

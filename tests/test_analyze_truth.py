@@ -193,6 +193,7 @@ def test_the_reference_charger_is_recognized_file_by_file(tmp_path: Path) -> Non
 # -- item 7: a gap is a gap in the plot ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_html_report_survives_a_module_dropout(tmp_path: Path) -> None:
     capture = tmp_path / "dropout.log.gz"
     assert (

@@ -1,7 +1,7 @@
 """Bitrate inference from timestamps: right rate or an honest None, never a wrong rate.
 
 The captures here are built without the inference code: each frame's length comes from the
-bit-level reference of :func:`candiag.health.busload.reference_bitstream` (plain Python, bit
+bit-level reference of ``tests/can_bitstream.py``'s ``reference_bitstream`` (plain Python, bit
 by bit), frames arrive at random (Poisson, at a chosen offered load) and leave a shared wire
 one after the other in a plain per-frame loop, stamped at their end (SocketCAN) or their
 start (hardware that stamps SOF).  Then the timestamps are spoiled the way real ones are:
@@ -31,8 +31,9 @@ from candiag.health.bitrate import (
     choose_bitrate,
     infer_bitrate,
 )
-from candiag.health.busload import TRAILER_BITS, reference_bitstream
+from candiag.health.busload import TRAILER_BITS
 from candiag.ingest.frames import FLAG_BRS, FLAG_ERROR, FLAG_EXTENDED, FLAG_FD, FrameBatch
+from tests.can_bitstream import reference_bitstream
 
 T0 = 1_700_000_000.0
 

@@ -131,6 +131,7 @@ def captures(draw: st.DrawFn) -> bytes:
     return text
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(captures())
 def test_fixed_layout_tier_equals_the_later_tiers(text: bytes) -> None:

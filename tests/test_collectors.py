@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 
-import numpy as np
 from external_tools import require_tool
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -12,21 +11,22 @@ from candiag.metrics.collectors import CandiagCollector
 from candiag.metrics.snapshot import (
     ERROR_CLASSES,
     BusSnapshot,
-    CappedIdCounts,
-    DurationHistogram,
     FindingSnapshot,
+    HistogramSnapshot,
     MeterReading,
     ModbusDeviceSnapshot,
     NodeSnapshot,
     SignalValue,
     Snapshot,
 )
+from candiag.modbus.poller import DurationHistogram
 
 
 def full_snapshot(n_modules: int = 2, n_signals: int = 3) -> Snapshot:
     hist = DurationHistogram()
     for d in (0.02, 0.04, 0.3, 7.0):
         hist.observe(d)
+    duration = HistogramSnapshot(buckets=hist.cumulative(), total=hist.total, count=hist.count)
     signals = tuple(
         SignalValue(
             f"PM_Status_{m}", f"Sig{s}", str(m), ("V", "A", "°C", "%", "rpm", "")[s % 6], float(s)
@@ -63,7 +63,7 @@ def full_snapshot(n_modules: int = 2, n_signals: int = 3) -> Snapshot:
         failures={"timeout": 2},
         exceptions={"2": 1},
         last_success=1_700_000_001.0,
-        duration=hist.snapshot(),
+        duration=duration,
         readings=(
             MeterReading("voltage", 230.1, "l1"),
             MeterReading("current", 5.0, "total"),
@@ -215,22 +215,6 @@ def test_no_created_series_and_snapshot_taken_per_scrape() -> None:
     text = generate_latest(registry).decode()
     assert len(calls) == 1
     assert "_created" not in text
-
-
-def test_capped_id_counts_overflow_is_stable() -> None:
-    counts = CappedIdCounts(cap=3)
-    ids = np.array([0x100, 0x100, 0x200, 0x300, 0x400, 0x0283F001], np.uint32)
-    ext = np.array([False, False, False, False, False, True])
-    counts.add(ids, ext)
-    first = counts.labelled()
-    assert first == {"0x100": 2, "0x200": 1, "0x300": 1, "overflow": 2}
-    counts.add(np.array([0x400, 0x100], np.uint32), np.array([False, False]))
-    second = counts.labelled()
-    assert second["0x100"] == 3 and second["overflow"] == 3 and len(counts) == 3
-    # standard and extended ids with the same number stay apart
-    c2 = CappedIdCounts()
-    c2.add(np.array([0x100, 0x100], np.uint32), np.array([False, True]))
-    assert c2.labelled() == {"0x100": 1, "0x00000100": 1}
 
 
 def test_promtool_check_metrics_on_full_scrape() -> None:

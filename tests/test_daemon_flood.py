@@ -16,7 +16,7 @@ from candiag.config.check import bus_database
 from candiag.config.load import parse_config_text
 from candiag.daemon.monitor import BusMonitor
 from candiag.health.ids import DEFAULT_MAX_IDS
-from candiag.health.pipeline import MAX_CYCLE_MEMO, CappedIdCounter
+from candiag.health.pipeline import MAX_CYCLE_MEMO
 from candiag.ingest.frames import FLAG_EXTENDED, FrameBatch
 from candiag.metrics.snapshot import MAX_IDS_PER_BUS
 
@@ -79,7 +79,7 @@ def test_random_ids_leave_every_per_id_structure_bounded(monitor: BusMonitor) ->
 
     # Per-id metrics series, id statistics and the cycle memo: capped as well.
     assert len(monitor.ids) == MAX_IDS_PER_BUS
-    assert sum(monitor.ids.labelled().values()) == frames
+    assert sum(monitor.ids.labelled("overflow").values()) == frames
     lifetime = pipeline.ids
     assert len(lifetime) <= DEFAULT_MAX_IDS
     assert lifetime.overflow_frames + sum(r.count for r in lifetime.rows()) == frames
@@ -106,13 +106,3 @@ def test_new_random_ids_every_minute_do_not_grow_the_cycle_memo(
         sizes.append(len(monitor.pipeline._cycles))
     assert max(sizes) <= cap, sizes
     assert len(monitor.pipeline.unknown_ids) == DEFAULT_MAX_IDS
-
-
-def test_capped_counter_keeps_admitted_ids_and_exact_totals() -> None:
-    counter = CappedIdCounter(cap=3)
-    counter.update({1: 5, 2: 1})
-    counter.update({3: 2, 4: 7, 1: 1})  # 4 arrives when the cap is reached
-    counter.update({4: 1, 2: 2})
-    assert dict(counter.counts) == {1: 6, 2: 3, 3: 2}
-    assert counter.untracked == 8
-    assert counter.total() == 19

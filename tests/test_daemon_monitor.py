@@ -10,8 +10,8 @@ from candiag.config.model import BusConfig, FamilyConfig
 from candiag.daemon.monitor import BusMonitor
 from candiag.decode.dbc import ChargerDatabase, load_reference_database
 from candiag.health.busload import frame_bits
-from candiag.health.synthetic import frames
 from candiag.ingest.frames import FLAG_ERROR, FLAG_EXTENDED, FrameBatch
+from tests.synthetic import frames
 
 T0 = 1_700_000_000.0
 

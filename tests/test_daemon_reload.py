@@ -24,6 +24,7 @@ from candiag.config.load import load_config
 from candiag.daemon.logging import EventLog
 from candiag.daemon.service import Daemon, prepare_config
 from candiag.errors import ConfigError
+from tests.waiting import wait_for
 
 DBC = """VERSION ""
 BO_ 256 Heartbeat: 8 Node
@@ -39,15 +40,6 @@ def capture_log() -> tuple[EventLog, io.StringIO]:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     return EventLog(logger), stream
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def config_text(channel: str, **files: Path) -> str:
@@ -113,9 +105,9 @@ def test_a_reload_asked_for_during_a_reload_runs_once_after_it(tmp_path: Path) -
     loop.start()
     try:
         daemon.request_reload()
-        assert wait_for(lambda: len(reloads) >= 2)
+        wait_for(lambda: len(reloads) >= 2, "two reloads", timeout=10)
         iterations = daemon.iterations
-        assert wait_for(lambda: daemon.iterations > iterations + 3), "the loop stopped"
+        wait_for(lambda: daemon.iterations > iterations + 3, "the loop going on", timeout=10)
         assert loop.is_alive()
         assert len(reloads) == 2
         assert daemon.reloads == 2 and daemon.reload_failures == 0

@@ -21,6 +21,7 @@ from candiag.daemon.logging import EventLog
 from candiag.daemon.readers import ReaderSource, open_reader
 from candiag.daemon.service import Daemon
 from candiag.errors import BusUnavailableError
+from tests.waiting import wait_for
 
 
 def capture_log() -> tuple[EventLog, io.StringIO]:
@@ -31,19 +32,6 @@ def capture_log() -> tuple[EventLog, io.StringIO]:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     return EventLog(logger), stream
-
-
-def wait_for(
-    predicate: Callable[[], bool], timeout: float = 10.0, step: Callable[[], None] | None = None
-) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if step is not None:
-            step()
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture
@@ -81,6 +69,7 @@ def sample(text: str, line_start: str) -> float:
     raise AssertionError(f"no sample {line_start!r} in scrape")
 
 
+@pytest.mark.slow
 def test_every_simulated_frame_is_counted_from_the_first() -> None:
     """The simulator starts once the reader listens: nothing it sends is missed, even
     when the adapter takes a while to open (a virtual bus delivers only to open buses)."""
@@ -105,7 +94,7 @@ def test_every_simulated_frame_is_counted_from_the_first() -> None:
         sent = charger.runner.frames_sent
         monitor = daemon.monitors["sim0"]
         assert sent > 0
-        assert wait_for(lambda: sum(monitor.frames.values()) >= sent, timeout=5)
+        wait_for(lambda: sum(monitor.frames.values()) >= sent, "every sent frame counted")
         assert sum(monitor.frames.values()) == sent
     finally:
         daemon.request_stop()
@@ -113,6 +102,7 @@ def test_every_simulated_frame_is_counted_from_the_first() -> None:
         daemon.stop()
 
 
+@pytest.mark.slow
 def test_simulated_charger_end_to_end(running: Daemon) -> None:
     def all_modules_up() -> bool:
         snap = running.snapshot()
@@ -120,7 +110,7 @@ def test_simulated_charger_end_to_end(running: Daemon) -> None:
             return False
         return sum(n.up for n in snap.buses[0].nodes if n.family == "power_module") == 8
 
-    assert wait_for(all_modules_up), running.status_line()
+    wait_for(all_modules_up, "all 8 power modules up", timeout=10, diagnose=running.status_line)
     text = scrape(running)
     assert sample(text, 'candiag_can_bus_up{bus="sim0"}') == 1
     assert sample(text, 'candiag_can_frames_total{bus="sim0",kind="data"}') > 100
@@ -178,19 +168,27 @@ def test_bus_missing_at_start_then_lost_and_reconnected() -> None:
     daemon.start()
     sender = can.Bus(interface="virtual", channel=channel, ignore_config=True)
     try:
-        assert wait_for(lambda: "not plugged in" in stream.getvalue(), step=daemon.step)
+        wait_for(
+            lambda: "not plugged in" in stream.getvalue(),
+            "the absent adapter logged",
+            timeout=10,
+            step=daemon.step,
+        )
         snap = daemon.snapshot().buses[0]
         assert not snap.up and snap.state == "down"
         assert "event=bus_down bus=can0" in stream.getvalue()
 
         state["present"] = True  # adapter plugged in
-        assert wait_for(lambda: daemon.snapshot().buses[0].up, step=daemon.step)
+        wait_for(lambda: daemon.snapshot().buses[0].up, "bus up", timeout=10, step=daemon.step)
         assert daemon.snapshot().buses[0].state == "error_active"
         assert "event=bus_up bus=can0" in stream.getvalue()
 
         sender.send(can.Message(arbitration_id=0x123, data=b"\x01"))
-        assert wait_for(
-            lambda: daemon.snapshot().buses[0].frames.get("data") == 1, step=daemon.step
+        wait_for(
+            lambda: daemon.snapshot().buses[0].frames.get("data") == 1,
+            "the frame counted",
+            timeout=10,
+            step=daemon.step,
         )
 
         # Lost while running: the adapter goes away, its bus really closes under the reader.
@@ -198,12 +196,14 @@ def test_bus_missing_at_start_then_lost_and_reconnected() -> None:
         opened = state["opened"]
         assert isinstance(opened, list)
         opened[-1].shutdown()
-        assert wait_for(lambda: not daemon.snapshot().buses[0].up, step=daemon.step)
+        wait_for(
+            lambda: not daemon.snapshot().buses[0].up, "bus down", timeout=10, step=daemon.step
+        )
         assert daemon.snapshot().buses[0].state == "down"
         assert stream.getvalue().count("event=bus_down bus=can0") >= 2
 
         state["present"] = True
-        assert wait_for(lambda: daemon.snapshot().buses[0].up, step=daemon.step)
+        wait_for(lambda: daemon.snapshot().buses[0].up, "bus up", timeout=10, step=daemon.step)
         assert readers[0].reader.reconnects >= 2
         # Counters survive the reconnect: nothing is reset or double counted.
         assert daemon.snapshot().buses[0].frames.get("data") == 1
@@ -260,10 +260,10 @@ def test_request_reload_from_the_loop(tmp_path: Path) -> None:
     try:
         path.write_text("not toml at all [\n")
         daemon.request_reload()
-        assert wait_for(lambda: "event=reload_failed" in stream.getvalue())
+        wait_for(lambda: "event=reload_failed" in stream.getvalue(), "reload_failed", timeout=10)
         assert loop.is_alive()
         iterations = daemon.iterations
-        assert wait_for(lambda: daemon.iterations > iterations + 2)
+        wait_for(lambda: daemon.iterations > iterations + 2, "the loop going on", timeout=10)
     finally:
         daemon.request_stop()
         loop.join(5)

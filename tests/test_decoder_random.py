@@ -14,6 +14,7 @@ from typing import Any
 
 import cantools
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -259,6 +260,7 @@ def compare_with_cantools(db: ChargerDatabase, batch: FrameBatch, result: Decode
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+@pytest.mark.slow
 @given(cases())
 def test_random_layouts_match_cantools(case: tuple[list[MessageSpec], FrameBatch]) -> None:
     specs, batch = case

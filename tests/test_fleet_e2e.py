@@ -24,7 +24,7 @@ import json
 import re
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +57,8 @@ from helpers_prom import (
     metric_names,
     run_promtool,
 )
+
+from tests.waiting import wait_for
 
 TIME_SCALE = 30.0  # the shipped 30 s scrape and evaluation intervals run every 1 s
 OUTAGE_S = 60.0
@@ -188,21 +190,6 @@ class Fleet:
     retried_during_outage: dict[str, float]
 
 
-def _wait(
-    what: str,
-    condition: Callable[[], object],
-    timeout: float,
-    diagnose: Callable[[], object] | None = None,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.25)
-    extra = diagnose() if diagnose is not None else ""
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{extra}")
-
-
 def _write_file_sd(directory: Path, daemons: list[ChargerDaemon]) -> str:
     directory.mkdir()
     groups = [
@@ -252,13 +239,14 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         for daemon in daemons.values():
             daemon.wait_listening()
         started = time.time()
-        _wait(
-            "every charger scraped and its bus up, in the central store",
+        wait_for(
             lambda: (
                 len(central.query('up{job="candiag"} == 1')) == len(CHARGERS)
                 and len(central.query("candiag_can_bus_up == 1")) == len(CHARGERS)
             ),
+            "every charger scraped and its bus up, in the central store",
             timeout=45,
+            interval=0.25,
             diagnose=lambda: [agent.targets() for agent in agents.values()],
         )
 
@@ -279,13 +267,14 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         central.start()
         restarted = time.time()
         # The agents retry within max_backoff, then send the backlog from their WAL.
-        _wait(
-            "the agents' backlog in the central store",
+        wait_for(
             lambda: (
                 _fresh(central, 2 * interval_s) == len(CHARGERS)
                 and time.time() > restarted + 5 * interval_s
             ),
+            "the agents' backlog in the central store",
             timeout=seconds(_agent_queue()["max_backoff"]) + 30,
+            interval=0.25,
             diagnose=lambda: "\n".join(a.log() for a in agents.values()),
         )
         yield Fleet(central, agents, daemons, interval_s, started, stopped, restarted, retried)
@@ -358,7 +347,12 @@ def test_site_aggregates_are_recorded_centrally(fleet: Fleet) -> None:
     def by_site(record: str) -> dict[str, float]:
         return {r["metric"]["site"]: float(r["value"][1]) for r in central.query(record)}
 
-    _wait("site aggregates", lambda: by_site("site:candiag_can_nodes_offline:sum"), timeout=10)
+    wait_for(
+        lambda: by_site("site:candiag_can_nodes_offline:sum"),
+        "site aggregates",
+        timeout=10,
+        interval=0.25,
+    )
     assert by_site("site:candiag_chargers:count") == {"north": 2, "south": 1}
     assert by_site("site:candiag_chargers_up:sum") == {"north": 2, "south": 1}
     assert by_site("site:candiag_can_nodes_offline:sum") == {"north": 0, "south": 1}
@@ -374,7 +368,9 @@ def _alerts(central: PrometheusServer, selector: str) -> list[dict[str, str]]:
 def test_bus_off_alert_fires_for_the_faulty_charger_only(fleet: Fleet) -> None:
     central = fleet.central
     firing = 'alertname="CandiagCanBusOffEvents", alertstate="firing"'
-    _wait("CandiagCanBusOffEvents firing", lambda: _alerts(central, firing), timeout=20)
+    wait_for(
+        lambda: _alerts(central, firing), "CandiagCanBusOffEvents firing", timeout=20, interval=0.25
+    )
     assert {a["charger_id"] for a in _alerts(central, firing)} == {"CH-A"}
     # The same from the rules API (what Grafana's and Alertmanager's views read).
     with urllib.request.urlopen(f"{central.url}/api/v1/rules?type=alert", timeout=10) as r:
@@ -388,7 +384,7 @@ def test_bus_off_alert_fires_for_the_faulty_charger_only(fleet: Fleet) -> None:
 def test_node_offline_alert_is_raised_for_the_silent_module(fleet: Fleet) -> None:
     central = fleet.central
     selector = 'alertname="CandiagCanNodeOffline"'
-    _wait("CandiagCanNodeOffline", lambda: _alerts(central, selector), timeout=20)
+    wait_for(lambda: _alerts(central, selector), "CandiagCanNodeOffline", timeout=20, interval=0.25)
     raised = {(a["charger_id"], a["node"]) for a in _alerts(central, selector)}
     # Pending (its `for` is 1 minute of wall clock, begun when the central store returned).
     assert raised == {("CH-C", "3")}
@@ -444,4 +440,10 @@ def test_a_central_outage_loses_no_samples(fleet: Fleet) -> None:
 
     # up arrives in order, so all of it is in; the agent sends other series on other
     # shards, which may still be sending the backlog.
-    _wait("every series of every scrape", lambda: not incomplete(), timeout=30, diagnose=incomplete)
+    wait_for(
+        lambda: not incomplete(),
+        "every series of every scrape",
+        timeout=30,
+        interval=0.25,
+        diagnose=incomplete,
+    )

@@ -6,14 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from can.interfaces.pcan import basic as pcb
 
-from candiag.health.bus import BusHealth, CaptureHealth, split_by_channel
+from candiag.health.bus import BusHealth, split_by_channel
 from candiag.health.busload import frame_bits
 from candiag.health.linkstats import parse_link_json
-from candiag.health.pcan import map_pcan_status
-from candiag.health.synthetic import frames, synthetic_batch
 from candiag.ingest.frames import FLAG_ERROR
+from tests.synthetic import frames, synthetic_batch
 
 LINK = """[{"ifname":"can0","flags":["NOARP","UP","LOWER_UP"],"operstate":"UP",
 "linkinfo":{"info_kind":"can","info_data":{"state":"ERROR-WARNING","berr_counter":{"tx":100,"rx":0}},
@@ -32,13 +30,14 @@ def test_split_by_channel_keeps_every_frame() -> None:
     assert split_by_channel(batch.take(batch.channel == 1)).keys() == {"can1"}
 
 
-def test_capture_health_per_bus_totals_and_json() -> None:
+def test_bus_health_per_channel_totals_and_json() -> None:
+    """Each channel's part of a two-bus capture, fed in chunks, as analyze feeds it."""
     batch = synthetic_batch(20_000, channels=("can0", "can1"), error_share=0.01, seed=4)
-    health = CaptureHealth({"can0": 500_000}, default_bitrate=250_000)
+    buses = {"can0": BusHealth("can0", 500_000), "can1": BusHealth("can1", 250_000)}
     for chunk in np.array_split(np.arange(len(batch)), 4):
-        health.update(batch.take(chunk))
-    doc = health.to_json()
-    assert set(doc) == {"can0", "can1"}
+        for name, part in split_by_channel(batch.take(chunk)).items():
+            buses[name].update(part)
+    doc = {name: bus.to_json() for name, bus in buses.items()}
     nominal, _ = frame_bits(batch)
     for name, bitrate in (("can0", 500_000), ("can1", 250_000)):
         sel = np.array(batch.channels)[batch.channel] == name
@@ -55,19 +54,18 @@ def test_capture_health_per_bus_totals_and_json() -> None:
     json.dumps(doc)  # JSON-ready throughout
 
 
-def test_link_stats_and_pcan_feed_state_and_drops() -> None:
+def test_link_stats_feed_state_and_drops() -> None:
     bus = BusHealth("can0", 500_000)
     bus.update(frames([(10.0, 0x100, 0, bytes(8))]))
     bus.observe_link(parse_link_json(LINK.replace("DROP", "3")), 11.0)
     bus.observe_link(parse_link_json(LINK.replace("DROP", "7")), 12.0)
     assert bus.state.state_name == "error_warning"
     assert bus.dropped["interface"] == 4
-    bus.observe_pcan(map_pcan_status(pcb.PCAN_ERROR_QOVERRUN), 12.5)
-    bus.observe_pcan(map_pcan_status(pcb.PCAN_ERROR_BUSOFF), 13.0)
-    assert bus.state.state_name == "bus_off" and bus.dropped["socket"] == 1
+    bus.add_dropped("socket", 1)
     doc = bus.to_json()
     assert doc["frames_dropped"]["interface"] == {"source": "netlink", "frames": 4}
-    assert set(doc["bus_state"]["sources"]) == {"netlink", "pcan"}
+    assert doc["frames_dropped"]["socket"] == {"source": "socket", "frames": 1}
+    assert set(doc["bus_state"]["sources"]) == {"netlink"}
     assert doc["link"]["source"] == "netlink"
     with pytest.raises(ValueError):
         bus.add_dropped("elsewhere", 1)

@@ -7,14 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from candiag.health.busload import (
-    CRC15_POLY,
-    fd_bits,
-    frame_bits,
-    frame_bits_reference,
-    load_ratio,
-    reference_bitstream,
-)
+from candiag.health.busload import CRC15_POLY, fd_bits, frame_bits, load_ratio
 from candiag.ingest.frames import (
     FLAG_BRS,
     FLAG_ERROR,
@@ -23,6 +16,7 @@ from candiag.ingest.frames import (
     FLAG_REMOTE,
     FrameBatch,
 )
+from tests.can_bitstream import frame_bits_reference, reference_bitstream
 
 Frame = tuple[int, bool, bool, int, bytes]  # id, extended, remote, dlc, payload
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from candiag.errors import ConfigError
-from candiag.health.ids import IdStats
-from candiag.health.synthetic import synthetic_batch
+from candiag.health.ids import CappedIdCounter, IdStats, id_key_text
 from candiag.health.thresholds import CycleThresholds, load_thresholds
 from candiag.ingest.frames import FLAG_EXTENDED, FrameBatch
+from tests.synthetic import synthetic_batch
 
 
 def _periodic(
@@ -131,3 +131,30 @@ def test_id_cap_bounds_memory_and_counts_the_rest() -> None:
     assert stats.overflow_frames == 4900
     assert sum(r.count for r in stats.rows()) == 100
     assert stats.to_json()["untracked_frames"] == 4900
+
+
+# -- the capped counter ---------------------------------------------------------------
+
+
+def test_capped_counter_keeps_admitted_ids_and_exact_totals() -> None:
+    counter = CappedIdCounter(cap=3)
+    counter.update({1: 5, 2: 1})
+    counter.update({3: 2, 4: 7, 1: 1})  # 4 arrives when the cap is reached
+    counter.update({4: 1, 2: 2})
+    assert dict(counter.counts) == {1: 6, 2: 3, 3: 2}
+    assert counter.untracked == 8
+    assert counter.total() == 19
+
+
+def test_capped_counter_from_arrays_keeps_standard_and_extended_apart() -> None:
+    counter = CappedIdCounter(cap=3)
+    ids = np.array([0x100, 0x100, 0x200, 0x300, 0x400, 0x0283F001], np.uint32)
+    counter.add(ids, np.array([False, False, False, False, False, True]))
+    assert counter.labelled("overflow") == {"0x100": 2, "0x200": 1, "0x300": 1, "overflow": 2}
+    counter.add(np.array([0x400, 0x100], np.uint32), np.array([False, False]))
+    second = counter.labelled("overflow")
+    assert second["0x100"] == 3 and second["overflow"] == 3 and len(counter) == 3
+    both = CappedIdCounter()
+    both.add(np.array([0x100, 0x100], np.uint32), np.array([False, True]))
+    assert both.labelled("overflow") == {"0x100": 1, "0x00000100": 1}
+    assert [id_key_text(k) for k in sorted(both.counts)] == ["0x100", "0x00000100"]

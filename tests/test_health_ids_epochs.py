@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from candiag.health.ids import IdStats
-from candiag.health.synthetic import synthetic_batch
 from candiag.health.thresholds import CycleThresholds
+from tests.synthetic import synthetic_batch
 
 
 def batches(n: int = 6) -> list:  # type: ignore[type-arg]

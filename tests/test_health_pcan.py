@@ -13,8 +13,8 @@ from candiag.health.pcan import (
     map_pcan_status,
     pcan_error_frames_to_socketcan,
 )
-from candiag.health.synthetic import frames
 from candiag.ingest.frames import FLAG_ERROR
+from tests.synthetic import frames
 
 
 def test_status_codes_map_to_states_and_classes() -> None:

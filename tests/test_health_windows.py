@@ -7,9 +7,9 @@ import pytest
 
 from candiag.health.busload import frame_bits
 from candiag.health.errorframes import ERROR_CLASSES
-from candiag.health.synthetic import synthetic_batch
 from candiag.health.windows import BUS_COLUMNS, WINDOWS, BusWindows, SecondRing
 from candiag.ingest.frames import FrameBatch
+from tests.synthetic import synthetic_batch
 
 
 def _stream(seed: int, n_batches: int, horizon: int) -> list[FrameBatch]:

@@ -98,6 +98,7 @@ def test_loopback_help_and_bad_spec() -> None:
     assert bad.returncode == 2 and "must be IFACE:CHANNEL" in bad.stderr
 
 
+@pytest.mark.slow
 def test_hil_suite_skips_with_its_reason_without_a_bench() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CANDIAG_HIL_")}
     done = subprocess.run(

@@ -419,6 +419,7 @@ def _check_contract(path: Path) -> None:
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+@pytest.mark.slow
 @given(document=_documents)
 def test_random_documents_load_or_fail_with_a_config_error(
     tmp_path: Path, document: dict[object, object]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,7 @@ import pytest
 from candiag.errors import BusUnavailableError, SafetyError
 from candiag.ingest.frames import FLAG_ERROR, FLAG_EXTENDED, FrameBatch
 from candiag.ingest.live import BusReader, open_listen_only_bus
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
+from tests.waiting import wait_for
 
 
 class NoSendBus(can.BusABC):

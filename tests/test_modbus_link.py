@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_crc_matches_frames_captured_from_a_real_djsf1352() -> None:
-    # modbus-meters.md §1.4: request 01 03 00 00 00 06 C5 C8 and its reply.
+    # docs/meters.md §1.4: request 01 03 00 00 00 06 C5 C8 and its reply.
     assert read_request(1, 3, 0, 6) == bytes.fromhex("010300000006C5C8")
     reply = bytes.fromhex("01030C000000030000000200000 14D3FE5".replace(" ", ""))
     assert crc_ok(reply)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from candiag.modbus.config import PortConfig
-from candiag.modbus.poller import DeviceSnapshot, PortPoller
+from candiag.modbus.poller import DeviceSnapshot, DurationHistogram, PortPoller
 from candiag.modbus.profile import find_profile
 from candiag.modbus.sim import SimulatedMeterLine, demo_line
+from tests.waiting import wait_for
 
 FAST: dict[str, Any] = {
     "timeout": 0.2,
@@ -32,13 +33,6 @@ def port_config(port: str, devices: list[dict[str, Any]], **overrides: Any) -> P
 
 def by_name(poller: PortPoller) -> dict[str, DeviceSnapshot]:
     return {s.name: s for s in poller.snapshot()}
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -143,6 +137,7 @@ def test_each_failure_is_classified_and_readings_are_withdrawn(
     assert snaps["ac"].up and snaps["imd"].up and snaps["ac"].readings
 
 
+@pytest.mark.slow
 def test_absent_unit_id_times_out_with_retries(line: SimulatedMeterLine) -> None:
     poller = PortPoller(
         port_config(line.port, [{"name": "ghost", "profile": "sdm120", "unit_id": 42}], retries=2)
@@ -347,3 +342,11 @@ def test_a_slow_reply_times_out_and_its_late_bytes_are_not_taken_for_the_next(
         poller.stop()
     assert snap.up and snap.readings
     assert snap.failures_by_reason["wrong_device"] == 0 and snap.failures_by_reason["crc"] == 0
+
+
+def test_duration_histogram_buckets_as_prometheus_does() -> None:
+    hist = DurationHistogram(bounds=(0.025, 0.05))
+    for seconds in (0.02, 0.025, 0.04, 0.3):
+        hist.observe(seconds)  # a duration equal to a bound counts in that bound's bucket
+    assert hist.cumulative() == ((0.025, 2), (0.05, 3), (float("inf"), 4))
+    assert hist.count == 4 and hist.total == pytest.approx(0.385)

@@ -48,12 +48,13 @@ VOLTS, AMPS = 400.0, 12.5
 ANSI_ESCAPE = "\x1b"
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def module_offline_run() -> Iterator[subprocess.Popen[str]]:
-    """``--demo --scenario module_offline`` for 13 s, started before this file's first test.
+    """``--demo --scenario module_offline`` for 13 s, started with this file's first slow test.
 
-    Module 3 goes silent 10 s into the scenario; running it in the background while
-    the other tests run keeps this file fast.
+    Module 3 goes silent 10 s into the scenario; running it in the background while the
+    other slow tests of this file run keeps them fast (they run together, after the unit
+    tests: tests/conftest.py orders the run).
     """
     argv = ["monitor", "--demo", "--scenario", "module_offline", "--duration", "13"]
     proc = subprocess.Popen(
@@ -241,6 +242,8 @@ def test_recording_into_a_missing_folder_is_reported(
     assert app.message.startswith("cannot record:") and "missing" in app.message
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("module_offline_run")
 def test_cli_live_virtual_adapter_plain(
     channel: str, sender: TelemetrySender, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -256,6 +259,8 @@ def test_cli_live_virtual_adapter_plain(
     assert max(fps) > 0
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("module_offline_run")
 def test_cli_config_with_bus_and_meters(
     channel: str, sender: TelemetrySender, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -405,6 +410,7 @@ def _candiag(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("module_offline_run")
 def test_demo_without_terminal_prints_plain_lines() -> None:
     proc = _candiag("monitor", "--demo", "--duration", "3", "--interval", "1", timeout=40)
     assert proc.returncode == 0, proc.stderr

@@ -40,6 +40,8 @@ from helpers_prom import (
     metric_names,
 )
 
+from tests.waiting import wait_for
+
 pytestmark = pytest.mark.slow
 
 # Families the healthy simulated charger has no samples for: python-can's virtual bus has no
@@ -130,14 +132,14 @@ def prometheus(
 
 
 def _wait_for_scrapes(server: PrometheusServer, count: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
     query = f'count_over_time(up{{job="candiag"}}[1m]) >= {count} and up{{job="candiag"}} == 1'
-    while time.monotonic() < deadline:
-        if server.query(query) and server.query("candiag_can_bus_up == 1"):
-            return
-        time.sleep(0.5)
-    targets = server.targets()
-    pytest.fail(f"candiag was not scraped {count} times: {targets}\n{server.log()}")
+    wait_for(
+        lambda: server.query(query) and server.query("candiag_can_bus_up == 1"),
+        f"candiag scraped {count} times",
+        timeout=timeout,
+        interval=0.5,
+        diagnose=lambda: f"{server.targets()}\n{server.log()}",
+    )
 
 
 def test_target_is_up_with_relabelled_identity(prometheus: PrometheusServer) -> None:

@@ -11,7 +11,6 @@ import pytest
 
 from candiag.errors import InputError
 from candiag.health.busload import frame_bits as frame_bits_exact
-from candiag.health.busload import frame_bits_reference
 from candiag.ingest.frames import FLAG_ERROR, FLAG_EXTENDED, FrameBatch
 from candiag.sim.charger import (
     ChargerSimulator,
@@ -23,6 +22,7 @@ from candiag.sim.charger import (
 from candiag.sim.encode import MessageEncoder
 from candiag.sim.faults import Fault, parse_fault
 from candiag.sim.scenarios import scenario_faults, scenario_names
+from tests.can_bitstream import frame_bits_reference
 
 T0 = 1_700_000_000.0
 WIRE_WAIT_S = 0.005  # longest a healthy frame waits for the wire at 125 kbit/s, with margin

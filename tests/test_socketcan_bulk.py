@@ -34,6 +34,7 @@ from candiag.daemon.readers import ReaderSource
 from candiag.ingest import socketcan_bulk as sb
 from candiag.ingest.frames import BatchBuilder, FrameBatch
 from candiag.ingest.live import BusReader
+from tests.waiting import wait_for
 
 CAN_FRAME = struct.Struct("=IBBBB8s")  # can_id, len, __pad, __res0, len8_dlc, data
 CANFD_FRAME = struct.Struct("=IBBBB64s")  # can_id, len, flags, __res0, __res1, data
@@ -399,13 +400,6 @@ def socket_ready(sock: socket.socket, timeout: float | None) -> bool:
 def bulk_on_unix(bus: can.BusABC, capacity: int) -> sb.BulkReceiver:
     assert isinstance(bus, UnixBus)
     return sb.BulkReceiver(bus.sock, CHANNEL, capacity)
-
-
-def wait_for(condition: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 @needs_recvmmsg

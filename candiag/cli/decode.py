@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 from candiag.errors import InputError
 
 if TYPE_CHECKING:
-    from candiag.health.pipeline import CappedIdCounter
+    from candiag.health.ids import CappedIdCounter
 
 TOP_UNKNOWN = 5  # ids (and messages) named in the summary
 #: Capture lines decoded and written at a time: large enough that per-message work is
@@ -161,21 +161,19 @@ def _silence_stdout() -> None:
 
 
 def _capped() -> CappedIdCounter:
-    from candiag.health.pipeline import CappedIdCounter  # imported when decoding, not at start
+    from candiag.health.ids import CappedIdCounter  # imported when decoding, not at start
 
     return CappedIdCounter()
 
 
 def _top(counter: CappedIdCounter, n: int) -> str:
     """The ``n`` most frequent ids; ties standard before extended, then by value."""
-    from candiag.ingest.frames import format_can_id  # 0x123 standard, 0x00000285 extended
+    from candiag.health.ids import id_key_text  # 0x123 standard, 0x00000285 extended
 
     ranked = sorted(
         counter.counts.items(), key=lambda item: (-item[1], item[0] >> 31, item[0] & 0x1FFFFFFF)
     )
-    text = ", ".join(
-        f"{format_can_id(key & 0x1FFFFFFF, bool(key >> 31))} x{c}" for key, c in ranked[:n]
-    )
+    text = ", ".join(f"{id_key_text(key)} x{c}" for key, c in ranked[:n])
     if counter.untracked:
         text += f" (and {counter.untracked} frames of ids beyond the first {counter.cap})"
     return text

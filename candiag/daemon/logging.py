@@ -5,7 +5,7 @@
 bus that stays absent, a meter that keeps timing out) is logged the first
 time; further occurrences with the same key within ``window_s`` are only
 counted and then summarized once: ``... (repeated 57 times in 60 s)``.  This
-keeps journald readable and spares flash storage (modbus-meters.md §6).
+keeps journald readable and spares flash storage (docs/meters.md §4).
 Expected faults never carry tracebacks; only bugs do.
 """
 

@@ -31,14 +31,16 @@ import numpy as np
 from candiag.config.model import BusConfig
 from candiag.daemon.clock import FrameTimes, LiveClock
 from candiag.decode.dbc import ChargerDatabase
+from candiag.health.ids import CappedIdCounter
 from candiag.health.linkstats import LinkStats
 from candiag.health.nodes import FamilyPolicy
 from candiag.health.pipeline import BusPipeline
 from candiag.health.windows import WINDOWS
 from candiag.ingest.frames import FrameBatch
 from candiag.metrics.snapshot import (
+    MAX_IDS_PER_BUS,
+    OVERFLOW_ID,
     BusSnapshot,
-    CappedIdCounts,
     NodeSnapshot,
     SignalValue,
 )
@@ -79,7 +81,7 @@ class BusMonitor:
             data_bitrate=config.data_bitrate,
             policies=policies_for(config),
         )
-        self.ids = CappedIdCounts()
+        self.ids = CappedIdCounter(cap=MAX_IDS_PER_BUS)  # label values per bus, for ever
         self.complete_until: float | None = None
         self.up = False
         self.down_since: float | None = None
@@ -253,7 +255,7 @@ class BusMonitor:
             up=self.up,
             state=self.state_name(),
             frames=self.frames,
-            id_frames=self.ids.labelled(),
+            id_frames=self.ids.labelled(OVERFLOW_ID),
             error_frames=dict(self.pipeline.errors.by_class),
             bus_off_total=self.state.bus_off_events,
             restarts_total=self.state.restarts,

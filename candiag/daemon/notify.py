@@ -1,6 +1,6 @@
 """systemd notify protocol: READY, STATUS, WATCHDOG, STOPPING (sd_notify(3)).
 
-Our own few lines instead of a library (conventions.md §2.1): the protocol is
+Our own few lines instead of a library (docs/standards.md §2): the protocol is
 "guaranteed to be stable" and is one AF_UNIX datagram per message;
 ``sdnotify`` swallows every exception and ``systemd-python`` needs a C build.
 Without ``$NOTIFY_SOCKET`` (not under systemd) every call is silent.

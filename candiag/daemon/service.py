@@ -6,7 +6,7 @@ loop (the thread that calls :meth:`Daemon.run`) drains the readers every
 ``processing_interval_s`` and folds the batches into each bus's
 :class:`~candiag.daemon.monitor.BusMonitor`, runs the diagnosis once a second and
 pings the systemd watchdog.  The ping comes from this loop on purpose: it proves
-the work advances (conventions.md §2.1), not merely that a timer fires.
+the work advances (docs/standards.md §2), not merely that a timer fires.
 
 A scrape takes :meth:`Daemon.snapshot` under the state lock, so it always sees
 whole batches.  Link faults never end the daemon: a missing or lost interface is

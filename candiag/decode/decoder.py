@@ -68,7 +68,7 @@ class DecodeResult:
 
     messages: dict[str, DecodedMessage]
     decoded_frames: int
-    # Frames per identifier; bit 31 set for extended identifiers (see _count_ids).
+    # Frames per identifier; bit 31 set for extended identifiers (see count_ids).
     unknown_ids: collections.Counter[int]
     short_frames: collections.Counter[int]
     error_frames: int
@@ -465,8 +465,8 @@ class BatchDecoder:
         result = DecodeResult(
             messages={},
             decoded_frames=0,
-            unknown_ids=_count_ids(batch.can_id[unknown], batch.is_extended[unknown]),
-            short_frames=_count_ids(batch.can_id[short], batch.is_extended[short]),
+            unknown_ids=count_ids(batch.can_id[unknown], batch.is_extended[unknown]),
+            short_frames=count_ids(batch.can_id[short], batch.is_extended[short]),
             error_frames=int(np.count_nonzero(batch.is_error)),
             remote_frames=int(np.count_nonzero(batch.is_remote)),
         )
@@ -522,7 +522,7 @@ def _first_words(data: U8) -> U64:
     return words.astype(np.uint64, copy=False)
 
 
-def _count_ids(
+def count_ids(
     ids: npt.NDArray[np.uint32], extended: npt.NDArray[np.bool_]
 ) -> collections.Counter[int]:
     """Frames per identifier; extended identifiers carry bit 31 (as cantools keys them), so

@@ -3,7 +3,7 @@
 Each rule reads the JSON-shaped report (see :mod:`candiag.diagnosis.engine`)
 and yields a :class:`~candiag.diagnosis.engine.Condition` per subject where its
 fault is present *now*, with the figures that prove it.  Rules follow the
-technician's order (``field-diagnostics.md``): physical layer, liveness,
+technician's order (``docs/field-diagnostics.md``): physical layer, liveness,
 configuration, firmware, then the charger's own plausibility checks.
 
 Keys a bus report may carry (missing keys mean "not known", never a fault):
@@ -21,7 +21,6 @@ from typing import Any
 
 from candiag.diagnosis.engine import Condition, RuleBook
 
-PHYSICAL_PROTOCOL_TYPES = ("bit", "form", "stuff", "overload", "unspec", "active", "tx")
 TRANSCEIVER_PROTOCOL_TYPES = ("bit0", "bit1")
 
 

@@ -11,6 +11,8 @@ code serves live batches and captures):
 * :mod:`~candiag.health.ids`         per-id count, period, jitter and cycle-time keeping
 * :mod:`~candiag.health.linkstats`   netlink link statistics (``ip -json``), interface drops
 * :mod:`~candiag.health.pcan`        PCAN status codes, exceptions and PEAK error frames
-* :mod:`~candiag.health.bus`         all of the above for one bus, and per-channel dispatch
+* :mod:`~candiag.health.bus`         the frame-level parts above for one bus; split by channel
 * :mod:`~candiag.health.nodes`, :mod:`~candiag.health.signals` node presence, firmware, signals
+* :mod:`~candiag.health.pipeline`    everything for one bus, decoding included (analyze, daemon, monitor)
+* :mod:`~candiag.health.arrays`      array steps the trackers share (runs of equal keys)
 """

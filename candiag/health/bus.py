@@ -1,4 +1,4 @@
-"""One bus's health in one object, and per-channel dispatch for multi-bus captures.
+"""One bus's health in one object, and the split of multi-bus batches per channel.
 
 Owns the composition of the health parts for a bus — error-frame summary, bus-state
 tracker, exact bus load, sliding windows, id statistics, link statistics — so that
@@ -19,7 +19,7 @@ from candiag.health.busstate import BusStateTracker
 from candiag.health.errorframes import ErrorFrameSummary
 from candiag.health.ids import IdStats
 from candiag.health.linkstats import InterfaceDropCounter, LinkStats
-from candiag.health.pcan import PcanStatus, pcan_error_frames_to_socketcan
+from candiag.health.pcan import pcan_error_frames_to_socketcan
 from candiag.health.windows import BusWindows
 from candiag.ingest.frames import FLAG_ERROR, FLAG_REMOTE, FrameBatch
 
@@ -134,13 +134,6 @@ class BusHealth:
         elif stats.kind == "can" and not stats.up:
             self.state.observe("down", now, source="netlink")
 
-    def observe_pcan(self, status: PcanStatus, now: float) -> None:
-        """A PCAN status code or exception, mapped by :mod:`candiag.health.pcan`."""
-        if status.state is not None:
-            self.state.observe(status.state, now, source=status.source)
-        if status.dropped:
-            self.add_dropped(status.dropped, 1)
-
     def advance(self, now: float) -> None:
         """Live bus: move time to ``now`` (state durations, window expiry)."""
         self.state.advance(now)
@@ -223,35 +216,6 @@ class BusHealth:
         if self.link is not None:
             out["link"] = self.link.to_json()
         return out
-
-
-class CaptureHealth:
-    """:class:`BusHealth` per channel of a (multi-bus) capture, fed whole batches."""
-
-    def __init__(
-        self,
-        bitrates: dict[str, int] | None = None,
-        default_bitrate: int | None = None,
-        *,
-        keep_history: bool = True,
-    ) -> None:
-        self.bitrates = dict(bitrates or {})
-        self.default_bitrate = default_bitrate
-        self.keep_history = keep_history
-        self.buses: dict[str, BusHealth] = {}
-
-    def bus(self, name: str) -> BusHealth:
-        if name not in self.buses:
-            bitrate = self.bitrates.get(name, self.default_bitrate)
-            self.buses[name] = BusHealth(name, bitrate, keep_history=self.keep_history)
-        return self.buses[name]
-
-    def update(self, batch: FrameBatch) -> None:
-        for name, part in split_by_channel(batch).items():
-            self.bus(name).update(part)
-
-    def to_json(self) -> dict[str, Any]:
-        return {name: bus.to_json() for name, bus in sorted(self.buses.items())}
 
 
 def _duration(seconds: float) -> str:

@@ -1,6 +1,6 @@
 """Exact CAN bus load: bits on the wire per frame, vectorized, as ``canbusload -e`` counts them.
 
-Owns the bit count of every frame (can-bus.md §3).  Classic frames: ``47 + 8n + stuff`` bits
+Owns the bit count of every frame (docs/bus-load.md).  Classic frames: ``47 + 8n + stuff`` bits
 (11-bit id) and ``67 + 8n + stuff`` (29-bit id), where the stuff bits come from the real
 bitstream SOF..data plus the CRC-15 (poly 0x4599) under the stuffing rule (after five equal
 bits one complementary bit is inserted, and that bit starts the next run).  The constant
@@ -24,7 +24,7 @@ step through their bitstreams, vectorized across frames: the few odd header bits
 at a time, everything else a byte at a time through precomputed tables (a 256-entry CRC-15
 table and an 8-state x 256-byte stuffing automaton).  That is about 25 numpy steps per id
 format and batch, whatever the batch size, and no per-bit matrix in memory.
-:func:`frame_bits_reference` is the straightforward per-frame version the tests compare with.
+The tests compare it with a straightforward bit-by-bit version, ``tests/can_bitstream.py``.
 """
 
 from __future__ import annotations
@@ -245,63 +245,3 @@ def load_ratio(
         nominal, data_phase = float(np.sum(np.asarray(bits))), 0.0
     busy = nominal / bitrate + data_phase / (data_bitrate or bitrate)
     return busy / seconds
-
-
-# -- reference ---------------------------------------------------------------------------
-
-
-def frame_bits_reference(
-    can_id: int,
-    *,
-    extended: bool,
-    remote: bool = False,
-    dlc: int = 0,
-    data: bytes = b"",
-    fd: bool = False,
-    brs: bool = False,
-    error: bool = False,
-) -> tuple[int, int]:
-    """One frame's ``(nominal_bits, data_phase_bits)``, bit by bit in plain Python (for tests)."""
-    if error:
-        return 0, 0
-    if fd:
-        nominal, data_phase = fd_bits([dlc], [extended], [brs])
-        return int(nominal[0]), int(data_phase[0])
-    _, stuffed = reference_bitstream(can_id, extended=extended, remote=remote, dlc=dlc, data=data)
-    return len(stuffed) + TRAILER_BITS, 0
-
-
-def reference_bitstream(
-    can_id: int, *, extended: bool, remote: bool = False, dlc: int = 0, data: bytes = b""
-) -> tuple[list[int], list[int]]:
-    """A classic frame's bits SOF..CRC: ``(as built, as transmitted with stuff bits)``."""
-    bits = [0]  # SOF
-    if extended:
-        bits += [(can_id >> i) & 1 for i in range(28, 17, -1)]
-        bits += [1, 1]  # SRR, IDE
-        bits += [(can_id >> i) & 1 for i in range(17, -1, -1)]
-        bits += [int(remote), 0, 0]  # RTR, r1, r0
-    else:
-        bits += [(can_id >> i) & 1 for i in range(10, -1, -1)]
-        bits += [int(remote), 0, 0]  # RTR, IDE, r0
-    bits += [(dlc >> i) & 1 for i in range(3, -1, -1)]
-    if not remote:
-        for byte in data[: min(dlc, 8)]:
-            bits += [(byte >> i) & 1 for i in range(7, -1, -1)]
-    crc = 0
-    for bit in bits:
-        feedback = bit ^ ((crc >> 14) & 1)
-        crc = (crc << 1) & 0x7FFF
-        if feedback:
-            crc ^= CRC15_POLY
-    bits += [(crc >> i) & 1 for i in range(14, -1, -1)]
-    wire: list[int] = []
-    last, run = -1, 0
-    for bit in bits:
-        wire.append(bit)
-        run = run + 1 if bit == last else 1
-        last = bit
-        if run == 5:
-            wire.append(1 - bit)
-            last, run = 1 - bit, 1
-    return bits, wire

@@ -2,7 +2,7 @@
 
 Owns the state machine fed by error frames (and, through :meth:`BusStateTracker.observe`,
 by other sources: netlink link statistics, PCAN status codes, the daemon's "down").
-Drivers report state **only on transitions** (can-bus.md §1.4), so the last known state is
+Drivers report state **only on transitions** (docs/can-errors.md §2), so the last known state is
 kept until new evidence arrives; a bus that never reported anything is assumed
 error-active.
 
@@ -26,33 +26,33 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from candiag.health.errorframes import (
+from candiag.ingest.frames import FLAG_ERROR, FrameBatch
+from candiag.socketcan_errors import (
+    BUS_OFF_THRESHOLD,
     CAN_ERR_BUSOFF,
     CAN_ERR_CNT,
     CAN_ERR_CRTL,
     CAN_ERR_RESTARTED,
+    CONTROLLER_FLAGS,
+    ERROR_PASSIVE_THRESHOLD,
+    ERROR_WARNING_THRESHOLD,
 )
-from candiag.ingest.frames import FLAG_ERROR, FrameBatch
 
 BUS_STATES: tuple[str, ...] = ("error_active", "error_warning", "error_passive", "bus_off", "down")
 ERROR_ACTIVE, ERROR_WARNING, ERROR_PASSIVE, BUS_OFF, DOWN = range(5)
 NO_EVIDENCE = -1
 
-WARNING_THRESHOLD = 96
-PASSIVE_THRESHOLD = 128
-BUS_OFF_THRESHOLD = 256
-
-_CRTL_WARNING = 0x04 | 0x08
-_CRTL_PASSIVE = 0x10 | 0x20
-_CRTL_ACTIVE = 0x40
+_CRTL_WARNING = CONTROLLER_FLAGS["rx_warning"] | CONTROLLER_FLAGS["tx_warning"]
+_CRTL_PASSIVE = CONTROLLER_FLAGS["rx_passive"] | CONTROLLER_FLAGS["tx_passive"]
+_CRTL_ACTIVE = CONTROLLER_FLAGS["active"]
 
 
 def state_from_counters(tec: npt.ArrayLike, rec: npt.ArrayLike) -> npt.NDArray[np.int8]:
     """State implied by TEC/REC (0-95 active, 96-127 warning, 128-255 passive, >=256 bus-off)."""
     worst = np.maximum(np.asarray(tec, np.int32), np.asarray(rec, np.int32))
     out = np.full(worst.shape, ERROR_ACTIVE, np.int8)
-    out[worst >= WARNING_THRESHOLD] = ERROR_WARNING
-    out[worst >= PASSIVE_THRESHOLD] = ERROR_PASSIVE
+    out[worst >= ERROR_WARNING_THRESHOLD] = ERROR_WARNING
+    out[worst >= ERROR_PASSIVE_THRESHOLD] = ERROR_PASSIVE
     # REC stops at 127/128 in most controllers; only TEC reaches the bus-off threshold.
     out[np.asarray(tec, np.int32) >= BUS_OFF_THRESHOLD] = BUS_OFF
     return out

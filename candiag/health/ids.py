@@ -12,10 +12,14 @@ into the running ones with the Chan/Welford parallel formula, which stays stable
 millions of intervals (no catastrophic cancellation of sum-of-squares).
 
 Error frames are not identifiers (their ``can_id`` holds error classes) and are left out.
+
+Also here: :class:`CappedIdCounter`, frames per identifier with a bound on how many
+identifiers are kept, which the decode summaries, the bus report and the per-id metrics share.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -23,6 +27,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from candiag.decode.decoder import count_ids
+from candiag.health.arrays import run_bounds
 from candiag.health.thresholds import CycleThresholds
 from candiag.ingest.frames import (
     FLAG_ERROR,
@@ -45,6 +51,62 @@ I64 = npt.NDArray[np.int64]
 
 # A cycle lookup: {can_id: cycle_ms} or a function (can_id, extended) -> cycle_ms | None.
 CycleLookup = Mapping[int, float] | Callable[[int, bool], float | None]
+# An identifier key as the decoder counts identifiers (candiag.decode.decoder.count_ids): the
+# identifier with this bit set when it is extended, so standard and extended 0x100 stay apart.
+EXTENDED_KEY_BIT = 1 << 31
+
+
+def id_key_text(key: int) -> str:
+    """An identifier key as CAN users write it (``0x123`` standard, ``0x00000123`` extended)."""
+    return format_can_id(key & ~EXTENDED_KEY_BIT, bool(key & EXTENDED_KEY_BIT))
+
+
+class CappedIdCounter:
+    """Frames per identifier for the first ``cap`` identifiers; later ones are only totalled.
+
+    Garbage traffic (random 29-bit ids) would otherwise add an entry per id for ever: issue
+    13 saw a daemon grow by 112 MB a minute at 28k frames/s.  An id keeps its entry once
+    admitted, so a count never moves between an id and ``untracked``: totals stay exact and
+    an exported per-id counter stays monotonic.  Keys are :data:`EXTENDED_KEY_BIT` keys.
+    The cap is the caller's: summaries keep :data:`DEFAULT_MAX_IDS` ids, the metrics fewer
+    (label cardinality).
+    """
+
+    def __init__(self, cap: int = DEFAULT_MAX_IDS) -> None:
+        self.cap = cap
+        self.counts: Counter[int] = Counter()
+        self.untracked = 0  # frames of identifiers beyond the cap
+
+    def update(self, counts: Mapping[int, int]) -> None:
+        """Add frame counts per key (admitted in the order given)."""
+        tracked = self.counts
+        if len(tracked) + len(counts) <= self.cap:
+            tracked.update(counts)
+            return
+        for key, n in counts.items():
+            if key in tracked:
+                tracked[key] += n
+            elif len(tracked) < self.cap:
+                tracked[key] = n
+            else:
+                self.untracked += n
+
+    def add(self, can_id: npt.NDArray[np.uint32], is_extended: npt.NDArray[np.bool_]) -> None:
+        """Add one frame per element (new identifiers admitted in key order)."""
+        self.update(count_ids(can_id, is_extended))
+
+    def total(self) -> int:
+        return sum(self.counts.values()) + self.untracked
+
+    def labelled(self, untracked_label: str) -> dict[str, int]:
+        """Count per identifier text, and the untracked frames under ``untracked_label``."""
+        out = {id_key_text(k): c for k, c in self.counts.items()}
+        if self.untracked:
+            out[untracked_label] = self.untracked
+        return out
+
+    def __len__(self) -> int:
+        return len(self.counts)
 
 
 def _key(
@@ -200,8 +262,8 @@ class IdStats:
         n = keys.size
         if n == 0:
             return
-        starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
-        sizes = np.diff(np.append(starts, n))
+        starts, stops = run_bounds(keys)
+        sizes = stops - starts
         idx = self._ensure(keys[starts])
         group = np.repeat(np.arange(starts.size), sizes)
 

@@ -1,7 +1,7 @@
 """Netlink link statistics of a SocketCAN interface: the second, independent health source.
 
 Owns parsing ``ip -details -statistics -json link show DEV`` (iproute2 ``ip/iplink_can.c``,
-can-bus.md §2) into :class:`LinkStats` and reading it with a timeout.  Error frames and
+docs/can-errors.md §3) into :class:`LinkStats` and reading it with a timeout.  Error frames and
 netlink fail independently (peak_usb FD sends no bus-error frames, log files lose classes),
 while the kernel's controller state, TEC/REC and ``can_device_stats`` remain; every figure
 here is marked ``source="netlink"``.

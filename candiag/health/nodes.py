@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from candiag.health.arrays import run_bounds
+
 if TYPE_CHECKING:
     from candiag.decode.dbc import ChargerDatabase
     from candiag.decode.decoder import DecodedMessage, DecodeResult
@@ -283,7 +285,7 @@ class NodeTracker:
         )
         order = np.lexsort((ts, keys))
         ts, keys, rate = ts[order], keys[order], rate[order]
-        starts, ends = _runs(keys)
+        starts, ends = run_bounds(keys)
         nodes = [
             self._node(self._family_names[k >> 32], k & 0xFFFFFFFF) for k in keys[starts].tolist()
         ]
@@ -324,7 +326,7 @@ class NodeTracker:
         """Append each node's rate-message arrivals (sorted by node, then time) to its tail."""
         rows = np.flatnonzero(rate)
         r_keys, r_ts = keys[rows], ts[rows]
-        starts, ends = _runs(r_keys)
+        starts, ends = run_bounds(r_keys)
         by_key = {(n.family, n.address): n for n in nodes}
         for k, start, end in zip(
             r_keys[starts].tolist(), starts.tolist(), ends.tolist(), strict=True
@@ -362,7 +364,7 @@ class NodeTracker:
         addresses = _addresses(decoded)
         order = np.lexsort((decoded.timestamp, addresses))
         addr = addresses[order]
-        last_rows = order[_runs(addr)[1] - 1]
+        last_rows = order[run_bounds(addr)[1] - 1]
         if multiplexed:
             for row in last_rows.tolist():
                 self._note_signals(self._node(family, int(addresses[row])), decoded, row)
@@ -545,15 +547,3 @@ def _presence(
         np.maximum.reduceat(gaps, starts).tolist(),
         np.logical_or.reduceat(valid, starts).tolist(),
     )
-
-
-def _runs(keys: npt.NDArray[Any]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    """Start and end (exclusive) of each run of equal values in a sorted array."""
-    change = np.flatnonzero(keys[1:] != keys[:-1]) + 1
-    starts = np.empty(change.size + 1, np.intp)
-    starts[0] = 0
-    starts[1:] = change
-    ends = np.empty_like(starts)
-    ends[:-1] = change
-    ends[-1] = len(keys)
-    return starts, ends

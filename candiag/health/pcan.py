@@ -2,7 +2,7 @@
 
 Owns the mapping of PCAN's way of signalling errors into candiag's one model (bus states
 of :mod:`candiag.health.busstate`, error classes of :mod:`candiag.health.errorframes`).
-python-can's PCAN interface does not use SocketCAN error frames (can-bus.md §5.2):
+python-can's PCAN interface does not use SocketCAN error frames (docs/can-errors.md §4.2):
 
 * ``recv`` checks the ``CAN_Read`` status: ``PCAN_ERROR_BUSLIGHT``/``BUSHEAVY`` are only logged
   as warnings, ``ILLDATA`` is ignored, and **anything else, bus-off included, raises
@@ -31,12 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from candiag.health.errorframes import (
-    CAN_ERR_BUSERROR,
-    CAN_ERR_CNT,
-    CAN_ERR_PROT,
-)
 from candiag.ingest.frames import FLAG_ERROR, FrameBatch
+from candiag.socketcan_errors import CAN_ERR_BUSERROR, CAN_ERR_CNT, CAN_ERR_PROT
 
 # Importing python-can's pcan package logs "uptime library not available" when the optional
 # `uptime` package is missing; that concerns live PCAN timestamps only, not the constants used

@@ -28,18 +28,14 @@ from candiag.decode.decoder import BatchDecoder, DecodedMessage, DecodeResult
 from candiag.health.bitrate import DEFAULT_BITRATE
 from candiag.health.bus import BusHealth
 from candiag.health.busstate import BusStateTracker
-from candiag.health.errorframes import (
-    CAN_ERR_PROT,
-    ERROR_CLASSES,
-    PROTOCOL_TYPE_FLAGS,
-    ErrorFrameSummary,
-)
-from candiag.health.ids import DEFAULT_MAX_IDS, CycleCheck, IdStats
+from candiag.health.errorframes import ERROR_CLASSES, ErrorFrameSummary
+from candiag.health.ids import DEFAULT_MAX_IDS, CappedIdCounter, CycleCheck, IdStats, id_key_text
 from candiag.health.nodes import FamilyPolicy, NodeTracker
 from candiag.health.signals import SignalStats
 from candiag.health.thresholds import HealthThresholds, load_thresholds
 from candiag.health.windows import WINDOWS, BusWindows, SecondRing, per_second_totals
 from candiag.ingest.frames import FrameBatch, format_can_id
+from candiag.socketcan_errors import CAN_ERR_PROT, PROTOCOL_TYPE_FLAGS
 
 # Columns of the protocol-error ring: all protocol frames, then one per violation type.
 PROTOCOL_COLUMNS = ("protocol", *PROTOCOL_TYPE_FLAGS)
@@ -111,39 +107,6 @@ class Timeline:
         for (title, label), parts in sorted(self.signals.items()):
             signals.setdefault(title, {})[label] = _align(axis, parts, np.float64, np.nan).tolist()
         return {"nodes": nodes, "signals": signals}
-
-
-class CappedIdCounter:
-    """Frames per identifier for the first ``cap`` identifiers; later ones are only totalled.
-
-    Garbage traffic (random 29-bit ids) would otherwise add an entry per id for ever: issue
-    13 saw a daemon grow by 112 MB a minute at 28k frames/s.  An id keeps its entry once
-    admitted, so a count never moves between an id and ``untracked``; the totals stay exact.
-    """
-
-    def __init__(self, cap: int = DEFAULT_MAX_IDS) -> None:
-        self.cap = cap
-        self.counts: Counter[int] = Counter()
-        self.untracked = 0  # frames of identifiers beyond the cap
-
-    def update(self, counts: Mapping[int, int]) -> None:
-        tracked = self.counts
-        if len(tracked) + len(counts) <= self.cap:
-            tracked.update(counts)
-            return
-        for key, n in counts.items():
-            if key in tracked:
-                tracked[key] += n
-            elif len(tracked) < self.cap:
-                tracked[key] = n
-            else:
-                self.untracked += n
-
-    def total(self) -> int:
-        return sum(self.counts.values()) + self.untracked
-
-    def __len__(self) -> int:
-        return len(self.counts)
 
 
 def _align(
@@ -548,9 +511,10 @@ class BusPipeline:
                 "decoded_frames": self.decoded_frames,
                 "unknown_frames": self.unknown_ids.total(),
                 "unknown_ids": {
-                    _id_text(i): n for i, n in self.unknown_ids.counts.most_common(TOP_UNKNOWN_IDS)
+                    id_key_text(i): n
+                    for i, n in self.unknown_ids.counts.most_common(TOP_UNKNOWN_IDS)
                 },
-                "short_frames": {_id_text(i): n for i, n in self.short_frames.counts.items()},
+                "short_frames": {id_key_text(i): n for i, n in self.short_frames.counts.items()},
                 # Frames of ids beyond the caps: in the totals, not itemized above.
                 "untracked_frames": self.unknown_ids.untracked + self.short_frames.untracked,
             },
@@ -646,8 +610,3 @@ class _SlicedColumns(Mapping[str, npt.NDArray[Any]]):
 
     def __len__(self) -> int:
         return len(self._columns)
-
-
-def _id_text(key: int) -> str:
-    """An identifier keyed as the decoder counts them (bit 31: extended), as CAN users write it."""
-    return format_can_id(key & 0x1FFFFFFF, bool(key & 0x80000000))

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from candiag.health.arrays import run_bounds
+
 F64 = npt.NDArray[np.float64]
 # Roles whose latest fresh values the diagnosis reads (besides contactor:*).
 FACT_ROLES = frozenset(
@@ -240,10 +242,10 @@ class _MessageTable:
         g_nodes = nodes if by_node is None else nodes[by_node]
         g_values = values if by_node is None else values[by_node]
         g_ts = ts if by_node is None else ts[by_node]
-        starts, ends = _runs(g_nodes)
+        starts, stops = run_bounds(g_nodes)
         rows = self._row_of(g_nodes[starts].tolist())
         if present is None:
-            self._fold_dense(rows, starts, ends, g_values, g_ts)
+            self._fold_dense(rows, starts, stops, g_values, g_ts)
         else:
             g_present = present if by_node is None else present[by_node]
             self._fold_multiplexed(rows, starts, g_values, g_ts, g_present)
@@ -272,11 +274,12 @@ class _MessageTable:
         self,
         rows: npt.NDArray[np.intp],
         starts: npt.NDArray[np.intp],
-        ends: npt.NDArray[np.intp],
+        stops: npt.NDArray[np.intp],
         values: F64,
         ts: F64,
     ) -> None:
-        counts = (ends - starts + 1)[:, None]
+        counts = (stops - starts)[:, None]
+        last = stops - 1
         self.count[rows] += counts
         if self.extremes:
             self.minimum[rows] = np.minimum(
@@ -286,9 +289,9 @@ class _MessageTable:
                 self.maximum[rows], np.maximum.reduceat(values, starts, axis=0)
             )
             self.total[rows] += np.add.reduceat(values, starts, axis=0)
-        newer = ts[ends][:, None] >= self.last_ts[rows]
-        self.last[rows] = np.where(newer, values[ends], self.last[rows])
-        self.last_ts[rows] = np.where(newer, ts[ends][:, None], self.last_ts[rows])
+        newer = ts[last][:, None] >= self.last_ts[rows]
+        self.last[rows] = np.where(newer, values[last], self.last[rows])
+        self.last_ts[rows] = np.where(newer, ts[last][:, None], self.last_ts[rows])
 
     def _fold_multiplexed(
         self,
@@ -499,18 +502,6 @@ class SignalStats:
             scale = 0.001 if meter[0].unit.strip() == "mA" else 1.0
             out["meter_a"] = round(meter[0].last * scale, 3)
         return out
-
-
-def _runs(keys: npt.NDArray[Any]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    """First and last index of each run of equal values in a sorted array."""
-    change = np.flatnonzero(keys[1:] != keys[:-1])
-    starts = np.empty(change.size + 1, np.intp)
-    starts[0] = 0
-    starts[1:] = change + 1
-    ends = np.empty_like(starts)
-    ends[:-1] = change
-    ends[-1] = len(keys) - 1
-    return starts, ends
 
 
 def _is_fact_role(role: str | None) -> bool:

@@ -23,8 +23,9 @@ import numpy as np
 import numpy.typing as npt
 
 from candiag.health.busload import frame_bits
-from candiag.health.errorframes import ERROR_CLASSES, SOCKETCAN_CLASSES, unclassified_mask
+from candiag.health.errorframes import ERROR_CLASSES, unclassified_mask
 from candiag.ingest.frames import FLAG_ERROR, FLAG_REMOTE, FrameBatch
+from candiag.socketcan_errors import SOCKETCAN_CLASSES
 
 WINDOWS: dict[str, int] = {"10s": 10, "60s": 60, "300s": 300, "3600s": 3600}
 HORIZON = max(WINDOWS.values())

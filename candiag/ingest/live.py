@@ -5,7 +5,7 @@ through this module, so the project rule "candiag never transmits on CAN" is
 enforced in one place:
 
 * :func:`open_listen_only_bus` opens with ``ignore_config=True`` (no
-  ``~/.canrc``/``CAN_*`` surprises, docs/live-buses.md), switches the controller to
+  ``~/.canrc``/``CAN_*`` surprises, docs/can-errors.md §4.3), switches the controller to
   listen-only where python-can exposes it, and replaces ``send``/``send_periodic``
   on the returned bus with functions raising :class:`SafetyError`.
 * :class:`BusReader` only ever receives: python-can's ``recv``, or on a SocketCAN bus
@@ -13,7 +13,7 @@ enforced in one place:
 
 We do not use ``can.Notifier``: its thread dies (or spins) when ``recv`` raises,
 e.g. PCAN's bus-off ``PcanCanOperationError`` or an unplugged adapter
-(docs/live-buses.md).  :class:`BusReader` instead marks the bus down and
+(docs/can-errors.md §4.3).  :class:`BusReader` instead marks the bus down and
 reopens it with exponential backoff.
 """
 

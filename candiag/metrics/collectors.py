@@ -10,8 +10,9 @@ consistent picture, nothing leaks between registries (tests use a fresh
 Series known in advance are exported at 0 (all ten error classes, every bus
 state, every window, frame kinds, drop sources, Modbus failure reasons), as the
 Prometheus instrumentation guide asks ("Avoid missing metrics",
-conventions.md §1.3).  Label cardinality is bounded: ids per bus are capped by
-:class:`~candiag.metrics.snapshot.CappedIdCounts`.
+docs/standards.md §1).  Label cardinality is bounded: ids per bus are capped by
+:class:`~candiag.health.ids.CappedIdCounter` (the first
+``MAX_IDS_PER_BUS`` ids keep their series, the rest count as ``overflow``).
 
 Sample exposition::
 

@@ -4,23 +4,16 @@ The daemon's state owner builds a :class:`Snapshot` under its lock; the
 collectors in :mod:`candiag.metrics.collectors` only turn it into metric
 families.  Keeping the exported picture a plain value object means a scrape
 never sees half an update, and collectors can be tested without a daemon.
-
-Also here: the two small accumulators whose shape is dictated by the export
-rules (per-id counts capped per bus, a fixed-bucket duration histogram).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-import numpy as np
-import numpy.typing as npt
 
 from candiag.health.busstate import BUS_STATES as BUS_STATES
 from candiag.health.errorframes import ERROR_CLASSES as ERROR_CLASSES
 from candiag.health.windows import WINDOWS
-from candiag.ingest.frames import format_can_id
 
 # The project-wide vocabularies: error classes and bus states are the health package's
 # (re-exported for the collectors); the export-side ones are defined here.
@@ -38,8 +31,6 @@ MODBUS_FAILURE_REASONS: tuple[str, ...] = (
 )
 MAX_IDS_PER_BUS = 256
 OVERFLOW_ID = "overflow"
-# Modbus round trips at 9600 baud take 20-200 ms; buckets resolve that range.
-DURATION_BUCKETS_S: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 @dataclass(frozen=True)
@@ -129,68 +120,3 @@ class Snapshot:
     loop_last_run: float | None = None
     config_reload_failures: int = 0  # SIGHUPs whose new config was refused since start
     config_last_reload_ok: bool = True  # False while the running config is not the file's
-
-
-class CappedIdCounts:
-    """Frames per CAN id, with at most ``cap`` ids; later ids count as ``overflow``.
-
-    The first ``cap`` ids seen keep their own series for the daemon's lifetime,
-    so every exported counter stays monotonic (an id never moves into or out of
-    the overflow bucket).
-    """
-
-    def __init__(self, cap: int = MAX_IDS_PER_BUS) -> None:
-        self.cap = cap
-        self._counts: dict[int, int] = {}
-        self._extended: dict[int, bool] = {}
-        self.overflow = 0
-
-    def add(self, can_id: npt.NDArray[np.uint32], is_extended: npt.NDArray[np.bool_]) -> None:
-        if can_id.size == 0:
-            return
-        # Extended ids get bit 31 so 0x100 standard and 0x100 extended stay apart.
-        key = can_id.astype(np.uint64) | (is_extended.astype(np.uint64) << np.uint64(31))
-        uniq, counts = np.unique(key, return_counts=True)
-        for k, c in zip(uniq.tolist(), counts.tolist(), strict=True):
-            if k in self._counts:
-                self._counts[k] += c
-            elif len(self._counts) < self.cap:
-                self._counts[k] = c
-            else:
-                self.overflow += c
-
-    def labelled(self) -> dict[str, int]:
-        """Series label -> count (``0x0283F001`` extended, ``0x123`` standard)."""
-        out = {format_can_id(k & 0x1FFFFFFF, bool(k >> 31)): c for k, c in self._counts.items()}
-        if self.overflow:
-            out[OVERFLOW_ID] = self.overflow
-        return out
-
-    def __len__(self) -> int:
-        return len(self._counts)
-
-
-class DurationHistogram:
-    """Fixed-bucket histogram of durations in seconds (Prometheus cumulative buckets)."""
-
-    def __init__(self, bounds: Iterable[float] = DURATION_BUCKETS_S) -> None:
-        self.bounds = tuple(bounds)
-        self._counts = np.zeros(len(self.bounds) + 1, np.int64)
-        self.total = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self._counts[int(np.searchsorted(self.bounds, seconds, side="left"))] += 1
-        self.total += seconds
-
-    @property
-    def count(self) -> int:
-        return int(self._counts.sum())
-
-    def snapshot(self) -> HistogramSnapshot:
-        cumulative = np.cumsum(self._counts).tolist()
-        bounds = (*self.bounds, float("inf"))
-        return HistogramSnapshot(
-            buckets=tuple(zip(bounds, cumulative, strict=True)),
-            total=self.total,
-            count=int(cumulative[-1]),
-        )

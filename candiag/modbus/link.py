@@ -7,7 +7,7 @@ and classifying every transaction as ``ok``, ``timeout``, ``crc``, ``exception``
 Why our own thin framing instead of pymodbus' client: the classification is the
 point of this module, and pymodbus hides it.  Its RTU framer drops a reply with a bad
 CRC silently and keeps waiting, so a CRC error looks exactly like a timeout
-(modbus-meters.md §2.2); it retries internally, and its client has write methods.
+(docs/meters.md §2); it retries internally, and its client has write methods.
 Here a request is 8 bytes we build, the reply is read with one deadline, and the raw
 bytes decide: nothing received is ``timeout``; bytes that do not form a frame with a
 valid CRC (corrupt, truncated, two slaves talking at once) are ``crc``; a valid frame
@@ -22,7 +22,7 @@ refuses any function code outside 1-4 with :class:`SafetyError`.  pymodbus is st
 what the simulated meters run (a real, independent implementation to test against).
 
 Stale input is flushed before each request (RTU has no transaction id, a late reply
-would otherwise be taken for the next one, modbus-meters.md §3).
+would otherwise be taken for the next one, docs/meters.md §3).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ import socket
 import struct
 import termios
 import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -157,6 +159,21 @@ class _Stream(Protocol):
     def close(self) -> None: ...
 
 
+def _read_until(n: int, deadline: float, chunk: Callable[[int, float], bytes | None]) -> bytes:
+    """Up to ``n`` bytes before ``deadline``; ``chunk(missing, wait)`` gives what arrives
+    within ``wait`` seconds, ``None`` when nothing does (then the read ends)."""
+    out = b""
+    while len(out) < n:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        got = chunk(n - len(out), remaining)
+        if got is None:
+            break
+        out += got
+    return out
+
+
 class _SerialStream:
     """Non-blocking pyserial reads behind select(): no termios reconfiguration per read."""
 
@@ -168,16 +185,14 @@ class _SerialStream:
         self.ser.flush()
 
     def read(self, n: int, deadline: float) -> bytes:
-        out = b""
-        while len(out) < n:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            if not select.select([self.ser.fileno()], [], [], remaining)[0]:
-                break
-            # Readable but empty raises SerialException: the device went away.
-            out += self.ser.read(n - len(out))
-        return out
+        return _read_until(n, deadline, self._chunk)
+
+    def _chunk(self, n: int, wait: float) -> bytes | None:
+        if not select.select([self.ser.fileno()], [], [], wait)[0]:
+            return None
+        # Readable but empty raises SerialException: the device went away.
+        data: bytes = self.ser.read(n)
+        return data
 
     def flush_input(self) -> None:
         self.ser.reset_input_buffer()
@@ -194,20 +209,17 @@ class _SocketStream:
         self.sock.sendall(data)
 
     def read(self, n: int, deadline: float) -> bytes:
-        out = b""
-        while len(out) < n:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(n - len(out))
-            except TimeoutError:
-                break
-            if not chunk:
-                raise ConnectionResetError("the peer closed the connection")
-            out += chunk
-        return out
+        return _read_until(n, deadline, self._chunk)
+
+    def _chunk(self, n: int, wait: float) -> bytes | None:
+        self.sock.settimeout(wait)
+        try:
+            chunk = self.sock.recv(n)
+        except TimeoutError:
+            return None
+        if not chunk:
+            raise ConnectionResetError("the peer closed the connection")
+        return chunk
 
     def flush_input(self) -> None:
         while select.select([self.sock], [], [], 0)[0]:
@@ -364,7 +376,65 @@ def _mbap_transaction(
 
 
 # -- links --------------------------------------------------------------------------
-class SerialRtuLink:
+class StreamLink(ABC):
+    """What every link shares: its byte stream while open, and :meth:`transact`, which opens
+    the link when needed and turns an OS/serial error into an ``io`` transaction (closing
+    the link, so the poller reopens it).  Subclasses open and close the stream and choose
+    the framing of one exchange (:meth:`_exchange`)."""
+
+    description: str
+    _stream: _Stream | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._stream is not None
+
+    @abstractmethod
+    def open(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def _exchange(
+        self, unit_id: int, function: int, address: int, count: int, timeout: float
+    ) -> _Run:
+        """The framing of one request/reply on the open stream."""
+
+    def transact(
+        self, unit_id: int, function: int, address: int, count: int, timeout: float
+    ) -> Transaction:
+        if self._stream is None:
+            self.open()
+        stream = self._stream
+        assert stream is not None
+        run = self._exchange(unit_id, function, address, count, timeout)
+        start = time.monotonic()
+        try:
+            return run(stream)
+        except (OSError, serial.SerialException, termios.error) as err:
+            self.close()
+            return Transaction(
+                "io",
+                function,
+                address,
+                count,
+                unit_id,
+                time.monotonic() - start,
+                detail=f"{self.description}: {err}",
+            )
+
+
+class _Run(Protocol):
+    def __call__(self, stream: _Stream, /) -> Transaction: ...
+
+
+def rtu_exchange(unit_id: int, function: int, address: int, count: int, timeout: float) -> _Run:
+    """One RTU request/reply (serial line, or RTU through a TCP gateway)."""
+    return lambda s: _rtu_transaction(s, unit_id, function, address, count, timeout)
+
+
+class SerialRtuLink(StreamLink):
     """Modbus RTU on a serial port (RS-485 adapter); opened exclusively."""
 
     def __init__(
@@ -374,10 +444,6 @@ class SerialRtuLink:
         self.stopbits, self.bytesize = stopbits, bytesize
         self.description = f"{port} {baudrate} {bytesize}{parity}{stopbits}"
         self._stream: _SerialStream | None = None
-
-    @property
-    def is_open(self) -> bool:
-        return self._stream is not None
 
     def open(self) -> None:
         if self._stream is not None:
@@ -412,23 +478,13 @@ class SerialRtuLink:
             except (serial.SerialException, OSError, termios.error):
                 pass  # the port is already gone; nothing left to release
 
-    def transact(
+    def _exchange(
         self, unit_id: int, function: int, address: int, count: int, timeout: float
-    ) -> Transaction:
-        if self._stream is None:
-            self.open()
-        assert self._stream is not None
-        return _guarded(
-            self,
-            unit_id,
-            function,
-            address,
-            count,
-            lambda s: _rtu_transaction(s, unit_id, function, address, count, timeout),
-        )
+    ) -> _Run:
+        return rtu_exchange(unit_id, function, address, count, timeout)
 
 
-class TcpLink:
+class TcpLink(StreamLink):
     """Modbus TCP (MBAP) or RTU framing through a TCP gateway (``rtu=True``)."""
 
     def __init__(self, host: str, port: int, *, rtu: bool, connect_timeout: float = 2.0) -> None:
@@ -438,10 +494,6 @@ class TcpLink:
         self.description = f"{scheme}://{host}:{port}"
         self._stream: _SocketStream | None = None
         self._tid = 0
-
-    @property
-    def is_open(self) -> bool:
-        return self._stream is not None
 
     def open(self) -> None:
         if self._stream is not None:
@@ -461,61 +513,14 @@ class TcpLink:
             stream, self._stream = self._stream, None
             stream.close()
 
-    def transact(
+    def _exchange(
         self, unit_id: int, function: int, address: int, count: int, timeout: float
-    ) -> Transaction:
-        if self._stream is None:
-            self.open()
+    ) -> _Run:
+        if self.rtu:
+            return rtu_exchange(unit_id, function, address, count, timeout)
         self._tid = (self._tid + 1) & 0xFFFF
         tid = self._tid
-        if self.rtu:
-            return _guarded(
-                self,
-                unit_id,
-                function,
-                address,
-                count,
-                lambda s: _rtu_transaction(s, unit_id, function, address, count, timeout),
-            )
-        return _guarded(
-            self,
-            unit_id,
-            function,
-            address,
-            count,
-            lambda s: _mbap_transaction(s, tid, unit_id, function, address, count, timeout),
-        )
-
-
-def _guarded(
-    link: SerialRtuLink | TcpLink,
-    unit_id: int,
-    function: int,
-    address: int,
-    count: int,
-    run: _Run,
-) -> Transaction:
-    """Run one transaction; an OS/serial error closes the link and becomes ``io``."""
-    stream = link._stream
-    assert stream is not None
-    start = time.monotonic()
-    try:
-        return run(stream)
-    except (OSError, serial.SerialException, termios.error) as err:
-        link.close()
-        return Transaction(
-            "io",
-            function,
-            address,
-            count,
-            unit_id,
-            time.monotonic() - start,
-            detail=f"{link.description}: {err}",
-        )
-
-
-class _Run(Protocol):
-    def __call__(self, stream: _Stream, /) -> Transaction: ...
+        return lambda s: _mbap_transaction(s, tid, unit_id, function, address, count, timeout)
 
 
 def make_link(

@@ -3,7 +3,7 @@
 Owns the one thread per port (``candiag-modbus-<port>``) that talks to the line:
 requests are strictly sequential, with a silence of at least ``gap`` (never less
 than t3.5) between two requests and ``id_switch_pause`` when the slave id changes
-(mbmd had to add that pause for SDM meters, modbus-meters.md §3).  Each device is
+(mbmd had to add that pause for SDM meters, docs/meters.md §3).  Each device is
 polled at its own interval; its profile's quantities are read in the coalesced
 blocks planned by :mod:`candiag.modbus.profile`.
 
@@ -19,11 +19,12 @@ and reopened with exponential backoff.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +35,34 @@ from candiag.modbus.profile import MeterProfile, ReadBlock, decode_block, find_p
 
 log = logging.getLogger("candiag.modbus")
 
-# Round trips at 9600 baud take 20-200 ms; the same buckets as the metrics histogram.
+# Round trips at 9600 baud take 20-200 ms; the buckets resolve that range (they are the
+# ``le`` bounds of candiag_modbus_request_duration_seconds).
 DURATION_BUCKETS_S: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 INITIAL_BACKOFF_S = 0.5
+
+
+class DurationHistogram:
+    """Fixed-bucket histogram of durations in seconds, bucketed as Prometheus does.
+
+    A duration equal to a bound counts in that bound's bucket (``le``); :meth:`cumulative`
+    gives the exported form, each bound with the count at or below it and ``+Inf`` last.
+    """
+
+    def __init__(self, bounds: Sequence[float] = DURATION_BUCKETS_S) -> None:
+        self.bounds = tuple(bounds)
+        self._counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        self._counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+        self.count += 1
+
+    def cumulative(self) -> tuple[tuple[float, int], ...]:
+        return tuple(
+            zip((*self.bounds, float("inf")), itertools.accumulate(self._counts), strict=True)
+        )
 
 
 @dataclass(frozen=True)
@@ -116,9 +142,7 @@ class _DeviceState:
     requests: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     exceptions: Counter[int] = field(default_factory=Counter)
-    bucket_counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS_S) + 1))
-    latency_sum: float = 0.0
-    latency_count: int = 0
+    latency: DurationHistogram = field(default_factory=DurationHistogram)
     latency_last: float | None = None
     latency_max: float = 0.0
     readings: dict[str, Reading] = field(default_factory=dict)
@@ -324,9 +348,7 @@ class PortPoller:
         with self._lock:
             device.requests += 1
             if tx.outcome != "io":
-                device.bucket_counts[bisect.bisect_left(DURATION_BUCKETS_S, tx.duration)] += 1
-                device.latency_sum += tx.duration
-                device.latency_count += 1
+                device.latency.observe(tx.duration)
             if tx.outcome == "ok":
                 device.last_success = self.clock()
                 device.latency_last = tx.duration
@@ -361,11 +383,6 @@ class PortPoller:
             return [self._device_snapshot(d, now) for d in self._devices]
 
     def _device_snapshot(self, d: _DeviceState, now: float) -> DeviceSnapshot:
-        cumulative: list[tuple[float, int]] = []
-        total = 0
-        for bound, count in zip((*DURATION_BUCKETS_S, float("inf")), d.bucket_counts, strict=True):
-            total += count
-            cumulative.append((bound, total))
         fresh = {k: r for k, r in d.readings.items() if d.up and now - r.timestamp <= d.stale_after}
         return DeviceSnapshot(
             name=d.config.name,
@@ -378,9 +395,9 @@ class PortPoller:
             requests=d.requests,
             failures_by_reason={r: d.failures[r] for r in FAILURE_REASONS},
             exceptions_by_code=dict(sorted(d.exceptions.items())),
-            latency_buckets=tuple(cumulative),
-            latency_sum=d.latency_sum,
-            latency_count=d.latency_count,
+            latency_buckets=d.latency.cumulative(),
+            latency_sum=d.latency.total,
+            latency_count=d.latency.count,
             latency_last=d.latency_last,
             latency_max=d.latency_max,
             readings=fresh,

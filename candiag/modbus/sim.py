@@ -19,7 +19,7 @@ Faults (per unit id, changeable while running): ``silent`` (no answer), ``bad_cr
 id answers at the same time: garbled reply), ``reply_as`` (the reply carries another
 unit id), ``delay_s`` (slow reply).  pymodbus answers unknown unit ids with exception
 4; a real line stays silent, so replies for ids that are not simulated are dropped in
-the server's ``trace_packet`` hook (modbus-meters.md, "Simulating an absent meter").
+the server's ``trace_packet`` hook (docs/meters.md §5).
 Named scenarios for the demo: ``healthy``, ``meter_wrong_id``, ``meter_crc_noise``,
 ``meter_reversed``.
 """

@@ -32,10 +32,6 @@ from candiag.health.busload import frame_bits as busload_frame_bits
 from candiag.ingest.frames import FLAG_ERROR, FLAG_EXTENDED, FrameBatch
 from candiag.sim.encode import MessageEncoder
 from candiag.sim.faults import (
-    ERR_BUSOFF,
-    ERR_CNT,
-    ERR_CRTL,
-    ERR_RESTARTED,
     ERROR_FRAME_CLASSES,
     Fault,
     controller_payload,
@@ -44,6 +40,14 @@ from candiag.sim.faults import (
     regular_times,
 )
 from candiag.sim.plant import ChargerModel, Plant, PlantFaults, Session, Window, any_window
+from candiag.socketcan_errors import (
+    CAN_ERR_BUSOFF,
+    CAN_ERR_CNT,
+    CAN_ERR_CRTL,
+    CAN_ERR_RESTARTED,
+    ERROR_PASSIVE_THRESHOLD,
+    ERROR_WARNING_THRESHOLD,
+)
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -404,11 +408,12 @@ class ChargerSimulator:
     def _controller(self, f: Fault, begin: float, end: float, t0: float, t1: float) -> FrameBatch:
         state = f.text("state", "warning", ("warning", "passive"))
         tec, rec = f.integer("tec", 100 if state == "warning" else 136), f.integer("rec", 0)
-        limit = 96 if state == "warning" else 128
+        limit = ERROR_WARNING_THRESHOLD if state == "warning" else ERROR_PASSIVE_THRESHOLD
         if max(tec, rec) < limit:
             raise InputError(
-                f"fault controller: state={state} needs tec or rec >= {limit} "
-                f"(got tec={tec}, rec={rec}); warning is >= 96, passive >= 128"
+                f"fault controller: state={state} needs tec or rec >= {limit} (got tec={tec}, "
+                f"rec={rec}); warning is >= {ERROR_WARNING_THRESHOLD}, "
+                f"passive >= {ERROR_PASSIVE_THRESHOLD}"
             )
         rows, times = [], []
         if t0 <= begin < t1:
@@ -418,7 +423,7 @@ class ChargerSimulator:
             times.append(end)
             rows.append(controller_payload("active", f.integer("end_tec", 0), 0))
         data = np.array(rows, np.uint8).reshape(len(rows), 8)
-        return error_frame_batch(np.array(times), ERR_CRTL | ERR_CNT, data, self.channel)
+        return error_frame_batch(np.array(times), CAN_ERR_CRTL | CAN_ERR_CNT, data, self.channel)
 
     def _overload(self, index: int, f: Fault, lo: float, hi: float, taken: float) -> FrameBatch:
         """Filler frames that bring the wire to ``load`` over ``[lo, hi)``.
@@ -461,7 +466,7 @@ class ChargerSimulator:
         markers: list[FrameBatch] = []
         for window in self._windows("bus_off"):
             batch = batch.take(~window.contains(batch.timestamp))
-            for at, bits in ((window.begin, ERR_BUSOFF), (window.end, ERR_RESTARTED)):
+            for at, bits in ((window.begin, CAN_ERR_BUSOFF), (window.end, CAN_ERR_RESTARTED)):
                 if t0 <= at < t1:
                     markers.append(error_frame_batch(np.array([at]), bits, None, self.channel))
         return FrameBatch.concat([batch, *markers]) if markers else batch

@@ -1,7 +1,8 @@
 """Fault injection for the simulated charger: the ``Fault`` value, its command-line
 syntax, and the SocketCAN error-frame payloads the faults produce.
 
-Error frames follow the SocketCAN layout (``linux/can/error.h``; can-bus.md §1):
+Error frames follow the SocketCAN layout (``linux/can/error.h``, whose constants are in
+:mod:`candiag.socketcan_errors`; docs/can-errors.md §1):
 the class bits go in ``can_id`` (flag ``FLAG_ERROR``), ``data[1]`` holds the
 controller state, ``data[2]``/``data[3]`` the protocol-violation type and
 location, ``data[6]``/``data[7]`` TEC/REC with ``CAN_ERR_CNT``.
@@ -18,51 +19,38 @@ import numpy.typing as npt
 
 from candiag.errors import InputError
 from candiag.ingest.frames import FLAG_ERROR, FrameBatch
+from candiag.socketcan_errors import (
+    CAN_ERR_ACK,
+    CAN_ERR_BUSERROR,
+    CAN_ERR_CNT,
+    CAN_ERR_LOSTARB,
+    CAN_ERR_PROT,
+    CAN_ERR_TRX,
+    CAN_ERR_TX_TIMEOUT,
+    CONTROLLER_FLAGS,
+    ERROR_PASSIVE_THRESHOLD,
+    ERROR_WARNING_THRESHOLD,
+    PROTOCOL_LOCATION,
+    PROTOCOL_TYPE_FLAGS,
+    TRANSCEIVER_CANH,
+)
 
-# Error classes (can_id bits of an error frame).
-ERR_TX_TIMEOUT = 0x001
-ERR_LOSTARB = 0x002
-ERR_CRTL = 0x004
-ERR_PROT = 0x008
-ERR_TRX = 0x010
-ERR_ACK = 0x020
-ERR_BUSOFF = 0x040
-ERR_BUSERROR = 0x080
-ERR_RESTARTED = 0x100
-ERR_CNT = 0x200
-
-# data[1] controller state.
-CRTL_RX_WARNING = 0x04
-CRTL_TX_WARNING = 0x08
-CRTL_RX_PASSIVE = 0x10
-CRTL_TX_PASSIVE = 0x20
-CRTL_ACTIVE = 0x40
-
-# data[2] protocol violation type, data[3] location.
+# The protocol-violation types the simulator injects (data[2]), and where each typically shows
+# up (data[3]; a form error is a fixed-form field out of place).  "crc" has no type bit: the
+# kernel reports a CRC error as an unspecified type at the CRC sequence.
 PROT_TYPES = {
-    "bit": 0x01,
-    "form": 0x02,
-    "stuff": 0x04,
-    "bit0": 0x08,
-    "bit1": 0x10,
-    "overload": 0x20,
+    name: PROTOCOL_TYPE_FLAGS[name] for name in ("bit", "form", "stuff", "bit0", "bit1", "overload")
 }
-PROT_LOC_DATA = 0x0A
-PROT_LOC_CRC_SEQ = 0x08
-PROT_LOC_CRC_DEL = 0x18
-PROT_LOC_ACK = 0x19
-PROT_LOC_ID28_21 = 0x02
-# Where each violation typically shows up (a form error is a fixed-form field out of place).
 PROT_DEFAULT_LOCATION = {
-    "bit": PROT_LOC_ID28_21,
-    "form": PROT_LOC_CRC_DEL,
-    "stuff": PROT_LOC_DATA,
-    "bit0": PROT_LOC_ACK,
-    "bit1": PROT_LOC_DATA,
-    "overload": 0x00,
-    "crc": PROT_LOC_CRC_SEQ,
+    "bit": PROTOCOL_LOCATION["id28_21"],
+    "form": PROTOCOL_LOCATION["crc_del"],
+    "stuff": PROTOCOL_LOCATION["data"],
+    "bit0": PROTOCOL_LOCATION["ack"],
+    "bit1": PROTOCOL_LOCATION["data"],
+    "overload": PROTOCOL_LOCATION["unspec"],
+    "crc": PROTOCOL_LOCATION["crc_seq"],
 }
-TRX_CANH_NO_WIRE = 0x04
+TRX_CANH_NO_WIRE = {name: value for value, name in TRANSCEIVER_CANH.items()}["canh_no_wire"]
 
 FAULT_KINDS = (
     "error_frames",
@@ -209,21 +197,21 @@ def error_class_payload(name: str, n: int, params: Fault) -> tuple[int, npt.NDAr
     """Class bits and payload rows of ``n`` error frames of the named kind."""
     data = np.zeros((n, 8), np.uint8)
     if name == "ack":
-        bits = ERR_ACK | ERR_BUSERROR
+        bits = CAN_ERR_ACK | CAN_ERR_BUSERROR
     elif name in PROT_TYPES or name == "crc":
-        bits = ERR_PROT | ERR_BUSERROR
+        bits = CAN_ERR_PROT | CAN_ERR_BUSERROR
         data[:, 2] = PROT_TYPES.get(name, 0x00)
         data[:, 3] = params.integer("loc", PROT_DEFAULT_LOCATION[name])
     elif name == "lost_arbitration":
-        bits = ERR_LOSTARB
+        bits = CAN_ERR_LOSTARB
         data[:, 0] = params.integer("bit", 0)
     elif name == "transceiver":
-        bits = ERR_TRX
+        bits = CAN_ERR_TRX
         data[:, 4] = params.integer("trx", TRX_CANH_NO_WIRE)
     else:  # tx_timeout
-        bits = ERR_TX_TIMEOUT
+        bits = CAN_ERR_TX_TIMEOUT
     if "tec" in params.params or "rec" in params.params:
-        bits |= ERR_CNT
+        bits |= CAN_ERR_CNT
         data[:, 6] = min(params.integer("tec", 0), 255)
         data[:, 7] = min(params.integer("rec", 0), 255)
     return bits, data
@@ -232,12 +220,13 @@ def error_class_payload(name: str, n: int, params: Fault) -> tuple[int, npt.NDAr
 def controller_payload(state: str, tec: int, rec: int) -> npt.NDArray[np.uint8]:
     """``CAN_ERR_CRTL|CAN_ERR_CNT`` payload for a state change (warning/passive/active)."""
     data = np.zeros(8, np.uint8)
-    if state == "warning":
-        data[1] = (CRTL_TX_WARNING if tec >= 96 else 0) | (CRTL_RX_WARNING if rec >= 96 else 0)
-    elif state == "passive":
-        data[1] = (CRTL_TX_PASSIVE if tec >= 128 else 0) | (CRTL_RX_PASSIVE if rec >= 128 else 0)
+    if state in ("warning", "passive"):
+        limit = ERROR_WARNING_THRESHOLD if state == "warning" else ERROR_PASSIVE_THRESHOLD
+        tx = CONTROLLER_FLAGS[f"tx_{state}"] if tec >= limit else 0
+        rx = CONTROLLER_FLAGS[f"rx_{state}"] if rec >= limit else 0
+        data[1] = tx | rx
     else:
-        data[1] = CRTL_ACTIVE
+        data[1] = CONTROLLER_FLAGS["active"]
     data[6] = min(tec, 255)
     data[7] = min(rec, 255)
     return data

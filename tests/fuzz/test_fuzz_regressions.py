@@ -23,7 +23,7 @@ from candiag.decode.dbc import load_dbc_paths
 from candiag.errors import CaptureError, ConfigError, DbcError, PortUnavailableError, ProfileError
 from candiag.modbus.link import make_link, with_crc
 from candiag.modbus.profile import decode_block, find_profile, load_profile
-from fuzz.targets import PROFILE_DIR, ROOT, ScriptedLink, ScriptedStream, check_candump
+from fuzz.targets import PROFILE_DIR, ROOT, ScriptedStream, check_candump, scripted_link
 
 MODBUS_PORT = """
 [[modbus.ports]]
@@ -242,7 +242,7 @@ def test_poller_survives_a_reply_with_a_nonsense_exponent() -> None:
         id_switch_pause=0.0,
         devices=(DeviceConfig(name="dc", profile=path, unit_id=1),),
     )
-    poller = PortPoller(port, link=ScriptedLink(ScriptedStream(replies)))
+    poller = PortPoller(port, link=scripted_link(ScriptedStream(replies)))
     poller.poll_once()
     (snap,) = poller.snapshot()
     assert snap.up

@@ -28,6 +28,7 @@ from candiag.daemon.readers import open_reader
 from candiag.ingest.frames import BatchBuilder, FrameBatch
 from candiag.ingest.live import BusReader, open_listen_only_bus
 from candiag.ingest.socketcan_bulk import BulkReceiver, bulk_receiver_for
+from tests.waiting import wait_for
 
 from .vcanlib import (
     CAN_EFF_FLAG,
@@ -105,13 +106,6 @@ def bulk_batch(rx: BulkReceiver, until_end: bool = True, quiet: float = 2.0) -> 
 
 def without_markers(batch: FrameBatch) -> FrameBatch:
     return batch.take(~(batch.is_data & np.isin(batch.can_id, [SYNC_ID, END_ID])))
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
-        time.sleep(0.05)
 
 
 def send_until(raw: RawSocket, frame: Frame, seen: Callable[[], bool], timeout: float) -> None:
@@ -212,12 +206,19 @@ def test_the_daemons_reader_reports_socket_drops(vcan0: str) -> None:
         raw.send([Frame(0x100, i.to_bytes(2, "big")) for i in range(sent)])  # overflows
         source.start()
         try:
-            wait_for(lambda: reader.frames_received > 0, "first frames read")
+            wait_for(
+                lambda: reader.frames_received > 0, "first frames read", timeout=30.0, interval=0.05
+            )
             time.sleep(1.0)  # the queue is read at once; nothing more is coming
             kept = reader.frames_received
             assert reader.receive_path == "bulk"
             raw.send([Frame(END_ID, b"\x02")])
-            wait_for(lambda: reader.frames_received == kept + 1, "the marker read")
+            wait_for(
+                lambda: reader.frames_received == kept + 1,
+                "the marker read",
+                timeout=30.0,
+                interval=0.05,
+            )
             assert reader.dropped_frames == sent - kept
             assert source.dropped["socket"] == sent - kept
             assert len(source.drain()) == kept + 1
@@ -228,14 +229,21 @@ def test_the_daemons_reader_reports_socket_drops(vcan0: str) -> None:
 def test_link_loss_on_the_bulk_path_is_reported_and_recovered(vcan0: str) -> None:
     reader = BusReader("socketcan", vcan0, backoff_min=0.1, backoff_max=0.5)
     with reader:
-        wait_for(lambda: reader.up and reader.receive_path == "bulk", "reader up")
+        wait_for(
+            lambda: reader.up and reader.receive_path == "bulk",
+            "reader up",
+            timeout=30.0,
+            interval=0.05,
+        )
         with RawSocket(vcan0) as raw:
             send_until(raw, Frame(0x55, b"\x01"), lambda: reader.frames_received > 0, 30)
         link(vcan0, "down")
-        wait_for(lambda: not reader.up, "bus down")
+        wait_for(lambda: not reader.up, "bus down", timeout=30.0, interval=0.05)
         assert "is down" in reader.last_error, reader.last_error
         link(vcan0, "up")
-        wait_for(lambda: reader.up and reader.reconnects >= 1, "bus back")
+        wait_for(
+            lambda: reader.up and reader.reconnects >= 1, "bus back", timeout=30.0, interval=0.05
+        )
         before = reader.frames_received
         with RawSocket(vcan0) as raw:  # a new socket: the old one holds the ENETDOWN
             send_until(raw, Frame(0x56, b"\x02"), lambda: reader.frames_received > before, 30)

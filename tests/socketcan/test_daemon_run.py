@@ -15,7 +15,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .vcanlib import Frame, RawSocket, candiag_cmd, error_frame, link, start, stop, wait_for
+from .vcanlib import Frame, RawSocket, candiag_cmd, error_frame, link, start, stop, wait_for_text
 
 CHANNEL = "vcan0"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -78,7 +78,7 @@ processing_interval_s = 0.25
     log = tmp_path / "run.log"
     proc = start(candiag_cmd("run", "--config", str(config)), log)
     try:
-        wait_for(log, "metrics_listening", 120, proc)
+        wait_for_text(log, "metrics_listening", 120, proc)
         poll(port, lambda s: value(s, "candiag_can_bus_up", bus=CHANNEL) == 1, "bus up")
 
         first = [Frame(0x123, bytes([i, 0, 0])) for i in range(40)]

@@ -27,7 +27,7 @@ from .vcanlib import (
     run_candiag,
     start,
     stop,
-    wait_for,
+    wait_for_text,
 )
 
 CHANNEL = "vcan0"
@@ -60,8 +60,8 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
             tmp / "monitor.out",
         )
         try:
-            wait_for(tmp / "record.out", "recording", 90, rec)
-            wait_for(tmp / "monitor.out", "candiag monitor:", 90, mon)
+            wait_for_text(tmp / "record.out", "recording", 90, rec)
+            wait_for_text(tmp / "monitor.out", "candiag monitor:", 90, mon)
             time.sleep(2.0)  # both sniffers are open and reading; nobody transmits
             quiet = witness.receive(0.2)
             sim = run_candiag(
@@ -73,7 +73,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
             time.sleep(1.5)  # let the monitor print a line with the nodes now offline
             with RawSocket(CHANNEL) as marker:
                 marker.send([END])
-            wait_for(recording, f"{END.can_id:03X}#", 30)
+            wait_for_text(recording, f"{END.can_id:03X}#", 30)
             witnessed = witness.receive(1.0)
         finally:
             rc_rec = stop(rec)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from tests.waiting import wait_for
+
 CAN_EFF_FLAG = 0x80000000
 CAN_RTR_FLAG = 0x40000000
 CAN_ERR_FLAG = 0x20000000
@@ -180,29 +182,28 @@ def stop(proc: subprocess.Popen[bytes], sig: int = 2, timeout: float = 30.0) -> 
     return int(proc.returncode)
 
 
-def wait_for(
+def wait_for_text(
     path: Path, text: str, timeout: float = 60.0, proc: subprocess.Popen[bytes] | None = None
 ) -> str:
     """Wait until ``text`` appears in the file ``path``; return the file's content.
 
     With ``proc`` (the process writing the file), fail at once when it exits first.
     """
-    deadline = time.monotonic() + timeout
-    content = ""
-    while time.monotonic() < deadline:
-        if path.exists():
-            content = path.read_text(errors="replace")
-            if text in content:
-                return content
+
+    def content() -> str:
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def appeared() -> bool:
+        if text in content():
+            return True
         if proc is not None and proc.poll() is not None:
-            content = path.read_text(errors="replace") if path.exists() else ""
-            if text in content:
-                return content
             raise AssertionError(
-                f"exited with {proc.returncode} before {text!r} appeared in {path}:\n{content}"
+                f"exited with {proc.returncode} before {text!r} appeared in {path}:\n{content()}"
             )
-        time.sleep(0.1)
-    raise AssertionError(f"{text!r} did not appear in {path} within {timeout} s:\n{content}")
+        return False
+
+    wait_for(appeared, f"{text!r} in {path}", timeout=timeout, interval=0.1, diagnose=content)
+    return content()
 
 
 def in_vm() -> bool:

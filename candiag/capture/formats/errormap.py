@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from candiag.health.errorframes import (
+from candiag.socketcan_errors import (
     CAN_ERR_ACK,
     CAN_ERR_BUSERROR,
     CAN_ERR_BUSOFF,

@@ -46,8 +46,6 @@ from candiag.health.busload import frame_bits as busload_frame_bits
 from candiag.ingest.frames import FLAG_EXTENDED, FrameBatch
 from candiag.sim.charger import DEFAULT_START_TIME
 from candiag.sim.faults import (
-    ERR_BUSOFF,
-    ERR_RESTARTED,
     ERROR_FRAME_CLASSES,
     Fault,
     error_class_payload,
@@ -56,6 +54,7 @@ from candiag.sim.faults import (
 )
 from candiag.sim.plant import ChargerModel, Session, Window, any_window
 from candiag.sim.protocols.packs import PackInfo, pack_info
+from candiag.socketcan_errors import CAN_ERR_BUSOFF, CAN_ERR_RESTARTED
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -800,7 +799,7 @@ class ProtocolSimulator:
                 continue
             window = Window(*f.window(self.start_time))
             batch = batch.take(~window.contains(batch.timestamp))
-            for at, bits in ((window.begin, ERR_BUSOFF), (window.end, ERR_RESTARTED)):
+            for at, bits in ((window.begin, CAN_ERR_BUSOFF), (window.end, CAN_ERR_RESTARTED)):
                 if t0 <= at < t1:
                     markers.append(error_frame_batch(np.array([at]), bits, None, self.channel))
         return FrameBatch.concat([batch, *markers]) if markers else batch

@@ -1,8 +1,9 @@
-"""Synthetic frame batches built with numpy, for health tests and benchmarks.
+"""Synthetic frame batches built with numpy, for the tests and the benchmarks.
 
-Owns nothing on the live path: it only builds :class:`FrameBatch` objects of a chosen size
-and mix (29-bit and 11-bit ids, DLC 8, a share of error frames) without python-can
-messages, so a million-frame batch takes milliseconds to build.
+Builds :class:`~candiag.ingest.frames.FrameBatch` objects of a chosen size and mix (29-bit
+and 11-bit ids, DLC 8, a share of error frames) without python-can messages, so a
+million-frame batch takes milliseconds to build; and small batches from literal rows.
+Imported as ``tests.synthetic`` by tests and by ``bench/`` (run from the repository root).
 """
 
 from __future__ import annotations
