@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from functools import cache
 from importlib import resources
 from typing import Any
 
+from candiag.config.toml import loads
 from candiag.errors import InputError
 from candiag.sim.faults import Fault
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 
 @cache
 def _table() -> dict[str, Any]:
     text = resources.files("candiag.sim.protocols").joinpath("scenarios.toml").read_text("utf-8")
-    return tomllib.loads(text)
+    return loads(text)
 
 
 def protocol_scenario_names() -> list[str]:
