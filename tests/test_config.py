@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from candiag.cli import main
-from candiag.config.load import load_config, parse_config_text, parse_listen
+from candiag.config.listen import split_listen
+from candiag.config.load import load_config, parse_config_text
 from candiag.config.model import Config
 from candiag.errors import ConfigError
 
@@ -224,8 +225,8 @@ def test_paths_resolve_relative_to_config_and_must_exist(tmp_path: Path) -> None
 
 
 def test_metrics_listen_parsing() -> None:
-    assert parse_listen("127.0.0.1:9847") == ("127.0.0.1", 9847)
-    assert parse_listen("[::1]:0") == ("::1", 0)
+    assert split_listen("127.0.0.1:9847") == ("127.0.0.1", 9847)
+    assert split_listen("[::1]:0") == ("::1", 0)
     config = parse_config_text('[metrics]\nlisten = "[::1]:9900"\n')
     assert config.metrics.listen == "[::1]:9900"
     for bad in ("9847", ":9847", "host:99999", "a:b"):

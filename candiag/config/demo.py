@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from candiag.config.load import load_config, parse_listen
+from candiag.config.listen import split_listen
+from candiag.config.load import load_config
 from candiag.config.model import Config
 from candiag.config.problems import did_you_mean
 from candiag.errors import InputError
@@ -34,7 +35,7 @@ def demo_config(
         )
     if listen:
         try:
-            host, port = parse_listen(listen)
+            host, port = split_listen(listen)
         except ValueError as err:
             raise InputError(
                 f"--listen {listen!r}: {err}; use HOST:PORT, e.g. 127.0.0.1:9847"

@@ -17,9 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from candiag.config.listen import DEFAULT_HOST, DEFAULT_PORT, split_listen
 from candiag.config.model import (
-    DEFAULT_HOST,
-    DEFAULT_PORT,
     DEFAULT_PROCESSING_INTERVAL_S,
     LISTEN_ONLY_INTERFACES,
     LOG_LEVELS,
@@ -54,7 +53,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,32}$")
 _NAME_EXPECTED = "1-32 characters of letters, digits, '_', '.', ':' or '-'"
 # At most 10 digits a side: addresses are 29-bit, and int() refuses 4300+ digit strings.
 _RANGE_RE = re.compile(r"^\s*(\d{1,10})\s*-\s*(\d{1,10})\s*$")
-_LISTEN_RE = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d+)$")
 _SECTIONS = {"can", "modbus", "metrics", "log", "diagnosis", "daemon", "simulator"}
 _BUS_KEYS = {
     "name",
@@ -241,7 +239,7 @@ def _metrics(v: _Reader, raw: object) -> MetricsConfig:
     listen = p.string(t, path, "listen")
     if listen is not None:
         try:
-            host, port = parse_listen(listen)
+            host, port = split_listen(listen)
         except ValueError as err:
             p.add(
                 (*path, "listen"),
@@ -250,20 +248,6 @@ def _metrics(v: _Reader, raw: object) -> MetricsConfig:
             )
     web = next(iter(v.paths(t, path, "web_config_file", single=True)), None)
     return MetricsConfig(host=host, port=port, web_config_file=web)
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``"127.0.0.1:9847"`` / ``"[::1]:9847"`` -> (host, port); port 0 picks a free port."""
-    m = _LISTEN_RE.match(listen.strip())
-    if m is None:
-        raise ValueError("not HOST:PORT")
-    host = m.group("v6") or m.group("host")
-    if not host:
-        raise ValueError("empty host; use 127.0.0.1 (or 0.0.0.0 to expose all interfaces)")
-    digits = m.group("port").lstrip("0") or "0"
-    if len(digits) > 5 or int(digits) > 65535:  # (int() refuses 4300+ digits)
-        raise ValueError("port above 65535")
-    return host, int(digits)
 
 
 def _log(p: Problems, raw: object) -> LogConfig:

@@ -13,12 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from candiag.config.listen import DEFAULT_HOST, DEFAULT_PORT
 from candiag.config.problems import Positions
 from candiag.health.bitrate import DEFAULT_BITRATE
 from candiag.modbus.config import PortConfig
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 9847
 DEFAULT_PROCESSING_INTERVAL_S = 0.25
 LOG_LEVELS = ("debug", "info", "warning", "error")
 

@@ -30,50 +30,62 @@ opens it deliberately. The exporter registry range 9100-9999 of the Prometheus "
 allocations" wiki page has been fully allocated since 2023, so an internal exporter cannot
 get a unique registered port; 9847 is candiag's fixed choice (a fixed port keeps the
 ``instance`` label stable across restarts). Check it is free on your controllers.
+
+The connection bookkeeping below the server's state machine is :mod:`candiag.metrics.httpconn`;
+the WSGI application it serves is :mod:`candiag.metrics.wsgi`. The server class stays one piece
+(about 400 lines) so that every transition of a connection (accept, handshake, head, queue,
+answer, linger, expiry) can be read in one place.
 """
 
 from __future__ import annotations
 
-import base64
 import collections
 import contextlib
-import html
 import io
 import logging
-import re
 import selectors
 import socket
 import ssl
 import sys
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
+from prometheus_client import REGISTRY, CollectorRegistry
 
-from candiag import __version__
+from candiag.config.listen import DEFAULT_LISTEN, LISTEN_HINT, split_listen
 from candiag.errors import ConfigError
+from candiag.metrics.httpconn import (
+    BAD_REQUEST,
+    HEAD_END,
+    HTTP_VERSION,
+    MAX_HEADERS,
+    REFUSED,
+    TIMED_OUT,
+    TOKEN,
+    TOO_LARGE,
+    BadRequest,
+    Conn,
+    TroubleLog,
+    close_quietly,
+    listen_socket,
+    send_before,
+    status_response,
+)
 from candiag.metrics.webconfig import BasicAuthChecker, WebConfig
+from candiag.metrics.wsgi import make_app
 
 if TYPE_CHECKING:
-    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+    from wsgiref.types import WSGIApplication
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 9847
-DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
-REALM = "candiag"
-# Client trouble is summarized in one log line at most this often.
-LOG_INTERVAL_S = 60.0
 # A refused plain-HTTP connection is kept this long to read what the client sent, so the
 # close does not reset the connection before the client has read the 503.
 LINGER_S = 1.0
-_LISTEN_BACKLOG = 128
 _ACCEPTS_PER_WAKEUP = 64
-_SEND_PIECE = 16 * 1024
 _ACCEPT_PAUSE_S = 0.1
 
 
@@ -96,24 +108,11 @@ class ServerLimits:
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6addr]:port`` → (host, port); ConfigError says how to write it."""
-    hint = "write it as 127.0.0.1:9847, [::1]:9847 or 0.0.0.0:9847"
-    if listen.startswith("["):
-        host, sep, port_text = listen[1:].partition("]:")
-        if not sep:
-            raise ConfigError(f"listen address {listen!r}: missing ']:port'; {hint}")
-    else:
-        host, sep, port_text = listen.rpartition(":")
-        if not sep or ":" in host:
-            raise ConfigError(f"listen address {listen!r}: expected host:port; {hint}")
-    if not host:
-        raise ConfigError(
-            f"listen address {listen!r}: no host; candiag never listens on every interface "
-            f"implicitly, {hint}"
-        )
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"listen address {listen!r}: port must be 0-65535; {hint}")
-    return host, int(port_text)
+    """``host:port`` or ``[v6addr]:port`` -> (host, port); ConfigError says how to write it."""
+    try:
+        return split_listen(listen)
+    except ValueError as err:
+        raise ConfigError(f"listen address {listen!r}: {err}; {LISTEN_HINT}") from None
 
 
 def resolve_listen(listen: str) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
@@ -135,99 +134,6 @@ def resolve_listen(listen: str) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
     return family, sockaddr
 
 
-# -- client trouble: counted, summarized ---------------------------------------------------
-
-_TROUBLE_TEXT = {
-    "head_timeout": "sent no complete request in time",
-    "evicted": "closed to make room (no request yet)",
-    "refused": "refused (too many connections)",
-    "tls_failed": "failed the TLS handshake",
-    "bad_request": "sent a malformed request",
-    "too_large": "sent a request head that is too large",
-    "write_timeout": "did not read the response in time",
-    "reset": "reset the connection",
-    "accept_failed": "could not be accepted (out of file descriptors?)",
-}
-
-
-class _TroubleLog:
-    """Counts client misbehaviour; logs one summary line at most every ``interval_s``."""
-
-    def __init__(self, interval_s: float = LOG_INTERVAL_S) -> None:
-        self._interval_s = interval_s
-        self._lock = threading.Lock()
-        self._pending: collections.Counter[str] = collections.Counter()
-        self._addresses: collections.Counter[str] = collections.Counter()
-        self._next_log = 0.0
-        self.totals: collections.Counter[str] = collections.Counter()
-
-    def count(self, kind: str, address: str) -> None:
-        with self._lock:
-            self.totals[kind] += 1
-            self._pending[kind] += 1
-            self._addresses[address] += 1
-        self.flush()
-
-    def flush(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if not self._pending or (now < self._next_log and not force):
-                return
-            kinds = ", ".join(f"{n} {_TROUBLE_TEXT[k]}" for k, n in self._pending.most_common())
-            top = self._addresses.most_common(3)
-            more = len(self._addresses) - len(top)
-            self._pending.clear()
-            self._addresses.clear()
-            self._next_log = now + self._interval_s
-        sources = ", ".join(f"{a} ({n})" for a, n in top) + (f" and {more} more" if more else "")
-        log.warning(
-            "metrics endpoint: clients %s; from %s (summarized at most every %.0f s)",
-            kinds,
-            sources,
-            self._interval_s,
-        )
-
-
-# -- connections ---------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _Conn:
-    sock: socket.socket
-    address: str
-    accepted: float
-    deadline: float
-    handshaking: bool = False
-    buffer: bytearray = field(default_factory=bytearray)
-    head_end: int = 0
-
-
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_VERSION = re.compile(r"HTTP/1\.[0-9]")
-_MAX_HEADERS = 100
-
-
-def _status_response(status: str, text: str, extra: str = "") -> bytes:
-    body = f"{status}: {text}\n".encode()
-    return (
-        f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
-    ).encode() + body
-
-
-_REFUSED = _status_response(
-    "503 Service Unavailable", "too many connections, try again", "Retry-After: 1\r\n"
-)
-_TIMED_OUT = _status_response("408 Request Timeout", "the request head came too slowly")
-_TOO_LARGE = _status_response("431 Request Header Fields Too Large", "request head too large")
-_BAD_REQUEST = _status_response("400 Bad Request", "malformed request")
-
-
-class _BadRequest(Exception):
-    pass
-
-
 class _Server:
     """The listening socket, the selector thread and the worker pool."""
 
@@ -242,8 +148,8 @@ class _Server:
         self.app = app
         self.ssl_context = ssl_context
         self.limits = limits
-        self.trouble = _TroubleLog()
-        self.listener = _listen(family, sockaddr)
+        self.trouble = TroubleLog()
+        self.listener = listen_socket(family, sockaddr)
         self.sockname = self.listener.getsockname()
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -253,10 +159,10 @@ class _Server:
         self._lock = threading.Condition()
         self._per_address: collections.Counter[str] = collections.Counter()
         self._open = 0
-        self._queues: dict[str, collections.deque[_Conn]] = {}
+        self._queues: dict[str, collections.deque[Conn]] = {}
         self._rotation: collections.deque[str] = collections.deque()
         # Loop thread only: connections still reading their head, and refused ones lingering.
-        self._reading: dict[_Conn, None] = {}  # insertion order = accept order
+        self._reading: dict[Conn, None] = {}  # insertion order = accept order
         self._lingering: dict[socket.socket, float] = {}
         self._threads: list[threading.Thread] = []
         self._accept_paused_until: float | None = None
@@ -287,7 +193,7 @@ class _Server:
             self._queues.clear()
             self._rotation.clear()
         for conn in left:
-            _close(conn.sock)
+            close_quietly(conn.sock)
         self.trouble.flush(force=True)
 
     @property
@@ -304,7 +210,7 @@ class _Server:
                     elif key.data == "wake":
                         with contextlib.suppress(OSError):
                             self._wake_r.recv(4096)
-                    elif isinstance(key.data, _Conn):
+                    elif isinstance(key.data, Conn):
                         # (An eviction earlier in this batch may have closed it already.)
                         if key.data in self._reading:
                             self._on_readable(key.data)
@@ -345,7 +251,7 @@ class _Server:
                 continue
             now = time.monotonic()
             sock.setblocking(False)
-            conn = _Conn(sock, address, now, now + self.limits.head_deadline_s)
+            conn = Conn(sock, address, now, now + self.limits.head_deadline_s)
             if self.ssl_context is not None:
                 try:
                     conn.sock = self.ssl_context.wrap_socket(
@@ -384,9 +290,9 @@ class _Server:
             self._on_readable(candidate)
             if candidate in self._reading:  # still without its request: the slow one
                 self.trouble.count("evicted", candidate.address)
-                self._drop(candidate, _REFUSED)  # for this client a refusal: it may retry
+                self._drop(candidate, REFUSED)  # for this client a refusal: it may retry
 
-    def _longest_waiting(self, address: str | None) -> _Conn | None:
+    def _longest_waiting(self, address: str | None) -> Conn | None:
         """The connection waiting longest for its request head, of ``address`` or else of
         the address holding the most connections; None when none is waiting."""
         if address is None:
@@ -401,7 +307,7 @@ class _Server:
             return
         sock.setblocking(False)
         try:
-            sock.sendall(_REFUSED)  # a fresh socket's buffer takes these few bytes
+            sock.sendall(REFUSED)  # a fresh socket's buffer takes these few bytes
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             sock.close()
@@ -425,7 +331,7 @@ class _Server:
             self._selector.unregister(sock)
         sock.close()
 
-    def _on_readable(self, conn: _Conn) -> None:
+    def _on_readable(self, conn: Conn) -> None:
         if conn.handshaking and not self._handshake(conn):
             return
         while True:
@@ -450,17 +356,17 @@ class _Server:
                 return
             start = max(0, len(conn.buffer) - 3)
             conn.buffer += chunk
-            end = _HEAD_END.search(conn.buffer, start)
+            end = HEAD_END.search(conn.buffer, start)
             if end is not None:
                 conn.head_end = end.end()
                 self._hand_over(conn)
                 return
             if len(conn.buffer) > self.limits.max_head_bytes:
                 self.trouble.count("too_large", conn.address)
-                self._drop(conn, _TOO_LARGE)
+                self._drop(conn, TOO_LARGE)
                 return
 
-    def _handshake(self, conn: _Conn) -> bool:
+    def _handshake(self, conn: Conn) -> bool:
         try:
             conn.sock.do_handshake()  # type: ignore[attr-defined]
         except ssl.SSLWantReadError:
@@ -477,11 +383,11 @@ class _Server:
         conn.handshaking = False
         return True
 
-    def _want(self, conn: _Conn, events: int) -> None:
+    def _want(self, conn: Conn, events: int) -> None:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.modify(conn.sock, events, conn)
 
-    def _hand_over(self, conn: _Conn) -> None:
+    def _hand_over(self, conn: Conn) -> None:
         self._reading.pop(conn, None)
         self._selector.unregister(conn.sock)
         with self._lock:
@@ -500,12 +406,12 @@ class _Server:
             if conn.deadline > now:
                 break
             self.trouble.count("head_timeout", conn.address)
-            self._drop(conn, _TIMED_OUT)
+            self._drop(conn, TIMED_OUT)
         for sock, deadline in list(self._lingering.items()):
             if deadline <= now:
                 self._end_linger(sock)
 
-    def _drop(self, conn: _Conn, reply: bytes | None = None) -> None:
+    def _drop(self, conn: Conn, reply: bytes | None = None) -> None:
         """Close a connection the loop owns (reading), best-effort reply first."""
         if conn in self._reading:
             del self._reading[conn]
@@ -514,7 +420,7 @@ class _Server:
         if reply is not None and self.ssl_context is None:
             with contextlib.suppress(OSError):
                 conn.sock.sendall(reply)
-        _close(conn.sock)
+        close_quietly(conn.sock)
         self._release(conn.address)
 
     def _release(self, address: str) -> None:
@@ -535,7 +441,7 @@ class _Server:
         self._wake_w.close()
 
     # -- the workers ------------------------------------------------------------------------
-    def _next_request(self) -> _Conn | None:
+    def _next_request(self) -> Conn | None:
         with self._lock:
             while not self._rotation:
                 if self._stopping.is_set():
@@ -561,31 +467,31 @@ class _Server:
             except Exception:  # a bug here must not shrink the pool
                 log.exception("metrics endpoint: answering %s failed", conn.address)
             finally:
-                _close(conn.sock)
+                close_quietly(conn.sock)
                 self._release(conn.address)
 
-    def _answer(self, conn: _Conn) -> None:
+    def _answer(self, conn: Conn) -> None:
         deadline = time.monotonic() + self.limits.response_deadline_s
         try:
             environ = self._environ(conn)
-        except _BadRequest:
+        except BadRequest:
             self.trouble.count("bad_request", conn.address)
-            reply = _BAD_REQUEST
+            reply = BAD_REQUEST
         else:
             reply = self._call_app(environ)
         try:
-            _send_before(conn.sock, reply, deadline)
+            send_before(conn.sock, reply, deadline)
         except TimeoutError:
             self.trouble.count("write_timeout", conn.address)
         except (OSError, ValueError):
             self.trouble.count("reset", conn.address)
 
-    def _environ(self, conn: _Conn) -> dict[str, Any]:
+    def _environ(self, conn: Conn) -> dict[str, Any]:
         head = bytes(conn.buffer[: conn.head_end]).decode("latin-1")
         lines = [line.rstrip("\r") for line in head.split("\n")]
         parts = lines[0].split(" ")
-        if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not _VERSION.fullmatch(parts[2]):
-            raise _BadRequest
+        if len(parts) != 3 or not TOKEN.fullmatch(parts[0]) or not HTTP_VERSION.fullmatch(parts[2]):
+            raise BadRequest
         method, target, version = parts
         if not target.startswith("/"):
             target = urlsplit(target).path or "/"  # absolute form (proxies) or '*'
@@ -609,12 +515,12 @@ class _Server:
             "wsgi.run_once": False,
         }
         headers = [line for line in lines[1:] if line]
-        if len(headers) > _MAX_HEADERS:
-            raise _BadRequest
+        if len(headers) > MAX_HEADERS:
+            raise BadRequest
         for line in headers:
             name, sep, value = line.partition(":")
-            if not sep or not _TOKEN.fullmatch(name):
-                raise _BadRequest
+            if not sep or not TOKEN.fullmatch(name):
+                raise BadRequest
             if "_" in name:  # as wsgiref: HTTP_X_Y must not be forged by "X_Y:"
                 continue
             key = name.upper().replace("-", "_")
@@ -643,7 +549,7 @@ class _Server:
                     close()
         except Exception:  # a bug in a collector: its traceback, and a 500 for the client
             log.exception("metrics endpoint: building the response failed")
-            return _status_response("500 Internal Server Error", "see the candiag log")
+            return status_response("500 Internal Server Error", "see the candiag log")
         status, headers = response
         lines = [f"HTTP/1.1 {status}"]
         lines += [f"{k}: {v}" for k, v in headers if k.lower() not in ("connection",)]
@@ -652,44 +558,6 @@ class _Server:
         lines += ["Connection: close", "", ""]
         head = "\r\n".join(lines).encode("latin-1")
         return head if environ["REQUEST_METHOD"] == "HEAD" else head + body
-
-
-def _listen(family: socket.AddressFamily, sockaddr: tuple[Any, ...]) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            # "[::]:port" should mean IPv6 only, as written; no silent dual-stack.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(sockaddr)
-        sock.listen(_LISTEN_BACKLOG)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _send_before(sock: socket.socket, data: bytes, deadline: float) -> None:
-    """``sendall`` that ends at ``deadline`` however slowly the client reads (TimeoutError).
-
-    In pieces of one TLS record, each with the time that is left: a socket timeout bounds
-    one call, not the whole response.
-    """
-    view = memoryview(data)
-    for start in range(0, len(view), _SEND_PIECE):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        sock.settimeout(remaining)
-        sock.sendall(view[start : start + _SEND_PIECE])
-
-
-def _close(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        sock.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(OSError):
-        sock.close()
 
 
 class MetricsServer:
@@ -709,7 +577,7 @@ class MetricsServer:
 
     @property
     def client_trouble(self) -> dict[str, int]:
-        """How often each kind of client misbehaviour happened (see ``_TROUBLE_TEXT``)."""
+        """How often each kind of client misbehaviour happened (see ``TROUBLE_TEXT``)."""
         return dict(self._server.trouble.totals)
 
     @property
@@ -760,66 +628,3 @@ def start_metrics_server(
     running = MetricsServer(server, tls=tls_context is not None)
     log.info("metrics endpoint on %s/metrics", running.url)
     return running
-
-
-def make_app(registry: CollectorRegistry, auth: BasicAuthChecker | None = None) -> WSGIApplication:
-    """The WSGI application: auth first, then ``/metrics``, ``/`` or 404."""
-    metrics_app = make_wsgi_app(registry)
-
-    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if auth is not None and not _authorized(environ, auth):
-            return _respond(
-                start_response,
-                "401 Unauthorized",
-                b"401 Unauthorized: give the user and password from basic_auth_users\n",
-                extra=[("WWW-Authenticate", f'Basic realm="{REALM}"')],
-            )
-        path = environ.get("PATH_INFO", "")
-        if path == "/metrics":
-            body: Iterable[bytes] = metrics_app(environ, start_response)
-            return body
-        if path == "/":
-            return _respond(start_response, "200 OK", _LANDING_PAGE, content_type="text/html")
-        return _respond(start_response, "404 Not Found", b"404 Not Found: try /metrics\n")
-
-    return app
-
-
-def _authorized(environ: WSGIEnvironment, auth: BasicAuthChecker) -> bool:
-    """Any malformed ``Authorization`` header is a failed login, never an error."""
-    header = str(environ.get("HTTP_AUTHORIZATION", ""))
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
-        return False
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except ValueError:  # binascii.Error, UnicodeDecodeError, non-ASCII text
-        return False
-    user, sep, password = decoded.partition(":")
-    return bool(sep) and auth.check(user, password)
-
-
-def _respond(
-    start_response: StartResponse,
-    status: str,
-    body: bytes,
-    *,
-    content_type: str = "text/plain",
-    extra: list[tuple[str, str]] | None = None,
-) -> list[bytes]:
-    headers = [
-        ("Content-Type", f"{content_type}; charset=utf-8"),
-        ("Content-Length", str(len(body))),
-    ]
-    start_response(status, headers + (extra or []))
-    return [body]
-
-
-_LANDING_PAGE = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>candiag exporter</title></head>
-<body>
-<h1>candiag {html.escape(__version__)}</h1>
-<p>CAN and Modbus RS-485 link diagnostics for DC fast chargers.</p>
-<p><a href="/metrics">Metrics</a></p>
-</body></html>
-""".encode()
