@@ -50,25 +50,31 @@ def scenario_description(name: str) -> str:
 
 
 def _scenario(name: str) -> dict[str, Any]:
-    table = _table()
+    return entry_of(_table(), name, what="scenario", hint="candiag simulate --list-scenarios")
+
+
+def entry_of(table: dict[str, Any], name: str, *, what: str, hint: str) -> dict[str, Any]:
+    """``table[name]``, or an InputError naming the choices and the command that lists them."""
     if name not in table:
-        raise InputError(
-            f"unknown scenario {name!r}; choose one of {', '.join(table)} "
-            "(candiag simulate --list-scenarios)"
-        )
+        raise InputError(f"unknown {what} {name!r}; choose one of {', '.join(table)} ({hint})")
     entry: dict[str, Any] = table[name]
     return entry
 
 
 def scenario_faults(name: str) -> list[Fault]:
     """The faults of scenario ``name`` (``InputError`` naming the choices if unknown)."""
-    from candiag.sim.faults import Fault
-
     entry = _scenario(name)
     if "tour" in entry:
         return tour_faults(name)
+    return faults_of(entry, f"scenarios.toml: [{name}]")
+
+
+def faults_of(entry: dict[str, Any], where: str) -> list[Fault]:
+    """The ``faults`` array of a scenario entry; ``where`` names it in an InputError."""
+    from candiag.sim.faults import Fault
+
     faults = []
-    for i, raw in enumerate(_scenario(name).get("faults", [])):
+    for i, raw in enumerate(entry.get("faults", [])):
         try:
             faults.append(
                 Fault(
@@ -80,7 +86,7 @@ def scenario_faults(name: str) -> list[Fault]:
             )
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(
-                f"scenarios.toml: [{name}] faults[{i}] is invalid ({err}); "
+                f"{where} faults[{i}] is invalid ({err}); "
                 "each fault needs kind and numeric start/duration"
             ) from None
     return faults

@@ -7,8 +7,8 @@ from importlib import resources
 from typing import Any
 
 from candiag.config.toml import loads
-from candiag.errors import InputError
 from candiag.sim.faults import Fault
+from candiag.sim.scenarios import entry_of, faults_of
 
 
 @cache
@@ -26,31 +26,13 @@ def protocol_scenario_description(name: str) -> str:
 
 
 def _entry(name: str) -> dict[str, Any]:
-    table = _table()
-    if name not in table:
-        raise InputError(
-            f"unknown protocol scenario {name!r}; choose one of {', '.join(table)} "
-            "(candiag simulate --protocol NAME --list-scenarios)"
-        )
-    entry: dict[str, Any] = table[name]
-    return entry
+    return entry_of(
+        _table(),
+        name,
+        what="protocol scenario",
+        hint="candiag simulate --protocol NAME --list-scenarios",
+    )
 
 
 def protocol_scenario_faults(name: str) -> list[Fault]:
-    faults = []
-    for i, raw in enumerate(_entry(name).get("faults", [])):
-        try:
-            faults.append(
-                Fault(
-                    kind=str(raw["kind"]),
-                    start=float(raw.get("start", 0.0)),
-                    duration=None if raw.get("duration") is None else float(raw["duration"]),
-                    params=dict(raw.get("params", {})),
-                )
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise InputError(
-                f"protocols/scenarios.toml: [{name}] faults[{i}] is invalid ({err}); "
-                "each fault needs kind and numeric start/duration"
-            ) from None
-    return faults
+    return faults_of(_entry(name), f"protocols/scenarios.toml: [{name}]")
