@@ -38,6 +38,9 @@ ENV = (
 )
 MODULES = 4
 HEALTHY_SECONDS = 10
+# How long `candiag record` may take to open the bus and say so: a second on a laptop, but
+# tens of seconds in the microVM under TCG emulation on a busy machine (tests/socketcan).
+START_TIMEOUT_S = 90
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ class Recorder:
         )  # fmt: skip
         with self.err.open("wb") as fh:
             self.proc = subprocess.Popen(cmd, stderr=fh, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_TIMEOUT_S
         while "recording" not in self.err.read_text(errors="replace"):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
