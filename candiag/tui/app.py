@@ -26,8 +26,8 @@ from typing import TextIO
 from rich.console import Console
 
 from candiag.errors import RecordingError
-from candiag.tui.terminal import stop_signals
 from candiag.tui.session import MonitorSession
+from candiag.tui.terminal import stop_signals
 from candiag.tui.view import (
     ScreenState,
     active_finding_line,
