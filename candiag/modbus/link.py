@@ -43,7 +43,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from candiag.errors import PortUnavailableError, SafetyError, SettingUnsupportedError
@@ -480,8 +480,7 @@ class SerialRtuLink(StreamLink):
             raise PortUnavailableError(
                 f"serial port {self.port} does not exist (adapter unplugged? {_list_ports_hint()})"
             )
-        import serial
-
+        serial = _pyserial()
         settings = {
             "baudrate": self.baudrate,
             "bytesize": self.bytesize,
@@ -503,8 +502,7 @@ class SerialRtuLink(StreamLink):
     def _opens_at_defaults(self) -> bool:
         """Whether the port opens at 9600 8N1: then the port is fine and the setting that
         was asked is what it refuses (a pty has no parity E; an adapter a baud rate)."""
-        import serial
-
+        serial = _pyserial()
         try:
             ser = serial.Serial(self.port, timeout=SERIAL_READ_SLICE_S, exclusive=True)
         except _open_errors():
@@ -563,6 +561,19 @@ class TcpLink(StreamLink):
         self._tid = (self._tid + 1) & 0xFFFF
         tid = self._tid
         return lambda s: _mbap_transaction(s, tid, unit_id, function, address, count, timeout)
+
+
+def _pyserial() -> Any:
+    """pyserial, whose backend for this system (serialwin32, serialposix) must load."""
+    try:
+        import serial
+    except ImportError as err:
+        raise PortUnavailableError(
+            f"serial ports are unavailable in this Python: pyserial's backend for {sys.platform} "
+            f"cannot load ({err}); reinstall candiag (pip install --force-reinstall pyserial), "
+            "or reach the meters through a Modbus gateway (tcp://HOST:PORT, rtu+tcp://HOST:PORT)"
+        ) from err
+    return serial
 
 
 def _is_windows_port(port: str) -> bool:
