@@ -178,7 +178,7 @@ def link_is_down(interface: str, channel: str, sysfs: Path = Path("/sys/class/ne
     if interface != "socketcan":
         return False
     try:
-        flags = int((sysfs / channel / "flags").read_text().strip(), 16)
+        flags = int((sysfs / channel / "flags").read_text("ascii").strip(), 16)
     except (OSError, ValueError):
         return False
     return not flags & IFF_UP
