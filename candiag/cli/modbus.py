@@ -74,7 +74,7 @@ def _port_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port",
         required=True,
-        help="tty path (/dev/ttyUSB0), tcp://HOST:PORT or rtu+tcp://HOST:PORT",
+        help="serial port (/dev/ttyUSB0, COM5 on Windows), tcp://HOST:PORT or rtu+tcp://HOST:PORT",
     )
 
 
