@@ -64,6 +64,7 @@ def test_a_missing_port_is_not_a_refused_setting() -> None:
     assert not isinstance(err.value, SettingUnsupportedError)
 
 
+@pytest.mark.slow
 def test_scan_skips_the_refused_setting_reports_it_and_goes_on(
     line: SimulatedMeterLine, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -16,6 +16,7 @@ Each rule is also run on a small offending source, so a rule that can no longer 
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,8 +62,21 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+@functools.cache
 def sources() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+@functools.cache
+def parse(source: str) -> ast.Module:
+    """A source's tree, parsed once for all the checks (the checks only read it)."""
+    return ast.parse(source)
+
+
+@functools.cache
+def text_of(path: Path) -> str:
+    """A source's text, read once for all the checks."""
+    return path.read_text("utf-8")
 
 
 def imported_names(tree: ast.AST, module: str, is_package: bool) -> Iterator[str]:
@@ -82,7 +96,8 @@ def imported_names(tree: ast.AST, module: str, is_package: bool) -> Iterator[str
             yield from (f"{base}.{alias.name}" for alias in node.names)
 
 
-def field_import_closure() -> set[str]:
+@functools.cache
+def field_import_closure() -> frozenset[str]:
     """candiag modules any field command can import (lazy imports in functions included)."""
     mods = sources()
     starts = ["candiag.__main__", "candiag.cli"]
@@ -97,7 +112,7 @@ def field_import_closure() -> set[str]:
             continue
         seen.add(name)
         path = mods[name]
-        tree = ast.parse(path.read_text("utf-8"))
+        tree = parse(text_of(path))
         for target in imported_names(tree, name, path.name == "__init__.py"):
             # the module itself and every package on the way (their __init__ runs too)
             parts = target.split(".")
@@ -105,7 +120,7 @@ def field_import_closure() -> set[str]:
                 prefix = ".".join(parts[:i])
                 if prefix in mods and prefix not in seen:
                     todo.append(prefix)
-    return seen
+    return frozenset(seen)
 
 
 # -- rule 1: platform-only imports at module level ---------------------------------------------
@@ -159,7 +174,7 @@ def module_level_platform_imports(source: str, where: str) -> list[Problem]:
                         Problem(where, node.lineno, f"imports {kind} {name} at module level")
                     )
 
-    visit(ast.parse(source).body)
+    visit(parse(source).body)
     return problems
 
 
@@ -177,7 +192,7 @@ def test_no_field_command_module_imports_a_platform_only_module_at_module_level(
         p
         for name in sorted(field_import_closure())
         for p in module_level_platform_imports(
-            mods[name].read_text("utf-8"), str(mods[name].relative_to(REPO))
+            text_of(mods[name]), str(mods[name].relative_to(REPO))
         )
     ]
     assert problems == [], "\n".join(map(str, problems))
@@ -212,7 +227,7 @@ def f():
 # -- rule 2: signals Windows does not have ---------------------------------------------------------
 def posix_only_signals(source: str, where: str) -> list[Problem]:
     problems = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse(source)):
         if (
             isinstance(node, ast.Attribute)
             and isinstance(node.value, ast.Name)
@@ -232,7 +247,7 @@ def test_field_commands_name_only_signals_windows_has() -> None:
     problems = [
         p
         for name in sorted(field_import_closure())
-        for p in posix_only_signals(mods[name].read_text("utf-8"), name)
+        for p in posix_only_signals(text_of(mods[name]), name)
     ]
     assert problems == [], "\n".join(map(str, problems))
 
@@ -271,7 +286,7 @@ def _names(node: ast.AST) -> str:
 
 
 def string_path_problems(source: str, where: str) -> list[Problem]:
-    tree = ast.parse(source)
+    tree = parse(source)
     docstrings = _docstring_nodes(tree)
     problems = []
     for node in ast.walk(tree):
@@ -335,7 +350,7 @@ def test_candiag_builds_paths_with_pathlib_only() -> None:
     problems = []
     for path in sources().values():
         where = str(path.relative_to(REPO))
-        problems += string_path_problems(path.read_text("utf-8"), where)
+        problems += string_path_problems(text_of(path), where)
     assert problems == [], "\n".join(map(str, problems))
 
 
@@ -374,7 +389,7 @@ def text_file_problems(source: str, where: str) -> list[Problem]:
     """``open``/``Path.open``/``gzip.open``: text mode needs ``encoding=``, writing also
     ``newline=``; ``read_text`` needs an encoding, ``write_text`` an encoding and newline."""
     problems = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse(source)):
         if not isinstance(node, ast.Call) or not isinstance(node.func, (ast.Name, ast.Attribute)):
             continue
         func = node.func.id if isinstance(node.func, ast.Name) else node.func.attr
@@ -423,7 +438,7 @@ def text_file_problems(source: str, where: str) -> list[Problem]:
 def test_text_files_are_opened_with_an_encoding_and_written_with_explicit_newlines() -> None:
     problems = []
     for path in sources().values():
-        problems += text_file_problems(path.read_text("utf-8"), str(path.relative_to(REPO)))
+        problems += text_file_problems(text_of(path), str(path.relative_to(REPO)))
     assert problems == [], "\n".join(map(str, problems))
 
 
