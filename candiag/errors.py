@@ -19,6 +19,7 @@ bug and keeps its traceback.
     ├── LinkError                   a bus or port that cannot be used
     │   ├── BusUnavailableError     CAN interface missing / lost / bus-off
     │   └── PortUnavailableError    serial port missing / lost
+    │       └── SettingUnsupportedError  the port opens but refuses a setting (parity, baud)
     └── RecordingError              a capture can no longer be written
 
 Example scenarios: a DBC with a syntax error → ``DbcError("dbc/x.dbc:12: ...")``;
@@ -152,6 +153,11 @@ class BusUnavailableError(LinkError):
 
 class PortUnavailableError(LinkError):
     """A serial port or Modbus gateway cannot be opened or was lost."""
+
+
+class SettingUnsupportedError(PortUnavailableError):
+    """The serial port opens, but not at the asked setting (a pty refuses parity E; an
+    adapter a baud rate): that setting cannot be tried on this port, the others can."""
 
 
 class RecordingError(CandiagError):

@@ -340,7 +340,9 @@ def write_sidecar(log: Path, metadata: RecordingMetadata, *, fsync: bool = True)
 
 
 def _write_new(path: Path, data: bytes, fsync: bool) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    # O_BINARY (Windows only): a text-mode descriptor would write each "\n" as "\r\n".
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags, 0o644)
     try:
         view = memoryview(data)
         while view:

@@ -13,7 +13,10 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from candiag.modbus.scan import ScanResult
 
 PARITIES = ("N", "E", "O")
 DEFAULT_SCAN_BAUDRATES = (9600, 19200, 2400, 4800, 38400)
@@ -71,7 +74,7 @@ def _port_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port",
         required=True,
-        help="tty path (/dev/ttyUSB0), tcp://HOST:PORT or rtu+tcp://HOST:PORT",
+        help="serial port (/dev/ttyUSB0, COM5 on Windows), tcp://HOST:PORT or rtu+tcp://HOST:PORT",
     )
 
 
@@ -281,6 +284,7 @@ def _scan(args: argparse.Namespace) -> int:
                     "port": args.port,
                     "hits": hits,
                     "garbled": result.garbled,
+                    "skipped": result.skipped,
                     "complete": result.complete,
                     "elapsed_s": round(result.elapsed, 2),
                     "requests": result.requests,
@@ -289,7 +293,7 @@ def _scan(args: argparse.Namespace) -> int:
             )
         )
     else:
-        _print_scan(args.port, hits, result.garbled, result.complete, result.elapsed)
+        _print_scan(args.port, hits, result, len(args.baudrates) * len(args.parities))
     return 0 if hits else 1
 
 
@@ -300,7 +304,7 @@ def _describe_hit(hit: Any) -> str:
 
 
 def _print_scan(
-    port: str, hits: list[dict[str, Any]], garbled: dict[str, int], complete: bool, elapsed: float
+    port: str, hits: list[dict[str, Any]], result: ScanResult, settings_asked: int
 ) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -314,10 +318,10 @@ def _print_scan(
         )
         fits = Text(", ".join(h["fits"]) or "none")  # profile names come from files
         table.add_row(settings, str(h["unit_id"]), Text(h["answer"]), fits)
-    console.print(Text(f"scan of {port} in {elapsed:.1f} s: {len(hits)} device(s) answer"))
+    console.print(Text(f"scan of {port} in {result.elapsed:.1f} s: {len(hits)} device(s) answer"))
     if hits:
         console.print(table)
-    for label, count in garbled.items():
+    for label, count in result.garbled.items():
         console.print(
             Text(
                 f"{count} garbled repl{'y' if count == 1 else 'ies'} at {label}: something "
@@ -325,5 +329,15 @@ def _print_scan(
                 "yellow",
             )
         )
-    if not complete:
+    for label, reason in result.skipped.items():  # the reason holds the OS's text: no markup
+        console.print(Text(f"skipped {label}: the port refuses it ({reason})", "yellow"))
+    if result.skipped and "://" not in port:
+        console.print(
+            Text(
+                f"{len(result.skipped)} of {settings_asked} settings could not be tried on "
+                "this port; a device using one of them was not looked for",
+                "yellow",
+            )
+        )
+    if not result.complete:
         console.print(Text("scan stopped at --max-time; not every id/setting was probed", "yellow"))

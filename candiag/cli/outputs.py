@@ -55,7 +55,7 @@ def write_text(path: str, text: str) -> None:
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(text, "utf-8")
+        tmp.write_text(text, "utf-8", newline="\n")  # the same bytes on Windows
         os.replace(tmp, target)
     except OSError as err:
         tmp.unlink(missing_ok=True)

@@ -2,7 +2,7 @@
 
 The bus is opened once up front so that a missing adapter is reported at once
 (exit code 3); once recording, a lost adapter is reopened with backoff and the
-gap shows in the summary.  Ctrl-C or SIGTERM ends the recording cleanly: the
+gap shows in the summary.  Ctrl-C, SIGTERM (or Ctrl-Break on Windows) ends the recording cleanly: the
 last frames are written, the file is closed, and a summary goes to stderr.
 """
 
@@ -86,6 +86,7 @@ def _run(args: argparse.Namespace) -> int:
     from candiag.capture.recorder import live_bus_metadata, record
     from candiag.cli.outputs import check_outputs
     from candiag.ingest.live import BusReader, open_listen_only_bus
+    from candiag.tui.terminal import stop_signals
 
     _positive(args.rotate_size, "--rotate-size")
     _positive(args.rotate_time, "--rotate-time")
@@ -120,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
 
     reader = BusReader(args.interface, args.channel, bus_factory=factory)
     stop = threading.Event()
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.getsignal(sig) for sig in stop_signals()}
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         stop.set()

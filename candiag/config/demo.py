@@ -17,8 +17,13 @@ from candiag.errors import InputError
 
 
 def default_demo_config() -> Path:
-    """``config/demo.toml`` of the source tree (the editable install ``make`` sets up)."""
-    return Path(__file__).resolve().parents[2] / "config" / "demo.toml"
+    """``config/demo.toml`` of the source tree (the editable install ``make`` sets up), or
+    the copy packaged in the wheel (candiag/data/demo.toml) when candiag was installed
+    with pip or pipx: ``candiag demo`` works in both."""
+    source_tree = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
+    if source_tree.is_file():
+        return source_tree
+    return Path(__file__).resolve().parents[1] / "data" / "demo.toml"
 
 
 def demo_config(

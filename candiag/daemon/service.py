@@ -650,7 +650,11 @@ def _start_server(prepared: PreparedConfig, registry: CollectorRegistry) -> Any:
 
 @contextlib.contextmanager
 def signal_handlers(daemon: Daemon) -> Iterator[None]:
-    """SIGTERM/SIGINT stop, SIGHUP reloads (main thread only); restored afterwards."""
+    """SIGTERM/SIGINT stop, SIGHUP reloads (main thread only); restored afterwards.
+
+    ``candiag demo`` runs this on Windows too: there Ctrl-Break (SIGBREAK) also stops and
+    there is no SIGHUP (and no reload)."""
+    from candiag.tui.terminal import stop_signals
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         daemon.request_stop()
@@ -658,14 +662,13 @@ def signal_handlers(daemon: Daemon) -> Iterator[None]:
     def on_hup(signum: int, frame: FrameType | None) -> None:
         daemon.request_reload()
 
-    previous = {
-        sig: signal.signal(sig, handler)
-        for sig, handler in (
-            (signal.SIGTERM, on_stop),
-            (signal.SIGINT, on_stop),
-            (signal.SIGHUP, on_hup),
-        )
-    }
+    handlers: list[tuple[signal.Signals, Callable[[int, FrameType | None], None]]] = [
+        (sig, on_stop) for sig in stop_signals()
+    ]
+    hangup = getattr(signal, "SIGHUP", None)  # POSIX only
+    if hangup is not None:
+        handlers.append((hangup, on_hup))
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers}
     try:
         yield
     finally:

@@ -385,6 +385,7 @@ def modbus_conditions(
     fields = {
         "device": name,
         "port": dev.get("port"),
+        "path": dev.get("path") or dev.get("port"),  # the device to open, not the port's name
         "id": dev.get("id"),
         "profile": dev.get("profile"),
     }

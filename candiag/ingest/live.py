@@ -20,6 +20,7 @@ reopens it with exponential backoff.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -72,6 +73,23 @@ _HINTS: dict[str, str] = {
 }
 
 
+#: The adapters a technician's Windows laptop can use through python-can (their vendors'
+#: Windows drivers: PCAN-Basic, CANlib, XL, VCI; slcan on a COM port; gs_usb via libusb).
+WINDOWS_INTERFACES = ("pcan", "kvaser", "vector", "ixxat", "slcan", "gs_usb")
+
+
+def interface_unavailable_here(interface: str, platform: str = sys.platform) -> str:
+    """Why ``interface`` cannot exist on ``platform`` and what works instead ('' if it can)."""
+    if interface == "socketcan" and not platform.startswith("linux"):
+        return (
+            "SocketCAN is part of the Linux kernel and does not exist on this system "
+            f"({platform}); use an adapter python-can drives here: "
+            + ", ".join(WINDOWS_INTERFACES)
+            + " (e.g. PEAK PCAN-USB: -i pcan -c PCAN_USBBUS1)"
+        )
+    return ""
+
+
 def _refuse_send(*_args: object, **_kwargs: object) -> None:
     raise SafetyError(
         "candiag never transmits on a CAN bus outside its simulator; this call is a bug"
@@ -102,6 +120,9 @@ def open_listen_only_bus(
         if data_bitrate is not None:
             kwargs["data_bitrate"] = data_bitrate
     where = f"CAN interface {interface!r} channel {channel!r}"
+    unavailable = interface_unavailable_here(interface)
+    if unavailable:
+        raise BusUnavailableError(f"{where}: {unavailable}")
     hint = _HINTS.get(interface, "check the adapter, its driver and the channel name").format(
         channel=channel
     )
@@ -157,7 +178,7 @@ def link_is_down(interface: str, channel: str, sysfs: Path = Path("/sys/class/ne
     if interface != "socketcan":
         return False
     try:
-        flags = int((sysfs / channel / "flags").read_text().strip(), 16)
+        flags = int((sysfs / channel / "flags").read_text("ascii").strip(), 16)
     except (OSError, ValueError):
         return False
     return not flags & IFF_UP

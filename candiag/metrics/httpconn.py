@@ -13,6 +13,7 @@ import contextlib
 import logging
 import re
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -122,7 +123,12 @@ class BadRequest(Exception):
 def listen_socket(family: socket.AddressFamily, sockaddr: tuple[Any, ...]) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if sys.platform == "win32":
+            # Windows' SO_REUSEADDR would let a second process bind this port too (scrapes then
+            # reach either); SO_EXCLUSIVEADDRUSE refuses it, as POSIX does (docs/windows.md).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             # "[::]:port" should mean IPv6 only, as written; no silent dual-stack.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

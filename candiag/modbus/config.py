@@ -19,7 +19,13 @@ from urllib.parse import urlsplit
 
 from candiag.config.problems import KeyPath, Problems, did_you_mean, one_of, quoted
 from candiag.errors import ConfigError, SafetyError, shown
-from candiag.modbus.profile import MeterProfile, load_profile, profile_path, shipped_profile_names
+from candiag.modbus.profile import (
+    MeterProfile,
+    is_profile_path,
+    load_profile,
+    profile_path,
+    shipped_profile_names,
+)
 
 T = TypeVar("T")
 TRANSPORTS = ("rtu", "rtu+tcp", "tcp")
@@ -171,7 +177,7 @@ def _meter(problems: Problems, profile: str, path: KeyPath) -> MeterProfile | No
     """The profile a device names, loaded; its problems added (below the device's own)."""
     where = profile_path(profile)
     if where is None:
-        if Path(profile).suffix == ".toml" or "/" in profile:
+        if is_profile_path(profile):
             problems.add(
                 path,
                 "the path of a meter profile (.toml)",

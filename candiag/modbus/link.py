@@ -23,6 +23,13 @@ what the simulated meters run (a real, independent implementation to test agains
 
 Stale input is flushed before each request (RTU has no transaction id, a late reply
 would otherwise be taken for the next one, docs/meters.md §3).
+
+Serial ports go through pyserial's own API only (``read`` with a fixed short timeout, set
+once when the port opens), never ``select`` on a file descriptor or termios, so the same
+code runs on a Linux tty and a Windows COM port (pyserial: serialposix or serialwin32).
+pyserial is imported when a serial port is opened: Modbus TCP needs none of it.  A port
+that opens but refuses the asked setting (a parity a pty or adapter cannot do) raises
+:class:`~candiag.errors.SettingUnsupportedError`, so a scan can skip that setting.
 """
 
 from __future__ import annotations
@@ -31,17 +38,18 @@ import os
 import select
 import socket
 import struct
-import termios
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-import serial
+from candiag.errors import PortUnavailableError, SafetyError, SettingUnsupportedError
 
-from candiag.errors import PortUnavailableError, SafetyError
+if TYPE_CHECKING:
+    import serial
 
 READ_FUNCTION_CODES = frozenset({1, 2, 3, 4})
 OUTCOMES = ("ok", "timeout", "crc", "exception", "wrong_device", "bad_reply", "io")
@@ -174,8 +182,29 @@ def _read_until(n: int, deadline: float, chunk: Callable[[int, float], bytes | N
     return out
 
 
+# pyserial's read timeout, set once when the port opens: a read returns as soon as the bytes
+# asked for are in, or after this long with what came; the reply's deadline is checked
+# between reads, so it is overshot by at most this much.
+SERIAL_READ_SLICE_S = 0.01
+
+
+def port_errors() -> tuple[type[BaseException], ...]:
+    """What a serial port raises when it fails: OSError (pyserial's SerialException is one),
+    and on POSIX termios.error, which serialposix lets through when a setting is refused.
+    termios is looked up, not imported: it is loaded only if serialposix loaded it."""
+    termios = sys.modules.get("termios")
+    error: type[BaseException] | None = getattr(termios, "error", None)
+    return (OSError,) if error is None else (OSError, error)
+
+
+def _open_errors() -> tuple[type[BaseException], ...]:
+    """What opening a serial port raises: :func:`port_errors`, and ValueError for a
+    setting pyserial itself refuses."""
+    return (*port_errors(), ValueError)
+
+
 class _SerialStream:
-    """Non-blocking pyserial reads behind select(): no termios reconfiguration per read."""
+    """pyserial reads with a short fixed timeout (:data:`SERIAL_READ_SLICE_S`)."""
 
     def __init__(self, ser: serial.Serial) -> None:
         self.ser = ser
@@ -188,9 +217,8 @@ class _SerialStream:
         return _read_until(n, deadline, self._chunk)
 
     def _chunk(self, n: int, wait: float) -> bytes | None:
-        if not select.select([self.ser.fileno()], [], [], wait)[0]:
-            return None
-        # Readable but empty raises SerialException: the device went away.
+        # Empty after the slice: _read_until asks again until its deadline.  A device gone
+        # away raises SerialException (an OSError) from read.
         data: bytes = self.ser.read(n)
         return data
 
@@ -412,7 +440,7 @@ class StreamLink(ABC):
         start = time.monotonic()
         try:
             return run(stream)
-        except (OSError, serial.SerialException, termios.error) as err:
+        except port_errors() as err:
             self.close()
             return Transaction(
                 "io",
@@ -448,34 +476,46 @@ class SerialRtuLink(StreamLink):
     def open(self) -> None:
         if self._stream is not None:
             return
-        if not os.path.exists(self.port):
+        if not _is_windows_port(self.port) and not os.path.exists(self.port):
             raise PortUnavailableError(
-                f"serial port {self.port} does not exist (adapter unplugged? check "
-                "`ls /dev/serial/by-id/` and the port setting)"
+                f"serial port {self.port} does not exist (adapter unplugged? {_list_ports_hint()})"
             )
+        serial = _pyserial()
+        settings = {
+            "baudrate": self.baudrate,
+            "bytesize": self.bytesize,
+            "parity": self.parity,
+            "stopbits": self.stopbits,
+        }
         try:
-            ser = serial.Serial(
-                self.port,
-                baudrate=self.baudrate,
-                bytesize=self.bytesize,
-                parity=self.parity,
-                stopbits=self.stopbits,
-                timeout=0,
-                exclusive=True,
-            )
-        except (serial.SerialException, OSError, ValueError, termios.error) as err:
+            ser = serial.Serial(self.port, timeout=SERIAL_READ_SLICE_S, exclusive=True, **settings)
+        except _open_errors() as err:
+            if self._opens_at_defaults():
+                raise SettingUnsupportedError(
+                    f"serial port {self.port} cannot use {self.description.split(' ', 1)[1]}: {err}"
+                ) from err
             raise PortUnavailableError(
-                f"cannot open serial port {self.port}: {err} (another program using it? "
-                "permission: add the user to the dialout group)"
+                f"cannot open serial port {self.port}: {err} ({_port_busy_hint()})"
             ) from err
         self._stream = _SerialStream(ser)
+
+    def _opens_at_defaults(self) -> bool:
+        """Whether the port opens at 9600 8N1: then the port is fine and the setting that
+        was asked is what it refuses (a pty has no parity E; an adapter a baud rate)."""
+        serial = _pyserial()
+        try:
+            ser = serial.Serial(self.port, timeout=SERIAL_READ_SLICE_S, exclusive=True)
+        except _open_errors():
+            return False
+        ser.close()
+        return True
 
     def close(self) -> None:
         if self._stream is not None:
             stream, self._stream = self._stream, None
             try:
                 stream.close()
-            except (serial.SerialException, OSError, termios.error):
+            except port_errors():
                 pass  # the port is already gone; nothing left to release
 
     def _exchange(
@@ -521,6 +561,40 @@ class TcpLink(StreamLink):
         self._tid = (self._tid + 1) & 0xFFFF
         tid = self._tid
         return lambda s: _mbap_transaction(s, tid, unit_id, function, address, count, timeout)
+
+
+def _pyserial() -> Any:
+    """pyserial, whose backend for this system (serialwin32, serialposix) must load."""
+    try:
+        import serial
+    except ImportError as err:
+        raise PortUnavailableError(
+            f"serial ports are unavailable in this Python: pyserial's backend for {sys.platform} "
+            f"cannot load ({err}); reinstall candiag (pip install --force-reinstall pyserial), "
+            "or reach the meters through a Modbus gateway (tcp://HOST:PORT, rtu+tcp://HOST:PORT)"
+        ) from err
+    return serial
+
+
+def _is_windows_port(port: str) -> bool:
+    """On Windows a port is a device name (COM3, \\\\.\\COM12), not a file to look for:
+    pyserial's open says whether it exists."""
+    return sys.platform == "win32"
+
+
+def _list_ports_hint() -> str:
+    if sys.platform == "win32":
+        return "Device Manager lists it under Ports (COM & LPT), or `python -m serial.tools.list_ports`"
+    return "check `ls /dev/serial/by-id/` and the port setting"
+
+
+def _port_busy_hint() -> str:
+    if sys.platform == "win32":
+        return (
+            "right COM number (Device Manager, Ports)? another program using it? only one "
+            "program can open a COM port"
+        )
+    return "another program using it? permission: add the user to the dialout group"
 
 
 def make_link(

@@ -97,12 +97,14 @@ class DeviceSnapshot:
     last_error: str | None  # what went wrong last, for people
     port_error: str | None  # why the port cannot be used, while it cannot
     kind: str = "meter"  # the profile's kind: ac_meter | dc_meter | imd | meter
+    path: str = ""  # what the port opens (/dev/ttyUSB0, COM3, tcp://...); ``port`` is its name
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (also what the diagnosis engine consumes)."""
         return {
             "name": self.name,
             "port": self.port,
+            "path": self.path,
             "profile": self.profile,
             "kind": self.kind,
             "dc": self.kind == "dc_meter",
@@ -404,4 +406,5 @@ class PortPoller:
             last_error=d.last_error,
             port_error=self._port_error,
             kind=d.profile.kind,
+            path=self.config.port,
         )

@@ -13,6 +13,7 @@ and key path.
 from __future__ import annotations
 
 import math
+import os
 import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -174,7 +175,8 @@ def repo_profile_dir() -> Path | None:
 
 def profile_dirs() -> list[Path]:
     """Where profile names are looked up, first match wins."""
-    dirs = [Path("/etc/candiag/meters")]
+    # The daemon's own profiles (Linux); a field laptop uses names or paths.
+    dirs = [Path("/etc/candiag/meters")] if os.name == "posix" else []
     repo = repo_profile_dir()
     if repo is not None:
         dirs.append(repo)
@@ -187,11 +189,18 @@ def shipped_profile_names() -> list[str]:
     return sorted({p.stem for d in profile_dirs() for p in d.glob("*.toml")})
 
 
+def is_profile_path(name_or_path: str) -> bool:
+    """A path (``./my_meter.toml``, ``meters/x``, ``C:\\meters\\x`` on Windows), not a name:
+    pathlib splits on this platform's separators."""
+    path = Path(name_or_path)
+    return path.suffix == ".toml" or len(path.parts) > 1
+
+
 def profile_path(name_or_path: str) -> Path | None:
     """The file of a profile named (``sdm630``) or given by path (``./my_meter.toml``);
     None when there is none."""
     candidate = Path(name_or_path)
-    if candidate.suffix == ".toml" or "/" in name_or_path:
+    if is_profile_path(name_or_path):
         return candidate if _is_file(candidate) else None
     for directory in profile_dirs():
         path = directory / f"{name_or_path}.toml"
@@ -205,7 +214,7 @@ def find_profile(name_or_path: str) -> MeterProfile:
     path = profile_path(name_or_path)
     if path is not None:
         return load_profile(path)
-    if Path(name_or_path).suffix == ".toml" or "/" in name_or_path:
+    if is_profile_path(name_or_path):
         raise ProfileError(f"{name_or_path}: meter profile file not found")
     known = ", ".join(shipped_profile_names()) or "none"
     raise ProfileError(

@@ -5,8 +5,10 @@ is probed with one small read (FC4, 1 register at 0): any answer, data or an
 exception reply, proves a device at that id and those settings.  Each responder is
 then probed with the first block of every shipped profile; the profiles it answers
 with data are the ones that fit.  Garbled replies at a setting are counted: they
-mean something is talking, usually at another baud rate or parity.  The total time
-is bounded (``max_time``); a scan cut short says so.
+mean something is talking, usually at another baud rate or parity.  A setting the port
+cannot take (a pty refuses parity E; an adapter a baud rate) is skipped and kept with
+the reason, and the scan goes on with the others; a port that cannot be opened at all
+ends the scan.  The total time is bounded (``max_time``); a scan cut short says so.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from candiag.errors import PortUnavailableError
+from candiag.errors import PortUnavailableError, SettingUnsupportedError
 from candiag.modbus.link import Link, Transaction, make_link, t35_seconds
 from candiag.modbus.profile import MeterProfile
 
@@ -38,6 +40,7 @@ class ScanHit:
 class ScanResult:
     hits: list[ScanHit] = field(default_factory=list)
     garbled: dict[str, int] = field(default_factory=dict)  # "9600 8E1" -> crc/wrong replies
+    skipped: dict[str, str] = field(default_factory=dict)  # "9600 8E1" -> why the port refused
     complete: bool = True
     elapsed: float = 0.0
     requests: int = 0
@@ -90,7 +93,14 @@ def scan(
         link = make_link(port, baudrate=baudrate or 9600, parity=parity or "N", stopbits=stopbits)
         silence = 0.0 if tcp else t35_seconds(baudrate or 9600)
         label = "tcp" if tcp else f"{baudrate} 8{parity}{stopbits}"
-        link.open()  # PortUnavailableError says which port and what to check
+        try:
+            link.open()  # PortUnavailableError says which port and what to check
+        except SettingUnsupportedError as err:
+            result.skipped[label] = str(err)
+            done += len(ids)
+            if progress is not None:
+                progress(done, total)
+            continue
         garbled: Counter[str] = Counter()
         try:
             for unit_id in ids:

@@ -34,10 +34,8 @@ import random
 import select
 import socket
 import tempfile
-import termios
 import threading
 import time
-import tty
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -61,11 +59,27 @@ from candiag.sim.scenarios import meter_scenario_names
 
 # The names are data (candiag/sim/meter_scenarios.toml), so configs are checked against them.
 SCENARIOS = tuple(meter_scenario_names())
-_BAUD_CONSTANTS = {
-    getattr(termios, f"B{b}"): b
-    for b in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
-    if hasattr(termios, f"B{b}")
-}
+
+
+def _baud_constants() -> dict[int, int]:
+    """termios' speed constants -> baud rates (POSIX only: ptys exist only there)."""
+    import termios
+
+    return {
+        getattr(termios, f"B{b}"): b
+        for b in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+        if hasattr(termios, f"B{b}")
+    }
+
+
+def ptys_available() -> bool:
+    """Whether this platform has pseudo-terminals (not Windows): the ``rtu`` transport."""
+    try:
+        import termios  # noqa: F401
+        import tty  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(os, "openpty")
 
 
 @dataclass
@@ -383,6 +397,8 @@ class _PtyBridge:
     """Forwards bytes between a pty master and the RTU server's TCP socket."""
 
     def __init__(self, server_port: int, baudrate: int | None) -> None:
+        import tty
+
         self.master_fd, self._slave_fd = os.openpty()
         tty.setraw(self._slave_fd)
         self.slave_name = os.ttyname(self._slave_fd)
@@ -405,8 +421,10 @@ class _PtyBridge:
         """The tty's baud rate (as set by the poller) equals the meters'."""
         if self.baudrate is None:
             return True
+        import termios
+
         ospeed = termios.tcgetattr(self.master_fd)[5]
-        return _BAUD_CONSTANTS.get(ospeed) == self.baudrate
+        return _baud_constants().get(ospeed) == self.baudrate
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -431,10 +449,13 @@ def demo_line(scenario: str = "healthy") -> tuple[SimulatedMeterLine, list[dict[
 
     AC meter (SDM630) at id 1, DC meter (DJSF1352-RN) at id 2, IMD (isoCHA425HV) at id 3.
     ``meter_wrong_id``: the AC meter answers at id 11 while the config expects 1.
+    On a platform without ptys (Windows) the line is RTU through a TCP gateway on 127.0.0.1.
     """
     ac_id = 11 if scenario == "meter_wrong_id" else 1
     line = SimulatedMeterLine(
-        [("sdm630", ac_id), ("djsf1352", 2), ("isocha425hv", 3)], scenario=scenario
+        [("sdm630", ac_id), ("djsf1352", 2), ("isocha425hv", 3)],
+        scenario=scenario,
+        transport="rtu" if ptys_available() else "rtu+tcp",
     )
     devices = [
         {"name": "ac_meter", "profile": "sdm630", "unit_id": 1},

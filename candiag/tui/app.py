@@ -27,6 +27,7 @@ from rich.console import Console
 
 from candiag.errors import RecordingError
 from candiag.tui.session import MonitorSession
+from candiag.tui.terminal import stop_signals
 from candiag.tui.view import (
     ScreenState,
     active_finding_line,
@@ -188,6 +189,7 @@ class MonitorApp:
         with stop_on_signals(self.request_stop), contextlib.ExitStack() as cleanup:
             keys.enter()
             cleanup.callback(keys.restore)
+            self.message = self.message or keys.note  # e.g. keys need Enter without termios
             live.start()
             cleanup.callback(live.stop)
             while not self._stop.is_set():
@@ -231,7 +233,8 @@ def _print(out: TextIO, line: str) -> None:
 
 @contextlib.contextmanager
 def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """SIGINT/SIGTERM call ``stop`` (main thread only); previous handlers restored after."""
+    """Ctrl-C, SIGTERM (and Ctrl-Break on Windows) call ``stop`` (main thread only);
+    previous handlers restored after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -239,7 +242,7 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         stop()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, handler) for sig in stop_signals()}
     try:
         yield
     finally:
