@@ -121,6 +121,8 @@ class LiveBus:
         self._counters_at: float | None = None  # newest error-frame TEC/REC (live time)
         self._restarted_at: float | None = None  # newest controller restart
         self._link_at: float | None = None  # newest netlink snapshot applied
+        # TEC/REC known at a reset: (when, tec, rec, source), until newer evidence.
+        self._carried: tuple[float, int | None, int | None, str] | None = None
 
     # -- the engine's work ----------------------------------------------------------------
     def poll(self, now: float, complete_until: float | None = None) -> FrameBatch:
@@ -141,14 +143,20 @@ class LiveBus:
         return batch
 
     def reset(self, now: float) -> None:
-        """Count afresh from ``now``: the source stays open, the link state stays known."""
+        """Count afresh from ``now``: the source stays open, what is known *now* is kept.
+
+        Drivers report the controller state only on transitions, so the new count starts in
+        the state the bus is in (not error-active by default) with the TEC/REC last known,
+        until newer evidence arrives.
+        """
         if self.source is not None:
             self._dropped_base = dict(self.source.dropped)
+        state = self.pipeline.state.state_name
+        tec, rec, source = self.counters()
         self._start_counting(now)
-        if self.up:
-            self.pipeline.state.observe("error_active", now, source="daemon")
-        else:
-            self.pipeline.state.observe("down", now, source="daemon")
+        self.pipeline.state.observe(state if self.up else "down", now, source="daemon")
+        if source != "none":
+            self._carried = (now, tec, rec, source)
         self._link_update = 0  # the kernel's current view applies to the new count at once
 
     def process(self, batch: FrameBatch, now: float | None = None) -> None:
@@ -245,6 +253,9 @@ class LiveBus:
             candidates.append(
                 (self._link_at or -np.inf, 1, self.link.tec, self.link.rec, "netlink")
             )
+        if self._carried is not None:
+            at, tec, rec, source = self._carried
+            candidates.append((at, -1, tec, rec, source))
         if self._restarted_at is not None and candidates:
             candidates.append((self._restarted_at, 0, 0, 0, "error_frames"))
         if not candidates:
@@ -326,35 +337,44 @@ class LiveBus:
     def windows(self) -> dict[str, dict[str, Any]]:
         """The 10/60/300/3600 s windows, up to the last :meth:`advance` or frame.
 
-        Rates over the time actually covered: a window that began with this count (start
-        or reset, inside the window) is divided by the time since then, so a young bus
-        or one just reset is neither under- nor over-reported; older windows as before.
+        Frame rates over the time the window really covers: from its first second, or
+        from when counting began (start, reset) if that is later, to the newest frame
+        handed over; so a young bus or one just reset is neither under- nor over-reported.
+        The load of a window that began with this count is measured the same way (older
+        windows: over their complete seconds, as ``analyze`` does).
         """
         out = self.pipeline.window_report()
         win = self.pipeline.windows
+        end = self._rate_end()
         bitrate = self.config.bitrate
         data_bitrate = self.config.data_bitrate or bitrate
         for label, seconds in WINDOWS.items():
-            span = self._young_span(seconds)
-            if span is None:
-                covered = max(1, win.ring.covered_seconds(seconds))
-                out[label]["frames_per_second"] = out[label]["frames"] / covered
+            covered = win.ring.covered_seconds(seconds)
+            if end is None or covered == 0:
+                out[label]["frames_per_second"] = out[label]["frames"] / max(1, covered)
                 continue
+            first_second = float(np.floor(end)) - covered + 1
+            since = self.counting_since
+            young = since is not None and since > first_second
+            start = since if young and since is not None else first_second
+            span = max(end - start, MIN_RATE_SPAN_S)
             out[label]["frames_per_second"] = out[label]["frames"] / span
-            if bitrate:
+            if young and bitrate:
                 counts = win.counts(seconds)
                 busy = counts["bits_nominal"] / bitrate + counts["bits_data"] / data_bitrate
                 out[label]["load_ratio"] = round(min(busy / span, 1.0), 6)
         return out
 
-    def _young_span(self, seconds: int) -> float | None:
-        """Seconds since counting began, when that lies within the window ending now."""
-        since, end = self.counting_since, self._advanced_to
-        if since is None or end is None:
+    def _rate_end(self) -> float | None:
+        """Up to when the frames handed over are complete: the newest frame, at least the
+        instant before which all have surely arrived (``None``: never advanced)."""
+        if self._advanced_to is None:
             return None
-        if since < np.floor(end) - seconds + 1:
-            return None
-        return max(end - since, MIN_RATE_SPAN_S)
+        end = self._advanced_to if self.complete_until is None else self.complete_until
+        newest = self.pipeline.last_ts
+        if newest is not None:
+            end = max(end, min(newest, self._advanced_to))
+        return end
 
     def state_name(self) -> str:
         return str(self.pipeline.state.state_name) if self.up else "down"
