@@ -251,12 +251,9 @@ class BusPipeline:
         uniq, totals = per_second_totals(seconds, columns)
         self.protocol.add(uniq, totals)
 
-    def advance(self, now: float, *, state: bool = True) -> None:
-        """Live bus: move windows and (unless ``state=False``) state time to wall time ``now``."""
-        if state:
-            self.health.advance(now)
-        else:
-            self.windows.advance(now)
+    def advance(self, now: float) -> None:
+        """Live bus: move windows and state time to wall time ``now``."""
+        self.health.advance(now)
         self.protocol.advance_to(int(np.floor(now)))
 
     # -- views ---------------------------------------------------------------------------

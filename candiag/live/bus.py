@@ -200,8 +200,10 @@ class LiveBus:
         freshness are judged at that instant, so reader latency never makes a
         healthy node look silent.
         """
-        # While down the state clock waits: the time before the first "up" is no state.
-        self.pipeline.advance(now, state=self.up)
+        # Nothing to move before the link was first up (or a frame came): the time before
+        # it is in no controller state.  Afterwards a "down" bus accrues time down.
+        if self.up or self.down_since is not None or self.pipeline.last_ts is not None:
+            self.pipeline.advance(now)
         self._advanced_to = now if self._advanced_to is None else max(self._advanced_to, now)
         self.complete_until = now if complete_until is None else min(now, complete_until)
         self._note_drops(now)
