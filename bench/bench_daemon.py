@@ -36,12 +36,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from candiag import __version__
 from candiag.config.load import parse_config_text
 from candiag.config.model import BusConfig, FamilyConfig
-from candiag.daemon.monitor import BusMonitor
-from candiag.daemon.readers import ReaderSource, open_reader
 from candiag.daemon.service import Daemon
 from candiag.decode.dbc import ChargerDatabase, load_dbc_text
 from candiag.ingest.frames import FrameBatch
 from candiag.ingest.live import BusReader
+from candiag.live.bus import LiveBus
+from candiag.live.readers import ReaderSource, open_reader
 from candiag.metrics.collectors import CandiagCollector
 from candiag.metrics.snapshot import Snapshot
 
@@ -111,7 +111,7 @@ def bench_scrape(repeats: int) -> dict[str, float]:
         channel="bench",
         families=(FamilyConfig("power_module", expected=tuple(range(1, N_MODULES + 1))),),
     )
-    monitor = BusMonitor(config, db)
+    monitor = LiveBus(config, db)
     monitor.set_link(True, T0)
     now = time.time()
     monitor.process(wide_batch(db, now - 2.0, 2.0))

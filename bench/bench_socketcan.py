@@ -137,15 +137,15 @@ def daemon_path(bus: can.BusABC, frames: int, bulk: bool) -> tuple[float, int]:
     Returns (process CPU seconds, frames processed)."""
     from candiag.config.load import parse_config_text
     from candiag.config.model import BusConfig
-    from candiag.daemon.readers import (
+    from candiag.daemon.service import Daemon
+    from candiag.ingest.live import BusReader
+    from candiag.live.readers import (
         BATCH_INTERVAL_S,
         MAX_BATCH,
         LinkStatsPoller,
         ReaderSource,
         open_reader,
     )
-    from candiag.daemon.service import Daemon
-    from candiag.ingest.live import BusReader
 
     config = parse_config_text(
         f'[[can.buses]]\nname = "can0"\ninterface = "socketcan"\nchannel = "{CHANNEL}"\n'
@@ -189,8 +189,8 @@ def daemon_path(bus: can.BusABC, frames: int, bulk: bool) -> tuple[float, int]:
 
 def reader_alone(bus: can.BusABC, frames: int) -> tuple[float, int]:
     """The daemon's bus reader alone (bulk receive and parsing, no processing)."""
-    from candiag.daemon.readers import MAX_BATCH
     from candiag.ingest.live import BusReader
+    from candiag.live.readers import MAX_BATCH
 
     reader = BusReader("socketcan", CHANNEL, bus_factory=lambda: bus, max_batch=MAX_BATCH)
     cpu = time.process_time()

@@ -28,9 +28,9 @@ from typing import Any
 import can
 import numpy as np
 
-from candiag.daemon import simulation
 from candiag.health.busload import frame_bits
 from candiag.ingest.frames import FLAG_EXTENDED, FrameBatch
+from candiag.live import simulation
 from candiag.sim import scenarios
 from candiag.sim.faults import Fault
 

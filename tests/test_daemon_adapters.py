@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from candiag.daemon.adapters import meter_reading, modbus_device_snapshot
+from candiag.live.adapters import meter_reading, modbus_device_snapshot
 from candiag.metrics.snapshot import MeterReading
 from candiag.modbus.poller import DeviceSnapshot, Reading
 

@@ -17,9 +17,9 @@ import pytest
 
 from candiag.config.load import parse_config_text
 from candiag.config.model import BusConfig
-from candiag.daemon.clock import FUTURE_S, FrameTimes, LiveClock
 from candiag.daemon.service import Daemon, prepare
 from candiag.ingest.frames import FrameBatch
+from candiag.live.clock import FUTURE_S, FrameTimes, LiveClock
 from candiag.sim.charger import ChargerSimulator, SimConfig
 from candiag.sim.faults import Fault
 
@@ -67,6 +67,7 @@ class SimulatedAdapter:
         self.up = False
         self.last_error: str | None = None
         self.dropped = {"socket": 0, "interface": 0}
+        self.link_stats = None  # no kernel link statistics (not SocketCAN)
 
     def start(self) -> None:
         self.up = True

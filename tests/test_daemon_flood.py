@@ -3,7 +3,7 @@
 Issue 13 §1 item 14: at ~28k random-id frames/s the daemon grew by 112 MB a minute.
 tracemalloc put it in ``BusPipeline.unknown_ids`` (a Counter with one entry per id ever
 seen); the declared-cycle memo grew by up to 4096 ids per minute.  These tests feed a
-:class:`BusMonitor` the way the daemon does (batches, ``advance``, a report per second) and
+:class:`LiveBus` the way the daemon does (batches, ``advance``, a report per second) and
 assert sizes and exact totals; the RSS figure comes from ``make soak`` (random-id phase).
 """
 
@@ -14,10 +14,10 @@ import pytest
 
 from candiag.config.check import bus_database
 from candiag.config.load import parse_config_text
-from candiag.daemon.monitor import BusMonitor
 from candiag.health.ids import DEFAULT_MAX_IDS
 from candiag.health.pipeline import MAX_CYCLE_MEMO
 from candiag.ingest.frames import FLAG_EXTENDED, FrameBatch
+from candiag.live.bus import LiveBus
 from candiag.metrics.snapshot import MAX_IDS_PER_BUS
 
 START = 1_700_000_000.0
@@ -37,18 +37,18 @@ def random_ids(rng: np.random.Generator, t0: float, seconds: float, n: int) -> F
 
 
 @pytest.fixture
-def monitor() -> BusMonitor:
+def monitor() -> LiveBus:
     config = parse_config_text(
         '[[can.buses]]\nname = "flood"\ninterface = "virtual"\nchannel = "flood"\n'
         '[[can.buses.families]]\nname = "power_module"\nexpected = ["1-8"]\n'
     )
     bus = config.buses[0]
-    mon = BusMonitor(bus, bus_database(bus))
+    mon = LiveBus(bus, bus_database(bus))
     mon.set_link(True, START)
     return mon
 
 
-def feed(mon: BusMonitor, rng: np.random.Generator, t: float, seconds: float, fps: int) -> float:
+def feed(mon: LiveBus, rng: np.random.Generator, t: float, seconds: float, fps: int) -> float:
     """Quarter-second batches at ``fps`` like the daemon's loop, a report every second."""
     step = 0.25
     for k in range(int(seconds / step)):
@@ -60,7 +60,7 @@ def feed(mon: BusMonitor, rng: np.random.Generator, t: float, seconds: float, fp
     return t
 
 
-def test_random_ids_leave_every_per_id_structure_bounded(monitor: BusMonitor) -> None:
+def test_random_ids_leave_every_per_id_structure_bounded(monitor: LiveBus) -> None:
     rng = np.random.default_rng(14)
     end = feed(monitor, rng, START, 3.0, 28_000)  # 84,000 frames, about as many ids
     frames = 84_000
@@ -89,7 +89,7 @@ def test_random_ids_leave_every_per_id_structure_bounded(monitor: BusMonitor) ->
 
 
 def test_new_random_ids_every_minute_do_not_grow_the_cycle_memo(
-    monitor: BusMonitor, monkeypatch: pytest.MonkeyPatch
+    monitor: LiveBus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each one-minute id epoch admits 4096 new ids; the declared-cycle memo stays capped."""
     cap = DEFAULT_MAX_IDS + 1000  # two epochs overflow it (the shipped cap needs five)

@@ -10,10 +10,10 @@ import pytest
 from test_health_linkstats import CAN0_PASSIVE
 
 from candiag.config.load import parse_config_text
-from candiag.daemon import readers
-from candiag.daemon.monitor import BusMonitor
 from candiag.decode.dbc import load_reference_database
 from candiag.health.linkstats import parse_link_json
+from candiag.live import readers
+from candiag.live.bus import LiveBus
 
 
 def stats_with(**changes: Any) -> Any:
@@ -27,11 +27,11 @@ def stats_with(**changes: Any) -> Any:
     return parse_link_json(json.dumps(doc), "can0")
 
 
-def monitor() -> BusMonitor:
+def monitor() -> LiveBus:
     config = parse_config_text(
         '[[can.buses]]\nname = "can0"\ninterface = "socketcan"\nchannel = "can0"\n'
     )
-    mon = BusMonitor(config.buses[0], load_reference_database())
+    mon = LiveBus(config.buses[0], load_reference_database())
     mon.set_link(True, 100.0)
     return mon
 
@@ -50,7 +50,7 @@ def test_kernel_state_and_counters_reach_the_report() -> None:
     # The same snapshot seen again changes nothing; a new one with bus-off counts an event.
     mon.observe_link((1, stats_with()), 102.0)
     mon.observe_link((2, stats_with(state="BUS-OFF")), 103.0)
-    assert mon.state_name() == "bus_off" and mon.state.bus_off_events == 1
+    assert mon.state_name() == "bus_off" and mon.bus_off_events == 1
 
 
 def test_poller_reads_in_its_thread_and_counts_interface_drops(
@@ -93,11 +93,11 @@ def test_pcan_bus_off_exception_counts_as_a_bus_off_event() -> None:
     config = parse_config_text(
         '[[can.buses]]\nname = "p"\ninterface = "pcan"\nchannel = "PCAN_USBBUS1"\n'
     )
-    mon = BusMonitor(config.buses[0], load_reference_database())
+    mon = LiveBus(config.buses[0], load_reference_database())
     mon.set_link(True, 10.0)
     reason = f"receive failed: PcanCanOperationError: Bus error ({PCAN_ERROR_BUSOFF:x}h)"
     mon.set_link(False, 11.0, reason)
-    assert mon.state.bus_off_events == 1 and mon.state_name() == "down"
+    assert mon.bus_off_events == 1 and mon.state_name() == "down"
     mon.set_link(True, 12.0)
     mon.set_link(False, 13.0, "receive failed: OSError: device vanished")
-    assert mon.state.bus_off_events == 1  # a plain loss is not a bus-off
+    assert mon.bus_off_events == 1  # a plain loss is not a bus-off

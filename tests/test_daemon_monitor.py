@@ -1,4 +1,4 @@
-"""BusMonitor: one bus's live analysis from frame batches to snapshot and report."""
+"""LiveBus: one bus's live analysis from frame batches to snapshot and report."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pytest
 
 from candiag.config.check import apply_mask_overrides
 from candiag.config.model import BusConfig, FamilyConfig
-from candiag.daemon.monitor import BusMonitor
 from candiag.decode.dbc import ChargerDatabase, load_reference_database
 from candiag.health.busload import frame_bits
 from candiag.ingest.frames import FLAG_ERROR, FLAG_EXTENDED, FrameBatch
+from candiag.live.bus import LiveBus
 from tests.synthetic import frames
 
 T0 = 1_700_000_000.0
@@ -39,7 +39,7 @@ def bus_config(**kw: object) -> BusConfig:
 
 
 def test_frames_nodes_signals_and_freshness(db: ChargerDatabase) -> None:
-    mon = BusMonitor(bus_config(), db)
+    mon = LiveBus(bus_config(), db)
     mon.set_link(True, T0)
     batch = telemetry(db, T0, [1, 2], 10)
     mon.process(batch)
@@ -72,7 +72,7 @@ def test_frames_nodes_signals_and_freshness(db: ChargerDatabase) -> None:
 
 
 def test_error_frames_by_class_and_window(db: ChargerDatabase) -> None:
-    mon = BusMonitor(bus_config(), db)
+    mon = LiveBus(bus_config(), db)
     mon.set_link(True, T0)
     ack = (T0, 0x020, int(FLAG_ERROR), bytes(8))
     cnt = (T0 + 0.5, 0x004 | 0x200, int(FLAG_ERROR), bytes([0, 0x08, 0, 0, 0, 0, 100, 3]))
@@ -91,7 +91,7 @@ def test_error_frames_by_class_and_window(db: ChargerDatabase) -> None:
 
 
 def test_link_down_state_and_withdrawn_signals(db: ChargerDatabase) -> None:
-    mon = BusMonitor(bus_config(), db)
+    mon = LiveBus(bus_config(), db)
     mon.set_link(True, T0)
     mon.process(telemetry(db, T0, [1], 3))
     mon.set_link(False, T0 + 0.25)
@@ -112,8 +112,8 @@ def test_mask_override_rebinds_node_bits(db: ChargerDatabase) -> None:
 
 
 def test_liveness_relative_to_the_bus_then_wall_time(db: ChargerDatabase) -> None:
-    mon = BusMonitor(bus_config(), db)
-    timeout = mon.nodes.timeout_for("power_module")
+    mon = LiveBus(bus_config(), db)
+    timeout = mon.pipeline.nodes.timeout_for("power_module")
     mon.set_link(True, T0)
     mon.process(telemetry(db, T0, [1, 2], 10))  # last frames at T0 + 0.9
     # Processing is 1 s behind wall time (loaded CPU): judged at the newest frame.
@@ -146,7 +146,7 @@ def test_contactor_mismatch_is_found_live_in_quarter_second_batches(db: ChargerD
     fault = parse_fault("contactor_mismatch@0:contactor=dc_plus,mode=stuck_open")
     sim = ChargerSimulator(SimConfig(faults=(fault,)))
     whole = sim.generate(sim.start_time, sim.start_time + 30.0)
-    mon = BusMonitor(BusConfig(name="can0", interface="virtual", channel="t"), db)
+    mon = LiveBus(BusConfig(name="can0", interface="virtual", channel="t"), db)
     mon.set_link(True, sim.start_time)
     engine = DiagnosisEngine()
     for lo in np.arange(0.0, 30.0, 0.25):

@@ -18,9 +18,9 @@ from daemon_config import sim_config
 from candiag.config.load import load_config, parse_config_text
 from candiag.config.model import BusConfig, Config
 from candiag.daemon.logging import EventLog
-from candiag.daemon.readers import ReaderSource, open_reader
 from candiag.daemon.service import Daemon
 from candiag.errors import BusUnavailableError
+from candiag.live.readers import ReaderSource, open_reader
 from tests.waiting import wait_for
 
 
@@ -88,7 +88,7 @@ def test_every_simulated_frame_is_counted_from_the_first() -> None:
     loop = threading.Thread(target=daemon.run, name="candiag-test-loop")
     loop.start()
     try:
-        (charger,) = daemon._simulators
+        (charger,) = daemon.engine.simulators
         time.sleep(1.0)
         charger.runner.stop()
         sent = charger.runner.frames_sent

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from candiag.daemon.simulation import MeterTour
 from candiag.diagnosis.engine import DiagnosisEngine
+from candiag.live.simulation import MeterTour
 from candiag.modbus.config import PortConfig
 from candiag.modbus.poller import PortPoller
 from candiag.modbus.sim import demo_line

@@ -50,7 +50,7 @@ PACKAGE = REPO / "candiag"
 SIMULATOR = ("candiag/sim/", "candiag/modbus/sim.py")
 # Where a python-can bus may be constructed: the listen-only opener, and the demo
 # simulator's in-process virtual bus (start_charger refuses any other interface).
-BUS_CONSTRUCTORS_ALLOWED = {"candiag/ingest/live.py", "candiag/daemon/simulation.py"}
+BUS_CONSTRUCTORS_ALLOWED = {"candiag/ingest/live.py", "candiag/live/simulation.py"}
 # Only the listen-only opener may touch a bus's send attributes (to replace them).
 SEND_ASSIGN_ALLOWED = {"candiag/ingest/live.py"}
 # pymodbus client write calls and request classes (pymodbus 3.16 names).
@@ -389,7 +389,7 @@ def test_every_non_read_function_code_is_refused() -> None:
 
 def test_the_simulator_is_refused_on_a_real_interface() -> None:
     from candiag.config.model import BusConfig
-    from candiag.daemon.simulation import start_charger
+    from candiag.live.simulation import start_charger
 
     with pytest.raises(ConfigError, match='only runs on interface = "virtual"'):
         start_charger(BusConfig(name="can0", interface="socketcan", channel="can0"), "healthy")

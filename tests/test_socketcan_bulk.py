@@ -30,10 +30,10 @@ import pytest
 from can.interfaces.socketcan.socketcan import capture_message
 from frame_batches import batch_of
 
-from candiag.daemon.readers import ReaderSource
 from candiag.ingest import socketcan_bulk as sb
 from candiag.ingest.frames import BatchBuilder, FrameBatch
 from candiag.ingest.live import BusReader
+from candiag.live.readers import ReaderSource
 from tests.waiting import wait_for
 
 CAN_FRAME = struct.Struct("=IBBBB8s")  # can_id, len, __pad, __res0, len8_dlc, data

@@ -20,7 +20,7 @@ from candiag.errors import InputError
 
 if TYPE_CHECKING:
     from candiag.config.model import BusConfig, Config
-    from candiag.daemon.service import FrameSource
+    from candiag.live.readers import FrameSource
     from candiag.tui.session import MonitorSession
 
 
@@ -152,8 +152,8 @@ def adapter_reader_factory(
     Returns the reader factory and the list still holding the opened bus until the
     reader takes it (the caller shuts down whatever is left there after stopping).
     """
-    from candiag.daemon.readers import open_reader
     from candiag.ingest.live import open_listen_only_bus
+    from candiag.live.readers import open_reader
 
     def open_bus() -> Any:
         return open_listen_only_bus(

@@ -1,10 +1,10 @@
-"""The daemon: ``candiag run`` (its configuration is :mod:`candiag.config`).
+"""The daemon: ``candiag run`` as a systemd service (its work is :mod:`candiag.live`).
 
-* :mod:`~candiag.daemon.monitor`     one bus's live analysis (the shared BusPipeline)
-* :mod:`~candiag.daemon.service`     readers, pollers, the processing loop, /metrics, signals
-* :mod:`~candiag.daemon.readers`     the bus reader as the daemon sees it
-* :mod:`~candiag.daemon.adapters`    Modbus poller state to metric snapshots
-* :mod:`~candiag.daemon.simulation`  the ``[simulator]`` section (demo and tests only)
-* :mod:`~candiag.daemon.notify`      systemd notify (READY, STATUS, WATCHDOG, STOPPING)
-* :mod:`~candiag.daemon.logging`     key=value event lines with repeat summaries
+* :mod:`~candiag.daemon.service`   the processing loop around the live engine, /metrics,
+                                   signals (SIGTERM stops, SIGHUP reloads), reloads
+* :mod:`~candiag.daemon.prepared`  a configuration with every file it names loaded and checked
+* :mod:`~candiag.daemon.notify`    systemd notify (READY, STATUS, WATCHDOG, STOPPING)
+* :mod:`~candiag.daemon.logging`   key=value event lines with repeat summaries
+
+Its configuration is :mod:`candiag.config`.
 """

@@ -3,9 +3,9 @@
 * :mod:`candiag.tui.view`      pure functions from bus reports, meters and findings to
                                rich renderables and to plain text lines (testable without
                                a terminal);
-* :mod:`candiag.tui.session`   the sources (live adapter, config, simulated charger), one
-                               :class:`~candiag.daemon.monitor.BusMonitor` per bus, the
-                               diagnosis engine and the optional candump recording;
+* :mod:`candiag.tui.session`   the live engine (:mod:`candiag.live`, the same the daemon
+                               runs) for the sources (live adapter, config, simulated
+                               charger), its reset and pause, the optional candump recording;
 * :mod:`candiag.tui.terminal`  non-blocking key reading in cbreak mode, always restored;
 * :mod:`candiag.tui.app`       the processing loop, key handling and output (rich ``Live``
                                on a terminal, periodic plain lines otherwise).

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from candiag.daemon.adapters import modbus_device_snapshot
+from candiag.live.adapters import modbus_device_snapshot
 from candiag.metrics.collectors import CandiagCollector
 from candiag.metrics.snapshot import Snapshot
 from candiag.modbus.config import DeviceConfig, PortConfig

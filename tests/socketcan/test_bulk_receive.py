@@ -24,10 +24,10 @@ import pytest
 
 from candiag.capture import read_capture
 from candiag.config.model import BusConfig
-from candiag.daemon.readers import open_reader
 from candiag.ingest.frames import BatchBuilder, FrameBatch
 from candiag.ingest.live import BusReader, open_listen_only_bus
 from candiag.ingest.socketcan_bulk import BulkReceiver, bulk_receiver_for
+from candiag.live.readers import open_reader
 from tests.waiting import wait_for
 
 from .vcanlib import (

@@ -1,15 +1,17 @@
-"""The daemon's view of a bus reader: :class:`candiag.ingest.live.BusReader` per bus.
+"""The live engine's frame sources: :class:`candiag.ingest.live.BusReader` per bus.
 
-The reader thread receives (listen-only, reconnecting with backoff); the
-processing loop drains it.  This adapter gives the daemon the few properties it
-needs (``up``, ``last_error``, ``dropped``) in the daemon's vocabulary.
+The reader thread receives (listen-only, reconnecting with backoff); the engine's
+processing loop drains it (:class:`FrameSource` is all the engine asks of a source).
+On SocketCAN a :class:`LinkStatsPoller` beside it reads the kernel's own view of the
+link (controller state, TEC/REC, interface drops); the engine sees it through
+:attr:`FrameSource.link_stats`, whatever front-end runs the engine.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from candiag.config.model import BusConfig
 from candiag.health.linkstats import InterfaceDropCounter, LinkStats, read_link_stats
@@ -23,6 +25,32 @@ BATCH_INTERVAL_S = 0.1
 # How often a SocketCAN link's kernel statistics are read (``ip -details -statistics``).
 LINK_STATS_INTERVAL_S = 5.0
 
+# Reads one snapshot of a link: ``(device, timeout) -> LinkStats | None`` (``ip`` by default).
+LinkStatsReader = Callable[[str, float], LinkStats | None]
+
+
+class FrameSource(Protocol):
+    """What the live engine needs from a bus reader (:class:`ReaderSource`)."""
+
+    def start(self) -> None: ...
+    def stop(self, timeout: float = ...) -> None: ...
+    def drain(self) -> FrameBatch: ...
+    @property
+    def up(self) -> bool: ...
+    @property
+    def last_error(self) -> str | None: ...
+    @property
+    def dropped(self) -> Mapping[str, int]: ...
+    @property
+    def link_stats(self) -> tuple[int, LinkStats] | None: ...
+
+
+ReaderFactory = Callable[[BusConfig], FrameSource]
+
+
+def _read_with_ip(device: str, timeout: float) -> LinkStats | None:
+    return read_link_stats(device, timeout=timeout)
+
 
 class LinkStatsPoller:
     """Reads a SocketCAN link's own statistics every few seconds (a thread).
@@ -33,9 +61,16 @@ class LinkStatsPoller:
     the processing loop never waits for it.
     """
 
-    def __init__(self, device: str, interval: float = LINK_STATS_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        device: str,
+        interval: float = LINK_STATS_INTERVAL_S,
+        read: LinkStatsReader | None = None,
+    ) -> None:
+        """``read``: how a snapshot is taken (default: ``ip``; tests script the states)."""
         self.device = device
         self.interval = interval
+        self._read = read
         self.latest: LinkStats | None = None
         self.updates = 0
         self.dropped = InterfaceDropCounter()
@@ -52,7 +87,9 @@ class LinkStatsPoller:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            stats = read_link_stats(self.device, timeout=min(2.0, self.interval))
+            timeout = min(2.0, self.interval)
+            read = self._read or _read_with_ip
+            stats = read(self.device, timeout)
             if stats is not None:
                 self.dropped.update(stats)
                 self.latest = stats
@@ -61,7 +98,7 @@ class LinkStatsPoller:
 
 
 class ReaderSource:
-    """A started-on-demand :class:`BusReader` seen as a daemon frame source."""
+    """A started-on-demand :class:`BusReader` (and link poller) seen as a frame source."""
 
     def __init__(self, reader: BusReader, link: LinkStatsPoller | None = None) -> None:
         self.reader = reader
@@ -114,8 +151,14 @@ def open_reader(
     bus_factory: Callable[[], Any] | None = None,
     backoff_min: float = 0.5,
     backoff_max: float = 30.0,
+    link_reader: LinkStatsReader | None = None,
+    link_interval: float = LINK_STATS_INTERVAL_S,
 ) -> ReaderSource:
-    """A listen-only reader for ``bus`` (opened by its thread, so never raises on link faults)."""
+    """A listen-only reader for ``bus`` (opened by its thread, so never raises on link faults).
+
+    SocketCAN buses get a :class:`LinkStatsPoller`; ``link_reader`` gives any bus one that
+    reads through it (a test scripting the kernel's states on a ``virtual`` bus).
+    """
     reader = BusReader(
         bus.interface,
         bus.channel,
@@ -128,5 +171,7 @@ def open_reader(
         backoff_max=backoff_max,
         bus_factory=bus_factory,
     )
-    link = LinkStatsPoller(bus.channel) if bus.interface == "socketcan" else None
+    link = None
+    if bus.interface == "socketcan" or link_reader is not None:
+        link = LinkStatsPoller(bus.channel, link_interval, link_reader)
     return ReaderSource(reader, link)
