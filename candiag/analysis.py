@@ -473,7 +473,11 @@ def build_report(
 ) -> dict[str, Any]:
     """``analyze``'s JSON: the documented keys first, then per-bus reports when several."""
     if not buses.pipelines:
-        buses.pipeline("can")  # nothing read: a report of an empty bus, not a missing one
+        # Nothing read: a report of an empty bus, not a missing one, named by its channel
+        # when the recording says which (a `record` that heard nothing), else "can".
+        recording = buses.bitrates.metadata.metadata
+        channels = [b.channel for b in recording.buses] if recording is not None else []
+        buses.pipeline(channels[0] if channels else "can")
     reports: dict[str, dict[str, Any]] = {}
     bitrates: dict[str, dict[str, Any]] = {}
     for channel, p in buses.pipelines.items():

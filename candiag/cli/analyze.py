@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from candiag.errors import InputError
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from candiag.config.model import BusConfig
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
@@ -98,7 +97,6 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from candiag.analysis import analyze_capture
-    from candiag.capture.source import capture_name
     from candiag.cli.outputs import check_outputs, write_text, wrote
     from candiag.cli.progress import capture_batches, progress
     from candiag.decode.dbc import load_dbc_paths
@@ -134,7 +132,7 @@ def _run(args: argparse.Namespace) -> int:
     # Without --dbc or a config, the reference DBCs are applied only where the traffic
     # matches them (candiag.decode.identify); given DBCs are applied as given.
     db = load_dbc_paths(dbc_paths, strict=strict) if dbc_paths else None
-    with progress(f"analyzing {capture_name(args.capture)}", quiet=args.quiet) as update:
+    with progress(f"analyzing {_short_name(args.capture)}", quiet=args.quiet) as update:
         result = analyze_capture(
             args.capture,
             db,
@@ -162,6 +160,13 @@ def _run(args: argparse.Namespace) -> int:
         write_text(args.html, render_report(report, result.timeline))
         wrote(args.html)
     return _exit_status(report, args.fail_on)
+
+
+def _short_name(path: str) -> str:
+    """A capture's name for the progress line: the file name, or ``<stdin>``."""
+    from candiag.capture.source import capture_name
+
+    return Path(capture_name(path)).name if path != "-" else capture_name(path)
 
 
 def _config_bus(path: str, name: str | None) -> tuple[BusConfig, Path | None]:

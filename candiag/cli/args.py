@@ -330,6 +330,8 @@ def adapter_options(args: argparse.Namespace) -> AdapterOptions:
     for option, value in (("--bitrate", bitrate), ("--data-bitrate", data_bitrate)):
         if value is not None and value <= 0:
             raise InputError(f"{option} must be a positive number of bit/s, got {value}")
+    bus_kwargs = dict(getattr(args, "bus_kwargs", None) or {})
+    _refuse_mode_switches(bus_kwargs)
     timing = _bit_timing(args.timing) if getattr(args, "timing", None) else None
     if timing is not None:
         import can
@@ -354,8 +356,23 @@ def adapter_options(args: argparse.Namespace) -> AdapterOptions:
         data_bitrate=data_bitrate,
         fd=fd,
         timing=timing,
-        bus_kwargs=dict(getattr(args, "bus_kwargs", None) or {}),
+        bus_kwargs=bus_kwargs,
     )
+
+
+def _refuse_mode_switches(bus_kwargs: Mapping[str, BusKwargValue]) -> None:
+    """Keywords that would take a controller out of listen-only: an error, not a surprise
+    (open_listen_only_bus overrides them anyway)."""
+    from candiag.errors import SafetyError
+    from candiag.ingest.live import LISTEN_ONLY_KEYS
+
+    refused = sorted(set(bus_kwargs) & LISTEN_ONLY_KEYS)
+    if refused:
+        raise SafetyError(
+            f"--bus-kwargs {', '.join(refused)}: candiag opens every bus listen-only and "
+            f"{'this' if len(refused) == 1 else 'these'} would change the controller's mode; "
+            "leave it out"
+        )
 
 
 def _bit_timing(values: Mapping[str, int]) -> can.BitTiming | can.BitTimingFd:

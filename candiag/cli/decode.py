@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from candiag.errors import InputError
@@ -125,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
     totals = DecodeTotals()
     with (
         _output(args.output) as out,
-        progress(f"decoding {reader.where}", quiet=args.quiet) as update,
+        progress(f"decoding {Path(reader.where).name}", quiet=args.quiet) as update,
     ):
         try:
             for batch in capture_batches(reader, reader.batches(), update):

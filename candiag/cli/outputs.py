@@ -82,7 +82,14 @@ def text_console(*, stderr: bool = False) -> Console:
     a file or pipe, lines are never folded at 80 columns (``> summary.txt``, ``| grep``)."""
     from rich.console import Console
 
+    class TextConsole(Console):
+        def on_broken_pipe(self) -> None:
+            # rich exits with status 1 here; the command line ends a closed pipe quietly
+            # with 0, as for every other command (candiag.cli.main).
+            self.quiet = True
+            raise BrokenPipeError
+
     stream = sys.stderr if stderr else sys.stdout
     if stream.isatty():
-        return Console(file=stream, highlight=False)
-    return Console(file=stream, highlight=False, width=REDIRECTED_WIDTH, soft_wrap=True)
+        return TextConsole(file=stream, highlight=False)
+    return TextConsole(file=stream, highlight=False, width=REDIRECTED_WIDTH, soft_wrap=True)

@@ -59,7 +59,7 @@ def progress(description: str, *, quiet: bool, unit: str = "MB") -> Iterator[Upd
     task = bar.add_task(description, total=None, figures="")
 
     def update(completed: float, total: float | None, frames: int) -> None:
-        done = f"{completed:,.0f}/{total:,.0f} {unit}" if total else ""
+        done = f"{completed:,.1f}/{total:,.1f} {unit}" if total else ""
         figures = f"{done}  {frames:,} frames" if done else f"{frames:,} frames"
         bar.update(task, completed=completed, total=total, figures=figures)
 

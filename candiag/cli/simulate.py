@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from typing import Any
 
 from candiag.cli.scenarios import PROTOCOL_CHOICES
@@ -242,7 +241,7 @@ def _to_file(sim: Any, args: argparse.Namespace) -> int:
         f"{writer.frames_written} frames ({args.duration:g} s simulated, {what}"
         f"{args.modules} modules, scenario {args.scenario}); "
         f"healthy bus load {sim.nominal_bus_load():.1%} at {args.bitrate} bit/s",
-        file=sys.stderr,
+        flush=True,
     )
     wrote(args.output)
     return 0

@@ -75,7 +75,8 @@ _HINTS: dict[str, str] = {
 
 
 #: ``can.Bus`` keywords that switch a controller between listen-only and active modes
-#: (:data:`LISTEN_ONLY_KWARGS`): never taken from a user's ``--bus-kwargs``.
+#: (:data:`LISTEN_ONLY_KWARGS`): the command line refuses them in ``--bus-kwargs``
+#: (:func:`candiag.cli.args.adapter_options`); here they are overridden whoever passes them.
 LISTEN_ONLY_KEYS = frozenset(k for kw in LISTEN_ONLY_KWARGS.values() for k in kw) | {
     "receive_own_messages"
 }
@@ -195,12 +196,6 @@ def open_listen_only_bus(
     Raises :class:`BusUnavailableError` naming the interface, channel and what
     to check when the driver is missing or the channel cannot be opened.
     """
-    refused = sorted(set(extra) & LISTEN_ONLY_KEYS)
-    if refused:
-        raise SafetyError(
-            f"--bus-kwargs {', '.join(refused)}: candiag opens every bus listen-only and "
-            "these would change the controller's mode; leave them out"
-        )
     kwargs: dict[str, Any] = {"receive_own_messages": False}
     kwargs.update(DEFAULT_KWARGS.get(interface, {}))
     kwargs.update(extra)
