@@ -550,3 +550,16 @@ def test_pcan_timestamps_count_from_the_epoch_without_uptime() -> None:
         assert 946_684_800 < booted < time.time()  # after 2000-01-01, before now
     finally:
         pcan.boottimeEpoch = saved
+
+
+@pytest.mark.slow
+def test_an_empty_recording_is_named_by_its_channel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "e.log.gz"
+    argv = ["record", "-i", "virtual", "-c", "habits-empty0", "-o", str(out), "-d", "0.2"]
+    assert main(argv) == 0
+    assert capsys.readouterr().err.splitlines()[-1] == f"wrote {out}"
+    assert main(["analyze", str(out), "--json", "-"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["capture"]["channels"] == ["habits-empty0"]  # not "can"
