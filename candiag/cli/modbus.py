@@ -210,11 +210,12 @@ def _print_read_table(
     errors: list[str],
     problem: str,
 ) -> None:
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    console = Console(highlight=False)
+    from candiag.cli.outputs import text_console
+
+    console = text_console()  # redirected: lines kept whole
     settings = f"{device['baudrate']} 8{device['parity']}{device['stopbits']}"
     # Text from files (the profile's model, its quantity names) is never markup.
     head = Text(
