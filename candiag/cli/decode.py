@@ -124,9 +124,11 @@ def _run(args: argparse.Namespace) -> int:
     decoder = BatchDecoder(db)
     formatter = JsonLinesFormatter(db, JsonLinesOptions(units=args.units, choices=args.choices))
     totals = DecodeTotals()
+    # JSON Lines scrolling on the terminal would tear a bar drawn on the same terminal.
+    quiet = args.quiet or (args.output in (None, "-") and sys.stdout.isatty())
     with (
         _output(args.output) as out,
-        progress(f"decoding {Path(reader.where).name}", quiet=args.quiet) as update,
+        progress(f"decoding {Path(reader.where).name}", quiet=quiet) as update,
     ):
         try:
             for batch in capture_batches(reader, reader.batches(), update):
