@@ -16,7 +16,7 @@ given (:mod:`candiag.decode.identify`).  What was decided, and how, is in the re
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -279,6 +279,7 @@ def analyze_capture(
     keep_history: bool = False,
     chunk_lines: int = 262_144,
     reference_dbcs: Sequence[str | os.PathLike[str]] = (),
+    progress: Callable[[CaptureReader, Iterator[FrameBatch]], Iterator[FrameBatch]] | None = None,
 ) -> AnalysisResult:
     """Analyze a capture file; the report has ``analyze``'s documented JSON keys.
 
@@ -291,6 +292,8 @@ def analyze_capture(
     reader = CaptureReader(path, chunk_lines=chunk_lines)
     book = book or load_rulebook()
     batches = reader.batches()
+    if progress is not None:  # the command line's progress display (candiag.cli.progress)
+        batches = progress(reader, batches)
     sample = _read_sample(batches)
     sample_batch = FrameBatch.concat(sample)
     bitrates = _Bitrates(bitrate, config_bitrate, data_bitrate, _metadata(path))
@@ -470,7 +473,11 @@ def build_report(
 ) -> dict[str, Any]:
     """``analyze``'s JSON: the documented keys first, then per-bus reports when several."""
     if not buses.pipelines:
-        buses.pipeline("can")  # nothing read: a report of an empty bus, not a missing one
+        # Nothing read: a report of an empty bus, not a missing one, named by its channel
+        # when the recording says which (a `record` that heard nothing), else "can".
+        recording = buses.bitrates.metadata.metadata
+        channels = [b.channel for b in recording.buses] if recording is not None else []
+        buses.pipeline(channels[0] if channels else "can")
     reports: dict[str, dict[str, Any]] = {}
     bitrates: dict[str, dict[str, Any]] = {}
     for channel, p in buses.pipelines.items():

@@ -355,7 +355,7 @@ def _write_case(tmp_path: Path, name: str, pki: Callable[[], dict[str, Path]]) -
 def _run_until_started_or_exited(config: Path, timeout: float = 60.0) -> tuple[int | None, str]:
     """``candiag run``: (exit code, stderr) when it refused; (None, stderr) once it started."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "candiag", "run", "-c", str(config)],
+        [sys.executable, "-m", "candiag", "run", "--config", str(config)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -76,6 +76,7 @@ class CaptureSource:
         self.block_bytes = block_bytes
         self._stdin = stdin if stdin is not None else (sys.stdin.buffer if self.is_stdin else None)
         self._consumed = False
+        self._open_file: BinaryIO | None = None  # the stored bytes being read (for progress)
         if not self.is_stdin:
             self._check_readable()
         self._raw_head = self._read_head()
@@ -146,6 +147,7 @@ class CaptureSource:
         size = size or self.block_bytes
         try:
             with self._raw_file() as fh:
+                self._open_file = fh
                 blocks = _file_blocks(fh, size) if not self.compressed else self._gunzip(fh, size)
                 for block in blocks:
                     yield block.replace(b"\r", b"\n") if self.cr_only else block
@@ -153,6 +155,17 @@ class CaptureSource:
             raise CaptureError(
                 f"{self.where}: read failed ({err.strerror}); check the disk or copy the file again"
             ) from err
+
+    def progress(self) -> tuple[int, int] | None:
+        """(stored bytes read so far, stored size) of a capture file being read; ``None``
+        for standard input or before reading starts (a progress display's figures)."""
+        fh = self._open_file
+        if fh is None or self.is_stdin:
+            return None
+        try:
+            return fh.tell(), os.fstat(fh.fileno()).st_size
+        except (OSError, ValueError):  # closed, or not a real file
+            return None
 
     def stream(self) -> BinaryIO:
         """The decompressed capture as a buffered binary stream (for python-can's readers)."""

@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from candiag.errors import InputError
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from candiag.config.model import BusConfig
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
@@ -31,34 +30,50 @@ STATUS_STYLE = {
 
 
 def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    from candiag.cli.args import (
+        add_command,
+        add_config_argument,
+        add_dbc_argument,
+        add_quiet_argument,
+    )
+    from candiag.health.defaults import DEFAULT_BITRATE
+
+    parser = add_command(
+        subparsers,
         "analyze",
         help="bus health, nodes, firmware and findings of a capture file",
         description=(
-            "Analyze a capture (candump -L .log/.log.gz, ASC, BLF, TRC, CSV): error frames by "
-            "class, bus state and bus-off events, exact bus load, per-id periods, node presence, "
-            "firmware consistency, decoded signal ranges, and findings with their fixes."
+            "Analyze a capture (candump -L .log/.log.gz, ASC, BLF, TRC, CSV, candump screen "
+            "output, MF4; the format is told from the content, so standard input works too): "
+            "error frames by class, bus state and bus-off events, exact bus load, per-id "
+            "periods, node presence, firmware consistency, decoded signal ranges, and "
+            "findings with their fixes. A summary goes to stdout; --json and --html write "
+            "the full report, and each file written is named on stderr."
+        ),
+        example_lines=(
+            "candiag analyze can0-2026-11-21.log.gz",
+            "candiag analyze trace.asc --html report.html --json report.json",
+            "candump -L can0 | candiag analyze -",
+            "candiag analyze can0.log --json - | jq .findings",
+            "candiag analyze can0.log --config /etc/candiag/candiag.toml --fail-on critical",
         ),
     )
     parser.add_argument("capture", help="the capture file, or - to read it from standard input")
-    parser.add_argument(
-        "--dbc",
-        action="append",
-        metavar="PATH",
-        help="DBC file or folder (repeatable; default: the reference DBCs, or the config's)",
+    add_dbc_argument(
+        parser, "DBC file or folder (repeatable; default: the reference DBCs, or the config's)"
     )
-    parser.add_argument(
-        "--config", metavar="FILE", help="candiag config: bitrate, DBCs, node families"
-    )
+    add_config_argument(parser, "candiag config: bitrate, DBCs, node families")
     parser.add_argument(
         "--bus", metavar="NAME", help="which [[can.buses]] entry of --config (default: the first)"
     )
     parser.add_argument(
+        "-b",
         "--bitrate",
         type=int,
         metavar="N",
         help="nominal bitrate in bit/s (default: the config's, else the one recorded with "
-        "the capture, else inferred from frame spacing, else assumed and marked so)",
+        "the capture, else inferred from frame spacing, else assumed "
+        f"{DEFAULT_BITRATE} and marked so)",
     )
     parser.add_argument("--data-bitrate", type=int, metavar="N", help="CAN FD data-phase bitrate")
     parser.add_argument(
@@ -76,12 +91,14 @@ def register(subparsers: Any) -> None:
         choices=("critical", "warning"),
         help="exit with status 1 when a finding of this severity (or worse) was found",
     )
+    add_quiet_argument(parser)
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from candiag.analysis import analyze_capture
-    from candiag.cli.outputs import check_outputs, write_text
+    from candiag.cli.outputs import check_outputs, write_text, wrote
+    from candiag.cli.progress import capture_batches, progress
     from candiag.decode.dbc import load_dbc_paths
     from candiag.diagnosis.engine import load_rulebook
     from candiag.health.nodes import FamilyPolicy
@@ -115,29 +132,41 @@ def _run(args: argparse.Namespace) -> int:
     # Without --dbc or a config, the reference DBCs are applied only where the traffic
     # matches them (candiag.decode.identify); given DBCs are applied as given.
     db = load_dbc_paths(dbc_paths, strict=strict) if dbc_paths else None
-    result = analyze_capture(
-        args.capture,
-        db,
-        bitrate=args.bitrate,
-        config_bitrate=config_bitrate,
-        data_bitrate=data_bitrate,
-        policies=policies,
-        book=load_rulebook(thresholds_file),
-        keep_history=bool(args.html),
-    )
+    with progress(f"analyzing {_short_name(args.capture)}", quiet=args.quiet) as update:
+        result = analyze_capture(
+            args.capture,
+            db,
+            bitrate=args.bitrate,
+            config_bitrate=config_bitrate,
+            data_bitrate=data_bitrate,
+            policies=policies,
+            book=load_rulebook(thresholds_file),
+            keep_history=bool(args.html),
+            progress=lambda reader, batches: capture_batches(reader, batches, update),
+        )
     report = result.report
     if args.json == "-":
         json.dump(report, sys.stdout, indent=1, default=_json_default)
         sys.stdout.write("\n")
+        sys.stdout.flush()
     else:
         print_summary(report)
         if args.json:
             write_text(args.json, json.dumps(report, indent=1, default=_json_default) + "\n")
+            wrote(args.json)
     if args.html:
         from candiag.report.html import render_report
 
         write_text(args.html, render_report(report, result.timeline))
+        wrote(args.html)
     return _exit_status(report, args.fail_on)
+
+
+def _short_name(path: str) -> str:
+    """A capture's name for the progress line: the file name, or ``<stdin>``."""
+    from candiag.capture.source import capture_name
+
+    return Path(capture_name(path)).name if path != "-" else capture_name(path)
 
 
 def _config_bus(path: str, name: str | None) -> tuple[BusConfig, Path | None]:
@@ -170,13 +199,13 @@ def _exit_status(report: dict[str, Any], fail_on: str | None) -> int:
 
 def print_summary(report: dict[str, Any]) -> None:
     """The readable summary: capture, health figures, findings with fixes, nodes."""
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     from candiag.analysis import all_clear_sentence
+    from candiag.cli.outputs import text_console
 
-    console = Console(highlight=False)
+    console = text_console()
     cap = report["capture"]
     frames = report["frames"]
     load = report["bus_load"]

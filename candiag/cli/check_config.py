@@ -7,7 +7,10 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    from candiag.cli.args import add_command
+
+    parser = add_command(
+        subparsers,
         "check-config",
         help="validate a candiag TOML config file (all problems at once)",
         description=(
@@ -17,6 +20,10 @@ def register(subparsers: Any) -> None:
             "its file, key path, what was expected and what was found. Exits 0 and prints a "
             "summary when fine, followed by the warnings of DBCs that load only leniently "
             "(file:line each). Not checked: whether the port is free."
+        ),
+        example_lines=(
+            "candiag check-config /etc/candiag/candiag.toml",
+            "candiag check-config config/candiag.example.toml && systemctl reload candiag",
         ),
     )
     parser.add_argument("file", help="the TOML configuration file, e.g. /etc/candiag/candiag.toml")

@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from candiag.errors import InputError
@@ -33,26 +34,33 @@ DEFAULT_CHUNK_LINES = 65_536
 
 
 def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    from candiag.cli.args import add_command, add_dbc_argument, add_quiet_argument
+
+    parser = add_command(
+        subparsers,
         "decode",
         help="decode a capture file with DBCs into JSON Lines",
         description=(
             "Decode every data frame of a capture (candump -L .log/.log.gz, ASC, BLF, TRC, "
-            "CSV) with the given DBC files into JSON Lines, one object per decoded frame in "
+            "CSV; the format is told from the content, so standard input works too) with the "
+            "given DBC files into JSON Lines, one object per decoded frame in "
             'capture order: {"timestamp", "channel", "id" ("0x123" standard, "0x00000285" '
             'extended), "extended", "arbitration_id", "message", "node" (addressed modules), '
             '"signals"}. A summary (frames, decoded, unknown ids, short, error and '
             "remote frames, malformed lines) goes to stderr."
         ),
+        example_lines=(
+            "candiag decode can0.log.gz > can0.jsonl",
+            "candiag decode trace.asc --dbc charger.dbc --units -o trace.jsonl",
+            "candump -L can0 | candiag decode - | jq .signals",
+            "candiag decode can0.log | head",
+        ),
     )
     parser.add_argument(
         "capture", help="the capture file, e.g. can0-2026-11-21.log.gz, or - for standard input"
     )
-    parser.add_argument(
-        "--dbc",
-        action="append",
-        metavar="PATH",
-        help="DBC file or folder of *.dbc (repeatable; default: the reference charger DBCs)",
+    add_dbc_argument(
+        parser, "DBC file or folder of *.dbc (repeatable; default: the reference charger DBCs)"
     )
     parser.add_argument(
         "-o", "--output", metavar="FILE", help="write JSON Lines here instead of stdout"
@@ -77,8 +85,9 @@ def register(subparsers: Any) -> None:
         type=int,
         default=DEFAULT_CHUNK_LINES,
         metavar="N",
-        help="capture lines decoded at a time (bounds memory; default %(default)s)",
+        help="capture lines decoded at a time (bounds memory; default: %(default)s)",
     )
+    add_quiet_argument(parser)
     parser.set_defaults(func=_run)
 
 
@@ -101,7 +110,8 @@ class DecodeTotals:
 
 def _run(args: argparse.Namespace) -> int:
     from candiag.capture import CaptureReader
-    from candiag.cli.outputs import check_outputs
+    from candiag.cli.outputs import check_outputs, wrote
+    from candiag.cli.progress import capture_batches, progress
     from candiag.decode.dbc import load_dbc_paths, reference_dbc_dir, warning_lines
     from candiag.decode.decoder import BatchDecoder
     from candiag.decode.jsonl import JsonLinesFormatter, JsonLinesOptions
@@ -114,9 +124,14 @@ def _run(args: argparse.Namespace) -> int:
     decoder = BatchDecoder(db)
     formatter = JsonLinesFormatter(db, JsonLinesOptions(units=args.units, choices=args.choices))
     totals = DecodeTotals()
-    with _output(args.output) as out:
+    # JSON Lines scrolling on the terminal would tear a bar drawn on the same terminal.
+    quiet = args.quiet or (args.output in (None, "-") and sys.stdout.isatty())
+    with (
+        _output(args.output) as out,
+        progress(f"decoding {Path(reader.where).name}", quiet=quiet) as update,
+    ):
         try:
-            for batch in reader.batches():
+            for batch in capture_batches(reader, reader.batches(), update):
                 result = decoder.decode(batch)
                 totals.frames += len(batch)
                 totals.decoded += result.decoded_frames
@@ -134,12 +149,14 @@ def _run(args: argparse.Namespace) -> int:
     print(summary(reader.stats.summary(), totals), file=sys.stderr)
     for line in warning_lines(db.warnings):
         print(line, file=sys.stderr)
+    if args.output and args.output != "-":
+        wrote(args.output)
     return 0
 
 
 @contextlib.contextmanager
 def _output(path: str | None) -> Iterator[IO[bytes]]:
-    if path is None:
+    if path is None or path == "-":
         sys.stdout.flush()
         yield sys.stdout.buffer
         return

@@ -22,7 +22,11 @@ SUMMARY_INTERVAL_S = 5.0
 
 
 def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    from candiag.cli.args import add_command, add_config_argument, add_duration_argument
+    from candiag.sim.scenarios import all_scenario_names
+
+    parser = add_command(
+        subparsers,
         "demo",
         help="run the daemon against the built-in simulated charger and meters",
         description=(
@@ -30,26 +34,31 @@ def register(subparsers: Any) -> None:
             "simulated Modbus meters (pseudo-terminal), run the daemon on them and serve "
             "/metrics. Ctrl-C stops."
         ),
+        example_lines=(
+            "candiag demo",
+            "candiag demo --scenario bus_off --listen 127.0.0.1:0",
+            "candiag demo --scenario meter_crc_noise -d 60",
+            "candiag demo --list-scenarios",
+        ),
     )
     parser.add_argument(
         "--listen",
         metavar="HOST:PORT",
         help="metrics address (default from config/demo.toml, 127.0.0.1:9847; port 0 picks a free one)",
     )
-    parser.add_argument(
-        "--duration",
-        type=float,
-        metavar="SECONDS",
-        help="stop after this many seconds (default: until Ctrl-C)",
-    )
+    add_duration_argument(parser, "stop after S seconds (default: until Ctrl-C)")
     parser.add_argument(
         "--scenario",
         metavar="NAME",
-        help="fault scenario of the simulated charger or meters (default: healthy)",
+        help="fault scenario of the simulated charger or meters (default: healthy): "
+        + ", ".join(all_scenario_names()),
     )
     parser.add_argument(
-        "--config", metavar="FILE", help="demo configuration (default: config/demo.toml)"
+        "--list-scenarios",
+        action="store_true",
+        help="list the scenarios (charger and meters) with what each does, and exit",
     )
+    add_config_argument(parser, "demo configuration (default: config/demo.toml)")
     parser.set_defaults(func=_run)
 
 
@@ -63,6 +72,11 @@ def demo_config(args: argparse.Namespace) -> Config:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.list_scenarios:
+        from candiag.cli.scenarios import print_scenarios
+
+        print_scenarios(demo=True)
+        return 0
     from candiag.daemon.logging import setup_logging
     from candiag.daemon.service import Daemon, signal_handlers
 

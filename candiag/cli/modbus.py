@@ -23,10 +23,17 @@ DEFAULT_SCAN_BAUDRATES = (9600, 19200, 2400, 4800, 38400)
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    from candiag.cli.args import HelpFormatter, add_command, examples
+
+    parser = add_command(
+        subparsers,
         "modbus",
         help="read or scan Modbus RS-485/TCP meters (read only)",
         description="Field tools for the Modbus meter line. candiag only reads (FC 1-4).",
+        example_lines=(
+            "candiag modbus read --port /dev/ttyUSB0 --profile sdm630",
+            "candiag modbus scan --port /dev/ttyUSB0 --ids 1-10",
+        ),
     )
     sub = parser.add_subparsers(dest="modbus_command", metavar="ACTION")
     sub.required = True
@@ -34,23 +41,38 @@ def register(subparsers: Any) -> None:
     read = sub.add_parser(
         "read",
         help="poll one device once and print its readings",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Poll one meter once with a profile (config/meters/) and print its "
+        "readings: a table, or JSON with --json. Exit status 0 with at least one valid "
+        "reading, 1 without one (the last line says why), 3 when the port cannot be opened.",
+        epilog=examples(
+            "candiag modbus read --port /dev/ttyUSB0 --profile sdm630 --id 1",
+            "candiag modbus read --port tcp://192.0.2.10:502 --profile djsf1352 --json",
+        ),
+        formatter_class=HelpFormatter,
     )
     _port_arguments(read)
     read.add_argument("--profile", required=True, help="profile name (config/meters/) or path")
     read.add_argument("--id", type=int, default=None, help="unit id (default: the profile's)")
     read.add_argument("--baudrate", type=int, default=None, help="default: the profile's")
     read.add_argument("--parity", choices=PARITIES, default=None, help="default: the profile's")
-    read.add_argument("--stopbits", type=int, choices=(1, 2), default=None)
+    read.add_argument(
+        "--stopbits", type=int, choices=(1, 2), default=None, help="default: the profile's"
+    )
     read.add_argument("--timeout", type=float, default=0.5, help="seconds per request")
-    read.add_argument("--retries", type=int, default=1)
+    read.add_argument("--retries", type=int, default=1, help="retries of a failed request")
     read.add_argument("--json", action="store_true", help="print JSON instead of a table")
     read.set_defaults(func=_read)
 
     scan = sub.add_parser(
         "scan",
         help="find which unit ids answer at which serial settings",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Probe unit ids at each baud rate, parity and stop bits given, within "
+        "--max-time, and name the shipped profiles that fit each device that answers.",
+        epilog=examples(
+            "candiag modbus scan --port /dev/ttyUSB0",
+            "candiag modbus scan --port /dev/ttyUSB0 --baudrates 9600 --ids 1-10 --json",
+        ),
+        formatter_class=HelpFormatter,
     )
     _port_arguments(scan)
     scan.add_argument(
@@ -191,11 +213,12 @@ def _print_read_table(
     errors: list[str],
     problem: str,
 ) -> None:
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    console = Console(highlight=False)
+    from candiag.cli.outputs import text_console
+
+    console = text_console()  # redirected: lines kept whole
     settings = f"{device['baudrate']} 8{device['parity']}{device['stopbits']}"
     # Text from files (the profile's model, its quantity names) is never markup.
     head = Text(

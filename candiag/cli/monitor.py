@@ -10,7 +10,9 @@ On a terminal it draws a live view with keys; otherwise it prints plain lines.
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +27,16 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    from candiag.cli.args import (
+        add_adapter_arguments,
+        add_command,
+        add_config_argument,
+        add_dbc_argument,
+        add_duration_argument,
+    )
+
+    parser = add_command(
+        subparsers,
         "monitor",
         help="live terminal view: bus state, errors, nodes, meters and findings with fixes",
         description=(
@@ -37,31 +48,40 @@ def register(subparsers: Any) -> None:
             "counters, w start/stop recording (candump log), q quit. Without a terminal "
             "it prints one summary line per bus and meter every --interval seconds and "
             "each finding as it is raised or cleared."
+            "\n\n"
+            "Sources (exactly one): an adapter (-i/-c), a candiag config (--config), the "
+            "simulated charger (--demo), or candump -L lines on standard input (-)."
+        ),
+        example_lines=(
+            "candiag monitor -i pcan -c PCAN_USBBUS1 -b 250000",
+            "candiag monitor -i socketcan -c can0",
+            "candump -L can0 | candiag monitor -",
+            "candiag monitor --config /etc/candiag/candiag.toml",
+            "candiag monitor --demo --scenario module_offline",
         ),
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "-i", "--interface", help="python-can interface of a live adapter: pcan, socketcan, ..."
+    parser.add_argument(
+        "stream",
+        nargs="?",
+        metavar="-",
+        help="read candump -L lines from standard input (e.g. candump -L can0 | candiag "
+        "monitor -); -c names the channel to watch (default: the first line's)",
     )
-    source.add_argument("--config", metavar="FILE", help="buses and meters of a candiag config")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "-i",
+        "--interface",
+        metavar="NAME",
+        help="python-can interface of a live adapter: pcan, socketcan, kvaser, vector, ...",
+    )
+    add_config_argument(source, "buses and meters of a candiag config")
     source.add_argument(
         "--demo", action="store_true", help="the built-in simulated charger and meters"
     )
-    parser.add_argument("-c", "--channel", help="adapter channel, e.g. can0 or PCAN_USBBUS1")
-    parser.add_argument(
-        "-b",
-        "--bitrate",
-        type=int,
-        help="bit/s: set on adapters like PCAN (SocketCAN: set with ip); also the basis "
-        "of the bus load (default 125000)",
-    )
-    parser.add_argument("--fd", action="store_true", help="open the adapter in CAN FD mode")
-    parser.add_argument("--data-bitrate", type=int, help="CAN FD data-phase bit/s")
-    parser.add_argument(
-        "--dbc",
-        action="append",
-        metavar="PATH",
-        help="DBC file or folder for --interface (repeatable; default: the reference DBCs)",
+    add_adapter_arguments(parser, interface_flag=False)
+    add_dbc_argument(
+        parser,
+        "DBC file or folder for --interface or - (repeatable; default: the reference DBCs)",
     )
     parser.add_argument(
         "--strict",
@@ -70,11 +90,16 @@ def register(subparsers: Any) -> None:
         "with --config: as its dbc_strict)",
     )
     parser.add_argument(
-        "--scenario", metavar="NAME", help="--demo fault scenario (default: healthy)"
+        "--scenario",
+        metavar="NAME",
+        help="--demo fault scenario (default: healthy): " + scenario_help_list(),
     )
     parser.add_argument(
-        "--duration", type=float, metavar="S", help="stop after S seconds (default: until q)"
+        "--list-scenarios",
+        action="store_true",
+        help="list the --demo scenarios (charger and meters) and exit",
     )
+    add_duration_argument(parser, "stop after S seconds (default: until q or Ctrl-C)")
     parser.add_argument(
         "--record-dir",
         type=Path,
@@ -90,7 +115,7 @@ def register(subparsers: Any) -> None:
         type=float,
         default=5.0,
         metavar="S",
-        help="seconds between plain summary lines when not on a terminal (default 5)",
+        help="seconds between plain summary lines when not on a terminal (default: 5)",
     )
     parser.add_argument(
         "--plain", action="store_true", help="plain lines even on a terminal (no live view)"
@@ -98,17 +123,49 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=_run)
 
 
+def scenario_help_list() -> str:
+    """The demo's scenario names (charger, then meters), read from the data files."""
+    from candiag.sim.scenarios import all_scenario_names
+
+    return ", ".join(all_scenario_names())
+
+
 def _check_args(args: argparse.Namespace) -> None:
+    if args.stream is not None and args.stream != "-":
+        raise InputError(
+            f"{args.stream}: monitor watches a live source; for a capture file use "
+            f"`candiag analyze {args.stream}`, for a live stream pipe it in: "
+            "candump -L can0 | candiag monitor -"
+        )
+    sources = [
+        name
+        for name, given in (
+            ("-", args.stream),
+            ("--interface", args.interface),
+            ("--config", args.config),
+            ("--demo", args.demo),
+        )
+        if given
+    ]
+    if len(sources) != 1:
+        raise InputError(
+            "monitor needs exactly one source: -i/--interface with -c/--channel (an adapter), "
+            "--config FILE, --demo, or - (candump -L lines on standard input)"
+            + (f"; got {' and '.join(sources)}" if sources else "")
+        )
     if args.interface and not args.channel:
         raise InputError("--interface needs --channel (e.g. -i pcan -c PCAN_USBBUS1)")
     if not args.interface:
+        allowed_on_stdin = {"--channel", "--bitrate", "--dbc", "--data-bitrate"}
         for option, value in (
             ("--channel", args.channel),
             ("--bitrate", args.bitrate),
             ("--dbc", args.dbc),
             ("--data-bitrate", args.data_bitrate),
+            ("--bus-kwargs", args.bus_kwargs),
+            ("--timing", args.timing),
         ):
-            if value:
+            if value and not (args.stream and option in allowed_on_stdin):
                 raise InputError(f"{option} only applies to --interface (a live adapter)")
     if args.scenario and not args.demo:
         raise InputError("--scenario only applies to --demo")
@@ -122,16 +179,18 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def adapter_config(args: argparse.Namespace) -> Config:
+    from candiag.cli.args import adapter_options
     from candiag.config.model import BusConfig, Config
     from candiag.health.bitrate import DEFAULT_BITRATE
 
+    options = adapter_options(args)
     bus = BusConfig(
-        name=args.channel,
-        interface=args.interface,
-        channel=args.channel,
-        bitrate=args.bitrate or DEFAULT_BITRATE,
-        data_bitrate=args.data_bitrate,
-        fd=bool(args.fd),
+        name=options.channel,
+        interface=options.interface,
+        channel=options.channel,
+        bitrate=options.bitrate or DEFAULT_BITRATE,
+        data_bitrate=options.data_bitrate,
+        fd=options.fd,
         dbc=tuple(Path(p) for p in args.dbc or ()),
     )
     return Config(source="--interface", buses=(bus,))
@@ -152,13 +211,13 @@ def adapter_reader_factory(
     Returns the reader factory and the list still holding the opened bus until the
     reader takes it (the caller shuts down whatever is left there after stopping).
     """
-    from candiag.ingest.live import open_listen_only_bus
+    from candiag.cli.args import adapter_options
     from candiag.live.readers import open_reader
 
+    options = adapter_options(args)
+
     def open_bus() -> Any:
-        return open_listen_only_bus(
-            args.interface, args.channel, args.bitrate, args.data_bitrate, bool(args.fd)
-        )
+        return options.open_listen_only()
 
     first = [open_bus()]
 
@@ -175,6 +234,8 @@ def _run(args: argparse.Namespace) -> int:
     from candiag.config.load import load_config
     from candiag.tui.session import MonitorSession, default_reader
 
+    if args.list_scenarios:
+        return _list_scenarios()
     _check_args(args)
     reader_factory: Callable[[BusConfig], FrameSource] = default_reader
     unused: list[Any] = []
@@ -186,13 +247,18 @@ def _run(args: argparse.Namespace) -> int:
     elif args.config:
         config = load_config(args.config)
         title = f"config {args.config}"
+    elif args.stream:
+        config, reader_factory = stream_source(args)
+        title = f"{config.buses[0].channel} from standard input (candump -L)"
     else:
         config = adapter_config(args)
         title = f"{args.interface} {args.channel} (listen-only)"
         reader_factory, unused = adapter_reader_factory(args)
         # Opened with --bitrate, or at the driver's default, which a recording must not
         # claim to know (the load basis still defaults to DEFAULT_BITRATE).
-        adapter_bitrates[args.channel] = args.bitrate
+        adapter_bitrates[args.channel] = (
+            config.buses[0].bitrate if args.bitrate or args.timing else None
+        )
     if args.strict:
         config = dataclasses.replace(
             config, buses=tuple(dataclasses.replace(b, dbc_strict=True) for b in config.buses)
@@ -212,7 +278,8 @@ def _run(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace, session: MonitorSession, title: str) -> int:
     from candiag.tui.app import MonitorApp
 
-    interactive = sys.stdout.isatty() and sys.stdin.isatty() and not args.plain
+    keys = _key_input(args)
+    interactive = keys is not None and sys.stdout.isatty() and not args.plain
     app = MonitorApp(
         session,
         record_dir=args.record_dir or Path.cwd(),
@@ -221,12 +288,57 @@ def _show(args: argparse.Namespace, session: MonitorSession, title: str) -> int:
     )
     if args.record:
         app.start_recording()
-    if interactive:
+    if interactive and keys is not None:
         from rich.console import Console
 
-        return app.run_live(Console(), sys.stdin.fileno())
+        return app.run_live(Console(), keys)
     print(f"candiag monitor: {title}; Ctrl-C stops", flush=True)
     if app.message:
         print(f"candiag monitor: {app.message}", flush=True)
         app.message = ""
     return app.run_plain(sys.stdout)
+
+
+def _key_input(args: argparse.Namespace) -> int | None:
+    """The file descriptor keys are read from: the terminal, even when stdin is the pipe."""
+    if not args.stream:
+        return sys.stdin.fileno() if sys.stdin.isatty() else None
+    try:  # as less does: the data on stdin, the keys from the controlling terminal
+        fd = os.open("/dev/tty", os.O_RDONLY)
+    except OSError:
+        return None
+    atexit.register(os.close, fd)
+    return fd
+
+
+def stream_source(
+    args: argparse.Namespace,
+) -> tuple[Config, Callable[[BusConfig], FrameSource]]:
+    """``-``: one bus of candump -L lines from standard input, named by its channel."""
+    from candiag.capture.stream import StreamReader
+    from candiag.config.model import BusConfig, Config
+    from candiag.health.bitrate import DEFAULT_BITRATE
+
+    reader = StreamReader(sys.stdin.buffer, args.channel)
+    print("candiag monitor: waiting for the first line on standard input", file=sys.stderr)
+    channel = reader.first_line()
+    bus = BusConfig(
+        name=channel,
+        interface="stdin",
+        channel=channel,
+        bitrate=args.bitrate or DEFAULT_BITRATE,
+        data_bitrate=args.data_bitrate,
+        dbc=tuple(Path(p) for p in args.dbc or ()),
+    )
+
+    def factory(_config: BusConfig) -> FrameSource:
+        return reader
+
+    return Config(source="standard input", buses=(bus,)), factory
+
+
+def _list_scenarios() -> int:
+    from candiag.cli.scenarios import print_scenarios
+
+    print_scenarios(demo=True)
+    return 0

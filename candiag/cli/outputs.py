@@ -7,10 +7,15 @@ and one who mistypes a folder must hear it before a ten-minute analysis, not aft
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from candiag.errors import InputError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 STDIO = "-"
 
@@ -60,3 +65,31 @@ def write_text(path: str, text: str) -> None:
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write {path}: {err.strerror}; choose another path") from err
+
+
+def wrote(path: str) -> None:
+    """The line that ends each written output: ``wrote report.html`` (stderr: stdout may be
+    a pipe carrying the command's own output)."""
+    print(f"wrote {path}", file=sys.stderr)
+
+
+#: Width of text written to a file or pipe: wide enough that no line is cut or folded.
+REDIRECTED_WIDTH = 10_000
+
+
+def text_console(*, stderr: bool = False) -> Console:
+    """A rich console for a command's text: the terminal's width on a terminal; written to
+    a file or pipe, lines are never folded at 80 columns (``> summary.txt``, ``| grep``)."""
+    from rich.console import Console
+
+    class TextConsole(Console):
+        def on_broken_pipe(self) -> None:
+            # rich exits with status 1 here; the command line ends a closed pipe quietly
+            # with 0, as for every other command (candiag.cli.main).
+            self.quiet = True
+            raise BrokenPipeError
+
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return TextConsole(file=stream, highlight=False)
+    return TextConsole(file=stream, highlight=False, width=REDIRECTED_WIDTH, soft_wrap=True)

@@ -21,8 +21,15 @@ from candiag.errors import InputError
 BYTES_PER_MB = 1_000_000
 
 
+#: Seconds without a single frame after which ``record`` says so (and what to check).
+NO_FRAME_WARNING_S = 5.0
+
+
 def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    from candiag.cli.args import add_adapter_arguments, add_command, add_duration_argument
+
+    parser = add_command(
+        subparsers,
         "record",
         help="record a live CAN bus (listen-only) to a candump -L log",
         description=(
@@ -31,20 +38,35 @@ def register(subparsers: Any) -> None:
             "listens: it never transmits. Stop with Ctrl-C; a summary goes to stderr. Data "
             "is flushed to disk at least every second. The bus's bitrate, interface and "
             "channel go with the recording (.log.gz: in the gzip header's comment; .log: "
-            "in NAME.log.meta.json), so analyze knows the bitrate without a flag."
+            "in NAME.log.meta.json), so analyze knows the bitrate without a flag. When no "
+            f"frame arrives for {NO_FRAME_WARNING_S:g} s, record says so and what to check."
+            "\n\n"
+            "No hardware at hand? On Linux a virtual SocketCAN bus works across processes: "
+            "`sudo ip link add dev vcan0 type vcan && sudo ip link set up vcan0`, then "
+            "`candiag simulate -i socketcan -c vcan0` in one terminal and `candiag record -i "
+            "socketcan -c vcan0 -o test.log` in another. python-can's `virtual` interface "
+            "only works within one process; `candiag monitor --demo --record` records the "
+            "built-in simulated charger."
+        ),
+        example_lines=(
+            "candiag record -i pcan -c PCAN_USBBUS1 -b 250000 -o charger.log.gz",
+            "candiag record -i socketcan -c can0 -o can0.log.gz --rotate-size 100",
+            "candiag record -i kvaser -c 0 -b 500000 -o bench.log -d 600",
+            "candiag record -i vector -c 0 --bus-kwargs app_name=CANalyzer -o v.log.gz",
         ),
     )
-    parser.add_argument(
-        "-i", "--interface", required=True, help="python-can interface: socketcan, pcan, ..."
+    add_adapter_arguments(
+        parser,
+        required=True,
+        bitrate_help="bit/s: set on adapters that take it (PCAN, Kvaser, Vector; SocketCAN: "
+        "set it with ip link) and kept in the recording's metadata",
     )
-    parser.add_argument("-c", "--channel", required=True, help="e.g. can0 or PCAN_USBBUS1")
     parser.add_argument(
-        "-b", "--bitrate", type=int, help="bit/s (adapters like PCAN; SocketCAN sets it with ip)"
-    )
-    parser.add_argument("--fd", action="store_true", help="open the bus in CAN FD mode")
-    parser.add_argument("--data-bitrate", type=int, help="CAN FD data-phase bit/s")
-    parser.add_argument(
-        "-o", "--output", required=True, help="file ending .log or .log.gz (never overwritten)"
+        "-o",
+        "--output",
+        required=True,
+        metavar="FILE",
+        help="file ending .log or .log.gz (never overwritten)",
     )
     parser.add_argument(
         "--rotate-size",
@@ -55,8 +77,48 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--rotate-time", type=float, metavar="S", help="start a new numbered file every S seconds"
     )
-    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    add_duration_argument(parser, "stop after S seconds (default: until Ctrl-C)")
+    parser.add_argument(
+        "--no-frame-warning",
+        type=float,
+        default=NO_FRAME_WARNING_S,
+        metavar="S",
+        help="say so when no frame arrived in the first S seconds (default: %(default)g)",
+    )
     parser.set_defaults(func=_run)
+
+
+def no_frame_text(interface: str, channel: str, seconds: float) -> str:
+    """What ``record`` says after ``seconds`` without a frame: the causes, and how to try
+    recording without hardware."""
+    if interface == "virtual":
+        return (
+            f"candiag record: no frame on python-can's virtual channel {channel} in "
+            f"{seconds:g} s; still recording. The virtual bus only carries frames within one "
+            "process: another process (candiag simulate) sending on it is never heard here. "
+            + _TRY_WITHOUT_HARDWARE
+        )
+    causes = [
+        "the bitrate (a wrong one receives nothing at all: try --bitrate 125000, 250000, "
+        "500000 or the charger's documented rate)"
+        if interface != "socketcan"
+        else f"the bitrate set with `ip link set {channel} type can bitrate N`",
+        "the cable and the CAN-H/CAN-L/GND pins, and that the charger's bus is powered",
+        "termination (about 60 ohm between CAN-H and CAN-L with the charger off)",
+    ]
+    return (
+        f"candiag record: no frame from {interface} {channel} in {seconds:g} s; still "
+        "recording. Check " + "; ".join(causes) + ". " + _TRY_WITHOUT_HARDWARE
+    )
+
+
+_TRY_WITHOUT_HARDWARE = (
+    "To try recording without hardware: on Linux a vcan (or vxcan) bus carries frames "
+    "between processes (`sudo ip link add dev vcan0 type vcan; sudo ip link set up vcan0`, "
+    "then `candiag simulate -i socketcan -c vcan0` beside `candiag record -i socketcan -c "
+    "vcan0 -o test.log`); anywhere, `candiag monitor --demo --record` records the built-in "
+    "simulated charger"
+)
 
 
 def _bitrate_note(interface: str, bitrate: int | None) -> str:
@@ -84,19 +146,26 @@ def _run(args: argparse.Namespace) -> int:
     from candiag.capture import CandumpWriter
     from candiag.capture.metadata import RecordingMetadata
     from candiag.capture.recorder import live_bus_metadata, record
-    from candiag.cli.outputs import check_outputs
-    from candiag.ingest.live import BusReader, open_listen_only_bus
+    from candiag.cli.args import adapter_options
+    from candiag.cli.outputs import check_outputs, wrote
+    from candiag.ingest.live import BusReader
     from candiag.tui.terminal import stop_signals
 
     _positive(args.rotate_size, "--rotate-size")
     _positive(args.rotate_time, "--rotate-time")
     _positive(args.duration, "--duration")
+    _positive(args.no_frame_warning, "--no-frame-warning")
     check_outputs([args.output], [])  # a missing folder is named as such, before the bus opens
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="candiag: %(message)s")
     rotate_bytes = int(args.rotate_size * BYTES_PER_MB) if args.rotate_size else None
+    options = adapter_options(args)
     bus_metadata = live_bus_metadata(
-        args.interface, args.channel, args.bitrate, data_bitrate=args.data_bitrate, fd=args.fd
+        options.interface,
+        options.channel,
+        options.bitrate,
+        data_bitrate=options.data_bitrate,
+        fd=options.fd,
     )
     writer = CandumpWriter(
         args.output,
@@ -106,9 +175,7 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     def open_bus() -> Any:
-        return open_listen_only_bus(
-            args.interface, args.channel, args.bitrate, args.data_bitrate, args.fd
-        )
+        return options.open_listen_only()
 
     try:
         first_bus = [open_bus()]  # fail fast: a missing adapter is an error, not a wait
@@ -134,10 +201,27 @@ def _run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     print(_bitrate_note(bus_metadata.interface, bus_metadata.bitrate), file=sys.stderr)
+    silence = threading.Timer(
+        args.no_frame_warning, _warn_if_silent, (reader, stop, args.no_frame_warning)
+    )
+    silence.name = "candiag-record-silence"
+    silence.daemon = True
+    silence.start()
     try:
         summary = record(reader, writer, duration=args.duration, stop=stop)
     finally:
+        silence.cancel()
+        silence.join()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print(summary.text(), file=sys.stderr)
+    for path in writer.files:
+        if path.exists():
+            wrote(str(path))
     return 0
+
+
+def _warn_if_silent(reader: Any, stop: threading.Event, seconds: float) -> None:
+    if not stop.is_set() and reader.frames_received == 0 and reader.up:
+        print(no_frame_text(reader.interface, reader.channel, seconds),
+              file=sys.stderr, flush=True)  # fmt: skip

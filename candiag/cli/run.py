@@ -7,7 +7,10 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    from candiag.cli.args import add_command, add_config_argument
+
+    parser = add_command(
+        subparsers,
         "run",
         help="run the daemon: read CAN buses and Modbus meters, serve /metrics",
         description=(
@@ -17,14 +20,16 @@ def register(subparsers: Any) -> None:
             "the configuration (a bad one is logged and the running one kept). Under "
             "systemd (Type=notify) it reports READY, STATUS and WATCHDOG."
         ),
+        example_lines=(
+            "candiag run --config /etc/candiag/candiag.toml",
+            "candiag check-config /etc/candiag/candiag.toml   # the same checks, then exit",
+            "systemctl start candiag   # systemd/candiag.service runs the first line",
+        ),
     )
-    parser.add_argument(
-        "--config",
-        "-c",
-        required=True,
-        metavar="FILE",
-        help="configuration file (see config/candiag.example.toml)",
-    )
+    add_config_argument(parser, "configuration file, required (see config/candiag.example.toml)")
+    # `-c` is a channel in every other command; a unit file written for an older candiag
+    # (`run -c FILE`) gets a message naming the fix instead of "unrecognized arguments".
+    parser.add_argument("-c", dest="old_config", metavar="FILE", help=argparse.SUPPRESS)
     parser.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
@@ -34,6 +39,16 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from candiag.errors import InputError
+
+    if args.old_config is not None:
+        raise InputError(
+            f"run -c {args.old_config}: -c means --channel in every candiag command; the "
+            f"daemon takes --config: candiag run --config {args.old_config} (update the "
+            "unit file's ExecStart, see systemd/candiag.service)"
+        )
+    if args.config is None:
+        raise InputError("run needs --config FILE (see config/candiag.example.toml)")
     from candiag.daemon.logging import setup_logging
     from candiag.daemon.service import prepare_config, run_daemon
 

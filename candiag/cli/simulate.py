@@ -12,15 +12,16 @@ import argparse
 import re
 from typing import Any
 
+from candiag.cli.scenarios import PROTOCOL_CHOICES
 from candiag.errors import InputError, SafetyError
-
-# The --protocol names (candiag.sim.protocols.PROTOCOL_NAMES; spelt here so building the
-# parser imports no simulator).
-PROTOCOL_CHOICES = ("infy", "beg1k075g", "uugreen", "winline", "dpm1000", "huawei", "sinexcel")
 
 
 def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    from candiag.cli.args import add_adapter_arguments, add_command, add_quiet_argument
+    from candiag.health.defaults import DEFAULT_BITRATE
+
+    parser = add_command(
+        subparsers,
         "simulate",
         help="run the simulated reference charger (live on a bus, or into a candump log)",
         description=(
@@ -43,28 +44,34 @@ def register(subparsers: Any) -> None:
             "ratio), duplicate_address, slow_replies (latency ms), error_frames, bus_off; "
             "module=ADDRESS|first|last|all (docs/protocols.md)."
         ),
+        example_lines=(
+            "candiag simulate -o healthy.log.gz -d 600",
+            "candiag simulate -o fault.log -d 120 --scenario module_offline",
+            "candiag simulate --protocol infy -o infy.log -d 60 --scenario slow_replies",
+            "candiag simulate -i socketcan -c vcan0 --scenario bus_off   # live, on vcan0",
+            "candiag simulate --list-scenarios",
+        ),
     )
     target = parser.add_argument_group("target")
-    target.add_argument(
-        "-i", "--interface", default="virtual",
-        help="python-can interface for live sending (default: virtual; e.g. socketcan, pcan)",
-    )  # fmt: skip
-    target.add_argument(
-        "-c", "--channel", default="can0",
-        help="channel to send on, also the interface name written in a log (default: can0)",
-    )  # fmt: skip
-    target.add_argument(
-        "-b", "--bitrate", type=int,
-        help="bus bitrate in bit/s: frames are spaced on the wire at this rate, it sizes the "
-        "overload fault, is set on adapters that take it and is kept in a --output log's "
-        "metadata (default: 125000, the reference bus rate)",
-    )  # fmt: skip
+    add_adapter_arguments(
+        target,
+        interface_default="virtual",
+        channel_default="can0",
+        interface_help="python-can interface for live sending (default: virtual; e.g. "
+        "socketcan, pcan)",
+        channel_help="channel to send on, also the interface name written in a log (default: can0)",
+        bitrate_help="bus bitrate in bit/s: frames are spaced on the wire at this rate, it "
+        "sizes the overload fault, is set on adapters that take it and is kept in a "
+        f"--output log's metadata (default: {DEFAULT_BITRATE}, the reference bus rate; with "
+        "--protocol the protocol's)",
+        adapter_options=False,
+    )
     target.add_argument(
         "-o", "--output", metavar="FILE",
         help="write a candump -L log (.log or .log.gz) in simulated time instead of sending",
     )  # fmt: skip
     target.add_argument(
-        "-d", "--duration", type=float, metavar="SECONDS",
+        "-d", "--duration", type=float, metavar="S",
         help="simulated seconds to produce (required with --output; live: stop after this)",
     )  # fmt: skip
     target.add_argument(
@@ -76,6 +83,7 @@ def register(subparsers: Any) -> None:
         "--speed", type=float, default=1.0,
         help="live only: simulated seconds per wall-clock second (default: 1)",
     )  # fmt: skip
+    add_quiet_argument(target)
     charger = parser.add_argument_group("charger")
     charger.add_argument(
         "--protocol", choices=PROTOCOL_CHOICES,
@@ -94,23 +102,42 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
     charger.add_argument(
         "--scenario", default="healthy",
-        help="named fault scenario (default: healthy; see --list-scenarios)",
+        help="named fault scenario (default: healthy): " + _scenario_names()
+        + "; with --protocol: " + _protocol_scenario_names() + " (see --list-scenarios)",
     )  # fmt: skip
     charger.add_argument(
         "--fault", action="append", default=[], metavar="SPEC",
         help="add a fault (repeatable), see below",
     )  # fmt: skip
     charger.add_argument(
-        "--list-scenarios", action="store_true", help="list the named scenarios and exit"
+        "--list-scenarios",
+        action="store_true",
+        help="list every named scenario (charger, meters, protocols) and where each is "
+        "accepted, and exit",
     )
     parser.set_defaults(func=_run)
+
+
+def _scenario_names() -> str:
+    from candiag.sim.scenarios import scenario_names
+
+    return ", ".join(scenario_names())
+
+
+def _protocol_scenario_names() -> str:
+    from candiag.cli.scenarios import protocol_scenario_names
+
+    return ", ".join(protocol_scenario_names())
 
 
 def _run(args: argparse.Namespace) -> int:
     from candiag.health.bitrate import DEFAULT_BITRATE
 
     if args.list_scenarios:
-        return _list_scenarios(args.protocol)
+        from candiag.cli.scenarios import print_scenarios
+
+        print_scenarios(demo=False)
+        return 0
     if args.duration is not None and args.duration <= 0:
         raise InputError(f"--duration must be positive, got {args.duration}")
     if args.bitrate is not None and args.bitrate <= 0:
@@ -132,6 +159,7 @@ def _charger_sim(args: argparse.Namespace) -> Any:
         args.modules = 8
     if not 1 <= args.modules <= 255:
         raise InputError(f"--modules must be 1..255 (one address byte), got {args.modules}")
+    _refuse_meter_scenario(args.scenario)
     faults = scenario_faults(args.scenario) + [parse_fault(spec) for spec in args.fault]
     for fault in faults:
         if fault.kind in PROTOCOL_ONLY_FAULT_KINDS:
@@ -149,6 +177,17 @@ def _charger_sim(args: argparse.Namespace) -> Any:
             faults=tuple(faults),
         )
     )
+
+
+def _refuse_meter_scenario(name: str) -> None:
+    from candiag.sim.scenarios import meter_scenario_names, scenario_names
+
+    if name in meter_scenario_names() and name not in scenario_names():
+        raise InputError(
+            f"{name} is a scenario of the simulated Modbus meters; simulate makes CAN traffic "
+            f"only: play it with `candiag demo --scenario {name}` or `candiag monitor --demo "
+            f"--scenario {name}`"
+        )
 
 
 def _protocol_sim(args: argparse.Namespace) -> Any:
@@ -172,29 +211,11 @@ def _protocol_sim(args: argparse.Namespace) -> Any:
     return sim
 
 
-def _list_scenarios(protocol: str | None) -> int:
-    from candiag.sim.protocols.engine import PROTOCOL_FAULT_KINDS
-    from candiag.sim.protocols.scenarios import (
-        protocol_scenario_description,
-        protocol_scenario_names,
-    )
-    from candiag.sim.scenarios import scenario_description, scenario_names
-
-    if protocol is None:
-        for name in scenario_names():
-            print(f"{name:20s} {scenario_description(name)}")
-        print()
-        print("with --protocol NAME (" + ", ".join(PROTOCOL_CHOICES) + "):")
-    for name in protocol_scenario_names():
-        print(f"{name:28s} {protocol_scenario_description(name)}")
-    print("protocol fault kinds: " + ", ".join(PROTOCOL_FAULT_KINDS))
-    return 0
-
-
 def _to_file(sim: Any, args: argparse.Namespace) -> int:
     from candiag.capture import CandumpWriter
     from candiag.capture.metadata import RecordingMetadata
-    from candiag.cli.outputs import check_outputs
+    from candiag.cli.outputs import check_outputs, wrote
+    from candiag.cli.progress import progress
 
     if args.duration is None:
         raise InputError("--output needs --duration SECONDS (simulated time to write)")
@@ -205,16 +226,24 @@ def _to_file(sim: Any, args: argparse.Namespace) -> int:
     )
     writer = CandumpWriter(args.output, fsync=False, metadata=metadata)
     try:
-        for batch in sim.chunks(args.duration):
-            writer.write(batch)
+        with progress(f"simulating {args.duration:g} s", quiet=args.quiet, unit="s") as update:
+            frames = 0
+            for batch in sim.chunks(args.duration):
+                writer.write(batch)
+                frames += len(batch)
+                if len(batch):
+                    done = float(batch.timestamp[-1]) - args.start_time
+                    update(min(done, args.duration), args.duration, frames)
     finally:
         writer.close()
     what = f"{args.protocol} protocol, " if args.protocol else ""
     print(
-        f"wrote {writer.frames_written} frames ({args.duration:g} s simulated, {what}"
-        f"{args.modules} modules, scenario {args.scenario}) to {args.output}; "
-        f"healthy bus load {sim.nominal_bus_load():.1%} at {args.bitrate} bit/s"
+        f"{writer.frames_written} frames ({args.duration:g} s simulated, {what}"
+        f"{args.modules} modules, scenario {args.scenario}); "
+        f"healthy bus load {sim.nominal_bus_load():.1%} at {args.bitrate} bit/s",
+        flush=True,
     )
+    wrote(args.output)
     return 0
 
 

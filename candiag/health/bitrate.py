@@ -47,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 from candiag.health.busload import frame_bits
+from candiag.health.defaults import DEFAULT_BITRATE as DEFAULT_BITRATE  # re-exported
 from candiag.ingest.frames import FLAG_BRS, FLAG_ERROR, FLAG_FD, FrameBatch
 
 F64 = npt.NDArray[np.float64]
@@ -65,8 +66,6 @@ STANDARD_BITRATES: tuple[int, ...] = (
     800_000,
     1_000_000,
 )
-#: The one default of every command: the reference bus rate (docs/bitrate.md, docs/reference-bus.md).
-DEFAULT_BITRATE = 125_000
 
 #: Timestamp accuracy levels tried, as the jitter allowed on a gap (two timestamps): hardware
 #: timestamps (µs resolution), good software timestamps, and ±25 µs software timestamps.

@@ -66,9 +66,11 @@ NO_LISTEN_ONLY_HINT: dict[str, str] = {
 _HINTS: dict[str, str] = {
     "socketcan": "check `ip -details link show {channel}` (interface present and up, bitrate set) "
     "and that the kernel has CAN support (modprobe can_raw)",
-    "pcan": "check that the PCAN-USB is plugged in, the PEAK driver/PCAN-Basic library is "
-    "installed, and the channel name (e.g. PCAN_USBBUS1)",
-    "kvaser": "check that the Kvaser CANlib driver is installed and the adapter plugged in",
+    "pcan": "check that the PCAN-USB is plugged in and the channel name (e.g. PCAN_USBBUS1); "
+    "if the PCAN-Basic library is missing, install PEAK's PCAN-Basic (Windows: PCANBasic.dll; "
+    "Linux: peak-linux-driver with libpcanbasic, or use the adapter as SocketCAN: -i socketcan "
+    "-c can0) from peak-system.com",
+    "kvaser": "check that the adapter is plugged in and the channel number (0, 1, ...)",
     "vector": "check the Vector driver and the application channel assignment",
 }
 
@@ -88,6 +90,109 @@ def interface_unavailable_here(interface: str, platform: str = sys.platform) -> 
             + " (e.g. PEAK PCAN-USB: -i pcan -c PCAN_USBBUS1)"
         )
     return ""
+
+
+#: ``can.Bus`` keywords that switch a controller between listen-only and active modes
+#: (:data:`LISTEN_ONLY_KWARGS`): the command line refuses them in ``--bus-kwargs``
+#: (:func:`candiag.cli.args.adapter_options`); here they are overridden whoever passes them.
+LISTEN_ONLY_KEYS = frozenset(k for kw in LISTEN_ONLY_KWARGS.values() for k in kw) | {
+    "receive_own_messages"
+}
+
+#: What to install when an interface's vendor library is missing (docs/live-buses.md).
+DRIVER_FIX: dict[str, str] = {
+    "kvaser": "install Kvaser CANlib (Linux: 'Kvaser Linux Drivers and SDK', which provides "
+    "libcanlib.so; Windows: 'Kvaser Drivers for Windows', canlib32.dll) from kvaser.com",
+    "vector": "install the Vector XL Driver Library (vxlapi64.dll, Windows only) from "
+    "vector.com and assign the application channel in Vector Hardware Config; on Linux use "
+    "the adapter through SocketCAN if its driver offers one",
+}
+
+
+def driver_missing(interface: str) -> str:
+    """Why ``interface``'s vendor library is known to be missing, with the fix ("" if it
+    is there or cannot be told before opening).
+
+    python-can imports such a driver module anyway and fails later and obscurely (Kvaser:
+    ``NameError: canGetNumberOfChannels``), or logs a warning at import (Vector: "Could not
+    import vxlapi"); here the module's own record of its library is read instead.
+    """
+    if interface == "kvaser":
+        try:
+            with _driver_warnings():
+                from can.interfaces.kvaser import canlib
+        except ImportError:
+            return f"python-can's Kvaser driver cannot be imported; {DRIVER_FIX['kvaser']}"
+        if getattr(canlib, "__canlib", None) is None:
+            return f"Kvaser CANlib is not installed (libcanlib.so/canlib32.dll not found); {DRIVER_FIX['kvaser']}"
+    if interface == "vector":
+        try:
+            with _driver_warnings():
+                from can.interfaces.vector import canlib as vector
+        except ImportError:
+            return f"python-can's Vector driver cannot be imported; {DRIVER_FIX['vector']}"
+        if getattr(vector, "xldriver", None) is None:
+            return (
+                f"the Vector XL library is not installed (vxlapi not found); {DRIVER_FIX['vector']}"
+            )
+    return ""
+
+
+class _driver_warnings:  # a context manager named for its use, like contextlib's
+    """Collects what python-can's driver modules log while they are imported and opened.
+
+    The messages become part of candiag's one-line error when opening fails (instead of a
+    stray "Could not import vxlapi" line before it); after a successful open they are
+    logged at debug level: the cases they describe are handled here
+    (:func:`_pcan_epoch_timestamps`)."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self._handler = _ListHandler(self.messages)
+        self._logger = logging.getLogger("can")
+        self._propagate = True
+
+    def __enter__(self) -> list[str]:
+        self._propagate = self._logger.propagate
+        self._logger.addHandler(self._handler)
+        self._logger.propagate = False
+        return self.messages
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self._handler)
+        self._logger.propagate = self._propagate
+        for message in self.messages:
+            log.debug("python-can: %s", message)
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self._messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._messages.append(record.getMessage())
+
+
+def boot_epoch() -> float:
+    """The wall-clock time the machine booted (``time.time()`` minus the time since boot)."""
+    since_boot = getattr(time, "CLOCK_BOOTTIME", None)
+    if since_boot is not None:
+        return time.time() - time.clock_gettime(since_boot)
+    return time.time() - time.monotonic()  # Windows/macOS: monotonic counts from boot
+
+
+def _pcan_epoch_timestamps() -> None:
+    """Give python-can's PCAN driver the boot time it wants from the ``uptime`` package.
+
+    Without ``uptime`` python-can logs "uptime library not available" and stamps frames
+    with seconds since boot (1970 dates in a recording, and ages that make every value
+    look stale); the PCAN timestamp counts from boot, so the boot time is all it lacks.
+    """
+    from can.interfaces.pcan import pcan
+
+    if not getattr(pcan, "boottimeEpoch", 0):
+        pcan.boottimeEpoch = boot_epoch()  # type: ignore[assignment] # python-can: 0 or float
 
 
 def _refuse_send(*_args: object, **_kwargs: object) -> None:
@@ -126,10 +231,22 @@ def open_listen_only_bus(
     hint = _HINTS.get(interface, "check the adapter, its driver and the channel name").format(
         channel=channel
     )
+    missing = driver_missing(interface)
+    if missing:
+        raise BusUnavailableError(f"{where}: {missing}")
     try:
-        bus = can.Bus(channel=channel, interface=interface, ignore_config=True, **kwargs)
+        with _driver_warnings() as warnings:
+            bus = can.Bus(channel=channel, interface=interface, ignore_config=True, **kwargs)
     except can.CanInterfaceNotImplementedError as err:
-        raise BusUnavailableError(f"{where}: driver not available ({err}); {hint}") from err
+        said = "; ".join(dict.fromkeys([*warnings, str(err)]))
+        raise BusUnavailableError(f"{where}: driver not available ({said}); {hint}") from err
+    except (NameError, ImportError, AttributeError) as err:
+        # A driver module imported without its vendor library fails inside python-can
+        # (Kvaser: NameError canGetNumberOfChannels): the library is missing, not a bug here.
+        raise BusUnavailableError(
+            f"{where}: the adapter's driver library is missing ({type(err).__name__}: {err}); "
+            f"{hint}"
+        ) from err
     except NotImplementedError as err:
         known = ", ".join(sorted(can.interfaces.VALID_INTERFACES))
         raise BusUnavailableError(
@@ -137,6 +254,8 @@ def open_listen_only_bus(
         ) from err
     except (can.CanError, OSError, ValueError, TypeError) as err:
         raise BusUnavailableError(f"{where}: cannot open ({err}); {hint}") from err
+    if interface == "pcan":
+        _pcan_epoch_timestamps()
     if interface not in LISTEN_ONLY_KWARGS:
         log.info(
             "%s: no listen-only switch in python-can (%s); candiag only receives",

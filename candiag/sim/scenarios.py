@@ -126,3 +126,8 @@ def tour_faults(name: str = "tour") -> list[Fault]:
             if end > start:
                 out.append(Fault(fault.kind, start, end - start, dict(fault.params)))
     return out
+
+
+def meter_scenario_description(name: str) -> str:
+    """A meter scenario's description (empty for an unknown name)."""
+    return str(_read("meter_scenarios.toml").get(name, {}).get("description", ""))

@@ -292,7 +292,9 @@ def test_a_hostile_web_config_is_refused_by_check_config_and_run(
 ) -> None:
     config, expected = hostile_config
     args = (
-        ["check-config", str(config)] if command == "check-config" else ["run", "-c", str(config)]
+        ["check-config", str(config)]
+        if command == "check-config"
+        else ["run", "--config", str(config)]
     )
     # 1.5 GB of address space and 60 s: the alias bomb reached 5.5 GB in 60 s before.
     result = run_bounded(args, timeout_s=60)

@@ -43,6 +43,7 @@ import numpy.typing as npt
 
 from candiag.errors import InputError
 from candiag.health.busload import frame_bits as busload_frame_bits
+from candiag.health.defaults import DEFAULT_BITRATE
 from candiag.ingest.frames import FLAG_EXTENDED, FrameBatch
 from candiag.sim.charger import DEFAULT_START_TIME
 from candiag.sim.faults import (
@@ -602,7 +603,7 @@ class ProtocolSimulator:
                     f"one of {', '.join(PROTOCOL_FAULT_KINDS)}"
                 )
         self.pack = pack_info(cls.name)
-        self.bitrate = config.bitrate or self.pack.bitrate or 125_000
+        self.bitrate = config.bitrate or self.pack.bitrate or DEFAULT_BITRATE
         self.modules = n
         self.start_time = config.start_time
         self.channel = config.channel
