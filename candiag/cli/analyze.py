@@ -66,6 +66,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
     parser.add_argument(
+        "--pdf",
+        metavar="FILE",
+        help="write the same report as PDF (needs a headless Chromium or Chrome on PATH)",
+    )
+    parser.add_argument(
         "--strict",
         action="store_true",
         help="refuse DBCs cantools' strict mode refuses (default: load them, with warnings; "
@@ -86,7 +91,8 @@ def _run(args: argparse.Namespace) -> int:
     from candiag.diagnosis.engine import load_rulebook
     from candiag.health.nodes import FamilyPolicy
 
-    check_outputs([args.json, args.html], [args.capture])
+    check_outputs([args.json, args.html, args.pdf], [args.capture])
+    browser = _pdf_browser() if args.pdf else None
     if args.bitrate is not None and not 1_000 <= args.bitrate <= 1_000_000:
         raise InputError(
             f"--bitrate {args.bitrate} is not a classic CAN bitrate (1000..1000000 bit/s)"
@@ -115,6 +121,7 @@ def _run(args: argparse.Namespace) -> int:
     # Without --dbc or a config, the reference DBCs are applied only where the traffic
     # matches them (candiag.decode.identify); given DBCs are applied as given.
     db = load_dbc_paths(dbc_paths, strict=strict) if dbc_paths else None
+    book = load_rulebook(thresholds_file)
     result = analyze_capture(
         args.capture,
         db,
@@ -122,8 +129,8 @@ def _run(args: argparse.Namespace) -> int:
         config_bitrate=config_bitrate,
         data_bitrate=data_bitrate,
         policies=policies,
-        book=load_rulebook(thresholds_file),
-        keep_history=bool(args.html),
+        book=book,
+        keep_history=bool(args.html or args.pdf),
     )
     report = result.report
     if args.json == "-":
@@ -133,11 +140,36 @@ def _run(args: argparse.Namespace) -> int:
         print_summary(report)
         if args.json:
             write_text(args.json, json.dumps(report, indent=1, default=_json_default) + "\n")
-    if args.html:
-        from candiag.report.html import render_report
-
-        write_text(args.html, render_report(report, result.timeline))
+    if args.html or args.pdf:
+        _write_report(args, result.report, result.timeline, book.t("bus_load_warning"), browser)
     return _exit_status(report, args.fail_on)
+
+
+def _pdf_browser() -> str:
+    """The browser --pdf prints with, found before the analysis starts."""
+    from candiag.report.pdf import find_browser
+
+    return find_browser()
+
+
+def _write_report(
+    args: argparse.Namespace,
+    report: dict[str, Any],
+    timeline: dict[str, Any],
+    load_warning: float,
+    browser: str | None,
+) -> None:
+    from candiag.cli.outputs import write_text
+    from candiag.report.html import render_report
+    from candiag.report.provenance import gather
+
+    provenance = gather(report, load_warning=load_warning)
+    if args.html:
+        write_text(args.html, render_report(report, timeline, provenance))
+    if args.pdf:
+        from candiag.report.pdf import print_pdf
+
+        print_pdf(render_report(report, timeline, provenance, for_print=True), args.pdf, browser)
 
 
 def _config_bus(path: str, name: str | None) -> tuple[BusConfig, Path | None]:
