@@ -279,7 +279,7 @@ class BusMonitor:
         for s in self.signals.fresh(now):
             if np.isfinite(s.last):
                 node = "" if s.node < 0 else str(s.node)
-                yield SignalValue(s.message, s.signal, node, s.unit, s.last)
+                yield SignalValue(s.message, s.signal, node, s.unit, s.last, s.role or "")
 
     def report(self, now: float) -> dict[str, Any]:
         """The bus report of ``candiag analyze`` plus the live link state (diagnosis input)."""
