@@ -313,7 +313,7 @@ def test_summary_reads_as_one_paragraph_for_a_service_manager() -> None:
                "fix": "Check the CAN connector of module 3."}  # fmt: skip
     text = summary_text(_report(findings=[finding]), PROV)
     assert text == (
-        "A 10.0 min recording of the charger's CAN bus can0 starting 2023-11-14 22:13:20 UTC "
+        "A 10.0 min recording of the CAN bus can0 starting 2023-11-14 22:13:20 UTC "
         "(120,000 frames). candiag found 1 critical problem: power module 3 stopped "
         "transmitting. First step: Check the CAN connector of module 3. On the bus: 1 of 2 "
         "known nodes silent (power module 3); no error frames; bus load 26% on average (peak "
@@ -530,7 +530,7 @@ def test_analyze_pdf_prints_the_same_report(capture: Path, tmp_path: Path) -> No
         "125,000 bit/s, recorded with the capture",
         f"candiag {__version__}",
         "power_module.dbc",
-        "A 40.0 s recording of the charger's CAN bus can0",
+        "A 40.0 s recording of the CAN bus can0",
         "candiag found 1 critical problem: Two power modules share address 2",
     ):
         assert expected in flat, expected

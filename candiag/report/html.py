@@ -20,6 +20,7 @@ from html import escape
 from typing import Any
 
 from candiag import __version__
+from candiag.analysis import bus_name
 from candiag.report import access
 from candiag.report.evidence import evidence_rows, utc_text
 from candiag.report.provenance import FileFacts, Provenance
@@ -219,13 +220,18 @@ def summary_text(report: Any, prov: Provenance) -> str:
 def _what_was_recorded(report: Any) -> str:
     start = access.capture_start(report)
     frames = access.frames_total(report)
-    channels = ", ".join(access.capture_channels(report)) or "the bus"
+    names = [bus_name(c) for c in access.capture_channels(report)]
+    buses = (
+        f"the CAN bus {names[0]}"
+        if len(names) == 1
+        else f"{len(names)} CAN buses ({', '.join(names)})"
+    )
     if start is None:
-        return f"The capture of {channels} holds no CAN frame, so nothing on the bus was judged."
+        return f"The capture of {buses} holds no CAN frame, so nothing on the bus was judged."
     duration = _duration_words(access.capture_duration(report))
     axis = TimeAxis(start, access.capture_end(report) or start)
     when = f" starting {utc_text(start)}" if axis.wall_clock else ""
-    return f"A {duration} recording of the charger's CAN bus {channels}{when} ({frames:,} frames)."
+    return f"A {duration} recording of {buses}{when} ({frames:,} frames)."
 
 
 def _count(n: int, what: str) -> str:

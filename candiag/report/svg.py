@@ -403,7 +403,7 @@ def presence_timeline(
             f'<text x="{left - 6}" y="{y + 12}" text-anchor="end" font-size="11">'
             f"{escape(name)}</text>"
             f'<rect x="{left}" y="{y + 2}" width="{right - left}" height="{row_h - 4}" '
-            f'fill="#f3d6d6"><title>{escape(name)}: silent</title></rect>'
+            f'fill="#e57373"><title>{escape(name)}: silent</title></rect>'
         )
         for start, stop in _runs(c > 0, contiguous):
             a, b = float(tt[start]), float(tt[stop - 1]) + 1.0
@@ -421,7 +421,7 @@ def presence_timeline(
     out.append(_time_ticks(axis, TOP + row_h * len(rows) + 2, left, right))
     out.append(
         f'<text x="{right + 8}" y="{TOP + 12}" font-size="11" fill="#2ca02c">■ transmitting</text>'
-        f'<text x="{right + 8}" y="{TOP + 28}" font-size="11" fill="#c62828">■ silent</text>'
+        f'<text x="{right + 8}" y="{TOP + 28}" font-size="11" fill="#e57373">■ silent</text>'
         "</svg>"
     )
     return "".join(out)
