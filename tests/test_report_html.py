@@ -76,6 +76,7 @@ def test_evidence_keys_are_shown_in_words() -> None:
                 "load_ratio_10s": 0.734,
                 "by_class_60s": {"ack": 3, "form": 1},
                 "tec": 128,
+                "timeout_s": 7190,
             }
         )
     )
@@ -85,6 +86,7 @@ def test_evidence_keys_are_shown_in_words() -> None:
         "Bus load (last 10 s)": "73.4 %",
         "Error frames by class (last 60 s)": "ack: 3, form: 1",
         "Transmit error counter (TEC)": "128",
+        "Timeout": "7,190 s (2.0 h)",
     }
 
 
@@ -101,6 +103,9 @@ def test_time_axis_ticks_fall_on_round_utc_times() -> None:
     assert "UTC (2023-11-14)" in axis.caption()
     hour = TimeAxis(START, START + 7200)
     assert {round(b - a) for a, b in zip(hour.ticks(), hour.ticks()[1:], strict=False)} == {1800}
+    # Whole-minute ticks drop the seconds; a span over midnight names both dates.
+    assert [hour.clock(t) for t in hour.ticks()] == ["22:30", "23:00", "23:30", "00:00"]
+    assert "UTC (2023-11-14 to 2023-11-15)" in hour.caption()
     assert TimeAxis(START, START + 2 * 86400).clock(START) == "11-14 22:13"
 
 

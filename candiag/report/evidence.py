@@ -69,7 +69,17 @@ def value_text(value: Any, unit: str) -> str:
     if unit == "bit/s":
         return f"{int(value):,} bit/s"
     shown = f"{value:,}" if isinstance(value, int) else number(float(value))
+    if unit == "s" and float(value) >= 120:
+        return f"{shown} s ({_long_duration(float(value))})"
     return f"{shown} {unit}" if unit else shown
+
+
+def _long_duration(seconds: float) -> str:
+    """``2.0 h``, ``3.5 min``, ``1.2 days``."""
+    for size, name in ((86400.0, "days"), (3600.0, "h"), (60.0, "min")):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {name}"
+    return f"{seconds:.0f} s"
 
 
 def utc_text(ts: float) -> str:

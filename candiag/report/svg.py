@@ -92,19 +92,30 @@ class TimeAxis:
             left + (np.asarray(ts, np.float64) - self.start) / self.span * (right - left)
         )
 
-    def ticks(self) -> list[float]:
-        """Round clock times within the axis, at most :data:`MAX_TICKS` of them."""
+    @property
+    def step(self) -> float:
+        """Seconds between ticks: the smallest round step giving at most MAX_TICKS ticks."""
         step = next((s for s in TICK_STEPS_S if self.span / s <= MAX_TICKS - 1), TICK_STEPS_S[-1])
         if self.span / step > MAX_TICKS - 1:  # longer than about a week: whole days
             step = math.ceil(self.span / (MAX_TICKS - 1) / 86400) * 86400
-        first = math.ceil(self.start / step) * step
-        return [float(t) for t in np.arange(first, self.end + 1e-9, step)]
+        return float(step)
+
+    def ticks(self) -> list[float]:
+        """Round clock times within the axis, at most :data:`MAX_TICKS` of them."""
+        first = math.ceil(self.start / self.step) * self.step
+        return [float(t) for t in np.arange(first, self.end + 1e-9, self.step)]
 
     def clock(self, ts: float) -> str:
-        """``22:13:30`` (UTC) or, without wall-clock time, ``t=130 s`` in the capture's clock."""
+        """``22:13:30`` (UTC; ``22:30`` when ticks are whole minutes, ``11-15 00:00`` over
+        days) or, without wall-clock time, ``t=130 s`` in the capture's clock."""
         if not self.wall_clock:
             return f"t={number(ts)} s"
-        fmt = "%m-%d %H:%M" if self.span > 86400 else "%H:%M:%S"
+        if self.span > 86400:
+            fmt = "%m-%d %H:%M"
+        elif self.step >= 60 and ts % 60 == 0:
+            fmt = "%H:%M"
+        else:
+            fmt = "%H:%M:%S"
         return time.strftime(fmt, time.gmtime(ts))
 
     def elapsed(self, ts: float) -> str:
@@ -124,7 +135,10 @@ class TimeAxis:
 
     def caption(self) -> str:
         if self.wall_clock:
-            day = time.strftime("%Y-%m-%d", time.gmtime(self.start))
+            first, last = (
+                time.strftime("%Y-%m-%d", time.gmtime(t)) for t in (self.start, self.end)
+            )
+            day = first if first == last else f"{first} to {last}"
             return f"time: UTC ({day}); below: time since the capture start"
         return (
             "time: the capture's own clock in seconds (its timestamps are not wall-clock "
