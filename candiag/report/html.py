@@ -9,6 +9,7 @@ so the file opens anywhere, offline, and prints as it shows (``--pdf``).
 
 Every field of the analysis report is read through :mod:`candiag.report.access`; every
 text that comes from a file (paths, DBC names and units, channel names) is escaped.
+What each part holds and why: docs/report.md.
 """
 
 from __future__ import annotations

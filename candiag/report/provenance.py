@@ -4,7 +4,8 @@ The capture file's size and SHA-256 (so the recipient can tell they hold the sam
 the adapter and channel the recording names in its metadata, the DBCs used with their
 SHA-256, and the message families of those DBCs (the signals table groups by node).
 A file that cannot be read (a capture read from standard input, a DBC moved since) is
-said to be so, never given a made-up size or hash.
+said to be so, never given a made-up size or hash.  The size is that of the bytes hashed.
+See docs/report.md.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from candiag.report import access
+
+HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,14 @@ def file_facts(path: str) -> FileFacts:
     """Size and SHA-256 of ``path`` (``-``: standard input, not kept, so not hashed)."""
     if path == "-":
         return FileFacts(path, problem="read from standard input: not kept, so not hashed")
+    digest = hashlib.sha256()
+    size = 0
     try:
-        with open(path, "rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        return FileFacts(path, Path(path).stat().st_size, digest)
+        with open(path, "rb") as handle:  # hashlib.file_digest is 3.11+; 3.10 is supported
+            while chunk := handle.read(HASH_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        return FileFacts(path, size, digest.hexdigest())
     except OSError as err:
         return FileFacts(path, problem=f"not readable now ({err.strerror})")
 
