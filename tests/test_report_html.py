@@ -439,6 +439,13 @@ def test_a_relative_time_capture_is_not_dressed_up_as_utc(tmp_path: Path) -> Non
     assert "1970-01-01" not in page.split("id='findings'")[0]
 
 
+def test_pdf_to_standard_output_is_refused(
+    capture: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["analyze", str(capture), "--pdf", "-"]) == 2
+    assert "not written to standard output" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_pdf_without_a_browser_is_refused_before_the_analysis(
     capture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -91,6 +91,8 @@ def _run(args: argparse.Namespace) -> int:
     from candiag.diagnosis.engine import load_rulebook
     from candiag.health.nodes import FamilyPolicy
 
+    if args.pdf == "-":
+        raise InputError("--pdf -: a PDF is not written to standard output; give a file name")
     check_outputs([args.json, args.html, args.pdf], [args.capture])
     browser = _pdf_browser() if args.pdf else None
     if args.bitrate is not None and not 1_000 <= args.bitrate <= 1_000_000:
