@@ -165,7 +165,7 @@ def test_signals_by_unit_with_base_unit_conversion() -> None:
         ),
     )
     g = registry_for(snap).get_sample_value
-    lab = {"bus": "can0", "message": "M", "node": "3"}
+    lab = {"bus": "can0", "message": "M", "node": "3", "role": ""}
     assert g("candiag_can_signal_volts", {**lab, "signal": "Vout"}) == 400
     assert g("candiag_can_signal_amperes", {**lab, "signal": "Iout"}) == 1.5
     assert g("candiag_can_signal_celsius", {**lab, "signal": "Temp"}) == 41

@@ -120,7 +120,8 @@ def test_simulated_charger_end_to_end(running: Daemon) -> None:
     assert 0 < sample(text, 'candiag_can_bus_load_ratio{bus="sim0",window="10s"}') < 1
     volts = sample(
         text,
-        'candiag_can_signal_volts{bus="sim0",message="ModuleTelemetry",node="1",signal="OutputVoltage"}',
+        'candiag_can_signal_volts{bus="sim0",message="ModuleTelemetry",node="1",'
+        'role="output_voltage",signal="OutputVoltage"}',
     )
     assert volts >= 0
     assert (

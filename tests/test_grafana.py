@@ -3,6 +3,7 @@ PromQL expression syntactically checked by promtool (wrapped as recording rules)
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,130 @@ def test_datasource_provisioning() -> None:
     assert source["type"] == "prometheus"
     assert source["uid"] == "candiag-prometheus"
     assert source["url"].startswith("http")
+
+
+# -- every panel shows one quantity, in its unit; module panels plot readings, per module ------
+
+# What a query measures, by the suffix of the metric it reads (base units, as exported).
+_SUFFIX_UNITS = (
+    ("_ratio", {"percentunit"}),
+    ("_volts", {"volt"}),
+    ("_amperes", {"amp"}),
+    ("_celsius", {"celsius"}),
+    ("_watts", {"watt"}),
+    ("_hertz", {"hertz"}),
+    ("_ohms", {"ohm"}),
+)
+_PER_SECOND = {"cps", "reqps", "ops", "rps"}
+_COUNT = {"none", "short"}
+
+
+def measured_units(expr: str) -> set[str]:
+    """The Grafana units that fit what ``expr`` measures (one quantity, or an error)."""
+    names = metric_names(expr)
+    if "histogram_quantile(" in expr or re.match(r"\s*time\(\)\s*-", expr):
+        return {"s"}
+    if re.search(r"\)\s*/\s*sum\b|\)\s*/\s*rate\(", expr):
+        return {"percentunit"}  # a ratio of two rates
+    if "rate(" in expr and "increase(" not in expr:
+        # A rate of joules is watts; a rate of a count is per second.
+        return {"watt"} if any(n.endswith("_joules_total") for n in names) else _PER_SECOND
+    if "increase(" in expr:
+        return _COUNT  # events per interval
+    units = set()
+    for name in names:
+        found = [u for suffix, u in _SUFFIX_UNITS if name.endswith(suffix)]
+        units.add(frozenset(found[0]) if found else frozenset(_COUNT))
+    if not units:  # up{job="candiag"}
+        return _COUNT
+    assert len(units) == 1, f"{expr!r} mixes quantities {units}"
+    return set(next(iter(units)))
+
+
+def test_measured_units() -> None:
+    assert measured_units('candiag_can_signal_volts{role="output_voltage"}') == {"volt"}
+    assert measured_units("rate(candiag_meter_energy_joules_total[1m])") == {"watt"}
+    assert measured_units("rate(candiag_can_frames_total[1m])") == _PER_SECOND
+    assert measured_units("time() - candiag_loop_last_run_timestamp_seconds") == {"s"}
+    assert measured_units("sum(rate(a_total[1m])) / sum(rate(b_total[1m]))") == {"percentunit"}
+    with pytest.raises(AssertionError, match="mixes quantities"):
+        measured_units("candiag_meter_frequency_hertz or candiag_meter_temperature_celsius")
+
+
+def test_every_panel_shows_one_quantity_in_its_unit(dashboard: dict[str, Any]) -> None:
+    problems = []
+    for panel in _content_panels(dashboard):
+        if panel["type"] == "table":
+            continue  # columns, not an axis: each column is its own query
+        unit = panel["fieldConfig"]["defaults"].get("unit") or "none"
+        fits = set.intersection(*(measured_units(t["expr"]) for t in panel["targets"]))
+        if unit not in fits:
+            problems.append(
+                f"{panel['title']!r}: unit {unit}, its queries measure {fits or 'different things'}"
+            )
+    assert not problems, "\n".join(problems)
+
+
+def test_frequency_and_temperature_have_axes_of_their_own(dashboard: dict[str, Any]) -> None:
+    panels = {p["title"]: p for p in _content_panels(dashboard)}
+    assert panels["Grid frequency"]["fieldConfig"]["defaults"]["unit"] == "hertz"
+    assert panels["Meter temperature"]["fieldConfig"]["defaults"]["unit"] == "celsius"
+    for panel in panels.values():
+        exprs = " ".join(t["expr"] for t in panel["targets"])
+        assert not ("_hertz" in exprs and "_celsius" in exprs), panel["title"]
+
+
+def test_module_panels_plot_readings_by_role_not_every_signal(dashboard: dict[str, Any]) -> None:
+    panels = {p["title"]: p for p in _content_panels(dashboard)}
+    for title, role in (
+        ("Module output voltage", "output_voltage"),
+        ("Module output current", "output_current"),
+        ("Module temperature (hottest sensor)", "temperature"),
+    ):
+        (target,) = panels[title]["targets"]
+        assert f'role="{role}"' in target["expr"], title
+        assert "{{node}}" in target["legendFormat"], title
+    # No panel plots a whole unit family (capabilities, input voltages, coil currents...).
+    for panel in panels.values():
+        for target in panel["targets"]:
+            if "candiag_can_signal_" in target["expr"]:
+                assert "role=" in target["expr"], (panel["title"], target["expr"])
+
+
+def test_each_stat_means_one_thing(dashboard: dict[str, Any]) -> None:
+    for panel in _content_panels(dashboard):
+        if panel["type"] == "stat":
+            assert len(panel["targets"]) == 1, f"{panel['title']!r} mixes several figures"
+    titles = {p["title"] for p in _content_panels(dashboard)}
+    assert {"Exporter scraped", "Processing loop age", "candiag version"} <= titles
+
+
+def test_signal_metrics_carry_the_dbc_role() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from candiag.metrics.collectors import CandiagCollector
+    from candiag.metrics.snapshot import BusSnapshot, SignalValue, Snapshot
+
+    snap = Snapshot(
+        version="x",
+        buses=(
+            BusSnapshot(
+                name="can0",
+                up=True,
+                state="error_active",
+                signals=(
+                    SignalValue("M", "Read_Vout", "3", "V", 400.0, "output_voltage"),
+                    SignalValue("M", "MaxVout", "3", "V", 1000.0),
+                ),
+            ),
+        ),
+    )
+    registry = CollectorRegistry()
+    registry.register(CandiagCollector(lambda: snap))
+    lab = {"bus": "can0", "message": "M", "node": "3"}
+    get = registry.get_sample_value
+    assert (
+        get("candiag_can_signal_volts", {**lab, "signal": "Read_Vout", "role": "output_voltage"})
+        == 400
+    )
+    assert get("candiag_can_signal_volts", {**lab, "signal": "MaxVout", "role": ""}) == 1000

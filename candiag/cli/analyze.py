@@ -81,6 +81,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
     parser.add_argument(
+        "--pdf",
+        metavar="FILE",
+        help="write the same report as PDF (needs a headless Chromium or Chrome on PATH)",
+    )
+    parser.add_argument(
         "--strict",
         action="store_true",
         help="refuse DBCs cantools' strict mode refuses (default: load them, with warnings; "
@@ -103,7 +108,10 @@ def _run(args: argparse.Namespace) -> int:
     from candiag.diagnosis.engine import load_rulebook
     from candiag.health.nodes import FamilyPolicy
 
-    check_outputs([args.json, args.html], [args.capture])
+    if args.pdf == "-":
+        raise InputError("--pdf -: a PDF is not written to standard output; give a file name")
+    check_outputs([args.json, args.html, args.pdf], [args.capture])
+    browser = _pdf_browser() if args.pdf else None
     if args.bitrate is not None and not 1_000 <= args.bitrate <= 1_000_000:
         raise InputError(
             f"--bitrate {args.bitrate} is not a classic CAN bitrate (1000..1000000 bit/s)"
@@ -132,6 +140,7 @@ def _run(args: argparse.Namespace) -> int:
     # Without --dbc or a config, the reference DBCs are applied only where the traffic
     # matches them (candiag.decode.identify); given DBCs are applied as given.
     db = load_dbc_paths(dbc_paths, strict=strict) if dbc_paths else None
+    book = load_rulebook(thresholds_file)
     with progress(f"analyzing {_short_name(args.capture)}", quiet=args.quiet) as update:
         result = analyze_capture(
             args.capture,
@@ -140,8 +149,8 @@ def _run(args: argparse.Namespace) -> int:
             config_bitrate=config_bitrate,
             data_bitrate=data_bitrate,
             policies=policies,
-            book=load_rulebook(thresholds_file),
-            keep_history=bool(args.html),
+            book=book,
+            keep_history=bool(args.html or args.pdf),
             progress=lambda reader, batches: capture_batches(reader, batches, update),
         )
     report = result.report
@@ -154,11 +163,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.json:
             write_text(args.json, json.dumps(report, indent=1, default=_json_default) + "\n")
             wrote(args.json)
-    if args.html:
-        from candiag.report.html import render_report
-
-        write_text(args.html, render_report(report, result.timeline))
-        wrote(args.html)
+    if args.html or args.pdf:
+        _write_report(args, result.report, result.timeline, book.t("bus_load_warning"), browser)
     return _exit_status(report, args.fail_on)
 
 
@@ -167,6 +173,35 @@ def _short_name(path: str) -> str:
     from candiag.capture.source import capture_name
 
     return Path(capture_name(path)).name if path != "-" else capture_name(path)
+
+
+def _pdf_browser() -> str:
+    """The browser --pdf prints with, found before the analysis starts."""
+    from candiag.report.pdf import find_browser
+
+    return find_browser()
+
+
+def _write_report(
+    args: argparse.Namespace,
+    report: dict[str, Any],
+    timeline: dict[str, Any],
+    load_warning: float,
+    browser: str | None,
+) -> None:
+    from candiag.cli.outputs import write_text, wrote
+    from candiag.report.html import render_report
+    from candiag.report.provenance import gather
+
+    provenance = gather(report, load_warning=load_warning)
+    if args.html:
+        write_text(args.html, render_report(report, timeline, provenance))
+        wrote(args.html)
+    if args.pdf:
+        from candiag.report.pdf import print_pdf
+
+        print_pdf(render_report(report, timeline, provenance, for_print=True), args.pdf, browser)
+        wrote(args.pdf)
 
 
 def _config_bus(path: str, name: str | None) -> tuple[BusConfig, Path | None]:

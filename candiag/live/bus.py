@@ -429,7 +429,7 @@ class LiveBus:
         for s in self.pipeline.signals.fresh(now):
             if np.isfinite(s.last):
                 node = "" if s.node < 0 else str(s.node)
-                yield SignalValue(s.message, s.signal, node, s.unit, s.last)
+                yield SignalValue(s.message, s.signal, node, s.unit, s.last, s.role or "")
 
     def families_by_message(self) -> Mapping[str, str | None]:
         return {m.name: m.family for m in self.db.messages}

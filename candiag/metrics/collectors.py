@@ -235,7 +235,9 @@ def _can_metrics(buses: Sequence[BusSnapshot]) -> Iterator[Metric]:
 
 
 def _signal_metrics(buses: Sequence[BusSnapshot]) -> Iterator[Metric]:
-    labels = ["bus", "message", "signal", "node"]
+    # role: the DBC's CandiagRole, so a dashboard selects "each module's output voltage"
+    # whatever the protocol calls the signal (docs/operations.md).
+    labels = ["bus", "message", "signal", "node", "role"]
     families = {
         suffix: _gauge(f"candiag_can_signal_{suffix}", doc, labels)
         for suffix, doc in _SIGNAL_HELP.items()
@@ -247,7 +249,7 @@ def _signal_metrics(buses: Sequence[BusSnapshot]) -> Iterator[Metric]:
     )
     for bus in buses:
         for sig in bus.signals:
-            key = [bus.name, sig.message, sig.signal, sig.node]
+            key = [bus.name, sig.message, sig.signal, sig.node, sig.role]
             mapped = _SIGNAL_UNITS.get(sig.unit.strip())
             if mapped is None:
                 other.add_metric([*key, sig.unit.strip()], sig.value)

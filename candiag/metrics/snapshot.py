@@ -42,6 +42,7 @@ class SignalValue:
     node: str  # "" when the message is not addressed
     unit: str
     value: float
+    role: str = ""  # the signal's CandiagRole in the DBC ("output_voltage"), "" when none
 
 
 @dataclass(frozen=True)

@@ -1,30 +1,47 @@
 """``candiag analyze CAPTURE --html report.html``: one self-contained file for a ticket.
 
-Order follows what the reader needs first: a summary and the findings with
-their fixes, then plots (bus load, error frames by class, node presence, key
-signals per module), then the tables (ids, nodes, firmware, signals).  No
-external assets: styles are inline and charts are inline SVG
-(:mod:`candiag.report.svg`), so the file opens anywhere, offline.
+Order follows who reads it: the header a manufacturer needs (capture file with size and
+SHA-256, span, adapter and channel, bitrate and how it is known, DBCs with their hashes,
+candiag version), a one-paragraph summary a service manager can read, the findings with
+their fixes, then the figures, the charts over wall-clock time and the tables.  No
+external assets: styles are inline and charts are inline SVG (:mod:`candiag.report.svg`),
+so the file opens anywhere, offline, and prints as it shows (``--pdf``).
+
+Every field of the analysis report is read through :mod:`candiag.report.access`; every
+text that comes from a file (paths, DBC names and units, channel names) is escaped.
+What each part holds and why: docs/report.md.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
 from candiag import __version__
-from candiag.report.svg import line_chart, presence_timeline
+from candiag.analysis import bus_name
+from candiag.report import access
+from candiag.report.evidence import evidence_rows, utc_text
+from candiag.report.provenance import FileFacts, Provenance
+from candiag.report.signals import signal_groups
+from candiag.report.svg import Threshold, TimeAxis, line_chart, presence_timeline
+from candiag.report.units import symbol
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;max-width:1100px}
-h1{font-size:22px;margin-bottom:4px} h3{font-size:14px;margin:14px 0 0} h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}
-.meta{color:#666;font-size:13px}
+h1{font-size:22px;margin-bottom:8px} h3{font-size:14px;margin:14px 0 0}
+h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}
+.summary{font-size:15px;line-height:1.5;background:#f6f8fa;border:1px solid #dde3ea;border-radius:6px;padding:10px 14px}
+table.facts{border:none;font-size:13px;margin:4px 0 8px}
+table.facts th{background:none;border:none;text-align:right;color:#555;font-weight:normal;padding:1px 10px 1px 0;vertical-align:top;white-space:nowrap}
+table.facts td{border:none;padding:1px 0}
+.hash{font-family:monospace;font-size:11px;word-break:break-all}
 .cards{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
 .card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:130px}
 .card b{display:block;font-size:20px}
-.finding{border-left:6px solid #999;padding:8px 12px;margin:10px 0;background:#fcfcfc}
+.finding{border-left:6px solid #999;padding:8px 12px;margin:10px 0;background:#fcfcfc;break-inside:avoid}
 .finding.critical{border-color:#c62828}.finding.warning{border-color:#ef8f00}.finding.info{border-color:#1565c0}
 .sev{font-weight:bold;text-transform:uppercase;font-size:12px}
 .critical .sev{color:#c62828}.warning .sev{color:#ef8f00}.info .sev{color:#1565c0}
@@ -32,66 +49,324 @@ h1{font-size:22px;margin-bottom:4px} h3{font-size:14px;margin:14px 0 0} h2{font-
 table{border-collapse:collapse;font-size:13px;margin:8px 0}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:left} th{background:#f3f3f3}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-.ok{color:#2e7d32}.bad{color:#c62828;font-weight:bold}.warn{color:#ef8f00}
-svg.chart{width:100%;height:auto;margin:6px 0}
+tr.msg th{background:#eef2f6;font-weight:600}
+.ok{color:#2e7d32}.bad{color:#c62828;font-weight:bold}.warn{color:#ef8f00;font-weight:bold}
+svg.chart{width:100%;height:auto;margin:6px 0;break-inside:avoid}
+svg.chart rect.hover:hover{fill:rgba(0,0,0,.06)}
+.chart-note{font-size:12px;color:#555;margin:0 0 8px}
 .empty{color:#888}
+details.folded{margin:4px 0 12px}
+details.folded summary{cursor:pointer;color:#444;font-size:13px}
+@media print{body{margin:0;max-width:none} h2{break-after:avoid}}
 """
 
+SOURCE_WORDS = {
+    "flag": "given on the command line",
+    "config": "from the configuration",
+    "recording": "recorded with the capture",
+    "inferred": "inferred from the frame spacing",
+    "assumed": "assumed, not known",
+}
 
-def render_report(report: Mapping[str, Any], timeline: Mapping[str, Any] | None = None) -> str:
-    """The whole HTML document for an analyze report (and its per-second timeline)."""
+
+def render_report(
+    report: Any,
+    timeline: Mapping[str, Any] | None = None,
+    provenance: Provenance | None = None,
+    *,
+    for_print: bool = False,
+) -> str:
+    """The whole HTML document for an analyze report (and its per-second timeline).
+
+    ``for_print``: a page that cannot be clicked (PDF) shows each finding's likely causes
+    unfolded; the folded signal tables stay folded (their summary names what was set).
+    """
+    from candiag.report.provenance import gather
+
+    prov = provenance or gather(report)
+    path = access.capture_path(report)
     body = [
-        _header(report),
-        _summary(report),
-        _findings(report),
-        _plots(timeline or {}),
-        _nodes_table(report.get("nodes") or []),
-        _firmware_table(report.get("nodes") or []),
-        _ids_table(report.get("ids") or {}),
-        _signals_table(report.get("signals") or {}),
+        f"<h1>CAN bus report: {escape(prov.capture.name)}</h1>",
+        _header(report, prov),
+        _summary(report, prov),
+        _findings(report, for_print),
         _capture_notes(report),
+        _figures(report),
+        _plots(report, timeline or {}, prov),
+        _nodes_table(access.nodes(report)),
+        _firmware_table(access.nodes(report)),
+        _ids_table(access.ids(report)),
+        _signals(report, prov),
     ]
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>candiag report: {escape(str(_capture(report).get('path', '')))}</title>"
+        f"<title>candiag report: {escape(path)}</title>"
         f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>"
     )
 
 
-def _capture(report: Mapping[str, Any]) -> Mapping[str, Any]:
-    capture: Mapping[str, Any] = report.get("capture") or {}
-    return capture
+# -- header -----------------------------------------------------------------------------------
 
 
-def _header(report: Mapping[str, Any]) -> str:
-    cap = _capture(report)
-    start = cap.get("start")
-    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(start)) if start else "?"
+def _header(report: Any, prov: Provenance) -> str:
+    rows = [
+        ("Capture file", escape(access.capture_path(report))),
+        ("Size and SHA-256", _file_cell(prov.capture)),
+        ("Format", escape(access.capture_format(report))),
+        ("Span", escape(_span_text(report))),
+        ("Adapter and channel", escape(prov.adapter)),
+        ("Bitrate", _bitrate_cell(report)),
+        ("DBCs", _dbcs_cell(report, prov)),
+        (
+            "Generated",
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by candiag "
+            f"{escape(__version__)}",
+        ),
+    ]
+    body = "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return f"<table class='facts' id='header'>{body}</table>"
+
+
+def _file_cell(facts: FileFacts) -> str:
+    if facts.sha256 is None:
+        return f"<span class='warn'>{escape(facts.problem)}</span>"
+    return f"{facts.size:,} bytes · SHA-256 <span class='hash'>{escape(facts.sha256)}</span>"
+
+
+def _span_text(report: Any) -> str:
+    start, end = access.capture_start(report), access.capture_end(report)
+    if start is None or end is None:
+        return "no frame in the capture"
+    duration = _duration_words(access.capture_duration(report))
+    axis = TimeAxis(start, end)
+    if not axis.wall_clock:
+        return (
+            f"{duration}, capture clock t={start:.3f} s to {end:.3f} s (its timestamps are "
+            "not wall-clock time)"
+        )
     return (
-        "<h1>candiag bus report</h1>"
-        f"<div class='meta'>Capture <b>{escape(str(cap.get('path', '?')))}</b>, "
-        f"from {when}, {float(cap.get('duration_s') or 0):.1f} s, "
-        f"{int(cap.get('frames') or 0):,} frames. "
-        f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by candiag "
-        f"{escape(__version__)}.</div>"
+        f"{utc_text(start)} to {utc_text(end)} ({duration}; capture timestamps "
+        f"{start:.6f} to {end:.6f})"
     )
+
+
+def _duration_words(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s"
+
+
+def _bitrate_cell(report: Any) -> str:
+    lines = []
+    for line in access.bitrates(report):
+        source = SOURCE_WORDS.get(line.source, line.source)
+        cls = "" if line.known else " class='warn'"
+        bus = f"{escape(line.bus)}: " if len(access.bitrates(report)) > 1 else ""
+        lines.append(
+            f"{bus}{line.bitrate:,} bit/s, <span{cls}>{escape(source)}</span>"
+            + (f" ({escape(line.detail)})" if line.detail and line.source == "inferred" else "")
+        )
+    return "<br>".join(lines) or "-"
+
+
+def _dbcs_cell(report: Any, prov: Provenance) -> str:
+    if not prov.dbcs:
+        return "<span class='warn'>none: nothing was decoded</span>"
+    items = []
+    for dbc in prov.dbcs:
+        if dbc.sha256 is None:
+            tail = f"<span class='warn'>{escape(dbc.problem)}</span>"
+        else:
+            tail = f"<span class='hash'>{escape(dbc.sha256)}</span>"
+        items.append(f"{escape(dbc.name)} · {tail}")
+    how = access.dbc_selection(report)
+    return "<br>".join(items) + (f"<br><i>{escape(how)}</i>" if how else "")
+
+
+# -- summary ----------------------------------------------------------------------------------
+
+
+def _summary(report: Any, prov: Provenance) -> str:
+    return f"<p class='summary' id='summary'>{escape(summary_text(report, prov))}</p>"
+
+
+def summary_text(report: Any, prov: Provenance) -> str:
+    """One paragraph a service manager reads: what was recorded, the verdict, what to do."""
+    sentences = [_what_was_recorded(report)]
+    findings = access.findings(report)
+    serious = [f for f in findings if access.field(f, "severity") in ("critical", "warning")]
+    if serious:
+        crit = sum(1 for f in serious if access.field(f, "severity") == "critical")
+        warn = len(serious) - crit
+        counts = " and ".join(
+            p for p in (_count(crit, "critical problem"), _count(warn, "warning")) if p
+        )
+        titles = [_finding_title(f) for f in serious[:3]]
+        more = f" and {len(serious) - 3} more" if len(serious) > 3 else ""
+        sentences.append(f"candiag found {counts}: {'; '.join(titles)}{more}.")
+        first_fix = str(access.field(serious[0], "fix", "")).strip()
+        if first_fix:
+            sentences.append(f"First step: {first_fix.rstrip('.')}.")
+    else:
+        sentences.append(all_clear_text(report))
+    sentences.append(_health_sentence(report, prov))
+    unknowns = _unknowns(report)
+    if unknowns:
+        sentences.append(unknowns)
+    return " ".join(s for s in sentences if s)
+
+
+def _what_was_recorded(report: Any) -> str:
+    start = access.capture_start(report)
+    frames = access.frames_total(report)
+    names = [bus_name(c) for c in access.capture_channels(report)]
+    buses = (
+        f"the CAN bus {names[0]}"
+        if len(names) == 1
+        else f"{len(names)} CAN buses ({', '.join(names)})"
+    )
+    if start is None:
+        return f"The capture of {buses} holds no CAN frame, so nothing on the bus was judged."
+    duration = _duration_words(access.capture_duration(report))
+    axis = TimeAxis(start, access.capture_end(report) or start)
+    when = f" starting {utc_text(start)}" if axis.wall_clock else ""
+    return f"A {duration} recording of {buses}{when} ({frames:,} frames)."
+
+
+def _count(n: int, what: str) -> str:
+    return "" if n == 0 else f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def _finding_title(finding: Any) -> str:
+    title = str(access.field(finding, "title", ""))
+    return title + (" (cleared during the capture)" if access.field(finding, "cleared_at") else "")
+
+
+def _health_sentence(report: Any, prov: Provenance) -> str:
+    parts = []
+    nodes = access.nodes(report)
+    if nodes:
+        absent = [n for n in nodes if access.field(n, "status") == "offline"]
+        if absent:
+            names = ", ".join(_node_name(n) for n in absent[:4])
+            parts.append(f"{len(absent)} of {len(nodes)} known nodes silent ({names})")
+        else:
+            parts.append(f"all {len(nodes)} known nodes transmitting")
+    errors = access.error_frame_count(report)
+    parts.append(f"{errors:,} error frames" if errors else "no error frames")
+    if access.bus_off_events(report):
+        parts.append(f"{access.bus_off_events(report)} bus-off events")
+    mean, peak = access.load_mean(report), access.load_max_1s(report)
+    if mean is not None and peak is not None:
+        level = f", warning level {prov.load_warning:.0%}" if prov.load_warning is not None else ""
+        parts.append(f"bus load {mean:.0%} on average (peak {peak:.0%}{level})")
+    return ("On the bus: " + "; ".join(parts) + ".") if parts else ""
+
+
+def _node_name(node: Any) -> str:
+    family = str(access.field(node, "family", "node")).replace("_", " ")
+    return f"{family} {access.field(node, 'address', '')}".strip()
+
+
+def _unknowns(report: Any) -> str:
+    said = []
+    if any(not b.known for b in access.bitrates(report)):
+        said.append("the bitrate was not known but assumed, so load figures are approximate")
+    if access.malformed_lines(report):
+        said.append(f"{access.malformed_lines(report):,} unreadable lines were skipped")
+    if access.frames_total(report) and not access.decoded_frames(report):
+        said.append("no frame matched the DBCs, so no node or signal was judged")
+    if not said:
+        return ""
+    return "Note: " + "; ".join(said) + " (see the capture notes)."
+
+
+# -- findings ---------------------------------------------------------------------------------
+
+
+def all_clear_text(report: Any) -> str:
+    """What "no findings" means for this report: only statements that are true of it
+    (as :func:`candiag.analysis.all_clear_sentence` says it in the text summary)."""
+    said = []
+    if access.error_frame_count(report) == 0:
+        said.append("zero error frames")
+    nodes = access.nodes(report)
+    if nodes and all(access.field(n, "status") == "online" for n in nodes):
+        said.append(f"all {len(nodes)} nodes present")
+    elif not nodes:
+        said.append("no node known to the DBCs, so node liveness was not judged")
+    if nodes and not access.firmware_mismatches(report):
+        said.append("firmware consistent")
+    head = f"No findings in {access.frames_total(report):,} frames"
+    return f"{head}: {', '.join(said)}." if said else f"{head}."
+
+
+def _findings(report: Any, for_print: bool = False) -> str:
+    findings = access.findings(report)
+    if not findings:
+        text = all_clear_text(report)
+        return f"<h2 id='findings'>Findings</h2><p class='ok'>{escape(text)}</p>"
+    start = access.capture_start(report)
+    items = [_finding(f, start, for_print) for f in findings]
+    return "<h2 id='findings'>Findings</h2>" + "".join(items)
+
+
+def _finding(f: Any, start: float | None, for_print: bool) -> str:
+    sev = escape(str(access.field(f, "severity", "info")))
+    evidence = "".join(
+        f"<tr><th>{escape(words)}</th><td>{escape(value)}</td></tr>"
+        for words, value in evidence_rows(access.field(f, "evidence", {}))
+    )
+    causes = "".join(f"<li>{escape(str(c))}</li>" for c in access.field(f, "causes", []))
+    mrec = access.field(f, "mrec")
+    mrec_text = f" · MREC {escape(str(mrec))}" if mrec else ""
+    since, cleared = access.field(f, "since"), access.field(f, "cleared_at")
+    when = "" if since is None else f" · since {escape(_when(since, start))}"
+    if cleared is not None:
+        when += f", cleared {escape(_when(cleared, start))}"
+    return (
+        f"<div class='finding {sev}'><span class='sev'>{sev}</span> "
+        f"<b>{escape(str(access.field(f, 'title', '')))}</b>"
+        f"<div class='code'>{escape(str(access.field(f, 'code', '')))} · "
+        f"{escape(str(access.field(f, 'subject', '')))}{mrec_text}{when}</div>"
+        f"<p><b>Fix / next check:</b> {escape(str(access.field(f, 'fix', '')))}</p>"
+        f"<details open><summary>Evidence</summary><table class='facts'>{evidence}</table>"
+        "</details>"
+        f"<details{' open' if for_print else ''}><summary>Likely causes, most likely first"
+        f"</summary><ol>{causes}</ol></details>"
+        "</div>"
+    )
+
+
+def _when(ts: Any, start: float | None) -> str:
+    try:
+        value = float(ts)
+    except (TypeError, ValueError):
+        return str(ts)
+    if start is None:
+        return utc_text(value)
+    axis = TimeAxis(start, value)
+    return f"{utc_text(value) if axis.wall_clock else axis.clock(value)} ({axis.elapsed(value)})"
+
+
+# -- figures and charts -----------------------------------------------------------------------
 
 
 def _card(label: str, value: str, cls: str = "") -> str:
     return f"<div class='card'><span>{escape(label)}</span><b class='{cls}'>{value}</b></div>"
 
 
-def _summary(report: Mapping[str, Any]) -> str:
-    frames = report.get("frames") or {}
-    load = report.get("bus_load") or {}
-    ef = report.get("error_frames") or {}
-    nodes = report.get("nodes") or []
-    online = sum(1 for n in nodes if n.get("status") != "offline")
-    findings = report.get("findings") or []
-    crit = sum(1 for f in findings if f.get("severity") == "critical")
-    warn = sum(1 for f in findings if f.get("severity") == "warning")
-    errors = int(frames.get("error") or 0)
-    bus_off = int(report.get("bus_off_events") or 0)
+def _figures(report: Any) -> str:
+    nodes = access.nodes(report)
+    online = sum(1 for n in nodes if access.field(n, "status") != "offline")
+    findings = access.findings(report)
+    crit = sum(1 for f in findings if access.field(f, "severity") == "critical")
+    warn = sum(1 for f in findings if access.field(f, "severity") == "warning")
+    errors = access.error_frame_count(report)
+    bus_off = access.bus_off_events(report)
+    tec, rec = access.tec_rec_max(report)
     cards = [
         _card(
             "Findings",
@@ -101,107 +376,63 @@ def _summary(report: Mapping[str, Any]) -> str:
         _card("Error frames", f"{errors:,}", "bad" if errors else "ok"),
         _card("Bus-off events", str(bus_off), "bad" if bus_off else "ok"),
         _card("Nodes present", f"{online}/{len(nodes)}", "ok" if online == len(nodes) else "bad"),
-        _card("Bus load mean", _pct(load.get("mean_ratio"))),
-        _card("Bus load max (1 s)", _pct(load.get("max_ratio_1s"))),
-        _card("TEC / REC max", f"{ef.get('tec_max', 0)} / {ef.get('rec_max', 0)}"),
-        _card(
-            f"Bitrate ({_BITRATE_SOURCE.get(str(load.get('bitrate_source')), 'given')})",
-            f"{int(load.get('bitrate') or 0):,} bit/s",
-            "warn" if load.get("bitrate_source") == "assumed" else "",
-        ),
+        _card("Bus load mean", _pct(access.load_mean(report))),
+        _card("Bus load max (1 s)", _pct(access.load_max_1s(report))),
+        _card("TEC / REC max", f"{escape(str(tec))} / {escape(str(rec))}"),
     ]
-    return "<h2>Summary</h2><div class='cards'>" + "".join(cards) + "</div>"
+    return "<h2 id='figures'>Key figures</h2><div class='cards'>" + "".join(cards) + "</div>"
 
 
-_BITRATE_SOURCE = {
-    "flag": "given",
-    "config": "from config",
-    "recording": "recorded",
-    "inferred": "inferred",
-    "assumed": "assumed, not known",
-}
+def _pct(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1%}"
 
 
-def _pct(value: Any) -> str:
-    return "?" if value is None else f"{float(value):.1%}"
+_UNIT_IN_TITLE = re.compile(r"^(?P<name>.*?)\s*\((?P<unit>[^()]*)\)$")
 
 
-def _findings(report: Mapping[str, Any]) -> str:
-    from candiag.analysis import all_clear_sentence
-
-    findings: Sequence[Mapping[str, Any]] = report.get("findings") or []
-    if not findings:
-        return f"<h2>Findings</h2><p class='ok'>{escape(all_clear_sentence(dict(report)))}</p>"
-    items = []
-    for f in findings:
-        sev = escape(str(f.get("severity", "info")))
-        evidence = "".join(
-            f"<li>{escape(str(k))}: {escape(_compact(v))}</li>"
-            for k, v in (f.get("evidence") or {}).items()
-        )
-        causes = "".join(f"<li>{escape(str(c))}</li>" for c in f.get("causes") or [])
-        mrec = f" · MREC {escape(str(f['mrec']))}" if f.get("mrec") else ""
-        since = f.get("since")
-        cleared = f.get("cleared_at")
-        when = "" if since is None else f" · since {_clock(since)}"
-        if cleared is not None:
-            when += f", cleared {_clock(cleared)}"
-        items.append(
-            f"<div class='finding {sev}'><span class='sev'>{sev}</span> "
-            f"<b>{escape(str(f.get('title', '')))}</b>"
-            f"<div class='code'>{escape(str(f.get('code', '')))} · "
-            f"{escape(str(f.get('subject', '')))}{mrec}{when}</div>"
-            f"<p><b>Fix / next check:</b> {escape(str(f.get('fix', '')))}</p>"
-            f"<details open><summary>Evidence</summary><ul>{evidence}</ul></details>"
-            f"<details><summary>Likely causes, most likely first</summary><ol>{causes}</ol></details>"
-            "</div>"
-        )
-    return "<h2>Findings</h2>" + "".join(items)
-
-
-def _clock(ts: Any) -> str:
-    try:
-        return time.strftime("%H:%M:%S", time.gmtime(float(ts)))
-    except (TypeError, ValueError):
-        return str(ts)
-
-
-def _compact(value: Any) -> str:
-    if isinstance(value, float) and value > 1e9:  # a Unix timestamp
-        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(value))
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, Mapping):
-        return ", ".join(f"{k}={_compact(v)}" for k, v in value.items()) or "-"
-    if isinstance(value, list | tuple):
-        return ", ".join(_compact(v) for v in value) or "-"
-    return str(value)
-
-
-def _plots(timeline: Mapping[str, Any]) -> str:
+def _plots(report: Any, timeline: Mapping[str, Any], prov: Provenance) -> str:
     t = timeline.get("t") or []
-    parts = ["<h2>Over time</h2>"]
+    parts = ["<h2 id='charts'>Over time</h2>"]
+    if not t:
+        return parts[0] + "<p class='empty'>No per-second series were kept.</p>"
+    axis = TimeAxis(float(t[0]), float(t[-1]) + 1.0)
+    bus = timeline.get("bus")
+    on = f" on {bus}" if bus else ""
+    thresholds = []
+    if prov.load_warning is not None:
+        thresholds.append(Threshold(100 * prov.load_warning, f"warning {prov.load_warning:.0%}"))
+    unknown = any(not b.known for b in access.bitrates(report))
     parts.append(
         line_chart(
+            axis,
             t,
             {"bus load": [100 * x for x in timeline.get("load_ratio") or []]},
-            title="Bus load per second",
+            title=f"Bus load per second{on}" + (" (bitrate assumed)" if unknown else ""),
             unit="%",
-            y_min=0.0,
+            y_range=(0.0, 100.0),
+            thresholds=thresholds,
         )
     )
     errors = {k: v for k, v in (timeline.get("errors") or {}).items() if any(v)}
     parts.append(
-        line_chart(t, errors, title="Error frames per second by class", y_min=0.0)
+        line_chart(axis, t, errors, title=f"Error frames per second by class{on}")
         if errors
         else "<p class='ok'>No error frames in the capture.</p>"
     )
     parts.append(
-        presence_timeline(t, timeline.get("nodes") or {}, title="Node presence (frames per second)")
+        presence_timeline(
+            axis, t, timeline.get("nodes") or {}, title="Node presence (frames per second)"
+        )
     )
-    for name, per_node in (timeline.get("signals") or {}).items():
-        parts.append(line_chart(t, per_node, title=name))
+    for title, per_node in (timeline.get("signals") or {}).items():
+        match = _UNIT_IN_TITLE.match(str(title))
+        name, unit = (match["name"], symbol(match["unit"])) if match else (str(title), "")
+        shown = f"{name} ({unit})" if unit else name
+        parts.append(line_chart(axis, t, per_node, title=shown, unit=unit))
     return "".join(parts)
+
+
+# -- tables -----------------------------------------------------------------------------------
 
 
 def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]], numeric: set[int]) -> str:
@@ -221,58 +452,67 @@ def _status_cell(status: str) -> str:
     return f"<span class='{cls.get(status, '')}'>{escape(status)}</span>"
 
 
-def _nodes_table(nodes: Sequence[Mapping[str, Any]]) -> str:
+def _nodes_table(nodes: Sequence[Any]) -> str:
     rows = [
         (
-            escape(str(n.get("family"))),
-            n.get("address"),
-            _status_cell(str(n.get("status"))),
-            "never" if n.get("last_seen") is None else _clock(n["last_seen"]),
-            f"{int(n.get('frames') or 0):,}",
-            n.get("dropouts", 0),
-            escape(", ".join(n.get("alarms") or [])) or "-",
+            escape(str(access.field(n, "family")).replace("_", " ")),
+            escape(str(access.field(n, "address", ""))),
+            _status_cell(str(access.field(n, "status"))),
+            "never"
+            if access.field(n, "last_seen") is None
+            else escape(utc_text(float(access.field(n, "last_seen")))),
+            f"{int(access.field(n, 'frames', 0)):,}",
+            escape(str(access.field(n, "dropouts", 0))),
+            escape(", ".join(access.field(n, "alarms", []))) or "-",
         )
         for n in nodes
     ]
-    return "<h2>Nodes</h2>" + _table(
+    return "<h2 id='nodes'>Nodes</h2>" + _table(
         ("family", "address", "status", "last seen", "frames", "dropouts", "alarms"),
         rows,
         {1, 4, 5},
     )
 
 
-def _firmware_table(nodes: Sequence[Mapping[str, Any]]) -> str:
+def _firmware_table(nodes: Sequence[Any]) -> str:
     rows = [
-        (escape(str(n.get("family"))), n.get("address"), escape(str(n.get("firmware"))))
+        (
+            escape(str(access.field(n, "family"))),
+            escape(str(access.field(n, "address", ""))),
+            escape(str(access.field(n, "firmware"))),
+        )
         for n in nodes
-        if n.get("firmware")
+        if access.field(n, "firmware")
     ]
     if not rows:
-        return "<h2>Firmware</h2><p class='empty'>No firmware-version messages seen.</p>"
-    return "<h2>Firmware</h2>" + _table(("family", "address", "version"), rows, {1})
+        return (
+            "<h2 id='firmware'>Firmware</h2><p class='empty'>No firmware-version messages seen.</p>"
+        )
+    return "<h2 id='firmware'>Firmware</h2>" + _table(("family", "address", "version"), rows, {1})
 
 
-def _ids_table(ids: Mapping[str, Mapping[str, Any]]) -> str:
+def _ids_table(ids: Mapping[str, Any]) -> str:
     rows = []
     for key, s in sorted(ids.items()):
-        ok = s.get("cycle_ok")
+        ok = access.field(s, "cycle_ok")
         verdict = (
             "-"
             if ok is None
             else ("<span class='ok'>ok</span>" if ok else "<span class='bad'>violated</span>")
         )
+        cycle = access.field(s, "cycle_ms")
         rows.append(
             (
                 escape(key),
-                escape(str(s.get("name") or "unknown")),
-                f"{int(s.get('count') or 0):,}",
-                _ms(s.get("mean_period_s")),
-                _ms(s.get("jitter_s")),
-                "-" if s.get("cycle_ms") is None else f"{s['cycle_ms']} ms",
+                escape(str(access.field(s, "name", "unknown"))),
+                f"{int(access.field(s, 'count', 0)):,}",
+                _ms(access.field(s, "mean_period_s")),
+                _ms(access.field(s, "jitter_s")),
+                "-" if cycle is None else f"{escape(str(cycle))} ms",
                 verdict,
             )
         )
-    return "<h2>Identifiers</h2>" + _table(
+    return "<h2 id='ids'>Identifiers</h2>" + _table(
         ("id", "message", "frames", "mean period", "jitter", "declared cycle", "cycle"),
         rows,
         {2, 3, 4, 5},
@@ -283,39 +523,29 @@ def _ms(seconds: Any) -> str:
     return "-" if seconds is None else f"{1000 * float(seconds):.2f} ms"
 
 
-def _signals_table(signals: Mapping[str, Mapping[str, Any]]) -> str:
-    rows = [
-        (
-            escape(key),
-            _num(s.get("min")),
-            _num(s.get("max")),
-            _num(s.get("mean")),
-            _num(s.get("last")),
-            escape(str(s.get("unit") or "")),
-        )
-        for key, s in sorted(signals.items())
-    ]
-    return "<h2>Signals</h2>" + _table(
-        ("signal", "min", "max", "mean", "last", "unit"), rows, {1, 2, 3, 4}
+def _signals(report: Any, prov: Provenance) -> str:
+    groups = signal_groups(access.signals(report), prov.families)
+    if not groups:
+        return "<h2 id='signals'>Signals</h2><p class='empty'>No signal was decoded.</p>"
+    intro = (
+        "<p class='chart-note'>Minimum, maximum, mean and last value over the capture, per node "
+        "and message. Counters and status bits are folded; open them to see each.</p>"
     )
+    return "<h2 id='signals'>Signals</h2>" + intro + "".join(g.html() for g in groups)
 
 
-def _num(value: Any) -> str:
-    return "-" if value is None else f"{float(value):.6g}"
-
-
-def _capture_notes(report: Mapping[str, Any]) -> str:
-    cap = _capture(report)
+def _capture_notes(report: Any) -> str:
     notes = []
-    if cap.get("malformed_lines"):
-        notes.append(f"{int(cap['malformed_lines']):,} malformed lines were skipped.")
-        for ex in cap.get("malformed_examples") or []:
+    if access.malformed_lines(report):
+        notes.append(f"{access.malformed_lines(report):,} malformed lines were skipped.")
+        for ex in access.malformed_examples(report):
             notes.append(
-                f"line {ex.get('line')}: {escape(str(ex.get('reason')))}: "
-                f"<code>{escape(str(ex.get('text'))[:120])}</code>"
+                f"line {escape(str(access.field(ex, 'line')))}: "
+                f"{escape(str(access.field(ex, 'reason')))}: "
+                f"<code>{escape(str(access.field(ex, 'text'))[:120])}</code>"
             )
-    for note in report.get("notes") or []:
-        notes.append(escape(str(note)))
+    notes.extend(escape(note) for note in access.notes(report))
     if not notes:
         return ""
-    return "<h2>Capture notes</h2><ul>" + "".join(f"<li>{n}</li>" for n in notes) + "</ul>"
+    items = "".join(f"<li>{n}</li>" for n in notes)
+    return f"<h2 id='notes'>Capture notes</h2><ul>{items}</ul>"

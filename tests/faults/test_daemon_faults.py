@@ -310,7 +310,7 @@ def test_adapter_absent_plugged_unplugged_and_back(tmp_path: Path, daemons: list
     up, down = 'candiag_can_bus_up{bus="slc"}', 'candiag_can_bus_state{bus="slc",state="down"}'
     volts = (
         'candiag_can_signal_volts{bus="slc",message="ModuleTelemetry",node="1",'
-        'signal="OutputVoltage"}'
+        'role="output_voltage",signal="OutputVoltage"}'
     )
     daemon = Daemon(config)
     daemons.append(daemon)
