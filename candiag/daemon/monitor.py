@@ -35,6 +35,7 @@ from candiag.health.ids import CappedIdCounter
 from candiag.health.linkstats import LinkStats
 from candiag.health.nodes import FamilyPolicy
 from candiag.health.pipeline import BusPipeline
+from candiag.health.report import BusReport, WindowReport
 from candiag.health.windows import WINDOWS
 from candiag.ingest.frames import FrameBatch
 from candiag.metrics.snapshot import (
@@ -225,14 +226,16 @@ class BusMonitor:
             t = min(t, max(newest, t - MAX_LAG_S))
         return t
 
-    def windows(self) -> dict[str, dict[str, Any]]:
+    def windows(self) -> dict[str, WindowReport]:
         """The 10/60/300/3600 s windows, up to the last :meth:`advance` or frame."""
         win = self.pipeline.windows
         out = self.pipeline.window_report()
         for label, seconds in WINDOWS.items():
             # Rates over the seconds actually covered, so a young bus is not under-reported.
             covered = max(1, win.ring.covered_seconds(seconds))
-            out[label]["frames_per_second"] = out[label]["frames"] / covered
+            out[label] = dataclasses.replace(
+                out[label], frames_per_second=out[label].frames / covered
+            )
         return out
 
     def state_name(self) -> str:
@@ -259,8 +262,8 @@ class BusMonitor:
             error_frames=dict(self.pipeline.errors.by_class),
             bus_off_total=self.state.bus_off_events,
             restarts_total=self.state.restarts,
-            load_ratio={w: v["load_ratio"] for w, v in windows.items()},
-            error_window={w: v["error_frames"] for w, v in windows.items()},
+            load_ratio={w: v.load_ratio for w, v in windows.items()},
+            error_window={w: dict(v.error_frames) for w, v in windows.items()},
             tx_errors=self.counters()[0],
             rx_errors=self.counters()[1],
             dropped=dict(self.dropped),
@@ -272,7 +275,7 @@ class BusMonitor:
             ),
             firmware_mismatch={f: f in mismatches for f in families},
             signals=tuple(self.fresh_signals(now)) if self.up else (),
-            frames_per_second=windows["10s"]["frames_per_second"],
+            frames_per_second=windows["10s"].frames_per_second,
         )
 
     def fresh_signals(self, now: float) -> Iterable[SignalValue]:
@@ -281,20 +284,22 @@ class BusMonitor:
                 node = "" if s.node < 0 else str(s.node)
                 yield SignalValue(s.message, s.signal, node, s.unit, s.last)
 
-    def report(self, now: float) -> dict[str, Any]:
+    def report(self, now: float) -> BusReport:
         """The bus report of ``candiag analyze`` plus the live link state (diagnosis input)."""
         now = self.as_of(now)
         report = self.pipeline.report(now)
-        report.update(
+        tec, rec, source = self.counters()
+        errors = dataclasses.replace(
+            report.error_frames, tec_last=tec or 0, rec_last=rec or 0, counters_source=source
+        )
+        return dataclasses.replace(
+            report,
             up=self.up,
             down_since=self.down_since,
             state=self.state_name(),
             windows=self.windows(),
             dropped=dict(self.dropped),
             dropped_recent=self.dropped_recent(),
+            error_frames=errors,
+            link=self.link if self.link is not None else report.link,
         )
-        tec, rec, source = self.counters()
-        report["error_frames"].update(tec_last=tec or 0, rec_last=rec or 0, counters_source=source)
-        if self.link is not None:
-            report["link"] = self.link.to_json()
-        return report

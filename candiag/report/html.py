@@ -15,6 +15,9 @@ from html import escape
 from typing import Any
 
 from candiag import __version__
+from candiag.analysis_report import AnalysisReport, CaptureReport
+from candiag.health.nodes import NodeView
+from candiag.health.report import IdEntry, Json, SignalReport
 from candiag.report.svg import line_chart, presence_timeline
 
 CSS = """
@@ -38,40 +41,39 @@ svg.chart{width:100%;height:auto;margin:6px 0}
 """
 
 
-def render_report(report: Mapping[str, Any], timeline: Mapping[str, Any] | None = None) -> str:
+def render_report(report: AnalysisReport, timeline: Mapping[str, Json] | None = None) -> str:
     """The whole HTML document for an analyze report (and its per-second timeline)."""
     body = [
         _header(report),
         _summary(report),
         _findings(report),
         _plots(timeline or {}),
-        _nodes_table(report.get("nodes") or []),
-        _firmware_table(report.get("nodes") or []),
-        _ids_table(report.get("ids") or {}),
-        _signals_table(report.get("signals") or {}),
+        _nodes_table(report.nodes),
+        _firmware_table(report.nodes),
+        _ids_table(report.ids),
+        _signals_table(report.signals),
         _capture_notes(report),
     ]
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>candiag report: {escape(str(_capture(report).get('path', '')))}</title>"
+        f"<title>candiag report: {escape(report.capture.path)}</title>"
         f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>"
     )
 
 
-def _capture(report: Mapping[str, Any]) -> Mapping[str, Any]:
-    capture: Mapping[str, Any] = report.get("capture") or {}
-    return capture
+def _capture(report: AnalysisReport) -> CaptureReport:
+    return report.capture
 
 
-def _header(report: Mapping[str, Any]) -> str:
+def _header(report: AnalysisReport) -> str:
     cap = _capture(report)
-    start = cap.get("start")
+    start = cap.start
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(start)) if start else "?"
     return (
         "<h1>candiag bus report</h1>"
-        f"<div class='meta'>Capture <b>{escape(str(cap.get('path', '?')))}</b>, "
-        f"from {when}, {float(cap.get('duration_s') or 0):.1f} s, "
-        f"{int(cap.get('frames') or 0):,} frames. "
+        f"<div class='meta'>Capture <b>{escape(cap.path)}</b>, "
+        f"from {when}, {cap.duration_s:.1f} s, "
+        f"{cap.frames:,} frames. "
         f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by candiag "
         f"{escape(__version__)}.</div>"
     )
@@ -81,17 +83,16 @@ def _card(label: str, value: str, cls: str = "") -> str:
     return f"<div class='card'><span>{escape(label)}</span><b class='{cls}'>{value}</b></div>"
 
 
-def _summary(report: Mapping[str, Any]) -> str:
-    frames = report.get("frames") or {}
-    load = report.get("bus_load") or {}
-    ef = report.get("error_frames") or {}
-    nodes = report.get("nodes") or []
-    online = sum(1 for n in nodes if n.get("status") != "offline")
-    findings = report.get("findings") or []
-    crit = sum(1 for f in findings if f.get("severity") == "critical")
-    warn = sum(1 for f in findings if f.get("severity") == "warning")
-    errors = int(frames.get("error") or 0)
-    bus_off = int(report.get("bus_off_events") or 0)
+def _summary(report: AnalysisReport) -> str:
+    load = report.bus_load
+    ef = report.error_frames
+    nodes = report.nodes
+    online = sum(1 for n in nodes if n.status != "offline")
+    findings = report.findings
+    crit = sum(1 for f in findings if f.severity == "critical")
+    warn = sum(1 for f in findings if f.severity == "warning")
+    errors = report.frames.error
+    bus_off = report.bus_off_events
     cards = [
         _card(
             "Findings",
@@ -101,13 +102,13 @@ def _summary(report: Mapping[str, Any]) -> str:
         _card("Error frames", f"{errors:,}", "bad" if errors else "ok"),
         _card("Bus-off events", str(bus_off), "bad" if bus_off else "ok"),
         _card("Nodes present", f"{online}/{len(nodes)}", "ok" if online == len(nodes) else "bad"),
-        _card("Bus load mean", _pct(load.get("mean_ratio"))),
-        _card("Bus load max (1 s)", _pct(load.get("max_ratio_1s"))),
-        _card("TEC / REC max", f"{ef.get('tec_max', 0)} / {ef.get('rec_max', 0)}"),
+        _card("Bus load mean", _pct(load.mean_ratio)),
+        _card("Bus load max (1 s)", _pct(load.max_ratio_1s)),
+        _card("TEC / REC max", f"{ef.tec_max} / {ef.rec_max}"),
         _card(
-            f"Bitrate ({_BITRATE_SOURCE.get(str(load.get('bitrate_source')), 'given')})",
-            f"{int(load.get('bitrate') or 0):,} bit/s",
-            "warn" if load.get("bitrate_source") == "assumed" else "",
+            f"Bitrate ({_BITRATE_SOURCE.get(str(load.bitrate_source), 'given')})",
+            f"{load.bitrate:,} bit/s",
+            "warn" if load.bitrate_source == "assumed" else "",
         ),
     ]
     return "<h2>Summary</h2><div class='cards'>" + "".join(cards) + "</div>"
@@ -126,32 +127,31 @@ def _pct(value: Any) -> str:
     return "?" if value is None else f"{float(value):.1%}"
 
 
-def _findings(report: Mapping[str, Any]) -> str:
+def _findings(report: AnalysisReport) -> str:
     from candiag.analysis import all_clear_sentence
 
-    findings: Sequence[Mapping[str, Any]] = report.get("findings") or []
+    findings = report.findings
     if not findings:
-        return f"<h2>Findings</h2><p class='ok'>{escape(all_clear_sentence(dict(report)))}</p>"
+        return f"<h2>Findings</h2><p class='ok'>{escape(all_clear_sentence(report))}</p>"
     items = []
     for f in findings:
-        sev = escape(str(f.get("severity", "info")))
+        sev = escape(f.severity)
         evidence = "".join(
-            f"<li>{escape(str(k))}: {escape(_compact(v))}</li>"
-            for k, v in (f.get("evidence") or {}).items()
+            f"<li>{escape(str(k))}: {escape(_compact(v))}</li>" for k, v in f.evidence.items()
         )
-        causes = "".join(f"<li>{escape(str(c))}</li>" for c in f.get("causes") or [])
-        mrec = f" · MREC {escape(str(f['mrec']))}" if f.get("mrec") else ""
-        since = f.get("since")
-        cleared = f.get("cleared_at")
+        causes = "".join(f"<li>{escape(str(c))}</li>" for c in f.causes)
+        mrec = f" · MREC {escape(str(f.mrec))}" if f.mrec else ""
+        since = f.since
+        cleared = f.cleared_at
         when = "" if since is None else f" · since {_clock(since)}"
         if cleared is not None:
             when += f", cleared {_clock(cleared)}"
         items.append(
             f"<div class='finding {sev}'><span class='sev'>{sev}</span> "
-            f"<b>{escape(str(f.get('title', '')))}</b>"
-            f"<div class='code'>{escape(str(f.get('code', '')))} · "
-            f"{escape(str(f.get('subject', '')))}{mrec}{when}</div>"
-            f"<p><b>Fix / next check:</b> {escape(str(f.get('fix', '')))}</p>"
+            f"<b>{escape(f.title)}</b>"
+            f"<div class='code'>{escape(f.code)} · "
+            f"{escape(f.subject)}{mrec}{when}</div>"
+            f"<p><b>Fix / next check:</b> {escape(f.fix)}</p>"
             f"<details open><summary>Evidence</summary><ul>{evidence}</ul></details>"
             f"<details><summary>Likely causes, most likely first</summary><ol>{causes}</ol></details>"
             "</div>"
@@ -178,7 +178,7 @@ def _compact(value: Any) -> str:
     return str(value)
 
 
-def _plots(timeline: Mapping[str, Any]) -> str:
+def _plots(timeline: Mapping[str, Any]) -> str:  # the JSON of BusPipeline.timeline_json
     t = timeline.get("t") or []
     parts = ["<h2>Over time</h2>"]
     parts.append(
@@ -221,16 +221,16 @@ def _status_cell(status: str) -> str:
     return f"<span class='{cls.get(status, '')}'>{escape(status)}</span>"
 
 
-def _nodes_table(nodes: Sequence[Mapping[str, Any]]) -> str:
+def _nodes_table(nodes: Sequence[NodeView]) -> str:
     rows = [
         (
-            escape(str(n.get("family"))),
-            n.get("address"),
-            _status_cell(str(n.get("status"))),
-            "never" if n.get("last_seen") is None else _clock(n["last_seen"]),
-            f"{int(n.get('frames') or 0):,}",
-            n.get("dropouts", 0),
-            escape(", ".join(n.get("alarms") or [])) or "-",
+            escape(n.family),
+            n.address,
+            _status_cell(n.status),
+            "never" if n.last_seen is None else _clock(n.last_seen),
+            f"{n.frames:,}",
+            n.dropouts,
+            escape(", ".join(n.alarms)) or "-",
         )
         for n in nodes
     ]
@@ -241,21 +241,17 @@ def _nodes_table(nodes: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def _firmware_table(nodes: Sequence[Mapping[str, Any]]) -> str:
-    rows = [
-        (escape(str(n.get("family"))), n.get("address"), escape(str(n.get("firmware"))))
-        for n in nodes
-        if n.get("firmware")
-    ]
+def _firmware_table(nodes: Sequence[NodeView]) -> str:
+    rows = [(escape(n.family), n.address, escape(str(n.firmware))) for n in nodes if n.firmware]
     if not rows:
         return "<h2>Firmware</h2><p class='empty'>No firmware-version messages seen.</p>"
     return "<h2>Firmware</h2>" + _table(("family", "address", "version"), rows, {1})
 
 
-def _ids_table(ids: Mapping[str, Mapping[str, Any]]) -> str:
+def _ids_table(ids: Mapping[str, IdEntry]) -> str:
     rows = []
     for key, s in sorted(ids.items()):
-        ok = s.get("cycle_ok")
+        ok = s.cycle_ok
         verdict = (
             "-"
             if ok is None
@@ -264,11 +260,11 @@ def _ids_table(ids: Mapping[str, Mapping[str, Any]]) -> str:
         rows.append(
             (
                 escape(key),
-                escape(str(s.get("name") or "unknown")),
-                f"{int(s.get('count') or 0):,}",
-                _ms(s.get("mean_period_s")),
-                _ms(s.get("jitter_s")),
-                "-" if s.get("cycle_ms") is None else f"{s['cycle_ms']} ms",
+                escape(s.name or "unknown"),
+                f"{s.count:,}",
+                _ms(s.mean_period_s),
+                _ms(s.jitter_s),
+                "-" if s.cycle_ms is None else f"{s.cycle_ms} ms",
                 verdict,
             )
         )
@@ -283,15 +279,15 @@ def _ms(seconds: Any) -> str:
     return "-" if seconds is None else f"{1000 * float(seconds):.2f} ms"
 
 
-def _signals_table(signals: Mapping[str, Mapping[str, Any]]) -> str:
+def _signals_table(signals: Mapping[str, SignalReport]) -> str:
     rows = [
         (
             escape(key),
-            _num(s.get("min")),
-            _num(s.get("max")),
-            _num(s.get("mean")),
-            _num(s.get("last")),
-            escape(str(s.get("unit") or "")),
+            _num(s.min),
+            _num(s.max),
+            _num(s.mean),
+            _num(s.last),
+            escape(s.unit or ""),
         )
         for key, s in sorted(signals.items())
     ]
@@ -304,17 +300,16 @@ def _num(value: Any) -> str:
     return "-" if value is None else f"{float(value):.6g}"
 
 
-def _capture_notes(report: Mapping[str, Any]) -> str:
+def _capture_notes(report: AnalysisReport) -> str:
     cap = _capture(report)
     notes = []
-    if cap.get("malformed_lines"):
-        notes.append(f"{int(cap['malformed_lines']):,} malformed lines were skipped.")
-        for ex in cap.get("malformed_examples") or []:
+    if cap.malformed_lines:
+        notes.append(f"{cap.malformed_lines:,} malformed lines were skipped.")
+        for ex in cap.malformed_examples:
             notes.append(
-                f"line {ex.get('line')}: {escape(str(ex.get('reason')))}: "
-                f"<code>{escape(str(ex.get('text'))[:120])}</code>"
+                f"line {ex.line}: {escape(ex.reason)}: <code>{escape(ex.text[:120])}</code>"
             )
-    for note in report.get("notes") or []:
+    for note in report.notes:
         notes.append(escape(str(note)))
     if not notes:
         return ""

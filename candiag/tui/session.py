@@ -40,6 +40,7 @@ from candiag.daemon.service import (
 from candiag.decode.dbc import ChargerDatabase
 from candiag.diagnosis.engine import DiagnosisEngine, Finding, load_rulebook
 from candiag.errors import RecordingError
+from candiag.health.report import BusReport
 from candiag.ingest.frames import FrameBatch
 from candiag.tui.view import KEY_ROLES, BusView, KeySignal, NodeKey, ScreenState
 
@@ -152,7 +153,7 @@ class MonitorSession:
         self._last_diagnosis = -math.inf
         self.diagnosed = False
         self.meters: list[dict[str, Any]] = []
-        self.reports: dict[str, dict[str, Any]] = {}
+        self.reports: dict[str, BusReport] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
