@@ -39,7 +39,7 @@ from candiag.health.bus import split_by_channel
 from candiag.health.busload import frame_bits
 from candiag.health.nodes import FamilyPolicy
 from candiag.health.pipeline import BusPipeline, slice_decoded
-from candiag.health.report import BusReport, Json
+from candiag.health.report import BusReport, TimelineReport
 from candiag.ingest.frames import FrameBatch
 
 # Frames read ahead to decide which reference DBCs describe the traffic.
@@ -62,7 +62,7 @@ __all__ = ["AnalysisReport", "AnalysisResult", "ClockEvent", "analyze_capture"]
 @dataclass
 class AnalysisResult:
     report: AnalysisReport
-    timeline: dict[str, Json]
+    timeline: TimelineReport | None  # with keep_history=True
     evaluations: int
     first_detection: dict[str, float] = field(default_factory=dict)  # code -> capture time
 
@@ -278,7 +278,7 @@ def analyze_capture(
         evaluations += 1
     engine.add_conditions(end or 0.0, capture_conditions(book, reader.stats))
     report = build_report(buses, reader.stats, engine, matches, steps.events)
-    timeline = _timeline(buses) if keep_history else {}
+    timeline = _timeline(buses) if keep_history else None
     return AnalysisResult(report, timeline, evaluations, first_detection)
 
 
@@ -387,14 +387,12 @@ def _evaluate(
         first_detection.setdefault(finding.code, instant - start)
 
 
-def _timeline(buses: _Buses) -> dict[str, Json]:
+def _timeline(buses: _Buses) -> TimelineReport | None:
     """The per-second series of the busiest channel (the report plots one bus)."""
     if not buses.pipelines:
-        return {}
+        return None
     busiest = max(buses.pipelines.values(), key=lambda p: p.frames["total"])
-    out = busiest.timeline_json()
-    out["bus"] = busiest.name
-    return out
+    return busiest.timeline_report()
 
 
 def build_report(

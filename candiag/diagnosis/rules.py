@@ -280,7 +280,8 @@ def firmware_conditions(bus: BusReport, base: Mapping[str, Any]) -> Iterator[Con
                 "outliers": f"{family.replace('_', ' ')} {', '.join(map(str, outliers))}",
             }
             yield Condition("CAN_FW_MISMATCH", f"{name}/{family}", fields, mm.to_json())
-        for address, version in mm.to_json()["not_allowed"].items():
+        for number, version in sorted(mm.not_allowed.items()):
+            address = str(number)  # as the report's JSON keys it
             fields = {
                 **base,
                 "family": family.replace("_", " "),

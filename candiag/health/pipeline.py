@@ -45,6 +45,7 @@ from candiag.health.report import (
     IdEntry,
     LoadReport,
     SignalReport,
+    TimelineReport,
     WindowReport,
 )
 from candiag.health.signals import SignalStats
@@ -112,8 +113,10 @@ class Timeline:
                     key = (f"{title} ({sig.unit})" if sig.unit else title, label)
                     self.signals.setdefault(key, []).append((uniq_s, means))
 
-    def to_json(self, seconds: list[int]) -> dict[str, Any]:
-        """Series aligned on ``seconds`` (the bus windows' per-second axis)."""
+    def aligned(
+        self, seconds: list[int]
+    ) -> tuple[dict[str, list[int]], dict[str, dict[str, list[float]]]]:
+        """Presence and signal series aligned on ``seconds`` (the windows' per-second axis)."""
         axis = np.asarray(seconds, np.int64)
         nodes = {
             label: _align(axis, parts, np.int64).tolist()
@@ -122,7 +125,7 @@ class Timeline:
         signals: dict[str, dict[str, list[float]]] = {}
         for (title, label), parts in sorted(self.signals.items()):
             signals.setdefault(title, {})[label] = _align(axis, parts, np.float64, np.nan).tolist()
-        return {"nodes": nodes, "signals": signals}
+        return nodes, signals
 
 
 def _align(
@@ -606,18 +609,19 @@ class BusPipeline:
             note=self.health.load_note(),
         )
 
-    def timeline_json(self) -> dict[str, Any]:
-        """Per-second series for plots (needs ``keep_history=True``)."""
+    def timeline_report(self) -> TimelineReport:
+        """Per-second series for plots (node presence and signals need ``keep_history=True``)."""
         series = self.windows.series()
         seconds = [int(s) for s in series["second"]]
-        out: dict[str, Any] = {
-            "t": seconds,
-            "load_ratio": series.get("load_ratio", []),
-            "errors": {c: series[f"errors_{c}"] for c in ERROR_CLASSES},
-        }
-        if self.timeline is not None:
-            out.update(self.timeline.to_json(seconds))
-        return out
+        nodes, signals = self.timeline.aligned(seconds) if self.timeline else (None, None)
+        return TimelineReport(
+            t=tuple(seconds),
+            load_ratio=tuple(series.get("load_ratio", [])),
+            errors={c: series[f"errors_{c}"] for c in ERROR_CLASSES},
+            nodes=nodes,
+            signals=signals,
+            bus=self.name,
+        )
 
 
 def _nonzero(counts: Mapping[str, int]) -> dict[str, int]:

@@ -22,15 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeAlias
 
 from candiag.health.busstate import StateChange
+from candiag.health.jsontypes import Json, JsonObject
 from candiag.health.linkstats import LinkStats
 from candiag.health.nodes import FirmwareMismatch, NodeView
 
-# A JSON value, for the ``to_json()`` results (no ``Any``: what goes out is JSON).
-Json: TypeAlias = "str | int | float | bool | list[Json] | dict[str, Json] | None"
-JsonObject: TypeAlias = "dict[str, Json]"
+__all__ = ["Json", "JsonObject"]  # and the report types below
 
 
 def _counts(counts: Mapping[str, int]) -> JsonObject:
@@ -472,6 +470,23 @@ class BusReport:
         if self.down_since is not None:
             out["down_since"] = self.down_since
         return out
+
+
+@dataclass(frozen=True)
+class TimelineReport:
+    """Per-second series of one bus for the offline report's plots.
+
+    ``t``: the seconds (Unix time, whole); every series is aligned on it.  ``errors``: error
+    frames per second by class; ``nodes``: frames per second of each node (``"power module
+    3"``); ``signals``: per plot title, each node's per-second mean (NaN where none).
+    """
+
+    t: tuple[int, ...] = ()
+    load_ratio: tuple[float, ...] = ()
+    errors: Mapping[str, list[float]] | None = None
+    nodes: Mapping[str, list[int]] | None = None
+    signals: Mapping[str, Mapping[str, list[float]]] | None = None
+    bus: str | None = None
 
 
 def _json_object(value: Mapping[str, object]) -> JsonObject:

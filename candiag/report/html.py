@@ -17,7 +17,7 @@ from typing import Any
 from candiag import __version__
 from candiag.analysis_report import AnalysisReport, CaptureReport
 from candiag.health.nodes import NodeView
-from candiag.health.report import IdEntry, Json, SignalReport
+from candiag.health.report import IdEntry, SignalReport, TimelineReport
 from candiag.report.svg import line_chart, presence_timeline
 
 CSS = """
@@ -41,13 +41,13 @@ svg.chart{width:100%;height:auto;margin:6px 0}
 """
 
 
-def render_report(report: AnalysisReport, timeline: Mapping[str, Json] | None = None) -> str:
+def render_report(report: AnalysisReport, timeline: TimelineReport | None = None) -> str:
     """The whole HTML document for an analyze report (and its per-second timeline)."""
     body = [
         _header(report),
         _summary(report),
         _findings(report),
-        _plots(timeline or {}),
+        _plots(timeline or TimelineReport()),
         _nodes_table(report.nodes),
         _firmware_table(report.nodes),
         _ids_table(report.ids),
@@ -178,28 +178,28 @@ def _compact(value: Any) -> str:
     return str(value)
 
 
-def _plots(timeline: Mapping[str, Any]) -> str:  # the JSON of BusPipeline.timeline_json
-    t = timeline.get("t") or []
+def _plots(timeline: TimelineReport) -> str:
+    t = list(timeline.t)
     parts = ["<h2>Over time</h2>"]
     parts.append(
         line_chart(
             t,
-            {"bus load": [100 * x for x in timeline.get("load_ratio") or []]},
+            {"bus load": [100 * x for x in timeline.load_ratio]},
             title="Bus load per second",
             unit="%",
             y_min=0.0,
         )
     )
-    errors = {k: v for k, v in (timeline.get("errors") or {}).items() if any(v)}
+    errors = {k: v for k, v in (timeline.errors or {}).items() if any(v)}
     parts.append(
         line_chart(t, errors, title="Error frames per second by class", y_min=0.0)
         if errors
         else "<p class='ok'>No error frames in the capture.</p>"
     )
     parts.append(
-        presence_timeline(t, timeline.get("nodes") or {}, title="Node presence (frames per second)")
+        presence_timeline(t, timeline.nodes or {}, title="Node presence (frames per second)")
     )
-    for name, per_node in (timeline.get("signals") or {}).items():
+    for name, per_node in (timeline.signals or {}).items():
         parts.append(line_chart(t, per_node, title=name))
     return "".join(parts)
 
