@@ -34,7 +34,7 @@ from candiag.health.report import (
     JsonObject,
     LoadReport,
     SignalReport,
-    _json_object,
+    json_object,
 )
 
 
@@ -194,11 +194,11 @@ class DbcReport:
             "files": list(self.files),
             "messages": self.messages,
             "strict": self.strict,
-            "warnings": [_json_object(w.as_dict()) for w in self.warnings],
+            "warnings": [json_object(w.as_dict()) for w in self.warnings],
         }
         if self.reference:
             out["selection"] = "reference DBCs matched against the traffic (no --dbc given)"
-            out["reference"] = [_json_object(m.to_json()) for m in self.reference]
+            out["reference"] = [json_object(m.to_json()) for m in self.reference]
         else:
             out["selection"] = "given"
         return out
@@ -358,7 +358,7 @@ class AnalysisReport:
             "ids": {k: v.to_json() for k, v in self.ids.items()},
             "nodes": self._with_bus(lambda p: [n.to_json() for n in p.nodes]),
             "signals": {k: v.to_json() for k, v in self.signals.items()},
-            "findings": [_json_object(f.to_json()) for f in self.findings],
+            "findings": [f.to_json() for f in self.findings],
             "bus_state": per_bus("bus_state"),
             "windows": per_bus("windows"),
             "decode": decode,
@@ -379,7 +379,7 @@ class AnalysisReport:
         out: list[Json] = []
         for name, p in self.buses.items():
             for item in items(p):
-                entry = _json_object(item)
+                entry = json_object(item)
                 if self._several:
                     entry["bus"] = name
                 out.append(entry)

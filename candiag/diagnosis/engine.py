@@ -25,6 +25,7 @@ from typing import Any
 from candiag.config.problems import KeyPath, Limit, Problems
 from candiag.config.toml import loads, read_toml
 from candiag.errors import shown
+from candiag.health.jsontypes import JsonObject
 from candiag.health.report import BusReport
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
@@ -82,7 +83,7 @@ class Finding:
     since: float
     cleared_at: float | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         out: dict[str, Any] = {
             "code": self.code,
             "severity": self.severity,

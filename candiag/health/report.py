@@ -454,8 +454,8 @@ class BusReport:
             "error_bursts": self.error_bursts.to_json(),
             "decode": None if self.decode is None else self.decode.to_json(),
             "ids": {key: entry.to_json() for key, entry in self.ids.items()},
-            "nodes": [_json_object(n.to_json()) for n in self.nodes],
-            "firmware_mismatches": [_json_object(m.to_json()) for m in self.firmware_mismatches],
+            "nodes": [json_object(n.to_json()) for n in self.nodes],
+            "firmware_mismatches": [json_object(m.to_json()) for m in self.firmware_mismatches],
             "signals": None
             if self.signals is None
             else {key: s.to_json() for key, s in self.signals.items()},
@@ -463,7 +463,7 @@ class BusReport:
             "dropped_recent": self.dropped_recent,
         }
         if self.link is not None:
-            out["link"] = _json_object(self.link.to_json())
+            out["link"] = json_object(self.link.to_json())
         out["contactors"] = [c.to_json() for c in self.contactors]
         out["cooling"] = self.cooling.to_json()
         out["currents"] = self.currents.to_json()
@@ -489,8 +489,11 @@ class TimelineReport:
     bus: str | None = None
 
 
-def _json_object(value: Mapping[str, object]) -> JsonObject:
-    """A ``to_json()`` of a part typed ``dict[str, Any]`` where it is defined, as JSON."""
+def json_object(value: Mapping[str, object]) -> JsonObject:
+    """A dict from outside the report types (a DBC warning, a DBC match) as checked JSON.
+
+    Raises ``TypeError`` on anything JSON cannot hold, so no stray object reaches ``--json``.
+    """
     return {str(k): _json(v) for k, v in value.items()}
 
 
@@ -498,7 +501,7 @@ def _json(value: object) -> Json:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, Mapping):
-        return _json_object(value)
+        return json_object(value)
     if isinstance(value, (list, tuple)):
         return [_json(v) for v in value]
     raise TypeError(f"not a JSON value: {value!r}")
