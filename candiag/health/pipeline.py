@@ -4,8 +4,10 @@
 the vectorized decoder, error-frame classes and sub-fields, the bus state,
 exact bus load, the sliding windows, per-id statistics and cycle checks, node
 presence and firmware, and signal statistics.  One batch in, every tracker
-updated with array operations; :meth:`BusPipeline.report` gives the JSON-shaped
-bus report that ``analyze`` prints and the diagnosis rules read.
+updated with array operations; :meth:`BusPipeline.report` gives the typed bus report
+(:mod:`candiag.health.report`) that ``analyze`` prints and the diagnosis rules, the live
+view and the HTML report read: one builder, whole or (``detail=False``) just what the
+rules read.
 
 Time is frame time: a capture supplies its own timestamps, a live bus advances
 the windows to wall time with :meth:`BusPipeline.advance`.  With
