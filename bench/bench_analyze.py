@@ -30,10 +30,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import bench_decode as decode_bench
 from bench.bench_decode import DEFAULT_CACHE, meter, reference_capture
+
+if TYPE_CHECKING:
+    from candiag.analysis import AnalysisReport
 
 RATIO_GOAL = 25
 BITRATE = 125_000  # the simulated reference bus
@@ -45,20 +48,21 @@ def work_analyze(path: str, repeats: int) -> dict[str, Any]:
 
     db = load_reference_database()
     best = math.inf
-    report: dict[str, Any] = {}
+    report: AnalysisReport | None = None
     evaluations = 0
     for _ in range(repeats):
         started = time.perf_counter()
         result = analyze_capture(path, db, bitrate=BITRATE)
         best = min(best, time.perf_counter() - started)
         report, evaluations = result.report, result.evaluations
+    assert report is not None
     return {
-        "frames": report["frames"]["total"],
+        "frames": report.frames.total,
         "seconds": best,
         "evaluations": evaluations,
-        "ids": len(report["ids"]),
-        "signals": len(report["signals"]),
-        "mean_ratio": report["bus_load"]["mean_ratio"],
+        "ids": len(report.ids),
+        "signals": len(report.signals),
+        "mean_ratio": report.bus_load.mean_ratio,
     }
 
 

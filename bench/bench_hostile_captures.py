@@ -75,8 +75,8 @@ def bench_channels(folder: Path, count: int) -> None:
     report = analyze_capture(str(path), None, bitrate=125_000).report
     print(
         f"{count:,} channel names: analyze in {time.perf_counter() - started:.2f} s, "
-        f"{len(report['capture']['channels'])} channels kept, "
-        f"{report['capture']['overflow_frames']:,} frames in the overflow channel"
+        f"{len(report.capture.channels)} channels kept, "
+        f"{report.capture.overflow_frames:,} frames in the overflow channel"
     )
 
 

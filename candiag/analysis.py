@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from candiag.analysis_report import AnalysisReport, CaptureReport, ClockEvent, DbcReport
 from candiag.capture import CaptureReader, CaptureStats
 from candiag.capture.metadata import MetadataReading, read_recording_metadata
 from candiag.decode.dbc import ChargerDatabase
@@ -38,6 +39,7 @@ from candiag.health.bus import split_by_channel
 from candiag.health.busload import frame_bits
 from candiag.health.nodes import FamilyPolicy
 from candiag.health.pipeline import BusPipeline, slice_decoded
+from candiag.health.report import BusReport, TimelineReport
 from candiag.ingest.frames import FrameBatch
 
 # Frames read ahead to decide which reference DBCs describe the traffic.
@@ -54,10 +56,13 @@ def evaluation_interval(elapsed_s: float) -> float:
     return 1.0 if elapsed_s < 60 else 10.0
 
 
+__all__ = ["AnalysisReport", "AnalysisResult", "ClockEvent", "analyze_capture"]
+
+
 @dataclass
 class AnalysisResult:
-    report: dict[str, Any]
-    timeline: dict[str, Any]
+    report: AnalysisReport
+    timeline: TimelineReport | None  # with keep_history=True
     evaluations: int
     first_detection: dict[str, float] = field(default_factory=dict)  # code -> capture time
 
@@ -110,43 +115,6 @@ class _Clock:
             self.next_at += evaluation_interval(self.next_at - self.start)
 
 
-@dataclass(frozen=True)
-class ClockEvent:
-    """A step of the recording's clock, or a long silence, found in recording order."""
-
-    kind: str  # "step" or "gap"
-    frame: int  # frames before it, in recording order
-    before: float  # timestamp before (as recorded)
-    after: float  # timestamp after (as recorded)
-
-    @property
-    def seconds(self) -> float:
-        return self.after - self.before
-
-    def text(self) -> str:
-        if self.kind == "gap":
-            return (
-                f"no frames for {_span_words(self.seconds)} after frame {self.frame:,} "
-                f"({_utc(self.before)} to {_utc(self.after)})"
-            )
-        sign = "+" if self.seconds >= 0 else "-"
-        return (
-            f"clock stepped {sign}{_span_words(abs(self.seconds))} after frame {self.frame:,} "
-            f"({_utc(self.before)} to {_utc(self.after)}); the frames after it are analyzed as "
-            "continuing from the frame before"
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "frame": self.frame,
-            "before": self.before,
-            "after": self.after,
-            "seconds": self.seconds,
-            "text": self.text(),
-        }
-
-
 @dataclass
 class _TimeSteps:
     """Takes clock steps out of the timeline, in recording order, vectorized per batch.
@@ -187,22 +155,6 @@ class _TimeSteps:
             channel=batch.channel,
             channels=batch.channels,
         )
-
-
-def _span_words(seconds: float) -> str:
-    for unit, size in (("years", 365.25 * 86400), ("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
-        if seconds >= size:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.1f} s"
-
-
-def _utc(ts: float) -> str:
-    import time
-
-    try:
-        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
-    except (OverflowError, OSError, ValueError):
-        return f"{ts:.6f}"
 
 
 @dataclass
@@ -252,8 +204,8 @@ class _Buses:
             )
         return self.pipelines[channel]
 
-    def diagnosis_reports(self, instant: float) -> list[dict[str, Any]]:
-        return [p.diagnosis_report(instant) for p in self.pipelines.values()]
+    def diagnosis_reports(self, instant: float) -> list[BusReport]:
+        return [p.report(instant, detail=False) for p in self.pipelines.values()]
 
     @property
     def last_ts(self) -> float | None:
@@ -327,9 +279,9 @@ def analyze_capture(
     if end is not None:
         _evaluate(engine, buses, end, first_detection, clock)
         evaluations += 1
-    engine.add_conditions(end or 0.0, capture_conditions(book, _capture_facts(reader.stats)))
+    engine.add_conditions(end or 0.0, capture_conditions(book, reader.stats))
     report = build_report(buses, reader.stats, engine, matches, steps.events)
-    timeline = _timeline(buses) if keep_history else {}
+    timeline = _timeline(buses) if keep_history else None
     return AnalysisResult(report, timeline, evaluations, first_detection)
 
 
@@ -438,30 +390,12 @@ def _evaluate(
         first_detection.setdefault(finding.code, instant - start)
 
 
-def _capture_facts(stats: CaptureStats) -> dict[str, Any]:
-    """What the capture-level rules read about the reading of the file."""
-    return {
-        "path": stats.path,
-        "format": stats.format,
-        "format_reason": stats.format_reason,
-        "lines": stats.lines,
-        "frames": stats.frames,
-        "malformed": stats.malformed,
-        "first_malformed": stats.examples[0].line if stats.examples else None,
-        "first_reason": stats.examples[0].reason if stats.examples else "",
-        "truncated": stats.truncated,
-        "note": stats.stop_text() if stats.stopped_at is not None else stats.note,
-    }
-
-
-def _timeline(buses: _Buses) -> dict[str, Any]:
+def _timeline(buses: _Buses) -> TimelineReport | None:
     """The per-second series of the busiest channel (the report plots one bus)."""
     if not buses.pipelines:
-        return {}
+        return None
     busiest = max(buses.pipelines.values(), key=lambda p: p.frames["total"])
-    out = busiest.timeline_json()
-    out["bus"] = busiest.name
-    return out
+    return busiest.timeline_report()
 
 
 def build_report(
@@ -470,85 +404,43 @@ def build_report(
     engine: DiagnosisEngine,
     matches: Sequence[DbcMatch] = (),
     clock_events: Sequence[ClockEvent] = (),
-) -> dict[str, Any]:
-    """``analyze``'s JSON: the documented keys first, then per-bus reports when several."""
+) -> AnalysisReport:
+    """``analyze``'s report: the capture, each bus, the DBCs, the findings and the notes."""
     if not buses.pipelines:
         # Nothing read: a report of an empty bus, not a missing one, named by its channel
         # when the recording says which (a `record` that heard nothing), else "can".
         recording = buses.bitrates.metadata.metadata
         channels = [b.channel for b in recording.buses] if recording is not None else []
         buses.pipeline(channels[0] if channels else "can")
-    reports: dict[str, dict[str, Any]] = {}
-    bitrates: dict[str, dict[str, Any]] = {}
+    reports: dict[str, BusReport] = {}
     for channel, p in buses.pipelines.items():
-        reports[p.name] = p.report()
-        bitrates[p.name] = _bitrate_json(buses.choices[channel])
-        reports[p.name]["bus_load"].update(
-            bitrate_source=bitrates[p.name]["source"], bitrate_detail=bitrates[p.name]["detail"]
-        )
-    merged = _merge_buses(reports)
+        choice = buses.choices[channel]
+        report = p.report()
+        assert report.bus_load is not None  # a full report
+        load = replace(report.bus_load, bitrate_source=choice.source, bitrate_detail=choice.detail)
+        reports[p.name] = replace(report, bus_load=load)
     pipelines = list(buses.pipelines.values())
     starts = [p.first_ts for p in pipelines if p.first_ts is not None]
     ends = [p.last_ts for p in pipelines if p.last_ts is not None]
-    start, end = (min(starts), max(ends)) if starts else (None, None)
-    capture = {
-        "path": stats.path,
-        "format": stats.format,
-        "format_reason": stats.format_reason,
-        "channels": list(buses.pipelines),
-        "lines": stats.lines,
-        "frames": merged["frames"]["total"],
-        "malformed_lines": stats.malformed,
-        "blank_lines": stats.blank,
-        "malformed_examples": [
-            {"line": m.line, "reason": m.reason, "text": m.text} for m in stats.examples
-        ],
-        "truncated": stats.truncated,
-        "not_frames": dict(stats.not_frames),
-        "stopped_at": stats.stopped_at,
-        "unread": stats.unread,
-        "unread_unit": stats.unread_unit or None,
-        "overflow_frames": stats.overflow_frames,
-        "clock_events": [e.to_json() for e in clock_events],
-        "start": start,
-        "end": end,
-        "duration_s": round(end - start, 6) if start is not None and end is not None else 0.0,
-    }
-    merged["decode"]["dbc"] = _dbc_json(buses.db, matches)
-    report: dict[str, Any] = {
-        "capture": capture,
-        "frames": merged["frames"],
-        "error_frames": merged["error_frames"],
-        "bus_off_events": merged["bus_off_events"],
-        "bus_load": merged["bus_load"],
-        "bitrate": next(iter(bitrates.values())) if len(bitrates) == 1 else bitrates,
-        "ids": merged["ids"],
-        "nodes": merged["nodes"],
-        "signals": merged["signals"],
-        "findings": [f.to_json() for f in engine.all_findings()],
-        "bus_state": merged["bus_state"],
-        "windows": merged["windows"],
-        "decode": merged["decode"],
-        "firmware_mismatches": merged["firmware_mismatches"],
-        "contactors": merged["contactors"],
-        "cooling": merged["cooling"],
-        "currents": merged["currents"],
-        "notes": _notes(stats, buses, matches)
-        + [f"Capture time: {e.text()}." for e in clock_events],
-    }
-    if len(reports) > 1:
-        report["buses"] = reports
-    return report
-
-
-def _bitrate_json(choice: BitrateChoice) -> dict[str, Any]:
-    return {
-        "bitrate": choice.bitrate,
-        "source": choice.source,
-        "known": choice.known,
-        "detail": choice.detail,
-        "disagreements": list(choice.notes),
-    }
+    span = (min(starts), max(ends)) if starts else (None, None)
+    frames = sum(r.frames.total for r in reports.values())
+    capture = CaptureReport.build(stats, buses.pipelines, frames, clock_events, span)
+    return AnalysisReport(
+        capture=capture,
+        buses=reports,
+        bitrates={buses.pipelines[ch].name: c for ch, c in buses.choices.items()},
+        dbc=DbcReport(
+            files=tuple(buses.db.sources),
+            messages=len(buses.db),
+            strict=buses.db.strict,
+            warnings=tuple(buses.db.warnings),
+            reference=tuple(matches),
+        ),
+        findings=tuple(engine.all_findings()),
+        notes=tuple(
+            _notes(stats, buses, matches) + [f"Capture time: {e.text()}." for e in clock_events]
+        ),
+    )
 
 
 def _notes(stats: CaptureStats, buses: _Buses, matches: Sequence[DbcMatch]) -> list[str]:
@@ -621,108 +513,17 @@ def _names(names: list[str], shown: int = 3) -> str:
     return f"{', '.join(names[:shown])} and {len(names) - shown} more buses"
 
 
-def _dbc_json(db: ChargerDatabase, matches: Sequence[DbcMatch]) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "files": list(db.sources),
-        "messages": len(db),
-        "strict": db.strict,
-        # What cantools' strict mode would have refused, each at its file:line.
-        "warnings": [w.as_dict() for w in db.warnings],
-    }
-    if matches:
-        out["selection"] = "reference DBCs matched against the traffic (no --dbc given)"
-        out["reference"] = [m.to_json() for m in matches]
-    else:
-        out["selection"] = "given"
-    return out
-
-
-# -- several buses in one report ------------------------------------------------------------
-
-
-def _merge_buses(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The top-level sections over all buses (one bus: its report unchanged).
-
-    Counts add up; per-id, per-node and per-signal entries say which bus they belong to
-    and are keyed ``"<bus> <key>"`` so no two buses' entries collide.
-    """
-    if len(reports) == 1:
-        only = next(iter(reports.values()))
-        return {**only, "ids": dict(only["ids"])}
-    parts = list(reports.values())
-    frames = _sum_dicts(p["frames"] for p in parts)
-    merged: dict[str, Any] = dict(parts[0])
-    merged.update(
-        frames=frames,
-        error_frames=_merge_error_frames([p["error_frames"] for p in parts]),
-        bus_off_events=sum(int(p["bus_off_events"]) for p in parts),
-        bus_load=_merge_load(reports),
-        ids={f"{name} {k}": v for name, p in reports.items() for k, v in p["ids"].items()},
-        nodes=[{**n, "bus": name} for name, p in reports.items() for n in p["nodes"]],
-        signals={f"{name} {k}": v for name, p in reports.items() for k, v in p["signals"].items()},
-        firmware_mismatches=[
-            {**m, "bus": name} for name, p in reports.items() for m in p["firmware_mismatches"]
-        ],
-        decode=_merge_decode([p["decode"] for p in parts]),
-        windows={name: p["windows"] for name, p in reports.items()},
-        bus_state={name: p["bus_state"] for name, p in reports.items()},
-    )
-    for key in ("contactors", "cooling", "currents"):
-        merged[key] = {name: p.get(key) for name, p in reports.items()}
-    return merged
-
-
-def _sum_dicts(items: Iterable[dict[str, int]]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for item in items:
-        for k, v in item.items():
-            out[k] = out.get(k, 0) + int(v)
-    return out
-
-
-def _merge_error_frames(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    out = dict(parts[0])
-    for key, value in parts[0].items():
-        if isinstance(value, dict) and all(isinstance(v, int) for v in value.values()):
-            out[key] = _sum_dicts(p.get(key) or {} for p in parts)
-    for key in ("tec_max", "rec_max"):
-        if key in out:
-            out[key] = max(int(p.get(key) or 0) for p in parts)
-    return out
-
-
-def _merge_load(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    loads = {name: p["bus_load"] for name, p in reports.items()}
-    first = next(iter(loads.values()))
-    means = [v["mean_ratio"] for v in loads.values() if v["mean_ratio"] is not None]
-    return {
-        **first,
-        "mean_ratio": max(means) if means else None,
-        "max_ratio_1s": max(v["max_ratio_1s"] for v in loads.values()),
-        "channels": loads,
-    }
-
-
-def _merge_decode(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    out = dict(parts[0])
-    for key in ("decoded_frames", "unknown_frames", "untracked_frames"):
-        out[key] = sum(int(p[key]) for p in parts)
-    for key in ("unknown_ids", "short_frames"):
-        out[key] = _sum_dicts(p[key] for p in parts)
-    return out
-
-
-def all_clear_sentence(report: dict[str, Any]) -> str:
+def all_clear_sentence(report: AnalysisReport) -> str:
     """What "no findings" means for this report: only statements that are true of it."""
     said = []
-    if report["frames"]["error"] == 0:
+    if report.frames.error == 0:
         said.append("zero error frames")
-    nodes = report.get("nodes") or []
-    if nodes and all(n["status"] == "online" for n in nodes):
+    nodes = report.nodes
+    if nodes and all(n.status == "online" for n in nodes):
         said.append(f"all {len(nodes)} nodes present")
     elif not nodes:
         said.append("no node known to the DBCs, so node liveness was not judged")
-    if nodes and not report.get("firmware_mismatches"):
+    if nodes and not report.firmware_mismatches:
         said.append("firmware consistent")
-    head = f"No findings in {report['frames']['total']:,} frames"
+    head = f"No findings in {report.frames.total:,} frames"
     return f"{head}: {', '.join(said)}." if said else f"{head}."

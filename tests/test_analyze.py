@@ -104,9 +104,7 @@ def test_mean_load_is_all_frame_bits_over_bitrate_times_span(
     first = int(batch.timestamp.argmin())
     span = float(batch.timestamp.max() - batch.timestamp.min()) + per_frame[first] / BITRATE
     result = analyze_capture(capture, db, bitrate=BITRATE)
-    assert result.report["bus_load"]["mean_ratio"] == pytest.approx(
-        bits / (BITRATE * span), rel=1e-5
-    )
+    assert result.report.bus_load.mean_ratio == pytest.approx(bits / (BITRATE * span), rel=1e-5)
 
 
 def test_malformed_lines_are_counted_not_fatal(tmp_path: Path) -> None:
@@ -186,13 +184,13 @@ def test_scenario_top_finding_names_the_injected_cause(
     code, subject, fault_start = SCENARIOS[scenario]
     capture = simulate(tmp_path / f"{scenario}.log", 90, "--scenario", scenario)
     result = analyze_capture(capture, db, bitrate=BITRATE)
-    findings = result.report["findings"]
+    findings = result.report.findings
     assert findings, f"{scenario}: no finding"
     top = findings[0]
-    assert (top["code"], subject in top["subject"]) == (code, True), findings[:3]
+    assert (top.code, subject in top.subject) == (code, True), findings[:3]
     detect = result.first_detection[code] - fault_start
     assert 0 <= detect <= 30, f"{scenario}: detected {detect:.1f} s after the fault"
-    print(f"SCENARIO {scenario}: {top['severity']} {top['code']} detected after {detect:.1f} s")
+    print(f"SCENARIO {scenario}: {top.severity} {top.code} detected after {detect:.1f} s")
 
 
 @pytest.mark.slow
@@ -201,7 +199,7 @@ def test_ten_minutes_of_healthy_traffic_give_no_warning(
 ) -> None:
     capture = simulate(tmp_path / "healthy.log", 600, "--seed", "7")
     result = analyze_capture(capture, db, bitrate=BITRATE)
-    serious = [f for f in result.report["findings"] if f["severity"] in ("critical", "warning")]
+    serious = [f for f in result.report.findings if f.severity in ("critical", "warning")]
     assert serious == []
     assert result.evaluations >= 100  # 1 s for a minute, then every 10 s
 
@@ -212,11 +210,11 @@ def test_cycle_violation_clears_once_the_jitter_is_gone(
 ) -> None:
     capture = simulate(tmp_path / "jitter.log", 800, "--fault", "jitter@10+120:module=4,ratio=0.9")
     result = analyze_capture(capture, db, bitrate=BITRATE)
-    findings = [f for f in result.report["findings"] if f["code"] == "CAN_CYCLE_VIOLATION"]
-    assert findings and all("F004" in f["subject"] for f in findings)
-    assert all(f.get("cleared_at") is not None for f in findings)  # judged on recent traffic
-    module4 = [v for k, v in result.report["ids"].items() if k.endswith("F004")]
-    assert module4 and all(v["cycle_ok"] is not False for v in module4)
+    findings = [f for f in result.report.findings if f.code == "CAN_CYCLE_VIOLATION"]
+    assert findings and all("F004" in f.subject for f in findings)
+    assert all(f.cleared_at is not None for f in findings)  # judged on recent traffic
+    module4 = [v for k, v in result.report.ids.items() if k.endswith("F004")]
+    assert module4 and all(v.cycle_ok is not False for v in module4)
 
 
 @pytest.mark.slow
@@ -228,8 +226,8 @@ def test_tour_shows_each_finding_appear_in_its_step_and_clear(
     steps = [s for s in tour_steps() if s.scenario in SCENARIOS]  # the charger's steps
     capture = simulate(tmp_path / "tour.log", steps[-1].end + 60, "--scenario", "tour")
     result = analyze_capture(capture, db, bitrate=BITRATE)
-    start = result.report["capture"]["start"]
-    findings = result.report["findings"]
+    start = result.report.capture.start
+    findings = [f.to_json() for f in result.report.findings]
     for step in steps:
         code = SCENARIOS[step.scenario][0]
         hits = [

@@ -223,7 +223,8 @@ def test_multiplexed_temperatures_are_not_mixed_with_other_registers(tmp_path: P
     capture = tmp_path / "mux.log"
     assert main(["simulate", "-o", str(capture), "-d", "60"]) == 0
     result = analyze_capture(capture, load_reference_database(), bitrate=125_000, keep_history=True)
-    temperatures = result.timeline["signals"]["Temperature (degC)"]
+    assert result.timeline is not None and result.timeline.signals is not None
+    temperatures = result.timeline.signals["Temperature (degC)"]
     ambient = [v for series in temperatures.values() for v in series if v == v]
     assert ambient and max(ambient) < 100.0  # not ~214 °C: no 400 V register in the mean
 

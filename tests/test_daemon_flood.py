@@ -73,9 +73,10 @@ def test_random_ids_leave_every_per_id_structure_bounded(monitor: LiveBus) -> No
     assert pipeline.unknown_ids.total() == frames - decoded
     assert pipeline.unknown_ids.untracked > frames // 2
     report = monitor.report(end)
-    assert report["decode"]["unknown_frames"] == frames - decoded
-    assert report["decode"]["untracked_frames"] == pipeline.unknown_ids.untracked
-    assert len(report["decode"]["unknown_ids"]) == 10
+    assert report.decode is not None
+    assert report.decode.unknown_frames == frames - decoded
+    assert report.decode.untracked_frames == pipeline.unknown_ids.untracked
+    assert len(report.decode.unknown_ids) == 10
 
     # Per-id metrics series, id statistics and the cycle memo: capped as well.
     assert len(monitor.ids) == MAX_IDS_PER_BUS

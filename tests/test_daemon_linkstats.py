@@ -40,11 +40,11 @@ def test_kernel_state_and_counters_reach_the_report() -> None:
     mon = monitor()
     mon.observe_link((1, stats_with()), 101.0)
     report = mon.report(101.0)
-    assert report["state"] == "error_passive"
-    assert "netlink" in report["bus_state"]["sources"]
-    assert report["error_frames"]["counters_source"] == "netlink"
-    assert (report["error_frames"]["tec_last"], report["error_frames"]["rec_last"]) == (0, 135)
-    assert report["link"]["source"] == "netlink"
+    assert report.state == "error_passive"
+    assert report.bus_state is not None and "netlink" in report.bus_state.sources
+    assert report.error_frames.counters_source == "netlink"
+    assert (report.error_frames.tec_last, report.error_frames.rec_last) == (0, 135)
+    assert report.link is not None and report.link.source == "netlink"
     snap = mon.snapshot(101.0)
     assert (snap.tx_errors, snap.rx_errors) == (0, 135)
     # The same snapshot seen again changes nothing; a new one with bus-off counts an event.

@@ -67,8 +67,8 @@ def test_frames_nodes_signals_and_freshness(db: ChargerDatabase) -> None:
     assert snap.load_ratio["10s"] == pytest.approx(bits / 125_000 / 1.0)
     assert snap.load_ratio["3600s"] == pytest.approx(snap.load_ratio["10s"])
     report = mon.report(now)
-    assert report["name"] == "can0" and report["up"] is True
-    assert {n["address"] for n in report["nodes"]} == {1, 2, 3}
+    assert report.name == "can0" and report.up is True
+    assert {n.address for n in report.nodes} == {1, 2, 3}
 
 
 def test_error_frames_by_class_and_window(db: ChargerDatabase) -> None:
@@ -97,7 +97,7 @@ def test_link_down_state_and_withdrawn_signals(db: ChargerDatabase) -> None:
     mon.set_link(False, T0 + 0.25)
     snap = mon.snapshot(T0 + 0.25)
     assert not snap.up and snap.state == "down" and snap.signals == ()
-    assert mon.report(T0 + 0.25)["down_since"] == T0 + 0.25
+    assert mon.report(T0 + 0.25).down_since == T0 + 0.25
     mon.set_link(True, T0 + 5)
     assert mon.snapshot(T0 + 5).state == "error_active"
 

@@ -10,6 +10,7 @@ import pytest
 from candiag.diagnosis.engine import THRESHOLD_LIMITS, DiagnosisEngine, load_rulebook
 from candiag.errors import ConfigError
 from candiag.health.errorframes import ERROR_CLASSES
+from tests.bus_reports import bus_report
 
 CLASSES = ERROR_CLASSES
 
@@ -54,9 +55,14 @@ def with_errors(bus: dict[str, Any], **classes: int) -> dict[str, Any]:
     return bus
 
 
+def typed(buses: list[dict[str, Any]]) -> list[Any]:
+    """The hand-built JSON-shaped buses as the typed reports the engine reads."""
+    return [bus_report(b) for b in buses]
+
+
 def codes(buses: list[dict[str, Any]], modbus: list[dict[str, Any]] = ()) -> list[str]:  # type: ignore[assignment]
     engine = DiagnosisEngine()
-    engine.update(100.0, buses, modbus)
+    engine.update(100.0, typed(buses), modbus)
     return [f.code for f in engine.findings()]
 
 
@@ -124,7 +130,7 @@ def test_node_states_and_alarms() -> None:
     bus["nodes"][4].update(status="intermittent", dropouts=3)
     bus["nodes"][5].update(alarms=["over_temperature", "fan", "communication_interrupt"])
     engine = DiagnosisEngine()
-    engine.update(10.0, [bus])
+    engine.update(10.0, typed([bus]))
     found = {(f.code, f.subject) for f in engine.findings()}
     assert ("CAN_NODE_OFFLINE", "can0/power_module/3") in found
     assert ("CAN_NODE_DUPLICATE", "can0/power_module/4") in found
@@ -152,7 +158,7 @@ def test_firmware_mismatch_names_outliers() -> None:
         ]
     )
     engine = DiagnosisEngine()
-    engine.update(0.0, [bus])
+    engine.update(0.0, typed([bus]))
     (finding,) = engine.findings()
     assert finding.code == "CAN_FW_MISMATCH"
     assert "power module 4" in finding.fix and "V=1.4" in finding.fix
@@ -219,14 +225,14 @@ def test_modbus_rules_judge_recent_counters_not_lifetime() -> None:
 def test_hysteresis_keeps_a_flapping_finding_and_clears_after_quiet_time() -> None:
     engine = DiagnosisEngine()
     bad = with_errors(healthy_bus(), ack=10)
-    raised, _ = engine.update(0.0, [bad])
+    raised, _ = engine.update(0.0, typed([bad]))
     assert [f.code for f in raised] == ["CAN_ERR_ACK"]
-    _, cleared = engine.update(5.0, [healthy_bus()])
+    _, cleared = engine.update(5.0, typed([healthy_bus()]))
     assert cleared == [] and [f.code for f in engine.findings()] == ["CAN_ERR_ACK"]
-    engine.update(10.0, [with_errors(healthy_bus(), ack=10)])
-    _, cleared = engine.update(39.0, [healthy_bus()])
+    engine.update(10.0, typed([with_errors(healthy_bus(), ack=10)]))
+    _, cleared = engine.update(39.0, typed([healthy_bus()]))
     assert cleared == []
-    _, cleared = engine.update(41.0, [healthy_bus()])
+    _, cleared = engine.update(41.0, typed([healthy_bus()]))
     assert [f.code for f in cleared] == ["CAN_ERR_ACK"]
     assert cleared[0].since == 0.0 and cleared[0].cleared_at == 41.0
 
@@ -235,7 +241,7 @@ def test_findings_are_sorted_most_severe_first_and_serialise() -> None:
     bus = with_errors(healthy_bus(), protocol=3)
     bus["nodes"][0].update(status="offline")
     engine = DiagnosisEngine()
-    engine.update(1.0, [bus])
+    engine.update(1.0, typed([bus]))
     found = engine.findings()
     assert [f.severity for f in found] == sorted(
         (f.severity for f in found), key=["critical", "warning", "info"].index
@@ -251,7 +257,7 @@ def test_threshold_override_file(tmp_path: Path) -> None:
     assert book.t("bus_load_warning") == 0.2
     assert book.t("bus_load_critical") == 0.9
     engine = DiagnosisEngine(book=book)
-    engine.update(0.0, [healthy_bus()])
+    engine.update(0.0, typed([healthy_bus()]))
     assert [f.code for f in engine.findings()] == ["CAN_LOAD_HIGH"]
 
 
@@ -295,7 +301,7 @@ def test_load_high_reads_the_worst_ten_seconds_of_the_last_minute() -> None:
 def test_unclassified_error_frames_are_a_warning_not_silence() -> None:
     bus = with_errors(healthy_bus(), unclassified=3)
     engine = DiagnosisEngine()
-    engine.update(100.0, [bus], [])
+    engine.update(100.0, typed([bus]), [])
     findings = engine.findings()
     assert [f.code for f in findings] == ["CAN_ERROR_FRAMES_UNCLASSIFIED"]
     finding = findings[0]

@@ -15,10 +15,11 @@ from candiag.live.simulation import MeterTour
 from candiag.modbus.config import PortConfig
 from candiag.modbus.poller import PortPoller
 from candiag.modbus.sim import demo_line
+from tests.bus_reports import bus_report
 
 FAST = {"timeout": 0.2, "retries": 0, "gap": 0.0, "id_switch_pause": 0.0}
 # The CAN side as the daemon reports it: modules delivering current to the vehicle.
-CHARGING_BUS = {"name": "can0", "up": True, "currents": {"modules_output_a": 120.0}}
+CHARGING_BUS = bus_report({"name": "can0", "up": True, "currents": {"modules_output_a": 120.0}})
 EXPECTED = {
     "meter_wrong_id": ("MODBUS_NO_ANSWER", "ac_meter"),
     # Noise on the line garbles every device's replies (the meters and the IMD alike):

@@ -148,7 +148,7 @@ def test_live_adapter_frames_nodes_and_key_signals(
 ) -> None:
     _run_steps(session, 0.8)
     report = session.reports[session.buses[0].config.name]
-    assert report["state"] == "error_active" and report["up"] is True
+    assert report.state == "error_active" and report.up is True
     assert 0 < session.total_frames() <= sender.sent
     (bus,) = session.bus_views(time.time())
     rows = node_rows(bus, time.time())

@@ -28,6 +28,7 @@ from candiag.tui.view import (
     plain_summary,
     render_screen,
 )
+from tests.bus_reports import bus_report
 
 NOW = 1_800_000_000.0
 
@@ -92,7 +93,8 @@ FW = "DCDC_Major=1 DCDC_Minor=4 PFC_Major=2 PFC_Minor=0"
 def _bus(**kw: Any) -> BusView:
     signals: Mapping[tuple[str, int], Mapping[str, KeySignal]] = kw.pop("signals", {})
     last_error = kw.pop("last_error", None)
-    return BusView("can0", "pcan PCAN_USBBUS1 @ 250 kbit/s", _report(**kw), signals, last_error)
+    report = bus_report(_report(**kw))
+    return BusView("can0", "pcan PCAN_USBBUS1 @ 250 kbit/s", report, signals, last_error)
 
 
 def _finding(code: str, severity: str, rank: int, title: str, fix: str, since: float) -> Finding:
@@ -201,7 +203,7 @@ def test_nodes_table_colours_status() -> None:
 
 def test_nodes_table_names_the_bus_only_with_several_buses() -> None:
     one = _text(nodes_table([_nodes_bus()], NOW))
-    other = BusView("can1", "", _report(nodes=[_node("cooling", 0, "online", NOW)]))
+    other = BusView("can1", "", bus_report(_report(nodes=[_node("cooling", 0, "online", NOW)])))
     two = _text(nodes_table([_nodes_bus(), other], NOW))
     assert "can0" not in one
     assert re.search(r"can1 .*cooling", two)

@@ -18,7 +18,11 @@ from typing import TYPE_CHECKING, Any
 from candiag.errors import InputError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from candiag.analysis_report import AnalysisReport
     from candiag.config.model import BusConfig
+    from candiag.health.report import LoadReport, TimelineReport
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 STATUS_STYLE = {
@@ -155,13 +159,14 @@ def _run(args: argparse.Namespace) -> int:
         )
     report = result.report
     if args.json == "-":
-        json.dump(report, sys.stdout, indent=1, default=_json_default)
+        json.dump(report.to_json(), sys.stdout, indent=1, default=_json_default)
         sys.stdout.write("\n")
         sys.stdout.flush()
     else:
         print_summary(report)
         if args.json:
-            write_text(args.json, json.dumps(report, indent=1, default=_json_default) + "\n")
+            text = json.dumps(report.to_json(), indent=1, default=_json_default)
+            write_text(args.json, text + "\n")
             wrote(args.json)
     if args.html or args.pdf:
         _write_report(args, result.report, result.timeline, book.t("bus_load_warning"), browser)
@@ -184,8 +189,8 @@ def _pdf_browser() -> str:
 
 def _write_report(
     args: argparse.Namespace,
-    report: dict[str, Any],
-    timeline: dict[str, Any],
+    report: AnalysisReport,
+    timeline: TimelineReport | None,
     load_warning: float,
     browser: str | None,
 ) -> None:
@@ -193,14 +198,18 @@ def _write_report(
     from candiag.report.html import render_report
     from candiag.report.provenance import gather
 
-    provenance = gather(report, load_warning=load_warning)
+    # The HTML renders the document --json writes (the same keys, golden-tested), so the two
+    # outputs of one analysis cannot disagree.
+    document = report.to_json()
+    series = None if timeline is None else timeline.columns()
+    provenance = gather(document, load_warning=load_warning)
     if args.html:
-        write_text(args.html, render_report(report, timeline, provenance))
+        write_text(args.html, render_report(document, series, provenance))
         wrote(args.html)
     if args.pdf:
         from candiag.report.pdf import print_pdf
 
-        print_pdf(render_report(report, timeline, provenance, for_print=True), args.pdf, browser)
+        print_pdf(render_report(document, series, provenance, for_print=True), args.pdf, browser)
         wrote(args.pdf)
 
 
@@ -225,14 +234,14 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _exit_status(report: dict[str, Any], fail_on: str | None) -> int:
+def _exit_status(report: AnalysisReport, fail_on: str | None) -> int:
     if fail_on is None:
         return 0
     worst = {"critical": ("critical",), "warning": ("critical", "warning")}[fail_on]
-    return 1 if any(f["severity"] in worst for f in report["findings"]) else 0
+    return 1 if any(f.severity in worst for f in report.findings) else 0
 
 
-def print_summary(report: dict[str, Any]) -> None:
+def print_summary(report: AnalysisReport) -> None:
     """The readable summary: capture, health figures, findings with fixes, nodes."""
     from rich.markup import escape
     from rich.table import Table
@@ -241,54 +250,54 @@ def print_summary(report: dict[str, Any]) -> None:
     from candiag.cli.outputs import text_console
 
     console = text_console()
-    cap = report["capture"]
-    frames = report["frames"]
-    load = report["bus_load"]
-    ef = report["error_frames"]
+    cap = report.capture
+    frames = report.frames
+    load = report.bus_load
+    ef = report.error_frames
     console.print(
-        f"[bold]{escape(str(cap['path']))}[/]: {frames['total']:,} frames over "
-        f"{cap['duration_s']:.1f} s ({frames['data']:,} data, {frames['remote']:,} remote, "
-        f"{frames['error']:,} error); {cap['malformed_lines']:,} malformed lines; "
-        f"read as {escape(str(cap.get('format') or '?'))}"
+        f"[bold]{escape(str(cap.path))}[/]: {frames.total:,} frames over "
+        f"{cap.duration_s:.1f} s ({frames.data:,} data, {frames.remote:,} remote, "
+        f"{frames.error:,} error); {cap.malformed_lines:,} malformed lines; "
+        f"read as {escape(str(cap.format or '?'))}"
     )
-    classes = ", ".join(f"{k} {v}" for k, v in ef["by_class"].items() if v) or "none"
+    classes = ", ".join(f"{k} {v}" for k, v in ef.by_class.items() if v) or "none"
     console.print(
         f"Bus load {escape(_load_text(load))}; error frames: {escape(classes)}; bus-off events "
-        f"{report['bus_off_events']:,}; TEC/REC max "
-        f"{escape(str(ef['tec_max']))}/{escape(str(ef['rec_max']))}"
+        f"{report.bus_off_events:,}; TEC/REC max "
+        f"{escape(str(ef.tec_max))}/{escape(str(ef.rec_max))}"
     )
-    findings = report["findings"]
+    findings = report.findings
     if not findings:
         console.print(f"[green]{escape(all_clear_sentence(report))}[/]")
     for f in findings:
-        style = SEVERITY_STYLE.get(f["severity"], "")
-        cleared = " (cleared)" if f.get("cleared_at") is not None else ""
+        style = SEVERITY_STYLE.get(f.severity, "")
+        cleared = " (cleared)" if f.cleared_at is not None else ""
         console.print(
-            f"[{style}]{escape(f['severity'].upper())}[/] {escape(f['title'])}{escape(cleared)} "
-            f"[dim]{escape(f['code'])}[/]"
+            f"[{style}]{escape(f.severity.upper())}[/] {escape(f.title)}{escape(cleared)} "
+            f"[dim]{escape(f.code)}[/]"
         )
-        console.print(f"    fix: {escape(f['fix'])}")
-    nodes = report["nodes"]
+        console.print(f"    fix: {escape(f.fix)}")
+    nodes = report.nodes
     if nodes:
         table = Table("family", "address", "status", "frames", "firmware", "alarms", box=None)
         for n in nodes:
-            status = n["status"]
+            status = n.status
             table.add_row(
-                escape(str(n["family"])),
-                str(n["address"]),
+                escape(n.family),
+                str(n.address),
                 f"[{STATUS_STYLE.get(status, '')}]{escape(status)}[/]",
-                f"{n['frames']:,}",
-                escape(n["firmware"] or "-"),
-                escape(", ".join(n["alarms"]) or "-"),
+                f"{n.frames:,}",
+                escape(n.firmware or "-"),
+                escape(", ".join(n.alarms) or "-"),
             )
         console.print(table)
-    for note in report.get("notes") or []:
+    for note in report.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
 
 
-def _load_text(load: dict[str, Any]) -> str:
+def _load_text(load: LoadReport) -> str:
     """The load figures with the bitrate they rest on and how that bitrate is known."""
-    source = load.get("bitrate_source", "flag")
+    source = load.bitrate_source or "flag"
     how = {
         "flag": "given",
         "config": "from the config",
@@ -296,7 +305,7 @@ def _load_text(load: dict[str, Any]) -> str:
         "inferred": "inferred from frame spacing",
         "assumed": "ASSUMED, not known",
     }.get(source, source)
-    at = f"at {load['bitrate']:,} bit/s ({how})"
-    if load.get("mean_ratio") is None:
-        return f"not measurable ({load.get('note') or 'no load figure'}) {at}"
-    return f"{load['mean_ratio']:.1%} mean, {load['max_ratio_1s']:.1%} max (1 s) {at}"
+    at = f"at {load.bitrate:,} bit/s ({how})"
+    if load.mean_ratio is None:
+        return f"not measurable ({load.note or 'no load figure'}) {at}"
+    return f"{load.mean_ratio:.1%} mean, {load.max_ratio_1s:.1%} max (1 s) {at}"

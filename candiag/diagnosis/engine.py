@@ -1,10 +1,9 @@
 """The diagnosis engine: health reports in, findings with evidence and fixes out.
 
 One engine serves ``candiag analyze`` (evaluated over capture time) and the
-daemon/monitor (evaluated over wall-clock time).  Its input is the JSON-shaped
-*health report* both produce: one dict per CAN bus (the keys of ``analyze``'s
-JSON: ``error_frames``, ``windows``, ``nodes``, ``ids``, ...) and one dict per
-Modbus device (the poller's snapshot).
+daemon/monitor (evaluated over wall-clock time).  Its input is the *health
+report* both produce: one :class:`~candiag.health.report.BusReport` per CAN bus
+and one dict per Modbus device (the poller's snapshot).
 
 The rules (:mod:`candiag.diagnosis.rules`) are pure functions from a report to
 *conditions*; the engine adds time: a condition becomes a finding after
@@ -26,6 +25,8 @@ from typing import Any
 from candiag.config.problems import KeyPath, Limit, Problems
 from candiag.config.toml import loads, read_toml
 from candiag.errors import shown
+from candiag.health.jsontypes import JsonObject
+from candiag.health.report import BusReport
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
@@ -82,7 +83,7 @@ class Finding:
     since: float
     cleared_at: float | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         out: dict[str, Any] = {
             "code": self.code,
             "severity": self.severity,
@@ -297,7 +298,7 @@ class DiagnosisEngine:
     def update(
         self,
         now: float,
-        buses: Sequence[Mapping[str, Any]] = (),
+        buses: Sequence[BusReport] = (),
         modbus: Sequence[Mapping[str, Any]] = (),
     ) -> tuple[list[Finding], list[Finding]]:
         """Evaluate at ``now``; return (raised, cleared) findings for logging."""

@@ -1,17 +1,14 @@
 """The diagnosis rules: pure functions from a health report to conditions.
 
-Each rule reads the JSON-shaped report (see :mod:`candiag.diagnosis.engine`)
+Each rule reads a bus report (:class:`candiag.health.report.BusReport`)
 and yields a :class:`~candiag.diagnosis.engine.Condition` per subject where its
 fault is present *now*, with the figures that prove it.  Rules follow the
 technician's order (``docs/field-diagnostics.md``): physical layer, liveness,
 configuration, firmware, then the charger's own plausibility checks.
 
-Keys a bus report may carry (missing keys mean "not known", never a fault):
-``name, bitrate, up, state, error_frames{tec_last, rec_last, ...},
-windows{"10s"|"60s": {error_frames{class: n}, error_frames_total,
-protocol_type{type: n}, bus_off, load_ratio}}, error_bursts{burst_seconds,
-in_bursts, protocol_total}, nodes[...], firmware_mismatches[...], ids{...},
-dropped_recent, contactors[...], cooling{...}, currents{...}``.
+What a report does not know is ``None`` in its typed field (a window not in the
+report, a cooling value not read), and a rule reads ``None`` as "not known", never
+as a fault.
 """
 
 from __future__ import annotations
@@ -19,14 +16,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from candiag.capture import CaptureStats
 from candiag.diagnosis.engine import Condition, RuleBook
+from candiag.health.nodes import NodeView
+from candiag.health.report import BusReport, WindowReport
 
 TRANSCEIVER_PROTOCOL_TYPES = ("bit0", "bit1")
 
 
 def evaluate(
     book: RuleBook,
-    buses: Sequence[Mapping[str, Any]],
+    buses: Sequence[BusReport],
     modbus: Sequence[Mapping[str, Any]],
     modbus_past: Mapping[str, Mapping[str, Any]],
 ) -> list[Condition]:
@@ -42,11 +42,11 @@ def evaluate(
 # -- CAN bus -----------------------------------------------------------------------------
 
 
-def bus_conditions(book: RuleBook, bus: Mapping[str, Any]) -> Iterator[Condition]:
-    name = str(bus.get("name", "can"))
+def bus_conditions(book: RuleBook, bus: BusReport) -> Iterator[Condition]:
+    name = bus.name
     base = {"bus": name, **_bitrate_fields(bus)}
-    if bus.get("up") is False:
-        yield Condition("CAN_BUS_DOWN", name, base, {"down_since": bus.get("down_since")})
+    if not bus.up:
+        yield Condition("CAN_BUS_DOWN", name, base, {"down_since": bus.down_since})
         return
     yield from error_frame_conditions(book, bus, base)
     yield from load_and_drop_conditions(book, bus, base)
@@ -57,19 +57,18 @@ def bus_conditions(book: RuleBook, bus: Mapping[str, Any]) -> Iterator[Condition
     yield from cooling_conditions(book, bus, base)
 
 
-def _window(bus: Mapping[str, Any], w: str) -> Mapping[str, Any]:
-    windows = bus.get("windows") or {}
-    return windows.get(w) or {}
+def _window(bus: BusReport, w: str) -> WindowReport | None:
+    return bus.window(w)
 
 
-def _bitrate_fields(bus: Mapping[str, Any]) -> dict[str, Any]:
+def _bitrate_fields(bus: BusReport) -> dict[str, Any]:
     """``bitrate`` and ``bus_bitrate`` for the texts; nothing bitrate-specific when unknown.
 
     A bitrate candiag only assumed must never become an instruction ("set it to ..."):
     acting on a wrong figure breaks the bus.
     """
-    bitrate = bus.get("bitrate")
-    if bus.get("bitrate_known") is False or not bitrate:
+    bitrate = bus.bitrate
+    if not bus.bitrate_known or not bitrate:
         return {
             "bitrate": "unknown",
             "bus_bitrate": "the bitrate the other nodes use (candiag does not know this "
@@ -79,30 +78,29 @@ def _bitrate_fields(bus: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def error_frame_conditions(
-    book: RuleBook, bus: Mapping[str, Any], base: Mapping[str, Any]
+    book: RuleBook, bus: BusReport, base: Mapping[str, Any]
 ) -> Iterator[Condition]:
     name = str(base["bus"])
     w60 = _window(bus, "60s")
-    by_class: Mapping[str, int] = w60.get("error_frames") or {}
-    ptype: Mapping[str, int] = w60.get("protocol_type") or {}
-    total = int(w60.get("error_frames_total", max(by_class.values(), default=0)))
+    by_class: Mapping[str, int] = w60.error_frames if w60 else {}
+    ptype: Mapping[str, int] = w60.protocol_type if w60 else {}
+    total = w60.error_frames_total if w60 else 0
     evidence = {
         "error_frames_60s": total,
         "by_class_60s": {k: v for k, v in by_class.items() if v},
         "protocol_type_60s": {k: v for k, v in ptype.items() if v},
     }
-    ef = bus.get("error_frames") or {}
-    tec = int(ef.get("tec_last") or 0)
-    rec = int(ef.get("rec_last") or 0)
-    state = str(bus.get("state", "error_active"))
+    tec = bus.error_frames.tec_last
+    rec = bus.error_frames.rec_last
+    state = bus.state
     counters = {"tec": tec, "rec": rec, "state": state}
 
-    if int(w60.get("bus_off", by_class.get("bus_off", 0))) > 0 or state == "bus_off":
+    if (w60.bus_off if w60 else 0) > 0 or state == "bus_off":
         yield Condition(
             "CAN_BUS_OFF",
             name,
             base,
-            {**evidence, **counters, "bus_off_events": bus.get("bus_off_events")},
+            {**evidence, **counters, "bus_off_events": bus.bus_off_events},
         )
     # The state tracker already derives the state from fresh TEC/REC; the last counters
     # alone are not evidence (a restart resets them without a new counter frame).
@@ -133,10 +131,10 @@ def error_frame_conditions(
     if ack > 0 and ack >= protocol:
         yield Condition("CAN_ERR_ACK", name, base, evidence)
     elif protocol > 0 and protocol > trx:
-        bursts = bus.get("error_bursts") or {}
-        burst_seconds = int(bursts.get("burst_seconds", 0))
-        in_bursts = int(bursts.get("in_bursts", 0))
-        share = in_bursts / max(1, int(bursts.get("protocol_total", protocol)))
+        bursts = bus.error_bursts
+        burst_seconds = bursts.burst_seconds
+        in_bursts = bursts.in_bursts
+        share = in_bursts / max(1, bursts.protocol_total)
         ev = {**evidence, "burst_seconds_60s": burst_seconds, "share_in_bursts": round(share, 3)}
         if burst_seconds >= book.t("wrong_bitrate_min_bursts") and share >= book.t(
             "wrong_bitrate_burst_share"
@@ -147,75 +145,87 @@ def error_frame_conditions(
 
 
 def load_and_drop_conditions(
-    book: RuleBook, bus: Mapping[str, Any], base: Mapping[str, Any]
+    book: RuleBook, bus: BusReport, base: Mapping[str, Any]
 ) -> Iterator[Condition]:
     name = str(base["bus"])
     # The worst 10 s of the last minute: a high-load stretch is seen even if the
     # rules run less often than every 10 s (offline analysis of long captures).
-    load = _window(bus, "60s").get("load_ratio_max_10s", _window(bus, "10s").get("load_ratio"))
+    w60, w10 = _window(bus, "60s"), _window(bus, "10s")
+    load = w60.load_ratio_max_10s if w60 else (w10.load_ratio if w10 else None)
     # A load under an assumed bitrate is not a fact about the bus: no finding from it.
-    known = bus.get("bitrate_known") is not False
+    known = bus.bitrate_known
     if known and load is not None and float(load) >= book.t("bus_load_warning"):
         fields = {**base, "load": f"{float(load):.0%}"}
         yield Condition("CAN_LOAD_HIGH", name, fields, {"load_ratio_10s": round(float(load), 4)})
-    dropped = int(bus.get("dropped_recent") or 0)
+    dropped = bus.dropped_recent
     if dropped > 0:
         yield Condition(
             "CAN_FRAMES_DROPPED",
             name,
             {**base, "dropped": dropped},
-            {"dropped_recent": dropped, "dropped": bus.get("dropped")},
+            {"dropped_recent": dropped, "dropped": dict(bus.dropped)},
         )
 
 
-def _node_subject(bus: str, node: Mapping[str, Any]) -> str:
-    return f"{bus}/{node.get('family')}/{node.get('address')}"
+def _node_subject(bus: str, node: NodeView) -> str:
+    return f"{bus}/{node.family}/{node.address}"
 
 
-def _node_fields(base: Mapping[str, Any], node: Mapping[str, Any]) -> dict[str, Any]:
-    family = str(node.get("family", "node")).replace("_", " ")
-    silent = node.get("silent_s")
+def _node_fields(base: Mapping[str, Any], node: NodeView) -> dict[str, Any]:
+    family = node.family.replace("_", " ")
+    silent = _round(node.silent_s)
     return {
         **base,
         "family": family,
-        "address": node.get("address"),
+        "address": node.address,
         "silent": "never seen" if silent is None else f"silent for {float(silent):.1f} s",
-        "dropouts": node.get("dropouts", 0),
-        "rate_ratio": node.get("rate_ratio"),
+        "dropouts": node.dropouts,
+        "rate_ratio": _round(node.rate_ratio),
     }
 
 
-def node_conditions(
-    book: RuleBook, bus: Mapping[str, Any], base: Mapping[str, Any]
-) -> Iterator[Condition]:
+def _round(value: float | None, digits: int = 3) -> float | None:
+    """As the report's JSON gives it (the evidence is shown and exported)."""
+    return None if value is None else round(value, digits)
+
+
+def _node_evidence(node: NodeView) -> dict[str, Any]:
+    return {
+        "last_seen": node.last_seen,
+        "silent_s": _round(node.silent_s),
+        "timeout_s": node.timeout_s,
+        "frames": node.frames,
+        "dropouts": node.dropouts,
+        "rate_ratio": _round(node.rate_ratio),
+    }
+
+
+def node_conditions(book: RuleBook, bus: BusReport, base: Mapping[str, Any]) -> Iterator[Condition]:
     name = str(base["bus"])
     alarm_codes = {
         "communication_interrupt": "CAN_NODE_ALARM_COMM",
         "over_temperature": "CAN_NODE_ALARM_TEMP",
         "fan": "CAN_NODE_ALARM_FAN",
     }
-    nodes = list(bus.get("nodes") or [])
+    nodes = list(bus.nodes)
     bus_wide = _bus_wide_dropouts(nodes)
-    seen = [n for n in nodes if n.get("last_seen") is not None]
+    seen = [n for n in nodes if n.last_seen is not None]
     w60 = _window(bus, "60s")
-    if bus.get("state") == "bus_off" or int(w60.get("bus_off", 0)) > 0:
+    if bus.state == "bus_off" or (w60.bus_off if w60 else 0) > 0:
         # The controller was off the bus: nodes were silent *to us*; CAN_BUS_OFF says why.
-        nodes = [n for n in nodes if n.get("status") != "offline"]
-    elif len(seen) >= 2 and all(n.get("status") == "offline" for n in seen):
+        nodes = [n for n in nodes if n.status != "offline"]
+    elif len(seen) >= 2 and all(n.status == "offline" for n in seen):
         # Every node silent at once: the bus (or candiag's adapter), not the nodes.
-        evidence = {"nodes": len(seen), "last_frame": max(n["last_seen"] for n in seen)}
+        evidence = {"nodes": len(seen), "last_frame": max(n.last_seen or 0.0 for n in seen)}
         yield Condition("CAN_BUS_SILENT", name, base, evidence)
         return
     for node in nodes:
-        if node.get("status") == "intermittent" and node.get("last_dropout_end") in bus_wide:
+        if node.status == "intermittent" and node.last_dropout_end in bus_wide:
             continue  # every node dropped out together: a bus-level event explains it
         subject = _node_subject(name, node)
         fields = _node_fields(base, node)
-        evidence = {
-            k: node.get(k)
-            for k in ("last_seen", "silent_s", "timeout_s", "frames", "dropouts", "rate_ratio")
-        }
-        status = node.get("status")
+        evidence = _node_evidence(node)
+        status = node.status
         if status == "offline":
             yield Condition("CAN_NODE_OFFLINE", subject, fields, evidence)
             continue
@@ -223,17 +233,17 @@ def node_conditions(
             yield Condition("CAN_NODE_DUPLICATE", subject, fields, evidence)
         elif status == "intermittent":
             yield Condition("CAN_NODE_INTERMITTENT", subject, fields, evidence)
-        for alarm in node.get("alarms") or []:
+        for alarm in node.alarms:
             code = alarm_codes.get(str(alarm))
             if code is not None:
                 yield Condition(code, subject, fields, {**evidence, "alarm": alarm})
 
 
-def _bus_wide_dropouts(nodes: list[Mapping[str, Any]]) -> set[Any]:
+def _bus_wide_dropouts(nodes: list[NodeView]) -> set[Any]:
     """Return instants at which most nodes came back together (a bus-off, a cable pulled)."""
     ends: dict[Any, int] = {}
     for node in nodes:
-        end = node.get("last_dropout_end")
+        end = node.last_dropout_end
         if end is not None:
             ends[end] = ends.get(end, 0) + 1
     if len(nodes) < 3:
@@ -254,12 +264,12 @@ def _if_most(cluster: list[Any], ends: Mapping[Any, int], total: int) -> list[An
     return cluster if sum(ends[e] for e in cluster) >= 0.75 * total else []
 
 
-def firmware_conditions(bus: Mapping[str, Any], base: Mapping[str, Any]) -> Iterator[Condition]:
+def firmware_conditions(bus: BusReport, base: Mapping[str, Any]) -> Iterator[Condition]:
     name = str(base["bus"])
-    for mm in bus.get("firmware_mismatches") or []:
-        family = str(mm.get("family", "node"))
-        by_version: Mapping[str, list[int]] = mm.get("by_version") or {}
-        majority = mm.get("majority")
+    for mm in bus.firmware_mismatches:
+        family = mm.family
+        by_version: Mapping[str, list[int]] = mm.by_version
+        majority = mm.majority
         if len(by_version) > 1:
             outliers = sorted(a for v, addrs in by_version.items() if v != majority for a in addrs)
             fields = {
@@ -269,14 +279,15 @@ def firmware_conditions(bus: Mapping[str, Any], base: Mapping[str, Any]) -> Iter
                 "majority": majority,
                 "outliers": f"{family.replace('_', ' ')} {', '.join(map(str, outliers))}",
             }
-            yield Condition("CAN_FW_MISMATCH", f"{name}/{family}", fields, dict(mm))
-        for address, version in (mm.get("not_allowed") or {}).items():
+            yield Condition("CAN_FW_MISMATCH", f"{name}/{family}", fields, mm.to_json())
+        for number, version in sorted(mm.not_allowed.items()):
+            address = str(number)  # as the report's JSON keys it
             fields = {
                 **base,
                 "family": family.replace("_", " "),
                 "address": address,
                 "version": version,
-                "allowed": ", ".join(mm.get("allowed") or []) or "see config",
+                "allowed": "see config",  # the mismatch does not carry the allowed list
             }
             yield Condition(
                 "CAN_FW_NOT_ALLOWED", f"{name}/{family}/{address}", fields, {"version": version}
@@ -284,60 +295,65 @@ def firmware_conditions(bus: Mapping[str, Any], base: Mapping[str, Any]) -> Iter
 
 
 def cycle_conditions(
-    book: RuleBook, bus: Mapping[str, Any], base: Mapping[str, Any]
+    book: RuleBook, bus: BusReport, base: Mapping[str, Any]
 ) -> Iterator[Condition]:
     name = str(base["bus"])
     # A silent or duplicated node breaks its cycle times; its own finding explains it.
-    offline = {
-        (n.get("family"), n.get("address"))
-        for n in bus.get("nodes") or []
-        if n.get("status") in ("offline", "duplicate") or n.get("duplicate_recently")
+    offline: set[tuple[str | None, int | None]] = {
+        (n.family, n.address)
+        for n in bus.nodes
+        if n.status in ("offline", "duplicate") or n.duplicate_recently
     }
-    if bus.get("state") == "bus_off" or int(_window(bus, "60s").get("bus_off", 0)) > 0:
+    w60 = _window(bus, "60s")
+    if bus.state == "bus_off" or (w60.bus_off if w60 else 0) > 0:
         return  # a bus-off interrupts every cycle; CAN_BUS_OFF explains it
-    for id_key, stats in (bus.get("ids") or {}).items():
-        if stats.get("cycle_ok") is not False:
+    for id_key, stats in bus.ids.items():
+        if stats.cycle_ok is not False:
             continue
-        if (stats.get("family"), stats.get("node")) in offline:
+        if (stats.family, stats.node) in offline:
             continue  # the node-level finding explains it better
-        fields = {**base, "id": stats.get("name") or id_key}
+        fields = {**base, "id": stats.name or id_key}
         evidence = {
-            k: stats.get(k) for k in ("cycle_ms", "mean_period_s", "jitter_s", "count", "last_seen")
+            "cycle_ms": stats.cycle_ms,
+            "mean_period_s": stats.mean_period_s,
+            "jitter_s": stats.jitter_s,
+            "count": stats.count,
+            "last_seen": stats.last_seen,
         }
         yield Condition("CAN_CYCLE_VIOLATION", f"{name}/{id_key}", fields, evidence)
 
 
 def contactor_conditions(
-    book: RuleBook, bus: Mapping[str, Any], base: Mapping[str, Any]
+    book: RuleBook, bus: BusReport, base: Mapping[str, Any]
 ) -> Iterator[Condition]:
     name = str(base["bus"])
-    for c in bus.get("contactors") or []:
-        fields = {**base, "contactor": c.get("name", "contactor")}
-        subject = f"{name}/{c.get('name')}"
-        if c.get("weld"):
-            yield Condition("CONTACTOR_WELD", subject, fields, dict(c))
-        if float(c.get("mismatch_s") or 0.0) >= book.t("contactor_feedback_s"):
-            yield Condition("CONTACTOR_MISMATCH", subject, fields, dict(c))
+    for c in bus.contactors:
+        fields = {**base, "contactor": c.name}
+        subject = f"{name}/{c.name}"
+        if c.weld:
+            yield Condition("CONTACTOR_WELD", subject, fields, c.to_json())
+        if c.mismatch_s >= book.t("contactor_feedback_s"):
+            yield Condition("CONTACTOR_MISMATCH", subject, fields, c.to_json())
 
 
 def cooling_conditions(
-    book: RuleBook, bus: Mapping[str, Any], base: Mapping[str, Any]
+    book: RuleBook, bus: BusReport, base: Mapping[str, Any]
 ) -> Iterator[Condition]:
     name = str(base["bus"])
-    cooling = bus.get("cooling") or {}
-    pump = cooling.get("pump_command")
-    flow = cooling.get("flow")
+    cooling = bus.cooling
+    pump = cooling.pump_command
+    flow = cooling.flow
     if (
         pump is not None
         and flow is not None
         and float(pump) >= book.t("pump_min_command")
         and float(flow) < book.t("min_flow_l_min")
     ):
-        yield Condition("COOLING_NO_FLOW", f"{name}/cooling", base, dict(cooling))
-    temp = cooling.get("coolant_temperature")
+        yield Condition("COOLING_NO_FLOW", f"{name}/cooling", base, cooling.to_json())
+    temp = cooling.coolant_temperature
     if temp is not None and float(temp) >= book.t("coolant_warning_c"):
         fields = {**base, "temperature": f"{float(temp):.1f} degC"}
-        yield Condition("COOLING_OVERTEMP", f"{name}/cooling", fields, dict(cooling))
+        yield Condition("COOLING_OVERTEMP", f"{name}/cooling", fields, cooling.to_json())
 
 
 # -- cross-source plausibility ---------------------------------------------------------------
@@ -345,17 +361,17 @@ def cooling_conditions(
 
 def plausibility_conditions(
     book: RuleBook,
-    buses: Sequence[Mapping[str, Any]],
+    buses: Sequence[BusReport],
     modbus: Sequence[Mapping[str, Any]],
 ) -> Iterator[Condition]:
     modules_a = 0.0
     meters: list[tuple[str, float]] = []
     for bus in buses:
-        currents = bus.get("currents") or {}
-        if currents.get("modules_output_a") is not None:
-            modules_a += float(currents["modules_output_a"])
-        if currents.get("meter_a") is not None:
-            meters.append((f"{bus.get('name')}/dc_meter", float(currents["meter_a"])))
+        currents = bus.currents
+        if currents.modules_output_a is not None:
+            modules_a += currents.modules_output_a
+        if currents.meter_a is not None:
+            meters.append((f"{bus.name}/dc_meter", currents.meter_a))
     for dev in modbus:
         if not dev.get("up") or not dev.get("dc"):
             continue
@@ -427,26 +443,25 @@ def modbus_conditions(
 # -- the capture file itself ----------------------------------------------------------------
 
 
-def capture_conditions(book: RuleBook, capture: Mapping[str, Any]) -> list[Condition]:
-    """What reading a capture file found: nothing read must never look like nothing wrong.
-
-    ``capture``: ``path, format, format_reason, lines, frames, malformed, first_malformed,
-    first_reason, truncated, note`` (see :func:`candiag.analysis._capture_facts`).
-    """
-    path = str(capture.get("path", "capture"))
-    frames = int(capture.get("frames") or 0)
-    malformed = int(capture.get("malformed") or 0)
-    lines = int(capture.get("lines") or 0)
+def capture_conditions(book: RuleBook, capture: CaptureStats) -> list[Condition]:
+    """What reading a capture file found: nothing read must never look like nothing wrong."""
+    path = capture.path
+    frames = capture.frames
+    malformed = capture.malformed
+    lines = capture.lines
+    first = capture.examples[0] if capture.examples else None
+    first_reason = first.reason if first else ""
+    note = capture.stop_text() if capture.stopped_at is not None else capture.note
     share = malformed / max(1, frames + malformed)
     fields = {
         "path": path,
-        "format": capture.get("format") or "unknown",
+        "format": capture.format or "unknown",
         "frames": frames,
         "lines": lines,
         "malformed": malformed,
         "share": f"{share:.0%}",
-        "first_reason": capture.get("first_reason") or "no line was recognized",
-        "note": capture.get("note") or "",
+        "first_reason": first_reason or "no line was recognized",
+        "note": note or "",
     }
     evidence = {
         "frames": frames,
@@ -454,15 +469,15 @@ def capture_conditions(book: RuleBook, capture: Mapping[str, Any]) -> list[Condi
         "malformed_lines": malformed,
         "malformed_share": round(share, 4),
         "format": fields["format"],
-        "format_reason": capture.get("format_reason") or "",
-        "first_malformed_line": capture.get("first_malformed"),
-        "first_reason": capture.get("first_reason") or "",
+        "format_reason": capture.format_reason or "",
+        "first_malformed_line": first.line if first else None,
+        "first_reason": first_reason,
     }
     if frames == 0:
         return [Condition("CAPTURE_UNREADABLE", path, fields, evidence)]
     if share >= book.t("capture_malformed_critical"):
         return [Condition("CAPTURE_MOSTLY_MALFORMED", path, fields, evidence)]
-    incomplete = bool(capture.get("truncated")) or bool(capture.get("note"))
+    incomplete = capture.truncated or bool(note)
     if incomplete or share >= book.t("capture_malformed_warning"):
         return [Condition("CAPTURE_INCOMPLETE", path, fields, {**evidence, "note": fields["note"]})]
     return []

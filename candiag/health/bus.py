@@ -18,6 +18,7 @@ from candiag.health.busload import frame_bits
 from candiag.health.busstate import BusStateTracker
 from candiag.health.errorframes import ErrorFrameSummary
 from candiag.health.ids import IdStats
+from candiag.health.jsontypes import JsonObject
 from candiag.health.linkstats import InterfaceDropCounter, LinkStats
 from candiag.health.pcan import pcan_error_frames_to_socketcan
 from candiag.health.windows import BusWindows
@@ -190,7 +191,7 @@ class BusHealth:
             )
         return None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         out: dict[str, Any] = {
             "bus": self.bus,
             "bitrate": self.bitrate,

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from candiag.health.jsontypes import JsonObject
 from candiag.ingest.frames import FLAG_ERROR, FrameBatch
 from candiag.socketcan_errors import (
     BUS_OFF_THRESHOLD,
@@ -85,7 +85,7 @@ class StateChange:
     new: str
     source: str  # "error_frame", "netlink", "pcan", "daemon"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "timestamp": self.timestamp,
             "from": self.old,
@@ -202,7 +202,7 @@ class BusStateTracker:
         self.state = int(states[-1])
         return bus_off_times
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "sources": sorted(self.sources),
             "state": self.state_name,

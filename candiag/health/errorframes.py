@@ -21,11 +21,11 @@ and never decoded as classes they do not carry.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from candiag.health.jsontypes import JsonObject
 from candiag.ingest.frames import FrameBatch
 from candiag.socketcan_errors import (
     CAN_ERR_CLASS_MASK,
@@ -176,7 +176,7 @@ class ErrorFrameSummary:
             self.unflagged_tec_last = int(data[unflagged, 6][-1])
             self.unflagged_rec_last = int(data[unflagged, 7][-1])
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         """A JSON-ready dict; zero entries of the sub-field tables are left out."""
         return {
             "source": "error_frames",

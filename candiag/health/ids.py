@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from candiag.decode.decoder import count_ids
 from candiag.health.arrays import run_bounds
+from candiag.health.jsontypes import JsonObject
 from candiag.health.thresholds import CycleThresholds
 from candiag.ingest.frames import (
     FLAG_ERROR,
@@ -151,7 +152,7 @@ class IdRow:
     def id_text(self) -> str:
         return format_can_id(self.can_id, self.extended)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         out = asdict(self)
         out["id"] = self.id_text
         return out
@@ -166,7 +167,7 @@ class CycleCheck:
     keeps_cycle: bool | None  # None: too few periods measured to judge
     reason: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             **self.row.to_json(),
             "declared_s": self.declared_s,
@@ -438,7 +439,7 @@ class IdStats:
             out.append(CycleCheck(row, declared, *_judge(row, declared, t)))
         return out
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "source": "frames",
             "ids": [r.to_json() for r in self.rows()],

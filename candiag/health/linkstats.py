@@ -25,6 +25,8 @@ import subprocess
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from candiag.health.jsontypes import JsonObject
+
 log = logging.getLogger(__name__)
 
 # enum can_state, as iproute2 prints it -> candiag's state names.
@@ -68,7 +70,7 @@ class LinkStats:
     tx_dropped: int | None
     source: str = "netlink"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return asdict(self)
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from candiag.health.arrays import run_bounds
+from candiag.health.jsontypes import JsonObject
 
 if TYPE_CHECKING:
     from candiag.decode.dbc import ChargerDatabase
@@ -117,7 +118,7 @@ class NodeView:
     expected: bool
     duplicate_recently: bool = False
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "family": self.family,
             "address": self.address,
@@ -146,7 +147,7 @@ class FirmwareMismatch:
     by_version: dict[str, list[int]]
     not_allowed: dict[int, str]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "family": self.family,
             "majority": self.majority,

@@ -4,8 +4,10 @@
 the vectorized decoder, error-frame classes and sub-fields, the bus state,
 exact bus load, the sliding windows, per-id statistics and cycle checks, node
 presence and firmware, and signal statistics.  One batch in, every tracker
-updated with array operations; :meth:`BusPipeline.report` gives the JSON-shaped
-bus report that ``analyze`` prints and the diagnosis rules read.
+updated with array operations; :meth:`BusPipeline.report` gives the typed bus report
+(:mod:`candiag.health.report`) that ``analyze`` prints and the diagnosis rules, the live
+view and the HTML report read: one builder, whole or (``detail=False``) just what the
+rules read.
 
 Time is frame time: a capture supplies its own timestamps, a live bus advances
 the windows to wall time with :meth:`BusPipeline.advance`.  With
@@ -27,10 +29,27 @@ from candiag.decode.dbc import ChargerDatabase
 from candiag.decode.decoder import BatchDecoder, DecodedMessage, DecodeResult
 from candiag.health.bitrate import DEFAULT_BITRATE
 from candiag.health.bus import BusHealth
-from candiag.health.busstate import BusStateTracker
+from candiag.health.busstate import BUS_STATES, BusStateTracker
 from candiag.health.errorframes import ERROR_CLASSES, ErrorFrameSummary
 from candiag.health.ids import DEFAULT_MAX_IDS, CappedIdCounter, CycleCheck, IdStats, id_key_text
 from candiag.health.nodes import FamilyPolicy, NodeTracker
+from candiag.health.report import (
+    BusReport,
+    BusStateReport,
+    ContactorReport,
+    CoolingReport,
+    CurrentsReport,
+    DecodeReport,
+    ErrorBursts,
+    ErrorCounters,
+    ErrorFramesReport,
+    FrameCounts,
+    IdEntry,
+    LoadReport,
+    SignalReport,
+    TimelineReport,
+    WindowReport,
+)
 from candiag.health.signals import SignalStats
 from candiag.health.thresholds import HealthThresholds, load_thresholds
 from candiag.health.windows import WINDOWS, BusWindows, SecondRing, per_second_totals
@@ -96,8 +115,10 @@ class Timeline:
                     key = (f"{title} ({sig.unit})" if sig.unit else title, label)
                     self.signals.setdefault(key, []).append((uniq_s, means))
 
-    def to_json(self, seconds: list[int]) -> dict[str, Any]:
-        """Series aligned on ``seconds`` (the bus windows' per-second axis)."""
+    def aligned(
+        self, seconds: list[int]
+    ) -> tuple[dict[str, list[int]], dict[str, dict[str, list[float]]]]:
+        """Presence and signal series aligned on ``seconds`` (the windows' per-second axis)."""
         axis = np.asarray(seconds, np.int64)
         nodes = {
             label: _align(axis, parts, np.int64).tolist()
@@ -106,7 +127,7 @@ class Timeline:
         signals: dict[str, dict[str, list[float]]] = {}
         for (title, label), parts in sorted(self.signals.items()):
             signals.setdefault(title, {})[label] = _align(axis, parts, np.float64, np.nan).tolist()
-        return {"nodes": nodes, "signals": signals}
+        return nodes, signals
 
 
 def _align(
@@ -160,7 +181,7 @@ class BusPipeline:
         self.unknown_ids = CappedIdCounter()
         self.short_frames = CappedIdCounter()
         self._cycles: dict[tuple[int, bool], float | None] = {}
-        self._violations: dict[str, dict[str, Any]] = {}
+        self._violations: dict[str, IdEntry] = {}
         self._violations_at: float | None = None
         self._periods_cache: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None = None
         self._previous_verdicts: tuple[IdStats | None, npt.NDArray[np.int8]] = (
@@ -263,25 +284,25 @@ class BusPipeline:
             return 0.0
         return self.last_ts - self.first_ts
 
-    def window_report(self, labels: Iterable[str] = WINDOWS) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
+    def window_report(self, labels: Iterable[str] = WINDOWS) -> dict[str, WindowReport]:
+        out: dict[str, WindowReport] = {}
         for label in labels:
             seconds = WINDOWS[label]
             counts = self.windows.counts(seconds)
-            by_class = {c: counts[f"errors_{c}"] for c in ERROR_CLASSES}
             proto = self.protocol.window_sum(seconds)
-            out[label] = {
-                "frames": counts["frames_data"] + counts["frames_remote"],
-                "frames_per_second": (counts["frames_data"] + counts["frames_remote"]) / seconds,
-                "error_frames": by_class,
-                "error_frames_total": counts["frames_error"],
-                "protocol_type": {
+            frames = counts["frames_data"] + counts["frames_remote"]
+            out[label] = WindowReport(
+                frames=frames,
+                frames_per_second=frames / seconds,
+                error_frames={c: counts[f"errors_{c}"] for c in ERROR_CLASSES},
+                error_frames_total=counts["frames_error"],
+                protocol_type={
                     name: int(proto[i + 1]) for i, name in enumerate(PROTOCOL_TYPE_FLAGS)
                 },
-                "bus_off": counts["bus_off_events"],
-                "load_ratio": round(self.windows.load_ratio(seconds), 6),
-                "load_ratio_max_10s": round(self._max_rolling_load(seconds, 10), 6),
-            }
+                bus_off=counts["bus_off_events"],
+                load_ratio=round(self.windows.load_ratio(seconds), 6),
+                load_ratio_max_10s=round(self._max_rolling_load(seconds, 10), 6),
+            )
         return out
 
     def _max_rolling_load(self, window: int, span: int) -> float:
@@ -298,18 +319,18 @@ class BusPipeline:
         sums = np.convolve(busy, np.ones(span), mode="valid")
         return float(sums.max() / span)
 
-    def error_bursts(self, window: int = 60) -> dict[str, int]:
+    def error_bursts(self, window: int = 60) -> ErrorBursts:
         """Seconds in the window with a burst of protocol errors (a wrong-bitrate node)."""
         rows = self.protocol.window_rows(window)
         per_second = rows[:, 0] if rows.size else np.zeros(0, np.int64)
         burst = per_second >= self.burst_errors_per_s
-        return {
-            "burst_seconds": int(np.count_nonzero(burst)),
-            "in_bursts": int(per_second[burst].sum()),
-            "protocol_total": int(per_second.sum()),
-        }
+        return ErrorBursts(
+            burst_seconds=int(np.count_nonzero(burst)),
+            in_bursts=int(per_second[burst].sum()),
+            protocol_total=int(per_second.sum()),
+        )
 
-    def ids_report(self) -> dict[str, dict[str, Any]]:
+    def ids_report(self) -> dict[str, IdEntry]:
         """Per identifier: count, period, jitter, and whether it keeps its declared cycle."""
         rows = self.ids.rows()
         if not rows:
@@ -318,31 +339,31 @@ class BusPipeline:
         ext = np.array([r.extended for r in rows], np.bool_)
         msg_index, node = self.db.match(ids, ext)
         checks = self._recent_cycle_checks()
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, IdEntry] = {}
         for i, row in enumerate(rows):
             message = self.db.messages[int(msg_index[i])] if msg_index[i] >= 0 else None
             check = checks.get((row.channel, row.can_id, row.extended, row.kind))
             key = row.id_text if row.kind == "data" else f"{row.id_text} (remote)"
-            out[key] = {
-                "id": row.id_text,
-                "extended": row.extended,
-                "kind": row.kind,
-                "name": message.name if message else None,
-                "family": message.family if message else None,
-                "node": int(node[i]) if message and node[i] >= 0 else None,
-                "channel": row.channel,
-                "count": row.count,
-                "first_seen": row.first_seen,
-                "last_seen": row.last_seen,
-                "mean_period_s": row.period_mean,
-                "jitter_s": row.period_std,
-                "min_period_s": row.period_min,
-                "max_period_s": row.period_max,
-                "p95_period_s": row.period_p95,
-                "cycle_ms": message.cycle_time_ms if message else None,
-                "cycle_ok": check.keeps_cycle if check else None,
-                "cycle_note": check.reason if check else None,
-            }
+            out[key] = IdEntry(
+                id=row.id_text,
+                extended=row.extended,
+                kind=row.kind,
+                name=message.name if message else None,
+                family=message.family if message else None,
+                node=int(node[i]) if message and node[i] >= 0 else None,
+                channel=row.channel,
+                count=row.count,
+                first_seen=row.first_seen,
+                last_seen=row.last_seen,
+                mean_period_s=row.period_mean,
+                jitter_s=row.period_std,
+                min_period_s=row.period_min,
+                max_period_s=row.period_max,
+                p95_period_s=row.period_p95,
+                cycle_ms=message.cycle_time_ms if message else None,
+                cycle_ok=check.keeps_cycle if check else None,
+                cycle_note=check.reason if check else None,
+            )
         return out
 
     def _recent_cycle_checks(self) -> dict[tuple[str, int, bool, str], CycleCheck]:
@@ -382,7 +403,7 @@ class BusPipeline:
             self._cycles[key] = cycle
         return self._cycles[key]
 
-    def cycle_violations(self, now: float) -> dict[str, dict[str, Any]]:
+    def cycle_violations(self, now: float) -> dict[str, IdEntry]:
         """Ids breaking their declared cycle time on recent traffic (vectorized verdicts)."""
         if self._violations_at is not None and now - self._violations_at < IDS_JUDGE_INTERVAL_S:
             return self._violations
@@ -407,9 +428,10 @@ class BusPipeline:
         broken += [
             (int(recent.keys[i]), recent, i) for i in np.flatnonzero(judged_now == 0).tolist()
         ]
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, IdEntry] = {}
         for key, stats, i in sorted(broken, key=lambda b: b[0]):
-            out.update(self._violation_entry(key, stats, i))
+            text, entry = self._violation_entry(key, stats, i)
+            out[text] = entry
         self._violations = out
         return out
 
@@ -436,128 +458,180 @@ class BusPipeline:
         )
         return cycles / 1000.0
 
-    def _violation_entry(self, key: int, stats: IdStats, i: int) -> dict[str, dict[str, Any]]:
+    def _violation_entry(self, key: int, stats: IdStats, i: int) -> tuple[str, IdEntry]:
         can_id, extended = key & 0x1FFFFFFF, bool((key >> 30) & 1)
         index, node = self.db.match(np.array([can_id], np.uint32), np.array([extended]))
         message = self.db.messages[int(index[0])]
         n_int = int(stats.n_int[i])
         text = format_can_id(can_id, extended)
-        return {
-            text: {
-                "name": message.name,
-                "family": message.family,
-                "node": int(node[0]) if node[0] >= 0 else None,
-                "count": int(stats.count[i]),
-                "mean_period_s": float(stats.mean[i]),
-                "jitter_s": float(np.sqrt(stats.m2[i] / n_int)) if n_int else None,
-                "cycle_ms": message.cycle_time_ms,
-                "cycle_ok": False,
-                "last_seen": float(stats.last[i]),
-            }
-        }
-
-    def diagnosis_report(self, now: float) -> dict[str, Any]:
-        """What the diagnosis rules read, and nothing else (evaluated often; kept cheap)."""
-        report: dict[str, Any] = {
-            "name": self.name,
-            "bitrate": self.bitrate,
-            "bitrate_known": self.bitrate_known,
-            "up": True,
-            "state": self.state.state_name,
-            "error_frames": self._error_counters(),
-            "bus_off_events": self.errors.by_class["bus_off"],
-            "windows": self.window_report(DIAGNOSIS_WINDOWS),
-            "error_bursts": self.error_bursts(),
-            "ids": self.cycle_violations(now),
-            "nodes": [v.to_json() for v in self.nodes.view(now)],
-            "firmware_mismatches": [m.to_json() for m in self.nodes.firmware_mismatches()],
-            "dropped": dict(self.health.dropped),
-            "dropped_recent": 0,
-        }
-        report.update(self.signals.facts(now))
-        return report
-
-    def _error_counters(self) -> dict[str, Any]:
-        errors = self.errors.to_json()
-        counters = errors.pop("counters")
-        errors.update(
-            tec_max=counters["tec_max"] or 0,
-            rec_max=counters["rec_max"] or 0,
-            tec_last=counters["tec_last"] or 0,
-            rec_last=counters["rec_last"] or 0,
-            counters=counters,
+        return text, IdEntry(
+            id=text,
+            extended=extended,
+            kind="data",
+            name=message.name,
+            family=message.family,
+            node=int(node[0]) if node[0] >= 0 else None,
+            channel=None,
+            count=int(stats.count[i]),
+            first_seen=None,
+            last_seen=float(stats.last[i]),
+            mean_period_s=float(stats.mean[i]),
+            jitter_s=float(np.sqrt(stats.m2[i] / n_int)) if n_int else None,
+            min_period_s=None,
+            max_period_s=None,
+            p95_period_s=None,
+            cycle_ms=message.cycle_time_ms,
+            cycle_ok=False,
+            cycle_note=None,
         )
-        return errors
 
-    def report(self, now: float | None = None) -> dict[str, Any]:
-        """The JSON-shaped bus report (``analyze``'s keys plus what diagnosis reads)."""
+    def report(self, now: float | None = None, *, detail: bool = True) -> BusReport:
+        """The bus report at ``now`` (default: the last frame).
+
+        ``detail=False``: what the diagnosis rules read, and nothing else (evaluated often,
+        kept cheap): the 10 s and 60 s windows, only the ids breaking their cycle, and no
+        id table, signal statistics, decode counters, bus-state history or load figures.
+        """
         now = self.last_ts if now is None else now
         now = 0.0 if now is None else now
-        errors = self._error_counters()
-        report: dict[str, Any] = {
-            "name": self.name,
-            "bitrate": self.bitrate,
-            "bitrate_known": self.bitrate_known,
-            "up": True,
-            "state": self.state.state_name,
-            "bus_state": self.state.to_json(),
-            "frames": dict(self.frames),
-            "error_frames": errors,
-            "bus_off_events": self.errors.by_class["bus_off"],
-            "bus_load": self._load_report(),
-            "windows": self.window_report(),
-            "error_bursts": self.error_bursts(),
-            "decode": {
-                "decoded_frames": self.decoded_frames,
-                "unknown_frames": self.unknown_ids.total(),
-                "unknown_ids": {
-                    id_key_text(i): n
-                    for i, n in self.unknown_ids.counts.most_common(TOP_UNKNOWN_IDS)
-                },
-                "short_frames": {id_key_text(i): n for i, n in self.short_frames.counts.items()},
-                # Frames of ids beyond the caps: in the totals, not itemized above.
-                "untracked_frames": self.unknown_ids.untracked + self.short_frames.untracked,
-            },
-            "ids": self.ids_report(),
-            "nodes": [v.to_json() for v in self.nodes.view(now)],
-            "firmware_mismatches": [m.to_json() for m in self.nodes.firmware_mismatches()],
-            "signals": self.signals.to_json(),
-            "dropped": dict(self.health.dropped),
-            "dropped_recent": 0,
-        }
-        if self.health.link is not None:
-            report["link"] = self.health.link.to_json()
-        report.update(self.signals.facts(now))
-        return report
+        facts = self.signals.facts(now)
+        return BusReport(
+            name=self.name,
+            bitrate=self.bitrate,
+            bitrate_known=self.bitrate_known,
+            up=True,
+            state=self.state.state_name,
+            bus_state=self._state_report() if detail else None,
+            frames=FrameCounts(**self.frames),
+            error_frames=self._error_counters(),
+            bus_off_events=self.errors.by_class["bus_off"],
+            bus_load=self._load_report() if detail else None,
+            windows=self.window_report() if detail else self.window_report(DIAGNOSIS_WINDOWS),
+            error_bursts=self.error_bursts(),
+            decode=self._decode_report() if detail else None,
+            ids=self.ids_report() if detail else self.cycle_violations(now),
+            nodes=tuple(self.nodes.view(now)),
+            firmware_mismatches=tuple(self.nodes.firmware_mismatches()),
+            signals=self._signals_report() if detail else None,
+            dropped=dict(self.health.dropped),
+            dropped_recent=0,
+            link=self.health.link,
+            contactors=tuple(ContactorReport(**c) for c in facts["contactors"]),
+            cooling=CoolingReport(**facts["cooling"]),
+            currents=CurrentsReport(**facts["currents"]),
+        )
 
-    def _load_report(self) -> dict[str, Any]:
+    def _error_counters(self) -> ErrorFramesReport:
+        e = self.errors
+        return ErrorFramesReport(
+            error_frames=e.error_frames,
+            by_class=dict(e.by_class),
+            controller=_nonzero(e.controller),
+            protocol_type=_nonzero(e.protocol_type),
+            protocol_location=_nonzero(e.protocol_location),
+            transceiver=_nonzero(e.transceiver),
+            lost_arbitration_bits={str(k): v for k, v in sorted(e.lost_arbitration_bits.items())},
+            first_timestamp=e.first_timestamp,
+            last_timestamp=e.last_timestamp,
+            tec_max=e.tec_max or 0,
+            rec_max=e.rec_max or 0,
+            tec_last=e.tec_last or 0,
+            rec_last=e.rec_last or 0,
+            counters=ErrorCounters(
+                tec_max=e.tec_max,
+                rec_max=e.rec_max,
+                tec_last=e.tec_last,
+                rec_last=e.rec_last,
+                frames_flagged=e.counter_frames_flagged,
+                frames_unflagged_nonzero=e.counter_frames_unflagged,
+                unflagged_tec_last=e.unflagged_tec_last,
+                unflagged_rec_last=e.unflagged_rec_last,
+            ),
+        )
+
+    def _state_report(self) -> BusStateReport:
+        st = self.state
+        return BusStateReport(
+            sources=tuple(sorted(st.sources)),
+            state=st.state_name,
+            state_since=st.state_since,
+            bus_off_events=st.bus_off_events,
+            restarts=st.restarts,
+            transitions=st.transitions,
+            tec=st.tec,
+            rec=st.rec,
+            seconds_in_state={
+                name: float(st.seconds_in_state[i]) for i, name in enumerate(BUS_STATES)
+            },
+            changes=tuple(st.changes),
+        )
+
+    def _decode_report(self) -> DecodeReport:
+        return DecodeReport(
+            decoded_frames=self.decoded_frames,
+            unknown_frames=self.unknown_ids.total(),
+            unknown_ids={
+                id_key_text(i): n for i, n in self.unknown_ids.counts.most_common(TOP_UNKNOWN_IDS)
+            },
+            short_frames={id_key_text(i): n for i, n in self.short_frames.counts.items()},
+            # Frames of ids beyond the caps: in the totals, not itemized above.
+            untracked_frames=self.unknown_ids.untracked + self.short_frames.untracked,
+        )
+
+    def _signals_report(self) -> dict[str, SignalReport]:
+        return {
+            s.key: SignalReport(
+                message=s.message,
+                signal=s.signal,
+                node=None if s.node < 0 else s.node,
+                unit=s.unit,
+                role=s.role,
+                count=s.count,
+                min=_finite(s.minimum),
+                max=_finite(s.maximum),
+                mean=_finite(s.total / s.count) if s.count else None,
+                last=_finite(s.last),
+                last_ts=_finite(s.last_ts),
+            )
+            for _, s in sorted(self.signals.stats.items())
+        }
+
+    def _load_report(self) -> LoadReport:
         mean = self.health.mean_load_ratio()
         span = self.health.load_span_s()
-        return {
-            "bitrate": self.bitrate,
-            "bitrate_known": self.bitrate_known,
-            "data_bitrate": self.health.data_bitrate,
+        return LoadReport(
+            bitrate=self.bitrate,
+            bitrate_known=self.bitrate_known,
+            data_bitrate=self.health.data_bitrate,
             # None: no figure (capture too short, see note); never a load over 100 %.
-            "mean_ratio": round(mean, 6) if mean is not None else None,
-            "max_ratio_1s": round(self.windows.max_ratio_1s(), 6),
-            "span_s": round(span, 6) if span is not None else None,
-            "overfull_seconds": self.windows.overfull_seconds,
-            "note": self.health.load_note(),
-            "source": "frames",
-        }
+            mean_ratio=round(mean, 6) if mean is not None else None,
+            max_ratio_1s=round(self.windows.max_ratio_1s(), 6),
+            span_s=round(span, 6) if span is not None else None,
+            overfull_seconds=self.windows.overfull_seconds,
+            note=self.health.load_note(),
+        )
 
-    def timeline_json(self) -> dict[str, Any]:
-        """Per-second series for plots (needs ``keep_history=True``)."""
+    def timeline_report(self) -> TimelineReport:
+        """Per-second series for plots (node presence and signals need ``keep_history=True``)."""
         series = self.windows.series()
         seconds = [int(s) for s in series["second"]]
-        out: dict[str, Any] = {
-            "t": seconds,
-            "load_ratio": series.get("load_ratio", []),
-            "errors": {c: series[f"errors_{c}"] for c in ERROR_CLASSES},
-        }
-        if self.timeline is not None:
-            out.update(self.timeline.to_json(seconds))
-        return out
+        nodes, signals = self.timeline.aligned(seconds) if self.timeline else (None, None)
+        return TimelineReport(
+            t=tuple(seconds),
+            load_ratio=tuple(series.get("load_ratio", [])),
+            errors={c: series[f"errors_{c}"] for c in ERROR_CLASSES},
+            nodes=nodes,
+            signals=signals,
+            bus=self.name,
+        )
+
+
+def _nonzero(counts: Mapping[str, int]) -> dict[str, int]:
+    return {k: v for k, v in counts.items() if v}
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def slice_decoded(result: DecodeResult, lo: int, hi: int, *, totals: bool) -> DecodeResult:

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from candiag.health.arrays import run_bounds
+from candiag.health.jsontypes import JsonObject
 
 F64 = npt.NDArray[np.float64]
 # Roles whose latest fresh values the diagnosis reads (besides contactor:*).
@@ -62,7 +63,7 @@ class SignalStat:
         horizon = factor * (self.cycle_s or 1.0)
         return self.count > 0 and now - self.last_ts <= horizon
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "message": self.message,
             "signal": self.signal,
@@ -145,7 +146,7 @@ class ContactorFact:
             vals = np.concatenate((vals, series[1][order]))
         return ts, vals
 
-    def to_json(self, now: float) -> dict[str, Any]:
+    def to_json(self, now: float) -> JsonObject:
         mismatch = 0.0 if self.disagree_since is None else max(0.0, now - self.disagree_since)
         return {
             "name": self.name,
@@ -459,7 +460,7 @@ class SignalStats:
                         )
         return out
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {s.key: s.to_json() for _, s in sorted(self.stats.items())}
 
     def latest_by_role(self, role: str, now: float) -> list[SignalStat]:

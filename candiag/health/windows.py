@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from candiag.health.busload import frame_bits
 from candiag.health.errorframes import ERROR_CLASSES, unclassified_mask
+from candiag.health.jsontypes import JsonObject
 from candiag.ingest.frames import FLAG_ERROR, FLAG_REMOTE, FrameBatch
 from candiag.socketcan_errors import SOCKETCAN_CLASSES
 
@@ -368,7 +369,7 @@ class BusWindows:
             out["load_ratio"] = self._ratios(values).tolist()
         return out
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         out: dict[str, Any] = {"source": "frames", "windows": {}}
         for label, seconds in WINDOWS.items():
             entry: dict[str, Any] = {"counts": self.counts(seconds)}

@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
 
 import numpy as np
 
@@ -41,6 +40,7 @@ from candiag.health.ids import CappedIdCounter
 from candiag.health.linkstats import LinkStats
 from candiag.health.nodes import FamilyPolicy
 from candiag.health.pipeline import BusPipeline
+from candiag.health.report import BusReport, WindowReport
 from candiag.health.signals import SignalStat
 from candiag.health.windows import WINDOWS
 from candiag.ingest.frames import FrameBatch
@@ -336,7 +336,7 @@ class LiveBus:
             t = min(t, max(newest, t - MAX_LAG_S))
         return t
 
-    def windows(self) -> dict[str, dict[str, Any]]:
+    def windows(self) -> dict[str, WindowReport]:
         """The 10/60/300/3600 s windows, up to the last :meth:`advance` or frame.
 
         Frame rates over the time the window really covers: from its first second, or
@@ -353,18 +353,22 @@ class LiveBus:
         for label, seconds in WINDOWS.items():
             covered = win.ring.covered_seconds(seconds)
             if end is None or covered == 0:
-                out[label]["frames_per_second"] = out[label]["frames"] / max(1, covered)
+                out[label] = dataclasses.replace(
+                    out[label], frames_per_second=out[label].frames / max(1, covered)
+                )
                 continue
             first_second = float(np.floor(end)) - covered + 1
             since = self.counting_since
             young = since is not None and since > first_second
             start = since if young and since is not None else first_second
             span = max(end - start, MIN_RATE_SPAN_S)
-            out[label]["frames_per_second"] = out[label]["frames"] / span
+            out[label] = dataclasses.replace(out[label], frames_per_second=out[label].frames / span)
             if young and bitrate:
                 counts = win.counts(seconds)
                 busy = counts["bits_nominal"] / bitrate + counts["bits_data"] / data_bitrate
-                out[label]["load_ratio"] = round(min(busy / span, 1.0), 6)
+                out[label] = dataclasses.replace(
+                    out[label], load_ratio=round(min(busy / span, 1.0), 6)
+                )
         return out
 
     def _rate_end(self) -> float | None:
@@ -405,8 +409,8 @@ class LiveBus:
             error_frames=dict(self.pipeline.errors.by_class),
             bus_off_total=self.bus_off_events,
             restarts_total=self.restarts,
-            load_ratio={w: v["load_ratio"] for w, v in windows.items()},
-            error_window={w: v["error_frames"] for w, v in windows.items()},
+            load_ratio={w: v.load_ratio for w, v in windows.items()},
+            error_window={w: dict(v.error_frames) for w, v in windows.items()},
             tx_errors=tec,
             rx_errors=rec,
             dropped=dict(self.dropped),
@@ -418,7 +422,7 @@ class LiveBus:
             ),
             firmware_mismatch={f: f in mismatches for f in families},
             signals=tuple(self.fresh_signals(now)) if self.up else (),
-            frames_per_second=windows["10s"]["frames_per_second"],
+            frames_per_second=windows["10s"].frames_per_second,
         )
 
     def fresh_signal_stats(self, now: float) -> Iterator[SignalStat]:
@@ -434,20 +438,22 @@ class LiveBus:
     def families_by_message(self) -> Mapping[str, str | None]:
         return {m.name: m.family for m in self.db.messages}
 
-    def report(self, now: float) -> dict[str, Any]:
+    def report(self, now: float) -> BusReport:
         """The bus report of ``candiag analyze`` plus the live link state (diagnosis input)."""
         now = self.as_of(now)
         report = self.pipeline.report(now)
-        report.update(
+        tec, rec, source = self.counters()
+        errors = dataclasses.replace(
+            report.error_frames, tec_last=tec or 0, rec_last=rec or 0, counters_source=source
+        )
+        return dataclasses.replace(
+            report,
             up=self.up,
             down_since=self.down_since,
             state=self.state_name(),
             windows=self.windows(),
             dropped=dict(self.dropped),
             dropped_recent=self.dropped_recent(),
+            error_frames=errors,
+            link=self.link if self.link is not None else report.link,
         )
-        tec, rec, source = self.counters()
-        report["error_frames"].update(tec_last=tec or 0, rec_last=rec or 0, counters_source=source)
-        if self.link is not None:
-            report["link"] = self.link.to_json()
-        return report

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from candiag.config.check import bus_database
 from candiag.config.model import BusConfig, Config
+from candiag.health.report import BusReport
 from candiag.ingest.frames import FrameBatch
 from candiag.live.adapters import modbus_device_snapshot
 from candiag.live.bus import LiveBus
@@ -262,7 +263,7 @@ class LiveEngine:
             self._taps.remove(tap)
 
     # -- views --------------------------------------------------------------------------
-    def reports(self, now: float | None = None) -> dict[str, dict[str, Any]]:
+    def reports(self, now: float | None = None) -> dict[str, BusReport]:
         """Every bus's report by bus name (frozen while paused): what diagnosis reads."""
         if self._paused is not None:
             return self._paused.reports
@@ -305,7 +306,7 @@ class LiveEngine:
 class _Views:
     """What the views show while the engine is paused."""
 
-    reports: dict[str, dict[str, Any]]
+    reports: dict[str, BusReport]
     buses: tuple[BusSnapshot, ...]
     modbus: tuple[ModbusDeviceSnapshot, ...]
     meters: list[dict[str, Any]]

@@ -27,6 +27,7 @@ from candiag.capture.recorder import live_bus_metadata
 from candiag.config.model import BusConfig, Config
 from candiag.diagnosis.engine import DiagnosisEngine, Finding, load_rulebook
 from candiag.errors import RecordingError
+from candiag.health.report import BusReport
 from candiag.ingest.frames import FrameBatch
 from candiag.live.bus import LiveBus
 from candiag.live.clock import LiveClock
@@ -128,7 +129,7 @@ class MonitorSession:
         )
         self.recording: Recording | None = None
         self.meters: list[dict[str, Any]] = []
-        self.reports: dict[str, dict[str, Any]] = {}
+        self.reports: dict[str, BusReport] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:

@@ -1,7 +1,7 @@
 """What the live view shows, as pure functions of the analysis state.
 
-Inputs are the JSON-shaped bus reports of :meth:`BusMonitor.report
-<candiag.daemon.monitor.BusMonitor.report>`, the per-node key signals (fresh values
+Inputs are the typed bus reports (:class:`~candiag.health.report.BusReport`) of
+:meth:`BusMonitor.report <candiag.daemon.monitor.BusMonitor.report>`, the per-node key signals (fresh values
 only), the Modbus poller's device dicts (:meth:`DeviceSnapshot.as_dict
 <candiag.modbus.poller.DeviceSnapshot.as_dict>`) and the diagnosis findings.  Outputs
 are rich renderables for the terminal and plain one-line texts for pipes and logs,
@@ -28,6 +28,8 @@ from rich.text import Text
 
 from candiag.diagnosis.engine import Finding
 from candiag.health.errorframes import ERROR_CLASSES
+from candiag.health.nodes import NodeView
+from candiag.health.report import BusReport, WindowReport
 
 STATE_STYLE = {
     "error_active": "green",
@@ -90,7 +92,7 @@ class BusView:
 
     name: str
     source: str  # e.g. "pcan PCAN_USBBUS1 @ 250 kbit/s"
-    report: Mapping[str, Any]
+    report: BusReport
     key_signals: Mapping[NodeKey, Mapping[str, KeySignal]] = field(default_factory=dict)
     last_error: str | None = None  # why the interface is down, while it is
 
@@ -147,15 +149,27 @@ def fmt_counter(value: Any) -> str:
     return "?" if value is None else str(int(value))
 
 
-def _window(report: Mapping[str, Any], label: str) -> Mapping[str, Any]:
-    windows = report.get("windows") or {}
-    window: Mapping[str, Any] = windows.get(label) or {}
-    return window
+def _window(report: BusReport, label: str) -> WindowReport | None:
+    return report.window(label)
 
 
-def _error_counters(report: Mapping[str, Any]) -> tuple[Any, Any]:
-    errors = report.get("error_frames") or {}
-    return errors.get("tec_last"), errors.get("rec_last")
+def _load(window: WindowReport | None) -> float:
+    return 0.0 if window is None else window.load_ratio
+
+
+def _fps(window: WindowReport | None) -> float:
+    return 0.0 if window is None else window.frames_per_second
+
+
+def _errors(window: WindowReport | None) -> Mapping[str, int]:
+    return {} if window is None else window.error_frames
+
+
+def _error_counters(report: BusReport) -> tuple[int | None, int | None]:
+    errors = report.error_frames
+    if errors.counters_source == "none":  # nothing read TEC/REC: not known, not 0
+        return None, None
+    return errors.tec_last, errors.rec_last
 
 
 def _styled(text: str, style: str | None) -> Text:
@@ -177,7 +191,7 @@ def bus_table(buses: Sequence[BusView]) -> Table:
     table.add_column("dropped", justify="right")
     for bus in buses:
         report = bus.report
-        state = str(report.get("state", "down"))
+        state = report.state
         w10, w60 = _window(report, "10s"), _window(report, "60s")
         tec, rec = _error_counters(report)
         state_cell = _styled(state, STATE_STYLE.get(state))
@@ -187,12 +201,12 @@ def bus_table(buses: Sequence[BusView]) -> Table:
             *_plain(
                 f"{bus.name}\n{bus.source}" if bus.source else bus.name,
                 state_cell,
-                f"{100.0 * float(w10.get('load_ratio', 0.0)):.1f} %",
-                f"{float(w10.get('frames_per_second', 0.0)):.0f}",
-                fmt_errors(w10.get("error_frames") or {}),
-                fmt_errors(w60.get("error_frames") or {}),
+                f"{100.0 * _load(w10):.1f} %",
+                f"{_fps(w10):.0f}",
+                fmt_errors(_errors(w10)),
+                fmt_errors(_errors(w60)),
                 f"{fmt_counter(tec)}/{fmt_counter(rec)}",
-                str(int(report.get("dropped_recent", 0) or 0)),
+                str(report.dropped_recent),
             )
         )
     return table
@@ -202,18 +216,18 @@ def bus_table(buses: Sequence[BusView]) -> Table:
 def node_rows(bus: BusView, now: float) -> list[list[str]]:
     """The nodes table rows of one bus, as plain cell texts (family, address order)."""
     rows = []
-    for node in bus.report.get("nodes") or []:
-        family, address = str(node.get("family")), int(node.get("address", 0))
+    for node in bus.report.nodes:
+        family, address = node.family, node.address
         signals = bus.key_signals.get((family, address), {})
-        alarms = ", ".join(str(a) for a in node.get("alarms") or [])
+        alarms = ", ".join(node.alarms)
         rows.append(
             [
                 bus.name,
                 family,
                 str(address),
-                str(node.get("status", "offline")),
-                fmt_age(now, node.get("last_seen")),
-                str(node.get("firmware") or ""),
+                node.status,
+                fmt_age(now, node.last_seen),
+                node.firmware or "",
                 *(
                     fmt_quantity(s.value, s.unit) if (s := signals.get(col)) else ""
                     for col in KEY_COLUMNS
@@ -332,7 +346,7 @@ def render_screen(state: ScreenState) -> RenderableType:
         bus_table(state.buses),
         findings_renderable(state.findings, state.now, state.diagnosing),
     ]
-    if any(bus.report.get("nodes") for bus in state.buses):
+    if any(bus.report.nodes for bus in state.buses):
         parts.append(nodes_table(state.buses, state.now))
     if state.meters:
         parts.append(meters_table(state.meters, state.now))
@@ -340,11 +354,11 @@ def render_screen(state: ScreenState) -> RenderableType:
 
 
 # -- plain lines (no terminal) ----------------------------------------------------------------
-def _node_counts(nodes: Sequence[Mapping[str, Any]]) -> str:
+def _node_counts(nodes: Sequence[NodeView]) -> str:
     per_family: dict[str, list[int]] = {}
     for node in nodes:
-        counts = per_family.setdefault(str(node.get("family")), [0, 0])
-        counts[0] += 1 if node.get("status") == "online" else 0
+        counts = per_family.setdefault(node.family, [0, 0])
+        counts[0] += 1 if node.status == "online" else 0
         counts[1] += 1
     return ", ".join(f"{fam} {up}/{total}" for fam, (up, total) in sorted(per_family.items()))
 
@@ -352,26 +366,22 @@ def _node_counts(nodes: Sequence[Mapping[str, Any]]) -> str:
 def bus_line(bus: BusView) -> str:
     """One summary line per bus, e.g. for a log or a pipe (no escape codes)."""
     report = bus.report
-    state = str(report.get("state", "down"))
+    state = report.state
     w10, w60 = _window(report, "10s"), _window(report, "60s")
     tec, rec = _error_counters(report)
-    nodes = list(report.get("nodes") or [])
-    online = sum(1 for n in nodes if n.get("status") == "online")
+    nodes = list(report.nodes)
+    online = sum(1 for n in nodes if n.status == "online")
     parts = [
         f"bus {bus.name}: {state}",
-        f"load {100.0 * float(w10.get('load_ratio', 0.0)):.1f}%",
-        f"{float(w10.get('frames_per_second', 0.0)):.0f} fps",
-        f"errors 10s: {fmt_errors(w10.get('error_frames') or {})}",
-        f"errors 60s: {fmt_errors(w60.get('error_frames') or {})}",
+        f"load {100.0 * _load(w10):.1f}%",
+        f"{_fps(w10):.0f} fps",
+        f"errors 10s: {fmt_errors(_errors(w10))}",
+        f"errors 60s: {fmt_errors(_errors(w60))}",
         f"TEC/REC {fmt_counter(tec)}/{fmt_counter(rec)}",
-        f"dropped {int(report.get('dropped_recent', 0) or 0)}",
+        f"dropped {report.dropped_recent}",
         f"nodes {online}/{len(nodes)} online" + (f" ({_node_counts(nodes)})" if nodes else ""),
     ]
-    not_ok = [
-        f"{n.get('family')} {n.get('address')} {n.get('status')}"
-        for n in nodes
-        if n.get("status") != "online"
-    ]
+    not_ok = [f"{n.family} {n.address} {n.status}" for n in nodes if n.status != "online"]
     if not_ok:
         parts.append("not online: " + ", ".join(not_ok))
     if state == "down" and bus.last_error:

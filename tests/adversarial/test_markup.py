@@ -276,6 +276,7 @@ def test_every_field_of_the_live_view_is_text_not_markup() -> None:
 
     from candiag.diagnosis.engine import Finding
     from candiag.tui.view import BusView, KeySignal, ScreenState, render_screen
+    from tests.bus_reports import bus_report
 
     evil = "[/]"
     node = {
@@ -286,7 +287,7 @@ def test_every_field_of_the_live_view_is_text_not_markup() -> None:
         "firmware": f"v[bold]{evil}",
         "alarms": [f"[red]{evil}"],
     }
-    report = {"name": f"{evil}bus", "state": "down", "nodes": [node], "windows": {}}
+    report = bus_report({"name": f"{evil}bus", "state": "down", "nodes": [node], "windows": {}})
     bus = BusView(
         f"{evil}bus", f"pcan {evil}", report, {(f"{evil}fam", 1): {"voltage": KeySignal(1.0, evil)}},
         last_error=f"gone {evil}",
