@@ -511,19 +511,3 @@ def _names(names: list[str], shown: int = 3) -> str:
     if len(names) <= shown:
         return ", ".join(names)
     return f"{', '.join(names[:shown])} and {len(names) - shown} more buses"
-
-
-def all_clear_sentence(report: AnalysisReport) -> str:
-    """What "no findings" means for this report: only statements that are true of it."""
-    said = []
-    if report.frames.error == 0:
-        said.append("zero error frames")
-    nodes = report.nodes
-    if nodes and all(n.status == "online" for n in nodes):
-        said.append(f"all {len(nodes)} nodes present")
-    elif not nodes:
-        said.append("no node known to the DBCs, so node liveness was not judged")
-    if nodes and not report.firmware_mismatches:
-        said.append("firmware consistent")
-    head = f"No findings in {report.frames.total:,} frames"
-    return f"{head}: {', '.join(said)}." if said else f"{head}."

@@ -174,7 +174,7 @@ class Pair:
         return bus
 
     def monitor_report(self) -> dict[str, object]:
-        return self.session.reports["can0"]
+        return self.session.reports["can0"].to_json()
 
 
 def codes(findings: object) -> set[str]:
@@ -384,7 +384,7 @@ def test_daemon_and_monitor_views_of_one_simulated_bus_agree(
             step_both()
             return (
                 daemon.snapshot().buses[0].state == "error_passive"
-                and session.reports["sim0"]["state"] == "error_passive"
+                and session.reports["sim0"].state == "error_passive"
             )
 
         wait_for(both_passive, "the kernel's state in both views")
@@ -398,7 +398,7 @@ def test_daemon_and_monitor_views_of_one_simulated_bus_agree(
         return sum(daemon.snapshot().buses[0].frames.values()) == sent == session.total_frames()
 
     wait_for(all_counted, "every frame counted by both")
-    snap, report = daemon.snapshot().buses[0], session.reports["sim0"]
+    snap, report = daemon.snapshot().buses[0], session.reports["sim0"].to_json()
     errors = report["error_frames"]
     assert (snap.tx_errors, snap.rx_errors) == (133, 9) == (errors["tec_last"], errors["rec_last"])
     assert errors["counters_source"] == "netlink"

@@ -246,8 +246,8 @@ def print_summary(report: AnalysisReport) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from candiag.analysis import all_clear_sentence
     from candiag.cli.outputs import text_console
+    from candiag.report.html import all_clear_text
 
     console = text_console()
     cap = report.capture
@@ -268,7 +268,7 @@ def print_summary(report: AnalysisReport) -> None:
     )
     findings = report.findings
     if not findings:
-        console.print(f"[green]{escape(all_clear_sentence(report))}[/]")
+        console.print(f"[green]{escape(all_clear_text(report.to_json()))}[/]")
     for f in findings:
         style = SEVERITY_STYLE.get(f.severity, "")
         cleared = " (cleared)" if f.cleared_at is not None else ""

@@ -287,8 +287,9 @@ def _unknowns(report: Any) -> str:
 
 
 def all_clear_text(report: Any) -> str:
-    """What "no findings" means for this report: only statements that are true of it
-    (as :func:`candiag.analysis.all_clear_sentence` says it in the text summary)."""
+    """What "no findings" means for this report: only statements that are true of it.
+
+    The one wording: ``analyze``'s text summary prints it too."""
     said = []
     if access.error_frame_count(report) == 0:
         said.append("zero error frames")
