@@ -153,6 +153,7 @@ class MonitorSession:
         self.diagnosed = False
         self.meters: list[dict[str, Any]] = []
         self.reports: dict[str, dict[str, Any]] = {}
+        self.taps: list[Callable[[str, FrameBatch], None]] = []  # see every drained batch
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -232,6 +233,8 @@ class MonitorSession:
                 k: v - bus.dropped_base.get(k, 0) for k, v in bus.reader.dropped.items()
             }
             monitor.process(batch)
+            for tap in self.taps:
+                tap(bus.config.name, batch)
             monitor.advance(now, complete_until)
             drained.append(batch)
         self._record(drained)
