@@ -95,6 +95,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--plain", action="store_true", help="plain lines even on a terminal (no live view)"
     )
+    parser.add_argument(
+        "--filter",
+        action="append",
+        metavar="SPEC",
+        help="candump-style filter [IFACE,]ID:MASK|ID~MASK|#ERRMASK|j[,...] (repeatable; "
+        "e.g. can0,123:7FF or 18FF50E5:1FFFFFFF; syntax in docs/filters.md); "
+        "filters the raw view (v) only: health, findings and recording see every frame",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -173,9 +181,11 @@ def adapter_reader_factory(
 
 def _run(args: argparse.Namespace) -> int:
     from candiag.config.load import load_config
+    from candiag.ingest.filters import parse_filters
     from candiag.tui.session import MonitorSession, default_reader
 
     _check_args(args)
+    frame_filter = parse_filters(args.filter or [])  # a bad one fails before anything opens
     reader_factory: Callable[[BusConfig], FrameSource] = default_reader
     unused: list[Any] = []
     adapter_bitrates: dict[str, int | None] = {}
@@ -193,6 +203,8 @@ def _run(args: argparse.Namespace) -> int:
         # Opened with --bitrate, or at the driver's default, which a recording must not
         # claim to know (the load basis still defaults to DEFAULT_BITRATE).
         adapter_bitrates[args.channel] = args.bitrate
+    if frame_filter is not None:
+        frame_filter.check_channels([b.channel for b in config.buses], "the monitored channel")
     if args.strict:
         config = dataclasses.replace(
             config, buses=tuple(dataclasses.replace(b, dbc_strict=True) for b in config.buses)
@@ -210,6 +222,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace, session: MonitorSession, title: str) -> int:
+    from candiag.ingest.filters import parse_filters
     from candiag.tui.app import MonitorApp
 
     interactive = sys.stdout.isatty() and sys.stdin.isatty() and not args.plain
@@ -218,6 +231,7 @@ def _show(args: argparse.Namespace, session: MonitorSession, title: str) -> int:
         record_dir=args.record_dir or Path.cwd(),
         summary_interval=args.interval,
         duration=args.duration,
+        frame_filter=parse_filters(args.filter or []),
     )
     if args.record:
         app.start_recording()

@@ -56,6 +56,14 @@ def register(subparsers: Any) -> None:
         "--rotate-time", type=float, metavar="S", help="start a new numbered file every S seconds"
     )
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument(
+        "--filter",
+        action="append",
+        metavar="SPEC",
+        help="candump-style filter [IFACE,]ID:MASK|ID~MASK|#ERRMASK|j[,...] (repeatable; "
+        "e.g. can0,123:7FF or 18FF50E5:1FFFFFFF; syntax in docs/filters.md); "
+        "only the frames it keeps are written",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -85,11 +93,15 @@ def _run(args: argparse.Namespace) -> int:
     from candiag.capture.metadata import RecordingMetadata
     from candiag.capture.recorder import live_bus_metadata, record
     from candiag.cli.outputs import check_outputs
+    from candiag.ingest.filters import parse_filters
     from candiag.ingest.live import BusReader, open_listen_only_bus
 
     _positive(args.rotate_size, "--rotate-size")
     _positive(args.rotate_time, "--rotate-time")
     _positive(args.duration, "--duration")
+    frame_filter = parse_filters(args.filter or [])
+    if frame_filter is not None:
+        frame_filter.check_channels([args.channel], "the recorded channel")
     check_outputs([args.output], [])  # a missing folder is named as such, before the bus opens
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="candiag: %(message)s")
@@ -133,8 +145,14 @@ def _run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     print(_bitrate_note(bus_metadata.interface, bus_metadata.bitrate), file=sys.stderr)
+    if frame_filter is not None:
+        print(
+            f"filter {frame_filter.text()}: only the frames it keeps are written", file=sys.stderr
+        )
     try:
-        summary = record(reader, writer, duration=args.duration, stop=stop)
+        summary = record(
+            reader, writer, duration=args.duration, stop=stop, frame_filter=frame_filter
+        )
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
