@@ -182,6 +182,8 @@ def fmt_quantity(value: float, unit: str) -> str:
     if unit in ("Ω", "W", "VA", "var") and magnitude >= 1e3:
         return f"{value / 1e3:.1f} k{unit}"
     text = f"{value:.1f}" if magnitude < 1e4 else f"{value:.0f}"
+    if text.startswith("-") and float(text) == 0:
+        text = text[1:]  # -0.02 A is "0.0 A", not "-0.0 A"
     return f"{text} {unit}".rstrip()
 
 
