@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from candiag.daemon.service import Daemon
 
 SUMMARY_INTERVAL_S = 5.0
+DEMO_KEYS = "↑↓ PgUp PgDn scroll  c compact  q quit"
 
 
 def register(subparsers: Any) -> None:
@@ -70,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
     config = demo_config(args)
     setup_logging("warning" if sys.stdout.isatty() else config.log.level)
     scenario = config.simulator.scenario if config.simulator else "healthy"
-    title = f"demo: simulated charger, scenario {scenario} (daemon)"
+    title = f"simulated charger, scenario {scenario}"
     view = _LiveView(title) if sys.stdout.isatty() else _Summaries()
     daemon = Daemon(config, config_path=args.config, on_step=view.update)
     timer: threading.Timer | None = None
@@ -213,9 +214,9 @@ def _screen(daemon: Daemon, title: str, scroll: Any, compact: bool | None) -> An
         meters=[d.as_dict() for p in daemon._pollers for d in p.snapshot()],
         findings=engine.findings() if engine is not None else [],
         diagnosing=bool(daemon._findings) or daemon._last_diagnosis > 0,
-        message=f"metrics at {daemon.metrics_url}/metrics; Ctrl-C or q stops"
-        if daemon.metrics_url
-        else "",
+        message=f"metrics at {daemon.metrics_url}/metrics" if daemon.metrics_url else "",
         compact=compact,
         scroll=scroll,
+        program="candiag demo",
+        keys=DEMO_KEYS,
     )

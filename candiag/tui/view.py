@@ -116,6 +116,8 @@ class ScreenState:
     raw: Sequence[RawBusView] = ()  # the raw per-id view's buses
     filter_text: str = ""  # the --filter of the raw view, if any
     scroll: ScrollState | None = None  # where the body is scrolled to (the app's)
+    program: str = "candiag monitor"
+    keys: str = ""  # the key help, when not the monitor's (KEY_HELP)
 
 
 @dataclass
@@ -591,7 +593,7 @@ KEY_HELP_SHORT = "p pause r reset w rec q quit v raw c compact ↑↓ scroll"
 
 def header(state: ScreenState, width: int = 200) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
-    text.append("candiag monitor", style="bold")
+    text.append(state.program, style="bold")
     text.append(f"  {state.title}  ")
     text.append(time.strftime("%H:%M:%S", time.localtime(state.now)), style="dim")
     if state.mode == "raw":
@@ -603,7 +605,10 @@ def header(state: ScreenState, width: int = 200) -> Text:
     if state.recording:
         text.append(f"  ● REC {state.recording}", style="bold red")
     text.append("\n")
-    text.append(KEY_HELP if width >= len(KEY_HELP) + 20 else KEY_HELP_SHORT, style="dim")
+    if state.keys:
+        text.append(state.keys, style="dim")
+    else:
+        text.append(KEY_HELP if width >= len(KEY_HELP) + 20 else KEY_HELP_SHORT, style="dim")
     if state.message:
         text.append(f"   {state.message}", style="cyan")
     return text
