@@ -135,7 +135,10 @@ def _fill_decoded(
 ) -> None:
     for decoded in result.messages.values():
         message = decoded.message
-        signals = [s for s in message.signals if s.name in decoded.signals]
+        # Physical quantities (with a unit) first: counters and result ids come last.
+        signals = sorted(
+            (s for s in message.signals if s.name in decoded.signals), key=lambda s: not s.unit
+        )
         for k, row in enumerate(decoded.index.tolist()):
             names[row] = message.name
             nodes[row] = int(decoded.node[k])

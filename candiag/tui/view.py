@@ -249,13 +249,18 @@ def _table(title: str, compact: bool) -> Table:
 # -- buses ---------------------------------------------------------------------------------
 def bus_table(buses: Sequence[BusView], compact: bool = False) -> Table:
     """Per bus: state, 10 s load and frame rate, error frames per class, TEC/REC, drops."""
-    table = _table("CAN buses", compact)
+    title = "CAN buses"
+    if compact:  # the source goes into the title: one line per bus
+        sources = "; ".join(f"{b.name}: {b.source}" for b in buses if b.source)
+        title += f"  ({sources})" if sources else ""
+    table = _table(title, compact)
     table.add_column("bus", no_wrap=compact, overflow="ellipsis", ratio=2)
     table.add_column("state", no_wrap=True)
     for column in ("load 10s", "frames/s"):
         table.add_column(column, justify="right", no_wrap=True)
     for column in ("errors 10s", "errors 60s"):
-        table.add_column(column, overflow="fold", ratio=1)
+        header = column.replace("errors", "err") if compact else column
+        table.add_column(header, overflow="fold", ratio=1)
     table.add_column("TEC/REC", justify="right", no_wrap=True)
     table.add_column("dropped", justify="right", no_wrap=True)
     for bus in buses:
@@ -564,25 +569,28 @@ def raw_table(bus: RawBusView, now: float, compact: bool = False, multi: bool = 
         extra.append(f"{bus.filtered_out} frames filtered out")
     table = _table(f"{title} ({', '.join(extra)})", compact)
     table.add_column("id", no_wrap=True)
-    table.add_column("message", no_wrap=True, overflow="ellipsis", max_width=22)
+    table.add_column("message", no_wrap=True, overflow="ellipsis", max_width=18 if compact else 24)
     table.add_column("count", justify="right", no_wrap=True)
     table.add_column("period", justify="right", no_wrap=True)
-    table.add_column("age", justify="right", no_wrap=True)
+    if not compact:  # compact: a stale id is dimmed and its values say so
+        table.add_column("age", justify="right", no_wrap=True)
     table.add_column("data", no_wrap=True)
     table.add_column("values", overflow="ellipsis", no_wrap=compact, ratio=1)
     for row in bus.rows:
         name = row.name + (f" #{row.node}" if row.node >= 0 else "")
         style = "dim" if row.stale else ""
-        age = f"{row.age_s:.1f} s" + (" stale" if row.stale else "")
-        table.add_row(
+        cells = [
             Text(row.id_text, style=style),
             Text(name or "?", style=style or ("" if name else "dim")),
             Text(str(row.count), style=style),
             Text(fmt_period(row.period_s), style=style),
-            Text(age, style="yellow" if row.stale else ""),
             data_text(row),
             Text(row.values if not row.stale else f"(stale) {row.values}", style=style),
-        )
+        ]
+        if not compact:
+            age = f"{row.age_s:.1f} s" + (" stale" if row.stale else "")
+            cells.insert(4, Text(age, style="yellow" if row.stale else ""))
+        table.add_row(*cells)
     return table
 
 
