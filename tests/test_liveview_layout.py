@@ -40,7 +40,7 @@ def _finding(code: str, subject: str = "can0") -> Finding:
 
 def _lines(state: ScreenState, width: int, height: int) -> list[str]:
     console = Console(width=width, height=height, record=True, color_system=None)
-    console.print(render_screen(state))
+    console.print(render_screen(state), height=height)  # as a full-screen Live renders it
     return console.export_text().splitlines()
 
 
@@ -89,6 +89,14 @@ def test_a_long_body_is_cut_to_the_height_with_a_footer_and_scrolls() -> None:
     lines = _lines(state, 100, 30)
     assert scroll.offset == scroll.max_offset and "more below" not in lines[-1]
     assert lines[-2].split()[:3] == ["power_module", "40", "online"]
+
+
+def test_printed_without_a_height_the_whole_body_is_shown() -> None:
+    state = _many_nodes(40)
+    console = Console(width=100, height=30, record=True, color_system=None)
+    console.print(render_screen(state))
+    lines = console.export_text().splitlines()
+    assert len(lines) > 40 and not any(line.startswith("lines ") for line in lines)
 
 
 def test_a_body_that_fits_has_no_footer() -> None:

@@ -223,6 +223,7 @@ def _plain(*cells: str | Text) -> list[Text]:
 #: Below these sizes the view is compact: tables without boxes, one line per bus.
 COMPACT_BELOW_COLUMNS = 120
 COMPACT_BELOW_LINES = 40
+UNLIMITED_LINES = 1 << 30
 
 
 def is_compact(state: ScreenState, width: int, height: int) -> bool:
@@ -652,7 +653,9 @@ class Screen:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
-        height = options.height or console.size.height
+        # A full-screen Live gives the terminal's height; printed without one (a log, a
+        # test's recording console), the whole body is shown and only the width counts.
+        height = options.height or UNLIMITED_LINES
         state = self.state
         compact = is_compact(state, width, height)
         head = console.render_lines(header(state, width), options.update(height=None), pad=False)
