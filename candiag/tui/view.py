@@ -653,9 +653,10 @@ class Screen:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
-        # A full-screen Live gives the terminal's height; printed without one (a log, a
-        # test's recording console), the whole body is shown and only the width counts.
-        height = options.height or UNLIMITED_LINES
+        # On a terminal the screen is its height (rich's full-screen Live renders through
+        # a Group, which drops options.height); printed elsewhere without a height (a log,
+        # a recording console), the whole body is shown and only the width counts.
+        height = options.height or (console.size.height if console.is_terminal else UNLIMITED_LINES)
         state = self.state
         compact = is_compact(state, width, height)
         head = console.render_lines(header(state, width), options.update(height=None), pad=False)
