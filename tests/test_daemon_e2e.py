@@ -227,4 +227,6 @@ def test_demo_on_a_terminal_shows_the_live_table() -> None:
     screen = b"".join(chunks).decode(errors="replace")
     assert "metrics at http://127.0.0.1:" in screen
     assert "candiag demo" in screen and "sim0" in screen and "error_active" in screen
-    assert "sim-meters/ac_meter" in screen
+    # the full monitor view (issue 17): meters by port and device, the nodes with firmware
+    assert "Modbus meters" in screen and "sim-meters" in screen and "ac_meter" in screen
+    assert "Nodes" in screen and "DCDC 1.4 / PFC 2.0" in screen

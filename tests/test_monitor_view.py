@@ -182,7 +182,7 @@ def test_node_rows_status_last_seen_firmware_and_key_signals() -> None:
     ]
     first = rows[0]
     assert first[4] == "0.0 s ago"
-    assert first[5] == FW
+    assert first[5] == "DCDC 1.4 / PFC 2.0"  # the firmware signals as versions (issue 17)
     assert first[6:9] == ["401.3 V", "12.5 A", "41.0 °C"]
     assert rows[2][4] == "12.0 s ago"
     assert rows[2][6:9] == ["", "", ""]  # no fresh values: nothing shown, never a stale one

@@ -20,6 +20,7 @@ from candiag.capture import CandumpWriter
 from candiag.capture.metadata import BusMetadata
 from candiag.errors import RecordingError
 from candiag.health.linkstats import LinkStats, read_link_stats
+from candiag.ingest.filters import FrameFilter
 from candiag.ingest.live import LISTEN_ONLY_KWARGS, BusReader
 
 
@@ -65,6 +66,7 @@ class RecordSummary:
     files: list[Path] = field(default_factory=list)
     duration: float = 0.0
     reconnects: int = 0
+    filtered_out: int = 0  # frames a --filter did not keep
     bus_down_at_end: bool = False
     last_error: str = ""
 
@@ -76,6 +78,8 @@ class RecordSummary:
             f"in {self.duration:.1f} s",
             f"files: {files}",
         ]
+        if self.filtered_out:
+            lines.append(f"{self.filtered_out} frames left out by the filter")
         if self.reconnects:
             lines.append(f"the bus was lost and reopened {self.reconnects} times")
         if self.last_error:
@@ -91,13 +95,15 @@ def record(
     duration: float | None = None,
     stop: threading.Event | None = None,
     poll_interval: float = 0.1,
+    frame_filter: FrameFilter | None = None,
 ) -> RecordSummary:
     """Record until ``duration`` seconds passed or ``stop`` is set; returns the summary.
 
     ``reader`` must be in drain mode (no ``on_batch``); it is started here if it
     is not running, and always stopped, and ``writer`` always closed, on return.
     A :class:`RecordingError` (disk full...) stops the recording and propagates
-    after both are closed.
+    after both are closed.  With ``frame_filter`` only the frames it keeps are written
+    (and counted); the others are counted in ``filtered_out``.
     """
     stop = stop or threading.Event()
     summary = RecordSummary()
@@ -106,7 +112,7 @@ def record(
         reader.start()
     try:
         while not stop.wait(poll_interval):
-            _write_pending(reader, writer, summary)
+            _write_pending(reader, writer, summary, frame_filter)
             if duration is not None and time.monotonic() - started >= duration:
                 break
     except RecordingError:
@@ -114,7 +120,7 @@ def record(
         _close_quietly(writer)
         raise
     reader.stop()
-    _write_pending(reader, writer, summary)
+    _write_pending(reader, writer, summary, frame_filter)
     writer.close()
     summary.duration = time.monotonic() - started
     summary.files = list(writer.files)
@@ -124,8 +130,17 @@ def record(
     return summary
 
 
-def _write_pending(reader: BusReader, writer: CandumpWriter, summary: RecordSummary) -> None:
+def _write_pending(
+    reader: BusReader,
+    writer: CandumpWriter,
+    summary: RecordSummary,
+    frame_filter: FrameFilter | None = None,
+) -> None:
     batch = reader.drain()
+    if frame_filter is not None and len(batch):
+        kept = frame_filter.apply(batch)
+        summary.filtered_out += len(batch) - len(kept)
+        batch = kept
     writer.write(batch)  # also when empty: lets the writer flush and rotate on time
     summary.frames += len(batch)
     summary.error_frames += int(batch.is_error.sum())

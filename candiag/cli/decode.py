@@ -88,6 +88,14 @@ def register(subparsers: Any) -> None:
         help="capture lines decoded at a time (bounds memory; default: %(default)s)",
     )
     add_quiet_argument(parser)
+    parser.add_argument(
+        "--filter",
+        action="append",
+        metavar="SPEC",
+        help="candump-style filter [IFACE,]ID:MASK|ID~MASK|#ERRMASK|j[,...] (repeatable; "
+        "e.g. can0,123:7FF or 18FF50E5:1FFFFFFF; syntax in docs/filters.md); "
+        "frames it does not keep are counted, not decoded",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -102,6 +110,7 @@ class DecodeTotals:
     decoded: int = 0
     error_frames: int = 0
     remote_frames: int = 0
+    filtered_out: int = 0
     messages: collections.Counter[str] = field(default_factory=collections.Counter)
     # Per decoder key (bit 31: extended), capped: random ids must not grow memory for ever.
     unknown_ids: CappedIdCounter = field(default_factory=lambda: _capped())
@@ -115,7 +124,9 @@ def _run(args: argparse.Namespace) -> int:
     from candiag.decode.dbc import load_dbc_paths, reference_dbc_dir, warning_lines
     from candiag.decode.decoder import BatchDecoder
     from candiag.decode.jsonl import JsonLinesFormatter, JsonLinesOptions
+    from candiag.ingest.filters import parse_filters
 
+    frame_filter = parse_filters(args.filter or [])
     check_outputs([args.output], [args.capture])
     db = load_dbc_paths(args.dbc or [reference_dbc_dir()], strict=args.strict)
     if args.chunk_lines < 1:
@@ -126,14 +137,20 @@ def _run(args: argparse.Namespace) -> int:
     totals = DecodeTotals()
     # JSON Lines scrolling on the terminal would tear a bar drawn on the same terminal.
     quiet = args.quiet or (args.output in (None, "-") and sys.stdout.isatty())
+    channels_seen: set[str] = set()
     with (
         _output(args.output) as out,
         progress(f"decoding {Path(reader.where).name}", quiet=quiet) as update,
     ):
         try:
             for batch in capture_batches(reader, reader.batches(), update):
-                result = decoder.decode(batch)
                 totals.frames += len(batch)
+                channels_seen.update(batch.channels)
+                if frame_filter is not None:
+                    kept = frame_filter.apply(batch)
+                    totals.filtered_out += len(batch) - len(kept)
+                    batch = kept
+                result = decoder.decode(batch)
                 totals.decoded += result.decoded_frames
                 totals.error_frames += result.error_frames
                 totals.remote_frames += result.remote_frames
@@ -147,6 +164,20 @@ def _run(args: argparse.Namespace) -> int:
             _silence_stdout()
             return 0
     print(summary(reader.stats.summary(), totals), file=sys.stderr)
+    if frame_filter is not None:
+        print(
+            f"  filter {frame_filter.text()}: {totals.filtered_out} of {totals.frames} frames "
+            "left out",
+            file=sys.stderr,
+        )
+        unseen = sorted(frame_filter.interfaces - channels_seen)
+        if unseen:
+            print(
+                f"  filter names {', '.join(unseen)}, a channel this capture does not have "
+                f"(its channels: {', '.join(sorted(channels_seen)) or 'none'}); use one of "
+                "those, 'any', or no interface",
+                file=sys.stderr,
+            )
     for line in warning_lines(db.warnings):
         print(line, file=sys.stderr)
     if args.output and args.output != "-":
@@ -207,10 +238,12 @@ def summary(capture_summary: str, totals: DecodeTotals) -> str:
     lines = [f"candiag decode: {head}", decoded]
     unknown = totals.unknown_ids.total()
     short = totals.short_frames.total()
-    not_decoded = unknown + short + totals.error_frames + totals.remote_frames
+    not_decoded = unknown + short + totals.error_frames + totals.remote_frames + totals.filtered_out
     lines.append(
         f"  not decoded: {not_decoded} of {totals.frames} frames ({unknown} with an unknown "
-        f"id, {short} short, {totals.error_frames} error, {totals.remote_frames} remote)"
+        f"id, {short} short, {totals.error_frames} error, {totals.remote_frames} remote"
+        + (f", {totals.filtered_out} filtered out" if totals.filtered_out else "")
+        + ")"
     )
     if unknown:
         lines.append(

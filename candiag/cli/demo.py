@@ -2,8 +2,9 @@
 
 One command, one process: the simulated charger transmits on an in-process python-can
 ``virtual`` bus, simulated meters answer on a pseudo-terminal, the daemon reads both and
-serves ``/metrics``.  On a terminal a small live view refreshes in place; otherwise
-(CI, pipes) one summary line is printed every few seconds.
+serves ``/metrics``.  On a terminal the full ``monitor`` view (buses, findings with their
+fixes, nodes, meters; :mod:`candiag.tui.view`) refreshes in place; otherwise (CI, pipes)
+one summary line is printed every few seconds.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from candiag.daemon.service import Daemon
 
 SUMMARY_INTERVAL_S = 5.0
+DEMO_KEYS = "↑↓ PgUp PgDn scroll  c compact  q quit"
 
 
 def register(subparsers: Any) -> None:
@@ -82,7 +84,9 @@ def _run(args: argparse.Namespace) -> int:
 
     config = demo_config(args)
     setup_logging("warning" if sys.stdout.isatty() else config.log.level)
-    view = _LiveView() if sys.stdout.isatty() else _Summaries()
+    scenario = config.simulator.scenario if config.simulator else "healthy"
+    title = f"simulated charger, scenario {scenario}"
+    view = _LiveView(title) if sys.stdout.isatty() else _Summaries()
     daemon = Daemon(config, config_path=args.config, on_step=view.update)
     timer: threading.Timer | None = None
     with signal_handlers(daemon):
@@ -127,55 +131,95 @@ class _Summaries:
 
 
 class _LiveView:
-    """A small rich table refreshed in place (the full ``monitor`` view lives elsewhere)."""
+    """The full ``monitor`` view (buses, findings with fixes, nodes, meters), refreshed in
+    place on the alternate screen, fitted to the terminal; arrows/PgUp/PgDn scroll, ``c``
+    toggles the compact layout, ``q`` stops (as Ctrl-C)."""
 
-    def __init__(self) -> None:
+    def __init__(self, title: str) -> None:
         from rich.console import Console
         from rich.live import Live
 
-        self._live = Live(console=Console(), refresh_per_second=4, transient=False)
+        from candiag.tui.view import ScrollState
+
+        self.title = title
+        self._live = Live(console=Console(), screen=True, auto_refresh=False, transient=True)
         self._last = 0.0
+        self._scroll = ScrollState()
+        self._compact: bool | None = None
+        self._keys: Any = None
 
     def start(self) -> None:
+        if sys.stdin.isatty():
+            from candiag.tui.terminal import KeyReader
+
+            self._keys = KeyReader(sys.stdin.fileno())
+            self._keys.enter()
         self._live.start()
 
     def update(self, daemon: Daemon) -> None:
-        if time.monotonic() - self._last < 0.5:
+        if self._keys is not None:
+            self._handle_keys(self._keys.read(0.0), daemon)
+        if time.monotonic() - self._last < 0.25:
             return
         self._last = time.monotonic()
-        self._live.update(_table(daemon))
+        from candiag.tui.view import render_screen
+
+        self._live.update(
+            render_screen(_screen(daemon, self.title, self._scroll, self._compact)), refresh=True
+        )
+
+    def _handle_keys(self, keys: str, daemon: Daemon) -> None:
+        from candiag.tui.app import ESCAPE_KEYS
+
+        page = self._scroll.page
+        moves = {"up": -1, "down": 1, "pgup": -page, "pgdn": page}
+        for sequence, action in ESCAPE_KEYS.items():
+            while sequence in keys:
+                keys = keys.replace(sequence, "", 1)
+                if action == "home":
+                    self._scroll.offset = 0
+                elif action == "end":
+                    self._scroll.offset = self._scroll.max_offset
+                else:
+                    self._scroll.move(moves[action])
+        for key in keys:
+            if key in "jk":
+                self._scroll.move(1 if key == "j" else -1)
+            elif key in " b":
+                self._scroll.move(page if key == " " else -page)
+            elif key in "gG":
+                self._scroll.offset = 0 if key == "g" else self._scroll.max_offset
+            elif key == "c":
+                self._compact = not self._scroll.compact_shown
+            elif key.lower() == "q":
+                daemon.request_stop()
+        self._last = 0.0 if keys else self._last
 
     def stop(self) -> None:
-        self._live.stop()
+        try:
+            self._live.stop()
+        finally:
+            if self._keys is not None:
+                self._keys.restore()
 
 
-def _table(daemon: Daemon) -> Any:
-    """The demo's table; node families, devices and subjects are text, never markup."""
-    from rich.table import Table
-    from rich.text import Text
+def _screen(daemon: Daemon, title: str, scroll: Any, compact: bool | None) -> Any:
+    """The monitor's screen state from the running daemon (read on its loop thread)."""
+    from candiag.tui.session import engine_bus_views
+    from candiag.tui.view import ScreenState
 
-    snap = daemon.snapshot()
-    table = Table(title=Text(f"candiag demo  {daemon.status_line()}"), expand=False)
-    for col in ("link", "state", "figures"):
-        table.add_column(col)
-    for bus in snap.buses:
-        down = [f"{n.family}/{n.node}" for n in bus.nodes if not n.up]
-        errors = sum(bus.error_window.get("60s", {}).values())
-        table.add_row(
-            Text(bus.name),
-            Text(bus.state),
-            Text(
-                f"{bus.frames_per_second:.0f} fps, load {100 * bus.load_ratio.get('10s', 0):.0f}%, "
-                f"{errors} err/60s, nodes down: {', '.join(down) or 'none'}"
-            ),
-        )
-    for dev in snap.modbus:
-        fails = sum(dev.failures.values())
-        table.add_row(
-            Text(f"{dev.port}/{dev.device}"),
-            Text("up" if dev.up else "down"),
-            Text(f"{dev.requests} requests, {fails} failed"),
-        )
-    for f in snap.findings:
-        table.add_row(Text(f.code), Text(f.severity), Text(f.subject))
-    return table
+    now = daemon.clock.now()
+    engine = daemon.engine
+    return ScreenState(
+        now=now,
+        title=title,
+        buses=engine_bus_views(engine, now) if engine is not None else [],
+        meters=engine.meters() if engine is not None else [],
+        findings=engine.active_findings() if engine is not None else [],
+        diagnosing=engine.diagnosed if engine is not None else False,
+        message=f"metrics at {daemon.metrics_url}/metrics" if daemon.metrics_url else "",
+        compact=compact,
+        scroll=scroll,
+        program="candiag demo",
+        keys=DEMO_KEYS,
+    )

@@ -120,6 +120,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--plain", action="store_true", help="plain lines even on a terminal (no live view)"
     )
+    parser.add_argument(
+        "--filter",
+        action="append",
+        metavar="SPEC",
+        help="candump-style filter [IFACE,]ID:MASK|ID~MASK|#ERRMASK|j[,...] (repeatable; "
+        "e.g. can0,123:7FF or 18FF50E5:1FFFFFFF; syntax in docs/filters.md); "
+        "filters the raw view (v) only: health, findings and recording see every frame",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -232,11 +240,13 @@ def adapter_reader_factory(
 
 def _run(args: argparse.Namespace) -> int:
     from candiag.config.load import load_config
+    from candiag.ingest.filters import parse_filters
     from candiag.tui.session import MonitorSession, default_reader
 
     if args.list_scenarios:
         return _list_scenarios()
     _check_args(args)
+    frame_filter = parse_filters(args.filter or [])  # a bad one fails before anything opens
     reader_factory: Callable[[BusConfig], FrameSource] = default_reader
     unused: list[Any] = []
     adapter_bitrates: dict[str, int | None] = {}
@@ -259,6 +269,8 @@ def _run(args: argparse.Namespace) -> int:
         adapter_bitrates[args.channel] = (
             config.buses[0].bitrate if args.bitrate or args.timing else None
         )
+    if frame_filter is not None:
+        frame_filter.check_channels([b.channel for b in config.buses], "the monitored channel")
     if args.strict:
         config = dataclasses.replace(
             config, buses=tuple(dataclasses.replace(b, dbc_strict=True) for b in config.buses)
@@ -276,6 +288,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace, session: MonitorSession, title: str) -> int:
+    from candiag.ingest.filters import parse_filters
     from candiag.tui.app import MonitorApp
 
     keys = _key_input(args)
@@ -285,6 +298,7 @@ def _show(args: argparse.Namespace, session: MonitorSession, title: str) -> int:
         record_dir=args.record_dir or Path.cwd(),
         summary_interval=args.interval,
         duration=args.duration,
+        frame_filter=parse_filters(args.filter or []),
     )
     if args.record:
         app.start_recording()

@@ -85,6 +85,14 @@ def register(subparsers: Any) -> None:
         metavar="S",
         help="say so when no frame arrived in the first S seconds (default: %(default)g)",
     )
+    parser.add_argument(
+        "--filter",
+        action="append",
+        metavar="SPEC",
+        help="candump-style filter [IFACE,]ID:MASK|ID~MASK|#ERRMASK|j[,...] (repeatable; "
+        "e.g. can0,123:7FF or 18FF50E5:1FFFFFFF; syntax in docs/filters.md); "
+        "only the frames it keeps are written",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -148,6 +156,7 @@ def _run(args: argparse.Namespace) -> int:
     from candiag.capture.recorder import live_bus_metadata, record
     from candiag.cli.args import adapter_options
     from candiag.cli.outputs import check_outputs, wrote
+    from candiag.ingest.filters import parse_filters
     from candiag.ingest.live import BusReader
     from candiag.tui.terminal import stop_signals
 
@@ -155,6 +164,9 @@ def _run(args: argparse.Namespace) -> int:
     _positive(args.rotate_time, "--rotate-time")
     _positive(args.duration, "--duration")
     _positive(args.no_frame_warning, "--no-frame-warning")
+    frame_filter = parse_filters(args.filter or [])
+    if frame_filter is not None:
+        frame_filter.check_channels([args.channel], "the recorded channel")
     check_outputs([args.output], [])  # a missing folder is named as such, before the bus opens
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="candiag: %(message)s")
@@ -207,8 +219,14 @@ def _run(args: argparse.Namespace) -> int:
     silence.name = "candiag-record-silence"
     silence.daemon = True
     silence.start()
+    if frame_filter is not None:
+        print(
+            f"filter {frame_filter.text()}: only the frames it keeps are written", file=sys.stderr
+        )
     try:
-        summary = record(reader, writer, duration=args.duration, stop=stop)
+        summary = record(
+            reader, writer, duration=args.duration, stop=stop, frame_filter=frame_filter
+        )
     finally:
         silence.cancel()
         silence.join()

@@ -36,7 +36,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
@@ -55,6 +55,7 @@ from candiag.modbus.profile import (
     encode_value,
     find_profile,
 )
+from candiag.sim.plant import Electrical
 from candiag.sim.scenarios import meter_scenario_names
 
 # The names are data (candiag/sim/meter_scenarios.toml), so configs are checked against them.
@@ -100,20 +101,33 @@ class DeviceFaults:
 
 
 # -- the moving values --------------------------------------------------------------
+#: Where meters on a simulated charger read its electrical state (``None``: the meters
+#: move on their own, as on a test bench).
+ChargerSource = Callable[[float], Electrical]
+
+
 @dataclass
 class MeterModel:
-    """Plausible values of one meter in base units; energy integrates power."""
+    """Plausible values of one meter in base units; energy integrates power.
+
+    With ``charger``, the values are the charger's (DC output, AC input, insulation) at
+    the time of the request, so the demo's Modbus meters agree with its CAN DC meter;
+    without, they wander around a fixed operating point.
+    """
 
     profile: MeterProfile
     reversed_current: bool = False
     seed: float = field(default_factory=random.random)
     energy_import_j: float = 1234.5 * 3.6e6
     energy_export_j: float = 0.8 * 3.6e6
+    charger: ChargerSource | None = None
     _last: float | None = None
 
     def values(self, now: float) -> dict[str, float]:
         phase = self.seed * 10
         w = {i: math.sin(now / (5 + i) + phase + i) for i in range(1, 4)}
+        if self.charger is not None:
+            return self._charger_values(now, self.charger(now), w)
         kind = self.profile.kind
         out: dict[str, float] = {}
         if kind == "dc_meter":
@@ -148,6 +162,42 @@ class MeterModel:
             out[f"energy_import_l{i}"] = self.energy_import_j / 3
         return out
 
+    def _charger_values(self, now: float, e: Electrical, w: dict[int, float]) -> dict[str, float]:
+        """The charger's figures as this meter reads them (a little measurement noise)."""
+        kind = self.profile.kind
+        out: dict[str, float] = {}
+        if kind == "dc_meter":
+            volts = max(0.0, e.dc_voltage + 0.05 * w[1])  # u16 registers: never below 0
+            amps = (-1.0 if self.reversed_current else 1.0) * e.dc_current
+            power_total = volts * amps
+            out.update(voltage=volts, current=amps, power=power_total, temperature=30 + w[3])
+        elif kind == "imd":
+            volts = max(0.0, e.dc_voltage + 0.05 * w[2])
+            out.update(
+                insulation_resistance=e.insulation_ohm * (1 + 0.01 * w[1]),
+                voltage=volts,
+                voltage_l1_earth=volts / 2,
+                voltage_l2_earth=volts / 2,
+            )
+            power_total = 0.0
+        else:
+            power_total = 0.0
+            for i in (1, 2, 3):
+                volts = e.ac_phase_voltage + 0.5 * w[i]
+                amps = e.ac_power_w / 3.0 / (volts * e.power_factor)
+                out[f"voltage_l{i}"] = volts
+                out[f"current_l{i}"] = amps
+                out[f"power_l{i}"] = e.ac_power_w / 3.0
+                power_total += out[f"power_l{i}"]
+            out["power_total"] = power_total
+            out["frequency"] = 50.0 + 0.02 * w[1]
+        self._integrate(now, power_total)
+        out["energy_import"] = self.energy_import_j
+        out["energy_export"] = self.energy_export_j
+        for i in (1, 2, 3):
+            out[f"energy_import_l{i}"] = self.energy_import_j / 3
+        return out
+
     def _integrate(self, now: float, power_w: float) -> None:
         if self._last is not None and now > self._last:
             if power_w >= 0:
@@ -171,10 +221,17 @@ def _fit_exponent(q: QuantityDef, value: float) -> int:
 class SimulatedMeter:
     """A profile served at one unit id, with its model and faults."""
 
-    def __init__(self, profile: MeterProfile, unit_id: int, *, reversed_current: bool = False):
+    def __init__(
+        self,
+        profile: MeterProfile,
+        unit_id: int,
+        *,
+        reversed_current: bool = False,
+        charger: ChargerSource | None = None,
+    ):
         self.profile = profile
         self.unit_id = unit_id
-        self.model = MeterModel(profile, reversed_current=reversed_current)
+        self.model = MeterModel(profile, reversed_current=reversed_current, charger=charger)
         self.faults = DeviceFaults()
         self.reads = 0
 
@@ -246,6 +303,7 @@ class SimulatedMeterLine:
         baudrate: int | None = None,
         scenario: str = "healthy",
         seed: int | None = None,
+        charger: ChargerSource | None = None,
     ) -> None:
         if transport not in ("rtu", "rtu+tcp", "tcp"):
             raise ValueError(f"unknown transport {transport!r}")
@@ -260,7 +318,7 @@ class SimulatedMeterLine:
             profile = find_profile(profile_name)
             reversed_current = scenario == "meter_reversed" and profile.kind == "dc_meter"
             self.meters[unit_id] = SimulatedMeter(
-                profile, unit_id, reversed_current=reversed_current
+                profile, unit_id, reversed_current=reversed_current, charger=charger
             )
         if scenario == "meter_crc_noise":
             for meter in self.meters.values():
@@ -444,18 +502,23 @@ class _PtyBridge:
                 return  # the pty or the server went away: the line is dead
 
 
-def demo_line(scenario: str = "healthy") -> tuple[SimulatedMeterLine, list[dict[str, Any]]]:
+def demo_line(
+    scenario: str = "healthy", charger: ChargerSource | None = None
+) -> tuple[SimulatedMeterLine, list[dict[str, Any]]]:
     """The demo charger's meter line and the device tables a config should use.
 
     AC meter (SDM630) at id 1, DC meter (DJSF1352-RN) at id 2, IMD (isoCHA425HV) at id 3.
     ``meter_wrong_id``: the AC meter answers at id 11 while the config expects 1.
     On a platform without ptys (Windows) the line is RTU through a TCP gateway on 127.0.0.1.
+    The meters read ``charger``, by default :func:`demo_charger`: the simulated charger
+    sending in this process, so the demo's CAN and Modbus figures are one charger's.
     """
     ac_id = 11 if scenario == "meter_wrong_id" else 1
     line = SimulatedMeterLine(
         [("sdm630", ac_id), ("djsf1352", 2), ("isocha425hv", 3)],
         scenario=scenario,
         transport="rtu" if ptys_available() else "rtu+tcp",
+        charger=charger or demo_charger(),
     )
     devices = [
         {"name": "ac_meter", "profile": "sdm630", "unit_id": 1},
@@ -463,3 +526,30 @@ def demo_line(scenario: str = "healthy") -> tuple[SimulatedMeterLine, list[dict[
         {"name": "imd", "profile": "isocha425hv", "unit_id": 3},
     ]
     return line, devices
+
+
+#: A standalone demo line (no simulated charger running in the process) reads a charger
+#: this far into its charging session: full current, as a charger on a test bench.
+STANDALONE_SESSION_S = 120.0
+
+
+def demo_charger() -> ChargerSource:
+    """The running simulated charger's electrical state, read at each request.
+
+    The charger is looked up at each read (:func:`candiag.sim.runner.running_charger`):
+    the daemon starts the meters before the charger (its readers must listen first), and
+    both are gone again after a reload.  With no charger running, a charger model of its
+    own, mid-session, so a demo line alone still reads plausible charging figures.
+    """
+    from candiag.sim.plant import ChargerModel, Session, electrical
+    from candiag.sim.runner import running_charger
+
+    bench = Session(ChargerModel(), time.time() - STANDALONE_SESSION_S)
+
+    def read(now: float) -> Electrical:
+        charger = running_charger()
+        if charger is not None:
+            return charger.electrical(now)
+        return electrical(bench, now)
+
+    return read

@@ -39,7 +39,16 @@ from candiag.sim.faults import (
     error_frame_batch,
     regular_times,
 )
-from candiag.sim.plant import ChargerModel, Plant, PlantFaults, Session, Window, any_window
+from candiag.sim.plant import (
+    ChargerModel,
+    Electrical,
+    Plant,
+    PlantFaults,
+    Session,
+    Window,
+    any_window,
+    electrical,
+)
 from candiag.socketcan_errors import (
     CAN_ERR_BUSOFF,
     CAN_ERR_CNT,
@@ -283,6 +292,13 @@ class ChargerSimulator:
             phase=self._rng.uniform(0.0, period, len(emitters)),
             values=producer,
         )
+
+    # -- what other simulated devices read -----------------------------------------
+    def electrical(self, t: float) -> Electrical:
+        """DC output and AC input at ``t``, as this charger's modules deliver them (the
+        Modbus meters of the demo read them, :mod:`candiag.modbus.sim`).  A reversed CAN
+        DC meter (fault ``meter_reversed``) reverses its own frames only."""
+        return electrical(self.session, t)
 
     # -- generation ---------------------------------------------------------------
     def nominal_bus_load(self) -> float:
@@ -658,7 +674,9 @@ class ChargerSimulator:
         }
 
     def _imd_info(self, t: F64, module: IntpArray, j: I64) -> Values:
-        r_iso_kohm = np.clip(np.rint(3500.0 + self._noise(t, 40.0)), 0, 65535)
+        r_iso_kohm = np.clip(
+            np.rint(self.model.insulation_ohm / 1000.0 + self._noise(t, 40.0)), 0, 65535
+        )
         return {"IMD_R_ISO": r_iso_kohm * 1000.0}
 
 

@@ -50,6 +50,13 @@ class ChargerModel:
     module_heat_k_per_kw: float = 12.0
     coolant_inlet_k_per_kw: float = 0.8
     max_coolant_rise_k: float = 60.0
+    insulation_ohm: float = 3.5e6  # DC+/DC- to earth, as the IMD measures it
+    standby_w: float = 180.0  # controller, fans and pump drawn from the grid at idle
+    power_factor: float = 0.99  # of the PFC stages, at the AC meter
+
+    @property
+    def ac_phase_v(self) -> float:
+        return self.ac_line_v / math.sqrt(3.0)
 
     @property
     def cycle_s(self) -> float:
@@ -133,6 +140,47 @@ class Session:
     def pump_command(self, t: F64) -> F64:
         load = self.current(t) / self.m.target_current_a
         return self.m.idle_pump_percent + (90.0 - self.m.idle_pump_percent) * load
+
+
+@dataclass(frozen=True)
+class Electrical:
+    """What meters on the charger read at one instant: the DC output and the AC input.
+
+    The CAN DC meter (IVT-S), the Modbus DC meter and the Modbus AC meter and IMD of the
+    demo all read these, so their figures agree: DC power = voltage x current, AC input =
+    DC power / efficiency + standby.
+    """
+
+    dc_voltage: float
+    dc_current: float
+    ac_phase_voltage: float
+    ac_power_w: float
+    power_factor: float
+    insulation_ohm: float
+
+    @property
+    def dc_power_w(self) -> float:
+        return self.dc_voltage * self.dc_current
+
+    @property
+    def ac_phase_current(self) -> float:
+        return self.ac_power_w / 3.0 / (self.ac_phase_voltage * self.power_factor)
+
+
+def electrical(session: Session, t: float) -> Electrical:
+    """The charger's electrical state at ``t`` (closed form: safe from any thread)."""
+    m = session.m
+    at = np.array([t])
+    volts = float(session.voltage(at)[0])
+    amps = float(session.current(at)[0])
+    return Electrical(
+        dc_voltage=volts,
+        dc_current=amps,
+        ac_phase_voltage=m.ac_phase_v,
+        ac_power_w=volts * amps / m.efficiency + m.standby_w,
+        power_factor=m.power_factor,
+        insulation_ohm=m.insulation_ohm,
+    )
 
 
 def first_order_lag(x: F64, y_prev: F64, tau: float, dt: float = GRID_DT) -> F64:

@@ -41,6 +41,19 @@ def open_sim_bus(interface: str, channel: str, bitrate: int | None = None) -> ca
         ) from err
 
 
+#: The simulated chargers sending in real time in this process, oldest first: the demo's
+#: simulated Modbus meters read the running charger's DC output and AC input from here
+#: (:func:`running_charger`), so one charger's figures appear on CAN and on Modbus.
+_RUNNING: list[ChargerSimulator] = []
+_RUNNING_LOCK = threading.Lock()
+
+
+def running_charger() -> ChargerSimulator | None:
+    """The oldest simulated charger sending in real time in this process, if any."""
+    with _RUNNING_LOCK:
+        return _RUNNING[0] if _RUNNING else None
+
+
 class SimulatorRunner:
     """Sends ``sim``'s traffic on ``bus`` in real time (``speed`` x simulated seconds per second)."""
 
@@ -76,9 +89,15 @@ class SimulatorRunner:
             raise RuntimeError("SimulatorRunner already started")
         self._thread = threading.Thread(target=self._run, name="candiag-sim", daemon=True)
         self._thread.start()
+        if self.speed == 1.0 and hasattr(self.sim, "electrical"):
+            with _RUNNING_LOCK:
+                _RUNNING.append(self.sim)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        with _RUNNING_LOCK:
+            if self.sim in _RUNNING:
+                _RUNNING.remove(self.sim)
         if self._thread is not None:
             self._thread.join(timeout)
 

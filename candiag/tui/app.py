@@ -7,7 +7,10 @@ lines (no terminal: a summary line per bus and meter every ``summary_interval``
 seconds, and each finding as it is raised or cleared; no escape codes).
 
 Keys (terminal only): ``p`` pause/resume the display (analysis goes on), ``r``
-reset counters, ``w`` start/stop recording a candump log, ``q`` quit.  SIGINT
+reset counters, ``w`` start/stop recording a candump log, ``v`` switch between the
+health view and the raw per-id view, ``c`` compact/full layout (compact by default
+below 120x40), arrows/``j``/``k``, PgUp/PgDn (or space/``b``), Home/End (``g``/``G``)
+scroll, ``q`` quit.  SIGINT
 and SIGTERM end the loop the same way as ``q``; the terminal is restored in a
 ``finally`` whatever ends it.
 """
@@ -15,6 +18,7 @@ and SIGTERM end the loop the same way as ``q``; the terminal is restored in a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import threading
 import time
@@ -26,10 +30,13 @@ from typing import TextIO
 from rich.console import Console
 
 from candiag.errors import RecordingError
+from candiag.ingest.filters import FrameFilter
+from candiag.tui.rawview import RawViews
 from candiag.tui.session import MonitorSession
 from candiag.tui.terminal import stop_signals
 from candiag.tui.view import (
     ScreenState,
+    ScrollState,
     active_finding_line,
     finding_line,
     plain_summary,
@@ -38,6 +45,21 @@ from candiag.tui.view import (
 
 DEFAULT_INTERVAL_S = 0.25
 DEFAULT_SUMMARY_INTERVAL_S = 5.0
+#: Terminal escape sequences of the scrolling keys (xterm and the Linux console).
+ESCAPE_KEYS = {
+    "\x1b[A": "up",
+    "\x1bOA": "up",
+    "\x1b[B": "down",
+    "\x1bOB": "down",
+    "\x1b[5~": "pgup",
+    "\x1b[6~": "pgdn",
+    "\x1b[H": "home",
+    "\x1bOH": "home",
+    "\x1b[1~": "home",
+    "\x1b[F": "end",
+    "\x1bOF": "end",
+    "\x1b[4~": "end",
+}
 
 
 class MonitorApp:
@@ -51,6 +73,7 @@ class MonitorApp:
         interval: float = DEFAULT_INTERVAL_S,
         summary_interval: float = DEFAULT_SUMMARY_INTERVAL_S,
         duration: float | None = None,
+        frame_filter: FrameFilter | None = None,
     ) -> None:
         self.session = session
         self.record_dir = record_dir
@@ -62,6 +85,14 @@ class MonitorApp:
         self.message = ""
         self.recordings: list[tuple[Path, int]] = []
         self._stop = threading.Event()
+        self.mode = "health"
+        self.compact: bool | None = None  # None: from the terminal size
+        self.scroll = {"health": ScrollState(), "raw": ScrollState()}
+        self.frame_filter = frame_filter
+        self.raw = RawViews(frame_filter)
+        for bus in session.buses:
+            self.raw.add_bus(bus.config.name, bus.db)
+        session.taps.append(self.raw.feed)
 
     # -- keys -----------------------------------------------------------------------------------
     def handle_key(self, key: str) -> None:
@@ -71,8 +102,36 @@ class MonitorApp:
             action()
 
     def handle_keys(self, keys: str) -> None:
-        for key in keys:
-            self.handle_key(key)
+        """Keys as read from the terminal: single characters and scrolling escape sequences."""
+        i = 0
+        while i < len(keys):
+            if keys[i] == "\x1b":
+                sequence = next((s for s in ESCAPE_KEYS if keys.startswith(s, i)), None)
+                if sequence is not None:
+                    self.scroll_by(ESCAPE_KEYS[sequence])
+                    i += len(sequence)
+                    continue
+            key = keys[i]
+            if key in self._scroll_keys():
+                self.scroll_by(self._scroll_keys()[key])
+            else:
+                self.handle_key(key)
+            i += 1
+
+    @staticmethod
+    def _scroll_keys() -> dict[str, str]:
+        return {"j": "down", "k": "up", " ": "pgdn", "b": "pgup", "g": "home", "G": "end"}
+
+    def scroll_by(self, action: str) -> None:
+        scroll = self.scroll[self.mode]
+        step = {"up": -1, "down": 1, "pgup": -scroll.page, "pgdn": scroll.page}
+        if action == "home":
+            scroll.offset = 0
+        elif action == "end":
+            scroll.offset = scroll.max_offset
+        else:
+            scroll.move(step[action])
+        self._frame_due = True
 
     def _actions(self) -> dict[str, Callable[[], None]]:
         return {
@@ -80,7 +139,17 @@ class MonitorApp:
             "p": self.toggle_pause,
             "r": self.reset,
             "w": self.toggle_recording,
+            "v": self.toggle_view,
+            "c": self.toggle_compact,
         }
+
+    def toggle_view(self) -> None:
+        self.mode = "raw" if self.mode == "health" else "health"
+        self._frame_due = True
+
+    def toggle_compact(self) -> None:
+        self.compact = not self.scroll[self.mode].compact_shown
+        self._frame_due = True
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -96,6 +165,7 @@ class MonitorApp:
 
     def reset(self) -> None:
         self.session.reset()
+        self.raw.reset()
         self.message = "counters reset at " + time.strftime("%H:%M:%S")
 
     def toggle_recording(self) -> None:
@@ -205,7 +275,15 @@ class MonitorApp:
         return 0
 
     def _screen(self) -> ScreenState:
-        return self.session.screen(paused=self.paused, message=self.message)
+        state = self.session.screen(paused=self.paused, message=self.message)
+        return dataclasses.replace(
+            state,
+            mode=self.mode,
+            compact=self.compact,
+            raw=self.raw.views(state.now) if self.mode == "raw" else (),
+            filter_text=self.frame_filter.text() if self.frame_filter else "",
+            scroll=self.scroll[self.mode],
+        )
 
     def _print_summary(self, out: TextIO) -> None:
         for line in plain_summary(self._screen()):

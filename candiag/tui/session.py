@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,9 @@ class MonitorSession:
         self.recording: Recording | None = None
         self.meters: list[dict[str, Any]] = []
         self.reports: dict[str, BusReport] = {}
+        # Called with (bus name, batch) for every drained batch (the raw view's trackers).
+        self.taps: list[Callable[[str, FrameBatch], None]] = []
+        self.engine.add_tap(self._feed_taps)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -164,6 +167,11 @@ class MonitorSession:
         self.close()
 
     # -- the loop's work --------------------------------------------------------------------
+    def _feed_taps(self, drained: Sequence[FrameBatch]) -> None:
+        for name, batch in zip(self.engine.buses, drained, strict=True):
+            for tap in self.taps:
+                tap(name, batch)
+
     def step(self, now: float | None = None) -> tuple[list[Finding], list[Finding]]:
         """One engine step (drain, record, diagnose once a second); refresh the figures.
 
@@ -239,20 +247,7 @@ class MonitorSession:
         return self.engine.active_findings()
 
     def bus_views(self, now: float) -> list[BusView]:
-        reports = self.reports or self.engine.reports(now)
-        views = []
-        for bus in self.buses:
-            report = reports.get(bus.name) or bus.report(now)
-            views.append(
-                BusView(
-                    name=bus.name,
-                    source=bus_source_text(bus.config),
-                    report=report,
-                    key_signals=node_key_signals(bus, now),
-                    last_error=bus.last_error,
-                )
-            )
-        return views
+        return engine_bus_views(self.engine, now, self.reports)
 
     def screen(
         self, now: float | None = None, *, paused: bool = False, message: str = ""
@@ -273,3 +268,20 @@ class MonitorSession:
 
     def total_frames(self) -> int:
         return sum(sum(bus.frames.values()) for bus in self.buses)
+
+
+def engine_bus_views(
+    engine: LiveEngine, now: float, reports: Mapping[str, BusReport] | None = None
+) -> list[BusView]:
+    """What the view shows of each bus of a running engine (the monitor's and the demo's)."""
+    reports = reports or engine.reports(now)
+    return [
+        BusView(
+            name=name,
+            source=bus_source_text(bus.config),
+            report=reports.get(name) or bus.report(now),
+            key_signals=node_key_signals(bus, now),
+            last_error=bus.last_error,
+        )
+        for name, bus in engine.buses.items()
+    ]

@@ -16,13 +16,16 @@ name is shown as it is, it does not end the view).
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.panel import Panel
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -110,6 +113,53 @@ class ScreenState:
     recording: str | None = None  # path of the open recording
     diagnosing: bool = True  # False during the warm-up after a (re)start
     message: str = ""  # the last key action's outcome
+    mode: str = "health"  # "health" (buses, findings, nodes, meters) or "raw" (per id)
+    compact: bool | None = None  # None: chosen from the terminal size
+    raw: Sequence[RawBusView] = ()  # the raw per-id view's buses
+    filter_text: str = ""  # the --filter of the raw view, if any
+    scroll: ScrollState | None = None  # where the body is scrolled to (the app's)
+    program: str = "candiag monitor"
+    keys: str = ""  # the key help, when not the monitor's (KEY_HELP)
+
+
+@dataclass
+class ScrollState:
+    """The body's scroll position; the renderer clamps it and says how far it can go."""
+
+    offset: int = 0
+    max_offset: int = 0
+    page: int = 10
+    compact_shown: bool = False  # what the last frame used (the c key toggles from it)
+
+    def move(self, lines: int) -> None:
+        self.offset = max(0, min(self.max_offset, self.offset + lines))
+
+
+@dataclass(frozen=True)
+class RawRow:
+    """One identifier of the raw view: the tracker's figures and what the DBC makes of it."""
+
+    id_text: str
+    name: str  # message name ("" when no DBC knows the id)
+    node: int  # node address (-1: not addressed)
+    count: int
+    period_s: float  # mean period (nan after one frame)
+    last_interval_s: float
+    age_s: float
+    stale: bool
+    data: bytes
+    changed: tuple[bool, ...]
+    remote: bool
+    values: str  # decoded signals, e.g. ``OutputVoltage 767.8 V, OutputCurrent 40.0 A``
+
+
+@dataclass(frozen=True)
+class RawBusView:
+    name: str
+    rows: Sequence[RawRow]
+    error_frames: int = 0
+    untracked: int = 0  # frames of ids past the tracker's cap
+    filtered_out: int = 0
 
 
 # -- small formatters --------------------------------------------------------------------
@@ -136,6 +186,8 @@ def fmt_quantity(value: float, unit: str) -> str:
     if unit in ("Ω", "W", "VA", "var") and magnitude >= 1e3:
         return f"{value / 1e3:.1f} k{unit}"
     text = f"{value:.1f}" if magnitude < 1e4 else f"{value:.0f}"
+    if text.startswith("-") and float(text) == 0:
+        text = text[1:]  # -0.02 A is "0.0 A", not "-0.0 A"
     return f"{text} {unit}".rstrip()
 
 
@@ -181,14 +233,51 @@ def _plain(*cells: str | Text) -> list[Text]:
     return [cell if isinstance(cell, Text) else Text(cell) for cell in cells]
 
 
+# -- layout ---------------------------------------------------------------------------------
+#: Below these sizes the view is compact: tables without boxes, one line per bus.
+COMPACT_BELOW_COLUMNS = 120
+COMPACT_BELOW_LINES = 40
+UNLIMITED_LINES = 1 << 30
+
+
+def is_compact(state: ScreenState, width: int, height: int) -> bool:
+    if state.compact is not None:
+        return state.compact
+    return width < COMPACT_BELOW_COLUMNS or height < COMPACT_BELOW_LINES
+
+
+def _table(title: str, compact: bool) -> Table:
+    if compact:
+        return Table(
+            title=title,
+            title_justify="left",
+            title_style="bold",
+            expand=True,
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            padding=(0, 1),
+        )
+    return Table(title=title, title_justify="left", expand=True)
+
+
 # -- buses ---------------------------------------------------------------------------------
-def bus_table(buses: Sequence[BusView]) -> Table:
+def bus_table(buses: Sequence[BusView], compact: bool = False) -> Table:
     """Per bus: state, 10 s load and frame rate, error frames per class, TEC/REC, drops."""
-    table = Table(title="CAN buses", title_justify="left", expand=True)
-    for column in ("bus", "state", "load 10s", "frames/s", "errors 10s", "errors 60s"):
-        table.add_column(column)
-    table.add_column("TEC/REC", justify="right")
-    table.add_column("dropped", justify="right")
+    title = "CAN buses"
+    if compact:  # the source goes into the title: one line per bus
+        sources = "; ".join(f"{b.name}: {b.source}" for b in buses if b.source)
+        title += f"  ({sources})" if sources else ""
+    table = _table(title, compact)
+    table.add_column("bus", no_wrap=compact, overflow="ellipsis", ratio=2)
+    table.add_column("state", no_wrap=True)
+    for column in ("load 10s", "frames/s"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for column in ("errors 10s", "errors 60s"):
+        header = column.replace("errors", "err") if compact else column
+        table.add_column(header, overflow="fold", ratio=1)
+    table.add_column("TEC/REC", justify="right", no_wrap=True)
+    table.add_column("dropped", justify="right", no_wrap=True)
     for bus in buses:
         report = bus.report
         state = report.state
@@ -197,9 +286,10 @@ def bus_table(buses: Sequence[BusView]) -> Table:
         state_cell = _styled(state, STATE_STYLE.get(state))
         if state == "down" and bus.last_error:
             state_cell.append(f"\n{bus.last_error}", style="red")
+        name = bus.name if compact or not bus.source else f"{bus.name}\n{bus.source}"
         table.add_row(
             *_plain(
-                f"{bus.name}\n{bus.source}" if bus.source else bus.name,
+                name,
                 state_cell,
                 f"{100.0 * _load(w10):.1f} %",
                 f"{_fps(w10):.0f}",
@@ -210,6 +300,60 @@ def bus_table(buses: Sequence[BusView]) -> Table:
             )
         )
     return table
+
+
+# -- firmware -------------------------------------------------------------------------------
+_VERSION_PART = re.compile(
+    r"^(?P<component>.*?)_?(?:Version|Ver|Vers)?_?(?P<part>Major|Minor|Revision|Patch|Build)"
+    r"(?:_?[A-Z]{1,3})?$",
+    re.IGNORECASE,
+)
+_VERSION_WHOLE = re.compile(r"^(?P<component>.*?)_?(?:Version|Ver|Vers|FW|SW|Firmware)$", re.I)
+_PART_ORDER = {"major": 0, "minor": 1, "revision": 2, "patch": 2, "build": 3}
+
+
+def firmware_versions(text: str) -> str:
+    """``DCDC_Major=1 DCDC_Minor=4 PFC_Major=2 PFC_Minor=0`` as ``DCDC 1.4 / PFC 2.0``.
+
+    The firmware string is the node's firmware-role signals (DBC ``CandiagRole``
+    ``firmware``) as ``Name=value`` pairs; signals named ``<X>[_][Version]Major``/
+    ``Minor``/``Revision``/``Patch``/``Build`` become one dotted version of component X,
+    ``<X>Version`` one number; anything else is shown as ``Name value``.  Any protocol's
+    DBC renders the same way.
+    """
+    components: dict[str, dict[int, str]] = {}
+    plain: list[str] = []
+    for pair in text.split():
+        name, sep, value = pair.partition("=")
+        if not sep:
+            plain.append(pair)
+            continue
+        value = _version_number(value)
+        part = _VERSION_PART.match(name)
+        if part is not None:
+            component = part.group("component").rstrip("_") or "fw"
+            order = _PART_ORDER[part.group("part").lower()]
+            components.setdefault(component, {})[order] = value
+            continue
+        whole = _VERSION_WHOLE.match(name)
+        if whole is not None:
+            component = whole.group("component").rstrip("_") or name
+            components.setdefault(component, {})[0] = value
+            continue
+        plain.append(f"{name} {value}")
+    shown = [
+        f"{component} {'.'.join(parts[k] for k in sorted(parts))}"
+        for component, parts in components.items()
+    ]
+    return " / ".join([*shown, *plain])
+
+
+def _version_number(value: str) -> str:
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return str(int(number)) if number.is_integer() else value
 
 
 # -- nodes ----------------------------------------------------------------------------------
@@ -227,7 +371,7 @@ def node_rows(bus: BusView, now: float) -> list[list[str]]:
                 str(address),
                 node.status,
                 fmt_age(now, node.last_seen),
-                node.firmware or "",
+                firmware_versions(node.firmware or ""),
                 *(
                     fmt_quantity(s.value, s.unit) if (s := signals.get(col)) else ""
                     for col in KEY_COLUMNS
@@ -238,16 +382,31 @@ def node_rows(bus: BusView, now: float) -> list[list[str]]:
     return rows
 
 
-def nodes_table(buses: Sequence[BusView], now: float) -> Table:
+NODE_HEADERS = {"temperature": "temp", "last seen": "seen", "addr": "#"}
+
+
+def nodes_table(buses: Sequence[BusView], now: float, compact: bool = False) -> Table:
     """Family, address, status (coloured), last seen, firmware, key signals, alarms."""
-    table = Table(title="Nodes", title_justify="left", expand=True)
+    table = _table("Nodes", compact)
     show_bus = len(buses) > 1
     if show_bus:
-        table.add_column("bus")
+        table.add_column("bus", no_wrap=True, overflow="ellipsis", max_width=10)
     for column in ("family", "addr", "status", "last seen", "firmware", *KEY_COLUMNS, "alarms"):
-        table.add_column(column, justify="right" if column in KEY_COLUMNS else "left")
+        header = NODE_HEADERS.get(column, column) if compact else column
+        table.add_column(
+            header,
+            justify="right" if column in (*KEY_COLUMNS, "addr") else "left",
+            no_wrap=column != "alarms",
+            overflow="fold" if column == "alarms" else "ellipsis",
+            min_width=len(header),
+            ratio=1 if column == "alarms" else None,
+        )
     for bus in buses:
         for row in node_rows(bus, now):
+            if compact:
+                row[4] = (
+                    row[4].replace(" s ago", "s").replace(" min ago", "m").replace(" h ago", "h")
+                )
             cells: list[str | Text] = list(row if show_bus else row[1:])
             status_at = 3 if show_bus else 2
             status = row[3]
@@ -259,48 +418,113 @@ def nodes_table(buses: Sequence[BusView], now: float) -> Table:
 
 
 # -- meters ---------------------------------------------------------------------------------
-def meter_readings_text(readings: Mapping[str, Mapping[str, Any]]) -> str:
+def meter_readings_text(
+    readings: Mapping[str, Mapping[str, Any]], limit: int = MAX_METER_READINGS
+) -> str:
     """Up to a few key readings, e.g. ``voltage_l1 230.1 V, power_total 11.1 kW``."""
     shown = [
         f"{name} {fmt_quantity(float(r['value']), str(r.get('unit', '')))}"
         for name in METER_KEY_READINGS
         if (r := readings.get(name)) is not None
     ]
-    return ", ".join(shown[:MAX_METER_READINGS])
+    return ", ".join(shown[:limit])
 
 
 def fmt_failures(failures: Mapping[str, int]) -> str:
     return ", ".join(f"{reason} {int(n)}" for reason, n in failures.items() if n) or "0"
 
 
-def meters_table(meters: Sequence[Mapping[str, Any]], now: float) -> Table:
+def meters_table(meters: Sequence[Mapping[str, Any]], now: float, compact: bool = False) -> Table:
     """Per Modbus device: up/down, last success, requests, failures by reason, readings."""
-    table = Table(title="Modbus meters", title_justify="left", expand=True)
-    for column in ("port", "device", "link", "last success", "requests", "failures", "readings"):
-        table.add_column(column, justify="right" if column == "requests" else "left")
+    table = _table("Modbus meters", compact)
+    columns = (
+        ("device", "link", "last ok", "req", "failures", "readings")
+        if compact
+        else ("port", "device", "link", "last success", "requests", "failures", "readings")
+    )
+    for column in columns:
+        table.add_column(
+            column,
+            justify="right" if column in ("requests", "req") else "left",
+            no_wrap=column not in ("readings", "failures"),
+            overflow="fold" if column in ("readings", "failures") else "ellipsis",
+            ratio=3 if column == "readings" else None,
+        )
     for dev in meters:
         up = bool(dev.get("up"))
         link = _styled("up" if up else "down", "green" if up else "bold red")
         error = dev.get("port_error") or (None if up else dev.get("last_error"))
         if error:
             link.append(f"\n{error}", style="red")
-        table.add_row(
-            *_plain(
-                str(dev.get("port", "")),
-                str(dev.get("name", "")),
-                link,
-                fmt_age(now, dev.get("last_success")),
-                str(int(dev.get("requests", 0) or 0)),
-                fmt_failures(dev.get("failures") or {}),
-                meter_readings_text(dev.get("readings") or {}) if up else "",
-            )
-        )
+        age = fmt_age(now, dev.get("last_success"))
+        cells: list[str | Text] = [
+            str(dev.get("name", "")),
+            link,
+            age.replace(" s ago", "s") if compact else age,
+            str(int(dev.get("requests", 0) or 0)),
+            fmt_failures(dev.get("failures") or {}),
+            meter_readings_text(dev.get("readings") or {}, 4 if compact else MAX_METER_READINGS)
+            if up
+            else "",
+        ]
+        if not compact:
+            cells.insert(0, str(dev.get("port", "")))
+        table.add_row(*_plain(*cells))
     return table
 
 
 # -- findings -------------------------------------------------------------------------------
-def findings_renderable(findings: Sequence[Finding], now: float, diagnosing: bool) -> Panel:
-    """The active findings, most severe first, each with its fix."""
+#: Bus-wide findings whose cause is usually one node: the pointer names the nodes that
+#: are not online on that bus (or says that none is missing, and what that means).
+NODE_POINTER_CODES = frozenset(
+    {"CAN_WRONG_BITRATE", "CAN_ERR_ACK", "CAN_BUS_SILENT", "CAN_ERROR_PASSIVE", "CAN_BUS_OFF"}
+)
+
+
+def screen_pointer(finding: Finding, buses: Sequence[BusView]) -> str:
+    """Where on the screen the finding's fix starts: a node row, or what none missing means."""
+    bus_name = finding.subject.split("/", 1)[0]
+    bus = next((b for b in buses if b.name == bus_name), None)
+    if bus is None:
+        return ""
+    if finding.code.startswith("CAN_NODE_") or finding.code.startswith("MODULE_"):
+        parts = finding.subject.split("/")
+        if len(parts) >= 3:
+            return f"on screen: Nodes, row {parts[1]} {parts[2]}"
+        return ""
+    if finding.code not in NODE_POINTER_CODES:
+        return ""
+    nodes = list(bus.report.nodes)
+    missing = [
+        f"{n.family} {n.address} ({n.status})"
+        for n in nodes
+        if n.status in ("offline", "intermittent")
+    ]
+    if missing:
+        return (
+            "on screen: not online on "
+            + bus.name
+            + ": "
+            + ", ".join(missing[:6])
+            + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        )
+    if not nodes:
+        return f"on screen: no node is known on {bus.name} (no DBC family matched the traffic)"
+    return (
+        f"on screen: all {len(nodes)} known nodes on {bus.name} are online: the sender at "
+        "the wrong bitrate is a device with no DBC entry (a new or replaced unit) or the "
+        "adapter itself (check its --bitrate)"
+    )
+
+
+def findings_renderable(
+    findings: Sequence[Finding],
+    now: float,
+    diagnosing: bool,
+    buses: Sequence[BusView] = (),
+    compact: bool = False,
+) -> RenderableType:
+    """The active findings, most severe first, each with its fix and where to look."""
     ordered = sorted(findings, key=Finding.sort_key)
     body = Text()
     if not ordered:
@@ -308,6 +532,7 @@ def findings_renderable(findings: Sequence[Finding], now: float, diagnosing: boo
             "no findings" if diagnosing else "waiting for the first diagnosis (warm-up)",
             style="green" if diagnosing else "dim",
         )
+    indent = "  " if compact else "         "
     for i, f in enumerate(ordered):
         if i:
             body.append("\n")
@@ -315,42 +540,172 @@ def findings_renderable(findings: Sequence[Finding], now: float, diagnosing: boo
         body.append(f"{f.severity.upper():<8} ", style=style)
         body.append(f"{f.title}", style="bold")
         body.append(f"  [{f.code}, since {fmt_age(now, f.since)}]\n", style="dim")
-        body.append(f"         fix: {f.fix}")
-    return Panel(body, title=f"Findings ({len(ordered)})", title_align="left")
+        body.append(f"{indent}fix: {f.fix}")
+        pointer = screen_pointer(f, buses)
+        if pointer:
+            body.append(f"\n{indent}{pointer}", style="cyan")
+    title = f"Findings ({len(ordered)})"
+    if compact:
+        head = Text(title, style="bold")
+        return Group(head, body)
+    return Panel(body, title=title, title_align="left")
+
+
+# -- the raw per-id view --------------------------------------------------------------------
+def fmt_period(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "-"
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.0f} s"
+
+
+def data_text(row: RawRow) -> Text:
+    """Payload bytes in hex, the ones changed within the hold time highlighted."""
+    text = Text()
+    if row.remote:
+        text.append("remote", style="dim")
+        return text
+    for i, byte in enumerate(row.data):
+        if i:
+            text.append(" ")
+        changed = i < len(row.changed) and row.changed[i]
+        text.append(f"{byte:02X}", style="bold black on yellow" if changed else "")
+    return text
+
+
+def raw_table(bus: RawBusView, now: float, compact: bool = False, multi: bool = False) -> Table:
+    """id, message, node, count, period, age, data (changed bytes highlighted), values."""
+    title = f"Raw ids on {bus.name}" if multi else "Raw ids"
+    extra = [f"{len(bus.rows)} ids"]
+    if bus.error_frames:
+        extra.append(f"{bus.error_frames} error frames")
+    if bus.untracked:
+        extra.append(f"{bus.untracked} frames of ids past the table's cap")
+    if bus.filtered_out:
+        extra.append(f"{bus.filtered_out} frames filtered out")
+    table = _table(f"{title} ({', '.join(extra)})", compact)
+    table.add_column("id", no_wrap=True)
+    table.add_column("message", no_wrap=True, overflow="ellipsis", max_width=18 if compact else 24)
+    table.add_column("count", justify="right", no_wrap=True)
+    table.add_column("period", justify="right", no_wrap=True)
+    if not compact:  # compact: a stale id is dimmed and its values say so
+        table.add_column("age", justify="right", no_wrap=True)
+    table.add_column("data", no_wrap=True)
+    table.add_column("values", overflow="ellipsis", no_wrap=compact, ratio=1)
+    for row in bus.rows:
+        name = row.name + (f" #{row.node}" if row.node >= 0 else "")
+        style = "dim" if row.stale else ""
+        cells = [
+            Text(row.id_text, style=style),
+            Text(name or "?", style=style or ("" if name else "dim")),
+            Text(str(row.count), style=style),
+            Text(fmt_period(row.period_s), style=style),
+            data_text(row),
+            Text(row.values if not row.stale else f"(stale) {row.values}", style=style),
+        ]
+        if not compact:
+            age = f"{row.age_s:.1f} s" + (" stale" if row.stale else "")
+            cells.insert(4, Text(age, style="yellow" if row.stale else ""))
+        table.add_row(*cells)
+    return table
 
 
 # -- the whole screen -----------------------------------------------------------------------
-KEY_HELP = "p pause  r reset  w record  q quit"
+KEY_HELP = "p pause  r reset  w record  q quit  v raw/health  c compact  ↑↓ PgUp PgDn scroll"
+KEY_HELP_SHORT = "p pause r reset w rec q quit v raw c compact ↑↓ scroll"
 
 
-def header(state: ScreenState) -> Text:
-    text = Text()
-    text.append("candiag monitor", style="bold")
+def header(state: ScreenState, width: int = 200) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(state.program, style="bold")
     text.append(f"  {state.title}  ")
     text.append(time.strftime("%H:%M:%S", time.localtime(state.now)), style="dim")
+    if state.mode == "raw":
+        text.append("  RAW", style="bold cyan")
+        if state.filter_text:
+            text.append(f" filter {state.filter_text}", style="cyan")
     if state.paused:
         text.append("  PAUSED", style="bold yellow")
     if state.recording:
         text.append(f"  ● REC {state.recording}", style="bold red")
-    text.append(f"\n{KEY_HELP}", style="dim")
+    text.append("\n")
+    if state.keys:
+        text.append(state.keys, style="dim")
+    else:
+        text.append(KEY_HELP if width >= len(KEY_HELP) + 20 else KEY_HELP_SHORT, style="dim")
     if state.message:
         text.append(f"   {state.message}", style="cyan")
     return text
 
 
-def render_screen(state: ScreenState) -> RenderableType:
-    """One frame of the live view."""
-    # Findings right under the buses: on a small terminal the bottom is what gets cut.
-    parts: list[RenderableType] = [
-        header(state),
-        bus_table(state.buses),
-        findings_renderable(state.findings, state.now, state.diagnosing),
+def body_parts(state: ScreenState, compact: bool) -> list[RenderableType]:
+    if state.mode == "raw":
+        multi = len(state.raw) > 1
+        parts: list[RenderableType] = [raw_table(b, state.now, compact, multi) for b in state.raw]
+        return parts or [Text("no frames yet", style="dim")]
+    # Findings right under the buses: what a technician reads first stays at the top.
+    parts = [
+        bus_table(state.buses, compact),
+        findings_renderable(state.findings, state.now, state.diagnosing, state.buses, compact),
     ]
     if any(bus.report.nodes for bus in state.buses):
-        parts.append(nodes_table(state.buses, state.now))
+        parts.append(nodes_table(state.buses, state.now, compact))
     if state.meters:
-        parts.append(meters_table(state.meters, state.now))
-    return Group(*parts)
+        parts.append(meters_table(state.meters, state.now, compact))
+    return parts
+
+
+class Screen:
+    """The header, then as much of the body as fits, scrolled; a footer says what is hidden.
+
+    Rendered at the console's size, so the same state fits 100x30 (compact, scrolling)
+    and 160x50; the body is laid out once at the full width and cut into lines, so
+    scrolling moves whole lines of tables and never re-wraps them.
+    """
+
+    def __init__(self, state: ScreenState) -> None:
+        self.state = state
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        # On a terminal the screen is its height (rich's full-screen Live renders through
+        # a Group, which drops options.height); printed elsewhere without a height (a log,
+        # a recording console), the whole body is shown and only the width counts.
+        height = options.height or (console.size.height if console.is_terminal else UNLIMITED_LINES)
+        state = self.state
+        compact = is_compact(state, width, height)
+        head = console.render_lines(header(state, width), options.update(height=None), pad=False)
+        body_options = options.update(height=None)
+        lines = console.render_lines(Group(*body_parts(state, compact)), body_options, pad=False)
+        room = max(1, height - len(head) - 1)
+        scroll = state.scroll or ScrollState()
+        scroll.compact_shown = compact
+        if len(lines) <= room:
+            scroll.max_offset, scroll.offset, scroll.page = 0, 0, room
+            shown, footer = lines, None
+        else:
+            scroll.max_offset = len(lines) - room
+            scroll.page = max(1, room - 1)
+            scroll.offset = max(0, min(scroll.offset, scroll.max_offset))
+            shown = lines[scroll.offset : scroll.offset + room]
+            below = len(lines) - scroll.offset - room
+            footer = Text(
+                f"lines {scroll.offset + 1}-{scroll.offset + room} of {len(lines)}"
+                + (f", {below} more below" if below else "")
+                + ": ↑↓ j k PgUp PgDn Home End scroll",
+                style="reverse",
+                no_wrap=True,
+                overflow="ellipsis",
+            )
+        for line in (*head, *shown):
+            yield from line
+            yield Segment.line()
+        if footer is not None:
+            yield from console.render(footer, options.update(height=1))
+
+
+def render_screen(state: ScreenState) -> RenderableType:
+    """One frame of the live view, fitted to the terminal when rendered."""
+    return Screen(state)
 
 
 # -- plain lines (no terminal) ----------------------------------------------------------------
