@@ -22,6 +22,7 @@ from candiag.tui.view import (
     render_screen,
     screen_pointer,
 )
+from tests.bus_reports import bus_report
 
 NOW = 1_800_000_000.0
 
@@ -31,7 +32,8 @@ def _node(family: str, address: int, status: str) -> dict[str, Any]:
 
 
 def _bus(nodes: list[dict[str, Any]]) -> BusView:
-    return BusView(name="can0", source="", report={"state": "error_active", "nodes": nodes})
+    report = bus_report({"state": "error_active", "nodes": nodes})
+    return BusView(name="can0", source="", report=report)
 
 
 def _finding(code: str, subject: str = "can0") -> Finding:

@@ -8,11 +8,11 @@ import uuid
 
 import numpy as np
 import pytest
-from candiag.daemon.simulation import start_charger
 
 from candiag.config.model import BusConfig
 from candiag.decode.dbc import load_reference_database
 from candiag.decode.decoder import BatchDecoder
+from candiag.live.simulation import start_charger
 from candiag.modbus.profile import find_profile
 from candiag.modbus.sim import SimulatedMeter, demo_charger, demo_line
 from candiag.sim.charger import ChargerSimulator, SimConfig

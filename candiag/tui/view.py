@@ -1,7 +1,7 @@
 """What the live view shows, as pure functions of the analysis state.
 
 Inputs are the typed bus reports (:class:`~candiag.health.report.BusReport`) of
-:meth:`BusMonitor.report <candiag.daemon.monitor.BusMonitor.report>`, the per-node key signals (fresh values
+:meth:`LiveBus.report <candiag.live.bus.LiveBus.report>`, the per-node key signals (fresh values
 only), the Modbus poller's device dicts (:meth:`DeviceSnapshot.as_dict
 <candiag.modbus.poller.DeviceSnapshot.as_dict>`) and the diagnosis findings.  Outputs
 are rich renderables for the terminal and plain one-line texts for pipes and logs,
