@@ -579,6 +579,7 @@ def slice_decoded(result: DecodeResult, lo: int, hi: int, *, totals: bool) -> De
             node=m.node[a:b],
             signals=_SlicedColumns(m.signals, a, b),
             present=_SlicedColumns(m.present, a, b),
+            exchange=m.exchange.slice(a, b) if m.exchange is not None else None,  # liveness
         )
     return DecodeResult(
         messages=messages,
