@@ -529,6 +529,9 @@ def build_report(
         "notes": _notes(stats, buses, matches)
         + [f"Capture time: {e.text()}." for e in clock_events],
     }
+    liveness = {name: r["liveness"] for name, r in reports.items() if "liveness" in r}
+    if liveness:  # candiag/liveness: request/response exchanges of protocol packs
+        report["liveness"] = next(iter(liveness.values())) if len(reports) == 1 else liveness
     if len(reports) > 1:
         report["buses"] = reports
     return report

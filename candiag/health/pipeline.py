@@ -35,6 +35,7 @@ from candiag.health.signals import SignalStats
 from candiag.health.thresholds import HealthThresholds, load_thresholds
 from candiag.health.windows import WINDOWS, BusWindows, SecondRing, per_second_totals
 from candiag.ingest.frames import FrameBatch, format_can_id
+from candiag.liveness import LivenessTracker
 from candiag.socketcan_errors import CAN_ERR_PROT, PROTOCOL_TYPE_FLAGS
 
 # Columns of the protocol-error ring: all protocol frames, then one per violation type.
@@ -155,6 +156,7 @@ class BusPipeline:
         self.protocol = SecondRing(PROTOCOL_COLUMNS)
         self.nodes = NodeTracker(db, policies)
         self.signals = SignalStats(db)
+        self.liveness = LivenessTracker(db)  # request/response exchanges of protocol packs
         self.timeline = Timeline() if keep_history else None
         self.decoded_frames = 0
         self.unknown_ids = CappedIdCounter()
@@ -232,6 +234,7 @@ class BusPipeline:
         self.short_frames.update(result.short_frames)
         self.nodes.update(result)
         self.signals.update(result, stats=signal_stats)
+        self.liveness.update(result)
         if self.timeline is not None:
             self.timeline.add(result)
         return result
@@ -254,6 +257,7 @@ class BusPipeline:
     def advance(self, now: float) -> None:
         """Live bus: move windows and state time to wall time ``now``."""
         self.health.advance(now)
+        self.liveness.advance(now)
         self.protocol.advance_to(int(np.floor(now)))
 
     # -- views ---------------------------------------------------------------------------
@@ -474,6 +478,8 @@ class BusPipeline:
             "dropped": dict(self.health.dropped),
             "dropped_recent": 0,
         }
+        if self.liveness.active:
+            report["liveness"] = self.liveness.report(now)
         report.update(self.signals.facts(now))
         return report
 
@@ -527,6 +533,8 @@ class BusPipeline:
         }
         if self.health.link is not None:
             report["link"] = self.health.link.to_json()
+        if self.liveness.active:
+            report["liveness"] = self.liveness.report(now)
         report.update(self.signals.facts(now))
         return report
 
