@@ -26,6 +26,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "decode",
     "analyze",
     "record",
+    "probe",
     "modbus",
     "simulate",
 )

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from candiag.decode.dbc import ChargerDatabase
+from candiag.decode.dbc import ChargerDatabase, MessageDef
 from candiag.decode.decoder import BatchDecoder, DecodedMessage, DecodeResult
 from candiag.health.bitrate import DEFAULT_BITRATE
 from candiag.health.bus import BusHealth
@@ -382,7 +382,7 @@ class BusPipeline:
             if len(self._cycles) >= MAX_CYCLE_MEMO:
                 self._cycles.clear()
             index, _ = self.db.match(np.array([can_id], np.uint32), np.array([extended]))
-            cycle = self.db.messages[int(index[0])].cycle_time_ms if index[0] >= 0 else None
+            cycle = _judged_cycle_ms(self.db.messages[int(index[0])]) if index[0] >= 0 else None
             self._cycles[key] = cycle
         return self._cycles[key]
 
@@ -435,7 +435,7 @@ class BusPipeline:
         extended = ((keys >> 30) & 1).astype(np.bool_)
         index, _ = self.db.match(can_id, extended)
         cycles = np.array(
-            [self.db.messages[i].cycle_time_ms or 0 if i >= 0 else 0 for i in index.tolist()],
+            [_judged_cycle_ms(self.db.messages[i]) or 0 if i >= 0 else 0 for i in index.tolist()],
             np.float64,
         )
         return cycles / 1000.0
@@ -566,6 +566,15 @@ class BusPipeline:
         if self.timeline is not None:
             out.update(self.timeline.to_json(seconds))
         return out
+
+
+def _judged_cycle_ms(message: MessageDef) -> int | None:
+    """The cycle time an id is judged against: none for a protocol pack's requests and
+    replies, whose timing is the controller's polling, judged per module by the liveness
+    findings (candiag/liveness) rather than per identifier."""
+    if message.direction in ("request", "reply", "both"):
+        return None
+    return message.cycle_time_ms
 
 
 def slice_decoded(result: DecodeResult, lo: int, hi: int, *, totals: bool) -> DecodeResult:

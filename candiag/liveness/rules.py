@@ -84,7 +84,28 @@ def liveness_conditions(
         run = int(mod.get("unanswered_run") or 0)
         age = mod.get("last_request_age_s")
         limit = th.not_polled_periods * period
-        if run >= th.unanswered_in_a_row:
+        since = mod.get("unanswered_since")
+        reply_age = mod.get("last_reply_age_s")
+        now = section.get("now")
+        answers_go_on = (
+            since is not None
+            and reply_age is not None
+            and now is not None
+            and float(now) - float(reply_age) > float(since)
+        )
+        if run >= th.unanswered_in_a_row and answers_go_on:
+            # Answers keep coming, but after the controller asked again: too late to count.
+            yield Condition(
+                "CAN_MODULE_SLOW_REPLIES",
+                subject,
+                {
+                    **fields,
+                    "median_ms": "more than one poll period",
+                    "limit_ms": f"{th.slow_reply_ms:g}",
+                },
+                {"unanswered_in_a_row": run, "last_reply_age_s": reply_age},
+            )
+        elif run >= th.unanswered_in_a_row:
             given_up = age is not None and age > limit
             evidence = {
                 "unanswered_in_a_row": run,

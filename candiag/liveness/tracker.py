@@ -263,7 +263,11 @@ class LivenessTracker:
         p = pair(q, replies, self.window_s)
         judged = q.t <= cut
         # Replies of requests judged now, and replies nobody asked for that are old enough.
-        of_judged = (p.answers >= 0) & judged[np.maximum(p.answers, 0)]
+        of_judged = (
+            (p.answers >= 0) & judged[np.maximum(p.answers, 0)]
+            if len(q)
+            else np.zeros(len(replies), np.bool_)
+        )
         settled = of_judged | ((p.answers < 0) & (r["t"] <= cut + self.window_s))
         if len(q):
             self.last_request = (
