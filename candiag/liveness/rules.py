@@ -36,6 +36,7 @@ class LivenessThresholds:
     default_poll_period_s: float = 1.0
     slow_reply_ms: float = 100.0
     slow_min_answers: int = 3
+    conflict_min_share: float = 0.25
 
 
 @cache
@@ -50,6 +51,7 @@ def load_thresholds() -> LivenessThresholds:
         default_poll_period_s=float(table.get("default_poll_period_s", base.default_poll_period_s)),
         slow_reply_ms=float(table.get("slow_reply_ms", base.slow_reply_ms)),
         slow_min_answers=int(table.get("slow_min_answers", base.slow_min_answers)),
+        conflict_min_share=float(table.get("conflict_min_share", base.conflict_min_share)),
     )
 
 
@@ -177,6 +179,10 @@ def _recent_conditions(
         )
     serials = recent.get("serials") or []
     second = int(recent.get("second_answers") or 0)
+    answered = int(recent.get("answered") or 0)
+    # A few extra answers happen when late answers bunch up; a twin answers most requests.
+    if second < max(2.0, th.conflict_min_share * answered):
+        second = 0
     bit = bool(recent.get("duplicate_address_bit"))
     if second or bit or len(serials) > 1:
         how = []
