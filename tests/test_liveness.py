@@ -37,10 +37,12 @@ LIVENESS_CODES = (
 
 
 def budget_s(protocol: str) -> float:
-    """The protocol's timeout plus one poll period (docs/liveness.md): the controller's own
-    give-up time, else the module's, else the reply timeout; 1 s where none is published."""
+    """The protocol's timeout plus one poll period (docs/liveness.md): the time the controller
+    gives a module up after (CandiagControllerTimeoutMs), else the module's own timeout; 1 s
+    where neither is published (DPM1000, BEG1K075G, Sinexcel: the reply timeout of one
+    request is not a liveness timeout)."""
     info = pack_info(protocol)
-    timeout = info.controller_timeout_ms or info.module_timeout_ms or info.reply_timeout_ms
+    timeout = info.controller_timeout_ms or info.module_timeout_ms
     poll = info.poll_period_ms or 1000
     return ((timeout or 1000) + poll) / 1000.0
 

@@ -271,9 +271,13 @@ def _exchange_evidence(db: ChargerDatabase, result: DecodeResult, score: PackSco
     modules = list(tracker.modules.values())
     requests = sum(m.requests for m in modules)
     answered = sum(m.answered for m in modules)
-    score.answered = answered / requests if requests else (0.0 if modules else None)
-    score.modules_answering = sorted(m.address for m in modules if m.replies)
-    score.modules_silent = sorted(m.address for m in modules if m.requests and not m.replies)
+    score.answered = answered / requests if requests else None
+    # Silent: asked, and the last requests went unanswered (or it never answered at all).
+    silent = {m.address for m in modules if m.requests and (not m.replies or m.unanswered_run >= 2)}
+    score.modules_silent = sorted(silent)
+    score.modules_answering = sorted(
+        m.address for m in modules if m.replies and m.address not in silent
+    )
     score.measured_poll_ms = _poll_interval_ms(result)
 
 

@@ -178,6 +178,7 @@ class LivenessTracker:
         self._protocol_of = [_protocol_name(m) for m in db.messages]
         self._carry_q = _empty_requests()
         self._carry_r: dict[str, Any] = _empty_replies()
+        self._broadcast_kinds: set[tuple[int, int]] = set()  # (reply message, command)
 
     # -- ingest ---------------------------------------------------------------------
     def update(self, result: DecodeResult) -> None:
@@ -379,6 +380,18 @@ class LivenessTracker:
         """A broadcast asks every module of its protocol that candiag has seen answer: each
         counts it as a request of its own, answered by its own reply to it."""
         rows = np.flatnonzero(judged & (q.node < 0))
+        if not rows.size:
+            return
+        # A broadcast kind nobody ever answered is one the protocol does not answer
+        # (Sinexcel's on/off to all modules): it asks no module anything.
+        answered = np.zeros(q.t.size, np.bool_)
+        answered[answers[answers >= 0]] = True
+        for reply, command in zip(q.reply[rows][answered[rows]].tolist(),
+                                  q.command[rows][answered[rows]].tolist(), strict=True):  # fmt: skip
+            self._broadcast_kinds.add((reply, command))
+        kinds = [(a, b) in self._broadcast_kinds for a, b in zip(q.reply[rows].tolist(),
+                                                                  q.command[rows].tolist(), strict=True)]  # fmt: skip
+        rows = rows[np.array(kinds, np.bool_)]
         if not rows.size:
             return
         for proto in {self._protocol_of[i] for i in np.unique(q.reply[rows]).tolist()}:
