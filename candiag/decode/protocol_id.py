@@ -267,6 +267,16 @@ def _exchange_evidence(db: ChargerDatabase, result: DecodeResult, score: PackSco
     tracker = LivenessTracker(db)
     if not tracker.active:
         return
+    asks = sum(
+        int(np.count_nonzero(d.exchange.direction == DIRECTION_REQUEST))
+        for d in result.messages.values()
+        if d.exchange is not None
+    )
+    if not asks:
+        # A polled protocol's modules speak when asked: answers without one request are
+        # another bus's frames that happen to fit (the reference charger's Infy-style ids).
+        score.answered = 0.0
+        return
     tracker.update(result)  # the requests of the sample's last reply window stay unjudged
     modules = list(tracker.modules.values())
     requests = sum(m.requests for m in modules)
