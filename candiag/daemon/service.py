@@ -57,6 +57,7 @@ from candiag.daemon.notify import Notifier
 from candiag.errors import CandiagError, one_line
 from candiag.ingest.frames import FrameBatch
 from candiag.metrics.collectors import CandiagCollector
+from candiag.metrics.liveness import LivenessCollector
 from candiag.metrics.snapshot import FindingSnapshot, Snapshot
 
 if TYPE_CHECKING:
@@ -174,6 +175,7 @@ class Daemon:
         self.clock = clock or LiveClock()
         self.registry = CollectorRegistry()
         self.registry.register(CandiagCollector(self.snapshot))
+        self.registry.register(LivenessCollector(self.liveness_reports))  # candiag/liveness
         self._prepared = prepared
         self._lock = threading.Lock()
         # Plain flags: signal handlers set them (see _wait).
@@ -558,6 +560,16 @@ class Daemon:
         return False
 
     # -- state out ----------------------------------------------------------------------
+    def liveness_reports(self) -> dict[str, dict[str, Any]]:
+        """Each bus's request/response liveness report (candiag/liveness), for the metrics."""
+        now = self.clock.now()
+        with self._lock:
+            return {
+                name: b.monitor.pipeline.liveness.report(now)
+                for name, b in self._buses.items()
+                if b.monitor.pipeline.liveness.active
+            }
+
     def snapshot(self) -> Snapshot:
         now = self.clock.now()
         to_wall = self.clock.wall_offset()
