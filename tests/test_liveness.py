@@ -235,3 +235,27 @@ def test_findings_read_the_report_section_only(tmp_path: Any) -> None:
     }  # fmt: skip
     (cond,) = liveness_conditions(book, {"liveness": section}, {"bus": "can0"})
     assert cond.code == "CAN_MODULE_NOT_ANSWERING" and cond.subject == "can0/power_module/3"
+
+
+@pytest.mark.slow
+def test_analyze_json_and_html_carry_the_liveness_section(tmp_path: Any) -> None:
+    import json
+    import subprocess
+    import sys
+
+    log, out, html = tmp_path / "w.log", tmp_path / "w.json", tmp_path / "w.html"
+    run = [sys.executable, "-m", "candiag"]
+    subprocess.run([*run, "simulate", "--protocol", "winline", "--scenario",
+                    "module_not_answering", "-o", str(log), "-d", "40"], check=True,
+                   capture_output=True)  # fmt: skip
+    subprocess.run([*run, "analyze", str(log), "--dbc", str(pack_path("winline")), "--json",
+                    str(out), "--html", str(html)], capture_output=True)  # fmt: skip
+    report = json.loads(out.read_text())
+    modules = {m["address"]: m for m in report["liveness"]["modules"]}
+    assert modules[4]["unanswered"] > 10 and modules[4]["unanswered_run"] > 10
+    assert all(modules[a]["unanswered"] == 0 for a in (1, 2, 3))
+    codes = {(f["code"], f["subject"]) for f in report["findings"]}
+    assert ("CAN_MODULE_NOT_ANSWERING", "can0/power_module/4") in codes
+    assert not any(c == "CAN_CONTROLLER_NOT_POLLING" for c, _ in codes)
+    page = html.read_text()
+    assert "Power modules (request/response)" in page and "not answering" in page

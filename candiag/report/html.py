@@ -15,6 +15,7 @@ from html import escape
 from typing import Any
 
 from candiag import __version__
+from candiag.liveness.html import liveness_section
 from candiag.report.svg import line_chart, presence_timeline
 
 CSS = """
@@ -46,6 +47,7 @@ def render_report(report: Mapping[str, Any], timeline: Mapping[str, Any] | None 
         _findings(report),
         _plots(timeline or {}),
         _nodes_table(report.get("nodes") or []),
+        liveness_section(report.get("liveness")),  # candiag/liveness: polled modules
         _firmware_table(report.get("nodes") or []),
         _ids_table(report.get("ids") or {}),
         _signals_table(report.get("signals") or {}),
