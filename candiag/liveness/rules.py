@@ -6,7 +6,8 @@ are the module (its supply, its address setting, the wiring to it); no requests 
 controller (its software, its CAN port), or candiag listening on another segment.  A module
 whose answers stopped *before* the controller stopped asking it stays "not answering" (the
 controller gave it up: Infy drops a silent module after 15 s and never asks again).
-Thresholds are data (``[liveness]`` in ``candiag/data/diagnosis.toml``), as are the texts.
+Thresholds are data (``candiag/data/liveness.toml``), the texts are rules of
+``candiag/data/diagnosis.toml`` (their appended section).
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ class LivenessThresholds:
 
 @cache
 def load_thresholds() -> LivenessThresholds:
-    """The ``[liveness]`` table of the shipped ``diagnosis.toml`` (defaults where absent)."""
-    text = resources.files("candiag.data").joinpath("diagnosis.toml").read_text("utf-8")
+    """The ``[liveness]`` table of the shipped ``liveness.toml`` (defaults where absent)."""
+    text = resources.files("candiag.data").joinpath("liveness.toml").read_text("utf-8")
     table = loads(text).get("liveness", {})
     base = LivenessThresholds()
     return LivenessThresholds(
