@@ -370,6 +370,9 @@ class AnalysisReport:
             "currents": per_bus("currents"),
             "notes": list(self.notes),
         }
+        liveness = {name: b["liveness"] for name, b in bus_json.items() if "liveness" in b}
+        if liveness:  # candiag/liveness: request/response exchanges of protocol packs
+            out["liveness"] = next(iter(liveness.values())) if not several else liveness
         if several:
             out["buses"] = dict(bus_json)
         return out

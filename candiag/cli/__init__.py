@@ -30,6 +30,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "decode",
     "analyze",
     "record",
+    "probe",
     "modbus",
     "simulate",
 )

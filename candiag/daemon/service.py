@@ -55,6 +55,7 @@ from candiag.live.clock import LiveClock
 from candiag.live.engine import LiveEngine, default_reader_factory
 from candiag.live.readers import ReaderFactory
 from candiag.metrics.collectors import CandiagCollector
+from candiag.metrics.liveness import LivenessCollector
 from candiag.metrics.snapshot import Snapshot
 
 __all__ = [
@@ -100,6 +101,7 @@ class Daemon:
         self.clock = clock or LiveClock()
         self.registry = CollectorRegistry()
         self.registry.register(CandiagCollector(self.snapshot))
+        self.registry.register(LivenessCollector(self.liveness_reports))  # candiag/liveness
         self._prepared = prepared
         # Plain flags: signal handlers set them (see _wait).
         self._stop_requested = False
@@ -393,6 +395,19 @@ class Daemon:
         return False
 
     # -- state out ----------------------------------------------------------------------
+    def liveness_reports(self) -> dict[str, dict[str, Any]]:
+        """Each bus's request/response liveness report (candiag/liveness), for the metrics."""
+        engine = self.engine
+        if engine is None:
+            return {}
+        now = self.clock.now()
+        with engine.lock:
+            return {
+                name: b.pipeline.liveness.report(now)
+                for name, b in engine.buses.items()
+                if b.pipeline.liveness.active
+            }
+
     def snapshot(self) -> Snapshot:
         engine = self.engine
         to_wall = self.clock.wall_offset()

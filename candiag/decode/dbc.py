@@ -90,6 +90,17 @@ KNOWN_ROLES = frozenset(
 #: must echo to answer a request, a reply's error byte, a payload direction field.
 PACK_ROLES = frozenset({"serial", "command", "reply_error", "direction"})
 
+#: The identifier fields a protocol pack declares (MessageDef attributes), in the order of
+#: docs/protocols.md: node, peer, group, error code, serial.
+FIELD_MASKS = ("node_mask", "peer_mask", "group_mask", "error_mask", "serial_mask")
+#: The message attributes holding them (and the bits that name nothing).
+MASK_ATTRIBUTES = {
+    "peer_mask": "CandiagPeerMask",
+    "group_mask": "CandiagGroupMask",
+    "error_mask": "CandiagErrorMask",
+    "serial_mask": "CandiagSerialMask",
+    "ignore_mask": "CandiagIgnoreMask",
+}
 #: Different ``CandiagNodeMask`` values one catalogue may use (the lookup does one pass each).
 MAX_NODE_MASKS = 64
 #: Warnings kept per file; the rest are counted in one last warning.
@@ -181,6 +192,29 @@ class SignalDef:
     multiplexer_ids: tuple[int, ...] | None
     minimum: float | None
     maximum: float | None
+    #: Protocol packs (docs/protocols.md): a ``reply_error`` signal's success value
+    #: (``CandiagOkValue``), a ``direction`` signal's request and reply values, and the
+    #: value names (``VAL_``) of the signal, e.g. the meanings of an error byte.
+    ok_value: int | None = None
+    request_values: tuple[int, ...] = ()
+    reply_values: tuple[int, ...] = ()
+    choices: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ProtocolInfo:
+    """The database attributes of a protocol pack (docs/protocols.md; 0 or -1: not known)."""
+
+    protocol: str
+    source_file: str
+    controller_address: int = -1
+    poll_period_ms: int = 0
+    module_timeout_ms: int = 0
+    controller_timeout_ms: int = 0
+    reply_timeout_ms: int = 0
+    bitrate: int = 0
+    #: Meanings of the identifier's error field (the ``CandiagIdErrorTable`` value table).
+    id_errors: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -202,6 +236,25 @@ class MessageDef:
     source_file: str
     cantools_message: Any = field(repr=False, compare=False)
     source_line: int = 0  # line of its BO_ in source_file (0: not from a file)
+    #: How a protocol pack resolves the identifier (docs/protocols.md, "Resolving an
+    #: identifier"): the bits of the other end's address, a group, an error code, a serial
+    #: and bits that name nothing; all 0 outside the packs.
+    peer_mask: int = 0
+    group_mask: int = 0
+    error_mask: int = 0
+    serial_mask: int = 0
+    ignore_mask: int = 0
+    direction: str = ""  # request | reply | both | report | "" (CandiagDirection)
+    reply: str | None = None  # on a request: the message answering it (CandiagReply)
+    broadcast_node: int = -1  # the node value addressing every module (-1: none)
+    protocol: ProtocolInfo | None = field(default=None, compare=False)
+
+    @property
+    def match_mask(self) -> int:
+        """The identifier bits that vary between frames of this message (V of the spec)."""
+        return (
+            self.node_mask | self.group_mask | self.error_mask | self.serial_mask | self.ignore_mask
+        )
 
     @property
     def where(self) -> str:
@@ -294,25 +347,42 @@ class ChargerDatabase:
 
     # -- lookup ------------------------------------------------------------------------
     def _build_lookup(self) -> None:
-        exact = [(self._key(m), i) for i, m in enumerate(self.messages) if not m.node_mask]
+        exact = [(self._key(m), i) for i, m in enumerate(self.messages) if not m.match_mask]
         exact.sort()
         self._exact_keys = np.array([k for k, _ in exact], np.uint32)
         self._exact_index = np.array([i for _, i in exact], np.int32)
         groups: dict[int, list[tuple[int, int]]] = {}
         for i, m in enumerate(self.messages):
-            if m.node_mask:
-                groups.setdefault(m.node_mask, []).append((self._key(m), i))
-        self._masked: list[tuple[np.uint32, int, U32, I32]] = []
-        for mask, entries in sorted(groups.items()):
+            if m.match_mask:
+                groups.setdefault(m.match_mask, []).append((self._key(m) & ~m.match_mask, i))
+        self._masked: list[tuple[np.uint32, U32, I32]] = []
+        # The most specific masks first: of two packs of one family (DPM1000's identifiers
+        # are Winline's with group bits 3), the one naming more bits claims the frame.
+        for mask, entries in sorted(groups.items(), key=lambda g: (bin(g[0]).count("1"), g[0])):
             entries.sort()
             self._masked.append(
                 (
                     np.uint32(~mask & 0xFFFFFFFF),
-                    _lowest_set_bit(mask),
                     np.array([k for k, _ in entries], np.uint32),
                     np.array([i for _, i in entries], np.int32),
                 )
             )
+        self._node_only = all(m.match_mask == m.node_mask for m in self.messages)
+        # Per message (one extra row for "unknown"): the field masks and their shifts.
+        self._fields = {
+            name: (
+                np.array([getattr(m, name) for m in self.messages] + [0], np.uint32),
+                np.array(
+                    [
+                        _lowest_set_bit(getattr(m, name)) if getattr(m, name) else 0
+                        for m in self.messages
+                    ]
+                    + [0],
+                    np.uint32,
+                ),
+            )
+            for name in FIELD_MASKS
+        }
 
     @staticmethod
     def _key(msg: MessageDef) -> int:
@@ -322,16 +392,19 @@ class ChargerDatabase:
         """Message index (-1 unknown) and node address (-1 none) of every identifier.
 
         Identifiers without a mask are looked up exactly first; then each distinct mask
-        is tried on what is still unknown.  Standard and extended identifiers never
-        match each other.  The caller passes data frames only (error-frame class bits
-        and remote frames are not messages).
+        (the bits a message lets vary: node, group, error, serial and ignored bits) is
+        tried on what is still unknown, the most specific first.  Standard and extended
+        identifiers never match each other.  The caller passes data frames only
+        (error-frame class bits and remote frames are not messages).
         """
         keys = np.asarray(can_id, np.uint32) | (
             np.asarray(is_extended, np.bool_).astype(np.uint32) << np.uint32(31)
         )
         message = _lookup(self._exact_keys, self._exact_index, keys)
-        node = np.full(keys.shape, -1, np.int32)
-        for inverse_mask, shift, base_keys, base_index in self._masked:
+        # Catalogues whose only varying bits are node addresses (the reference DBCs) take the
+        # node from the pass that matched, as cheaply as before the packs' other fields.
+        node = np.full(keys.shape, -1, np.int32) if self._node_only else None
+        for inverse_mask, base_keys, base_index in self._masked:
             unknown = np.flatnonzero(message < 0)
             if not unknown.size:
                 break
@@ -340,9 +413,38 @@ class ChargerDatabase:
             hit = found >= 0
             rows = unknown[hit]
             message[rows] = found[hit]
-            mask = ~inverse_mask & ~_EXTENDED_KEY_BIT
-            node[rows] = ((sub[hit] & mask) >> np.uint32(shift)).astype(np.int32)
-        return message, node
+            if node is not None:
+                mask = ~inverse_mask & ~_EXTENDED_KEY_BIT
+                shift = np.uint32(_lowest_set_bit(int(mask)))
+                node[rows] = ((sub[hit] & mask) >> shift).astype(np.int32)
+        if node is not None:
+            return message, node
+        return message, self.field_of("node_mask", message, keys)
+
+    def field_of(
+        self, mask_name: str, message: npt.NDArray[np.integer[Any]], can_id: npt.NDArray[np.uint32]
+    ) -> I32:
+        """The identifier field ``mask_name`` (one of :data:`FIELD_MASKS`) of every frame of
+        the given message indices: ``(id & mask) >> lowest_set_bit(mask)``, -1 where the
+        message has no such field or is unknown (-1)."""
+        masks, shifts = self._fields[mask_name]
+        row = np.where(message >= 0, message, len(self.messages))
+        mask = masks[row]
+        value = ((np.asarray(can_id, np.uint32) & mask) >> shifts[row]).astype(np.int32)
+        value[mask == 0] = -1
+        return value
+
+    def with_controller_address(self, address: int) -> ChargerDatabase:
+        """The same messages with ``address`` written into their peer bits (a bus whose
+        controller uses another address than the pack's ``BO_`` identifiers,
+        docs/protocols.md rule 1); messages whose peer field cannot hold it are unchanged."""
+        changed = []
+        for m in self.messages:
+            shift = _lowest_set_bit(m.peer_mask) if m.peer_mask else 0
+            if m.peer_mask and address >= 0 and not (address << shift) & ~m.peer_mask:
+                m = dataclasses.replace(m, frame_id=(m.frame_id & ~m.peer_mask) | address << shift)
+            changed.append(m)
+        return ChargerDatabase(changed, self.sources, warnings=self.warnings, strict=False)
 
 
 def _lookup(sorted_keys: U32, index: I32, keys: U32) -> I32:
@@ -596,8 +698,9 @@ def _parse_dbc_text(path: Path, text: str, strict: bool) -> _Loaded:
     _check_definitions(index, definitions, problems)
     mask_usable = _mask_usable(definitions)
     defaults = _attribute_defaults(db)
+    protocol = _protocol_info(path, db, defaults)
     messages = [
-        _message_def(path, index, msg, line, defaults, mask_usable, problems)
+        _message_def(path, index, msg, line, defaults, mask_usable, problems, protocol)
         for msg, line in zip(db.messages, lines, strict=True)
     ]
     _report_log(records, messages, problems)
@@ -916,6 +1019,7 @@ def _message_def(
     defaults: dict[str, Any],
     mask_usable: bool,
     problems: _Problems,
+    protocol: ProtocolInfo | None = None,
 ) -> MessageDef:
     where = _Where(path, index, written, _dbc_id(msg), msg.name, problems)
     if msg.is_container:
@@ -957,7 +1061,78 @@ def _message_def(
         source_file=str(path),
         cantools_message=msg,
         source_line=where.line,
+        **_exchange_fields(where, msg, defaults, mask),
+        protocol=protocol,
     )
+
+
+def _protocol_info(path: Path, db: Any, defaults: dict[str, Any]) -> ProtocolInfo | None:
+    """The pack's database attributes, or None for a DBC that declares no protocol."""
+    if db.dbc is None:
+        return None
+    name = _attribute(db, "CandiagProtocol", defaults)
+    if not name:
+        return None
+
+    def number(attr: str, default: int) -> int:
+        try:
+            return int(_attribute(db, attr, defaults))
+        except (TypeError, ValueError):
+            return default
+
+    table_name = _attribute(db, "CandiagIdErrorTable", defaults)
+    table = (db.dbc.value_tables or {}).get(str(table_name), {}) if table_name else {}
+    return ProtocolInfo(
+        protocol=str(name),
+        source_file=str(path),
+        controller_address=number("CandiagControllerAddress", -1),
+        poll_period_ms=number("CandiagPollPeriodMs", 0),
+        module_timeout_ms=number("CandiagModuleTimeoutMs", 0),
+        controller_timeout_ms=number("CandiagControllerTimeoutMs", 0),
+        reply_timeout_ms=number("CandiagReplyTimeoutMs", 0),
+        bitrate=number("CandiagBitrate", 0),
+        id_errors=tuple((int(k), str(v)) for k, v in table.items()),
+    )
+
+
+_DIRECTIONS = ("request", "reply", "both", "report", "")
+
+
+def _exchange_fields(
+    where: _Where, msg: Any, defaults: dict[str, Any], node: int
+) -> dict[str, Any]:
+    """A pack message's identifier fields and exchange role (docs/protocols.md)."""
+    id_max = _EXTENDED_ID_MAX if msg.is_extended_frame else _STANDARD_ID_MAX
+    out: dict[str, Any] = {}
+    for key, attr in MASK_ATTRIBUTES.items():
+        value = _attribute(msg, attr, defaults)
+        try:
+            mask = int(value, 0) if isinstance(value, str) else int(value or 0)
+        except (TypeError, ValueError):
+            mask = -1
+        if mask < 0 or mask & ~id_max or mask & node:
+            where.add(
+                where.attribute_line(attr),
+                f"{attr} {value!r} is not a set of identifier bits apart from the node "
+                f"address; candiag ignores it: give bits inside 0x{id_max:X}",
+                "convention",
+            )
+            mask = 0
+        out[key] = mask
+    direction = str(_attribute(msg, "CandiagDirection", defaults) or "")
+    if direction not in _DIRECTIONS:
+        where.add(
+            where.attribute_line("CandiagDirection"),
+            f"CandiagDirection {direction!r} is none of request, reply, both, report; "
+            f"candiag treats the message as no exchange",
+            "convention",
+        )
+        direction = ""
+    out["direction"] = direction
+    out["reply"] = str(_attribute(msg, "CandiagReply", defaults) or "") or None
+    broadcast = _attribute(msg, "CandiagBroadcastNode", defaults)
+    out["broadcast_node"] = int(broadcast) if isinstance(broadcast, int) else -1
+    return out
 
 
 def _check_bounds(msg: Any, where: _Where) -> None:
@@ -1143,7 +1318,29 @@ def _signal_def(where: _Where, sig: Any, defaults: dict[str, Any]) -> SignalDef:
         multiplexer_ids=tuple(sig.multiplexer_ids) if sig.multiplexer_ids is not None else None,
         minimum=sig.minimum,
         maximum=sig.maximum,
+        ok_value=_int_or_none(_attribute(sig, "CandiagOkValue", defaults))
+        if role == "reply_error"
+        else None,
+        request_values=_int_list(_attribute(sig, "CandiagRequestValues", defaults)),
+        reply_values=_int_list(_attribute(sig, "CandiagReplyValues", defaults)),
+        choices=tuple((int(k), str(v)) for k, v in (sig.choices or {}).items()),
     )
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int_list(value: Any) -> tuple[int, ...]:
+    """``"0,2,11"`` as integers (what is not a number is left out)."""
+    out = []
+    for part in str(value or "").split(","):
+        with contextlib.suppress(ValueError):
+            out.append(int(part.strip(), 0))
+    return tuple(out)
 
 
 def _integral(value: float) -> bool:

@@ -47,6 +47,44 @@ _INT64_MAX = (1 << 63) - 1
 _UINT64_MAX = (1 << 64) - 1
 
 
+#: Direction codes of :attr:`Exchange.direction` (docs/protocols.md, rule 3).
+DIRECTION_NONE, DIRECTION_REQUEST, DIRECTION_REPLY, DIRECTION_REPORT = 0, 1, 2, 3
+DIRECTION_UNKNOWN = -1  # a two-way message whose direction field holds neither kind
+DIRECTION_CODES = {"": DIRECTION_NONE, "request": DIRECTION_REQUEST, "reply": DIRECTION_REPLY}
+DIRECTION_CODES["report"] = DIRECTION_REPORT
+DIRECTION_NAMES = {v: k for k, v in DIRECTION_CODES.items()} | {DIRECTION_UNKNOWN: "unknown"}
+
+
+@dataclass
+class Exchange:
+    """The identifier fields of a protocol pack's frames (docs/protocols.md, "Resolving an
+    identifier"), one value per frame of a :class:`DecodedMessage`.
+
+    ``peer`` is the other end's address (the controller; -1 unknown), ``group`` and
+    ``serial`` -1 where the message has none, ``error`` the error code a reply carries
+    (the identifier's error field, else a ``reply_error`` signal that is not its success
+    value; 0: none), ``direction`` one of the ``DIRECTION_*`` codes and ``command`` the
+    register/command the frame carries (-1 where it has none).
+    """
+
+    peer: npt.NDArray[np.int32]
+    group: npt.NDArray[np.int32]
+    error: npt.NDArray[np.int64]
+    serial: npt.NDArray[np.int32]
+    direction: npt.NDArray[np.int8]
+    command: npt.NDArray[np.int64]
+
+    def slice(self, a: int, b: int) -> Exchange:
+        return Exchange(
+            self.peer[a:b],
+            self.group[a:b],
+            self.error[a:b],
+            self.serial[a:b],
+            self.direction[a:b],
+            self.command[a:b],
+        )
+
+
 @dataclass
 class DecodedMessage:
     """All frames of one message in a batch, in frame order, with one array per signal."""
@@ -57,6 +95,8 @@ class DecodedMessage:
     node: npt.NDArray[np.int32]  # -1 when the message carries no node address
     signals: Mapping[str, npt.NDArray[np.generic]]
     present: Mapping[str, BoolArray]  # all True except for multiplexed signals
+    #: Identifier fields, direction and error of a protocol pack's message (None otherwise).
+    exchange: Exchange | None = None
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
@@ -453,6 +493,7 @@ class BatchDecoder:
         self._lengths = np.array([m.length for m in db.messages] or [0], np.int64)
         self._sort_dtype = np.int16 if len(db.messages) < 32_000 else np.int32
         self._uses_big = any(p.is_classic and p.words.uses_big for p in self._plans)
+        self._exchanges = any(m.direction or m.peer_mask or m.error_mask for m in db.messages)
 
     def decode(self, batch: FrameBatch) -> DecodeResult:
         data_frames = batch.is_data
@@ -484,6 +525,14 @@ class BatchDecoder:
         pair = _word_pair(_first_words(batch.data)[order], self._uses_big)
         timestamps = batch.timestamp[order]
         nodes = node[order]
+        fields = (
+            {
+                name: self.db.field_of(name, message[order], batch.can_id[order])
+                for name in ("peer_mask", "group_mask", "error_mask", "serial_mask")
+            }
+            if self._exchanges
+            else {}
+        )
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
             plan = self._plans[int(sorted_groups[start])]
             index = order[start:end]
@@ -499,9 +548,54 @@ class BatchDecoder:
                 node=nodes[start:end],
                 signals=signals,
                 present=present,
+                exchange=_exchange(plan.message, fields, start, end, signals, present)
+                if fields
+                else None,
             )
         result.decoded_frames = int(order.size)
         return result
+
+
+def _exchange(
+    message: MessageDef,
+    fields: Mapping[str, npt.NDArray[np.int32]],
+    start: int,
+    end: int,
+    signals: Mapping[str, npt.NDArray[np.generic]],
+    present: Mapping[str, BoolArray],
+) -> Exchange | None:
+    """The identifier fields, direction, error and command of one message's frames."""
+    if not (message.direction or message.peer_mask or message.error_mask):
+        return None
+    n = end - start
+    peer = fields["peer_mask"][start:end]
+    if not message.peer_mask and message.protocol is not None:
+        peer = np.full(n, message.protocol.controller_address, np.int32)
+    error = np.maximum(fields["error_mask"][start:end], 0).astype(np.int64)
+    command = np.full(n, -1, np.int64)
+    direction = np.full(n, DIRECTION_CODES.get(message.direction, DIRECTION_NONE), np.int8)
+    for sig in message.signals:
+        if sig.role == "reply_error" and sig.ok_value is not None:
+            rows = present[sig.name] & (error == 0)
+            value = np.asarray(signals[sig.name]).astype(np.int64)
+            bad = rows & (value != sig.ok_value)
+            error[bad] = value[bad]
+        elif sig.role == "command":
+            rows = present[sig.name] & (command < 0)
+            command[rows] = np.asarray(signals[sig.name])[rows].astype(np.int64)
+        elif sig.role == "direction" and message.direction == "both":
+            value = np.asarray(signals[sig.name]).astype(np.int64)
+            direction[:] = DIRECTION_UNKNOWN
+            direction[np.isin(value, sig.request_values)] = DIRECTION_REQUEST
+            direction[np.isin(value, sig.reply_values)] = DIRECTION_REPLY
+    return Exchange(
+        peer=peer,
+        group=fields["group_mask"][start:end],
+        error=error,
+        serial=fields["serial_mask"][start:end],
+        direction=direction,
+        command=command,
+    )
 
 
 def _word_pair(words: U64, big: bool = True) -> U64:

@@ -20,6 +20,7 @@ from candiag.capture import CaptureStats
 from candiag.diagnosis.engine import Condition, RuleBook
 from candiag.health.nodes import NodeView
 from candiag.health.report import BusReport, WindowReport
+from candiag.liveness.rules import liveness_conditions
 
 TRANSCEIVER_PROTOCOL_TYPES = ("bit0", "bit1")
 
@@ -51,6 +52,7 @@ def bus_conditions(book: RuleBook, bus: BusReport) -> Iterator[Condition]:
     yield from error_frame_conditions(book, bus, base)
     yield from load_and_drop_conditions(book, bus, base)
     yield from node_conditions(book, bus, base)
+    yield from liveness_conditions(book, bus, base)  # candiag/liveness: polled modules
     yield from firmware_conditions(bus, base)
     yield from cycle_conditions(book, bus, base)
     yield from contactor_conditions(book, bus, base)

@@ -23,6 +23,7 @@ time), never per frame; Python then touches each node once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -248,6 +249,9 @@ class NodeTracker:
         for decoded in result.messages.values():
             family = decoded.message.family
             if family is None or len(decoded.index) == 0:
+                continue
+            decoded = _without_broadcasts(decoded)  # liveness: a broadcast names no node
+            if len(decoded.index) == 0:
                 continue
             groups.append(decoded)
             if decoded.message.name in self._role_messages:
@@ -484,6 +488,26 @@ class NodeTracker:
             if len(versions) > 1 or not_allowed:
                 out.append(FirmwareMismatch(family, _majority(versions), versions, not_allowed))
         return out
+
+
+def _without_broadcasts(decoded: DecodedMessage) -> DecodedMessage:
+    """The frames not sent to every module at once (a pack's ``CandiagBroadcastNode``):
+    a request to all modules is not the presence of a node with that address."""
+    broadcast = decoded.message.broadcast_node
+    if broadcast < 0 or not decoded.message.node_mask:
+        return decoded
+    keep = decoded.node != broadcast
+    if keep.all():
+        return decoded
+    return dataclasses.replace(
+        decoded,
+        index=decoded.index[keep],
+        timestamp=decoded.timestamp[keep],
+        node=decoded.node[keep],
+        signals={k: np.asarray(v)[keep] for k, v in decoded.signals.items()},
+        present={k: np.asarray(v)[keep] for k, v in decoded.present.items()},
+        exchange=None,
+    )
 
 
 def _addresses(decoded: DecodedMessage) -> npt.NDArray[np.int64]:

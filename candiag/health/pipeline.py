@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from candiag.decode.dbc import ChargerDatabase
+from candiag.decode.dbc import ChargerDatabase, MessageDef
 from candiag.decode.decoder import BatchDecoder, DecodedMessage, DecodeResult
 from candiag.health.bitrate import DEFAULT_BITRATE
 from candiag.health.bus import BusHealth
@@ -54,6 +54,7 @@ from candiag.health.signals import SignalStats
 from candiag.health.thresholds import HealthThresholds, load_thresholds
 from candiag.health.windows import WINDOWS, BusWindows, SecondRing, per_second_totals
 from candiag.ingest.frames import FrameBatch, format_can_id
+from candiag.liveness import LivenessTracker
 from candiag.socketcan_errors import CAN_ERR_PROT, PROTOCOL_TYPE_FLAGS
 
 # Columns of the protocol-error ring: all protocol frames, then one per violation type.
@@ -176,6 +177,7 @@ class BusPipeline:
         self.protocol = SecondRing(PROTOCOL_COLUMNS)
         self.nodes = NodeTracker(db, policies)
         self.signals = SignalStats(db)
+        self.liveness = LivenessTracker(db)  # request/response exchanges of protocol packs
         self.timeline = Timeline() if keep_history else None
         self.decoded_frames = 0
         self.unknown_ids = CappedIdCounter()
@@ -253,6 +255,7 @@ class BusPipeline:
         self.short_frames.update(result.short_frames)
         self.nodes.update(result)
         self.signals.update(result, stats=signal_stats)
+        self.liveness.update(result)
         if self.timeline is not None:
             self.timeline.add(result)
         return result
@@ -275,6 +278,7 @@ class BusPipeline:
     def advance(self, now: float) -> None:
         """Live bus: move windows and state time to wall time ``now``."""
         self.health.advance(now)
+        self.liveness.advance(now)
         self.protocol.advance_to(int(np.floor(now)))
 
     # -- views ---------------------------------------------------------------------------
@@ -399,7 +403,7 @@ class BusPipeline:
             if len(self._cycles) >= MAX_CYCLE_MEMO:
                 self._cycles.clear()
             index, _ = self.db.match(np.array([can_id], np.uint32), np.array([extended]))
-            cycle = self.db.messages[int(index[0])].cycle_time_ms if index[0] >= 0 else None
+            cycle = _judged_cycle_ms(self.db.messages[int(index[0])]) if index[0] >= 0 else None
             self._cycles[key] = cycle
         return self._cycles[key]
 
@@ -453,7 +457,7 @@ class BusPipeline:
         extended = ((keys >> 30) & 1).astype(np.bool_)
         index, _ = self.db.match(can_id, extended)
         cycles = np.array(
-            [self.db.messages[i].cycle_time_ms or 0 if i >= 0 else 0 for i in index.tolist()],
+            [_judged_cycle_ms(self.db.messages[i]) or 0 if i >= 0 else 0 for i in index.tolist()],
             np.float64,
         )
         return cycles / 1000.0
@@ -519,6 +523,7 @@ class BusPipeline:
             contactors=tuple(ContactorReport(**c) for c in facts["contactors"]),
             cooling=CoolingReport(**facts["cooling"]),
             currents=CurrentsReport(**facts["currents"]),
+            liveness=self.liveness.report(now) if self.liveness.active else None,
         )
 
     def _error_counters(self) -> ErrorFramesReport:
@@ -634,6 +639,15 @@ def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
+def _judged_cycle_ms(message: MessageDef) -> int | None:
+    """The cycle time an id is judged against: none for a protocol pack's requests and
+    replies, whose timing is the controller's polling, judged per module by the liveness
+    findings (candiag/liveness) rather than per identifier."""
+    if message.direction in ("request", "reply", "both"):
+        return None
+    return message.cycle_time_ms
+
+
 def slice_decoded(result: DecodeResult, lo: int, hi: int, *, totals: bool) -> DecodeResult:
     """The part of ``result`` for frames ``[lo, hi)`` of the batch it decoded.
 
@@ -653,6 +667,7 @@ def slice_decoded(result: DecodeResult, lo: int, hi: int, *, totals: bool) -> De
             node=m.node[a:b],
             signals=_SlicedColumns(m.signals, a, b),
             present=_SlicedColumns(m.present, a, b),
+            exchange=m.exchange.slice(a, b) if m.exchange is not None else None,  # liveness
         )
     return DecodeResult(
         messages=messages,

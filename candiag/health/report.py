@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from candiag.health.busstate import StateChange
 from candiag.health.jsontypes import Json, JsonObject
@@ -433,6 +434,8 @@ class BusReport:
     signals: Mapping[str, SignalReport] | None = None
     link: LinkStats | None = None
     down_since: float | None = None
+    # Request/response exchanges of protocol packs (candiag/liveness), when any.
+    liveness: Mapping[str, Any] | None = None
 
     def window(self, label: str) -> WindowReport | None:
         """The window ``label`` (``"10s"``, ``"60s"``...), ``None`` when not in the report."""
@@ -470,6 +473,8 @@ class BusReport:
         out["currents"] = self.currents.to_json()
         if self.down_since is not None:
             out["down_since"] = self.down_since
+        if self.liveness is not None:
+            out["liveness"] = json_object(self.liveness)
         return out
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from candiag import __version__
 from candiag.analysis import bus_name
+from candiag.liveness.html import liveness_section
 from candiag.report import access
 from candiag.report.evidence import evidence_rows, utc_text
 from candiag.report.provenance import FileFacts, Provenance
@@ -94,6 +95,7 @@ def render_report(
         _figures(report),
         _plots(report, timeline or {}, prov),
         _nodes_table(access.nodes(report)),
+        liveness_section(access.field(report, "liveness")),  # candiag/liveness: polled modules
         _firmware_table(access.nodes(report)),
         _ids_table(access.ids(report)),
         _signals(report, prov),
