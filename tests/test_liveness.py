@@ -5,6 +5,7 @@ on every protocol's simulator (candiag/sim/protocols) with the faults docs/proto
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -76,7 +77,7 @@ def findings_over_time(
         if hi > lo:
             pipeline.process(batch.take(np.arange(lo, hi)))
         pipeline.advance(cut)
-        raised, _ = engine.update(cut, [pipeline.diagnosis_report(cut)])
+        raised, _ = engine.update(cut, [pipeline.report(cut, detail=False)])
         for f in raised:
             first.setdefault((f.code, f.subject), cut - T0)
     return first
@@ -222,9 +223,10 @@ def test_a_healthy_bus_raises_no_liveness_finding(protocol: str) -> None:
 def test_findings_read_the_report_section_only(tmp_path: Any) -> None:
     from candiag.diagnosis.engine import load_rulebook
     from candiag.liveness.rules import liveness_conditions
+    from tests.bus_reports import bus_report
 
     book = load_rulebook()
-    assert not list(liveness_conditions(book, {"name": "can0"}, {"bus": "can0"}))
+    assert not list(liveness_conditions(book, bus_report({"name": "can0"}), {"bus": "can0"}))
     section = {
         "now": 100.0,
         "protocols": {"p": {"poll_period_ms": 1000}},
@@ -233,7 +235,8 @@ def test_findings_read_the_report_section_only(tmp_path: Any) -> None:
              "unanswered_since": 95.0, "last_request_age_s": 0.5, "last_reply_age_s": 6.0},
         ],
     }  # fmt: skip
-    (cond,) = liveness_conditions(book, {"liveness": section}, {"bus": "can0"})
+    bus = dataclasses.replace(bus_report({"name": "can0"}), liveness=section)
+    (cond,) = liveness_conditions(book, bus, {"bus": "can0"})
     assert cond.code == "CAN_MODULE_NOT_ANSWERING" and cond.subject == "can0/power_module/3"
 
 

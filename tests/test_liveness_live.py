@@ -53,7 +53,7 @@ def test_live_detection_within_timeout_plus_one_poll(protocol: str, case: str) -
                 pipeline.process(batch)
             now = time.time()
             pipeline.advance(now)
-            for f in engine.update(now, [pipeline.diagnosis_report(now)])[0]:
+            for f in engine.update(now, [pipeline.report(now, detail=False)])[0]:
                 raised.setdefault((f.code, f.subject), now - started - FAULT_AT)
             if any(code == expected for code, _ in raised):
                 break
