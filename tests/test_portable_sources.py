@@ -40,6 +40,7 @@ STRING_PATH_FUNCTIONS = frozenset({"join", "dirname", "basename", "split", "spli
 LINUX_ONLY_PATHS = {
     ("candiag/ingest/live.py", "/sys/class/net"): "SocketCAN link state (Linux sysfs)",
     ("candiag/modbus/profile.py", "/etc/candiag/meters"): "the daemon's profiles, POSIX only",
+    ("candiag/cli/monitor.py", "/dev/tty"): "keys while stdin is a pipe (POSIX); else no keys",
 }
 PATH_NAMES = re.compile(r"(path|dir|folder|file|root|home|tmp)", re.IGNORECASE)
 ABSOLUTE_POSIX = re.compile(r"^/(tmp|etc|dev|sys|proc|var|run|home|usr|opt|mnt|media|srv)(/|$)")
