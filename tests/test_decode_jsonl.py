@@ -28,15 +28,12 @@ from candiag.decode.decoder import BatchDecoder
 from candiag.decode.jsonl import (
     JsonLinesFormatter,
     JsonLinesOptions,
-    _float_slot,
-    _single_slot,
-    _Slot,
-    _timestamp_slot,
     choice_names,
     is_single,
     reference_lines,
     signal_decimals,
 )
+from candiag.decode.jsontext import Slot, float_slot, single_slot, timestamp_slot
 from candiag.ingest.frames import FLAG_EXTENDED, FrameBatch, format_can_id
 
 # (scale, offset) as DBC text: decimal ones, integer ones, non-decimal ones.
@@ -403,7 +400,7 @@ def test_float_signals_are_never_rounded() -> None:
     assert signal_decimals(signal(0.1, 0, is_float=True)) is None
 
 
-def slot_texts(slot: _Slot, rows: int) -> list[str]:
+def slot_texts(slot: Slot, rows: int) -> list[str]:
     matrix = np.zeros((rows, slot.width), np.uint8)
     slot.render(matrix)
     return [bytes(r[r != 0]).decode() for r in matrix]
@@ -419,7 +416,7 @@ def test_float32_values_are_their_shortest_text() -> None:
     nice = np.array([0.0, -0.0, 0.5, 751.4, 12.25, 1.0, 2.0**24 + 2, 2.0**60, 1e-45, 3.4e38])
     noisy = np.float32(rng.normal(0, 500, 20_000)).astype(np.float64)
     values = np.concatenate([singles, np.float32(nice).astype(np.float64), noisy])
-    texts = slot_texts(_single_slot(values), len(values))
+    texts = slot_texts(single_slot(values), len(values))
     for text, value in zip(texts, values.tolist(), strict=True):
         if not math.isfinite(value):
             assert text == "null"
@@ -433,20 +430,20 @@ def test_float32_values_are_their_shortest_text() -> None:
 
 def test_float64_values_are_repr() -> None:
     values = np.array([0.1, 0.30000000000000004, 1e300, -2.5e-310, math.pi, math.nan, -0.0])
-    texts = slot_texts(_float_slot(values), len(values))
+    texts = slot_texts(float_slot(values), len(values))
     want = ["0.1", "0.30000000000000004", "1e+300", "-2.5e-310", repr(math.pi), "null", "-0.0"]
     assert texts == want
 
 
 def test_timestamps_are_exact() -> None:
     micro = 1_700_000_000 + np.arange(5) * 0.000123
-    assert slot_texts(_timestamp_slot(micro), 5)[1] == "1700000000.000123"
+    assert slot_texts(timestamp_slot(micro), 5)[1] == "1700000000.000123"
     nano = np.array([1.123456789, 2.000000001, 0.5])
-    assert slot_texts(_timestamp_slot(nano), 3) == ["1.123456789", "2.000000001", "0.500000000"]
+    assert slot_texts(timestamp_slot(nano), 3) == ["1.123456789", "2.000000001", "0.500000000"]
     mixed = np.array([1 / 3, 0.5])  # neither 6 nor 9 decimals for all: repr where needed
-    assert slot_texts(_timestamp_slot(mixed), 2) == [repr(1 / 3), "0.500000"]
+    assert slot_texts(timestamp_slot(mixed), 2) == [repr(1 / 3), "0.500000"]
     odd = np.array([1 / 3, 1_700_000_000.5, -0.25, 1e-7])
-    for text, value in zip(slot_texts(_timestamp_slot(odd), 4), odd.tolist(), strict=True):
+    for text, value in zip(slot_texts(timestamp_slot(odd), 4), odd.tolist(), strict=True):
         assert float(text) == value
 
 
