@@ -9,23 +9,20 @@ from typing import Any
 from rich.console import Console, RenderableType
 
 from candiag.diagnosis.engine import Finding
+from candiag.tui.plain import bus_line, finding_line, meter_line, plain_summary
 from candiag.tui.view import (
     ERROR_CLASSES,
     BusView,
     KeySignal,
     ScreenState,
-    bus_line,
     bus_table,
-    finding_line,
     findings_renderable,
     fmt_age,
     fmt_errors,
     fmt_quantity,
-    meter_line,
     meters_table,
     node_rows,
     nodes_table,
-    plain_summary,
     render_screen,
 )
 from tests.bus_reports import bus_report

@@ -73,7 +73,7 @@ def print_pdf(html: str, pdf_path: str, browser: str | None = None) -> None:
     target = Path(pdf_path)
     with tempfile.TemporaryDirectory(prefix="candiag-pdf-") as tmp:
         page = Path(tmp) / "report.html"
-        page.write_text(html, "utf-8")
+        page.write_text(html, "utf-8", newline="\n")
         out = Path(tmp) / "report.pdf"
         command = [
             browser,

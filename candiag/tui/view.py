@@ -31,7 +31,6 @@ from rich.text import Text
 
 from candiag.diagnosis.engine import Finding
 from candiag.health.errorframes import ERROR_CLASSES
-from candiag.health.nodes import NodeView
 from candiag.health.report import BusReport, WindowReport
 
 STATE_STYLE = {
@@ -201,23 +200,23 @@ def fmt_counter(value: Any) -> str:
     return "?" if value is None else str(int(value))
 
 
-def _window(report: BusReport, label: str) -> WindowReport | None:
+def window_of(report: BusReport, label: str) -> WindowReport | None:
     return report.window(label)
 
 
-def _load(window: WindowReport | None) -> float:
+def window_load(window: WindowReport | None) -> float:
     return 0.0 if window is None else window.load_ratio
 
 
-def _fps(window: WindowReport | None) -> float:
+def window_fps(window: WindowReport | None) -> float:
     return 0.0 if window is None else window.frames_per_second
 
 
-def _errors(window: WindowReport | None) -> Mapping[str, int]:
+def window_errors(window: WindowReport | None) -> Mapping[str, int]:
     return {} if window is None else window.error_frames
 
 
-def _error_counters(report: BusReport) -> tuple[int | None, int | None]:
+def error_counters(report: BusReport) -> tuple[int | None, int | None]:
     errors = report.error_frames
     if errors.counters_source == "none":  # nothing read TEC/REC: not known, not 0
         return None, None
@@ -281,8 +280,8 @@ def bus_table(buses: Sequence[BusView], compact: bool = False) -> Table:
     for bus in buses:
         report = bus.report
         state = report.state
-        w10, w60 = _window(report, "10s"), _window(report, "60s")
-        tec, rec = _error_counters(report)
+        w10, w60 = window_of(report, "10s"), window_of(report, "60s")
+        tec, rec = error_counters(report)
         state_cell = _styled(state, STATE_STYLE.get(state))
         if state == "down" and bus.last_error:
             state_cell.append(f"\n{bus.last_error}", style="red")
@@ -291,10 +290,10 @@ def bus_table(buses: Sequence[BusView], compact: bool = False) -> Table:
             *_plain(
                 name,
                 state_cell,
-                f"{100.0 * _load(w10):.1f} %",
-                f"{_fps(w10):.0f}",
-                fmt_errors(_errors(w10)),
-                fmt_errors(_errors(w60)),
+                f"{100.0 * window_load(w10):.1f} %",
+                f"{window_fps(w10):.0f}",
+                fmt_errors(window_errors(w10)),
+                fmt_errors(window_errors(w60)),
                 f"{fmt_counter(tec)}/{fmt_counter(rec)}",
                 str(report.dropped_recent),
             )
@@ -706,80 +705,3 @@ class Screen:
 def render_screen(state: ScreenState) -> RenderableType:
     """One frame of the live view, fitted to the terminal when rendered."""
     return Screen(state)
-
-
-# -- plain lines (no terminal) ----------------------------------------------------------------
-def _node_counts(nodes: Sequence[NodeView]) -> str:
-    per_family: dict[str, list[int]] = {}
-    for node in nodes:
-        counts = per_family.setdefault(node.family, [0, 0])
-        counts[0] += 1 if node.status == "online" else 0
-        counts[1] += 1
-    return ", ".join(f"{fam} {up}/{total}" for fam, (up, total) in sorted(per_family.items()))
-
-
-def bus_line(bus: BusView) -> str:
-    """One summary line per bus, e.g. for a log or a pipe (no escape codes)."""
-    report = bus.report
-    state = report.state
-    w10, w60 = _window(report, "10s"), _window(report, "60s")
-    tec, rec = _error_counters(report)
-    nodes = list(report.nodes)
-    online = sum(1 for n in nodes if n.status == "online")
-    parts = [
-        f"bus {bus.name}: {state}",
-        f"load {100.0 * _load(w10):.1f}%",
-        f"{_fps(w10):.0f} fps",
-        f"errors 10s: {fmt_errors(_errors(w10))}",
-        f"errors 60s: {fmt_errors(_errors(w60))}",
-        f"TEC/REC {fmt_counter(tec)}/{fmt_counter(rec)}",
-        f"dropped {report.dropped_recent}",
-        f"nodes {online}/{len(nodes)} online" + (f" ({_node_counts(nodes)})" if nodes else ""),
-    ]
-    not_ok = [f"{n.family} {n.address} {n.status}" for n in nodes if n.status != "online"]
-    if not_ok:
-        parts.append("not online: " + ", ".join(not_ok))
-    if state == "down" and bus.last_error:
-        parts.append(f"down: {bus.last_error}")
-    return "; ".join(parts)
-
-
-def meter_line(dev: Mapping[str, Any], now: float) -> str:
-    up = bool(dev.get("up"))
-    parts = [
-        f"meter {dev.get('port', '')}/{dev.get('name', '')}: {'up' if up else 'down'}",
-        f"last success {fmt_age(now, dev.get('last_success'))}",
-        f"failures {fmt_failures(dev.get('failures') or {})}",
-    ]
-    readings = meter_readings_text(dev.get("readings") or {}) if up else ""
-    if readings:
-        parts.append(readings)
-    error = dev.get("port_error") or (None if up else dev.get("last_error"))
-    if error:
-        parts.append(f"error: {error}")
-    return "; ".join(parts)
-
-
-def finding_line(finding: Finding, raised: bool) -> str:
-    """``+ CRITICAL CAN_NODE_OFFLINE ...; fix: ...`` when raised, ``- cleared ...`` when cleared."""
-    if raised:
-        return (
-            f"+ {finding.severity.upper()} {finding.code} [{finding.subject}] "
-            f"{finding.title}; fix: {finding.fix}"
-        )
-    return f"- cleared {finding.code} [{finding.subject}] {finding.title}"
-
-
-def active_finding_line(finding: Finding) -> str:
-    """An active finding in the last summary: ``active: CRITICAL CODE [subject] title; fix: ...``."""
-    return (
-        f"active: {finding.severity.upper()} {finding.code} [{finding.subject}] "
-        f"{finding.title}; fix: {finding.fix}"
-    )
-
-
-def plain_summary(state: ScreenState) -> list[str]:
-    """The periodic plain lines: one per bus, one per meter."""
-    lines = [bus_line(bus) for bus in state.buses]
-    lines.extend(meter_line(dev, state.now) for dev in state.meters)
-    return lines
