@@ -302,7 +302,16 @@ def cycle_conditions(
             continue  # the node-level finding explains it better
         fields = {**base, "id": stats.get("name") or id_key}
         evidence = {
-            k: stats.get(k) for k in ("cycle_ms", "mean_period_s", "jitter_s", "count", "last_seen")
+            k: stats.get(k)
+            for k in (
+                "cycle_ms",
+                "mean_period_s",
+                "jitter_s",
+                "count",
+                "last_seen",
+                "family",
+                "node",
+            )
         }
         yield Condition("CAN_CYCLE_VIOLATION", f"{name}/{id_key}", fields, evidence)
 
