@@ -182,3 +182,100 @@ def test_a_module_that_never_comes_back_is_offline_to_the_end(tmp_path: Path) ->
     assert -0.1 <= top["start"] - (sim_start(report) + 70) <= 0  # its last frame before
     # Its ids' broken cycles are the same silence: folded under it, not beside it.
     assert all(f["code"] != "CAN_CYCLE_VIOLATION" for f in report["findings"])
+
+
+# -- TEC "rising" only when rising -------------------------------------------------------------
+
+
+def counter_frames(times_tec: list[tuple[float, int]]) -> Any:
+    from candiag.sim.faults import error_frame_batch
+    from candiag.socketcan_errors import CAN_ERR_CNT, CAN_ERR_PROT
+
+    data = np.zeros((len(times_tec), 8), np.uint8)
+    data[:, 6] = [tec for _, tec in times_tec]
+    ts = np.array([t for t, _ in times_tec], np.float64)
+    return error_frame_batch(ts, CAN_ERR_PROT | CAN_ERR_CNT, data, "can0")
+
+
+def test_counters_passing_the_warning_level_on_the_way_down_are_not_rising() -> None:
+    from candiag.health.busstate import BusStateTracker
+    from tests.test_diagnosis_rules import healthy_bus
+
+    up, down = BusStateTracker(), BusStateTracker()
+    up.update(counter_frames([(1.0, 80), (2.0, 100), (3.0, 110)]))
+    down.update(counter_frames([(1.0, 136), (2.0, 130), (3.0, 120), (4.0, 120)]))
+    assert (up.state_name, up.falling) == ("error_warning", False)
+    assert (down.state_name, down.falling) == ("error_warning", True)
+    codes = []
+    for tracker in (up, down):
+        engine = DiagnosisEngine()
+        engine.update(
+            5.0, [healthy_bus(state=tracker.state_name, counters_falling=tracker.falling)]
+        )
+        codes.append([f.code for f in engine.findings()])
+    assert codes == [["CAN_TEC_RISING"], []]
+
+
+# -- causes first, consequences folded, nothing stale shown as fresh ---------------------------
+
+
+def _without(capture: Path, after_s: float, keep_ids: set[int], out: Path) -> Path:
+    """``capture`` with every data frame but ``keep_ids`` removed ``after_s`` into it."""
+    lines = capture.read_text().splitlines(keepends=True)
+    t0 = float(lines[0].split(")")[0].strip("("))
+    kept = []
+    for line in lines:
+        stamp, _, frame = line.split(" ", 2)
+        ident = frame.split("#")[0]
+        error = len(ident) == 8 and int(ident, 16) & 0x20000000
+        late = float(stamp.strip("()")) - t0 >= after_s
+        if late and not error and int(ident, 16) not in keep_ids:
+            continue
+        kept.append(line)
+    out.write_text("".join(kept))
+    return out
+
+
+@pytest.mark.slow
+def test_ack_storm_leads_with_the_unpowered_nodes_not_the_adapter(tmp_path: Path) -> None:
+    """Only the controller's frames go on after 70 s, each unacknowledged (ACK errors)."""
+    raw = simulate(tmp_path / "raw.log", 200, "error_frames@70:class=ack,rate=100")
+    report = analyze(_without(raw, 70.0, {0x200}, tmp_path / "ack.log"))
+    (top, *rest) = report["findings"]
+    assert top["code"] == "CAN_ERR_ACK" and "powered" in top["fix"]
+    assert "adapter" not in top["fix"]
+    assert not [f for f in rest if f["severity"] in ("critical", "warning")]
+    offline = [c for c in top["consequences"] if c["code"] == "CAN_NODE_OFFLINE"]
+    assert len(offline) == 11  # every node but the controller's contactor family
+    t0 = sim_start(report)
+    for c in offline:  # the last frame before: within the node's cycle (the IMD's is 1 s)
+        period = 1.0 if c["subject"].startswith("can0/imd") else 0.1
+        assert abs(c["start"] - (t0 + 70)) <= period and c["end"] is None
+    assert abs(top["start"] - (t0 + 70)) <= 1.0  # a window rule: within one second
+    # What the silent board said last is history, not the present.
+    assert all(c["stale"] for c in report["contactors"])
+    module1 = next(v for k, v in report["signals"].items() if "ModuleTelemetry" in k)
+    assert module1["stale"] is True
+
+
+@pytest.mark.slow
+def test_three_dropouts_are_one_offline_finding_with_its_cycle_violations_under_it(
+    tmp_path: Path,
+) -> None:
+    starts = (70, 130, 190)
+    faults = [f"module_silent@{t}+5:module=3" for t in starts]
+    report = analyze(simulate(tmp_path / "drops.log", 240, *faults))
+    (top,) = report["findings"]
+    assert (top["code"], top["subject"], top["occurrences"]) == (
+        "CAN_NODE_OFFLINE",
+        "can0/power_module/3",
+        3,
+    )
+    t0 = sim_start(report)
+    for episode, start in zip(top["episodes"], starts, strict=True):
+        assert -0.1 <= episode["start"] - (t0 + start) <= 0
+        assert 0 <= episode["end"] - (t0 + start + 5) <= 0.1
+    folded = {c["code"] for c in top["consequences"]}
+    assert folded == {"CAN_CYCLE_VIOLATION", "CAN_NODE_INTERMITTENT"}
+    fresh = [v for k, v in report["signals"].items() if k.endswith("[3]")]
+    assert fresh and not any(v["stale"] for v in fresh)  # it came back: fresh again

@@ -113,6 +113,11 @@ class BusStateTracker:
         self.tec: int | None = None
         self.rec: int | None = None
         self.sources: set[str] = set()
+        # True while the error counters are on their way down (the worst of TEC/REC fell
+        # since the counter frame before, or a worse state was left): passing through the
+        # warning level on the way back is recovery, not a problem building up.
+        self.falling = False
+        self._worst: int | None = None
 
     @property
     def state_name(self) -> str:
@@ -168,8 +173,19 @@ class BusStateTracker:
         states = implied_states(can_id, data)
         evidence = states != NO_EVIDENCE
         bus_off_times = self._apply_evidence(batch.timestamp[rows][evidence], states[evidence])
+        if has_cnt.any():  # the counters, where sent, say more than the state's direction
+            self._note_trend(np.maximum(data[has_cnt, 6], data[has_cnt, 7]).astype(np.int32))
         self._account_until(float(batch.timestamp.max()))
         return bus_off_times
+
+    def _note_trend(self, worst: npt.NDArray[np.int32]) -> None:
+        """Direction of the last change of the worst counter (unchanged values keep it)."""
+        series = worst if self._worst is None else np.concatenate(([self._worst], worst))
+        steps = np.diff(series)
+        moved = steps[steps != 0]
+        if moved.size:
+            self.falling = bool(moved[-1] < 0)
+        self._worst = int(series[-1])
 
     def _apply_evidence(
         self, ts: npt.NDArray[np.float64], states: npt.NDArray[np.int8]
@@ -198,7 +214,9 @@ class BusStateTracker:
         self.transitions += int(changed.sum())
         self.bus_off_events += int(bus_off_times.size)
         if changed.any():
-            self.state_since = float(ts[np.flatnonzero(changed)[-1]])
+            last = np.flatnonzero(changed)[-1]
+            self.state_since = float(ts[last])
+            self.falling = bool(states[last] < previous[last])
         self.state = int(states[-1])
         return bus_off_times
 

@@ -464,6 +464,7 @@ class BusPipeline:
             "bitrate_known": self.bitrate_known,
             "up": True,
             "state": self.state.state_name,
+            "counters_falling": self.state.falling,
             "error_frames": self._error_counters(),
             "bus_off_events": self.errors.by_class["bus_off"],
             "windows": self.window_report(DIAGNOSIS_WINDOWS),
@@ -521,7 +522,7 @@ class BusPipeline:
             "ids": self.ids_report(),
             "nodes": [v.to_json() for v in self.nodes.view(now)],
             "firmware_mismatches": [m.to_json() for m in self.nodes.firmware_mismatches()],
-            "signals": self.signals.to_json(),
+            "signals": self.signals.to_json(now),
             "dropped": dict(self.health.dropped),
             "dropped_recent": 0,
         }

@@ -65,7 +65,20 @@ class SignalStat:
         horizon = factor * (self.cycle_s or 1.0)
         return self.count > 0 and now - self.last_ts <= horizon
 
-    def to_json(self) -> dict[str, Any]:
+    def stale(self, now: float | None) -> bool | None:
+        """True when its message stopped coming (``last`` is then history, not the present);
+        None when that cannot be told (no cycle time: an event message may just be quiet)."""
+        if now is None or self.cycle_s is None or not self.count:
+            return None
+        return not self.is_fresh(now)
+
+    def to_json(self, now: float | None = None) -> dict[str, Any]:
+        out = self._json()
+        if now is not None:
+            out["stale"] = self.stale(now)
+        return out
+
+    def _json(self) -> dict[str, Any]:
         return {
             "message": self.message,
             "signal": self.signal,
@@ -246,14 +259,18 @@ class ContactorFact:
         """The contactor as of ``now``; ``stale`` when its frames stopped coming (the values
         are the last ones seen, at ``last_seen``, not the present state)."""
         mismatch = 0.0 if self.disagree_since is None else max(0.0, now - self.disagree_since)
+        # The older side decides: a silent contactor board leaves the feedback behind even
+        # while the controller's commands keep coming.
+        seen = min(self.command_ts, self.feedback_ts)
+        last_seen = None if not np.isfinite(seen) else seen
         return {
             "name": self.name,
             "command": self.command,
             "feedback": self.feedback,
             "weld": self.weld,
             "mismatch_s": round(mismatch, 3),
-            "last_seen": self.last_ts,
-            "stale": self.last_ts is None or now - self.last_ts > stale_after_s,
+            "last_seen": last_seen,
+            "stale": last_seen is None or now - last_seen > stale_after_s,
         }
 
 
@@ -561,8 +578,9 @@ class SignalStats:
                         )
         return out
 
-    def to_json(self) -> dict[str, Any]:
-        return {s.key: s.to_json() for _, s in sorted(self.stats.items())}
+    def to_json(self, now: float | None = None) -> dict[str, Any]:
+        """Every signal's statistics; with ``now``, each says whether its value is stale."""
+        return {s.key: s.to_json(now) for _, s in sorted(self.stats.items())}
 
     def latest_by_role(self, role: str, now: float) -> list[SignalStat]:
         return self.fresh_with_role(role, now)
