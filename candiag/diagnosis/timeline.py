@@ -8,7 +8,11 @@ trackers recorded as intervals while the frames went by:
   as (last frame before, first frame after) (:attr:`candiag.health.nodes.NodeState.gaps`);
 * per contactor: every interval its command and feedback disagreed, from the first
   disagreeing pair to the first agreeing one, with the coil current seen meanwhile, and
-  the intervals its weld bit was set (:class:`candiag.health.signals.ContactorFact`).
+  the intervals its weld bit was set (:class:`candiag.health.signals.ContactorFact`);
+* the controller's stays in error-warning, error-passive and bus-off, exact to the error
+  frames (or link states) that moved it (:attr:`BusStateTracker.intervals`);
+* per-second columns (a sparse seconds axis): error frames per class and the load ratio,
+  from the sliding windows' ring (offline: its whole history; live: its last hour).
 
 Offline it covers the whole capture; live, what the trackers remember (bounded per node
 and contactor).  Built by :func:`bus_timeline` from a :class:`BusPipeline`; read by
@@ -17,10 +21,26 @@ and contactor).  Built by :func:`bus_timeline` from a :class:`BusPipeline`; read
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
+
 from candiag.health.signals import Disagreement
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+# Per-second columns the rules read (names of the windows' ring, docs/diagnosis.md).
+EVIDENCE_COLUMNS = (
+    "errors_ack",
+    "errors_protocol",
+    "errors_transceiver",
+    "errors_unclassified",
+    "errors_bus_off",
+    "bus_off_events",
+)
 
 if TYPE_CHECKING:
     from candiag.health.pipeline import BusPipeline
@@ -58,6 +78,11 @@ class BusTimeline:
     end: float | None
     nodes: tuple[NodePresence, ...] = ()
     contactors: tuple[ContactorTrace, ...] = ()
+    # State name -> stays [(entered, left or None)], error-active left out.
+    states: Mapping[str, tuple[tuple[float, float | None], ...]] = field(default_factory=dict)
+    seconds: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
+    columns: Mapping[str, I64] = field(default_factory=dict)
+    load_ratio: F64 | None = None  # per second of ``seconds``; None: bitrate unknown
 
 
 def bus_timeline(pipeline: BusPipeline, now: float | None = None) -> BusTimeline:
@@ -86,4 +111,21 @@ def bus_timeline(pipeline: BusPipeline, now: float | None = None) -> BusTimeline
         for fact in pipeline.signals.contactors.values()
         if fact.last_ts is not None
     )
-    return BusTimeline(pipeline.name, pipeline.first_ts, end, nodes, contactors)
+    seconds, values = pipeline.windows.ring.series()
+    index = pipeline.windows.ring.index
+    columns = {name: values[:, index[name]] for name in EVIDENCE_COLUMNS if name in index}
+    load = None
+    if pipeline.bitrate_known and pipeline.windows.bitrate:
+        load = np.asarray(pipeline.windows.series().get("load_ratio", []), np.float64)
+    states = {k: tuple(v) for k, v in pipeline.state.intervals.items()}
+    return BusTimeline(
+        pipeline.name,
+        pipeline.first_ts,
+        end,
+        nodes,
+        contactors,
+        states=states,
+        seconds=seconds,
+        columns=columns,
+        load_ratio=load if load is not None and load.size == seconds.size else None,
+    )
