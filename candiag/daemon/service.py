@@ -54,6 +54,7 @@ from candiag.daemon.clock import LiveClock
 from candiag.daemon.logging import EventLog
 from candiag.daemon.monitor import BusMonitor
 from candiag.daemon.notify import Notifier
+from candiag.diagnosis.timeline import bus_timeline
 from candiag.errors import CandiagError, one_line
 from candiag.ingest.frames import FrameBatch
 from candiag.metrics.collectors import CandiagCollector
@@ -446,8 +447,9 @@ class Daemon:
             return
         with self._lock:
             reports = [b.monitor.report(now) for b in self._buses.values()]
+            timelines = [bus_timeline(b.monitor.pipeline, now) for b in self._buses.values()]
         modbus = [d.as_dict() for p in self._pollers for d in p.snapshot()]
-        raised, cleared = self._engine.update(now, reports, modbus)
+        raised, cleared = self._engine.update(now, reports, modbus, timelines)
         for f in raised:
             self.log.warning(
                 "finding", code=f.code, severity=f.severity, subject=f.subject, title=f.title

@@ -360,8 +360,28 @@ class DiagnosisEngine:
         now: float,
         buses: Sequence[Mapping[str, Any]] = (),
         modbus: Sequence[Mapping[str, Any]] = (),
+        timelines: Sequence[Any] = (),
     ) -> tuple[list[Finding], list[Finding]]:
-        """Evaluate at ``now``; return (raised, cleared) findings for logging."""
+        """Evaluate at ``now``; return (raised, cleared) findings for logging.
+
+        ``timelines``: each bus's :class:`~candiag.diagnosis.timeline.BusTimeline`
+        (:func:`~candiag.diagnosis.timeline.bus_timeline`): the interval rules then run too,
+        exactly as ``analyze`` runs them over a capture, so live and offline findings
+        agree on the same frames.
+        """
+        raised, cleared = self._update_instants(now, buses, modbus)
+        if timelines:
+            more_raised, more_cleared = self.apply_timelines(now, timelines)
+            raised += more_raised
+            cleared += more_cleared
+        return raised, cleared
+
+    def _update_instants(
+        self,
+        now: float,
+        buses: Sequence[Mapping[str, Any]],
+        modbus: Sequence[Mapping[str, Any]],
+    ) -> tuple[list[Finding], list[Finding]]:
         from candiag.diagnosis.intervals import INTERVAL_CODES
         from candiag.diagnosis.rules import evaluate
 

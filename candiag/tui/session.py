@@ -39,6 +39,7 @@ from candiag.daemon.service import (
 )
 from candiag.decode.dbc import ChargerDatabase
 from candiag.diagnosis.engine import DiagnosisEngine, Finding, load_rulebook
+from candiag.diagnosis.timeline import bus_timeline
 from candiag.errors import RecordingError
 from candiag.ingest.frames import FrameBatch
 from candiag.tui.view import KEY_ROLES, BusView, KeySignal, NodeKey, ScreenState
@@ -240,7 +241,10 @@ class MonitorSession:
         if now >= self.warm_at and now - self._last_diagnosis >= DIAGNOSIS_INTERVAL_S:
             self._last_diagnosis = now
             self.diagnosed = True
-            raised, cleared = self.engine.update(now, list(self.reports.values()), self.meters)
+            timelines = [bus_timeline(bus.monitor.pipeline, now) for bus in self.buses]
+            raised, cleared = self.engine.update(
+                now, list(self.reports.values()), self.meters, timelines
+            )
             return raised, cleared
         return [], []
 
