@@ -60,9 +60,12 @@ def fold_consequences(findings: list[Finding], links: Sequence[CausalLink]) -> l
     for f in findings:
         f.consequences = []
         f.consequence_of = None
+    by_code: dict[str, list[Finding]] = {}
+    for f in findings:
+        by_code.setdefault(f.code, []).append(f)
     parent: dict[int, Finding] = {}
     for effect in findings:
-        cause = _first_cause(effect, findings, links)
+        cause = _first_cause(effect, by_code, links)
         if cause is not None and not _reaches(cause, effect, parent):
             parent[id(effect)] = cause
     for effect in findings:
@@ -93,13 +96,15 @@ def _reaches(cause: Finding, effect: Finding, parent: dict[int, Finding]) -> boo
 
 
 def _first_cause(
-    effect: Finding, findings: Sequence[Finding], links: Sequence[CausalLink]
+    effect: Finding, by_code: dict[str, list[Finding]], links: Sequence[CausalLink]
 ) -> Finding | None:
+    """The cause of ``effect``: only findings of each link's cause code are looked at, so
+    thousands of findings (a capture of random ids) cost a pass, not a square."""
     for link in links:
         if effect.code not in link.effects:
             continue
-        for cause in findings:
-            if cause is not effect and cause.code == link.cause and _explains(link, cause, effect):
+        for cause in by_code.get(link.cause, ()):
+            if cause is not effect and _explains(link, cause, effect):
                 return cause
     return None
 

@@ -480,6 +480,7 @@ class DiagnosisEngine:
 
     def _raise(self, now: float, conditions: Mapping[tuple[str, str], Condition]) -> list[Finding]:
         raised = []
+        past: dict[tuple[str, str], Finding] | None = None  # built once, when first needed
         for key, cond in conditions.items():
             pending = self._pending.get(key)
             if pending is None:
@@ -489,20 +490,26 @@ class DiagnosisEngine:
             if finding is not None:
                 self._refresh(finding, cond)
             elif now - pending.first_seen >= self.book.raise_after_s:
-                finding = self._reopen(key, cond, pending.first_seen)
+                if past is None:
+                    past = {(f.code, f.subject): f for f in self.history}
+                finding = self._reopen(key, cond, pending.first_seen, past.pop(key, None))
                 self.active[key] = finding
                 raised.append(finding)
         return raised
 
-    def _reopen(self, key: tuple[str, str], cond: Condition, since: float) -> Finding:
-        """The finding of ``key`` with a new episode: a fault that comes back is not new."""
-        for i, old in enumerate(self.history):
-            if (old.code, old.subject) == key:
-                del self.history[i]
-                old.cleared_at = None
-                old.episodes.append(Episode(since, None))
-                self._refresh(old, cond)
-                return old
+    def _reopen(
+        self, key: tuple[str, str], cond: Condition, since: float, old: Finding | None
+    ) -> Finding:
+        """The finding of ``key`` with a new episode: a fault that comes back is not new.
+
+        ``old``: the cleared finding of ``key`` in :attr:`history`, if any.
+        """
+        if old is not None:
+            self.history.remove(old)
+            old.cleared_at = None
+            old.episodes.append(Episode(since, None))
+            self._refresh(old, cond)
+            return old
         finding = self._make(cond, since=since)
         finding.episodes = [Episode(since, None)]
         return finding
