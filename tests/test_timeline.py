@@ -152,10 +152,14 @@ def sim_start(report: dict[str, Any]) -> float:
     return float(np.floor(report["capture"]["start"]))
 
 
-def test_a_contactor_open_3_s_three_times_after_minute_one_is_one_finding(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_a_contactor_open_3_s_three_times_after_minute_one_is_one_finding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     starts = (75, 135, 195)
     faults = [f"contactor_mismatch@{t}+3:contactor=dc_plus,mode=stuck_open" for t in starts]
     report = analyze(simulate(tmp_path / "flicker.log", 240, *faults))
+    assert "3 episodes (9.0 s in all)" in capsys.readouterr().out
     top = report["findings"][0]
     assert (top["code"], top["subject"]) == ("CONTACTOR_MISMATCH", "can0/DCPlus")
     assert top["occurrences"] == 3
@@ -174,6 +178,7 @@ def _flat(findings: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+@pytest.mark.slow
 def test_a_module_that_never_comes_back_is_offline_to_the_end(tmp_path: Path) -> None:
     report = analyze(simulate(tmp_path / "gone.log", 120, "module_silent@70:module=3"))
     top = report["findings"][0]

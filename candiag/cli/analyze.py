@@ -204,6 +204,12 @@ def print_summary(report: dict[str, Any]) -> None:
             f"[dim]{escape(f['code'])}[/]"
         )
         console.print(f"    fix: {escape(f['fix'])}")
+        if f.get("occurrences", 1) > 1:
+            console.print(
+                f"    {f['occurrences']} episodes ({f.get('duration_s') or 0:.1f} s in all)"
+            )
+        for c in f.get("consequences", []):  # folded under their cause (docs/diagnosis.md)
+            console.print(f"    [dim]consequence: {escape(c['title'])} {escape(c['code'])}[/]")
     nodes = report["nodes"]
     if nodes:
         table = Table("family", "address", "status", "frames", "firmware", "alarms", box=None)
