@@ -205,9 +205,8 @@ def print_summary(report: dict[str, Any]) -> None:
         )
         console.print(f"    fix: {escape(f['fix'])}")
         if f.get("occurrences", 1) > 1:
-            console.print(
-                f"    {f['occurrences']} episodes ({f.get('duration_s') or 0:.1f} s in all)"
-            )
+            episodes = f"{f['occurrences']} episodes ({f.get('duration_s') or 0:.1f} s in all)"
+            console.print(f"    {escape(episodes)}")
         for c in f.get("consequences", []):  # folded under their cause (docs/diagnosis.md)
             console.print(f"    [dim]consequence: {escape(c['title'])} {escape(c['code'])}[/]")
     nodes = report["nodes"]
