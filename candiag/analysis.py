@@ -28,7 +28,9 @@ from candiag.capture.metadata import MetadataReading, read_recording_metadata
 from candiag.decode.dbc import ChargerDatabase
 from candiag.decode.identify import DbcMatch, select_reference_dbcs
 from candiag.diagnosis.engine import DiagnosisEngine, RuleBook, load_rulebook
+from candiag.diagnosis.intervals import INTERVAL_CODES
 from candiag.diagnosis.rules import capture_conditions
+from candiag.diagnosis.timeline import bus_timeline
 from candiag.health.bitrate import (
     BitrateChoice,
     BitrateEvidence,
@@ -279,6 +281,7 @@ def analyze_capture(
     if end is not None:
         _evaluate(engine, buses, end, first_detection, clock)
         evaluations += 1
+        _apply_timelines(engine, buses, end, first_detection, clock)
     engine.add_conditions(end or 0.0, capture_conditions(book, reader.stats))
     report = build_report(buses, reader.stats, engine, matches, steps.events)
     timeline = _timeline(buses) if keep_history else None
@@ -388,6 +391,24 @@ def _evaluate(
     start = clock.start if clock.start is not None else instant
     for finding in raised:
         first_detection.setdefault(finding.code, instant - start)
+
+
+def _apply_timelines(
+    engine: DiagnosisEngine,
+    buses: _Buses,
+    end: float,
+    first_detection: dict[str, float],
+    clock: _Clock,
+) -> None:
+    """The interval rules over each bus's whole timeline (exact episodes, once)."""
+    timelines = [bus_timeline(p, end) for p in buses.pipelines.values()]
+    engine.apply_timelines(end, timelines)
+    start = clock.start if clock.start is not None else end
+    for finding in engine.all_findings_flat():
+        if finding.code in INTERVAL_CODES and finding.detected_at is not None:
+            detected = finding.detected_at - start
+            old = first_detection.get(finding.code)
+            first_detection[finding.code] = detected if old is None else min(old, detected)
 
 
 def _timeline(buses: _Buses) -> TimelineReport | None:

@@ -135,6 +135,7 @@ def bus_report(spec: Mapping[str, Any]) -> BusReport:
         up=bool(spec.get("up", True)),
         down_since=spec.get("down_since"),
         state=str(spec.get("state", "error_active")),
+        counters_falling=bool(spec.get("counters_falling", False)),
         frames=FrameCounts(
             total=int(frames.get("total", 0)),
             data=int(frames.get("data", 0)),

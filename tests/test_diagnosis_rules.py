@@ -66,6 +66,13 @@ def codes(buses: list[dict[str, Any]], modbus: list[dict[str, Any]] = ()) -> lis
     return [f.code for f in engine.findings()]
 
 
+def codes_and_consequences(buses: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Top-level codes, each with the codes folded under it (issue 15: causes first)."""
+    engine = DiagnosisEngine()
+    engine.update(100.0, typed(buses), [])
+    return {f.code: [c.code for c in f.consequences] for f in engine.findings()}
+
+
 def test_healthy_bus_has_no_findings() -> None:
     assert codes([healthy_bus()]) == []
 
@@ -102,7 +109,8 @@ def test_counters_and_bus_off_rank_above_error_class() -> None:
     bus["error_frames"] = {"tec_last": 140, "rec_last": 0}
     found = codes([bus])
     assert found[0] == "CAN_BUS_OFF"
-    assert "CAN_ERROR_PASSIVE" in found
+    # Error-passive is how the controller got to bus-off: shown under it, not beside it.
+    assert "CAN_ERROR_PASSIVE" in codes_and_consequences([bus])["CAN_BUS_OFF"]
 
 
 def test_tec_warning_level() -> None:

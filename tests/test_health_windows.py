@@ -146,7 +146,7 @@ def test_series_of_a_two_hour_capture_keeps_every_second() -> None:
     w = BusWindows(125_000, keep_history=True)
     for chunk in np.array_split(np.arange(len(b)), 13):
         w.update(b.take(chunk))
-    series = w.series()
+    series = w.plot_series()
     seconds = np.floor(b.timestamp).astype(np.int64)
     assert series["second"] == np.unique(seconds).tolist()
     assert sum(series["frames_data"]) == int(b.is_data.sum())

@@ -39,7 +39,7 @@ CAPTURES = ROOT / "tests" / "data" / "golden" / "captures"
 ALLOWED = {
     # Inside health: read by BusPipeline.report, which turns them into typed parts.
     "health/signals.py:SignalStats.facts": "health-internal",
-    "health/windows.py:BusWindows.series": "health-internal",
+    "health/windows.py:BusWindows.plot_series": "health-internal",
     # Inside diagnosis: a condition's text fields, rule-specific by nature; they leave
     # diagnosis only as a Finding (typed) and its JSON.
     "diagnosis/engine.py:render": "diagnosis-internal",
@@ -63,7 +63,7 @@ ALLOWED = {
     "diagnosis/rules.py:modbus_conditions": "modbus",
     "tui/view.py:meter_readings_text": "modbus",
     "tui/view.py:meters_table": "modbus",
-    "tui/view.py:meter_line": "modbus",
+    "tui/plain.py:meter_line": "modbus",
     # The HTML report renders the document ``analyze --json`` writes (its keys are the golden
     # files' and the README's), so HTML and JSON of one analysis cannot disagree; report/
     # reads that JSON document through report/access.py.

@@ -277,6 +277,12 @@ def print_summary(report: AnalysisReport) -> None:
             f"[dim]{escape(f.code)}[/]"
         )
         console.print(f"    fix: {escape(f.fix)}")
+        if len(f.episodes) > 1:
+            total = f.episodes_json().get("duration_s") or 0.0
+            episodes = f"{len(f.episodes)} episodes ({total:.1f} s in all)"
+            console.print(f"    {escape(episodes)}")
+        for c in f.consequences:  # folded under their cause (docs/diagnosis.md)
+            console.print(f"    [dim]consequence: {escape(c.title)} {escape(c.code)}[/]")
     nodes = report.nodes
     if nodes:
         table = Table("family", "address", "status", "frames", "firmware", "alarms", box=None)

@@ -20,13 +20,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from candiag.config.problems import KeyPath, Limit, Problems
 from candiag.config.toml import loads, read_toml
+from candiag.diagnosis.episodes import Episode
 from candiag.errors import shown
 from candiag.health.jsontypes import JsonObject
 from candiag.health.report import BusReport
+
+if TYPE_CHECKING:
+    from candiag.diagnosis.timeline import BusTimeline
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
@@ -69,7 +73,13 @@ class Condition:
 
 @dataclass
 class Finding:
-    """A diagnosis a technician reads: what, how sure, evidence, causes, fix."""
+    """A diagnosis a technician reads: what, how sure, evidence, causes, fix.
+
+    One finding per (code, subject): a fault that comes back is the next of its
+    ``episodes`` (intervals, :mod:`candiag.diagnosis.episodes`), not a new finding.
+    ``consequences``: findings the causal model (``candiag/data/causes.toml``) explains
+    by this one, shown under it and not ranked on their own.
+    """
 
     code: str
     severity: str
@@ -82,8 +92,38 @@ class Finding:
     mrec: str | None
     since: float
     cleared_at: float | None = None
+    episodes: list[Episode] = field(default_factory=list)
+    consequences: list[Finding] = field(default_factory=list)
+    # Set on a consequence: why the causal model folds it under its cause.
+    consequence_of: str | None = None
+    # When the evidence first proved it (an interval rule's episode start + its threshold).
+    detected_at: float | None = None
 
-    def to_json(self) -> JsonObject:
+    @property
+    def start(self) -> float:
+        return self.episodes[0].start if self.episodes else self.since
+
+    @property
+    def end(self) -> float | None:
+        """End of the last episode; None while the fault lasts (or was never seen to end)."""
+        if not self.episodes:
+            return self.cleared_at
+        return self.episodes[-1].end
+
+    def episodes_json(self, now: float | None = None) -> JsonObject:
+        """``start``, ``end``, ``duration_s`` (summed over episodes), ``occurrences``."""
+        episodes = self.episodes or [Episode(self.since, self.cleared_at)]
+        durations = [e.duration(now) for e in episodes]
+        known = [d for d in durations if d is not None]
+        return {
+            "start": episodes[0].start,
+            "end": episodes[-1].end,
+            "duration_s": round(sum(known), 6) if len(known) == len(durations) else None,
+            "occurrences": len(episodes),
+            "episodes": [e.to_json(now) for e in episodes],
+        }
+
+    def to_json(self, now: float | None = None) -> JsonObject:
         out: dict[str, Any] = {
             "code": self.code,
             "severity": self.severity,
@@ -97,10 +137,22 @@ class Finding:
         }
         if self.cleared_at is not None:
             out["cleared_at"] = self.cleared_at
+        out.update(self.episodes_json(now))
+        if self.consequence_of is not None:
+            out["consequence_of"] = self.consequence_of
+        if self.consequences:
+            out["consequences"] = [c.to_json(now) for c in self.consequences]
         return out
 
-    def sort_key(self) -> tuple[int, int, float, str]:
-        return (SEVERITY_ORDER.get(self.severity, 9), -self.rank, self.since, self.subject)
+    def sort_key(self) -> tuple[int, int, int, float, str]:
+        """Causes first (a finding that explains others), then severity, rank and time."""
+        return (
+            0 if self.consequences else 1,
+            SEVERITY_ORDER.get(self.severity, 9),
+            -self.rank,
+            self.start,
+            self.subject,
+        )
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -148,6 +200,8 @@ THRESHOLD_LIMITS: dict[str, Limit] = {
     "bus_load_critical": Limit(0.01, 1, "a load ratio, 0-1, not percent"),
     "cycle_violation_jitter_ratio": Limit(0.01, 1, "a share of periods, 0-1"),
     "contactor_feedback_s": Limit(0.001, 60, "seconds"),
+    "contactor_weld_s": Limit(0.001, 600, "seconds"),
+    "coil_off_a": Limit(0, 100, "amperes"),
     "pump_min_command": Limit(0, 1, "a speed share, 0-1"),
     "min_flow_l_min": Limit(0, 1000, "litres per minute"),
     "coolant_warning_c": Limit(-40, 150, "degrees Celsius"),
@@ -287,27 +341,116 @@ class _Pending:
 
 @dataclass
 class DiagnosisEngine:
-    """Applies the rules over time, with hysteresis; keeps active and past findings."""
+    """Applies the rules over time, with hysteresis; keeps every finding with its episodes.
+
+    Two kinds of rules feed it.  *Instant* rules (:mod:`candiag.diagnosis.rules`) judge a
+    health report at ``now``; their episodes start when the condition was first seen and
+    end when it was last seen, once absent for ``clear_after_s``.  *Interval* rules
+    (:mod:`candiag.diagnosis.intervals`) read a bus's timeline (exact node gaps, contactor
+    command/feedback disagreements) and give episodes exact to the frames
+    (:meth:`apply_timelines`); for their codes the timeline is the whole truth.
+    """
 
     book: RuleBook = field(default_factory=load_rulebook)
     active: dict[tuple[str, str], Finding] = field(default_factory=dict)
     history: list[Finding] = field(default_factory=list)
     _pending: dict[tuple[str, str], _Pending] = field(default_factory=dict)
     _modbus_memory: dict[str, list[tuple[float, dict[str, Any]]]] = field(default_factory=dict)
+    # Buses whose interval codes come from their timeline (:meth:`apply_timelines`).
+    _timeline_buses: set[str] = field(default_factory=set)
 
     def update(
         self,
         now: float,
         buses: Sequence[BusReport] = (),
         modbus: Sequence[Mapping[str, Any]] = (),
+        timelines: Sequence[BusTimeline] = (),
     ) -> tuple[list[Finding], list[Finding]]:
-        """Evaluate at ``now``; return (raised, cleared) findings for logging."""
+        """Evaluate at ``now``; return (raised, cleared) findings for logging.
+
+        ``timelines``: each bus's :class:`~candiag.diagnosis.timeline.BusTimeline`
+        (:func:`~candiag.diagnosis.timeline.bus_timeline`): the interval rules then run too,
+        exactly as ``analyze`` runs them over a capture, so live and offline findings
+        agree on the same frames.
+        """
+        raised, cleared = self._update_instants(now, buses, modbus)
+        if timelines:
+            more_raised, more_cleared = self.apply_timelines(now, timelines)
+            raised += more_raised
+            cleared += more_cleared
+        return raised, cleared
+
+    def _update_instants(
+        self,
+        now: float,
+        buses: Sequence[BusReport],
+        modbus: Sequence[Mapping[str, Any]],
+    ) -> tuple[list[Finding], list[Finding]]:
+        from candiag.diagnosis.intervals import INTERVAL_CODES
         from candiag.diagnosis.rules import evaluate
 
         recent = self._remember_modbus(now, modbus)
-        conditions = {(c.code, c.subject): c for c in evaluate(self.book, buses, modbus, recent)}
+        conditions = {
+            (c.code, c.subject): c
+            for c in evaluate(self.book, buses, modbus, recent)
+            if c.code not in INTERVAL_CODES or _bus(c.subject) not in self._timeline_buses
+        }
         raised = self._raise(now, conditions)
         cleared = self._clear(now, conditions)
+        return raised, cleared
+
+    def apply_timelines(
+        self, now: float, timelines: Sequence[Any]
+    ) -> tuple[list[Finding], list[Finding]]:
+        """Findings of the interval rules over each bus's timeline, exact to the frames.
+
+        For the interval codes the timeline replaces what instants said; return (raised,
+        cleared) compared with before, as :meth:`update` does.
+        """
+        from candiag.diagnosis.intervals import INTERVAL_CODES, interval_findings, refine_episodes
+
+        before = {k: f.end for k, f in self._every().items() if k[0] in INTERVAL_CODES}
+        buses = {t.bus for t in timelines}
+        self._timeline_buses |= buses
+        for key in [k for k in self._pending if k[0] in INTERVAL_CODES and _bus(k[1]) in buses]:
+            del self._pending[key]
+        for key in [k for k in self.active if k[0] in INTERVAL_CODES and _bus(k[1]) in buses]:
+            del self.active[key]
+        self.history = [
+            f for f in self.history if not (f.code in INTERVAL_CODES and _bus(f.subject) in buses)
+        ]
+        by_bus = {t.bus: t for t in timelines}
+        for finding in self._every().values():
+            timeline = by_bus.get(_bus(finding.subject))
+            if timeline is not None and finding.episodes:
+                finding.episodes = refine_episodes(
+                    self.book, finding.code, finding.episodes, timeline
+                )
+        for key, finding in list(self.active.items()):
+            if finding.episodes and finding.episodes[-1].end is not None:
+                # Its evidence ended longer than its window before the end: over.
+                finding.cleared_at = finding.episodes[-1].end
+                self.history.append(self.active.pop(key))
+        raised: list[Finding] = []
+        cleared: list[Finding] = []
+        for found in interval_findings(self.book, timelines):
+            key = (found.code, found.subject)
+            finding = self._make(
+                Condition(found.code, found.subject, found.fields, found.evidence),
+                since=found.episodes[0].start,
+            )
+            finding.episodes = list(found.episodes)
+            finding.detected_at = found.episodes[0].start + found.proof_s
+            end = found.episodes[-1].end
+            if end is None:
+                self.active[key] = finding
+                if key not in before or before[key] is not None:
+                    raised.append(finding)
+            else:
+                finding.cleared_at = end
+                self.history.append(finding)
+                if key in before and before[key] is None:
+                    cleared.append(finding)
         return raised, cleared
 
     def add_conditions(self, now: float, conditions: Sequence[Condition]) -> list[Finding]:
@@ -320,6 +463,7 @@ class DiagnosisEngine:
             key = (cond.code, cond.subject)
             if key not in self.active:
                 self.active[key] = self._make(cond, since=now)
+                self.active[key].episodes = [Episode(now, None)]
                 raised.append(self.active[key])
         return raised
 
@@ -340,6 +484,7 @@ class DiagnosisEngine:
 
     def _raise(self, now: float, conditions: Mapping[tuple[str, str], Condition]) -> list[Finding]:
         raised = []
+        past: dict[tuple[str, str], Finding] | None = None  # built once, when first needed
         for key, cond in conditions.items():
             pending = self._pending.get(key)
             if pending is None:
@@ -349,10 +494,29 @@ class DiagnosisEngine:
             if finding is not None:
                 self._refresh(finding, cond)
             elif now - pending.first_seen >= self.book.raise_after_s:
-                finding = self._make(cond, since=pending.first_seen)
+                if past is None:
+                    past = {(f.code, f.subject): f for f in self.history}
+                finding = self._reopen(key, cond, pending.first_seen, past.pop(key, None))
                 self.active[key] = finding
                 raised.append(finding)
         return raised
+
+    def _reopen(
+        self, key: tuple[str, str], cond: Condition, since: float, old: Finding | None
+    ) -> Finding:
+        """The finding of ``key`` with a new episode: a fault that comes back is not new.
+
+        ``old``: the cleared finding of ``key`` in :attr:`history`, if any.
+        """
+        if old is not None:
+            self.history.remove(old)
+            old.cleared_at = None
+            old.episodes.append(Episode(since, None))
+            self._refresh(old, cond)
+            return old
+        finding = self._make(cond, since=since)
+        finding.episodes = [Episode(since, None)]
+        return finding
 
     def _clear(self, now: float, conditions: Mapping[tuple[str, str], Condition]) -> list[Finding]:
         cleared = []
@@ -366,6 +530,11 @@ class DiagnosisEngine:
             finding = self.active.pop(key, None)
             if finding is not None:
                 finding.cleared_at = now
+                if finding.episodes and finding.episodes[-1].end is None:
+                    # The episode ends when its condition was last seen, not when the
+                    # hysteresis let it go.
+                    last = finding.episodes[-1]
+                    finding.episodes[-1] = Episode(last.start, max(last.start, pending.last_true))
                 self.history.append(finding)
                 cleared.append(finding)
         return cleared
@@ -393,14 +562,34 @@ class DiagnosisEngine:
         finding.evidence = dict(cond.evidence)
         finding.fix = render(text.fix, cond.fields)
 
+    def _every(self) -> dict[tuple[str, str], Finding]:
+        out = {(f.code, f.subject): f for f in self.history}
+        out.update(self.active)
+        return out
+
+    def all_findings_flat(self) -> list[Finding]:
+        """Every finding, active or cleared, consequences included, unranked."""
+        return list(self._every().values())
+
     def findings(self) -> list[Finding]:
-        """Active findings, most severe first."""
-        return sorted(self.active.values(), key=Finding.sort_key)
+        """Active findings, causes first, their consequences folded under them."""
+        return fold(list(self.active.values()))
 
     def all_findings(self) -> list[Finding]:
-        """Every finding raised, active or cleared, most severe first.
+        """Every finding raised, active or cleared, causes first, consequences folded.
 
         For an offline report the worst thing that happened leads, even if it had
         cleared by the end of the capture (a bus-off that recovered still matters).
         """
-        return sorted([*self.active.values(), *self.history], key=Finding.sort_key)
+        return fold(list(self._every().values()))
+
+
+def _bus(subject: str) -> str:
+    return subject.split("/", 1)[0]
+
+
+def fold(findings: list[Finding]) -> list[Finding]:
+    """Top-level findings ranked (:meth:`Finding.sort_key`), consequences under their cause."""
+    from candiag.diagnosis.causes import fold_consequences, load_causal_model
+
+    return fold_consequences(findings, load_causal_model())

@@ -34,6 +34,9 @@ class Episode:
     start: float
     end: float | None = None
 
+    def end_or(self, default: float) -> float:
+        return default if self.end is None else self.end
+
     def duration(self, now: float | None = None) -> float | None:
         """Seconds it lasted (up to ``now`` for an open episode; None if unknown)."""
         end = self.end if self.end is not None else now

@@ -108,7 +108,9 @@ def error_frame_conditions(
     # alone are not evidence (a restart resets them without a new counter frame).
     if state == "error_passive":
         yield Condition("CAN_ERROR_PASSIVE", name, base, {**counters, **evidence})
-    elif state == "error_warning":
+    elif state == "error_warning" and not bus.counters_falling:
+        # On the way back from error-passive the counters pass the warning level too:
+        # that is recovery, not errors building up.
         yield Condition("CAN_TEC_RISING", name, base, {**counters, **evidence})
 
     unclassified = int(by_class.get("unclassified", 0))
@@ -321,6 +323,8 @@ def cycle_conditions(
             "jitter_s": stats.jitter_s,
             "count": stats.count,
             "last_seen": stats.last_seen,
+            "family": stats.family,
+            "node": stats.node,
         }
         yield Condition("CAN_CYCLE_VIOLATION", f"{name}/{id_key}", fields, evidence)
 

@@ -41,6 +41,8 @@ from candiag.socketcan_errors import (
 BUS_STATES: tuple[str, ...] = ("error_active", "error_warning", "error_passive", "bus_off", "down")
 ERROR_ACTIVE, ERROR_WARNING, ERROR_PASSIVE, BUS_OFF, DOWN = range(5)
 NO_EVIDENCE = -1
+# Intervals remembered per state (exact bounds for the diagnosis's episodes).
+MAX_STATE_INTERVALS = 1000
 
 _CRTL_WARNING = CONTROLLER_FLAGS["rx_warning"] | CONTROLLER_FLAGS["tx_warning"]
 _CRTL_PASSIVE = CONTROLLER_FLAGS["rx_passive"] | CONTROLLER_FLAGS["tx_passive"]
@@ -113,6 +115,24 @@ class BusStateTracker:
         self.tec: int | None = None
         self.rec: int | None = None
         self.sources: set[str] = set()
+        # True while the error counters are on their way down (the worst of TEC/REC fell
+        # since the counter frame before, or a worse state was left): passing through the
+        # warning level on the way back is recovery, not a problem building up.
+        self.falling = False
+        self._worst: int | None = None
+        # Every stay in a state other than error-active: state -> [(entered, left)], the
+        # current stay last with ``left`` None.  Unlike ``changes`` none is dropped early.
+        self.intervals: dict[str, list[tuple[float, float | None]]] = {}
+
+    def _record(self, old: int, new: int, t: float) -> None:
+        left = self.intervals.get(BUS_STATES[old])
+        if left and left[-1][1] is None:
+            left[-1] = (left[-1][0], t)
+        if new != ERROR_ACTIVE:
+            stays = self.intervals.setdefault(BUS_STATES[new], [])
+            stays.append((t, None))
+            if len(stays) > MAX_STATE_INTERVALS:
+                del stays[: len(stays) - MAX_STATE_INTERVALS]
 
     @property
     def state_name(self) -> str:
@@ -135,6 +155,7 @@ class BusStateTracker:
         if new == self.state:
             return
         self.changes.append(StateChange(t, BUS_STATES[self.state], BUS_STATES[new], source))
+        self._record(self.state, new, t)
         self.transitions += 1
         if new == BUS_OFF:
             self.bus_off_events += 1
@@ -168,8 +189,19 @@ class BusStateTracker:
         states = implied_states(can_id, data)
         evidence = states != NO_EVIDENCE
         bus_off_times = self._apply_evidence(batch.timestamp[rows][evidence], states[evidence])
+        if has_cnt.any():  # the counters, where sent, say more than the state's direction
+            self._note_trend(np.maximum(data[has_cnt, 6], data[has_cnt, 7]).astype(np.int32))
         self._account_until(float(batch.timestamp.max()))
         return bus_off_times
+
+    def _note_trend(self, worst: npt.NDArray[np.int32]) -> None:
+        """Direction of the last change of the worst counter (unchanged values keep it)."""
+        series = worst if self._worst is None else np.concatenate(([self._worst], worst))
+        steps = np.diff(series)
+        moved = steps[steps != 0]
+        if moved.size:
+            self.falling = bool(moved[-1] < 0)
+        self._worst = int(series[-1])
 
     def _apply_evidence(
         self, ts: npt.NDArray[np.float64], states: npt.NDArray[np.int8]
@@ -189,6 +221,8 @@ class BusStateTracker:
         )
         self._clock = float(ts[-1])
         bus_off_times: npt.NDArray[np.float64] = ts[changed & (states == BUS_OFF)]
+        for i in np.flatnonzero(changed).tolist():
+            self._record(int(previous[i]), int(states[i]), float(ts[i]))
         for i in np.flatnonzero(changed)[-self.changes.maxlen if self.changes.maxlen else 0 :]:
             self.changes.append(
                 StateChange(
@@ -198,7 +232,9 @@ class BusStateTracker:
         self.transitions += int(changed.sum())
         self.bus_off_events += int(bus_off_times.size)
         if changed.any():
-            self.state_since = float(ts[np.flatnonzero(changed)[-1]])
+            last = np.flatnonzero(changed)[-1]
+            self.state_since = float(ts[last])
+            self.falling = bool(states[last] < previous[last])
         self.state = int(states[-1])
         return bus_off_times
 

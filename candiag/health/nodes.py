@@ -54,6 +54,9 @@ INTERMITTENT_MEMORY_S = 600.0
 RATE_TAIL = 32
 # Arrivals needed before a rate is trusted for duplicate detection.
 MIN_FRAMES_FOR_RATE = 8
+# Gaps remembered per node (exact bounds for the diagnosis's episodes); a node that flaps
+# for months keeps its newest ones.
+MAX_GAPS = 1000
 
 
 @dataclass
@@ -94,6 +97,8 @@ class NodeState:
     duplicate_seen_at: float | None = None  # last view that judged it duplicate
     rate_ratio: float | None = None
     messages: dict[str, _MessageTrack] = field(default_factory=dict)
+    # Every silence longer than the node's timeout: (last frame before, first frame after).
+    gaps: list[tuple[float, float]] = field(default_factory=list)
 
     def active_alarms(self) -> list[str]:
         return sorted(name for name, on in self.alarms.items() if on)
@@ -237,6 +242,11 @@ class NodeTracker:
                 out[family] = max(MIN_DEFAULT_TIMEOUT_S, factor * min(cycles) / 1000.0)
         return out
 
+    def is_expected(self, family: str, address: int) -> bool:
+        """True when the config lists this node (so never seeing it is a fault)."""
+        policy = self._policies.get(family)
+        return policy is not None and address in policy.expected
+
     def timeout_for(self, family: str) -> float:
         policy = self._policies.get(family)
         if policy is not None and policy.timeout_s is not None:
@@ -301,8 +311,21 @@ class NodeTracker:
             np.array([-np.inf if n.last_seen is None else n.last_seen for n in nodes]),
             np.array([self.timeout_for(n.family) for n in nodes]),
         )
+        late_counts, last_lates, longests, any_gaps, gap_rows, gap_from = presence
+        for g, row, before in zip(_group_of(gap_rows, starts), gap_rows, gap_from, strict=True):
+            node = nodes[g]
+            node.gaps.append((before, float(ts[row])))
+            if len(node.gaps) > MAX_GAPS:
+                del node.gaps[: len(node.gaps) - MAX_GAPS]
         for node, start, end, late, last_late, longest, any_gap in zip(
-            nodes, starts.tolist(), ends.tolist(), *presence, strict=True
+            nodes,
+            starts.tolist(),
+            ends.tolist(),
+            late_counts,
+            last_lates,
+            longests,
+            any_gaps,
+            strict=True,
         ):
             if any_gap:
                 if late:
@@ -543,13 +566,15 @@ def _presence(
     ends: npt.NDArray[np.intp],
     previous: npt.NDArray[np.float64],
     timeouts: npt.NDArray[np.float64],
-) -> tuple[list[int], list[int], list[float], list[bool]]:
+) -> tuple[list[int], list[int], list[float], list[bool], list[int], list[float]]:
     """Gaps of every node's arrivals, for ``ts`` sorted by node then time.
 
     ``starts``/``ends`` delimit each node's run, ``previous`` is its last arrival before
     this batch (``-inf`` if none) and frames older than that are ignored (they were
     judged already).  Returns per node: gaps longer than its timeout, the row ending
-    the last such gap, the longest gap, and whether there was any gap at all.
+    the last such gap, the longest gap, and whether there was any gap at all; then, for
+    every gap longer than its node's timeout, the row of the frame ending it and the
+    time of the frame before it (the exact bounds of the silence).
     """
     n = ts.size
     group = np.repeat(np.arange(starts.size), ends - starts)
@@ -566,9 +591,20 @@ def _presence(
     valid = keep & np.isfinite(prior)
     gaps = np.where(valid, ts - prior, -np.inf)
     late = gaps > timeouts[group]
+    late_rows = np.flatnonzero(late)
     return (
         np.add.reduceat(late, starts).tolist(),
         np.maximum.reduceat(np.where(late, np.arange(n), -1), starts).tolist(),
         np.maximum.reduceat(gaps, starts).tolist(),
         np.logical_or.reduceat(valid, starts).tolist(),
+        late_rows.tolist(),
+        prior[late_rows].tolist(),
     )
+
+
+def _group_of(rows: list[int], starts: npt.NDArray[np.intp]) -> list[int]:
+    """The node run each row belongs to (``starts`` sorted)."""
+    if not rows:
+        return []
+    out: list[int] = (np.searchsorted(starts, np.asarray(rows), side="right") - 1).tolist()
+    return out

@@ -516,7 +516,7 @@ class BusPipeline:
             ids=self.ids_report() if detail else self.cycle_violations(now),
             nodes=tuple(self.nodes.view(now)),
             firmware_mismatches=tuple(self.nodes.firmware_mismatches()),
-            signals=self._signals_report() if detail else None,
+            signals=self._signals_report(now) if detail else None,
             dropped=dict(self.health.dropped),
             dropped_recent=0,
             link=self.health.link,
@@ -524,6 +524,7 @@ class BusPipeline:
             cooling=CoolingReport(**facts["cooling"]),
             currents=CurrentsReport(**facts["currents"]),
             liveness=self.liveness.report(now) if self.liveness.active else None,
+            counters_falling=self.state.falling,
         )
 
     def _error_counters(self) -> ErrorFramesReport:
@@ -583,7 +584,7 @@ class BusPipeline:
             untracked_frames=self.unknown_ids.untracked + self.short_frames.untracked,
         )
 
-    def _signals_report(self) -> dict[str, SignalReport]:
+    def _signals_report(self, now: float) -> dict[str, SignalReport]:
         return {
             s.key: SignalReport(
                 message=s.message,
@@ -597,6 +598,7 @@ class BusPipeline:
                 mean=_finite(s.total / s.count) if s.count else None,
                 last=_finite(s.last),
                 last_ts=_finite(s.last_ts),
+                stale=s.stale(now),
             )
             for _, s in sorted(self.signals.stats.items())
         }
@@ -618,7 +620,7 @@ class BusPipeline:
 
     def timeline_report(self) -> TimelineReport:
         """Per-second series for plots (node presence and signals need ``keep_history=True``)."""
-        series = self.windows.series()
+        series = self.windows.plot_series()
         seconds = [int(s) for s in series["second"]]
         nodes, signals = self.timeline.aligned(seconds) if self.timeline else (None, None)
         return TimelineReport(

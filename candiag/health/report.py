@@ -314,6 +314,9 @@ class SignalReport:
     mean: float | None
     last: float | None
     last_ts: float | None
+    # True when its message stopped coming (``last`` is history); None when that cannot be
+    # told (no cycle time) or the report has no instant (docs/diagnosis.md, "No stale state").
+    stale: bool | None = None
 
     def to_json(self) -> JsonObject:
         return {
@@ -328,6 +331,7 @@ class SignalReport:
             "mean": self.mean,
             "last": self.last,
             "last_ts": self.last_ts,
+            "stale": self.stale,
         }
 
 
@@ -360,6 +364,10 @@ class ContactorReport:
     feedback: float | None
     weld: bool
     mismatch_s: float
+    # When its frames last came (the older of command and feedback); ``stale``: they stopped
+    # coming, so command and feedback are the last values seen, not the present state.
+    last_seen: float | None = None
+    stale: bool = False
 
     def to_json(self) -> JsonObject:
         return {
@@ -368,6 +376,8 @@ class ContactorReport:
             "feedback": self.feedback,
             "weld": self.weld,
             "mismatch_s": self.mismatch_s,
+            "last_seen": self.last_seen,
+            "stale": self.stale,
         }
 
 
@@ -435,6 +445,8 @@ class BusReport:
     link: LinkStats | None = None
     down_since: float | None = None
     # Request/response exchanges of protocol packs (candiag/liveness), when any.
+    # The controller's error counters are falling (CAN_TEC_RISING is raised only while rising).
+    counters_falling: bool = False
     liveness: Mapping[str, Any] | None = None
 
     def window(self, label: str) -> WindowReport | None:

@@ -13,7 +13,7 @@ temperature, and the modules' summed output current against the DC meter's.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,6 +33,9 @@ FACT_ROLES = frozenset(
         "cooling:coolant_temperature",
     }
 )
+
+# Without a frame for this long, a contactor's values are the last seen, not the present.
+STALE_AFTER_S = 3.0
 
 if TYPE_CHECKING:
     from candiag.decode.dbc import ChargerDatabase, MessageDef, SignalDef
@@ -63,7 +66,20 @@ class SignalStat:
         horizon = factor * (self.cycle_s or 1.0)
         return self.count > 0 and now - self.last_ts <= horizon
 
-    def to_json(self) -> JsonObject:
+    def stale(self, now: float | None) -> bool | None:
+        """True when its message stopped coming (``last`` is then history, not the present);
+        None when that cannot be told (no cycle time: an event message may just be quiet)."""
+        if now is None or self.cycle_s is None or not self.count:
+            return None
+        return not self.is_fresh(now)
+
+    def to_json(self, now: float | None = None) -> JsonObject:
+        out = self._json()
+        if now is not None:
+            out["stale"] = self.stale(now)
+        return out
+
+    def _json(self) -> JsonObject:
         return {
             "message": self.message,
             "signal": self.signal,
@@ -83,9 +99,64 @@ def _num(value: float) -> float | None:
     return None if not np.isfinite(value) else float(value)
 
 
+# Intervals remembered per contactor (a live charger switches thousands of times a month).
+MAX_INTERVALS = 1000
+# Commanded/fed-back values that mean "closed" (the reference DBC: 0 Open, 1 Close(d)).
+CLOSED = 1.0
+OPEN = 0.0
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """An interval where command and feedback disagree, exact to the frames.
+
+    ``start``: time of the first disagreeing command/feedback pair; ``end``: the first
+    agreeing one after it (None while it lasts).  ``command``/``feedback``: the values at
+    its start; ``coil_max``: the highest coil current seen during it (None: not known).
+    """
+
+    start: float
+    end: float | None
+    command: float
+    feedback: float
+    coil_max: float | None = None
+
+
+@dataclass
+class _IntervalLog:
+    """Turns a boolean step series fed batch by batch into intervals ``[rise, fall)``."""
+
+    intervals: list[tuple[float, float | None]] = field(default_factory=list)
+    open_since: float | None = None
+
+    def feed(self, times: F64, on: npt.NDArray[np.bool_]) -> list[int]:
+        """Fold in ``on`` at ``times`` (sorted); return the indices where an interval began."""
+        if not len(times):
+            return []
+        prev = np.concatenate(([self.open_since is not None], on[:-1]))
+        rises = np.flatnonzero(on & ~prev).tolist()
+        falls = np.flatnonzero(~on & prev).tolist()
+        for i in sorted(rises + falls):
+            if on[i]:
+                self.open_since = float(times[i])
+            elif self.open_since is not None:
+                self.intervals.append((self.open_since, float(times[i])))
+                self.open_since = None
+        if len(self.intervals) > MAX_INTERVALS:
+            del self.intervals[: len(self.intervals) - MAX_INTERVALS]
+        return rises
+
+    def all(self) -> list[tuple[float, float | None]]:
+        """Closed intervals, then the open one (end None) if any."""
+        if self.open_since is None:
+            return list(self.intervals)
+        return [*self.intervals, (self.open_since, None)]
+
+
 @dataclass
 class ContactorFact:
-    """Command vs feedback of one contactor, and since when they disagree."""
+    """Command vs feedback of one contactor, since when they disagree, and every interval
+    they disagreed (exact to the frames) for the diagnosis's episodes."""
 
     name: str
     command: float | None = None
@@ -95,6 +166,44 @@ class ContactorFact:
     weld: bool = False
     disagree_since: float | None = None
     last_ts: float | None = None
+    disagreements: list[Disagreement] = field(default_factory=list)
+    weld_bits: _IntervalLog = field(default_factory=_IntervalLog)
+    _open: Disagreement | None = None
+
+    def all_disagreements(self) -> list[Disagreement]:
+        """Closed disagreements, then the one still going (end None) if any."""
+        return self.disagreements + ([self._open] if self._open is not None else [])
+
+    def note_coil(self, series: tuple[F64, F64] | None) -> None:
+        """The coil current seen while a disagreement lasts (a weld has none)."""
+        if series is None or self._open is None:
+            return
+        during = series[1][series[0] >= self._open.start]
+        if len(during):
+            peak = float(during.max())
+            old = self._open.coil_max
+            self._open = replace(self._open, coil_max=peak if old is None else max(old, peak))
+
+    def note_weld_bit(self, ts: F64, values: F64) -> None:
+        order = np.argsort(ts, kind="stable")
+        self.weld_bits.feed(ts[order], values[order] != 0)
+        self.weld = bool(values[_latest(ts)])
+
+    def _log(self, times: F64, cmd_at: F64, fb_at: F64, known: npt.NDArray[np.bool_]) -> None:
+        """Record disagreement intervals; a time when one side is unknown changes nothing."""
+        state = np.where(known, (cmd_at != fb_at).astype(np.int8), -1)
+        last_known = np.maximum.accumulate(np.where(state >= 0, np.arange(len(state)), -1))
+        before = 1 if self._open is not None else 0
+        on = np.where(last_known >= 0, state[np.maximum(last_known, 0)], before).astype(np.bool_)
+        prev = np.concatenate(([before == 1], on[:-1]))
+        for i in np.flatnonzero(on != prev).tolist():
+            if on[i]:
+                self._open = Disagreement(float(times[i]), None, float(cmd_at[i]), float(fb_at[i]))
+            elif self._open is not None:
+                self.disagreements.append(replace(self._open, end=float(times[i])))
+                self._open = None
+        if len(self.disagreements) > MAX_INTERVALS:
+            del self.disagreements[: len(self.disagreements) - MAX_INTERVALS]
 
     def advance(self, command: tuple[F64, F64] | None, feedback: tuple[F64, F64] | None) -> None:
         """Merge this batch's command and feedback series (step functions) in time order."""
@@ -120,6 +229,7 @@ class ContactorFact:
         fb_at = _step_values(fb_ts, fb, times)
         known = ~(np.isnan(cmd_at) | np.isnan(fb_at))
         disagree = known & (cmd_at != fb_at)
+        self._log(times, cmd_at, fb_at, known)
         if disagree[-1]:
             # Only a time when both are known and equal ends a disagreement; a time when
             # one side is not known yet (e.g. the other's carried sample) says nothing.
@@ -146,14 +256,22 @@ class ContactorFact:
             vals = np.concatenate((vals, series[1][order]))
         return ts, vals
 
-    def to_json(self, now: float) -> JsonObject:
+    def to_json(self, now: float, stale_after_s: float = STALE_AFTER_S) -> JsonObject:
+        """The contactor as of ``now``; ``stale`` when its frames stopped coming (the values
+        are the last ones seen, at ``last_seen``, not the present state)."""
         mismatch = 0.0 if self.disagree_since is None else max(0.0, now - self.disagree_since)
+        # The older side decides: a silent contactor board leaves the feedback behind even
+        # while the controller's commands keep coming.
+        seen = min(self.command_ts, self.feedback_ts)
+        last_seen = None if not np.isfinite(seen) else seen
         return {
             "name": self.name,
             "command": self.command,
             "feedback": self.feedback,
             "weld": self.weld,
             "mismatch_s": round(mismatch, 3),
+            "last_seen": last_seen,
+            "stale": last_seen is None or now - last_seen > stale_after_s,
         }
 
 
@@ -393,6 +511,7 @@ class SignalStats:
         if facts:
             for name, fact in self.contactors.items():
                 fact.advance(series.get((name, "command")), series.get((name, "feedback")))
+                fact.note_coil(series.get((name, "coil_current")))
 
     @staticmethod
     def _table(
@@ -418,7 +537,7 @@ class SignalStats:
                     continue
                 ts, values = ts[present], values[present]
             if role == "weld":
-                self.contactors[name].weld = bool(values[_latest(ts)])
+                self.contactors[name].note_weld_bit(ts, values.astype(np.float64))
             else:
                 series[(name, role)] = (ts, values.astype(np.float64))
 
@@ -460,8 +579,9 @@ class SignalStats:
                         )
         return out
 
-    def to_json(self) -> JsonObject:
-        return {s.key: s.to_json() for _, s in sorted(self.stats.items())}
+    def to_json(self, now: float | None = None) -> JsonObject:
+        """Every signal's statistics; with ``now``, each says whether its value is stale."""
+        return {s.key: s.to_json(now) for _, s in sorted(self.stats.items())}
 
     def latest_by_role(self, role: str, now: float) -> list[SignalStat]:
         return self.fresh_with_role(role, now)
@@ -540,7 +660,7 @@ def _contactor_pairs(db: ChargerDatabase) -> dict[str, str]:
     for i, command in enumerate(commands):
         name = command.removesuffix("Command").removesuffix("_command") or command
         out[command] = name
-        for role in ("contactor:feedback", "contactor:weld"):
+        for role in ("contactor:feedback", "contactor:weld", "contactor:coil_current"):
             names = by_role.get(role, [])
             if i < len(names):
                 out[names[i]] = name

@@ -359,7 +359,11 @@ class BusWindows:
         rows = self.ring.window_rows(window)
         return float(self._ratios(rows).max()) if rows.size else 0.0
 
-    def series(self) -> dict[str, Any]:
+    def load_ratios(self, rows: I64) -> npt.NDArray[np.float64]:
+        """The load of each row of :meth:`SecondRing.series` (needs a bitrate)."""
+        return self._ratios(rows)
+
+    def plot_series(self) -> dict[str, Any]:
         """Per-second series for plots: ``{"second": [...], column: [...], "load_ratio": [...]}``."""
         seconds, values = self.ring.series()
         out: dict[str, Any] = {"second": seconds.tolist()}

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from candiag.config.check import bus_database
 from candiag.config.model import BusConfig, Config
+from candiag.diagnosis.timeline import bus_timeline
 from candiag.health.report import BusReport
 from candiag.ingest.frames import FrameBatch
 from candiag.live.adapters import modbus_device_snapshot
@@ -209,7 +210,9 @@ class LiveEngine:
     def _diagnose(self, now: float) -> tuple[list[Finding], list[Finding]]:
         with self.lock:
             reports = [bus.report(now) for bus in self.buses.values()]
-        raised, cleared = self.diagnosis.update(now, reports, self.meters())
+            # The interval rules over each bus's timeline, as analyze runs them (live parity).
+            timelines = [bus_timeline(bus.pipeline, now) for bus in self.buses.values()]
+        raised, cleared = self.diagnosis.update(now, reports, self.meters(), timelines)
         findings = tuple(
             FindingSnapshot(f.code, f.severity, f.subject) for f in self.diagnosis.findings()
         )

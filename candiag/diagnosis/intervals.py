@@ -1,0 +1,245 @@
+"""Interval rules: findings read off a bus's timeline, with episodes exact to the frames.
+
+Each rule is a pure function ``(book, timeline) -> list[IntervalFinding]``, one finding per
+(code, subject) with every episode of it.  Where an instant rule would place a fault on
+its evaluation grid (and miss one that came and went between two looks), these bound
+each episode by the frames that prove it (docs/diagnosis.md, "Episodes"):
+
+* ``CAN_NODE_OFFLINE``: from the node's last frame before a silence longer than its
+  timeout to its first frame after it; open (``end`` None) when it never came back.
+* ``CONTACTOR_MISMATCH``: from the first command/feedback pair that disagrees to the
+  first that agrees again, when that lasted at least ``contactor_feedback_s`` (a shorter
+  disagreement is the contactor's normal switching time).
+* ``CONTACTOR_WELD``: feedback still closed after an open command for longer than
+  ``contactor_weld_s`` with no coil current (``coil_off_a``; unknown coil current counts
+  as none), as the reference DBC defines a weld, with or without the weld bit; and every
+  interval the contactor board's own weld bit was set.
+
+* ``CAN_BUS_OFF``, ``CAN_ERROR_PASSIVE``: the controller's stays in that state, from the
+  error frame (or link state) that put it there to the one that moved it on.
+
+Window rules (error classes, load) are judged on the last 60 s by the instant engine;
+:func:`refine_episodes` then bounds each of their episodes by the seconds that hold the
+evidence (the first and last second with such error frames, or over the load threshold),
+so their bounds are exact to the second rather than to the window.
+
+The hysteresis is in time and part of each definition: a node's timeout and the two
+contactor times decide when an episode is raised; the first frame that disproves the
+fault ends it.  Episodes are not merged across such a frame: a node that drops out three
+times has three episodes (its ``occurrences``), each with its true bounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from candiag.diagnosis.engine import RuleBook
+from candiag.diagnosis.episodes import Episode, settle
+from candiag.diagnosis.timeline import BusTimeline, ContactorTrace, NodePresence
+from candiag.health.signals import CLOSED, OPEN
+
+#: The codes interval rules own: instants do not judge them.
+INTERVAL_CODES = frozenset(
+    {"CAN_NODE_OFFLINE", "CONTACTOR_MISMATCH", "CONTACTOR_WELD", "CAN_BUS_OFF", "CAN_ERROR_PASSIVE"}
+)
+#: Window rules whose episodes are bounded by their per-second evidence: the columns
+#: (any > 0 is evidence) and the window the instant rule reads.
+WINDOW_EVIDENCE: dict[str, tuple[tuple[str, ...], int]] = {
+    "CAN_ERR_ACK": (("errors_ack",), 60),
+    "CAN_ERR_PHY": (("errors_protocol",), 60),
+    "CAN_WRONG_BITRATE": (("errors_protocol",), 60),
+    "CAN_ERR_TRX": (("errors_transceiver", "errors_protocol"), 60),
+    "CAN_ERROR_FRAMES_UNCLASSIFIED": (("errors_unclassified",), 60),
+    "CAN_LOAD_HIGH": ((), 60),  # seconds over bus_load_warning
+}
+STATE_CODES = {"CAN_BUS_OFF": "bus_off", "CAN_ERROR_PASSIVE": "error_passive"}
+
+
+@dataclass(frozen=True)
+class IntervalFinding:
+    """One (code, subject) with its episodes, and the fields its texts are filled with."""
+
+    code: str
+    subject: str
+    episodes: tuple[Episode, ...]
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    # How long after an episode's start the evidence proves it (its raise threshold).
+    proof_s: float = 0.0
+
+
+def interval_findings(book: RuleBook, timelines: Sequence[BusTimeline]) -> list[IntervalFinding]:
+    """Every interval rule over every bus's timeline."""
+    out: list[IntervalFinding] = []
+    for timeline in timelines:
+        out.extend(bus_states(timeline))
+        out.extend(node_offline(book, timeline))
+        out.extend(contactor_faults(book, timeline))
+    return out
+
+
+def bus_states(timeline: BusTimeline) -> list[IntervalFinding]:
+    """Bus-off and error-passive: the controller's stays in those states."""
+    out = []
+    for code, state in STATE_CODES.items():
+        stays = timeline.states.get(state, ())
+        if stays:
+            episodes = tuple(settle(Episode(a, b) for a, b in stays))
+            evidence = {"stays": len(stays), "state": state}
+            out.append(IntervalFinding(code, timeline.bus, episodes, _base(timeline), evidence))
+    return out
+
+
+def refine_episodes(
+    book: RuleBook, code: str, episodes: Sequence[Episode], timeline: BusTimeline
+) -> list[Episode]:
+    """Episodes of a window rule bounded by the seconds holding its evidence.
+
+    An episode starts at the first evidence second its window saw and ends after the last
+    one; evidence further apart than the window starts a new episode; an episode open at
+    the end of the data stays open unless its evidence has been absent for
+    ``clear_after_s`` (the engine's hysteresis) before the end.
+    """
+    spec = WINDOW_EVIDENCE.get(code)
+    if spec is None or not timeline.seconds.size:
+        return list(episodes)
+    names, window = spec
+    if names:
+        flags = np.zeros(timeline.seconds.size, np.bool_)
+        for name in names:
+            column = timeline.columns.get(name)
+            if column is not None:
+                flags |= column > 0
+    elif timeline.load_ratio is not None:
+        flags = timeline.load_ratio >= book.t("bus_load_warning")
+    else:
+        return list(episodes)
+    evidence = timeline.seconds[flags]
+    if not evidence.size:
+        return list(episodes)
+    starts = np.array([e.start - window - 1 for e in episodes], np.float64)
+    ends = np.array([np.inf if e.end is None else e.end for e in episodes], np.float64)
+    lo = np.searchsorted(evidence, starts, side="left")
+    hi = np.searchsorted(evidence, ends, side="right")
+    out = []
+    for ep, i, j in zip(episodes, lo.tolist(), hi.tolist(), strict=True):
+        if i >= j:
+            out.append(ep)
+            continue
+        seen = evidence[i:j]
+        # Evidence further apart than the window is two episodes, as two faults would be.
+        cuts = np.flatnonzero(np.diff(seen) > window) + 1
+        firsts = seen[np.concatenate(([0], cuts))].tolist()
+        lasts = (seen[np.concatenate((cuts - 1, [seen.size - 1]))] + 1).tolist()
+        parts: list[Episode] = [
+            Episode(float(a), float(b)) for a, b in zip(firsts, lasts, strict=True)
+        ]
+        last = parts[-1]
+        quiet = book.clear_after_s  # the engine's hysteresis: absent this long, it is over
+        if ep.end is None and (timeline.end is None or timeline.end - last.end_or(0.0) < quiet):
+            parts[-1] = Episode(last.start, None)
+        out.extend(parts)
+    return settle(out)
+
+
+def _base(timeline: BusTimeline) -> dict[str, Any]:
+    return {"bus": timeline.bus}
+
+
+# -- nodes ---------------------------------------------------------------------------------
+
+
+def node_offline(book: RuleBook, timeline: BusTimeline) -> list[IntervalFinding]:
+    """A node silent for longer than its timeout, once per silence."""
+    out = []
+    for node in timeline.nodes:
+        episodes = _silences(node, timeline)
+        if not episodes:
+            continue
+        subject = f"{timeline.bus}/{node.family}/{node.address}"
+        fields = {
+            **_base(timeline),
+            "family": node.family.replace("_", " "),
+            "address": node.address,
+            "silent": _silent_words(episodes, timeline.end),
+        }
+        evidence = {
+            "first_seen": node.first_seen,
+            "last_seen": node.last_seen,
+            "timeout_s": node.timeout_s,
+            "dropouts": sum(1 for e in episodes if e.end is not None),
+            "never_came_back": episodes[-1].end is None,
+        }
+        out.append(
+            IntervalFinding("CAN_NODE_OFFLINE", subject, episodes, fields, evidence, node.timeout_s)
+        )
+    return out
+
+
+def _silences(node: NodePresence, timeline: BusTimeline) -> tuple[Episode, ...]:
+    episodes = [Episode(before, after) for before, after in node.gaps]
+    end = timeline.end
+    if node.last_seen is None:
+        if node.expected and timeline.start is not None:
+            episodes.append(Episode(timeline.start, None))  # expected, never heard
+    elif end is not None and end - node.last_seen > node.timeout_s:
+        episodes.append(Episode(node.last_seen, None))  # never came back
+    return tuple(sorted(episodes, key=lambda e: e.start))
+
+
+def _silent_words(episodes: Sequence[Episode], end: float | None) -> str:
+    last = episodes[-1]
+    if last.end is None:
+        head = "never heard" if end is None else f"silent for the last {end - last.start:.1f} s"
+        earlier = len(episodes) - 1
+        return head + (f", after {earlier} earlier dropout(s)" if earlier else "")
+    longest = max(e.duration() or 0.0 for e in episodes)
+    if len(episodes) == 1:
+        return f"silent for {longest:.1f} s"
+    return f"silent {len(episodes)} times, longest {longest:.1f} s"
+
+
+# -- contactors ------------------------------------------------------------------------------
+
+
+def contactor_faults(book: RuleBook, timeline: BusTimeline) -> list[IntervalFinding]:
+    out = []
+    for trace in timeline.contactors:
+        mismatch, weld = _contactor_episodes(book, trace, timeline.end)
+        subject = f"{timeline.bus}/{trace.name}"
+        fields = {**_base(timeline), "contactor": trace.name}
+        evidence = {"last_seen": trace.last_seen}
+        if weld:
+            ev = {**evidence, "weld_bit_set": bool(trace.weld_bits)}
+            proof = 0.0 if trace.weld_bits else book.t("contactor_weld_s")
+            out.append(IntervalFinding("CONTACTOR_WELD", subject, weld, fields, ev, proof))
+        if mismatch:
+            proof = book.t("contactor_feedback_s")
+            out.append(
+                IntervalFinding("CONTACTOR_MISMATCH", subject, mismatch, fields, evidence, proof)
+            )
+    return out
+
+
+def _contactor_episodes(
+    book: RuleBook, trace: ContactorTrace, end: float | None
+) -> tuple[tuple[Episode, ...], tuple[Episode, ...]]:
+    feedback_s = book.t("contactor_feedback_s")
+    weld_s = book.t("contactor_weld_s")
+    coil_off = book.t("coil_off_a")
+    mismatch: list[Episode] = []
+    weld = [Episode(a, b) for a, b in trace.weld_bits]
+    for d in trace.disagreements:
+        stop = d.end if d.end is not None else end
+        lasted = None if stop is None else stop - d.start
+        stuck_closed = d.command == OPEN and d.feedback == CLOSED
+        no_coil = d.coil_max is None or d.coil_max < coil_off
+        if stuck_closed and no_coil and (lasted is None or lasted > weld_s):
+            weld.append(Episode(d.start, d.end))
+        elif lasted is None or lasted >= feedback_s:
+            mismatch.append(Episode(d.start, d.end))
+    return tuple(settle(mismatch)), tuple(settle(weld))
