@@ -42,6 +42,7 @@ KNOWN_ROLES = frozenset(
         "contactor:command",
         "contactor:feedback",
         "contactor:weld",
+        "contactor:coil_current",
         "cooling:pump_command",
         "cooling:flow",
         "cooling:coolant_temperature",
