@@ -23,7 +23,10 @@ DEFAULT_LISTEN_S = 5.0
 
 
 def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    from candiag.cli.args import add_command
+
+    parser = add_command(
+        subparsers,
         "probe",
         help="find an unknown bus's bitrate (listen-only scan) and protocol pack",
         description=(
@@ -33,6 +36,11 @@ def register(subparsers: Any) -> None:
             "but silent, and the identifiers no pack explains. candiag never transmits: "
             "adapters without a listen-only switch are refused for the scan, and on SocketCAN "
             "the link's rate is used (probe says how to set another with ip link)."
+        ),
+        example_lines=(
+            "candiag probe -i pcan -c PCAN_USBBUS1",
+            "candiag probe -i pcan -c PCAN_USBBUS1 --bitrates 125k,250k --json probe.json",
+            "candiag probe --capture charger.log --config-snippet bus.toml",
         ),
     )
     source = parser.add_mutually_exclusive_group(required=True)
