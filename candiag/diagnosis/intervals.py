@@ -212,7 +212,7 @@ def contactor_faults(book: RuleBook, timeline: BusTimeline) -> list[IntervalFind
         mismatch, weld = _contactor_episodes(book, trace, timeline.end)
         subject = f"{timeline.bus}/{trace.name}"
         fields = {**_base(timeline), "contactor": trace.name}
-        evidence = {"last_seen": trace.last_seen}
+        evidence = _contactor_evidence(trace)
         if weld:
             ev = {**evidence, "weld_bit_set": bool(trace.weld_bits)}
             proof = 0.0 if trace.weld_bits else book.t("contactor_weld_s")
@@ -223,6 +223,23 @@ def contactor_faults(book: RuleBook, timeline: BusTimeline) -> list[IntervalFind
                 IntervalFinding("CONTACTOR_MISMATCH", subject, mismatch, fields, evidence, proof)
             )
     return out
+
+
+def _contactor_evidence(trace: ContactorTrace) -> dict[str, Any]:
+    """What the technician checks: the values of the latest disagreement, the longest one,
+    the coil current during it (None: not known) and when the board was last heard."""
+    evidence: dict[str, Any] = {"last_seen": trace.last_seen}
+    if trace.disagreements:
+        latest = trace.disagreements[-1]
+        lengths = [d.end - d.start for d in trace.disagreements if d.end is not None]
+        evidence.update(
+            command=latest.command,
+            feedback=latest.feedback,
+            disagreements=len(trace.disagreements),
+            longest_s=round(max(lengths), 3) if lengths else None,
+            coil_current_max_a=latest.coil_max,
+        )
+    return evidence
 
 
 def _contactor_episodes(
