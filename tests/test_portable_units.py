@@ -19,7 +19,8 @@ from collections import deque
 import pytest
 
 from candiag.ingest.live import WINDOWS_INTERFACES, interface_unavailable_here
-from candiag.tui.terminal import KeyReader, PosixKeys, WindowsConsoleKeys, stop_signals
+from candiag.stopsignals import stop_signals
+from candiag.tui.terminal import KeyReader, PosixKeys, WindowsConsoleKeys
 
 
 class ConsoleKeys:

@@ -18,10 +18,10 @@ import pytest
 
 from candiag.cli import main
 from candiag.cli.probe import parse_rates
-from candiag.decode.protocol_id import identify
 from candiag.errors import InputError
 from candiag.ingest.frames import FrameBatch
 from candiag.ingest.scan import DEFAULT_CANDIDATES, choose, scan_bitrates, scan_refusal
+from candiag.liveness.protocol_id import identify
 from candiag.sim.faults import parse_fault
 from candiag.sim.protocols import PROTOCOL_NAMES
 from candiag.sim.protocols.engine import ProtocolSimConfig, ProtocolSimulator

@@ -1,7 +1,7 @@
 """``candiag probe``: the first minute on an unknown charger: which bitrate, which protocol.
 
 Live: a listen-only bitrate scan (:mod:`candiag.ingest.scan`), then listening at the rate
-found and scoring every protocol pack on the traffic (:mod:`candiag.decode.protocol_id`).
+found and scoring every protocol pack on the traffic (:mod:`candiag.liveness.protocol_id`).
 ``--capture FILE`` does the second part on a recording.  Output: a short verdict, ``--json``
 and a ``candiag.toml`` bus section (``--config-snippet FILE``) that ``check-config`` accepts.
 Never transmits (docs/probe.md).
@@ -109,8 +109,8 @@ def _say(text: str) -> None:
 
 
 def _probe_live(args: argparse.Namespace) -> dict[str, Any]:
-    from candiag.decode.protocol_id import identify, pack_files
     from candiag.ingest.scan import DEFAULT_CANDIDATES, choose, scan_bitrates, scan_refusal
+    from candiag.liveness.protocol_id import identify, pack_files
 
     candidates = parse_rates(args.bitrates) if args.bitrates else list(DEFAULT_CANDIDATES)
     result: dict[str, Any] = {"source": f"{args.interface} {args.channel}", "scan": []}
@@ -177,8 +177,8 @@ def _listen(interface: str, channel: str, bitrate: int | None, seconds: float) -
 def _probe_capture(args: argparse.Namespace) -> dict[str, Any]:
     from candiag.capture import read_capture
     from candiag.capture.metadata import read_recording_metadata
-    from candiag.decode.protocol_id import identify, pack_files
     from candiag.health.bitrate import BitrateEvidence
+    from candiag.liveness.protocol_id import identify, pack_files
 
     batch, _stats = read_capture(args.capture)
     meta = read_recording_metadata(args.capture).metadata

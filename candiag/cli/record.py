@@ -158,7 +158,7 @@ def _run(args: argparse.Namespace) -> int:
     from candiag.cli.outputs import check_outputs, wrote
     from candiag.ingest.filters import parse_filters
     from candiag.ingest.live import BusReader
-    from candiag.tui.terminal import stop_signals
+    from candiag.stopsignals import stop_signals
 
     _positive(args.rotate_size, "--rotate-size")
     _positive(args.rotate_time, "--rotate-time")

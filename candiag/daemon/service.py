@@ -476,7 +476,7 @@ def signal_handlers(daemon: Daemon) -> Iterator[None]:
 
     ``candiag demo`` runs this on Windows too: there Ctrl-Break (SIGBREAK) also stops and
     there is no SIGHUP (and no reload)."""
-    from candiag.tui.terminal import stop_signals
+    from candiag.stopsignals import stop_signals
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         daemon.request_stop()

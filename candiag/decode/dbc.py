@@ -86,6 +86,7 @@ __all__ = [
     "load_dbc_paths",
     "load_dbc_text",
     "load_reference_database",
+    "packs_dir",
     "reference_dbc_dir",
     "warning_lines",
 ]
@@ -260,6 +261,11 @@ def _lookup(sorted_keys: U32, index: I32, keys: U32) -> I32:
 
 
 # -- loading ------------------------------------------------------------------------------
+
+
+def packs_dir() -> Path:
+    """The shipped protocol packs (``candiag/data/packs``, docs/protocols.md)."""
+    return Path(__file__).resolve().parent.parent / "data" / "packs"
 
 
 def reference_dbc_dir() -> Path:

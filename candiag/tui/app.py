@@ -31,10 +31,10 @@ from rich.console import Console
 
 from candiag.errors import RecordingError
 from candiag.ingest.filters import FrameFilter
+from candiag.stopsignals import stop_signals
 from candiag.tui.plain import active_finding_line, finding_line, plain_summary
 from candiag.tui.rawview import RawViews
 from candiag.tui.session import MonitorSession
-from candiag.tui.terminal import stop_signals
 from candiag.tui.view import (
     ScreenState,
     ScrollState,

@@ -23,7 +23,6 @@ would take over the terminal (and its own event loop) for four keys.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 from typing import Any, Protocol
@@ -32,17 +31,6 @@ TermAttrs = list[Any]  # termios.tcgetattr's list
 WINDOWS_KEY_POLL_S = 0.02
 # A console key's first code when a second one follows (arrows, F-keys, Home, ...).
 _WINDOWS_KEY_PREFIXES = ("\x00", "\xe0")
-
-
-def stop_signals() -> tuple[signal.Signals, ...]:
-    """The signals that mean "stop" to a field command here: Ctrl-C (SIGINT) and SIGTERM
-    everywhere, and Ctrl-Break (SIGBREAK) in a Windows console.  Never SIGHUP: it does not
-    exist on Windows (the daemon alone uses it, on Linux)."""
-    signals = [signal.SIGINT, signal.SIGTERM]
-    ctrl_break = getattr(signal, "SIGBREAK", None)
-    if ctrl_break is not None:
-        signals.append(ctrl_break)
-    return tuple(signals)
 
 
 class _Keys(Protocol):

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import cantools
 
+from candiag.decode.dbc import packs_dir
 from candiag.errors import DbcError
 
 #: Pack file of every protocol the simulator plays (``--protocol NAME``).
@@ -27,11 +27,6 @@ PACK_FILES = {
     "huawei": "huawei_r100040gx.dbc",
     "sinexcel": "sinexcel.dbc",
 }
-
-
-def packs_dir() -> Path:
-    """The shipped protocol packs: ``candiag/data/packs``."""
-    return Path(str(resources.files("candiag").joinpath("data", "packs")))
 
 
 def pack_path(protocol: str) -> Path:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from candiag.decode.dbc import ChargerDatabase, load_dbc_paths
+from candiag.decode.dbc import ChargerDatabase, load_dbc_paths, packs_dir
 from candiag.decode.decoder import DIRECTION_REQUEST, BatchDecoder, DecodeResult
 from candiag.decode.identify import _in_range_share
 from candiag.ingest.frames import FrameBatch, format_can_id
@@ -117,7 +117,6 @@ class Identification:
 
 def pack_files(extra: list[str] | None = None) -> list[Path]:
     """The shipped packs (``candiag/data/packs``) and any DBC files given."""
-    from candiag.sim.protocols.packs import packs_dir
 
     files = sorted(packs_dir().glob("*.dbc"))
     return files + [Path(p) for p in extra or []]
