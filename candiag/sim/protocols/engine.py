@@ -806,6 +806,13 @@ class ProtocolSimulator:
         return FrameBatch.concat([batch, *markers]) if markers else batch
 
 
+def next_cycle(t: float, first: float, period: float) -> float:
+    """The first cycle start (``first + k * period``, k >= 0) at or after ``t``."""
+    if not math.isfinite(t):
+        return t
+    return first + max(math.ceil((t - first) / period), 0) * period
+
+
 def periodic_times(t0: float, t1: float, first: float, period: float) -> F64:
     """``first + k * period`` inside ``[t0, t1)``, k >= 0."""
     k0 = max(math.ceil((t0 - first) / period), 0)

@@ -32,6 +32,7 @@ from candiag.sim.protocols.engine import (
     Values,
     be_bytes,
     f32_bytes,
+    next_cycle,
     periodic_times,
     rows,
 )
@@ -74,20 +75,17 @@ class Infy(CycleProtocol):
         self.serial_until = [self._serial_known(k) for k in range(ctx.modules)]
 
     # -- when EVerest drops a module and when it knows its serial ----------------------------
-    def _cycle_after(self, t: float) -> float:
-        if not math.isfinite(t):
-            return t
-        k = max(math.ceil((t - self.first) / self.period), 0)
-        return self.first + k * self.period
 
     def _drop_time(self, module: int) -> float:
         """The poll at which EVerest removes the module: 15 s after its last status answer,
         if it had answered before and is still silent (``remove_expired_telemetry_entries``)."""
         for w in sorted(self.ctx.windows("module_silent", module), key=lambda w: w.begin):
-            last = self._cycle_after(w.begin) - self.period  # the last poll it answered
+            last = (
+                next_cycle(w.begin, self.first, self.period) - self.period
+            )  # the last poll it answered
             if last < self.first:
                 continue  # never answered before: EVerest has no entry to expire
-            drop = self._cycle_after(last + DROP_S + 1e-6)
+            drop = next_cycle(last + DROP_S + 1e-6, self.first, self.period)
             if drop < w.end:
                 return drop
         return math.inf

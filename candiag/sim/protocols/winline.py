@@ -33,6 +33,7 @@ from candiag.sim.protocols.engine import (
     be_bytes,
     f32_bytes,
     fault_module,
+    next_cycle,
     periodic_times,
     rows,
 )
@@ -95,12 +96,6 @@ class Winline(CycleProtocol):
         self.inactive = [self._inactive(k) for k in range(ctx.modules)]
         self.serial_until = [self._serial_known(k) for k in range(ctx.modules)]
 
-    def _cycle_after(self, t: float) -> float:
-        if not math.isfinite(t):
-            return t
-        k = max(math.ceil((t - self.first) / self.period), 0)
-        return self.first + k * self.period
-
     def _no_refresh(self, module: int) -> list[Window]:
         """When no good reply refreshes the module: it is silent, or every request to it is
         rejected (error replies return before the refresh, WinlineCanDevice.cpp)."""
@@ -119,12 +114,18 @@ class Winline(CycleProtocol):
         last refresh (the configuration time counts as one) to the poll after it answers."""
         out = []
         for w in self._no_refresh(module):
-            last = max(self._cycle_after(w.begin) - self.period, self.ctx.start_time)
-            drop = self._cycle_after(last + DROP_S + 1e-6)
+            last = max(
+                next_cycle(w.begin, self.first, self.period) - self.period, self.ctx.start_time
+            )
+            drop = next_cycle(last + DROP_S + 1e-6, self.first, self.period)
             if drop >= w.end:
                 continue
             # Answered at the first poll after, re-added at the next one.
-            back = self._cycle_after(w.end) + self.period if math.isfinite(w.end) else math.inf
+            back = (
+                next_cycle(w.end, self.first, self.period) + self.period
+                if math.isfinite(w.end)
+                else math.inf
+            )
             out.append(Window(drop, back))
         return out
 
