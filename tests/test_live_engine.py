@@ -291,7 +291,14 @@ def test_after_a_bus_off_and_restart_state_counters_and_findings_agree() -> None
         # Restarted: error-active, and the counters a restart resets are 0, not the 136 before.
         assert report["state"] == "error_active"
         assert (errors["tec_last"], errors["rec_last"]) == (0, 0)
-        assert "CAN_BUS_OFF" in codes(pair.session.findings())  # within the last minute
+        # The bus-off is one episode, from the bus-off frame to the restart (exact bounds,
+        # issue 15): over now, so the finding is kept with its end, not shown as active.
+        (bus_off,) = [
+            f for f in pair.session.engine.diagnosis.all_findings_flat() if f.code == "CAN_BUS_OFF"
+        ]
+        (episode,) = bus_off.episodes  # on the live clock: frame time plus the reader's lag
+        assert episode.end is not None and episode.end - episode.start == pytest.approx(1.0)
+        assert "CAN_BUS_OFF" not in codes(pair.session.findings())
         assert report["bus_state"]["bus_off_events"] == 1  # type: ignore[index]
         assert report["bus_state"]["restarts"] == 1  # type: ignore[index]
         assert_views_agree(pair)
