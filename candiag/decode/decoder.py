@@ -248,8 +248,13 @@ class _WordPlan:
         self.n_int = kinds.count("int")
         self.n_float = kinds.count("float")
         self.others = [(j, p.signal) for j, p in enumerate(ordered) if kinds[order[j]] == "other"]
-        # Position in kind order of each signal in message order.
-        self.inverse = np.argsort(np.array(order, np.intp)).tolist()
+        # Position in kind order of each signal in message order (the inverse permutation,
+        # written out: numpy's SIMD argsort gave a wrong permutation under QEMU's CPU
+        # emulation in the microVM, which shifted decoded values between signals there).
+        inverse = [0] * len(order)
+        for position, index in enumerate(order):
+            inverse[index] = position
+        self.inverse = inverse
         self.shifts = np.array([[p.shift] for p in ordered], np.uint64).reshape(-1, 1)
         self.masks = np.array([[int(p.mask)] for p in ordered], np.uint64).reshape(-1, 1)
         big = [p.window[0] == "big" for p in ordered]

@@ -432,7 +432,7 @@ def _judge_level(s: _Channel, level: int, seen: BitrateInference) -> BitrateInfe
 def _densest(s: _Channel, forgiven: int) -> float:
     if not s.densest.size:
         return 0.0
-    ordered = np.sort(s.densest)[::-1]
+    ordered = np.sort(s.densest, kind="stable")[::-1]
     return float(ordered[min(forgiven, ordered.size - 1)])
 
 

@@ -343,7 +343,7 @@ class LivenessTracker:
         for g, (message, node) in enumerate(groups.tolist()):
             by_module.setdefault((self._protocol_of[message], node), []).append(rows[inverse == g])
         for (proto, node), parts in by_module.items():
-            sel = np.sort(np.concatenate(parts))
+            sel = np.sort(np.concatenate(parts), kind="stable")
             mod = self._module(proto, node)
             got = first[sel] >= 0
             mod.requests += int(sel.size)

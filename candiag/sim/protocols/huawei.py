@@ -140,7 +140,8 @@ class Huawei(CycleProtocol):
         off = ctx.session_times(t_lo, t_hi, m.session_s)
         # An on/off change is followed by the setpoints (tx_thread), also when switching off.
         setpoints = np.sort(
-            np.concatenate([on + 0.001, off + 0.001, ctx.setpoint_times(t_lo, t_hi)])
+            np.concatenate([on + 0.001, off + 0.001, ctx.setpoint_times(t_lo, t_hi)]),
+            kind="stable",
         )
         parts = [
             self._to_all(on, CONTROL, POWER_ON_OFF, byte3=0),

@@ -97,7 +97,9 @@ class UUGreen(CycleProtocol):
         n = ctx.modules
         on = ctx.session_times(t_lo, t_hi, m.precharge_at)
         off = ctx.session_times(t_lo, t_hi, m.session_s)
-        setpoints = np.sort(np.concatenate([on + 0.001, ctx.setpoint_times(t_lo, t_hi)]))
+        setpoints = np.sort(
+            np.concatenate([on + 0.001, ctx.setpoint_times(t_lo, t_hi)]), kind="stable"
+        )
         volts = ctx.target_voltage(setpoints)
         amps = ctx.session.current(setpoints + 1.0) / n
         for k, address in enumerate(ctx.addresses):
