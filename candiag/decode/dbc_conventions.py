@@ -6,6 +6,9 @@ masks and families, identifier fields of protocol packs, cycle times, signal rol
 what candiag relies on and keeping every deviation as a warning at its line
 (docs/dbc.md).  :func:`resolve_duplicates` decides between two definitions of one message
 across the loaded files.
+
+Why one file of ~620 lines: each Candiag* convention is a small check, and they run in
+one pass over a message; the rest of DBC loading is in :mod:`candiag.decode.dbc`.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ signals past the message end are not in :attr:`MessageDef.signals` at all.  IEEE
 floats (16 bits) are decoded like cantools' bitstruct does, and integer signals longer
 than 64 bits (CAN FD) are decoded exactly as Python ints, frame by frame: no numpy type
 holds them, and no real DBC seen has one (docs/dbc.md).
+
+Why one file of ~630 lines: the plans (signal, word, multiplexer) and the batch decoder
+that runs them are one algorithm.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ Time is frame time: a capture supplies its own timestamps, a live bus advances
 the windows to wall time with :meth:`BusPipeline.advance`.  With
 ``keep_history=True`` (offline reports) it also keeps per-second series for
 plots (:class:`Timeline`).
+
+Why one file of ~700 lines: it is the one place the trackers are chained and the one
+report builder; splitting the builder from the chain would give two places to keep in step.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ From the signals' DBC roles (``CandiagRole``) it also derives the few plant
 facts the diagnosis rules check: contactor command vs feedback (and for how
 long they have disagreed), weld flags, coolant pump command, flow and
 temperature, and the modules' summed output current against the DC meter's.
+
+Why one file of ~670 lines: signal statistics and the facts read from signals
+(contactors, cooling, currents) share one vectorized table per message.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ We do not use ``can.Notifier``: its thread dies (or spins) when ``recv`` raises,
 e.g. PCAN's bus-off ``PcanCanOperationError`` or an unplugged adapter
 (docs/can-errors.md §4.3).  :class:`BusReader` instead marks the bus down and
 reopens it with exponential backoff.
+
+Why one file of ~620 lines: everything that may open a bus is here, so the listen-only
+rule is enforced (and reviewed) in one place.
 """
 
 from __future__ import annotations

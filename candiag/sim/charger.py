@@ -10,6 +10,9 @@ capture has physically possible timing.  ``generate(t0, t1)`` is pure numpy per
 message (no per-frame Python) and encodes with :class:`MessageEncoder`, which
 is byte-identical to cantools.  Chunks must be requested in increasing time
 order for the plant state to carry over (an earlier ``t0`` restarts the plant).
+
+Why one file of ~700 lines: one message model per reference-DBC family, each a few lines
+of numpy, read best side by side with the wire model that stamps them.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ Names in the view come from files (DBC node families, firmware strings and alarm
 meter profiles, capture channel names, configured ports): every cell and line is a
 :class:`~rich.text.Text`, never a string rich would read as markup (``[/]`` in a family
 name is shown as it is, it does not end the view).
+
+Why one file of ~700 lines: every part of one screen (buses, nodes, meters, findings, the
+raw view, fitting and scrolling) shares the same styles and widths; the plain lines are
+:mod:`candiag.tui.plain`.
 """
 
 from __future__ import annotations

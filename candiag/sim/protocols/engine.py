@@ -28,6 +28,9 @@ module does the rest for every protocol alike:
 
 Everything is numpy over the requests or answers of a chunk; Python loops run over
 modules, fault windows or controller cycles, never over frames.
+
+Why one file of ~880 lines: requests, answers, the context and the cycle protocols are
+the one engine every protocol simulator subclasses; apart, each would import all the others.
 """
 
 from __future__ import annotations
