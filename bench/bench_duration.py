@@ -65,7 +65,7 @@ from candiag.decode.dbc import load_reference_database
 started = time.perf_counter()
 result = analyze_capture(sys.argv[1], load_reference_database(), bitrate={bitrate})
 print(json.dumps({{"seconds": time.perf_counter() - started,
-                  "frames": result.report["frames"]["total"],
+                  "frames": result.report.frames.total,
                   "evaluations": result.evaluations}}))
 """
 
