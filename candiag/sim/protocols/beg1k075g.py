@@ -31,10 +31,11 @@ from candiag.sim.protocols.engine import (
     be_bytes,
     rows,
 )
+from candiag.sim.protocols.infy import DEV_SINGLE, can_id
 
 CONTROLLER = 0xF0
 READ, WRITE = 0x23, 0x24
-DEV_SINGLE, DEV_GROUP = 0x0A, 0x0B
+DEV_GROUP = 0x0B  # a group of modules (DEV_SINGLE: one module, as Infy V1.13)
 BROADCAST_ADDRESS, GROUP = 0x3F, 0x00
 DC_VOLTAGE, DC_CURRENT, STATUS, INVERTER, WALK_IN, MODE = (
     0x1001,
@@ -47,23 +48,6 @@ DC_VOLTAGE, DC_CURRENT, STATUS, INVERTER, WALK_IN, MODE = (
 ON, OFF, DISABLED, RECTIFIER = 0xA0, 0xA1, 0xA0, 0xA0
 STEP_S = 0.050  # usleep(50000) after every frame
 WRITE_KIND = 0x10000  # kind = register | WRITE_KIND for writes
-
-
-def can_id(
-    cmd: int | I64,
-    dst: int | I64,
-    src: int | I64,
-    dev: int | I64 = DEV_SINGLE,
-    error: int | I64 = 0,
-) -> U32:
-    out = (
-        (np.asarray(error, np.int64) << 26)
-        | (np.asarray(dev, np.int64) << 22)
-        | (np.asarray(cmd, np.int64) << 16)
-        | (np.asarray(dst, np.int64) << 8)
-        | np.asarray(src, np.int64)
-    )
-    return out.astype(np.uint32)
 
 
 class BEG1K075G(CycleProtocol):
@@ -125,7 +109,7 @@ class BEG1K075G(CycleProtocol):
         dst = np.where(dev == DEV_GROUP, GROUP, BROADCAST_ADDRESS)
         kind = register | np.where(cmd == WRITE, WRITE_KIND, 0)
         # Broadcast and group 0 both reach the one module (index 0).
-        return Requests.build(times, 0, kind, can_id(cmd, dst, CONTROLLER, dev), data)
+        return Requests.build(times, 0, kind, can_id(cmd, dst, CONTROLLER, dev=dev), data)
 
     def responders(self, req: Requests) -> tuple[IntpArray, I64, I64]:
         index = np.arange(len(req), dtype=np.intp)  # the one module answers every request
@@ -150,4 +134,4 @@ class BEG1K075G(CycleProtocol):
         data[write, 4:8] = 0  # write answers: register only (UNCERTAIN, see the pack)
         data[error != 0, 4:8] = 0
         cmd = np.where(write, WRITE, READ)
-        return can_id(cmd, CONTROLLER, 0, DEV_SINGLE, error), data
+        return can_id(cmd, CONTROLLER, 0, error), data

@@ -47,11 +47,19 @@ DROP_S = 15.0  # EVerest device_connection_timeout_s default
 MAX_V, MIN_V, MAX_I, RATED_W = 1000, 150, 100.0, 30_000
 
 
-def can_id(cmd: int | I64, dst: int | I64, src: int | I64, error: int | I64 = 0) -> U32:
-    """Infy identifier: error 28..26, device 25..22, command 21..16, dst 15..8, src 7..0."""
+def can_id(
+    cmd: int | I64,
+    dst: int | I64,
+    src: int | I64,
+    error: int | I64 = 0,
+    *,
+    dev: int | I64 = DEV_SINGLE,
+) -> U32:
+    """Infy identifier: error 28..26, device 25..22, command 21..16, dst 15..8, src 7..0
+    (also the BEG1K075G's, whose group requests use device 0x0B)."""
     out = (
         (np.asarray(error, np.int64) << 26)
-        | (DEV_SINGLE << 22)
+        | (np.asarray(dev, np.int64) << 22)
         | (np.asarray(cmd, np.int64) << 16)
         | (np.asarray(dst, np.int64) << 8)
         | np.asarray(src, np.int64)
