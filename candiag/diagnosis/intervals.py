@@ -31,21 +31,17 @@ times has three episodes (its ``occurrences``), each with its true bounds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from candiag.diagnosis.engine import RuleBook
 from candiag.diagnosis.episodes import Episode, settle
+from candiag.diagnosis.intervalrule import IntervalFinding, IntervalRule
 from candiag.diagnosis.timeline import BusTimeline, ContactorTrace, NodePresence
 from candiag.health.signals import CLOSED, OPEN
 
-#: The codes interval rules own: instants do not judge them.
-INTERVAL_CODES = frozenset(
-    {"CAN_NODE_OFFLINE", "CONTACTOR_MISMATCH", "CONTACTOR_WELD", "CAN_BUS_OFF", "CAN_ERROR_PASSIVE"}
-)
 #: Window rules whose episodes are bounded by their per-second evidence: the columns
 #: (any > 0 is evidence) and the window the instant rule reads.
 WINDOW_EVIDENCE: dict[str, tuple[tuple[str, ...], int]] = {
@@ -59,30 +55,16 @@ WINDOW_EVIDENCE: dict[str, tuple[tuple[str, ...], int]] = {
 STATE_CODES = {"CAN_BUS_OFF": "bus_off", "CAN_ERROR_PASSIVE": "error_passive"}
 
 
-@dataclass(frozen=True)
-class IntervalFinding:
-    """One (code, subject) with its episodes, and the fields its texts are filled with."""
-
-    code: str
-    subject: str
-    episodes: tuple[Episode, ...]
-    fields: Mapping[str, Any] = field(default_factory=dict)
-    evidence: Mapping[str, Any] = field(default_factory=dict)
-    # How long after an episode's start the evidence proves it (its raise threshold).
-    proof_s: float = 0.0
-
-
 def interval_findings(book: RuleBook, timelines: Sequence[BusTimeline]) -> list[IntervalFinding]:
     """Every interval rule over every bus's timeline."""
     out: list[IntervalFinding] = []
     for timeline in timelines:
-        out.extend(bus_states(timeline))
-        out.extend(node_offline(book, timeline))
-        out.extend(contactor_faults(book, timeline))
+        for rule in RULES:
+            out.extend(rule.find(book, timeline))
     return out
 
 
-def bus_states(timeline: BusTimeline) -> list[IntervalFinding]:
+def bus_states(book: RuleBook, timeline: BusTimeline) -> list[IntervalFinding]:
     """Bus-off and error-passive: the controller's stays in those states."""
     out = []
     for code, state in STATE_CODES.items():
@@ -260,3 +242,15 @@ def _contactor_episodes(
         elif lasted is None or lasted >= feedback_s:
             mismatch.append(Episode(d.start, d.end))
     return tuple(settle(mismatch)), tuple(settle(weld))
+
+
+# -- the registry ----------------------------------------------------------------------------
+
+#: Every interval rule, each group with the codes it owns (instants do not judge them).
+RULES: tuple[IntervalRule, ...] = (
+    IntervalRule(frozenset(STATE_CODES), bus_states),
+    IntervalRule(frozenset({"CAN_NODE_OFFLINE"}), node_offline),
+    IntervalRule(frozenset({"CONTACTOR_MISMATCH", "CONTACTOR_WELD"}), contactor_faults),
+)
+#: The codes interval rules own: instants do not judge them.
+INTERVAL_CODES: frozenset[str] = frozenset().union(*(rule.codes for rule in RULES))
