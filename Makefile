@@ -11,7 +11,7 @@ all: test
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,lint]'
+	$(PY) -m pip install --quiet -e '.[test,lint,mf4]'
 	touch $(STAMP)
 
 ## demo: the daemon against the built-in simulated charger (Ctrl-C to stop)

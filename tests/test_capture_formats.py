@@ -494,3 +494,53 @@ def test_help_does_not_import_asammdf() -> None:
     imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if "|" in line}
     assert "asammdf" not in imported and "pandas" not in imported
     assert "candiag" in imported  # the import log is really there
+
+
+def _imported(args: list[str]) -> set[str]:
+    """Modules a ``candiag`` process imported (over 100 µs: a failed import costs a few µs,
+    and the deferred ``asammdf`` is such an import)."""
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "candiag", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    names = set()
+    for line in out.stderr.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit() and int(parts[1]) > 100:
+            names.add(parts[2].strip())
+    assert "candiag.cli" in names, out.stderr[-2000:]  # the import log is really there
+    return names
+
+
+def test_a_capture_command_defers_asammdf_even_when_installed(tmp_path: Path) -> None:
+    path = tmp_path / "one.log"
+    path.write_text("(1.0) can0 123#0102\n", encoding="utf-8")
+    imported = _imported(["analyze", str(path)])
+    assert "cantools" in imported  # the reference DBCs were read: python-can was imported
+    assert "asammdf" not in imported and "pandas" not in imported
+
+
+def test_the_command_line_still_reads_mf4_after_deferring_asammdf(tmp_path: Path) -> None:
+    pytest.importorskip("asammdf")
+    path = tmp_path / "bus.mf4"
+    writer = can.MF4Writer(str(path))
+    for i in range(5):
+        writer.on_message_received(
+            can.Message(timestamp=1.7e9 + i, arbitration_id=0x100, data=b"\1", channel=1)
+        )
+    writer.stop()
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-m", "candiag", "analyze", str(path), "--json", "-"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["capture"]["format"] == "mf4" and report["frames"]["data"] == 5
+
+
+def test_a_command_imports_only_its_own_subcommand_module() -> None:
+    imported = _imported(["analyze", "--help"])
+    assert "candiag.analysis" not in imported  # help does not import the work either
+    assert not {"candiag.cli.simulate", "candiag.cli.monitor", "candiag.sim.scenarios"} & imported

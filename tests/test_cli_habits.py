@@ -563,3 +563,19 @@ def test_an_empty_recording_is_named_by_its_channel(
     assert main(["analyze", str(out), "--json", "-"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["capture"]["channels"] == ["habits-empty0"]  # not "can"
+
+
+def test_the_parser_of_one_command_knows_only_it_and_help_knows_all() -> None:
+    one = build_parser("check-config")
+    assert one.parse_args(["check-config", "x.toml"]).command == "check-config"
+    with pytest.raises(SystemExit):
+        one.parse_args(["analyze", "x.log"])  # not registered: only the command asked for
+    every = build_parser(None)
+    assert every.parse_args(["analyze", "x.log"]).command == "analyze"
+
+
+def test_a_mistyped_command_still_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["analyz", "x.log"])
+    err = capsys.readouterr().err
+    assert "invalid choice" in err and "analyze" in err and "simulate" in err

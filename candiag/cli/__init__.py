@@ -36,7 +36,13 @@ SUBCOMMANDS: tuple[str, ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``command`` (a subcommand's name) only that subcommand's part.
+
+    Each subcommand's module imports what it runs on (numpy, rich, the simulator, the
+    report): registering only the one asked for keeps start-up to what it needs
+    (bench/bench_startup.py).  Help and unknown commands get every subcommand.
+    """
     from candiag.cli.args import HelpFormatter, examples
 
     parser = argparse.ArgumentParser(
@@ -56,13 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"candiag {__version__}")
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
+    module = None if command is None else command.replace("-", "_")
+    for name in (module,) if module in SUBCOMMANDS else SUBCOMMANDS:
         importlib.import_module(f"candiag.cli.{name}").register(subparsers)
     return parser
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names (its first word), or None (help, version, none)."""
+    return argv[0] if argv and not argv[0].startswith("-") else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    from candiag.deferred_imports import defer_mf4
+
+    defer_mf4()  # asammdf and pandas only when an MF4 file is read (0.7 s otherwise)
+    parser = build_parser(_command_of(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if args.command is None:  # `candiag` alone: what it can do, as git and pip answer
         parser.print_help()

@@ -37,7 +37,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import cantools
 import numpy as np
 import numpy.typing as npt
 
@@ -131,6 +130,8 @@ class ChargerDatabase:
     @cached_property
     def cantools_db(self) -> Any:
         """The messages as one cantools database (built when first asked for)."""
+        import cantools  # lazily: see dbc_cantools.cantools_load
+
         with CANTOOLS_LOG.capture():  # renamed duplicates: cantools logs "Overwriting"
             return cantools.database.can.Database(
                 messages=[m.cantools_message for m in self.messages], strict=False

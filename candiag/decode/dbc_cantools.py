@@ -16,10 +16,7 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
-
-import cantools
-from cantools.database.errors import UnsupportedDatabaseFormatError
+from typing import TYPE_CHECKING, Any
 
 from candiag.decode.dbc_model import FileProblems, MessageDef, WarningKind
 from candiag.decode.dbc_text import (
@@ -29,6 +26,9 @@ from candiag.decode.dbc_text import (
     MessageLine,
 )
 from candiag.errors import DbcError
+
+if TYPE_CHECKING:
+    from cantools.database.errors import UnsupportedDatabaseFormatError
 
 # -- cantools' log lines ---------------------------------------------------------------------
 
@@ -87,6 +87,11 @@ def cantools_load(
     types to nothing, so candiag reports each at its line and reads the file without them
     (strict mode refuses them).
     """
+    # Imported here: cantools (and python-can, which its tester imports) cost ~0.1 s of
+    # start-up that commands reading no DBC must not pay (bench/bench_startup.py).
+    import cantools
+    from cantools.database.errors import UnsupportedDatabaseFormatError
+
     blanked: set[int] = set()
     for _attempt in range(4):  # undefined attributes, unused VAL_, unused SIG_VALTYPE_
         try:

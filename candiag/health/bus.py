@@ -20,7 +20,6 @@ from candiag.health.errorframes import ErrorFrameSummary
 from candiag.health.ids import IdStats
 from candiag.health.jsontypes import JsonObject
 from candiag.health.linkstats import InterfaceDropCounter, LinkStats
-from candiag.health.pcan import pcan_error_frames_to_socketcan
 from candiag.health.windows import BusWindows
 from candiag.ingest.frames import FLAG_ERROR, FLAG_REMOTE, FrameBatch
 
@@ -87,6 +86,10 @@ class BusHealth:
         if len(batch) == 0:
             return
         if self.pcan_error_layout:
+            # Imported here: the PCAN constants come from python-can (start-up cost for
+            # every other adapter and for captures, bench/bench_startup.py).
+            from candiag.health.pcan import pcan_error_frames_to_socketcan
+
             batch = pcan_error_frames_to_socketcan(batch)
         if bits is None:
             bits = frame_bits(batch)

@@ -14,11 +14,13 @@ from typing import Any
 
 from candiag.capture.formats import errormap
 from candiag.capture.formats.rows import FrameRows, Sink
+from candiag.deferred_imports import restore_mf4
 from candiag.errors import CaptureError
 from candiag.ingest.frames import FrameBatch
 
 
 def available() -> bool:
+    restore_mf4()  # the command line defers asammdf until an MF4 file is read
     return importlib.util.find_spec("asammdf") is not None
 
 
