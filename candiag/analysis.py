@@ -2,11 +2,13 @@
 
 ``candiag analyze`` streams a capture through the same :class:`BusPipeline`
 the daemon uses, one pipeline per channel of the capture (each channel is a bus of
-its own: its load, error frames and nodes are its own), and evaluates the same
-:class:`DiagnosisEngine` at regular instants of *capture* time, so a finding's
-``since`` (and its clearing) is when it happened on the bus, and a fault that came
-and went still shows.  Evaluation instants are every second for the first minute,
-then every 10 s.
+its own: its load, error frames and nodes are its own).  The trackers record, while the
+frames go by, what the diagnosis needs as intervals and per-second series (each bus's
+:class:`~candiag.diagnosis.timeline.BusTimeline`); the same :class:`DiagnosisEngine`
+rules then run **once**, at the end, over each whole timeline
+(:mod:`candiag.diagnosis.intervals`), so a finding's episodes are when it happened on
+the bus, exact to the frames, a fault that came and went between any two instants
+still shows, and the cost grows with the frames, not with the capture's duration.
 
 Before the stream is analyzed, its first chunk decides what the analysis cannot know
 by itself: which of the shipped reference DBCs describe this traffic, when no DBC was
@@ -18,7 +20,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,6 @@ from candiag.capture.metadata import MetadataReading, read_recording_metadata
 from candiag.decode.dbc import ChargerDatabase
 from candiag.decode.identify import DbcMatch, select_reference_dbcs
 from candiag.diagnosis.engine import DiagnosisEngine, RuleBook, load_rulebook
-from candiag.diagnosis.intervals import INTERVAL_CODES
 from candiag.diagnosis.rules import capture_conditions
 from candiag.diagnosis.timeline import bus_timeline
 from candiag.health.bitrate import (
@@ -38,24 +38,13 @@ from candiag.health.bitrate import (
     choose_bitrate,
 )
 from candiag.health.bus import split_by_channel
-from candiag.health.busload import frame_bits
 from candiag.health.nodes import FamilyPolicy
-from candiag.health.pipeline import BusPipeline, slice_decoded
+from candiag.health.pipeline import BusPipeline
 from candiag.health.report import BusReport, TimelineReport
 from candiag.ingest.frames import FrameBatch
 
 # Frames read ahead to decide which reference DBCs describe the traffic.
 SAMPLE_FRAMES = 20_000
-
-
-def evaluation_interval(elapsed_s: float) -> float:
-    """Seconds between diagnosis evaluations, ``elapsed_s`` into the capture.
-
-    Every second for the first minute (precise time to detect on short captures), then
-    every 10 s: the shortest window the rules read, so a fault lasting 10 s or more is
-    seen by at least one evaluation however long the capture.
-    """
-    return 1.0 if elapsed_s < 60 else 10.0
 
 
 __all__ = ["AnalysisReport", "AnalysisResult", "ClockEvent", "analyze_capture"]
@@ -65,12 +54,13 @@ __all__ = ["AnalysisReport", "AnalysisResult", "ClockEvent", "analyze_capture"]
 class AnalysisResult:
     report: AnalysisReport
     timeline: TimelineReport | None  # with keep_history=True
+    # How many times the rules ran: once at the end (the timelines hold the history).
     evaluations: int
-    first_detection: dict[str, float] = field(default_factory=dict)  # code -> capture time
+    # code -> capture time (from the capture's first frame) its evidence first proved it
+    first_detection: dict[str, float] = field(default_factory=dict)
 
 
-# After its last frame a stretch of capture is still evaluated this long (timeouts fire,
-# findings settle); a longer silence is skipped, so a gap costs nothing however long.
+# A forward jump this long out of a never-set clock is a clock step, not a silence.
 SETTLE_S = 120.0
 # A silence longer than this is listed in the report's notes.
 LONG_GAP_S = 600.0
@@ -80,41 +70,6 @@ BACKWARD_STEP_S = 1.0
 # Before this (2000-01-01) a timestamp is a clock that was never set (a controller booting
 # at 1970): a jump from there to a real date is a clock step, not a silence.
 PLAUSIBLE_EPOCH = 946_684_800.0
-
-
-@dataclass
-class _Clock:
-    """Walks evaluation instants through capture time, skipping long silences."""
-
-    start: float | None = None
-    next_at: float | None = None
-    last_frame: float | None = None
-
-    def boundaries(self, ts: np.ndarray[Any, Any]) -> list[float]:
-        """Evaluation instants up to the last of the sorted timestamps ``ts``.
-
-        Instants fall on the evaluation grid, and only within :data:`SETTLE_S` after some
-        frame: across a longer silence the clock jumps to the next frame.
-        """
-        if self.start is None:
-            self.start = float(ts[0])
-            self.next_at = float(np.floor(ts[0])) + 1.0
-        assert self.next_at is not None
-        points = ts if self.last_frame is None else np.concatenate([[self.last_frame], ts])
-        gaps = np.flatnonzero(np.diff(points) > SETTLE_S).tolist()
-        out: list[float] = []
-        for g in gaps:
-            self._walk(float(points[g]) + SETTLE_S, out)
-            self.next_at = max(self.next_at, float(np.floor(points[g + 1])) + 1.0)
-        self._walk(float(ts[-1]), out)
-        self.last_frame = float(ts[-1])
-        return out
-
-    def _walk(self, until: float, out: list[float]) -> None:
-        assert self.next_at is not None and self.start is not None
-        while self.next_at <= until:
-            out.append(self.next_at)
-            self.next_at += evaluation_interval(self.next_at - self.start)
 
 
 @dataclass
@@ -260,28 +215,18 @@ def analyze_capture(
         db, matches = select_reference_dbcs(sample_batch, reference_dbcs)
     buses = _Buses(db, bitrates, policies, int(book.t("burst_errors_per_s")), keep_history)
     engine = DiagnosisEngine(book=book)
-    clock = _Clock()
-    evaluations = 0
-    first_detection: dict[str, float] = {}
     steps = _TimeSteps()
     for batch in _chain(sample, batches):
         if len(batch) == 0:
             continue
-        batch, cuts = _evaluation_cuts(steps.remap(batch), clock)
-        parts = [
-            _Part(buses.pipeline(ch), part, ends) for ch, part, ends in _per_channel(batch, cuts)
-        ]
-        for k, (_, instant) in enumerate(cuts):
-            for part in parts:
-                part.process_to(k)
-            if instant is not None:
-                _evaluate(engine, buses, instant, first_detection, clock)
-                evaluations += 1
+        for channel, part in split_by_channel(_in_time_order(steps.remap(batch))).items():
+            buses.pipeline(channel).process(part)
     end = buses.last_ts
+    first_detection: dict[str, float] = {}
+    evaluations = 0
     if end is not None:
-        _evaluate(engine, buses, end, first_detection, clock)
-        evaluations += 1
-        _apply_timelines(engine, buses, end, first_detection, clock)
+        first_detection = _evaluate_once(engine, buses, end)
+        evaluations = 1
     engine.add_conditions(end or 0.0, capture_conditions(book, reader.stats))
     report = build_report(buses, reader.stats, engine, matches, steps.events)
     timeline = _timeline(buses) if keep_history else None
@@ -311,104 +256,31 @@ def _chain(first: Iterable[FrameBatch], rest: Iterator[FrameBatch]) -> Iterator[
     yield from rest
 
 
-def _per_channel(
-    batch: FrameBatch, cuts: list[tuple[int, float | None]]
-) -> Iterator[tuple[str, FrameBatch, list[int]]]:
-    """Each channel's frames of a time-sorted batch, with the cut indices mapped onto them."""
-    ends = [end for end, _ in cuts]
-    parts = split_by_channel(batch)
-    if len(parts) == 1:
-        ((channel, part),) = parts.items()
-        yield channel, part, ends
-        return
-    names = batch.channels or ["can0"]
-    for channel, part in parts.items():
-        rows = np.flatnonzero(batch.channel == names.index(channel))
-        yield channel, part, np.searchsorted(rows, np.asarray(ends), side="left").tolist()
-
-
-@dataclass
-class _Part:
-    """One channel's frames of a chunk, fed to its pipeline slice by slice.
-
-    Bits and decoding are computed once per chunk; each slice between two evaluation
-    instants gets its part (slicing is cheap, a call per slice is not).
-    """
-
-    pipeline: BusPipeline
-    batch: FrameBatch
-    ends: list[int]
-    done: int = 0
-    totals_given: bool = False
-
-    def __post_init__(self) -> None:
-        self.bits = frame_bits(self.batch)
-        self.decoded = self.pipeline.decoder.decode(self.batch)
-        self.pipeline.fold_signal_stats(self.decoded)  # min/max/mean need no instants
-
-    def process_to(self, cut: int) -> None:
-        lo, hi = self.done, self.ends[cut]
-        if hi <= lo:
-            return
-        totals = not self.totals_given
-        self.totals_given = True
-        self.pipeline.process(
-            self.batch.take(slice(lo, hi)),
-            bits=(self.bits[0][lo:hi], self.bits[1][lo:hi]),
-            decoded=slice_decoded(self.decoded, lo, hi, totals=totals),
-            signal_stats=False,
-        )
-        self.done = hi
-
-
-def _evaluation_cuts(
-    batch: FrameBatch, clock: _Clock
-) -> tuple[FrameBatch, list[tuple[int, float | None]]]:
-    """The batch in time order, and where to cut it: (end index, instant) pairs.
-
-    Each evaluation instant the batch crosses ends a slice; the last slice (the rest of
-    the batch) has no instant.
-    """
+def _in_time_order(batch: FrameBatch) -> FrameBatch:
+    """The batch sorted by timestamp (interleaved sources of one file may not be)."""
     ts = batch.timestamp
-    if not bool(np.all(ts[1:] >= ts[:-1])):
-        batch = batch.take(np.argsort(ts, kind="stable"))
-        ts = batch.timestamp
-    instants = clock.boundaries(ts)
-    ends = np.searchsorted(ts, np.asarray(instants), side="left").tolist() if instants else []
-    cuts: list[tuple[int, float | None]] = list(zip(ends, instants, strict=True))
-    cuts.append((len(batch), None))
-    return batch, cuts
+    if bool(np.all(ts[1:] >= ts[:-1])):
+        return batch
+    return batch.take(np.argsort(ts, kind="stable"))
 
 
-def _evaluate(
-    engine: DiagnosisEngine,
-    buses: _Buses,
-    instant: float,
-    first_detection: dict[str, float],
-    clock: _Clock,
-) -> None:
-    raised, _ = engine.update(instant, buses.diagnosis_reports(instant), [])
-    start = clock.start if clock.start is not None else instant
-    for finding in raised:
-        first_detection.setdefault(finding.code, instant - start)
+def _evaluate_once(engine: DiagnosisEngine, buses: _Buses, end: float) -> dict[str, float]:
+    """Every rule once over each bus's whole timeline; when each code was first proved.
 
-
-def _apply_timelines(
-    engine: DiagnosisEngine,
-    buses: _Buses,
-    end: float,
-    first_detection: dict[str, float],
-    clock: _Clock,
-) -> None:
-    """The interval rules over each bus's whole timeline (exact episodes, once)."""
+    The instant rules see the report at the end (what only a state at the end can say:
+    a link down, a firmware map); for the codes the interval rules own, the timeline is
+    the whole truth (:meth:`DiagnosisEngine.update`).
+    """
     timelines = [bus_timeline(p, end) for p in buses.pipelines.values()]
-    engine.apply_timelines(end, timelines)
-    start = clock.start if clock.start is not None else end
+    engine.update(end, buses.diagnosis_reports(end), [], timelines)
+    starts = [p.first_ts for p in buses.pipelines.values() if p.first_ts is not None]
+    start = min(starts) if starts else end
+    first: dict[str, float] = {}
     for finding in engine.all_findings_flat():
-        if finding.code in INTERVAL_CODES and finding.detected_at is not None:
-            detected = finding.detected_at - start
-            old = first_detection.get(finding.code)
-            first_detection[finding.code] = detected if old is None else min(old, detected)
+        proved = finding.detected_at if finding.detected_at is not None else finding.start
+        detected = max(0.0, proved - start)
+        first[finding.code] = min(first.get(finding.code, detected), detected)
+    return first
 
 
 def _timeline(buses: _Buses) -> TimelineReport | None:
