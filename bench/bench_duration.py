@@ -5,7 +5,7 @@ again with its timestamps stretched so that the same frames span 10 minutes and 
 (the order and the payloads unchanged).  Each is analyzed in a fresh process
 (:func:`candiag.analysis.analyze_capture`, reference DBCs, the reference bitrate): the time
 should grow with frames, not with duration.  Prints seconds, frames/s and the number of
-instant evaluations of each, and their ratio.
+rule evaluations of each (one: the rules run once over the timelines), and their ratio.
 
 ``python -m bench.bench_duration [--frames N] [--quick]``
 """
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(
             f"{label:>7}: analyze {r['seconds']:.2f} s in-process ({r['process_s']:.2f} s whole "
             f"process), {r['frames'] / r['seconds']:,.0f} frames/s, "
-            f"{int(r['evaluations'])} instant evaluations"
+            f"{int(r['evaluations'])} rule evaluation(s)"
         )
     ratio = results["10 h"]["seconds"] / results["10 min"]["seconds"]
     print(f"10 h / 10 min time ratio at {frames:,} frames: {ratio:.2f} (goal: about 1)")
