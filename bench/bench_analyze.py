@@ -15,7 +15,10 @@ frames by default), in the same run:
     (best of 3 over the first 200,000 frames: the traffic is stationary and the machine
     shared).
 
-Prints frames/s of both, the ratio (goal >= 25x) and each run's peak RSS, then the cost of
+(a') the same as a technician runs it: ``candiag analyze FILE --json FILE -q`` in a fresh
+    process (start-up, reference DBC identification and the JSON included; best of 3).
+
+Prints frames/s of both, the ratios (goal >= 40x, whole process) and each run's peak RSS, then the cost of
 one sliding-window update per 1,000-frame batch and the windows' memory.
 
 ``python -m bench.bench_analyze [--frames N] [--baseline-frames N] [--quick]``
@@ -38,7 +41,7 @@ from bench.bench_decode import DEFAULT_CACHE, meter, reference_capture
 if TYPE_CHECKING:
     from candiag.analysis import AnalysisReport
 
-RATIO_GOAL = 25
+RATIO_GOAL = 40  # issue 15: the whole process, at least 40x the straightforward pipeline
 BITRATE = 125_000  # the simulated reference bus
 
 
@@ -196,6 +199,27 @@ def measured(kind: str, path: Path, *, repeats: int = 1, limit: int = 0) -> dict
     )
 
 
+def _whole_process(capture: Path, repeats: int) -> float:
+    """Best wall time of ``candiag analyze`` on ``capture`` in a fresh process."""
+    import os
+    import subprocess
+    import tempfile
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    best = math.inf
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "report.json"
+        for _ in range(repeats):
+            started = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "candiag", "analyze", str(capture), "-b", str(BITRATE),
+                 "--json", str(out), "-q"],
+                check=True, capture_output=True, env=env, timeout=600,
+            )  # fmt: skip
+            best = min(best, time.perf_counter() - started)
+    return best
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["--meter", "--"]:
@@ -228,6 +252,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"peak RSS {ours['peak_rss_mb']:.0f} MB",
         flush=True,
     )
+    whole = _whole_process(capture, repeats=3)
+    whole_fps = ours["frames"] / whole
+    print(
+        f"(a') candiag analyze, whole process: {whole_fps:,.0f} frames/s ({whole:.2f} s; best of 3)",
+        flush=True,
+    )
     base = measured("baseline", capture, repeats=3, limit=min(args.baseline_frames, args.frames))
     base_fps = base["frames"] / base["seconds"]
     print(
@@ -237,8 +267,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         flush=True,
     )
     ratio = ours_fps / base_fps
-    verdict = "meets" if ratio >= RATIO_GOAL else "MISSES"
-    print(f"ratio (a)/(b): {ratio:.1f}x ({verdict} the goal of >= {RATIO_GOAL}x)", flush=True)
+    ratio_whole = whole_fps / base_fps
+    verdict = "meets" if ratio_whole >= RATIO_GOAL else "MISSES"
+    print(
+        f"ratio (a)/(b): {ratio:.1f}x in process; (a')/(b): {ratio_whole:.1f}x whole process "
+        f"({verdict} the goal of >= {RATIO_GOAL}x)",
+        flush=True,
+    )
     win = measured("windows", capture)
     print(
         f"sliding windows: {win['update_us']:.0f} us per 1,000-frame batch update (exact bit counting included); "
