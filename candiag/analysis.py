@@ -212,7 +212,9 @@ def analyze_capture(
         bitrates.inferred = evidence.results()
     matches: list[DbcMatch] = []
     if db is None:
-        db, matches = select_reference_dbcs(sample_batch, reference_dbcs)
+        # The first SAMPLE_FRAMES frames decide (a reader's first chunk may hold far more).
+        first = sample_batch.take(slice(0, SAMPLE_FRAMES))
+        db, matches = select_reference_dbcs(first, reference_dbcs)
     buses = _Buses(db, bitrates, policies, int(book.t("burst_errors_per_s")), keep_history)
     engine = DiagnosisEngine(book=book)
     steps = _TimeSteps()

@@ -317,6 +317,19 @@ def load_dbc_paths(
     return _database(loaded, [str(p) for p in files], strict)
 
 
+def load_dbc_files(files: Sequence[Path], *, strict: bool = False) -> list[tuple[str, LoadedFile]]:
+    """Each file loaded on its own, to be scored or merged without reading it twice
+    (:func:`database_of`)."""
+    return [(str(path), _load_file(path, strict)) for path in files]
+
+
+def database_of(
+    loaded: Sequence[tuple[str, LoadedFile]], *, strict: bool = False
+) -> ChargerDatabase:
+    """One :class:`ChargerDatabase` of files loaded by :func:`load_dbc_files`."""
+    return _database([item for _, item in loaded], [source for source, _ in loaded], strict)
+
+
 def load_dbc_text(text: str, source: str = "<string>", *, strict: bool = False) -> ChargerDatabase:
     """Load one DBC given as text (tests, generated DBCs); ``source`` names it in errors."""
     return _database([_parse_dbc(Path(source), text, strict)], [source], strict)

@@ -24,7 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from candiag.decode.dbc import ChargerDatabase, expand_dbc_paths, load_dbc_paths, reference_dbc_dir
+from candiag.decode.dbc import (
+    ChargerDatabase,
+    database_of,
+    expand_dbc_paths,
+    load_dbc_files,
+    reference_dbc_dir,
+)
 from candiag.decode.decoder import BatchDecoder
 from candiag.ingest.frames import FrameBatch
 
@@ -182,8 +188,11 @@ def select_reference_dbcs(
     """The reference DBC files (default: the shipped reference charger's) that ``sample``
     matches, merged into one database, and every file's score (matched or not)."""
     files = expand_dbc_paths(list(paths) or [reference_dbc_dir()])
-    matches = [score_database(load_dbc_paths([f]), sample, source=Path(f).name) for f in files]
-    chosen = [f for f, m in zip(files, matches, strict=True) if m.matched]
+    loaded = load_dbc_files(files)  # each file read once, scored alone, merged if chosen
+    matches = [
+        score_database(database_of([item]), sample, source=Path(item[0]).name) for item in loaded
+    ]
+    chosen = [item for item, m in zip(loaded, matches, strict=True) if m.matched]
     if chosen:
-        return load_dbc_paths(chosen), matches
+        return database_of(chosen), matches
     return ChargerDatabase([], []), matches
