@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from html import escape
 from importlib import resources
@@ -131,7 +132,25 @@ def strip_episodes(
 # -- one finding ------------------------------------------------------------------------------
 
 
-def findings_html(findings: Sequence[Any], axis: TimeAxis | None, for_print: bool) -> str:
+@dataclass(frozen=True)
+class Layout:
+    """What every part of the section needs: the capture's axis (None without a frame), a
+    page for print (folded parts open) and the buses, whose names subjects start with."""
+
+    axis: TimeAxis | None
+    for_print: bool = False
+    buses: tuple[str, ...] = ()
+
+    def short(self, subject: str) -> str:
+        """``can0/power_module/3`` -> ``power module 3``: the bus is the cause's (a bus name
+        may itself hold a ``/``, so only a known bus is cut off)."""
+        for bus in sorted(self.buses, key=len, reverse=True):
+            if subject.startswith(bus + "/"):
+                return subject[len(bus) + 1 :].replace("/", " ").replace("_", " ")
+        return subject
+
+
+def findings_html(findings: Sequence[Any], layout: Layout) -> str:
     """The findings, in the report's order, each with its consequences inside it."""
     folded = sum(_count_consequences(f) for f in findings)
     note = (
@@ -142,14 +161,14 @@ def findings_html(findings: Sequence[Any], axis: TimeAxis | None, for_print: boo
         if folded
         else ""
     )
-    return note + "".join(finding_html(f, axis, for_print) for f in findings)
+    return note + "".join(finding_html(f, layout) for f in findings)
 
 
 def _count_consequences(finding: Any) -> int:
     return sum(1 + _count_consequences(c) for c in access.consequences(finding))
 
 
-def finding_html(f: Any, axis: TimeAxis | None, for_print: bool) -> str:
+def finding_html(f: Any, layout: Layout) -> str:
     sev = escape(str(access.field(f, "severity", "info")))
     code = str(access.field(f, "code", ""))
     subject = str(access.field(f, "subject", ""))
@@ -167,11 +186,11 @@ def finding_html(f: Any, axis: TimeAxis | None, for_print: bool) -> str:
         f"data-subject='{escape(subject)}'><span class='sev'>{sev}</span> "
         f"<b class='title'>{escape(str(access.field(f, 'title', '')))}</b>"
         f"<div class='code'>{escape(code)} · {escape(subject)}{mrec_text}</div>"
-        f"{_episodes_block(f, axis, _short(subject), sev)}"
+        f"{_episodes_block(f, layout.axis, subject, sev)}"
         f"<p><b>Fix / next check:</b> {escape(str(access.field(f, 'fix', '')))}</p>"
         f"<details open><summary>Evidence</summary><table class='facts'>{evidence}</table>"
-        f"{_consequences_block(consequences, axis, for_print)}</details>"
-        f"<details{' open' if for_print else ''}><summary>Likely causes, most likely first"
+        f"{_consequences_block(consequences, layout)}</details>"
+        f"<details{' open' if layout.for_print else ''}><summary>Likely causes, most likely first"
         f"</summary><ol>{causes}</ol></details>"
         "</div>"
     )
@@ -238,14 +257,7 @@ def group_words(code: str, n: int) -> str:
     return f"{n} {known['one'] if n == 1 else known['many']}"
 
 
-def _short(subject: str) -> str:
-    """``can0/power_module/3`` -> ``power module 3`` (the bus is in the cause's subject)."""
-    parts = subject.split("/")
-    tail = " ".join(parts[1:]) if len(parts) > 1 else subject
-    return tail.replace("_", " ")
-
-
-def _consequences_block(consequences: Sequence[Any], axis: TimeAxis | None, for_print: bool) -> str:
+def _consequences_block(consequences: Sequence[Any], layout: Layout) -> str:
     if not consequences:
         return ""
     groups: dict[tuple[str, str], list[Any]] = {}
@@ -253,7 +265,7 @@ def _consequences_block(consequences: Sequence[Any], axis: TimeAxis | None, for_
         key = (str(access.field(c, "code", "")), access.consequence_of(c))
         groups.setdefault(key, []).append(c)
     body = "".join(
-        _group_html(code, why, members, axis, for_print) for (code, why), members in groups.items()
+        _group_html(code, why, members, layout) for (code, why), members in groups.items()
     )
     n = len(consequences)
     return (
@@ -262,16 +274,15 @@ def _consequences_block(consequences: Sequence[Any], axis: TimeAxis | None, for_
     )
 
 
-def _group_html(
-    code: str, why: str, members: list[Any], axis: TimeAxis | None, for_print: bool
-) -> str:
+def _group_html(code: str, why: str, members: list[Any], layout: Layout) -> str:
+    axis = layout.axis
     severity = str(access.field(members[0], "severity", "info"))
     line = _group_line(code, why, members, axis)
     strip = ""
     if axis is not None:
         rows = [
             (
-                _short(str(access.field(c, "subject", ""))),
+                layout.short(str(access.field(c, "subject", ""))),
                 strip_episodes(access.episodes(c), axis, str(access.field(c, "subject", ""))),
             )
             for c in members
@@ -279,8 +290,8 @@ def _group_html(
         strip = episode_strip(
             axis, rows, title=f"Episodes of the {code} consequences", severity=severity
         )
-    table = _consequence_table(members, axis, for_print)
-    nested = "".join(_consequences_block(access.consequences(c), axis, for_print) for c in members)
+    table = _consequence_table(members, axis, layout.for_print)
+    nested = "".join(_consequences_block(access.consequences(c), layout) for c in members)
     return (
         f"<div class='consequence-group' data-code='{escape(code)}' "
         f"data-count='{len(members)}'><p class='consequence-line'>"

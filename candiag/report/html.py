@@ -26,7 +26,7 @@ from candiag.liveness.html import liveness_section
 from candiag.report import access
 from candiag.report.evidence import utc_text
 from candiag.report.findings import CSS as FINDINGS_CSS
-from candiag.report.findings import findings_html, instant
+from candiag.report.findings import Layout, findings_html, instant
 from candiag.report.provenance import FileFacts, Provenance
 from candiag.report.signals import signal_groups
 from candiag.report.svg import Threshold, TimeAxis, line_chart, presence_timeline
@@ -325,7 +325,8 @@ def _findings(report: Any, for_print: bool = False) -> str:
     if not findings:
         text = all_clear_text(report)
         return f"<h2 id='findings'>Findings</h2><p class='ok'>{escape(text)}</p>"
-    return "<h2 id='findings'>Findings</h2>" + findings_html(findings, _axis(report), for_print)
+    layout = Layout(_axis(report), for_print, tuple(access.capture_channels(report)))
+    return "<h2 id='findings'>Findings</h2>" + findings_html(findings, layout)
 
 
 def _axis(report: Any) -> TimeAxis | None:
