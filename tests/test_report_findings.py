@@ -529,3 +529,11 @@ def test_render_report_of_a_dict_with_consequences_has_no_top_level_effects() ->
     doc = parse(page)
     assert _blocks(top_findings(doc)) == [("CAN_ERR_ACK", "can0")]
     assert [r.attrs["data-code"] for r in doc.find_all("tr", "consequence")] == ["CAN_NODE_OFFLINE"]
+
+
+def test_a_subject_is_shortened_only_by_a_bus_name_the_capture_has() -> None:
+    layout = Layout(None, buses=("X<img/src=x>", "can0"))
+    assert layout.short("X<img/src=x>/power_module/3") == "power module 3"
+    assert layout.short("can0/0x0283F003") == "0x0283F003"
+    assert layout.short("can1/imd/0") == "can1/imd/0"  # not a bus of this capture: as it is
+    assert layout.short("can0") == "can0"

@@ -145,8 +145,9 @@ class Layout:
         """``can0/power_module/3`` -> ``power module 3``: the bus is the cause's (a bus name
         may itself hold a ``/``, so only a known bus is cut off)."""
         for bus in sorted(self.buses, key=len, reverse=True):
-            if subject.startswith(bus + "/"):
-                return subject[len(bus) + 1 :].replace("/", " ").replace("_", " ")
+            rest = subject.removeprefix(bus)
+            if rest != subject and rest.startswith("/"):  # a subject, not a path
+                return rest[1:].replace("/", " ").replace("_", " ")
         return subject
 
 
