@@ -154,11 +154,13 @@ class Layout:
 def findings_html(findings: Sequence[Any], layout: Layout) -> str:
     """The findings, in the report's order, each with its consequences inside it."""
     folded = sum(_count_consequences(f) for f in findings)
+    causes = sum(1 for f in findings if access.consequences(f))
     note = (
         "<p class='chart-note' id='findings-order'>Root causes first, then by severity and "
-        f"time. {folded} further finding{'' if folded == 1 else 's'} explained by a cause "
-        f"{'is' if folded == 1 else 'are'} shown under {'it' if folded == 1 else 'them'} as "
-        "evidence, not on their own.</p>"
+        f"time. {folded} further finding{'' if folded == 1 else 's'} explained by "
+        f"{'a cause' if causes == 1 else 'the causes'} {'is' if folded == 1 else 'are'} "
+        f"shown under {'it' if causes == 1 else 'them'} as evidence, not on "
+        f"{'its' if folded == 1 else 'their'} own.</p>"
         if folded
         else ""
     )
