@@ -381,7 +381,7 @@ def test_the_cause_leads_and_its_consequences_are_inside_it_not_beside_it(
     # the summary counts causes, and says the rest are under them
     summary = words(doc.find("p", "summary").text)
     assert "candiag found 1 critical problem: ACK errors" in summary
-    assert "11 further findings are consequences of this, shown under its cause" in summary
+    assert "11 further findings are shown under the cause that explains them." in summary
     cards = {c.find("span").text: c.find("b").text for c in doc.find_all("div", "card")}
     assert cards["Findings"] == "1 critical, 0 warning"  # causes: the consequences apart
     assert cards["Consequences folded under their cause"] == "11"

@@ -213,11 +213,11 @@ def summary_text(report: Any, prov: Provenance) -> str:
         sentences.append(f"candiag found {counts}: {'; '.join(titles)}{more}.")
         folded = sum(len(access.consequences(f)) for f in serious)
         if folded:
+            causes = sum(1 for f in serious if access.consequences(f))
             sentences.append(
-                f"{_count(folded, 'further finding')} {'is' if folded == 1 else 'are'} "
-                f"{'a consequence' if folded == 1 else 'consequences'} of "
-                f"{'this' if len(serious) == 1 else 'these'}, shown under "
-                f"{'its' if len(serious) == 1 else 'their'} cause."
+                f"{_count(folded, 'further finding')} {'is' if folded == 1 else 'are'} shown "
+                f"under the {'cause' if causes == 1 else 'causes'} that "
+                f"{'explains' if causes == 1 else 'explain'} {'it' if folded == 1 else 'them'}."
             )
         first_fix = str(access.field(serious[0], "fix", "")).strip()
         if first_fix:
