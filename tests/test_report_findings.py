@@ -540,3 +540,26 @@ def test_a_subject_is_shortened_only_by_a_bus_name_the_capture_has() -> None:
     assert layout.short("can0/0x0283F003") == "0x0283F003"
     assert layout.short("can1/imd/0") == "can1/imd/0"  # not a bus of this capture: as it is
     assert layout.short("can0") == "can0"
+
+
+PYCAN = Path(__file__).resolve().parent / "data" / "pycan"  # python-can's logs (MIT)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["test_CanErrorFrames.asc", "logfile_errorframes.asc"])
+def test_python_cans_logs_render_the_findings_the_json_has(name: str, tmp_path: Path) -> None:
+    """Captures candiag did not write, on their own clock: the same findings, in order, with
+    their episodes told in the capture's seconds."""
+    capture = tmp_path / name
+    capture.write_bytes((PYCAN / name).read_bytes())
+    report, doc, _ = analyze(capture)
+    blocks = top_findings(doc)
+    assert report["findings"] and _blocks(blocks) == _codes(report["findings"])
+    for block, finding in zip(blocks, report["findings"], strict=True):
+        box = block.find("div", "episodes")
+        assert box.attrs["data-occurrences"] == str(finding["occurrences"])
+        open_ = finding["episodes"][-1]["end"] is None
+        assert box.attrs["data-open"] == ("yes" if open_ else "no")
+        when = box.find("p", "when").text
+        assert "t=" in when and "UTC" not in when  # not wall-clock time: not dressed as UTC
+        assert (OPEN_WORDS in when) is open_
