@@ -28,6 +28,7 @@ from candiag.diagnosis.causes import load_causal_model
 from candiag.report.access import EpisodeLine
 from candiag.report.findings import (
     FOLD_ABOVE,
+    MAX_STRIP_ROWS,
     OPEN_WORDS,
     Layout,
     findings_html,
@@ -238,7 +239,7 @@ def _finding(code: str, subject: str, episodes: list[tuple[float, float | None]]
 
 
 def test_many_consequences_are_folded_on_screen_and_unfolded_in_print_and_nested_ones_kept() -> None:  # fmt: skip
-    n = FOLD_ABOVE + 3
+    n = max(FOLD_ABOVE, MAX_STRIP_ROWS) + 3
     effects = [
         _finding("CAN_CYCLE_VIOLATION", f"can0/0x{i:03X}", [(70, None)], consequence_of="C why")
         for i in range(n)
@@ -261,6 +262,10 @@ def test_many_consequences_are_folded_on_screen_and_unfolded_in_print_and_nested
             "CAN_NODE_INTERMITTENT",
         ]
         assert groups[0].attrs["data-count"] == str(n)
+        assert len(groups[0].find("svg", "strip").find_all("text", "strip-label")) == min(
+            n, MAX_STRIP_ROWS
+        )
+        assert f"The first {MAX_STRIP_ROWS} of {n} are drawn" in groups[0].text
         folded = groups[0].find("details", "folded")
         assert ("open" in folded.attrs) is for_print
         assert len(folded.find_all("tr", "consequence")) == n
@@ -563,3 +568,17 @@ def test_python_cans_logs_render_the_findings_the_json_has(name: str, tmp_path: 
         when = box.find("p", "when").text
         assert "t=" in when and "UTC" not in when  # not wall-clock time: not dressed as UTC
         assert (OPEN_WORDS in when) is open_
+
+
+def test_thousands_of_episodes_draw_a_bounded_strip_that_still_names_the_first_and_last() -> None:
+    axis = TimeAxis(T0, T0 + 3600)
+    episodes = [
+        StripEpisode(T0 + i * 0.36, T0 + i * 0.36 + 0.1, f"episode {i + 1}") for i in range(10_000)
+    ]
+    doc = parse(episode_strip(axis, [("x", episodes)], title="t"))
+    bars = doc.find_all("rect", "episode")
+    assert 1 <= len(bars) <= 400
+    tips = [b.find("title").text for b in bars]
+    assert "the first: episode 1;" in tips[0] and tips[-1].endswith("the last: episode 10000")
+    apart = [StripEpisode(T0 + 600 * i, T0 + 600 * i + 1, str(i)) for i in range(5)]
+    assert len(parse(episode_strip(axis, [("y", apart)], title="t")).find_all("rect", "episode")) == 5  # fmt: skip

@@ -36,6 +36,8 @@ from candiag.report.units import number
 
 # A group of more consequences than this is folded (its summary line stays visible).
 FOLD_ABOVE = 12
+# Subjects drawn on a group's strip (the table below it lists every one).
+MAX_STRIP_ROWS = 40
 # Rows of the episodes table shown before the rest is counted ("and 40 more").
 MAX_EPISODE_ROWS = 50
 OPEN_WORDS = "still present at the end of the capture"
@@ -288,11 +290,16 @@ def _group_html(code: str, why: str, members: list[Any], layout: Layout) -> str:
                 layout.short(str(access.field(c, "subject", ""))),
                 strip_episodes(access.episodes(c), axis, str(access.field(c, "subject", ""))),
             )
-            for c in members
+            for c in members[:MAX_STRIP_ROWS]
         ]
         strip = episode_strip(
             axis, rows, title=f"Episodes of the {code} consequences", severity=severity
         )
+        if len(members) > MAX_STRIP_ROWS:
+            strip += (
+                f"<p class='chart-note'>The first {MAX_STRIP_ROWS} of {len(members):,} are "
+                "drawn; the table lists each.</p>"
+            )
     table = _consequence_table(members, axis, layout.for_print)
     nested = "".join(_consequences_block(access.consequences(c), layout) for c in members)
     return (

@@ -471,6 +471,7 @@ def _runs(
 
 STRIP_LEFT = 140  # the presence timeline's label column, so strips line up with it
 STRIP_ROW_H = 14
+MERGE_PX = 2.0  # episodes closer than this on the strip are drawn as one bar
 SEVERITY_COLORS = {"critical": "#c62828", "warning": "#ef8f00", "info": "#1565c0"}
 
 
@@ -494,7 +495,9 @@ def episode_strip(
 
     An episode still present at the end of the capture runs to the axis' right edge and
     ends in an arrow head, so an open fault never looks like one that stopped.  A short
-    episode is drawn at least 2 px wide, so it stays visible on a long capture.
+    episode is drawn at least 2 px wide, so it stays visible on a long capture; episodes
+    closer than :data:`MERGE_PX` are one bar whose tooltip names the first and the last, so a
+    fault that came back thousands of times draws at most a few hundred bars.
     """
     color = SEVERITY_COLORS.get(severity, "#7f7f7f")
     left, right = STRIP_LEFT, W - RIGHT
@@ -512,12 +515,38 @@ def episode_strip(
             f'<rect x="{left}" y="{y + 2}" width="{right - left}" height="{STRIP_ROW_H - 4}" '
             'fill="#eef0f2"/>'
         )
-        for ep in episodes:
+        for ep in _merge_close(axis, episodes):
             out.append(_episode_bar(axis, ep, y, color))
     bottom = TOP + STRIP_ROW_H * len(rows) + 2
     out.append(_time_ticks(axis, bottom, left, right, caption=False))  # the charts have it
     out.append("</svg>")
     return "".join(out)
+
+
+def _merge_close(axis: TimeAxis, episodes: Sequence[StripEpisode]) -> list[StripEpisode]:
+    """Episodes (in time order) whose gap is under :data:`MERGE_PX` drawn as one bar."""
+    scale = (W - RIGHT - STRIP_LEFT) / axis.span  # px per second
+    out: list[StripEpisode] = []
+    group: list[StripEpisode] = []
+    for ep in episodes:
+        last = group[-1] if group else None
+        if last is not None and last.end is not None and (ep.start - last.end) * scale < MERGE_PX:
+            group.append(ep)
+            continue
+        if group:
+            out.append(_one_bar(group))
+        group = [ep]
+    if group:
+        out.append(_one_bar(group))
+    return out
+
+
+def _one_bar(group: list[StripEpisode]) -> StripEpisode:
+    if len(group) == 1:
+        return group[0]
+    first, last = group[0], group[-1]
+    tip = f"{len(group)} episodes close together; the first: {first.tip}; the last: {last.tip}"
+    return StripEpisode(first.start, last.end, tip)
 
 
 def _episode_bar(axis: TimeAxis, ep: StripEpisode, y: float, color: str) -> str:
