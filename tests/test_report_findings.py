@@ -482,7 +482,8 @@ def test_a_fault_that_comes_back_is_one_finding_with_its_episodes_in_order(
 @pytest.mark.slow
 def test_a_hostile_channel_in_a_finding_subject_stays_text(tmp_path: Path) -> None:
     channel = "X<img/src=x/onerror=alert(1)>"
-    capture = simulate(tmp_path / "h.log", 30, "module_silent@10:module=3", channel=channel)
+    faults = [f"module_silent@{t}+5:module=3" for t in (20, 40, 60)]
+    capture = simulate(tmp_path / "h.log", 90, *faults, channel=channel)
     report, doc, page = analyze(capture)
     subjects = [f["subject"] for f in report["findings"]] + [
         c["subject"] for f in report["findings"] for c in f.get("consequences", [])
@@ -497,6 +498,9 @@ def test_a_hostile_channel_in_a_finding_subject_stays_text(tmp_path: Path) -> No
     assert any(h in line for h in hostile for line in code_lines)
     titles = [t.text for b in blocks for t in b.find_all("title")]
     assert any("<img" in t for t in titles)  # the strip's hover text, as text
+    folded = [c["subject"] for f in report["findings"] for c in f.get("consequences", [])]
+    cells = [r.find("td", "subject").text for r in doc.find_all("tr", "consequence")]
+    assert folded and cells == folded  # each read back as the very text, markup and all
 
 
 @pytest.mark.slow
