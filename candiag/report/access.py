@@ -163,3 +163,49 @@ def _dbc(report: Any) -> Any:
 
 def decoded_frames(report: Any) -> int:
     return int(field(field(report, "decode", {}), "decoded_frames", 0))
+
+
+@dataclass(frozen=True)
+class EpisodeLine:
+    """One interval of a finding (issue 15): ``end`` None while it lasted to the end."""
+
+    start: float
+    end: float | None
+
+    def end_or(self, default: float) -> float:
+        return default if self.end is None else self.end
+
+
+def episodes(finding: Any) -> list[EpisodeLine]:
+    """A finding's episodes; a report without them has one, from ``since`` to ``cleared_at``."""
+    raw: Sequence[Any] = field(finding, "episodes", [])
+    out = [
+        EpisodeLine(float(field(e, "start")), _float_or_none(field(e, "end")))
+        for e in raw
+        if field(e, "start") is not None
+    ]
+    if out or field(finding, "since") is None:
+        return out
+    return [
+        EpisodeLine(float(field(finding, "since")), _float_or_none(field(finding, "cleared_at")))
+    ]
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def consequences(finding: Any) -> Sequence[Any]:
+    """The findings the causal model folds under this one (shown as its evidence)."""
+    items: Sequence[Any] = field(finding, "consequences", [])
+    return items
+
+
+def consequence_of(finding: Any) -> str:
+    """Why a consequence is folded under its cause (``"CAN_ERR_ACK can0: ..."``)."""
+    return str(field(finding, "consequence_of", ""))
+
+
+def contactors(report: Any) -> Sequence[Any]:
+    items: Sequence[Any] = field(report, "contactors", [])
+    return items

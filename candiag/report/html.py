@@ -24,11 +24,13 @@ from candiag import __version__
 from candiag.analysis import bus_name
 from candiag.liveness.html import liveness_section
 from candiag.report import access
-from candiag.report.evidence import evidence_rows, utc_text
+from candiag.report.evidence import utc_text
+from candiag.report.findings import CSS as FINDINGS_CSS
+from candiag.report.findings import Layout, findings_html, instant
 from candiag.report.provenance import FileFacts, Provenance
 from candiag.report.signals import signal_groups
 from candiag.report.svg import Threshold, TimeAxis, line_chart, presence_timeline
-from candiag.report.units import symbol
+from candiag.report.units import number, symbol
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;max-width:1100px}
@@ -95,6 +97,7 @@ def render_report(
         _figures(report),
         _plots(report, timeline or {}, prov),
         _nodes_table(access.nodes(report)),
+        _contactors_table(report),
         liveness_section(access.field(report, "liveness")),  # candiag/liveness: polled modules
         _firmware_table(access.nodes(report)),
         _ids_table(access.ids(report)),
@@ -103,7 +106,7 @@ def render_report(
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>candiag report: {escape(path)}</title>"
-        f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>"
+        f"<style>{CSS}{FINDINGS_CSS}</style></head><body>{''.join(body)}</body></html>"
     )
 
 
@@ -208,6 +211,14 @@ def summary_text(report: Any, prov: Provenance) -> str:
         titles = [_finding_title(f) for f in serious[:3]]
         more = f" and {len(serious) - 3} more" if len(serious) > 3 else ""
         sentences.append(f"candiag found {counts}: {'; '.join(titles)}{more}.")
+        folded = sum(len(access.consequences(f)) for f in serious)
+        if folded:
+            causes = sum(1 for f in serious if access.consequences(f))
+            sentences.append(
+                f"{_count(folded, 'further finding')} {'is' if folded == 1 else 'are'} shown "
+                f"under the {'cause' if causes == 1 else 'causes'} that "
+                f"{'explains' if causes == 1 else 'explain'} {'it' if folded == 1 else 'them'}."
+            )
         first_fix = str(access.field(serious[0], "fix", "")).strip()
         if first_fix:
             sentences.append(f"First step: {first_fix.rstrip('.')}.")
@@ -243,7 +254,10 @@ def _count(n: int, what: str) -> str:
 
 def _finding_title(finding: Any) -> str:
     title = str(access.field(finding, "title", ""))
-    return title + (" (cleared during the capture)" if access.field(finding, "cleared_at") else "")
+    episodes = access.episodes(finding)
+    if episodes and episodes[-1].end is not None:
+        title += " (cleared during the capture)"
+    return title
 
 
 def _health_sentence(report: Any, prov: Provenance) -> str:
@@ -311,47 +325,14 @@ def _findings(report: Any, for_print: bool = False) -> str:
     if not findings:
         text = all_clear_text(report)
         return f"<h2 id='findings'>Findings</h2><p class='ok'>{escape(text)}</p>"
-    start = access.capture_start(report)
-    items = [_finding(f, start, for_print) for f in findings]
-    return "<h2 id='findings'>Findings</h2>" + "".join(items)
+    layout = Layout(_axis(report), for_print, tuple(access.capture_channels(report)))
+    return "<h2 id='findings'>Findings</h2>" + findings_html(findings, layout)
 
 
-def _finding(f: Any, start: float | None, for_print: bool) -> str:
-    sev = escape(str(access.field(f, "severity", "info")))
-    evidence = "".join(
-        f"<tr><th>{escape(words)}</th><td>{escape(value)}</td></tr>"
-        for words, value in evidence_rows(access.field(f, "evidence", {}))
-    )
-    causes = "".join(f"<li>{escape(str(c))}</li>" for c in access.field(f, "causes", []))
-    mrec = access.field(f, "mrec")
-    mrec_text = f" · MREC {escape(str(mrec))}" if mrec else ""
-    since, cleared = access.field(f, "since"), access.field(f, "cleared_at")
-    when = "" if since is None else f" · since {escape(_when(since, start))}"
-    if cleared is not None:
-        when += f", cleared {escape(_when(cleared, start))}"
-    return (
-        f"<div class='finding {sev}'><span class='sev'>{sev}</span> "
-        f"<b>{escape(str(access.field(f, 'title', '')))}</b>"
-        f"<div class='code'>{escape(str(access.field(f, 'code', '')))} · "
-        f"{escape(str(access.field(f, 'subject', '')))}{mrec_text}{when}</div>"
-        f"<p><b>Fix / next check:</b> {escape(str(access.field(f, 'fix', '')))}</p>"
-        f"<details open><summary>Evidence</summary><table class='facts'>{evidence}</table>"
-        "</details>"
-        f"<details{' open' if for_print else ''}><summary>Likely causes, most likely first"
-        f"</summary><ol>{causes}</ol></details>"
-        "</div>"
-    )
-
-
-def _when(ts: Any, start: float | None) -> str:
-    try:
-        value = float(ts)
-    except (TypeError, ValueError):
-        return str(ts)
-    if start is None:
-        return utc_text(value)
-    axis = TimeAxis(start, value)
-    return f"{utc_text(value) if axis.wall_clock else axis.clock(value)} ({axis.elapsed(value)})"
+def _axis(report: Any) -> TimeAxis | None:
+    """The capture's time axis (None without a frame): episodes are drawn on it."""
+    start, end = access.capture_start(report), access.capture_end(report)
+    return None if start is None or end is None else TimeAxis(start, end)
 
 
 # -- figures and charts -----------------------------------------------------------------------
@@ -375,6 +356,11 @@ def _figures(report: Any) -> str:
             "Findings",
             f"{crit} critical, {warn} warning",
             "bad" if crit else ("warn" if warn else "ok"),
+        ),
+        *(
+            [_card("Consequences folded under their cause", f"{folded:,}")]
+            if (folded := sum(len(access.consequences(f)) for f in findings))
+            else []
         ),
         _card("Error frames", f"{errors:,}", "bad" if errors else "ok"),
         _card("Bus-off events", str(bus_off), "bad" if bus_off else "ok"),
@@ -455,6 +441,14 @@ def _status_cell(status: str) -> str:
     return f"<span class='{cls.get(status, '')}'>{escape(status)}</span>"
 
 
+STALE_MARK = "<span class='stale-mark'>stale</span>"
+
+
+def _silent(node: Any) -> bool:
+    """An offline node's last values are history: they are marked stale, not shown as now."""
+    return bool(access.field(node, "status") == "offline")
+
+
 def _nodes_table(nodes: Sequence[Any]) -> str:
     rows = [
         (
@@ -466,7 +460,7 @@ def _nodes_table(nodes: Sequence[Any]) -> str:
             else escape(utc_text(float(access.field(n, "last_seen")))),
             f"{int(access.field(n, 'frames', 0)):,}",
             escape(str(access.field(n, "dropouts", 0))),
-            escape(", ".join(access.field(n, "alarms", []))) or "-",
+            _maybe_stale(escape(", ".join(access.field(n, "alarms", []))) or "-", _silent(n)),
         )
         for n in nodes
     ]
@@ -477,12 +471,58 @@ def _nodes_table(nodes: Sequence[Any]) -> str:
     )
 
 
+def _maybe_stale(cell: str, stale: bool) -> str:
+    return f"<span class='stale'>{cell}</span>{STALE_MARK}" if stale else cell
+
+
+def _contactors_table(report: Any) -> str:
+    """Command and feedback of each contactor as last seen; stale when its frames stopped."""
+    contactors = access.contactors(report)
+    if not contactors:
+        return ""
+    axis = _axis(report)
+    rows = []
+    for c in contactors:
+        stale = bool(access.field(c, "stale", False))
+        last_seen = access.field(c, "last_seen")
+        if not stale:
+            state = "<span class='ok'>current</span>"
+        else:
+            seen = (
+                "never seen"
+                if last_seen is None
+                else f"last frames at {utc_text(float(last_seen))}"
+                if axis is None
+                else f"last frames at {instant(float(last_seen), axis)}"
+            )
+            state = f"{STALE_MARK} {escape(seen)}: the values are history"
+        rows.append(
+            (
+                escape(str(access.field(c, "name", ""))),
+                _maybe_stale(_value(access.field(c, "command")), stale),
+                _maybe_stale(_value(access.field(c, "feedback")), stale),
+                _maybe_stale("yes" if access.field(c, "weld") else "no", stale),
+                escape(f"{float(access.field(c, 'mismatch_s', 0.0)):.1f} s"),
+                state,
+            )
+        )
+    return "<h2 id='contactors'>Contactors</h2>" + _table(
+        ("contactor", "command", "feedback", "weld flag", "disagreeing for", "as of the end"),
+        rows,
+        {1, 2, 4},
+    )
+
+
+def _value(value: Any) -> str:
+    return "-" if value is None else escape(number(float(value)))
+
+
 def _firmware_table(nodes: Sequence[Any]) -> str:
     rows = [
         (
             escape(str(access.field(n, "family"))),
             escape(str(access.field(n, "address", ""))),
-            escape(str(access.field(n, "firmware"))),
+            _maybe_stale(escape(str(access.field(n, "firmware"))), _silent(n)),
         )
         for n in nodes
         if access.field(n, "firmware")

@@ -7,6 +7,11 @@ only ever took the values 0 and 1, or its role is an alarm, a contactor command,
 or weld flag.  Both are folded into a ``<details>`` whose summary names the bits that were
 set at some point, so folding never hides an alarm.  Everything else is a measurement,
 shown with its unit as a technician writes it (:mod:`candiag.report.units`).
+
+A value whose message stopped coming (``stale`` in the analysis report) is history, not the
+present: its *last* figure is greyed and marked ``stale`` with the time it was received, and
+a node whose every value is stale says so in its heading.  Whether a value is still current
+cannot be told when its message declares no cycle time; the group says that in words.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from html import escape
 from typing import Any
 
 from candiag.report import access
+from candiag.report.evidence import utc_text
 from candiag.report.units import number, scale
 
 STATUS_ROLE_PREFIXES = ("alarm:", "contactor:")
@@ -32,6 +38,9 @@ class SignalRow:
     maximum: float | None
     mean: float | None
     last: float | None
+    # True: its message stopped coming, ``last`` is history; None: cannot be told.
+    stale: bool | None = False
+    last_ts: float | None = None
 
     @property
     def kind(self) -> str:
@@ -48,9 +57,23 @@ class SignalRow:
         divisor, unit = scale([self.minimum, self.maximum, self.mean, self.last], self.unit)
         figures = "".join(
             f"<td class='num'>{number(v, divisor)}</td>"
-            for v in (self.minimum, self.maximum, self.mean, self.last)
+            for v in (self.minimum, self.maximum, self.mean)
         )
-        return f"<td>{escape(self.signal)}</td>{figures}<td>{escape(unit)}</td>"
+        return (
+            f"<td>{escape(self.signal)}</td>{figures}{self._last_cell(divisor)}"
+            f"<td>{escape(unit)}</td>"
+        )
+
+    def _last_cell(self, divisor: float) -> str:
+        figure = number(self.last, divisor)
+        if self.stale is not True:
+            return f"<td class='num last'>{figure}</td>"
+        when = "" if self.last_ts is None else f" at {utc_text(self.last_ts)}"
+        tip = f"stale: the last value received{when}; its message stopped coming"
+        return (
+            f"<td class='num last stale' title='{escape(tip)}'>{figure}"
+            "<span class='stale-mark'>stale</span></td>"
+        )
 
 
 @dataclass
@@ -63,7 +86,12 @@ class SignalGroup:
     def html(self) -> str:
         shown = [r for r in self.rows if r.kind == "measurement"]
         folded = [r for r in self.rows if r.kind != "measurement"]
-        out = [f"<h3>{escape(self.label)}</h3>"]
+        out = [f"<h3>{escape(self.label)}{self._stale_heading()}</h3>"]
+        if any(r.stale is None for r in self.rows):
+            out.append(
+                "<p class='chart-note'>Whether the last values of this group are still "
+                "current cannot be told: their messages declare no cycle time.</p>"
+            )
         if shown:
             out.append(_table(shown))
         if folded:
@@ -90,6 +118,14 @@ class SignalGroup:
                 f"{_table(folded)}</details>"
             )
         return "".join(out)
+
+    def _stale_heading(self) -> str:
+        """``stale: silent since ...`` when every value of the group stopped coming."""
+        if not self.rows or not all(r.stale is True for r in self.rows):
+            return ""
+        stamps = [r.last_ts for r in self.rows if r.last_ts is not None]
+        since = f": last value at {utc_text(max(stamps))}" if stamps else ""
+        return f"<span class='stale-mark'>stale{escape(since)}</span>"
 
 
 def _table(rows: list[SignalRow]) -> str:
@@ -130,6 +166,8 @@ def signal_groups(signals: Mapping[str, Any], families: Mapping[str, str]) -> li
                 maximum=_num(access.field(s, "max")),
                 mean=_num(access.field(s, "mean")),
                 last=_num(access.field(s, "last")),
+                stale=_stale(s),
+                last_ts=_num(access.field(s, "last_ts")),
             )
         )
     out = [groups[k] for k in sorted(groups)]
@@ -142,6 +180,12 @@ def _bus_of(key: str, message: str) -> str:
     """Several buses key their signals ``"<bus> <message>.<signal>"``; one bus has no prefix."""
     head, sep, rest = key.partition(" ")
     return head if sep and rest.startswith(f"{message}.") else ""
+
+
+def _stale(signal: Any) -> bool | None:
+    """The report's ``stale`` (a report without the key: None, not known)."""
+    value = access.field(signal, "stale")
+    return None if value is None else bool(value)
 
 
 def _num(value: Any) -> float | None:

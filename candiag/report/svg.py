@@ -310,7 +310,14 @@ def _unit_suffix(unit: str) -> str:
     return "" if not unit else (unit if unit == "%" else f" {unit}")
 
 
-def _time_ticks(axis: TimeAxis, bottom: float, left: float = LEFT, right: float = W - RIGHT) -> str:
+def _time_ticks(
+    axis: TimeAxis,
+    bottom: float,
+    left: float = LEFT,
+    right: float = W - RIGHT,
+    *,
+    caption: bool = True,
+) -> str:
     out = []
     for tick in axis.ticks():
         x = float(axis.x(tick, left, right))
@@ -321,10 +328,11 @@ def _time_ticks(axis: TimeAxis, bottom: float, left: float = LEFT, right: float 
             f'<text class="xtick-elapsed" x="{x:.1f}" y="{bottom + 27}" text-anchor="middle" '
             f'font-size="10" fill="#777">{escape(axis.elapsed(tick))}</text>'
         )
-    out.append(
-        f'<text class="axis-caption" x="{left}" y="{bottom + 41}" font-size="10" fill="#555">'
-        f"{escape(axis.caption())}</text>"
-    )
+    if caption:
+        out.append(
+            f'<text class="axis-caption" x="{left}" y="{bottom + 41}" font-size="10" '
+            f'fill="#555">{escape(axis.caption())}</text>'
+        )
     return "".join(out)
 
 
@@ -457,3 +465,104 @@ def _runs(
         cuts = [a, *(np.flatnonzero(~contiguous[a + 1 : b]) + a + 1).tolist(), b]
         out.extend(pairwise(cuts))
     return out
+
+
+# -- episode strips: a finding's intervals on the capture's time axis -------------------------
+
+STRIP_LEFT = 140  # the presence timeline's label column, so strips line up with it
+STRIP_ROW_H = 14
+MERGE_PX = 2.0  # episodes closer than this on the strip are drawn as one bar
+SEVERITY_COLORS = {"critical": "#c62828", "warning": "#ef8f00", "info": "#1565c0"}
+
+
+@dataclass(frozen=True)
+class StripEpisode:
+    """One interval of a finding: ``end`` None when it lasted to the end of the capture."""
+
+    start: float
+    end: float | None
+    tip: str  # its hover text (start, end or "still present", duration)
+
+
+def episode_strip(
+    axis: TimeAxis,
+    rows: Sequence[tuple[str, Sequence[StripEpisode]]],
+    *,
+    title: str,
+    severity: str = "warning",
+) -> str:
+    """One row per subject; a bar for each episode on the capture's time axis.
+
+    An episode still present at the end of the capture runs to the axis' right edge and
+    ends in an arrow head, so an open fault never looks like one that stopped.  A short
+    episode is drawn at least 2 px wide, so it stays visible on a long capture; episodes
+    closer than :data:`MERGE_PX` are one bar whose tooltip names the first and the last, so a
+    fault that came back thousands of times draws at most a few hundred bars.
+    """
+    color = SEVERITY_COLORS.get(severity, "#7f7f7f")
+    left, right = STRIP_LEFT, W - RIGHT
+    height = TOP + STRIP_ROW_H * len(rows) + 32
+    out = [
+        f'<svg class="chart strip" viewBox="0 0 {W} {height}" role="img" '
+        f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
+        f"<title>{escape(title)}</title>",
+    ]
+    for i, (name, episodes) in enumerate(rows):
+        y = TOP + i * STRIP_ROW_H
+        out.append(
+            f'<text class="strip-label" x="{left - 6}" y="{y + 11}" text-anchor="end" '
+            f'font-size="11">{escape(name)}</text>'
+            f'<rect x="{left}" y="{y + 2}" width="{right - left}" height="{STRIP_ROW_H - 4}" '
+            'fill="#eef0f2"/>'
+        )
+        for ep in _merge_close(axis, episodes):
+            out.append(_episode_bar(axis, ep, y, color))
+    bottom = TOP + STRIP_ROW_H * len(rows) + 2
+    out.append(_time_ticks(axis, bottom, left, right, caption=False))  # the charts have it
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _merge_close(axis: TimeAxis, episodes: Sequence[StripEpisode]) -> list[StripEpisode]:
+    """Episodes (in time order) whose gap is under :data:`MERGE_PX` drawn as one bar."""
+    scale = (W - RIGHT - STRIP_LEFT) / axis.span  # px per second
+    out: list[StripEpisode] = []
+    group: list[StripEpisode] = []
+    for ep in episodes:
+        last = group[-1] if group else None
+        if last is not None and last.end is not None and (ep.start - last.end) * scale < MERGE_PX:
+            group.append(ep)
+            continue
+        if group:
+            out.append(_one_bar(group))
+        group = [ep]
+    if group:
+        out.append(_one_bar(group))
+    return out
+
+
+def _one_bar(group: list[StripEpisode]) -> StripEpisode:
+    if len(group) == 1:
+        return group[0]
+    first, last = group[0], group[-1]
+    tip = f"{len(group)} episodes close together; the first: {first.tip}; the last: {last.tip}"
+    return StripEpisode(first.start, last.end, tip)
+
+
+def _episode_bar(axis: TimeAxis, ep: StripEpisode, y: float, color: str) -> str:
+    left, right = STRIP_LEFT, W - RIGHT
+    end = axis.end if ep.end is None else ep.end
+    x0 = min(max(float(axis.x(ep.start, left, right)), left), right - 2.0)
+    x1 = min(max(float(axis.x(end, left, right)), x0 + 2.0), right)
+    kind = "episode open" if ep.end is None else "episode"
+    bar = (
+        f'<rect class="{kind}" x="{x0:.1f}" y="{y + 2}" width="{x1 - x0:.1f}" '
+        f'height="{STRIP_ROW_H - 4}" fill="{color}"><title>{escape(ep.tip)}</title></rect>'
+    )
+    if ep.end is None:  # an arrow head past the end: it did not stop
+        mid = y + STRIP_ROW_H / 2
+        bar += (
+            f'<polygon class="open-mark" points="{right:.1f},{y + 1} {right + 7:.1f},{mid} '
+            f'{right:.1f},{y + STRIP_ROW_H - 1}" fill="{color}"/>'
+        )
+    return bar
