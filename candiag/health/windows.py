@@ -3,7 +3,10 @@
 Owns :class:`SecondRing`, a fixed ``int64[horizon, k]`` array of per-second totals (memory set
 by the longest window, whatever the traffic), and :class:`BusWindows`, which feeds it from
 frame batches: frames per kind, bits at nominal and data rate, error frames per class (the ten
-SocketCAN classes and ``unclassified``) and bus-off events.  Updating costs one bincount per
+SocketCAN classes and ``unclassified``), protocol errors per violation type (bit0/bit1: a node that
+cannot drive a bus level), bus-off events, and frames the host dropped before candiag saw
+them (live only: :meth:`BusWindows.add_dropped`).  The diagnosis's window rules read these
+columns second by second (:mod:`candiag.diagnosis.windowrules`).  Updating costs one bincount per
 column over the batch; a window query sums at most ``horizon`` rows.
 
 Time is integer seconds of the frame timestamps, so the same code serves live buses (time
@@ -26,7 +29,7 @@ from candiag.health.busload import frame_bits
 from candiag.health.errorframes import ERROR_CLASSES, unclassified_mask
 from candiag.health.jsontypes import JsonObject
 from candiag.ingest.frames import FLAG_ERROR, FLAG_REMOTE, FrameBatch
-from candiag.socketcan_errors import SOCKETCAN_CLASSES
+from candiag.socketcan_errors import CAN_ERR_PROT, PROTOCOL_TYPE_FLAGS, SOCKETCAN_CLASSES
 
 WINDOWS: dict[str, int] = {"10s": 10, "60s": 60, "300s": 300, "3600s": 3600}
 HORIZON = max(WINDOWS.values())
@@ -189,6 +192,10 @@ def per_second_totals(
 # Above this one-second load the timestamps (or the bitrate) are wrong: see BusWindows._ratios.
 OVERFULL_RATIO = 1.02
 
+# Protocol-violation types counted per second (data[2]): bit0/bit1 errors are a
+# transceiver that cannot drive the level (the CAN_ERR_TRX rule reads them with the
+# transceiver class); the others are the evidence a technician reads.
+PROTOCOL_TYPE_COLUMNS: tuple[str, ...] = tuple(PROTOCOL_TYPE_FLAGS)
 BUS_COLUMNS: tuple[str, ...] = (
     "frames_data",
     "frames_remote",
@@ -197,7 +204,13 @@ BUS_COLUMNS: tuple[str, ...] = (
     "bits_data",
     *(f"errors_{c}" for c in ERROR_CLASSES),
     "bus_off_events",
+    *(f"protocol_{t}" for t in PROTOCOL_TYPE_COLUMNS),
+    "frames_dropped",
 )
+_ERROR_COLUMNS = slice(5, 5 + len(ERROR_CLASSES))
+_BUS_OFF = BUS_COLUMNS.index("bus_off_events")
+_PROTOCOL_TYPES = slice(_BUS_OFF + 1, _BUS_OFF + 1 + len(PROTOCOL_TYPE_COLUMNS))
+_DROPPED = BUS_COLUMNS.index("frames_dropped")
 
 
 class BusWindows:
@@ -256,22 +269,12 @@ class BusWindows:
         self.ring.add(uniq, totals)
         rows = np.flatnonzero(error)
         if rows.size:
-            ids = batch.can_id[rows]
-            class_cols = [
-                ((ids >> b) & 1).astype(np.float64) for b in range(len(SOCKETCAN_CLASSES))
-            ]
-            class_cols.append(unclassified_mask(ids).astype(np.float64))
-            uniq_e, totals_e = per_second_totals(
-                seconds[rows], [None] * 5 + class_cols + [None], k=k
-            )
-            totals_e[:, :5] = 0
-            totals_e[:, -1] = 0
-            self.ring.add(uniq_e, totals_e)
+            self._add_error_rows(batch, rows, seconds[rows])
         if bus_off_times is not None and bus_off_times.size:
             events = np.floor(bus_off_times).astype(np.int64)
             uniq_b, totals_b = per_second_totals(events, [None], k=1)
             full = np.zeros((uniq_b.size, k), np.int64)
-            full[:, -1] = totals_b[:, 0]
+            full[:, _BUS_OFF] = totals_b[:, 0]
             self.ring.add(uniq_b, full)
         if len(batch):
             newest = float(batch.timestamp.max())
@@ -280,6 +283,33 @@ class BusWindows:
             )
         if self.bitrate:
             self._note_peak(uniq)
+
+    def _add_error_rows(self, batch: FrameBatch, rows: npt.NDArray[np.intp], seconds: I64) -> None:
+        """Error frames per class and the protocol errors' bit0/bit1 types, per second."""
+        ids = batch.can_id[rows]
+        weights: list[npt.NDArray[Any]] = [
+            ((ids >> b) & 1).astype(np.float64) for b in range(len(SOCKETCAN_CLASSES))
+        ]
+        weights.append(unclassified_mask(ids).astype(np.float64))
+        # data[2] is the violation type only when the protocol class bit is set.
+        types = np.where((ids & CAN_ERR_PROT) != 0, batch.data[rows, 2], 0)
+        weights += [
+            ((types & PROTOCOL_TYPE_FLAGS[t]) != 0).astype(np.float64)
+            for t in PROTOCOL_TYPE_COLUMNS
+        ]
+        uniq, part = per_second_totals(seconds, weights)
+        totals = np.zeros((uniq.size, len(BUS_COLUMNS)), np.int64)
+        totals[:, _ERROR_COLUMNS] = part[:, : len(ERROR_CLASSES)]
+        totals[:, _PROTOCOL_TYPES] = part[:, len(ERROR_CLASSES) :]
+        self.ring.add(uniq, totals)
+
+    def add_dropped(self, now: float, frames: int) -> None:
+        """Frames the host dropped (socket queue, interface) noticed at live time ``now``."""
+        if frames <= 0:
+            return
+        totals = np.zeros((1, len(BUS_COLUMNS)), np.int64)
+        totals[0, _DROPPED] = frames
+        self.ring.add(np.array([int(np.floor(now))], np.int64), totals)
 
     def _raw_ratios(self, rows: I64) -> npt.NDArray[np.float64]:
         assert self.bitrate and self.data_bitrate
