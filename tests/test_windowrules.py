@@ -8,20 +8,26 @@ import json
 from pathlib import Path
 from typing import Any
 
+import can
 import numpy as np
 import pytest
 
 from candiag.cli import main
+from candiag.config.model import BusConfig
+from candiag.decode.dbc import load_reference_database
 from candiag.diagnosis.engine import DiagnosisEngine, RuleBook, load_rulebook
 from candiag.diagnosis.episodes import Episode
 from candiag.diagnosis.intervalrule import IntervalFinding
 from candiag.diagnosis.intervals import INTERVAL_CODES
-from candiag.diagnosis.timeline import BusTimeline
+from candiag.diagnosis.timeline import BusTimeline, bus_timeline
 from candiag.diagnosis.windowrules import WINDOW_CODES, rising_intervals, window_rules
 from candiag.health.busstate import BusStateTracker
 from candiag.health.windows import BusWindows
+from candiag.ingest.frames import FrameBatch
+from candiag.live.bus import LiveBus
 from candiag.sim.faults import controller_payload, error_frame_batch
 from candiag.socketcan_errors import CAN_ERR_CNT, CAN_ERR_CRTL, CAN_ERR_PROT
+from tests.frame_batches import batch_of
 
 BOOK = load_rulebook()
 SPAN = 600  # seconds of traffic in the hand-made timelines
@@ -325,3 +331,51 @@ def test_the_engine_takes_window_findings_from_the_timeline() -> None:
     (finding,) = engine.all_findings_flat()
     assert finding.code == "CAN_ERR_ACK" and finding.cleared_at == 259.0
     assert finding.title.startswith("ACK errors on can0")
+
+
+class _DroppingSource:
+    """A frame source that carries a few frames a second and drops some, as the test says."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.last_error: str | None = None
+        self.dropped = {"socket": 0, "interface": 0}
+        self.link_stats = None
+        self.pending: list[FrameBatch] = []
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 0.0) -> None: ...
+
+    def drain(self) -> FrameBatch:
+        pending, self.pending = self.pending, []
+        return FrameBatch.concat(pending) if pending else FrameBatch.empty()
+
+
+def test_live_dropped_frames_are_an_episode_with_their_seconds() -> None:
+    """The daemon's loop: drops noticed at 110.5 s and 112.5 s are one episode, over once
+    absent for clear_after_s, and the engine clears it then."""
+
+    source = _DroppingSource()
+    bus = LiveBus(
+        BusConfig(name="can0", interface="virtual", channel="t"),
+        load_reference_database(),
+        source=source,
+    )
+    bus.set_link(True, 100.0)
+    engine = DiagnosisEngine(book=BOOK)
+    states = []
+    for k in range(1, 141):
+        now = 100.0 + k * 0.5
+        source.pending.append(batch_of([can.Message(timestamp=now - 0.1, arbitration_id=0x100)]))
+        if now in (110.5, 112.5):
+            source.dropped["socket"] += 3
+        bus.poll(now)
+        engine.update(now, [bus.report(now)], [], [bus_timeline(bus.pipeline, now)])
+        states.append({f.code: f.end for f in engine.all_findings_flat()})
+    assert "CAN_FRAMES_DROPPED" not in states[18]  # 109.5 s: nothing dropped yet
+    assert states[20]["CAN_FRAMES_DROPPED"] is None  # 110.5 s: raised, open
+    (finding,) = [f for f in engine.all_findings_flat() if f.code == "CAN_FRAMES_DROPPED"]
+    assert [(e.start, e.end) for e in finding.episodes] == [(110.0, 113.0)]
+    assert finding.title.startswith("The host dropped 6 frames on can0")
+    assert finding.cleared_at == 113.0
