@@ -169,11 +169,14 @@ def _episodes(book: RuleBook, evidence: I64, end: float | None) -> list[Episode]
 
 
 def _inside(seconds: I64, episodes: Sequence[Episode]) -> Bools:
-    """Which of these seconds lie within one of the episodes."""
-    mask = np.zeros(seconds.size, np.bool_)
-    for ep in episodes:
-        mask |= (seconds >= ep.start) & (seconds < ep.end_or(np.inf))
-    return mask
+    """Which of these seconds lie within one of the episodes (sorted, not overlapping)."""
+    if not episodes:
+        return np.zeros(seconds.size, np.bool_)
+    starts = np.array([e.start for e in episodes], np.float64)
+    ends = np.array([e.end_or(np.inf) for e in episodes], np.float64)
+    k = np.searchsorted(starts, seconds, side="right") - 1  # the last episode started
+    inside: Bools = (k >= 0) & (seconds < ends[np.maximum(k, 0)])
+    return inside
 
 
 def _worst_second(seconds: I64, score: F64, episodes: Sequence[Episode]) -> int | None:
@@ -207,8 +210,8 @@ def _base(timeline: BusTimeline) -> dict[str, Any]:
 
 def _error_findings(book: RuleBook, timeline: BusTimeline) -> list[IntervalFinding]:
     seconds = timeline.seconds
-    if seconds.size == 0:
-        return []
+    if not _column(timeline, "frames_error").any():
+        return []  # the usual bus: no error frame, nothing to judge (the live loop's case)
     verdicts = _error_verdicts(book, timeline)
     found: dict[str, list[Episode]] = {}
     for code in ("CAN_WRONG_BITRATE", "CAN_ERR_PHY", "CAN_ERR_ACK", "CAN_ERR_TRX"):
