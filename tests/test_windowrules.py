@@ -379,3 +379,13 @@ def test_live_dropped_frames_are_an_episode_with_their_seconds() -> None:
     assert [(e.start, e.end) for e in finding.episodes] == [(110.0, 113.0)]
     assert finding.title.startswith("The host dropped 6 frames on can0")
     assert finding.cleared_at == 113.0
+
+
+def test_detection_is_when_the_verdict_first_held_not_the_first_evidence() -> None:
+    # A wrong bitrate is proven by its second burst; a load by its 10-s mean.
+    wrong = found(timeline(errors_protocol={400: 16, 405: 16}))["CAN_WRONG_BITRATE"]
+    assert wrong.episodes[0].start + wrong.proof_s == 406.0
+    load = found(timeline(load=dict.fromkeys(range(317, 329), 0.93)))["CAN_LOAD_HIGH"]
+    assert 317.0 < load.episodes[0].start + load.proof_s <= 328.0
+    ack = found(timeline(errors_ack={200: 3}))["CAN_ERR_ACK"]
+    assert ack.proof_s == 1.0  # the end of its second

@@ -179,6 +179,16 @@ def _inside(seconds: I64, episodes: Sequence[Episode]) -> Bools:
     return inside
 
 
+def _proof_s(seconds: I64, verdict: _Verdict, episodes: Sequence[Episode]) -> float:
+    """How long after the first episode's start its verdict first held: the end of the
+    first second at or after the start where it did (its window was then complete)."""
+    held = seconds[verdict.holds]
+    k = int(np.searchsorted(held, episodes[0].start, side="left"))
+    if k == held.size:
+        return 0.0
+    return float(held[k]) + 1.0 - episodes[0].start
+
+
 def _worst_second(seconds: I64, score: F64, episodes: Sequence[Episode]) -> int | None:
     """Index of the second with the highest ``score`` in the last episode."""
     last = episodes[-1]
@@ -266,7 +276,8 @@ def _error_finding(
     evidence["episode_error_frames"] = _episode_total(seconds, verdict.own, episodes)
     if code == "CAN_ERROR_FRAMES_UNCLASSIFIED":
         fields["count"] = evidence["episode_error_frames"]
-    return IntervalFinding(code, timeline.bus, tuple(episodes), fields, evidence)
+    proof = _proof_s(seconds, verdict, episodes)
+    return IntervalFinding(code, timeline.bus, tuple(episodes), fields, evidence, proof)
 
 
 def _episode_total(seconds: I64, values: I64, episodes: Sequence[Episode]) -> int:
@@ -293,7 +304,10 @@ def _load_findings(book: RuleBook, timeline: BusTimeline) -> list[IntervalFindin
         "load_ratio_10s": round(worst, 4),
         "seconds_over": _episode_total(seconds, verdict.own, episodes),
     }
-    return [IntervalFinding("CAN_LOAD_HIGH", timeline.bus, tuple(episodes), fields, evidence)]
+    proof = _proof_s(seconds, verdict, episodes)
+    return [
+        IntervalFinding("CAN_LOAD_HIGH", timeline.bus, tuple(episodes), fields, evidence, proof)
+    ]
 
 
 def _dropped_findings(book: RuleBook, timeline: BusTimeline) -> list[IntervalFinding]:
@@ -316,7 +330,9 @@ def _dropped_findings(book: RuleBook, timeline: BusTimeline) -> list[IntervalFin
         "dropped": total,
         "dropped_last_episode": in_last,
     }
-    return [IntervalFinding("CAN_FRAMES_DROPPED", timeline.bus, tuple(episodes), fields, evidence)]
+    proof = _proof_s(seconds, verdict, episodes)
+    code = "CAN_FRAMES_DROPPED"
+    return [IntervalFinding(code, timeline.bus, tuple(episodes), fields, evidence, proof)]
 
 
 # -- error counters rising ------------------------------------------------------------------
