@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from candiag.live.bus import LiveBus
 from candiag.sim.faults import controller_payload, error_frame_batch
 from candiag.socketcan_errors import CAN_ERR_CNT, CAN_ERR_CRTL, CAN_ERR_PROT
 from tests.frame_batches import batch_of
+from tests.realworld import HOW, pycan_dir
 
 BOOK = load_rulebook()
 SPAN = 600  # seconds of traffic in the hand-made timelines
@@ -389,3 +392,47 @@ def test_detection_is_when_the_verdict_first_held_not_the_first_evidence() -> No
     assert 317.0 < load.episodes[0].start + load.proof_s <= 328.0
     ack = found(timeline(errors_ack={200: 3}))["CAN_ERR_ACK"]
     assert ack.proof_s == 1.0  # the end of its second
+
+
+# -- python-can's logs: what nobody here wrote ---------------------------------------------------
+
+PYCAN = pycan_dir()
+PYCAN_LOGS = (
+    sorted(p for p in PYCAN.iterdir() if p.suffix not in (".py", ".json") and p.is_file())
+    if PYCAN is not None
+    else []
+)
+# The error classes (by_class) one of which a window code's evidence needs in the file.
+NEEDS = {
+    "CAN_ERR_ACK": ("ack",),
+    "CAN_ERR_PHY": ("protocol",),
+    "CAN_WRONG_BITRATE": ("protocol",),
+    "CAN_ERR_TRX": ("transceiver", "protocol"),
+    "CAN_ERROR_FRAMES_UNCLASSIFIED": ("unclassified",),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PYCAN_LOGS, reason=f"python-can's test logs not found: {HOW}")
+@pytest.mark.parametrize("path", PYCAN_LOGS, ids=[p.name for p in PYCAN_LOGS])
+def test_window_findings_on_python_cans_logs_have_their_error_frames(path: Path) -> None:
+    """No window finding without the error frames that make it, and each episode inside
+    the capture; no load, dropped-frame or rising-counter finding in these short logs."""
+    out = subprocess.run(
+        [sys.executable, "-m", "candiag", "analyze", str(path), "--json", "-"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    by_class = report["error_frames"]["by_class"]
+    start, end = report["capture"]["start"], report["capture"]["end"]
+    for code, finding in _findings(report).items():
+        if code not in WINDOW_CODES:
+            continue
+        assert code in NEEDS, code
+        assert any(by_class.get(c, 0) > 0 for c in NEEDS[code]), (code, by_class)
+        for e in finding["episodes"]:
+            assert start - 1.0 <= e["start"] <= end, (code, e, start, end)
+            assert e["end"] is None or e["start"] < e["end"] <= end + 1.0, (code, e)
