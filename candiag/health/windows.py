@@ -109,30 +109,47 @@ class SecondRing:
         if passing.any():
             self.peak = np.maximum(self.peak, totals[passing].max(axis=0))
 
-    def _window_rows(self, window: int, end: int | None = None) -> npt.NDArray[np.intp]:
+    def _span(self, window: int, end: int | None = None) -> tuple[int, int] | None:
+        """First and last second of ``(end - window, end]`` the ring holds, if any."""
         if self.head is None:
-            return np.empty(0, np.intp)
+            return None
         end = self.head if end is None else min(end, self.head)
         start = max(end - min(window, self.horizon) + 1, self.head - self.horizon + 1)
         if self.first is not None:
             start = max(start, self.first)
-        if end < start:
-            return np.empty(0, np.intp)
-        return (np.arange(start, end + 1, dtype=np.int64) % self.horizon).astype(np.intp)
+        return None if end < start else (start, end)
+
+    def _blocks(self, span: tuple[int, int] | None) -> list[I64]:
+        """The buckets of the seconds of ``span``, oldest first, as (at most two) views:
+        slices instead of a gather, as the ring is read every loop (the window rules)."""
+        if span is None:
+            return []
+        start, end = span
+        h = self.horizon
+        first, n = start % h, end - start + 1
+        if first + n <= h:
+            return [self.buckets[first : first + n]]
+        return [self.buckets[first:], self.buckets[: n - (h - first)]]
 
     def window_sum(self, window: int, end: int | None = None) -> I64:
         """Column totals over the seconds ``(end - window, end]`` (``end`` defaults to now)."""
-        total: I64 = self.buckets[self._window_rows(window, end)].sum(axis=0)
+        total: I64 = np.zeros(len(self.columns), np.int64)
+        for block in self._blocks(self._span(window, end)):
+            total += block.sum(axis=0)
         return total
 
     def window_rows(self, window: int, end: int | None = None) -> I64:
         """The per-second rows of the seconds ``(end - window, end]``, oldest first."""
-        rows: I64 = self.buckets[self._window_rows(window, end)]
+        blocks = self._blocks(self._span(window, end))
+        if not blocks:
+            return np.zeros((0, len(self.columns)), np.int64)
+        rows: I64 = np.concatenate(blocks)
         return rows
 
     def covered_seconds(self, window: int, end: int | None = None) -> int:
         """How many seconds of the window lie after the first second ever seen."""
-        return int(self._window_rows(window, end).size)
+        span = self._span(window, end)
+        return 0 if span is None else span[1] - span[0] + 1
 
     def series(self) -> tuple[I64, I64]:
         """Every second with data, oldest first: ``(seconds, values[m, k])``; absent seconds are 0.
@@ -140,14 +157,11 @@ class SecondRing:
         Without ``keep_history`` this covers the ring (the last ``horizon`` seconds).
         """
         parts = list(self._history)
-        if self.head is not None:
-            start = self.head - self.horizon + 1
-            if self.first is not None:
-                start = max(start, self.first)
-            seconds = np.arange(start, self.head + 1, dtype=np.int64)
-            values = self.buckets[seconds % self.horizon]
-            keep = values.any(axis=1)
-            parts.append((seconds[keep], values[keep]))
+        span = self._span(self.horizon)
+        if span is not None:
+            values = np.concatenate(self._blocks(span))
+            keep = np.flatnonzero(values.any(axis=1))
+            parts.append((keep.astype(np.int64) + span[0], values[keep]))
         if not parts:
             return np.empty(0, np.int64), np.empty((0, len(self.columns)), np.int64)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
