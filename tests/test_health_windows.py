@@ -7,8 +7,15 @@ import pytest
 
 from candiag.health.busload import frame_bits
 from candiag.health.errorframes import ERROR_CLASSES
-from candiag.health.windows import BUS_COLUMNS, WINDOWS, BusWindows, SecondRing
+from candiag.health.windows import (
+    BUS_COLUMNS,
+    PROTOCOL_TYPE_COLUMNS,
+    WINDOWS,
+    BusWindows,
+    SecondRing,
+)
 from candiag.ingest.frames import FrameBatch
+from candiag.socketcan_errors import CAN_ERR_PROT, PROTOCOL_TYPE_FLAGS
 from tests.synthetic import synthetic_batch
 
 
@@ -46,6 +53,11 @@ def _naive(frames: list[FrameBatch], lo: int, hi: int) -> dict[str, int]:
         out["bits_data"] += int(data_phase.sum())
         for i, c in enumerate(ERROR_CLASSES):
             out[f"errors_{c}"] += int(((sub.can_id[sub.is_error] >> i) & 1).sum())
+        protocol = sub.is_error & ((sub.can_id & CAN_ERR_PROT) != 0)
+        for t in PROTOCOL_TYPE_COLUMNS:
+            out[f"protocol_{t}"] += int(
+                ((sub.data[protocol, 2] & PROTOCOL_TYPE_FLAGS[t]) != 0).sum()
+            )
     return out
 
 

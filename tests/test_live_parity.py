@@ -20,7 +20,7 @@ from candiag.cli import main
 from candiag.config.model import BusConfig
 from candiag.decode.dbc import load_reference_database
 from candiag.diagnosis.engine import DiagnosisEngine, Finding
-from candiag.diagnosis.intervals import INTERVAL_CODES, WINDOW_EVIDENCE
+from candiag.diagnosis.intervals import INTERVAL_CODES
 from candiag.diagnosis.timeline import bus_timeline
 from candiag.ingest.frames import FrameBatch
 from candiag.live.bus import LiveBus
@@ -31,6 +31,15 @@ FAULTS = (
     "contactor_mismatch@100+3:contactor=dc_plus,mode=stuck_open",
     "contactor_mismatch@160+3:contactor=dc_plus,mode=stuck_open",
     "bus_off@190+3",
+)
+# The window rules' faults, each coming and going between the 10-s grid's points.
+WINDOW_FAULTS = (
+    "wrong_bitrate@63.6+9",
+    "error_frames@95.4+6:class=ack,rate=40",
+    "overload@108.2+12:load=0.93",
+    "error_frames@140.3+5:class=bit0,rate=20",
+    "controller@165.5+7:state=warning,tec=110",
+    "error_frames@205.7+4:class=stuff,rate=3",
 )
 
 
@@ -46,11 +55,13 @@ def bounds(f: Finding) -> list[tuple[float, float | None]]:
     return [(round(e.start, 3), None if e.end is None else round(e.end, 3)) for e in f.episodes]
 
 
-@pytest.mark.slow
-def test_live_loop_and_analyze_agree_on_codes_and_bounds(tmp_path: Path) -> None:
-    capture = tmp_path / "parity.log"
+def both_ways(
+    capture: Path, faults: tuple[str, ...]
+) -> tuple[dict[tuple[str, str], dict[str, Any]], DiagnosisEngine, list[dict[str, Any]]]:
+    """The capture analyzed offline, and fed to a live bus whose engine runs every second:
+    (offline findings by key, the live engine, the offline top-level findings)."""
     args = ["simulate", "-o", str(capture), "-d", "240"]
-    for fault in FAULTS:
+    for fault in faults:
         args += ["--fault", fault]
     assert main(args) == 0
     db = load_reference_database()
@@ -71,30 +82,55 @@ def test_live_loop_and_analyze_agree_on_codes_and_bounds(tmp_path: Path) -> None
             report = monitor.report(now)
             engine.update(now, [report], [], [bus_timeline(monitor.pipeline, now)])
     engine.update(t1, [monitor.report(t1)], [], [bus_timeline(monitor.pipeline, t1)])
+    top = result.report.to_json()["findings"]
+    return {(f["code"], f["subject"]): f for f in _flat_json(top)}, engine, top
 
-    offline_findings = {
-        (f["code"], f["subject"]): f for f in _flat_json(result.report.to_json()["findings"])
-    }
+
+def assert_same_bounds(
+    offline_findings: dict[tuple[str, str], dict[str, Any]], engine: DiagnosisEngine
+) -> set[tuple[str, str]]:
+    """The interval codes' findings are the same both ways, episode for episode."""
     live = flat(engine.all_findings())
-    exact = INTERVAL_CODES | set(WINDOW_EVIDENCE)
-    offline_exact = {k for k in offline_findings if k[0] in exact}
-    live_exact = {k for k in live if k[0] in exact}
+    offline_exact = {k for k in offline_findings if k[0] in INTERVAL_CODES}
+    live_exact = {k for k in live if k[0] in INTERVAL_CODES}
     assert offline_exact == live_exact
-    assert {
-        ("CAN_NODE_OFFLINE", "can0/power_module/3"),
-        ("CONTACTOR_MISMATCH", "can0/DCPlus"),
-        ("CAN_BUS_OFF", "can0"),
-    } <= live_exact
     for key in sorted(offline_exact):
         want = [
             (round(e["start"], 3), None if e["end"] is None else round(e["end"], 3))
             for e in offline_findings[key]["episodes"]
         ]
         assert bounds(live[key]) == want, key
+    return live_exact
+
+
+@pytest.mark.slow
+def test_live_loop_and_analyze_agree_on_codes_and_bounds(tmp_path: Path) -> None:
+    offline_findings, engine, top = both_ways(tmp_path / "parity.log", FAULTS)
+    live_exact = assert_same_bounds(offline_findings, engine)
+    assert {
+        ("CAN_NODE_OFFLINE", "can0/power_module/3"),
+        ("CONTACTOR_MISMATCH", "can0/DCPlus"),
+        ("CAN_BUS_OFF", "can0"),
+    } <= live_exact
     # The same top-level causes, in the same order.
-    assert [f.code for f in engine.all_findings()][:3] == [
-        f["code"] for f in result.report.to_json()["findings"]
-    ][:3]
+    assert [f.code for f in engine.all_findings()][:3] == [f["code"] for f in top][:3]
+
+
+@pytest.mark.slow
+def test_live_loop_and_analyze_agree_on_the_window_rules(tmp_path: Path) -> None:
+    """ACK errors, a load burst, a wrong bitrate, bit0 errors, counters rising to the
+    warning level and a few stuff errors, each for a few seconds between the 10-s grid's
+    points: found both ways, with the same episodes."""
+    offline_findings, engine, _ = both_ways(tmp_path / "windows.log", WINDOW_FAULTS)
+    live_exact = assert_same_bounds(offline_findings, engine)
+    assert {
+        ("CAN_ERR_ACK", "can0"),
+        ("CAN_LOAD_HIGH", "can0"),
+        ("CAN_WRONG_BITRATE", "can0"),
+        ("CAN_ERR_TRX", "can0"),
+        ("CAN_TEC_RISING", "can0"),
+        ("CAN_ERR_PHY", "can0"),
+    } <= live_exact
 
 
 def _flat_json(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:

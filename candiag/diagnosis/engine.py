@@ -407,7 +407,7 @@ class DiagnosisEngine:
         For the interval codes the timeline replaces what instants said; return (raised,
         cleared) compared with before, as :meth:`update` does.
         """
-        from candiag.diagnosis.intervals import INTERVAL_CODES, interval_findings, refine_episodes
+        from candiag.diagnosis.intervals import INTERVAL_CODES, interval_findings
 
         before = {k: f.end for k, f in self._every().items() if k[0] in INTERVAL_CODES}
         buses = {t.bus for t in timelines}
@@ -419,18 +419,6 @@ class DiagnosisEngine:
         self.history = [
             f for f in self.history if not (f.code in INTERVAL_CODES and _bus(f.subject) in buses)
         ]
-        by_bus = {t.bus: t for t in timelines}
-        for finding in self._every().values():
-            timeline = by_bus.get(_bus(finding.subject))
-            if timeline is not None and finding.episodes:
-                finding.episodes = refine_episodes(
-                    self.book, finding.code, finding.episodes, timeline
-                )
-        for key, finding in list(self.active.items()):
-            if finding.episodes and finding.episodes[-1].end is not None:
-                # Its evidence ended longer than its window before the end: over.
-                finding.cleared_at = finding.episodes[-1].end
-                self.history.append(self.active.pop(key))
         raised: list[Finding] = []
         cleared: list[Finding] = []
         for found in interval_findings(self.book, timelines):

@@ -18,10 +18,9 @@ each episode by the frames that prove it (docs/diagnosis.md, "Episodes"):
 * ``CAN_BUS_OFF``, ``CAN_ERROR_PASSIVE``: the controller's stays in that state, from the
   error frame (or link state) that put it there to the one that moved it on.
 
-Window rules (error classes, load) are judged on the last 60 s by the instant engine;
-:func:`refine_episodes` then bounds each of their episodes by the seconds that hold the
-evidence (the first and last second with such error frames, or over the load threshold),
-so their bounds are exact to the second rather than to the window.
+Window rules (error classes, load, dropped frames, rising error counters) are in
+:mod:`candiag.diagnosis.windowrules`: the instant rules' 60-s definitions evaluated at
+every second, their episodes bounded by the seconds that hold the evidence.
 
 The hysteresis is in time and part of each definition: a node's timeout and the two
 contactor times decide when an episode is raised; the first frame that disproves the
@@ -34,24 +33,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from candiag.diagnosis.engine import RuleBook
 from candiag.diagnosis.episodes import Episode, settle
 from candiag.diagnosis.intervalrule import IntervalFinding, IntervalRule
 from candiag.diagnosis.timeline import BusTimeline, ContactorTrace, NodePresence
+from candiag.diagnosis.windowrules import WINDOW_CODES, window_rules
 from candiag.health.signals import CLOSED, OPEN
 
-#: Window rules whose episodes are bounded by their per-second evidence: the columns
-#: (any > 0 is evidence) and the window the instant rule reads.
-WINDOW_EVIDENCE: dict[str, tuple[tuple[str, ...], int]] = {
-    "CAN_ERR_ACK": (("errors_ack",), 60),
-    "CAN_ERR_PHY": (("errors_protocol",), 60),
-    "CAN_WRONG_BITRATE": (("errors_protocol",), 60),
-    "CAN_ERR_TRX": (("errors_transceiver", "errors_protocol"), 60),
-    "CAN_ERROR_FRAMES_UNCLASSIFIED": (("errors_unclassified",), 60),
-    "CAN_LOAD_HIGH": ((), 60),  # seconds over bus_load_warning
-}
 STATE_CODES = {"CAN_BUS_OFF": "bus_off", "CAN_ERROR_PASSIVE": "error_passive"}
 
 
@@ -74,58 +62,6 @@ def bus_states(book: RuleBook, timeline: BusTimeline) -> list[IntervalFinding]:
             evidence = {"stays": len(stays), "state": state}
             out.append(IntervalFinding(code, timeline.bus, episodes, _base(timeline), evidence))
     return out
-
-
-def refine_episodes(
-    book: RuleBook, code: str, episodes: Sequence[Episode], timeline: BusTimeline
-) -> list[Episode]:
-    """Episodes of a window rule bounded by the seconds holding its evidence.
-
-    An episode starts at the first evidence second its window saw and ends after the last
-    one; evidence further apart than the window starts a new episode; an episode open at
-    the end of the data stays open unless its evidence has been absent for
-    ``clear_after_s`` (the engine's hysteresis) before the end.
-    """
-    spec = WINDOW_EVIDENCE.get(code)
-    if spec is None or not timeline.seconds.size:
-        return list(episodes)
-    names, window = spec
-    if names:
-        flags = np.zeros(timeline.seconds.size, np.bool_)
-        for name in names:
-            column = timeline.columns.get(name)
-            if column is not None:
-                flags |= column > 0
-    elif timeline.load_ratio is not None:
-        flags = timeline.load_ratio >= book.t("bus_load_warning")
-    else:
-        return list(episodes)
-    evidence = timeline.seconds[flags]
-    if not evidence.size:
-        return list(episodes)
-    starts = np.array([e.start - window - 1 for e in episodes], np.float64)
-    ends = np.array([np.inf if e.end is None else e.end for e in episodes], np.float64)
-    lo = np.searchsorted(evidence, starts, side="left")
-    hi = np.searchsorted(evidence, ends, side="right")
-    out = []
-    for ep, i, j in zip(episodes, lo.tolist(), hi.tolist(), strict=True):
-        if i >= j:
-            out.append(ep)
-            continue
-        seen = evidence[i:j]
-        # Evidence further apart than the window is two episodes, as two faults would be.
-        cuts = np.flatnonzero(np.diff(seen) > window) + 1
-        firsts = seen[np.concatenate(([0], cuts))].tolist()
-        lasts = (seen[np.concatenate((cuts - 1, [seen.size - 1]))] + 1).tolist()
-        parts: list[Episode] = [
-            Episode(float(a), float(b)) for a, b in zip(firsts, lasts, strict=True)
-        ]
-        last = parts[-1]
-        quiet = book.clear_after_s  # the engine's hysteresis: absent this long, it is over
-        if ep.end is None and (timeline.end is None or timeline.end - last.end_or(0.0) < quiet):
-            parts[-1] = Episode(last.start, None)
-        out.extend(parts)
-    return settle(out)
 
 
 def _base(timeline: BusTimeline) -> dict[str, Any]:
@@ -251,6 +187,7 @@ RULES: tuple[IntervalRule, ...] = (
     IntervalRule(frozenset(STATE_CODES), bus_states),
     IntervalRule(frozenset({"CAN_NODE_OFFLINE"}), node_offline),
     IntervalRule(frozenset({"CONTACTOR_MISMATCH", "CONTACTOR_WELD"}), contactor_faults),
+    IntervalRule(WINDOW_CODES, window_rules),
 )
 #: The codes interval rules own: instants do not judge them.
 INTERVAL_CODES: frozenset[str] = frozenset().union(*(rule.codes for rule in RULES))

@@ -12,7 +12,10 @@ trackers recorded as intervals while the frames went by:
 * the controller's stays in error-warning, error-passive and bus-off, exact to the error
   frames (or link states) that moved it (:attr:`BusStateTracker.intervals`);
 * per-second columns (a sparse seconds axis): error frames per class and the load ratio,
-  from the sliding windows' ring (offline: its whole history; live: its last hour).
+  from the sliding windows' ring (offline: its whole history; live: its last hour);
+* the window rules' group (:mod:`candiag.diagnosis.windowrules`): all error frames, the
+  protocol errors' types and the frames dropped per second, the changes of the
+  error counters' direction, the last TEC/REC and the bitrate when known.
 
 Offline it covers the whole capture; live, what the trackers remember (bounded per node
 and contactor).  Built by :func:`bus_timeline` from a :class:`BusPipeline`; read by
@@ -28,7 +31,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from candiag.health.errorframes import ERROR_CLASSES
 from candiag.health.signals import Disagreement
+from candiag.health.windows import PROTOCOL_TYPE_COLUMNS
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -40,6 +45,11 @@ EVIDENCE_COLUMNS = (
     "errors_unclassified",
     "errors_bus_off",
     "bus_off_events",
+    # The window rules (candiag.diagnosis.windowrules).
+    "frames_error",
+    *(f"errors_{c}" for c in ERROR_CLASSES),
+    *(f"protocol_{t}" for t in PROTOCOL_TYPE_COLUMNS),
+    "frames_dropped",
 )
 
 if TYPE_CHECKING:
@@ -83,6 +93,12 @@ class BusTimeline:
     seconds: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
     columns: Mapping[str, I64] = field(default_factory=dict)
     load_ratio: F64 | None = None  # per second of ``seconds``; None: bitrate unknown
+    # -- the window rules (candiag.diagnosis.windowrules) --
+    bitrate: int | None = None  # None: only assumed (no text may tell to set it)
+    # Each change of the error counters' direction: (instant, falling), oldest first.
+    trend_changes: tuple[tuple[float, bool], ...] = ()
+    tec: int | None = None  # the last counters carried by an error frame
+    rec: int | None = None
 
 
 def bus_timeline(pipeline: BusPipeline, now: float | None = None) -> BusTimeline:
@@ -128,4 +144,9 @@ def bus_timeline(pipeline: BusPipeline, now: float | None = None) -> BusTimeline
         seconds=seconds,
         columns=columns,
         load_ratio=load if load is not None and load.size == seconds.size else None,
+        # -- the window rules --
+        bitrate=pipeline.bitrate if pipeline.bitrate_known else None,
+        trend_changes=tuple(pipeline.state.trend_changes),
+        tec=pipeline.state.tec,
+        rec=pipeline.state.rec,
     )

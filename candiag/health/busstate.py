@@ -15,6 +15,10 @@ error) leave the state alone.
 
 Vectorized: each error frame gets an implied state (or "none"); the last implied state
 wins and the time in each state is a bincount of the intervals between evidence frames.
+
+The counters' direction (rising or falling) is kept as a list of changes, exact to the
+error frame that showed it (:attr:`BusStateTracker.trend_changes`): the diagnosis's
+``CAN_TEC_RISING`` holds only while the counters rise (:mod:`candiag.diagnosis.windowrules`).
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ ERROR_ACTIVE, ERROR_WARNING, ERROR_PASSIVE, BUS_OFF, DOWN = range(5)
 NO_EVIDENCE = -1
 # Intervals remembered per state (exact bounds for the diagnosis's episodes).
 MAX_STATE_INTERVALS = 1000
+# Changes of the counters' direction remembered (a flapping counter makes two a cycle).
+MAX_TREND_CHANGES = 10_000
 
 _CRTL_WARNING = CONTROLLER_FLAGS["rx_warning"] | CONTROLLER_FLAGS["tx_warning"]
 _CRTL_PASSIVE = CONTROLLER_FLAGS["rx_passive"] | CONTROLLER_FLAGS["tx_passive"]
@@ -120,6 +126,9 @@ class BusStateTracker:
         # warning level on the way back is recovery, not a problem building up.
         self.falling = False
         self._worst: int | None = None
+        # Every change of ``falling``: (instant, falling), oldest first, the last
+        # MAX_TREND_CHANGES kept.
+        self.trend_changes: list[tuple[float, bool]] = []
         # Every stay in a state other than error-active: state -> [(entered, left)], the
         # current stay last with ``left`` None.  Unlike ``changes`` none is dropped early.
         self.intervals: dict[str, list[tuple[float, float | None]]] = {}
@@ -188,26 +197,54 @@ class BusStateTracker:
             self.tec, self.rec = int(data[has_cnt, 6][-1]), int(data[has_cnt, 7][-1])
         states = implied_states(can_id, data)
         evidence = states != NO_EVIDENCE
-        bus_off_times = self._apply_evidence(batch.timestamp[rows][evidence], states[evidence])
-        if has_cnt.any():  # the counters, where sent, say more than the state's direction
-            self._note_trend(np.maximum(data[has_cnt, 6], data[has_cnt, 7]).astype(np.int32))
+        ts = batch.timestamp[rows]
+        bus_off_times, state_ts, state_falling = self._apply_evidence(
+            ts[evidence], states[evidence]
+        )
+        moved_ts, moved_falling = self._counter_moves(
+            ts[has_cnt], np.maximum(data[has_cnt, 6], data[has_cnt, 7]).astype(np.int32)
+        )
+        # State changes first, so that a counter frame at the same instant (the counters
+        # say more than the state's direction) is the later word.
+        self._note_trend(
+            np.concatenate((state_ts, moved_ts)), np.concatenate((state_falling, moved_falling))
+        )
         self._account_until(float(batch.timestamp.max()))
         return bus_off_times
 
-    def _note_trend(self, worst: npt.NDArray[np.int32]) -> None:
-        """Direction of the last change of the worst counter (unchanged values keep it)."""
+    def _counter_moves(
+        self, ts: npt.NDArray[np.float64], worst: npt.NDArray[np.int32]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+        """Each counter frame whose worst counter moved: (instant, fell)."""
+        if worst.size == 0:
+            return np.empty(0, np.float64), np.empty(0, np.bool_)
         series = worst if self._worst is None else np.concatenate(([self._worst], worst))
         steps = np.diff(series)
-        moved = steps[steps != 0]
-        if moved.size:
-            self.falling = bool(moved[-1] < 0)
+        at = ts[-steps.size :] if steps.size else ts[:0]
         self._worst = int(series[-1])
+        moved = steps != 0
+        return at[moved], steps[moved] < 0
+
+    def _note_trend(self, ts: npt.NDArray[np.float64], falling: npt.NDArray[np.bool_]) -> None:
+        """Direction of the counters after each event, in time order; changes recorded."""
+        if ts.size == 0:
+            return
+        order = np.argsort(ts, kind="stable")
+        ts, falling = ts[order], falling[order]
+        before = np.concatenate(([self.falling], falling[:-1]))
+        for i in np.flatnonzero(falling != before).tolist():
+            self.trend_changes.append((float(ts[i]), bool(falling[i])))
+        if len(self.trend_changes) > MAX_TREND_CHANGES:
+            del self.trend_changes[: len(self.trend_changes) - MAX_TREND_CHANGES]
+        self.falling = bool(falling[-1])
 
     def _apply_evidence(
         self, ts: npt.NDArray[np.float64], states: npt.NDArray[np.int8]
-    ) -> npt.NDArray[np.float64]:
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+        """Apply the evidence frames; return the bus-off instants and each state change's
+        (instant, towards a better state)."""
         if ts.size == 0:
-            return np.empty(0, np.float64)
+            return np.empty(0, np.float64), np.empty(0, np.float64), np.empty(0, np.bool_)
         self.sources.add("error_frame")
         # Evidence older than what is already accounted is applied at the accounted instant.
         assert self._clock is not None
@@ -232,11 +269,9 @@ class BusStateTracker:
         self.transitions += int(changed.sum())
         self.bus_off_events += int(bus_off_times.size)
         if changed.any():
-            last = np.flatnonzero(changed)[-1]
-            self.state_since = float(ts[last])
-            self.falling = bool(states[last] < previous[last])
+            self.state_since = float(ts[np.flatnonzero(changed)[-1]])
         self.state = int(states[-1])
-        return bus_off_times
+        return bus_off_times, ts[changed], states[changed] < previous[changed]
 
     def to_json(self) -> JsonObject:
         return {

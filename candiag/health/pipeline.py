@@ -163,6 +163,7 @@ class BusPipeline:
         burst_errors_per_s: int = 8,
         keep_history: bool = False,
         bitrate_known: bool = True,
+        window_history: bool = False,
     ) -> None:
         self.name = name
         self.db = db
@@ -175,7 +176,13 @@ class BusPipeline:
         self.decoder = BatchDecoder(db)
         # Ids are tracked per epoch here and merged into ``health.ids`` (the lifetime).
         self.health = BusHealth(
-            name, bitrate, data_bitrate, keep_history=keep_history, track_ids=False
+            name,
+            bitrate,
+            data_bitrate,
+            # The per-second windows of the whole capture: the window rules read them
+            # (candiag.diagnosis.windowrules); the plots' Timeline only with keep_history.
+            keep_history=keep_history or window_history,
+            track_ids=False,
         )
         self.protocol = SecondRing(PROTOCOL_COLUMNS)
         self.nodes = NodeTracker(db, policies)

@@ -3,7 +3,10 @@
 Owns :class:`SecondRing`, a fixed ``int64[horizon, k]`` array of per-second totals (memory set
 by the longest window, whatever the traffic), and :class:`BusWindows`, which feeds it from
 frame batches: frames per kind, bits at nominal and data rate, error frames per class (the ten
-SocketCAN classes and ``unclassified``) and bus-off events.  Updating costs one bincount per
+SocketCAN classes and ``unclassified``), protocol errors per violation type (bit0/bit1: a node that
+cannot drive a bus level), bus-off events, and frames the host dropped before candiag saw
+them (live only: :meth:`BusWindows.add_dropped`).  The diagnosis's window rules read these
+columns second by second (:mod:`candiag.diagnosis.windowrules`).  Updating costs one bincount per
 column over the batch; a window query sums at most ``horizon`` rows.
 
 Time is integer seconds of the frame timestamps, so the same code serves live buses (time
@@ -26,7 +29,7 @@ from candiag.health.busload import frame_bits
 from candiag.health.errorframes import ERROR_CLASSES, unclassified_mask
 from candiag.health.jsontypes import JsonObject
 from candiag.ingest.frames import FLAG_ERROR, FLAG_REMOTE, FrameBatch
-from candiag.socketcan_errors import SOCKETCAN_CLASSES
+from candiag.socketcan_errors import CAN_ERR_PROT, PROTOCOL_TYPE_FLAGS, SOCKETCAN_CLASSES
 
 WINDOWS: dict[str, int] = {"10s": 10, "60s": 60, "300s": 300, "3600s": 3600}
 HORIZON = max(WINDOWS.values())
@@ -106,30 +109,47 @@ class SecondRing:
         if passing.any():
             self.peak = np.maximum(self.peak, totals[passing].max(axis=0))
 
-    def _window_rows(self, window: int, end: int | None = None) -> npt.NDArray[np.intp]:
+    def _span(self, window: int, end: int | None = None) -> tuple[int, int] | None:
+        """First and last second of ``(end - window, end]`` the ring holds, if any."""
         if self.head is None:
-            return np.empty(0, np.intp)
+            return None
         end = self.head if end is None else min(end, self.head)
         start = max(end - min(window, self.horizon) + 1, self.head - self.horizon + 1)
         if self.first is not None:
             start = max(start, self.first)
-        if end < start:
-            return np.empty(0, np.intp)
-        return (np.arange(start, end + 1, dtype=np.int64) % self.horizon).astype(np.intp)
+        return None if end < start else (start, end)
+
+    def _blocks(self, span: tuple[int, int] | None) -> list[I64]:
+        """The buckets of the seconds of ``span``, oldest first, as (at most two) views:
+        slices instead of a gather, as the ring is read every loop (the window rules)."""
+        if span is None:
+            return []
+        start, end = span
+        h = self.horizon
+        first, n = start % h, end - start + 1
+        if first + n <= h:
+            return [self.buckets[first : first + n]]
+        return [self.buckets[first:], self.buckets[: n - (h - first)]]
 
     def window_sum(self, window: int, end: int | None = None) -> I64:
         """Column totals over the seconds ``(end - window, end]`` (``end`` defaults to now)."""
-        total: I64 = self.buckets[self._window_rows(window, end)].sum(axis=0)
+        total: I64 = np.zeros(len(self.columns), np.int64)
+        for block in self._blocks(self._span(window, end)):
+            total += block.sum(axis=0)
         return total
 
     def window_rows(self, window: int, end: int | None = None) -> I64:
         """The per-second rows of the seconds ``(end - window, end]``, oldest first."""
-        rows: I64 = self.buckets[self._window_rows(window, end)]
+        blocks = self._blocks(self._span(window, end))
+        if not blocks:
+            return np.zeros((0, len(self.columns)), np.int64)
+        rows: I64 = np.concatenate(blocks)
         return rows
 
     def covered_seconds(self, window: int, end: int | None = None) -> int:
         """How many seconds of the window lie after the first second ever seen."""
-        return int(self._window_rows(window, end).size)
+        span = self._span(window, end)
+        return 0 if span is None else span[1] - span[0] + 1
 
     def series(self) -> tuple[I64, I64]:
         """Every second with data, oldest first: ``(seconds, values[m, k])``; absent seconds are 0.
@@ -137,14 +157,11 @@ class SecondRing:
         Without ``keep_history`` this covers the ring (the last ``horizon`` seconds).
         """
         parts = list(self._history)
-        if self.head is not None:
-            start = self.head - self.horizon + 1
-            if self.first is not None:
-                start = max(start, self.first)
-            seconds = np.arange(start, self.head + 1, dtype=np.int64)
-            values = self.buckets[seconds % self.horizon]
-            keep = values.any(axis=1)
-            parts.append((seconds[keep], values[keep]))
+        span = self._span(self.horizon)
+        if span is not None:
+            values = np.concatenate(self._blocks(span))
+            keep = np.flatnonzero(values.any(axis=1))
+            parts.append((keep.astype(np.int64) + span[0], values[keep]))
         if not parts:
             return np.empty(0, np.int64), np.empty((0, len(self.columns)), np.int64)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -189,6 +206,10 @@ def per_second_totals(
 # Above this one-second load the timestamps (or the bitrate) are wrong: see BusWindows._ratios.
 OVERFULL_RATIO = 1.02
 
+# Protocol-violation types counted per second (data[2]): bit0/bit1 errors are a
+# transceiver that cannot drive the level (the CAN_ERR_TRX rule reads them with the
+# transceiver class); the others are the evidence a technician reads.
+PROTOCOL_TYPE_COLUMNS: tuple[str, ...] = tuple(PROTOCOL_TYPE_FLAGS)
 BUS_COLUMNS: tuple[str, ...] = (
     "frames_data",
     "frames_remote",
@@ -197,7 +218,13 @@ BUS_COLUMNS: tuple[str, ...] = (
     "bits_data",
     *(f"errors_{c}" for c in ERROR_CLASSES),
     "bus_off_events",
+    *(f"protocol_{t}" for t in PROTOCOL_TYPE_COLUMNS),
+    "frames_dropped",
 )
+_ERROR_COLUMNS = slice(5, 5 + len(ERROR_CLASSES))
+_BUS_OFF = BUS_COLUMNS.index("bus_off_events")
+_PROTOCOL_TYPES = slice(_BUS_OFF + 1, _BUS_OFF + 1 + len(PROTOCOL_TYPE_COLUMNS))
+_DROPPED = BUS_COLUMNS.index("frames_dropped")
 
 
 class BusWindows:
@@ -256,22 +283,12 @@ class BusWindows:
         self.ring.add(uniq, totals)
         rows = np.flatnonzero(error)
         if rows.size:
-            ids = batch.can_id[rows]
-            class_cols = [
-                ((ids >> b) & 1).astype(np.float64) for b in range(len(SOCKETCAN_CLASSES))
-            ]
-            class_cols.append(unclassified_mask(ids).astype(np.float64))
-            uniq_e, totals_e = per_second_totals(
-                seconds[rows], [None] * 5 + class_cols + [None], k=k
-            )
-            totals_e[:, :5] = 0
-            totals_e[:, -1] = 0
-            self.ring.add(uniq_e, totals_e)
+            self._add_error_rows(batch, rows, seconds[rows])
         if bus_off_times is not None and bus_off_times.size:
             events = np.floor(bus_off_times).astype(np.int64)
             uniq_b, totals_b = per_second_totals(events, [None], k=1)
             full = np.zeros((uniq_b.size, k), np.int64)
-            full[:, -1] = totals_b[:, 0]
+            full[:, _BUS_OFF] = totals_b[:, 0]
             self.ring.add(uniq_b, full)
         if len(batch):
             newest = float(batch.timestamp.max())
@@ -280,6 +297,33 @@ class BusWindows:
             )
         if self.bitrate:
             self._note_peak(uniq)
+
+    def _add_error_rows(self, batch: FrameBatch, rows: npt.NDArray[np.intp], seconds: I64) -> None:
+        """Error frames per class and the protocol errors' bit0/bit1 types, per second."""
+        ids = batch.can_id[rows]
+        weights: list[npt.NDArray[Any]] = [
+            ((ids >> b) & 1).astype(np.float64) for b in range(len(SOCKETCAN_CLASSES))
+        ]
+        weights.append(unclassified_mask(ids).astype(np.float64))
+        # data[2] is the violation type only when the protocol class bit is set.
+        types = np.where((ids & CAN_ERR_PROT) != 0, batch.data[rows, 2], 0)
+        weights += [
+            ((types & PROTOCOL_TYPE_FLAGS[t]) != 0).astype(np.float64)
+            for t in PROTOCOL_TYPE_COLUMNS
+        ]
+        uniq, part = per_second_totals(seconds, weights)
+        totals = np.zeros((uniq.size, len(BUS_COLUMNS)), np.int64)
+        totals[:, _ERROR_COLUMNS] = part[:, : len(ERROR_CLASSES)]
+        totals[:, _PROTOCOL_TYPES] = part[:, len(ERROR_CLASSES) :]
+        self.ring.add(uniq, totals)
+
+    def add_dropped(self, now: float, frames: int) -> None:
+        """Frames the host dropped (socket queue, interface) noticed at live time ``now``."""
+        if frames <= 0:
+            return
+        totals = np.zeros((1, len(BUS_COLUMNS)), np.int64)
+        totals[0, _DROPPED] = frames
+        self.ring.add(np.array([int(np.floor(now))], np.int64), totals)
 
     def _raw_ratios(self, rows: I64) -> npt.NDArray[np.float64]:
         assert self.bitrate and self.data_bitrate

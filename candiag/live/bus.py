@@ -137,7 +137,10 @@ class LiveBus:
         batch = source.drain()
         self.set_link(source.up, now, source.last_error)
         self.observe_link(source.link_stats, now)
+        before = sum(self.dropped.values())
         self.dropped = {k: v - self._dropped_base.get(k, 0) for k, v in source.dropped.items()}
+        # Per second in the windows, where the CAN_FRAMES_DROPPED window rule reads them.
+        self.pipeline.windows.add_dropped(now, sum(self.dropped.values()) - before)
         self.process(batch, now)
         self.advance(now, complete_until)
         return batch
