@@ -203,6 +203,7 @@ class _Buses:
                 burst_errors_per_s=self.burst_errors_per_s,
                 keep_history=self.keep_history,
                 bitrate_known=choice.known,
+                whole_capture=True,
             )
         return self.pipelines[channel]
 

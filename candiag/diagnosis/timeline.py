@@ -11,6 +11,10 @@ trackers recorded as intervals while the frames went by:
   the intervals its weld bit was set (:class:`candiag.health.signals.ContactorFact`);
 * the controller's stays in error-warning, error-passive and bus-off, exact to the error
   frames (or link states) that moved it (:attr:`BusStateTracker.intervals`);
+* per node and alarm bit (role ``alarm:*``): every interval it was set, exact to the
+  frames, cut where its message went stale; per role signal of the signal rules (pump
+  command, flow, coolant temperature, module output current, meter current): each second's
+  last value and its frame time (:class:`candiag.health.signals.SignalEvidence`);
 * per-second columns (a sparse seconds axis): error frames per class and the load ratio,
   from the sliding windows' ring (offline: its whole history; live: its last hour).
 
@@ -28,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from candiag.health.signals import Disagreement
+from candiag.health.signals import AlarmTrace, Disagreement, RoleSeries
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -83,6 +87,11 @@ class BusTimeline:
     seconds: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
     columns: Mapping[str, I64] = field(default_factory=dict)
     load_ratio: F64 | None = None  # per second of ``seconds``; None: bitrate unknown
+    # -- signal rules (CAN_NODE_ALARM_*, COOLING_*, METER_REVERSED; diagnosis/signalrules.py):
+    # every alarm bit's intervals per node, exact to the frames, and the role signals'
+    # last value of each second (role -> one series per message, signal and node).
+    alarms: tuple[AlarmTrace, ...] = ()
+    series: Mapping[str, tuple[RoleSeries, ...]] = field(default_factory=dict)
 
 
 def bus_timeline(pipeline: BusPipeline, now: float | None = None) -> BusTimeline:
@@ -128,4 +137,7 @@ def bus_timeline(pipeline: BusPipeline, now: float | None = None) -> BusTimeline
         seconds=seconds,
         columns=columns,
         load_ratio=load if load is not None and load.size == seconds.size else None,
+        # signal rules
+        alarms=pipeline.signals.evidence.alarm_traces(end),
+        series=pipeline.signals.evidence.role_series(),
     )

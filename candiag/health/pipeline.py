@@ -53,7 +53,7 @@ from candiag.health.report import (
     TimelineReport,
     WindowReport,
 )
-from candiag.health.signals import SignalStats
+from candiag.health.signals import SERIES_HISTORY_S, SignalStats
 from candiag.health.thresholds import HealthThresholds, load_thresholds
 from candiag.health.windows import WINDOWS, BusWindows, SecondRing, per_second_totals
 from candiag.ingest.frames import FrameBatch, format_can_id
@@ -163,6 +163,7 @@ class BusPipeline:
         burst_errors_per_s: int = 8,
         keep_history: bool = False,
         bitrate_known: bool = True,
+        whole_capture: bool = False,
     ) -> None:
         self.name = name
         self.db = db
@@ -179,7 +180,10 @@ class BusPipeline:
         )
         self.protocol = SecondRing(PROTOCOL_COLUMNS)
         self.nodes = NodeTracker(db, policies)
-        self.signals = SignalStats(db)
+        # Offline (``whole_capture``) the signal rules' evidence covers the whole capture;
+        # live, the last hour.
+        whole = keep_history or whole_capture
+        self.signals = SignalStats(db, history_s=None if whole else SERIES_HISTORY_S)
         self.liveness = LivenessTracker(db)  # request/response exchanges of protocol packs
         self.timeline = Timeline() if keep_history else None
         self.decoded_frames = 0

@@ -39,6 +39,9 @@ FACT_ROLES = frozenset(
 
 # Without a frame for this long, a contactor's values are the last seen, not the present.
 STALE_AFTER_S = 3.0
+# Live, the signal rules' per-second series cover the last hour (as the windows' ring
+# does); offline (``history_s`` None) the whole capture.
+SERIES_HISTORY_S = 3600.0
 
 if TYPE_CHECKING:
     from candiag.decode.dbc import ChargerDatabase, MessageDef, SignalDef
@@ -471,8 +474,11 @@ class SignalStats:
     tables: dict[str, _MessageTable] = field(default_factory=dict)
     fact_tables: dict[str, _MessageTable] = field(default_factory=dict)
     contactors: dict[str, ContactorFact] = field(default_factory=dict)
+    # The signal rules' evidence: None keeps it for the whole capture (offline).
+    history_s: float | None = SERIES_HISTORY_S
 
     def __post_init__(self) -> None:
+        self.evidence = SignalEvidence(self.db, self.history_s)
         self._fact_messages = {
             m.name: [s for s in m.signals if _is_fact_role(s.role)]
             for m in self.db.messages
@@ -511,6 +517,8 @@ class SignalStats:
                 )
                 table.update_last(decoded)
                 self._note_contactors(decoded, series)
+            if facts:
+                self.evidence.update(decoded)
         if facts:
             for name, fact in self.contactors.items():
                 fact.advance(series.get((name, "command")), series.get((name, "feedback")))
@@ -668,3 +676,321 @@ def _contactor_pairs(db: ChargerDatabase) -> dict[str, str]:
             if i < len(names):
                 out[names[i]] = name
     return out
+
+
+# -- interval evidence of the signal rules (CAN_NODE_ALARM_*, COOLING_*, METER_REVERSED) -----
+# Recorded while the frames go by, vectorized per decoded batch; read by
+# candiag.diagnosis.signalrules through the bus's timeline (docs/diagnosis.md, "Signal rules").
+
+# Roles whose values those rules read at every second's end.
+SERIES_ROLES = (
+    "output_current",
+    "meter:current",
+    "cooling:pump_command",
+    "cooling:flow",
+    "cooling:coolant_temperature",
+)
+# Chunks appended before a series is compacted into one array.
+_SERIES_CHUNKS = 64
+# A value is stale (its message stopped coming) after this many cycle times (1 s if none),
+# as :meth:`SignalStat.is_fresh` judges it.
+STALE_CYCLES = 3.0
+
+I64 = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+
+
+def stale_after(cycle_s: float | None) -> float:
+    """Seconds without a frame after which a signal's last value is history, not the present."""
+    return STALE_CYCLES * (cycle_s or 1.0)
+
+
+@dataclass(frozen=True)
+class RoleSeries:
+    """One role signal of one node, per second: the last value of each second that had a
+    frame, and that frame's time (so freshness is judged exactly, not per second)."""
+
+    role: str
+    message: str
+    signal: str
+    node: int  # -1 when the message carries no node address
+    unit: str
+    stale_after_s: float
+    seconds: I64
+    values: F64
+    times: F64
+
+
+@dataclass
+class _SecondSeries:
+    """Appends a signal's frames batch by batch, keeping each second's last value."""
+
+    role: str
+    message: str
+    signal: str
+    node: int
+    unit: str
+    stale_after_s: float
+    history_s: float | None
+    _chunks: list[tuple[I64, F64, F64]] = field(default_factory=list)
+
+    def add(self, ts: F64, values: F64) -> None:
+        """Fold frames in (``ts`` sorted): one row per second, its last frame."""
+        if not len(ts):
+            return
+        seconds = np.floor(ts).astype(np.int64)
+        last = np.flatnonzero(np.concatenate((seconds[1:] != seconds[:-1], [True])))
+        self._chunks.append((seconds[last], values[last], ts[last]))
+        if len(self._chunks) > _SERIES_CHUNKS:
+            self._compact()
+
+    def _compact(self) -> tuple[I64, F64, F64]:
+        if not self._chunks:
+            return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+        seconds = np.concatenate([c[0] for c in self._chunks])
+        values = np.concatenate([c[1] for c in self._chunks])
+        times = np.concatenate([c[2] for c in self._chunks])
+        if len(self._chunks) > 1:
+            if not _is_sorted(times):
+                order = np.argsort(times, kind="stable")
+                seconds, values, times = seconds[order], values[order], times[order]
+            keep = np.concatenate((seconds[1:] != seconds[:-1], [True]))  # a second's last
+            seconds, values, times = seconds[keep], values[keep], times[keep]
+        if self.history_s is not None and len(seconds):
+            recent = seconds > seconds[-1] - self.history_s
+            seconds, values, times = seconds[recent], values[recent], times[recent]
+        self._chunks = [(seconds, values, times)]
+        return seconds, values, times
+
+    def frozen(self) -> RoleSeries:
+        seconds, values, times = self._compact()
+        return RoleSeries(
+            self.role,
+            self.message,
+            self.signal,
+            self.node,
+            self.unit,
+            self.stale_after_s,
+            seconds,
+            values,
+            times,
+        )
+
+
+@dataclass(frozen=True)
+class AlarmTrace:
+    """The intervals one alarm bit of one node was set in one message, exact to the frames.
+
+    Each interval runs from the first frame with the bit set to the first frame with it
+    clear; when the message stopped coming for longer than ``stale_after_s`` while the bit
+    was set, it ends at the last frame that had it set (a silent node's last value is not
+    evidence).  ``end`` None: still set in a fresh frame at the end of the data.
+    """
+
+    family: str
+    address: int
+    alarm: str
+    message: str
+    intervals: tuple[tuple[float, float | None], ...]
+    last_seen: float | None
+
+
+@dataclass
+class _AlarmTrack:
+    family: str
+    address: int
+    alarm: str
+    message: str
+    stale_after_s: float
+    intervals: list[tuple[float, float]] = field(default_factory=list)
+    open_since: float | None = None
+    last_ts: float | None = None  # the message's newest frame from this node, while set
+
+    def feed(self, ts: F64, on: Bools) -> None:
+        """Fold in the bit's value in each frame (``ts`` sorted)."""
+        before = -np.inf if self.last_ts is None else self.last_ts
+        prev_t = np.concatenate(([before], ts[:-1]))
+        silent = ts - prev_t > self.stale_after_s
+        was = np.concatenate(([self.open_since is not None], on[:-1]))
+        ends = was & (~on | silent)
+        starts = on & (~was | silent)
+        for i in np.flatnonzero(ends | starts).tolist():
+            if ends[i] and self.open_since is not None:
+                # Cleared in this frame, or the frames stopped: then the last one that
+                # had it set is the last evidence.
+                stop = float(prev_t[i] if silent[i] else ts[i])
+                self.intervals.append((self.open_since, stop))
+                self.open_since = None
+            if starts[i]:
+                self.open_since = float(ts[i])
+        self.last_ts = float(ts[-1])
+        if len(self.intervals) > MAX_INTERVALS:
+            del self.intervals[: len(self.intervals) - MAX_INTERVALS]
+
+    def trace(self, now: float | None) -> AlarmTrace:
+        intervals: list[tuple[float, float | None]] = list(self.intervals)
+        if self.open_since is not None:
+            last = self.last_ts if self.last_ts is not None else self.open_since
+            stale = now is not None and now - last > self.stale_after_s
+            intervals.append((self.open_since, last if stale else None))
+        return AlarmTrace(
+            self.family, self.address, self.alarm, self.message, tuple(intervals), self.last_ts
+        )
+
+
+@dataclass
+class SignalEvidence:
+    """What the signal rules read, recorded per decoded batch: every ``alarm:*`` bit's
+    intervals per node, and the :data:`SERIES_ROLES` signals per second."""
+
+    db: ChargerDatabase
+    history_s: float | None = SERIES_HISTORY_S
+    series: dict[tuple[str, str, int], _SecondSeries] = field(default_factory=dict)
+    alarms: dict[tuple[str, int, str], _AlarmTrack] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._alarm_signals = {
+            m.name: [
+                (s.name, s.role.removeprefix("alarm:"))
+                for s in m.signals
+                if s.role and s.role.startswith("alarm:")
+            ]
+            for m in self.db.messages
+            if m.family is not None
+            and any(s.role and s.role.startswith("alarm:") for s in m.signals)
+        }
+        self._series_signals = {
+            m.name: [s for s in m.signals if s.role in SERIES_ROLES]
+            for m in self.db.messages
+            if any(s.role in SERIES_ROLES for s in m.signals)
+        }
+        # Messages with an alarm interval open on some node (their frames must be followed
+        # even when no bit is set in a batch: the clearing ends the interval).
+        self._open: dict[str, int] = {}
+
+    def update(self, decoded: DecodedMessage) -> None:
+        name = decoded.message.name
+        if name in self._series_signals:
+            self._note_series(decoded)
+        if name in self._alarm_signals:
+            self._note_alarms(decoded)
+
+    # -- per-second series -----------------------------------------------------------------
+    def _note_series(self, decoded: DecodedMessage) -> None:
+        message = decoded.message
+        cycle = message.cycle_time_ms / 1000.0 if message.cycle_time_ms else None
+        nodes = decoded.node.astype(np.int64)
+        for (node, rows), sig in _node_rows(
+            decoded.timestamp, nodes, self._series_signals[message.name]
+        ):
+            ts = decoded.timestamp[rows]
+            values = np.asarray(decoded.signals[sig.name], np.float64)[rows]
+            present = decoded.present.get(sig.name)
+            if present is not None:
+                keep = present[rows]
+                ts, values = ts[keep], values[keep]
+            if not len(ts):
+                continue
+            key = (message.name, sig.name, node)
+            series = self.series.get(key)
+            if series is None:
+                series = self.series[key] = _SecondSeries(
+                    sig.role or "",
+                    message.name,
+                    sig.name,
+                    node,
+                    sig.unit,
+                    stale_after(cycle),
+                    self.history_s,
+                )
+            series.add(ts, values)
+
+    def role_series(self) -> dict[str, tuple[RoleSeries, ...]]:
+        """Every recorded series by role, in (message, signal, node) order."""
+        out: dict[str, list[RoleSeries]] = {}
+        for key in sorted(self.series):
+            series = self.series[key].frozen()
+            if len(series.seconds):
+                out.setdefault(series.role, []).append(series)
+        return {role: tuple(s) for role, s in out.items()}
+
+    # -- alarm bits --------------------------------------------------------------------------
+    def _note_alarms(self, decoded: DecodedMessage) -> None:
+        message = decoded.message
+        alarms = self._alarm_signals[message.name]
+        bits = [np.asarray(decoded.signals[sig]) != 0 for sig, _ in alarms]
+        for j, (sig, _) in enumerate(alarms):
+            present = decoded.present.get(sig)
+            if present is not None:
+                bits[j] = bits[j] & present
+        if not self._open.get(message.name) and not any(b.any() for b in bits):
+            return  # all clear, as before: nothing to record (the usual case)
+        keep = _named_nodes(decoded)
+        ts = decoded.timestamp[keep]
+        addresses = (
+            decoded.node[keep].astype(np.int64)
+            if message.node_mask
+            else np.zeros(len(ts), np.int64)
+        )
+        cycle = message.cycle_time_ms / 1000.0 if message.cycle_time_ms else None
+        family = message.family or ""
+        kept_bits = [b[keep] for b in bits]
+        kept_present = [_kept(decoded.present.get(sig), keep) for sig, _ in alarms]
+        still_open = 0
+        for (address, rows), j in _node_rows(ts, addresses, range(len(alarms))):
+            sig, alarm = alarms[j]
+            column = kept_bits[j][rows]
+            times = ts[rows]
+            present = kept_present[j]
+            if present is not None:
+                seen = present[rows]
+                column, times = column[seen], times[seen]
+            key = (message.name, address, sig)
+            track = self.alarms.get(key)
+            if track is None:
+                if not column.any():
+                    continue
+                track = self.alarms[key] = _AlarmTrack(
+                    family, address, alarm, message.name, stale_after(cycle)
+                )
+            if len(times):
+                track.feed(times, column)
+            still_open += track.open_since is not None
+        self._open[message.name] = still_open
+
+    def alarm_traces(self, now: float | None) -> tuple[AlarmTrace, ...]:
+        """Every alarm bit ever set, per node, as of ``now`` (stale open intervals closed)."""
+        return tuple(self.alarms[key].trace(now) for key in sorted(self.alarms))
+
+
+def _kept(present: Bools | None, keep: npt.NDArray[np.intp]) -> Bools | None:
+    return None if present is None else np.asarray(present)[keep]
+
+
+def _named_nodes(decoded: DecodedMessage) -> npt.NDArray[np.intp]:
+    """The frames that name a node (a pack's broadcast to every module names none)."""
+    broadcast = decoded.message.broadcast_node
+    if broadcast < 0 or not decoded.message.node_mask:
+        return np.arange(len(decoded.timestamp))
+    return np.flatnonzero(decoded.node != broadcast)
+
+
+def _node_rows(
+    ts: F64, nodes: I64, items: Sequence[Any] | range
+) -> Iterator[tuple[tuple[int, npt.NDArray[np.intp]], Any]]:
+    """For each node of a batch (rows in time order) and each item: ((node, rows), item)."""
+    if not len(ts):
+        return
+    if bool((nodes == nodes[0]).all()):
+        order = np.arange(len(ts)) if _is_sorted(ts) else np.argsort(ts, kind="stable")
+        groups = [(int(nodes[0]), order)]
+    else:
+        order = np.lexsort((ts, nodes))
+        starts, stops = run_bounds(nodes[order])
+        groups = [
+            (int(nodes[order[a]]), order[a:b])
+            for a, b in zip(starts.tolist(), stops.tolist(), strict=True)
+        ]
+    for group in groups:
+        for item in items:
+            yield group, item
