@@ -94,12 +94,16 @@ def node_alarms(book: RuleBook, timeline: BusTimeline) -> list[IntervalFinding]:
 
 def seconds_axis(sources: Iterable[RoleSeries], end: float | None) -> I64:
     """Every second a source had a frame, and the seconds its value stays fresh after."""
-    parts: list[I64] = []
+    by_reach: dict[int, list[I64]] = {}
     for source in sources:
         reach = min(MAX_REACH_S, int(np.ceil(source.stale_after_s)))
-        parts.extend(source.seconds + k for k in range(reach + 1))
-    if not parts:
+        by_reach.setdefault(reach, []).append(source.seconds)
+    if not by_reach:
         return np.zeros(0, np.int64)
+    parts: list[I64] = []
+    for reach, seconds in by_reach.items():
+        seen = np.unique(np.concatenate(seconds))  # modules share their seconds
+        parts.extend(seen + k for k in range(reach + 1))
     axis: I64 = np.unique(np.concatenate(parts))
     if end is not None:
         axis = axis[axis <= np.floor(end)]
@@ -159,9 +163,10 @@ def _one(source: RoleSeries) -> float:
     return 1.0
 
 
-def _worst(axis: I64, values: F64, inside: Bools, pick: Any) -> int | None:
-    """Index of the worst second inside the episodes (``pick``: np.nanargmax/argmin)."""
-    candidates = np.where(inside & ~np.isnan(values))[0]
+def _worst(values: F64, inside: Bools, pick: Any) -> int | None:
+    """Index of the worst second inside the episodes (``pick``: np.argmax or np.argmin);
+    of equally bad seconds the latest (the state the fault was last seen in)."""
+    candidates = np.flatnonzero(inside & ~np.isnan(values))[::-1]
     if not candidates.size:
         return None
     return int(candidates[int(pick(values[candidates]))])
@@ -194,12 +199,12 @@ def cooling(book: RuleBook, timeline: BusTimeline) -> list[IntervalFinding]:
         hot = temp >= book.t("coolant_warning_c")
     episodes = episodes_of(axis, no_flow, end)
     if episodes:
-        worst = _worst(axis, flow, _in_episodes(axis, episodes), np.argmin)
+        worst = _worst(flow, _in_episodes(axis, episodes), np.argmin)
         evidence = _cooling_values(pump, flow, temp, worst)
         out.append(IntervalFinding("COOLING_NO_FLOW", subject, episodes, _base(timeline), evidence))
     episodes = episodes_of(axis, hot, end)
     if episodes:
-        worst = _worst(axis, temp, _in_episodes(axis, episodes), np.argmax)
+        worst = _worst(temp, _in_episodes(axis, episodes), np.argmax)
         evidence = _cooling_values(pump, flow, temp, worst)
         hottest = evidence.get("coolant_temperature")
         fields = {**_base(timeline)}
@@ -244,7 +249,7 @@ def meter_reversed(book: RuleBook, timeline: BusTimeline) -> list[IntervalFindin
     episodes = episodes_of(axis, reversed_, end)
     if not episodes:
         return []
-    worst = _worst(axis, meter, _in_episodes(axis, episodes), np.argmin)
+    worst = _worst(meter, _in_episodes(axis, episodes), np.argmin)
     evidence: dict[str, Any] = {}
     if worst is not None:
         evidence = {
