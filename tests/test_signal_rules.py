@@ -92,7 +92,8 @@ def test_no_flow_episodes_to_the_second_and_open_at_the_end() -> None:
     assert [f.code for f in found] == ["COOLING_NO_FLOW"]
     (finding,) = found
     assert finding.subject == "can0/cooling"
-    assert bounds(finding.episodes) == [(130.0, 150.0), (287.0, None)]
+    # Bounded by the frames that first showed the fault, and first showed it gone.
+    assert bounds(finding.episodes) == [(130.9, 150.9), (287.9, None)]
     assert finding.evidence == {"pump_command": 0.8, "flow": 0.0}
 
 
@@ -108,13 +109,13 @@ def test_stale_values_neither_raise_nor_keep_a_finding() -> None:
     pump = series("cooling:pump_command", range(40), 80.0, unit="%")
     flow = series("cooling:flow", range(100), [5.0] * 30 + [0.0] * 70)
     (finding,) = cooling(BOOK, timeline(99.95, [pump, flow]))
-    # Fresh until 39.9 + 0.6: the second ending at 40 is the last judged.
-    assert bounds(finding.episodes) == [(30.0, 40.0)]
+    # Fresh until 39.9 + 0.6: the episode ends at the pump's last frame, 39.9.
+    assert bounds(finding.episodes) == [(30.9, 39.9)]
     # A flow that was last seen at zero long ago is not "no flow now".
     old = series("cooling:flow", range(10), 0.0)
     pump_on = series("cooling:pump_command", range(100), 80.0, unit="%")
     (finding,) = cooling(BOOK, timeline(99.95, [pump_on, old]))
-    assert bounds(finding.episodes) == [(0.0, 10.0)]
+    assert bounds(finding.episodes) == [(0.9, 9.9)]
 
 
 def test_overtemperature_takes_the_hottest_fresh_sensor_and_names_it() -> None:
@@ -125,7 +126,7 @@ def test_overtemperature_takes_the_hottest_fresh_sensor_and_names_it() -> None:
     hot = series("cooling:coolant_temperature", secs, hot_values, node=2)
     (finding,) = cooling(BOOK, timeline(199.95, [cool, hot]))
     assert finding.code == "COOLING_OVERTEMP"
-    assert bounds(finding.episodes) == [(150.0, 170.0)]
+    assert bounds(finding.episodes) == [(150.9, 170.9)]
     assert finding.fields["temperature"] == "70.0 degC"
 
 
@@ -139,7 +140,7 @@ def test_meter_reversed_on_the_summed_modules_and_the_meter_in_milliamperes() ->
     meter = series("meter:current", secs, meter_ma, unit="mA")
     (finding,) = meter_reversed(BOOK, timeline(299.95, [m1, m2, meter]))
     assert (finding.code, finding.subject) == ("METER_REVERSED", "can0/dc_meter")
-    assert bounds(finding.episodes) == [(200.0, 215.0)]
+    assert bounds(finding.episodes) == [(200.9, 215.9)]
     assert finding.evidence["modules_output_a"] == 6.0
     assert finding.evidence["meter_current_a"] == -6.0
     # One module alone is below the threshold: no finding.
@@ -151,7 +152,7 @@ def test_meter_reversed_needs_a_fresh_meter_on_the_same_bus() -> None:
     modules = series("output_current", secs, 100.0, node=1)
     meter = series("meter:current", range(10), -100.0)  # silent after 10 s
     (finding,) = meter_reversed(BOOK, timeline(99.95, [modules, meter]))
-    assert bounds(finding.episodes) == [(0.0, 10.0)]
+    assert bounds(finding.episodes) == [(0.9, 9.9)]
     assert meter_reversed(BOOK, timeline(99.95, [modules])) == []
 
 

@@ -16,7 +16,9 @@ and gives one finding per (code, subject) with every episode (docs/diagnosis.md,
   ``meter_reversed_min_a`` while the DC meter on the same bus reads at most minus that):
   the instant rules' conditions, judged at the end of *every* second on the values fresh
   then (a value is fresh for :data:`~candiag.health.signals.STALE_CYCLES` cycle times of
-  its message, as the instant rules read it), so the episodes are exact to the second.
+  its message, as the instant rules read it).  Episodes are bounded by the newest frame
+  among the values that first showed the fault (or first showed it gone), within a
+  second of the frame where it began (or ended).
   The Modbus meter's ``METER_REVERSED`` stays an instant rule (its subject is not a bus).
 
 Hysteresis: none beyond the evidence's own resolution.  An episode is raised at the
@@ -31,13 +33,14 @@ axis) and a loop per node alarm and per episode, never per second or per frame.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from candiag.diagnosis.engine import RuleBook
-from candiag.diagnosis.episodes import Episode, runs, settle
+from candiag.diagnosis.episodes import Episode, settle
 from candiag.diagnosis.intervalrule import IntervalFinding, IntervalRule
 from candiag.diagnosis.timeline import BusTimeline
 from candiag.health.signals import AlarmTrace, RoleSeries
@@ -110,7 +113,21 @@ def seconds_axis(sources: Iterable[RoleSeries], end: float | None) -> I64:
     return axis
 
 
-def fresh_values(source: RoleSeries, axis: I64, end: float | None) -> F64:
+@dataclass(frozen=True)
+class Judged:
+    """One quantity at the end of every second of an axis: its value (NaN: nothing fresh)
+    and the time of the frame that value comes from."""
+
+    values: F64
+    times: F64
+
+    @property
+    def known(self) -> Bools:
+        known: Bools = ~np.isnan(self.values)
+        return known
+
+
+def fresh_values(source: RoleSeries, axis: I64, end: float | None, scale: float = 1.0) -> Judged:
     """The source's value at the end of each second of ``axis`` (NaN: none fresh then)."""
     idx = np.searchsorted(source.seconds, axis, side="right") - 1
     j = np.maximum(idx, 0)
@@ -118,37 +135,78 @@ def fresh_values(source: RoleSeries, axis: I64, end: float | None) -> F64:
     if end is not None:
         instant = np.minimum(instant, end)
     fresh = (idx >= 0) & (instant - source.times[j] <= source.stale_after_s)
-    values: F64 = np.where(fresh, source.values[j], np.nan)
-    return values
+    return Judged(
+        np.where(fresh, source.values[j] * scale, np.nan), np.where(fresh, source.times[j], np.nan)
+    )
 
 
-def first_fresh(sources: Sequence[RoleSeries], axis: I64, end: float | None, scale: Any) -> F64:
+def first_fresh(sources: Sequence[RoleSeries], axis: I64, end: float | None, scale: Any) -> Judged:
     """Per second, the first source (in the timeline's order) with a fresh value."""
-    out = np.full(axis.size, np.nan)
+    values = np.full(axis.size, np.nan)
+    times = np.full(axis.size, np.nan)
     for source in sources:
-        out = np.where(np.isnan(out), fresh_values(source, axis, end) * scale(source), out)
-    return out
+        found = fresh_values(source, axis, end, scale(source))
+        take = np.isnan(values) & found.known
+        values = np.where(take, found.values, values)
+        times = np.where(take, found.times, times)
+    return Judged(values, times)
 
 
-def _all_fresh(sources: Sequence[RoleSeries], axis: I64, end: float | None) -> F64:
+def hottest(sources: Sequence[RoleSeries], axis: I64, end: float | None) -> Judged:
+    """Per second, the highest fresh value of the sources, and its frame's time."""
     if not sources:
-        return np.zeros((0, axis.size))
-    return np.vstack([fresh_values(s, axis, end) for s in sources])
+        return Judged(np.full(axis.size, np.nan), np.full(axis.size, np.nan))
+    found = [fresh_values(s, axis, end) for s in sources]
+    values = np.vstack([f.values for f in found])
+    times = np.vstack([f.times for f in found])
+    pick = np.argmax(np.where(np.isnan(values), -np.inf, values), axis=0)
+    cols = np.arange(axis.size)
+    return Judged(values[pick, cols], times[pick, cols])
 
 
-def episodes_of(axis: I64, holds: Bools, end: float | None) -> tuple[Episode, ...]:
-    """Runs of seconds where ``holds``; the one still holding at the end of the data is open."""
-    found = runs(axis, holds)
-    if found and end is not None and holds[-1] and axis[-1] >= np.floor(end):
-        found[-1] = Episode(found[-1].start, None)
-    return tuple(settle(found))
+def summed(sources: Sequence[RoleSeries], axis: I64, end: float | None) -> Judged:
+    """Per second, the sum of the fresh values (NaN when none is fresh), and the newest
+    frame's time among them."""
+    found = [fresh_values(s, axis, end) for s in sources]
+    values = np.vstack([f.values for f in found])
+    known = ~np.isnan(values).all(axis=0)
+    total = np.where(known, np.nansum(values, axis=0), np.nan)
+    times = np.vstack([f.times for f in found])
+    newest = np.where(known, np.fmax.reduce(times, axis=0), np.nan)
+    return Judged(total, newest)
 
 
-def _in_episodes(axis: I64, episodes: Sequence[Episode]) -> Bools:
-    inside = np.zeros(axis.size, np.bool_)
-    for ep in episodes:
-        inside |= (axis >= ep.start) & (axis < (np.inf if ep.end is None else ep.end))
-    return inside
+def episodes_of(
+    axis: I64, holds: Bools, parts: Sequence[Judged], end: float | None
+) -> tuple[Episode, ...]:
+    """The episodes of the seconds where ``holds``, bounded by frames.
+
+    An episode starts at the newest frame among the values that first showed the fault
+    (the fault began after the previous second's end, at or before that frame) and ends
+    at the newest frame among those that first showed it gone.  When the values went stale
+    instead, it ends at the last frame that showed it; still holding at the end of the
+    data, it stays open.
+    """
+    if not axis.size or not holds.any():
+        return ()
+    known = np.logical_and.reduce([p.known for p in parts])
+    proof = np.fmax.reduce([p.times for p in parts])
+    on = np.flatnonzero(holds)
+    breaks = np.flatnonzero(np.diff(axis[on]) != 1) + 1
+    firsts = on[np.concatenate(([0], breaks))].tolist()
+    lasts = on[np.concatenate((breaks - 1, [on.size - 1]))].tolist()
+    out = []
+    for i, j in zip(firsts, lasts, strict=True):
+        k = j + 1
+        stop: float | None
+        if k < axis.size and axis[k] == axis[j] + 1 and known[k]:
+            stop = float(proof[k])  # seen gone
+        elif end is not None and j == axis.size - 1 and axis[j] >= np.floor(end):
+            stop = None  # still there at the end of the data
+        else:
+            stop = float(proof[j])  # the evidence went stale: its last frame
+        out.append(Episode(float(proof[i]), stop))
+    return tuple(settle(out))
 
 
 def _share(source: RoleSeries) -> float:
@@ -190,26 +248,27 @@ def cooling(book: RuleBook, timeline: BusTimeline) -> list[IntervalFinding]:
         return []
     pump = first_fresh(pumps, axis, end, _share)
     flow = first_fresh(flows, axis, end, _one)
-    temp_rows = _all_fresh(temps, axis, end)
-    temp = np.fmax.reduce(temp_rows, axis=0) if temp_rows.shape[0] else np.full(axis.size, np.nan)
+    temp = hottest(temps, axis, end)
     subject = f"{timeline.bus}/cooling"
     out = []
     with np.errstate(invalid="ignore"):
-        no_flow = (pump >= book.t("pump_min_command")) & (flow < book.t("min_flow_l_min"))
-        hot = temp >= book.t("coolant_warning_c")
-    episodes = episodes_of(axis, no_flow, end)
+        no_flow = (pump.values >= book.t("pump_min_command")) & (
+            flow.values < book.t("min_flow_l_min")
+        )
+        hot = temp.values >= book.t("coolant_warning_c")
+    episodes = episodes_of(axis, no_flow, (pump, flow), end)
     if episodes:
-        worst = _worst(flow, _in_episodes(axis, episodes), np.argmin)
-        evidence = _cooling_values(pump, flow, temp, worst)
+        worst = _worst(flow.values, no_flow, np.argmin)
+        evidence = _cooling_values(pump.values, flow.values, temp.values, worst)
         out.append(IntervalFinding("COOLING_NO_FLOW", subject, episodes, _base(timeline), evidence))
-    episodes = episodes_of(axis, hot, end)
+    episodes = episodes_of(axis, hot, (temp,), end)
     if episodes:
-        worst = _worst(temp, _in_episodes(axis, episodes), np.argmax)
-        evidence = _cooling_values(pump, flow, temp, worst)
-        hottest = evidence.get("coolant_temperature")
+        worst = _worst(temp.values, hot, np.argmax)
+        evidence = _cooling_values(pump.values, flow.values, temp.values, worst)
+        hottest_c = evidence.get("coolant_temperature")
         fields = {**_base(timeline)}
-        if hottest is not None:
-            fields["temperature"] = f"{float(hottest):.1f} degC"
+        if hottest_c is not None:
+            fields["temperature"] = f"{float(hottest_c):.1f} degC"
         out.append(IntervalFinding("COOLING_OVERTEMP", subject, episodes, fields, evidence))
     return out
 
@@ -239,23 +298,21 @@ def meter_reversed(book: RuleBook, timeline: BusTimeline) -> list[IntervalFindin
     axis = seconds_axis((*modules, *meters), end)
     if not axis.size:
         return []
-    rows = _all_fresh(modules, axis, end)
-    known = ~np.isnan(rows).all(axis=0)
-    total = np.where(known, np.nansum(rows, axis=0), np.nan)
+    total = summed(modules, axis, end)
     meter = first_fresh(meters, axis, end, _amperes)
     threshold = book.t("meter_reversed_min_a")
     with np.errstate(invalid="ignore"):
-        reversed_ = (total >= threshold) & (meter <= -threshold)
-    episodes = episodes_of(axis, reversed_, end)
+        reversed_ = (total.values >= threshold) & (meter.values <= -threshold)
+    episodes = episodes_of(axis, reversed_, (total, meter), end)
     if not episodes:
         return []
-    worst = _worst(meter, _in_episodes(axis, episodes), np.argmin)
+    worst = _worst(meter.values, reversed_, np.argmin)
     evidence: dict[str, Any] = {}
     if worst is not None:
         evidence = {
-            "modules_output_a": round(float(total[worst]), 2),
-            "meter_current_a": round(float(meter[worst]), 2),
-            "at": float(axis[worst]),
+            "modules_output_a": round(float(total.values[worst]), 2),
+            "meter_current_a": round(float(meter.values[worst]), 2),
+            "at": float(meter.times[worst]),
         }
     subject = f"{timeline.bus}/dc_meter"
     return [IntervalFinding("METER_REVERSED", subject, episodes, _base(timeline), evidence)]
