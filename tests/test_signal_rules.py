@@ -18,9 +18,15 @@ from candiag.decode.decoder import BatchDecoder
 from candiag.diagnosis.engine import DiagnosisEngine, load_rulebook
 from candiag.diagnosis.episodes import Episode
 from candiag.diagnosis.intervals import INTERVAL_CODES
-from candiag.diagnosis.signalrules import cooling, meter_reversed, node_alarms
+from candiag.diagnosis.signalrules import ALARM_CODES, cooling, meter_reversed, node_alarms
 from candiag.diagnosis.timeline import BusTimeline
-from candiag.health.signals import AlarmTrace, RoleSeries, SignalEvidence, SignalStats
+from candiag.health.signals import (
+    RECORDED_ALARMS,
+    AlarmTrace,
+    RoleSeries,
+    SignalEvidence,
+    SignalStats,
+)
 from tests.test_health_nodes import encode
 
 BOOK = load_rulebook()
@@ -68,6 +74,10 @@ def bounds(episodes: Sequence[Episode]) -> list[tuple[float, float | None]]:
 
 
 # -- the rules on hand-made timelines ------------------------------------------------------
+
+
+def test_every_alarm_the_rules_read_is_recorded() -> None:
+    assert set(ALARM_CODES) <= RECORDED_ALARMS
 
 
 def test_signal_codes_are_interval_codes() -> None:

@@ -690,6 +690,9 @@ SERIES_ROLES = (
     "cooling:flow",
     "cooling:coolant_temperature",
 )
+# Alarm bits whose intervals are recorded (roles ``alarm:NAME``): those the node-alarm rules
+# read (candiag/diagnosis/signalrules.py ALARM_CODES).
+RECORDED_ALARMS = frozenset({"communication_interrupt", "over_temperature", "fan"})
 # Chunks appended before a series is compacted into one array.
 _SERIES_CHUNKS = 64
 # A value is stale (its message stopped coming) after this many cycle times (1 s if none),
@@ -723,58 +726,83 @@ class RoleSeries:
 
 @dataclass
 class _SecondSeries:
-    """Appends a signal's frames batch by batch, keeping each second's last value."""
+    """Appends one signal's frames (every node of its message) batch by batch, keeping each
+    node's last value of each second.  Rows are split by node only when read, so a batch
+    costs a few array operations whatever the number of nodes."""
 
     role: str
     message: str
     signal: str
-    node: int
     unit: str
     stale_after_s: float
     history_s: float | None
-    _chunks: list[tuple[I64, F64, F64]] = field(default_factory=list)
+    _chunks: list[tuple[I64, I64, F64, F64]] = field(default_factory=list)
 
-    def add(self, ts: F64, values: F64) -> None:
-        """Fold frames in (``ts`` sorted): one row per second, its last frame."""
+    def add(self, nodes: I64, ts: F64, values: F64) -> None:
+        """Fold frames in (any order): one row per node and second, its last frame."""
         if not len(ts):
             return
+        if not (_is_sorted(ts) and bool((nodes == nodes[0]).all())):
+            order = np.lexsort((ts, nodes))
+            nodes, ts, values = nodes[order], ts[order], values[order]
         seconds = np.floor(ts).astype(np.int64)
-        last = np.flatnonzero(np.concatenate((seconds[1:] != seconds[:-1], [True])))
-        self._chunks.append((seconds[last], values[last], ts[last]))
+        last = _last_of_runs(nodes, seconds)
+        self._chunks.append((nodes[last], seconds[last], values[last], ts[last]))
         if len(self._chunks) > _SERIES_CHUNKS:
             self._compact()
 
-    def _compact(self) -> tuple[I64, F64, F64]:
+    def _compact(self) -> tuple[I64, I64, F64, F64]:
         if not self._chunks:
-            return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
-        seconds = np.concatenate([c[0] for c in self._chunks])
-        values = np.concatenate([c[1] for c in self._chunks])
-        times = np.concatenate([c[2] for c in self._chunks])
-        if len(self._chunks) > 1:
-            if not _is_sorted(times):
-                order = np.argsort(times, kind="stable")
-                seconds, values, times = seconds[order], values[order], times[order]
-            keep = np.concatenate((seconds[1:] != seconds[:-1], [True]))  # a second's last
-            seconds, values, times = seconds[keep], values[keep], times[keep]
-        if self.history_s is not None and len(seconds):
-            recent = seconds > seconds[-1] - self.history_s
-            seconds, values, times = seconds[recent], values[recent], times[recent]
-        self._chunks = [(seconds, values, times)]
-        return seconds, values, times
-
-    def frozen(self) -> RoleSeries:
-        seconds, values, times = self._compact()
-        return RoleSeries(
-            self.role,
-            self.message,
-            self.signal,
-            self.node,
-            self.unit,
-            self.stale_after_s,
-            seconds,
-            values,
-            times,
+            empty = np.zeros(0, np.int64)
+            return empty, empty, np.zeros(0), np.zeros(0)
+        nodes, seconds, values, times = (
+            np.concatenate([c[k] for c in self._chunks]) for k in range(4)
         )
+        if len(self._chunks) > 1:
+            order = np.lexsort((times, nodes))
+            nodes, seconds, values, times = (
+                nodes[order],
+                seconds[order],
+                values[order],
+                times[order],
+            )
+            last = _last_of_runs(nodes, seconds)
+            nodes, seconds, values, times = nodes[last], seconds[last], values[last], times[last]
+        if self.history_s is not None and len(seconds):
+            recent = seconds > seconds.max() - self.history_s
+            nodes, seconds, values, times = (
+                nodes[recent],
+                seconds[recent],
+                values[recent],
+                times[recent],
+            )
+        self._chunks = [(nodes, seconds, values, times)]
+        return nodes, seconds, values, times
+
+    def frozen(self) -> list[RoleSeries]:
+        """One series per node, in node order."""
+        nodes, seconds, values, times = self._compact()
+        starts, stops = run_bounds(nodes)
+        return [
+            RoleSeries(
+                self.role,
+                self.message,
+                self.signal,
+                int(nodes[a]),
+                self.unit,
+                self.stale_after_s,
+                seconds[a:b],
+                values[a:b],
+                times[a:b],
+            )
+            for a, b in zip(starts.tolist(), stops.tolist(), strict=True)
+        ]
+
+
+def _last_of_runs(nodes: I64, seconds: I64) -> npt.NDArray[np.intp]:
+    """The last row of each (node, second) run of rows sorted by node, then time."""
+    change = (nodes[1:] != nodes[:-1]) | (seconds[1:] != seconds[:-1])
+    return np.flatnonzero(np.concatenate((change, [True])))
 
 
 @dataclass(frozen=True)
@@ -840,24 +868,20 @@ class _AlarmTrack:
 
 @dataclass
 class SignalEvidence:
-    """What the signal rules read, recorded per decoded batch: every ``alarm:*`` bit's
-    intervals per node, and the :data:`SERIES_ROLES` signals per second."""
+    """What the signal rules read, recorded per decoded batch: the intervals of the alarm
+    bits in :data:`RECORDED_ALARMS` per node, and the :data:`SERIES_ROLES` signals per
+    second."""
 
     db: ChargerDatabase
     history_s: float | None = SERIES_HISTORY_S
-    series: dict[tuple[str, str, int], _SecondSeries] = field(default_factory=dict)
+    series: dict[tuple[str, str], _SecondSeries] = field(default_factory=dict)
     alarms: dict[tuple[str, int, str], _AlarmTrack] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._alarm_signals = {
-            m.name: [
-                (s.name, s.role.removeprefix("alarm:"))
-                for s in m.signals
-                if s.role and s.role.startswith("alarm:")
-            ]
+            m.name: alarms
             for m in self.db.messages
-            if m.family is not None
-            and any(s.role and s.role.startswith("alarm:") for s in m.signals)
+            if m.family is not None and (alarms := _recorded_alarms(m))
         }
         self._series_signals = {
             m.name: [s for s in m.signals if s.role in SERIES_ROLES]
@@ -880,51 +904,49 @@ class SignalEvidence:
         message = decoded.message
         cycle = message.cycle_time_ms / 1000.0 if message.cycle_time_ms else None
         nodes = decoded.node.astype(np.int64)
-        for (node, rows), sig in _node_rows(
-            decoded.timestamp, nodes, self._series_signals[message.name]
-        ):
-            ts = decoded.timestamp[rows]
-            values = np.asarray(decoded.signals[sig.name], np.float64)[rows]
+        for sig in self._series_signals[message.name]:
+            ts = decoded.timestamp
+            values = np.asarray(decoded.signals[sig.name], np.float64)
+            who = nodes
             present = decoded.present.get(sig.name)
             if present is not None:
-                keep = present[rows]
-                ts, values = ts[keep], values[keep]
+                ts, values, who = ts[present], values[present], who[present]
             if not len(ts):
                 continue
-            key = (message.name, sig.name, node)
+            key = (message.name, sig.name)
             series = self.series.get(key)
             if series is None:
                 series = self.series[key] = _SecondSeries(
                     sig.role or "",
                     message.name,
                     sig.name,
-                    node,
                     sig.unit,
                     stale_after(cycle),
                     self.history_s,
                 )
-            series.add(ts, values)
+            series.add(who, ts, values)
 
     def role_series(self) -> dict[str, tuple[RoleSeries, ...]]:
         """Every recorded series by role, in (message, signal, node) order."""
         out: dict[str, list[RoleSeries]] = {}
         for key in sorted(self.series):
-            series = self.series[key].frozen()
-            if len(series.seconds):
-                out.setdefault(series.role, []).append(series)
-        return {role: tuple(s) for role, s in out.items()}
+            series = self.series[key]
+            out.setdefault(series.role, []).extend(series.frozen())
+        return {role: tuple(s) for role, s in out.items() if s}
 
     # -- alarm bits --------------------------------------------------------------------------
     def _note_alarms(self, decoded: DecodedMessage) -> None:
         message = decoded.message
         alarms = self._alarm_signals[message.name]
+        if not self._open.get(message.name) and not any(
+            np.asarray(decoded.signals[sig]).any() for sig, _ in alarms
+        ):
+            return  # all clear, as before: nothing to record (the usual case)
         bits = [np.asarray(decoded.signals[sig]) != 0 for sig, _ in alarms]
         for j, (sig, _) in enumerate(alarms):
             present = decoded.present.get(sig)
             if present is not None:
                 bits[j] = bits[j] & present
-        if not self._open.get(message.name) and not any(b.any() for b in bits):
-            return  # all clear, as before: nothing to record (the usual case)
         keep = _named_nodes(decoded)
         ts = decoded.timestamp[keep]
         addresses = (
@@ -961,6 +983,16 @@ class SignalEvidence:
     def alarm_traces(self, now: float | None) -> tuple[AlarmTrace, ...]:
         """Every alarm bit ever set, per node, as of ``now`` (stale open intervals closed)."""
         return tuple(self.alarms[key].trace(now) for key in sorted(self.alarms))
+
+
+def _recorded_alarms(message: MessageDef) -> list[tuple[str, str]]:
+    """(signal, alarm) of the message's alarm bits in :data:`RECORDED_ALARMS`."""
+    out = []
+    for sig in message.signals:
+        role = sig.role or ""
+        if role.startswith("alarm:") and role.removeprefix("alarm:") in RECORDED_ALARMS:
+            out.append((sig.name, role.removeprefix("alarm:")))
+    return out
 
 
 def _kept(present: Bools | None, keep: npt.NDArray[np.intp]) -> Bools | None:
