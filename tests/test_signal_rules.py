@@ -269,3 +269,52 @@ def test_series_last_value_per_second_live_bounded_offline_whole(db: ChargerData
     assert w.values[5] == pytest.approx(5.8) and w.times[5] == pytest.approx(5.8)
     assert b.seconds[0] == 1199 - 600 + 1 and b.seconds[-1] == 1199
     assert w.unit == "A" and w.stale_after_s == pytest.approx(0.3)
+
+
+MUX_DBC = """VERSION ""
+NS_ :
+BS_:
+BU_: Controller Module
+BO_ 2147484416 Register: 8 Module
+ SG_ Reg M : 0|8@1+ (1,0) [0|255] "" Controller
+ SG_ FanAlarm m1 : 8|1@1+ (1,0) [0|1] "" Controller
+ SG_ Temperature m2 : 8|16@1- (0.1,0) [-3276.8|3276.7] "degC" Controller
+BA_DEF_ BO_ "GenMsgCycleTime" INT 0 3600000;
+BA_DEF_ BO_ "CandiagNodeMask" HEX 0 536870911;
+BA_DEF_ BO_ "CandiagNodeFamily" STRING ;
+BA_DEF_ SG_ "CandiagRole" STRING ;
+BA_DEF_DEF_ "GenMsgCycleTime" 0;
+BA_DEF_DEF_ "CandiagNodeMask" 0;
+BA_DEF_DEF_ "CandiagNodeFamily" "";
+BA_DEF_DEF_ "CandiagRole" "";
+BA_ "GenMsgCycleTime" BO_ 2147484416 100;
+BA_ "CandiagNodeMask" BO_ 2147484416 255;
+BA_ "CandiagNodeFamily" BO_ 2147484416 "power_module";
+BA_ "CandiagRole" SG_ 2147484416 FanAlarm "alarm:fan";
+"""
+
+
+def test_a_multiplexed_alarm_lasts_between_the_frames_that_carry_it() -> None:
+    """The alarm register comes once a second among other registers every 100 ms: the
+    frames without it keep its value (the node still sends); the message's silence ends it."""
+    from candiag.decode.dbc import load_dbc_text
+
+    mux = load_dbc_text(MUX_DBC)
+    evidence = SignalEvidence(mux)
+    frames: Frames = []
+    for k in range(600):  # 60 s at 100 ms; the alarm register every 10th frame
+        t = round(k * 0.1, 3)
+        if 30.0 <= t < 40.0:
+            continue  # the node is silent for 10 s
+        if k % 10 == 0:
+            frames.append((t, "Register", 9, {"Reg": 1, "FanAlarm": 1.0 if 12 <= t < 50 else 0.0}))
+        else:
+            frames.append((t, "Register", 9, {"Reg": 2, "Temperature": 40.0}))
+    for lo in range(0, len(frames), 53):
+        feed(evidence, mux, frames[lo : lo + 53])
+    (trace,) = evidence.alarm_traces(60.0)
+    # Set at 12.0, carried through the other registers, cut at the last frame before the
+    # silence (29.9), set again from the first alarm-register frame after it (40.0) to 50.0.
+    assert trace.intervals == ((12.0, 29.9), (40.0, 50.0))
+    (finding,) = node_alarms(BOOK, timeline(60.0, alarms=[trace]))
+    assert (finding.code, finding.subject) == ("CAN_NODE_ALARM_FAN", "can0/power_module/9")

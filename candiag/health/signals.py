@@ -834,23 +834,37 @@ class _AlarmTrack:
     open_since: float | None = None
     last_ts: float | None = None  # the message's newest frame from this node, while set
 
-    def feed(self, ts: F64, on: Bools) -> None:
-        """Fold in the bit's value in each frame (``ts`` sorted)."""
+    def feed(self, ts: F64, on: Bools, known: Bools | None = None) -> None:
+        """Fold in the bit's value in each frame of the message (``ts`` sorted).
+
+        ``known``: the frames that carry the bit (a multiplexed signal is in some frames
+        only); the others only tell that the node still sends, and keep its last value.
+        """
         before = -np.inf if self.last_ts is None else self.last_ts
         prev_t = np.concatenate(([before], ts[:-1]))
         silent = ts - prev_t > self.stale_after_s
-        was = np.concatenate(([self.open_since is not None], on[:-1]))
-        ends = was & (~on | silent)
-        starts = on & (~was | silent)
-        for i in np.flatnonzero(ends | starts).tolist():
-            if ends[i] and self.open_since is not None:
-                # Cleared in this frame, or the frames stopped: then the last one that
-                # had it set is the last evidence.
-                stop = float(prev_t[i] if silent[i] else ts[i])
-                self.intervals.append((self.open_since, stop))
+        carries = np.flatnonzero(known) if known is not None else np.arange(len(ts))
+        # Frames that may change the state: a silence, and each carrying frame whose value
+        # differs from the previous carrying one or that is the first after a silence.
+        values = on[carries]
+        segment = np.cumsum(silent)[carries]
+        changed = np.ones(len(carries), np.bool_)
+        changed[1:] = (values[1:] != values[:-1]) | (segment[1:] != segment[:-1])
+        candidates = np.union1d(np.flatnonzero(silent), carries[changed])
+        carrying = np.zeros(len(ts), np.bool_)
+        carrying[carries] = True
+        for i in candidates.tolist():
+            if silent[i] and self.open_since is not None:
+                # The frames stopped: the last one before the silence is the last evidence.
+                self.intervals.append((self.open_since, float(prev_t[i])))
                 self.open_since = None
-            if starts[i]:
+            if not carrying[i]:
+                continue
+            if on[i] and self.open_since is None:
                 self.open_since = float(ts[i])
+            elif not on[i] and self.open_since is not None:
+                self.intervals.append((self.open_since, float(ts[i])))
+                self.open_since = None
         self.last_ts = float(ts[-1])
         if len(self.intervals) > MAX_INTERVALS:
             del self.intervals[: len(self.intervals) - MAX_INTERVALS]
@@ -964,9 +978,7 @@ class SignalEvidence:
             column = kept_bits[j][rows]
             times = ts[rows]
             present = kept_present[j]
-            if present is not None:
-                seen = present[rows]
-                column, times = column[seen], times[seen]
+            seen = None if present is None else present[rows]
             key = (message.name, address, sig)
             track = self.alarms.get(key)
             if track is None:
@@ -976,7 +988,7 @@ class SignalEvidence:
                     family, address, alarm, message.name, stale_after(cycle)
                 )
             if len(times):
-                track.feed(times, column)
+                track.feed(times, column, seen)
             still_open += track.open_since is not None
         self._open[message.name] = still_open
 
