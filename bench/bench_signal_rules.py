@@ -26,7 +26,7 @@ from candiag.diagnosis.engine import load_rulebook
 from candiag.diagnosis.signalrules import RULES
 from candiag.diagnosis.timeline import BusTimeline
 from candiag.health.pipeline import BusPipeline
-from candiag.health.signals import SignalEvidence
+from candiag.health.signalevidence import SignalEvidence
 from candiag.sim.charger import ChargerSimulator, SimConfig
 from candiag.sim.faults import Fault
 

@@ -20,13 +20,8 @@ from candiag.diagnosis.episodes import Episode
 from candiag.diagnosis.intervals import INTERVAL_CODES
 from candiag.diagnosis.signalrules import ALARM_CODES, cooling, meter_reversed, node_alarms
 from candiag.diagnosis.timeline import BusTimeline
-from candiag.health.signals import (
-    RECORDED_ALARMS,
-    AlarmTrace,
-    RoleSeries,
-    SignalEvidence,
-    SignalStats,
-)
+from candiag.health.signalevidence import RECORDED_ALARMS, AlarmTrace, RoleSeries, SignalEvidence
+from candiag.health.signals import SignalStats
 from tests.test_health_nodes import encode
 
 BOOK = load_rulebook()

@@ -43,7 +43,7 @@ from candiag.diagnosis.engine import RuleBook
 from candiag.diagnosis.episodes import Episode, settle
 from candiag.diagnosis.intervalrule import IntervalFinding, IntervalRule
 from candiag.diagnosis.timeline import BusTimeline
-from candiag.health.signals import AlarmTrace, RoleSeries
+from candiag.health.signalevidence import AlarmTrace, RoleSeries
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from candiag.health.signals import AlarmTrace, Disagreement, RoleSeries
+from candiag.health.signalevidence import AlarmTrace, RoleSeries
+from candiag.health.signals import Disagreement
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]

@@ -53,7 +53,8 @@ from candiag.health.report import (
     TimelineReport,
     WindowReport,
 )
-from candiag.health.signals import SERIES_HISTORY_S, SignalStats
+from candiag.health.signalevidence import SERIES_HISTORY_S
+from candiag.health.signals import SignalStats
 from candiag.health.thresholds import HealthThresholds, load_thresholds
 from candiag.health.windows import WINDOWS, BusWindows, SecondRing, per_second_totals
 from candiag.ingest.frames import FrameBatch, format_can_id
