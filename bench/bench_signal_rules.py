@@ -71,9 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         found = [f for rule in RULES for f in rule.find(book, timeline)]
     judge = (time.process_time() - started) / repeats
-    nbytes = sum(
-        int(sum(a.nbytes for a in chunk)) for s in evidence.series.values() for chunk in s._chunks
-    )
+    nbytes = sum(s.nbytes for s in evidence.series.values())
     print(f"traffic: {seconds:.0f} s, {frames:,} frames ({frames / seconds:,.0f} frames/s)")
     print(
         f"record: {record / seconds * 1e6:,.0f} us CPU per second of traffic "

@@ -313,3 +313,36 @@ def test_a_multiplexed_alarm_lasts_between_the_frames_that_carry_it() -> None:
     assert trace.intervals == ((12.0, 29.9), (40.0, 50.0))
     (finding,) = node_alarms(BOOK, timeline(60.0, alarms=[trace]))
     assert (finding.code, finding.subject) == ("CAN_NODE_ALARM_FAN", "can0/power_module/9")
+
+
+@pytest.mark.parametrize("history_s", [None, 500.0])
+def test_series_over_many_batches_equal_a_per_frame_reference(history_s: float | None) -> None:
+    """Thousands of small batches (rows split by node every 64, blocks joined every 64 per
+    node), seconds straddling batches, nodes interleaved: each node's last value of each
+    second, as a dict built frame by frame says."""
+    from candiag.health.signalevidence import _SecondSeries
+
+    rng = np.random.default_rng(5)
+    series = _SecondSeries("output_current", "M", "I", "A", 0.3, history_s)
+    reference: dict[tuple[int, int], tuple[float, float]] = {}
+    t = 0.0
+    for _ in range(5000):
+        n = int(rng.integers(1, 4))
+        ts = t + np.sort(rng.uniform(0.0, 0.4, n))
+        t = float(ts[-1])
+        nodes = rng.integers(1, 4, n).astype(np.int64)
+        values = rng.normal(size=n)
+        series.add(nodes, ts, values)
+        for node, stamp, value in zip(nodes.tolist(), ts.tolist(), values.tolist(), strict=True):
+            reference[(node, int(np.floor(stamp)))] = (value, stamp)
+    newest = max(s for _, s in reference)
+    for found in series.frozen():
+        want = sorted(
+            (s, v, ts)
+            for (node, s), (v, ts) in reference.items()
+            if node == found.node and (history_s is None or s > newest - history_s)
+        )
+        assert found.seconds.tolist() == [w[0] for w in want]
+        assert found.values.tolist() == [w[1] for w in want]
+        assert found.times.tolist() == [w[2] for w in want]
+    assert {s.node for s in series.frozen()} == {1, 2, 3}

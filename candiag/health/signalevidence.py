@@ -83,8 +83,13 @@ class RoleSeries:
 @dataclass
 class _SecondSeries:
     """Appends one signal's frames (every node of its message) batch by batch, keeping each
-    node's last value of each second.  Rows are split by node only when read, so a batch
-    costs a few array operations whatever the number of nodes."""
+    node's last value of each second.
+
+    A batch costs a few array operations whatever the number of nodes: its rows wait in
+    ``_pending`` and are split by node every :data:`_SERIES_CHUNKS` batches (one sort of
+    those rows only), so neither a long capture nor a long-running daemon re-sorts what
+    it already holds.
+    """
 
     role: str
     message: str
@@ -92,7 +97,10 @@ class _SecondSeries:
     unit: str
     stale_after_s: float
     history_s: float | None
-    _chunks: list[tuple[I64, I64, F64, F64]] = field(default_factory=list)
+    _pending: list[tuple[I64, I64, F64, F64]] = field(default_factory=list)
+    # node -> blocks of (seconds, values, times), each in time order.
+    _by_node: dict[int, list[tuple[I64, F64, F64]]] = field(default_factory=dict)
+    _newest: int | None = None
 
     def add(self, nodes: I64, ts: F64, values: F64) -> None:
         """Fold frames in (any order): one row per node and second, its last frame."""
@@ -103,18 +111,17 @@ class _SecondSeries:
             nodes, ts, values = nodes[order], ts[order], values[order]
         seconds = np.floor(ts).astype(np.int64)
         last = _last_of_runs(nodes, seconds)
-        self._chunks.append((nodes[last], seconds[last], values[last], ts[last]))
-        if len(self._chunks) > _SERIES_CHUNKS:
-            self._compact()
+        self._pending.append((nodes[last], seconds[last], values[last], ts[last]))
+        if len(self._pending) > _SERIES_CHUNKS:
+            self._flush()
 
-    def _compact(self) -> tuple[I64, I64, F64, F64]:
-        if not self._chunks:
-            empty = np.zeros(0, np.int64)
-            return empty, empty, np.zeros(0), np.zeros(0)
-        nodes, seconds, values, times = (
-            np.concatenate([c[k] for c in self._chunks]) for k in range(4)
-        )
-        if len(self._chunks) > 1:
+    def _flush(self) -> None:
+        """Hand the pending rows to their nodes; live, forget what is older than history."""
+        if self._pending:
+            nodes, seconds, values, times = (
+                np.concatenate([c[k] for c in self._pending]) for k in range(4)
+            )
+            self._pending = []
             order = np.lexsort((times, nodes))
             nodes, seconds, values, times = (
                 nodes[order],
@@ -122,37 +129,67 @@ class _SecondSeries:
                 values[order],
                 times[order],
             )
-            last = _last_of_runs(nodes, seconds)
-            nodes, seconds, values, times = nodes[last], seconds[last], values[last], times[last]
-        if self.history_s is not None and len(seconds):
-            recent = seconds > seconds.max() - self.history_s
-            nodes, seconds, values, times = (
-                nodes[recent],
-                seconds[recent],
-                values[recent],
-                times[recent],
-            )
-        self._chunks = [(nodes, seconds, values, times)]
-        return nodes, seconds, values, times
+            starts, stops = run_bounds(nodes)
+            for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
+                blocks = self._by_node.setdefault(int(nodes[a]), [])
+                blocks.append((seconds[a:b], values[a:b], times[a:b]))
+                if len(blocks) > _SERIES_CHUNKS:
+                    blocks[:] = [_joined(blocks)]
+            newest = int(seconds.max())
+            self._newest = newest if self._newest is None else max(self._newest, newest)
+        if self.history_s is not None and self._newest is not None:
+            oldest = self._newest - self.history_s
+            for blocks in self._by_node.values():
+                blocks[:] = [b for b in blocks if b[0].size and b[0][-1] > oldest]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the series holds (pending rows and every node's blocks)."""
+        held = [a for c in self._pending for a in c]
+        held += [a for blocks in self._by_node.values() for b in blocks for a in b]
+        return int(sum(a.nbytes for a in held))
 
     def frozen(self) -> list[RoleSeries]:
         """One series per node, in node order."""
-        nodes, seconds, values, times = self._compact()
-        starts, stops = run_bounds(nodes)
-        return [
-            RoleSeries(
-                self.role,
-                self.message,
-                self.signal,
-                int(nodes[a]),
-                self.unit,
-                self.stale_after_s,
-                seconds[a:b],
-                values[a:b],
-                times[a:b],
-            )
-            for a, b in zip(starts.tolist(), stops.tolist(), strict=True)
-        ]
+        self._flush()
+        out = []
+        for node in sorted(self._by_node):
+            blocks = self._by_node[node]
+            if not blocks:
+                continue
+            seconds, values, times = blocks[0] if len(blocks) == 1 else _joined(blocks)
+            if not _is_sorted(times):
+                order = np.argsort(times, kind="stable")
+                seconds, values, times = seconds[order], values[order], times[order]
+            last = np.flatnonzero(np.concatenate((seconds[1:] != seconds[:-1], [True])))
+            seconds, values, times = seconds[last], values[last], times[last]
+            if self.history_s is not None and self._newest is not None:
+                recent = seconds > self._newest - self.history_s
+                seconds, values, times = seconds[recent], values[recent], times[recent]
+            self._by_node[node] = [(seconds, values, times)]
+            if seconds.size:
+                out.append(
+                    RoleSeries(
+                        self.role,
+                        self.message,
+                        self.signal,
+                        node,
+                        self.unit,
+                        self.stale_after_s,
+                        seconds,
+                        values,
+                        times,
+                    )
+                )
+        return out
+
+
+def _joined(blocks: Sequence[tuple[I64, F64, F64]]) -> tuple[I64, F64, F64]:
+    return (
+        np.concatenate([b[0] for b in blocks]),
+        np.concatenate([b[1] for b in blocks]),
+        np.concatenate([b[2] for b in blocks]),
+    )
 
 
 def _last_of_runs(nodes: I64, seconds: I64) -> npt.NDArray[np.intp]:
