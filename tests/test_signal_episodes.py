@@ -164,3 +164,22 @@ def test_healthy_sessions_raise_no_signal_finding(tmp_path: Path) -> None:
     signals = report["signals"]
     assert any(k.startswith("CoolingStatus.CoolantFlow") for k in signals)
     assert any(k.startswith("Meter_Current.Current") for k in signals)
+
+
+@pytest.mark.slow
+def test_python_can_logs_give_no_signal_finding() -> None:
+    """Logs nobody here wrote (python-can's test data), analyzed with the reference DBCs:
+    none of their frames carries a role the signal rules read, so none may be claimed
+    (nothing read is never a fault)."""
+    from candiag.analysis import analyze_capture
+    from tests.realworld import HOW, pycan_dir
+
+    folder = pycan_dir()
+    if folder is None:
+        pytest.skip(HOW)
+    logs = sorted(p for p in folder.iterdir() if p.suffix in (".asc", ".blf", ".trc", ".log"))
+    assert logs
+    for log in logs:
+        report = analyze_capture(log).report.to_json()
+        codes = {code for code, _ in flat(report["findings"])}
+        assert codes & SIGNAL_CODES == set(), log.name
