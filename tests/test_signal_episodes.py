@@ -183,3 +183,19 @@ def test_python_can_logs_give_no_signal_finding() -> None:
         report = analyze_capture(log).report.to_json()
         codes = {code for code, _ in flat(report["findings"])}
         assert codes & SIGNAL_CODES == set(), log.name
+
+
+@pytest.mark.slow
+def test_overtemperature_is_folded_under_the_missing_flow(
+    faulty: tuple[Path, dict[str, Any]],
+) -> None:
+    """The causal model: no flow is the cause, the heat it brings its consequence."""
+    _, report = faulty
+    top = {(f["code"], f["subject"]): f for f in report["findings"]}
+    cause = top[("COOLING_NO_FLOW", "can0/cooling")]
+    folded = {(c["code"], c["subject"]) for c in cause.get("consequences", [])}
+    assert folded == {
+        ("COOLING_OVERTEMP", "can0/cooling"),
+        ("CAN_NODE_ALARM_TEMP", "can0/cooling/0"),
+    }
+    assert report["findings"][0]["code"] == "COOLING_NO_FLOW"
