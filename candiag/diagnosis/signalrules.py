@@ -15,7 +15,7 @@ and gives one finding per (code, subject) with every episode (docs/diagnosis.md,
   and ``METER_REVERSED`` on a CAN bus (the modules' summed output current at least
   ``meter_reversed_min_a`` while the DC meter on the same bus reads at most minus that):
   the instant rules' conditions, judged at the end of *every* second on the values fresh
-  then (a value is fresh for :data:`~candiag.health.signals.STALE_CYCLES` cycle times of
+  then (a value is fresh for :data:`~candiag.health.signalevidence.STALE_CYCLES` cycle times of
   its message, as the instant rules read it).  Episodes are bounded by the newest frame
   among the values that first showed the fault (or first showed it gone), within a
   second of the frame where it began (or ended).
@@ -32,7 +32,7 @@ axis) and a loop per node alarm and per episode, never per second or per frame.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,8 @@ from candiag.health.signalevidence import AlarmTrace, RoleSeries
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
+# A source's factor to the rule's unit (a share of full speed, amperes).
+Scale = Callable[[RoleSeries], float]
 
 #: Alarm role (without ``alarm:``) -> the code it raises.
 ALARM_CODES = {
@@ -140,7 +142,9 @@ def fresh_values(source: RoleSeries, axis: I64, end: float | None, scale: float 
     )
 
 
-def first_fresh(sources: Sequence[RoleSeries], axis: I64, end: float | None, scale: Any) -> Judged:
+def first_fresh(
+    sources: Sequence[RoleSeries], axis: I64, end: float | None, scale: Scale
+) -> Judged:
     """Per second, the first source (in the timeline's order) with a fresh value."""
     values = np.full(axis.size, np.nan)
     times = np.full(axis.size, np.nan)
