@@ -158,7 +158,7 @@ class _Buses:
                 burst_errors_per_s=self.burst_errors_per_s,
                 keep_history=self.keep_history,
                 bitrate_known=choice.known,
-                window_history=True,  # the window rules read the whole capture's seconds
+                whole_capture=True,  # the interval rules read the whole capture's evidence
             )
         return self.pipelines[channel]
 

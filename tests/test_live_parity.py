@@ -31,6 +31,11 @@ FAULTS = (
     "contactor_mismatch@100+3:contactor=dc_plus,mode=stuck_open",
     "contactor_mismatch@160+3:contactor=dc_plus,mode=stuck_open",
     "bus_off@190+3",
+    # signal rules: per-second cooling and meter evidence, the cooling unit's alarm bit
+    "cooling_no_flow@105.4+20",
+    "cooling_no_flow@175.7+20",
+    "meter_reversed@112.3+8",
+    "meter_reversed@205.5+6",
 )
 # The window rules' faults, each coming and going between the 10-s grid's points.
 WINDOW_FAULTS = (
@@ -111,6 +116,10 @@ def test_live_loop_and_analyze_agree_on_codes_and_bounds(tmp_path: Path) -> None
         ("CAN_NODE_OFFLINE", "can0/power_module/3"),
         ("CONTACTOR_MISMATCH", "can0/DCPlus"),
         ("CAN_BUS_OFF", "can0"),
+        ("COOLING_NO_FLOW", "can0/cooling"),
+        ("COOLING_OVERTEMP", "can0/cooling"),
+        ("CAN_NODE_ALARM_TEMP", "can0/cooling/0"),
+        ("METER_REVERSED", "can0/dc_meter"),
     } <= live_exact
     # The same top-level causes, in the same order.
     assert [f.code for f in engine.all_findings()][:3] == [f["code"] for f in top][:3]

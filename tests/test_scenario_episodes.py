@@ -29,7 +29,9 @@ DURATION = 450.0
 FRAME = 0.1  # the reference charger's shortest cycle (docs/reference-bus.md)
 
 # scenario: (top code, subject contains, the fault kind that is the cause, tolerance s,
-# bounds from: "window" = the fault window, "errors" = the error frames inside it).
+# bounds from: "window" = the fault window, "errors" = the error frames inside it, "flow" =
+# the cooling unit's frames showing no flow while the pump is commanded: its flow lags the
+# stopped pump by seconds, as a real loop's does).
 # Tolerance None: the rule's bounds are not exact (judged on instants or on a minute of
 # periods); the table shows how far they are, the test checks the finding and its count.
 EXPECT: dict[str, tuple[str, str, str, float | None, str]] = {
@@ -46,7 +48,7 @@ EXPECT: dict[str, tuple[str, str, str, float | None, str]] = {
         None,
         "window",
     ),
-    "cooling_flow": ("COOLING_NO_FLOW", "cooling", "cooling_no_flow", None, "window"),
+    "cooling_flow": ("COOLING_NO_FLOW", "cooling", "cooling_no_flow", 1.0, "flow"),
     "jitter": ("CAN_CYCLE_VIOLATION", "F004", "jitter", None, "window"),
 }
 
@@ -75,6 +77,8 @@ def injected(
 ) -> list[tuple[float, float]]:
     """Injected episodes relative to the simulation start."""
     windows = sorted({(f.start, f.start + (f.duration or 0.0)) for f in faults if f.kind == kind})
+    if source == "flow":
+        return no_flow_frames(capture)
     if source != "errors":
         return windows
     stamps = []
@@ -87,6 +91,37 @@ def injected(
     for a, b in windows:
         inside = t[(t >= a) & (t < b)]
         out.append((float(inside.min()), float(inside.max())))
+    return out
+
+
+def no_flow_frames(capture: Path) -> list[tuple[float, float]]:
+    """From the first CoolingStatus frame with flow under 1 L/min while the last pump
+    command was at least 20 % to the first frame without, as cantools decodes them."""
+    import cantools
+
+    from candiag.sim.charger import reference_dbc_files
+
+    db = cantools.database.Database()
+    for path in reference_dbc_files():
+        db.add_dbc_file(str(path))
+    status, actuators = (
+        db.get_message_by_name("CoolingStatus"),
+        db.get_message_by_name("CoolingActuators"),
+    )
+    pump, on, out = 0.0, None, []
+    for line in capture.read_text().splitlines():
+        stamp, _, frame = line.split(" ", 2)
+        ident, data = frame.split("#")
+        if int(ident, 16) == actuators.frame_id:
+            pump = actuators.decode(bytes.fromhex(data))["PumpSpeedCommand"]
+        elif int(ident, 16) == status.frame_id:
+            t = float(stamp[1:-1]) - 1_700_000_000.0
+            dry = pump >= 20.0 and status.decode(bytes.fromhex(data))["CoolantFlow"] < 1.0
+            if dry and on is None:
+                on = t
+            elif not dry and on is not None:
+                out.append((on, t))
+                on = None
     return out
 
 

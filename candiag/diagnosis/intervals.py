@@ -36,6 +36,7 @@ from typing import Any
 from candiag.diagnosis.engine import RuleBook
 from candiag.diagnosis.episodes import Episode, settle
 from candiag.diagnosis.intervalrule import IntervalFinding, IntervalRule
+from candiag.diagnosis.signalrules import RULES as SIGNAL_RULES
 from candiag.diagnosis.timeline import BusTimeline, ContactorTrace, NodePresence
 from candiag.diagnosis.windowrules import WINDOW_CODES, window_rules
 from candiag.health.signals import CLOSED, OPEN
@@ -188,6 +189,7 @@ RULES: tuple[IntervalRule, ...] = (
     IntervalRule(frozenset({"CAN_NODE_OFFLINE"}), node_offline),
     IntervalRule(frozenset({"CONTACTOR_MISMATCH", "CONTACTOR_WELD"}), contactor_faults),
     IntervalRule(WINDOW_CODES, window_rules),
+    *SIGNAL_RULES,  # node alarm bits, cooling, the CAN DC meter's sign (signalrules.py)
 )
 #: The codes interval rules own: instants do not judge them.
 INTERVAL_CODES: frozenset[str] = frozenset().union(*(rule.codes for rule in RULES))

@@ -11,6 +11,10 @@ trackers recorded as intervals while the frames went by:
   the intervals its weld bit was set (:class:`candiag.health.signals.ContactorFact`);
 * the controller's stays in error-warning, error-passive and bus-off, exact to the error
   frames (or link states) that moved it (:attr:`BusStateTracker.intervals`);
+* per node and alarm bit (role ``alarm:*``): every interval it was set, exact to the
+  frames, cut where its message went stale; per role signal of the signal rules (pump
+  command, flow, coolant temperature, module output current, meter current): each second's
+  last value and its frame time (:class:`candiag.health.signals.SignalEvidence`);
 * per-second columns (a sparse seconds axis): error frames per class and the load ratio,
   from the sliding windows' ring (offline: its whole history; live: its last hour);
 * the window rules' group (:mod:`candiag.diagnosis.windowrules`): all error frames, the
@@ -32,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from candiag.health.errorframes import ERROR_CLASSES
+from candiag.health.signalevidence import AlarmTrace, RoleSeries
 from candiag.health.signals import Disagreement
 from candiag.health.windows import PROTOCOL_TYPE_COLUMNS
 
@@ -99,6 +104,11 @@ class BusTimeline:
     trend_changes: tuple[tuple[float, bool], ...] = ()
     tec: int | None = None  # the last counters carried by an error frame
     rec: int | None = None
+    # -- signal rules (CAN_NODE_ALARM_*, COOLING_*, METER_REVERSED; diagnosis/signalrules.py):
+    # every alarm bit's intervals per node, exact to the frames, and the role signals'
+    # last value of each second (role -> one series per message, signal and node).
+    alarms: tuple[AlarmTrace, ...] = ()
+    series: Mapping[str, tuple[RoleSeries, ...]] = field(default_factory=dict)
 
 
 def bus_timeline(pipeline: BusPipeline, now: float | None = None) -> BusTimeline:
@@ -149,4 +159,7 @@ def bus_timeline(pipeline: BusPipeline, now: float | None = None) -> BusTimeline
         trend_changes=tuple(pipeline.state.trend_changes),
         tec=pipeline.state.tec,
         rec=pipeline.state.rec,
+        # signal rules
+        alarms=pipeline.signals.evidence.alarm_traces(end),
+        series=pipeline.signals.evidence.role_series(),
     )

@@ -53,6 +53,7 @@ from candiag.health.report import (
     TimelineReport,
     WindowReport,
 )
+from candiag.health.signalevidence import SERIES_HISTORY_S
 from candiag.health.signals import SignalStats
 from candiag.health.thresholds import HealthThresholds, load_thresholds
 from candiag.health.windows import WINDOWS, BusWindows, SecondRing, per_second_totals
@@ -163,7 +164,7 @@ class BusPipeline:
         burst_errors_per_s: int = 8,
         keep_history: bool = False,
         bitrate_known: bool = True,
-        window_history: bool = False,
+        whole_capture: bool = False,
     ) -> None:
         self.name = name
         self.db = db
@@ -174,19 +175,22 @@ class BusPipeline:
         self.thresholds = thresholds or load_thresholds()
         self.burst_errors_per_s = burst_errors_per_s
         self.decoder = BatchDecoder(db)
+        # Offline (``whole_capture``) the evidence the interval rules read covers the whole
+        # capture (candiag.diagnosis.intervals); live, the last hour.
+        whole = keep_history or whole_capture
         # Ids are tracked per epoch here and merged into ``health.ids`` (the lifetime).
         self.health = BusHealth(
             name,
             bitrate,
             data_bitrate,
-            # The per-second windows of the whole capture: the window rules read them
+            # The per-second windows: the window rules read them
             # (candiag.diagnosis.windowrules); the plots' Timeline only with keep_history.
-            keep_history=keep_history or window_history,
+            keep_history=whole,
             track_ids=False,
         )
         self.protocol = SecondRing(PROTOCOL_COLUMNS)
         self.nodes = NodeTracker(db, policies)
-        self.signals = SignalStats(db)
+        self.signals = SignalStats(db, history_s=None if whole else SERIES_HISTORY_S)
         self.liveness = LivenessTracker(db)  # request/response exchanges of protocol packs
         self.timeline = Timeline() if keep_history else None
         self.decoded_frames = 0

@@ -7,7 +7,9 @@ each (message, node) group, so the cost does not depend on per-frame Python.
 From the signals' DBC roles (``CandiagRole``) it also derives the few plant
 facts the diagnosis rules check: contactor command vs feedback (and for how
 long they have disagreed), weld flags, coolant pump command, flow and
-temperature, and the modules' summed output current against the DC meter's.
+temperature, and the modules' summed output current against the DC meter's.  The
+signal rules' interval evidence (alarm-bit intervals, per-second role series) is folded
+in the same pass by :class:`~candiag.health.signalevidence.SignalEvidence` (``evidence``).
 
 Why one file of ~670 lines: signal statistics and the facts read from signals
 (contactors, cooling, currents) share one vectorized table per message.
@@ -24,6 +26,7 @@ import numpy.typing as npt
 
 from candiag.health.arrays import run_bounds
 from candiag.health.jsontypes import JsonObject
+from candiag.health.signalevidence import SERIES_HISTORY_S, SignalEvidence
 
 F64 = npt.NDArray[np.float64]
 # Roles whose latest fresh values the diagnosis reads (besides contactor:*).
@@ -471,8 +474,11 @@ class SignalStats:
     tables: dict[str, _MessageTable] = field(default_factory=dict)
     fact_tables: dict[str, _MessageTable] = field(default_factory=dict)
     contactors: dict[str, ContactorFact] = field(default_factory=dict)
+    # The signal rules' evidence: None keeps it for the whole capture (offline).
+    history_s: float | None = SERIES_HISTORY_S
 
     def __post_init__(self) -> None:
+        self.evidence = SignalEvidence(self.db, self.history_s)
         self._fact_messages = {
             m.name: [s for s in m.signals if _is_fact_role(s.role)]
             for m in self.db.messages
@@ -511,6 +517,8 @@ class SignalStats:
                 )
                 table.update_last(decoded)
                 self._note_contactors(decoded, series)
+            if facts:
+                self.evidence.update(decoded)
         if facts:
             for name, fact in self.contactors.items():
                 fact.advance(series.get((name, "command")), series.get((name, "feedback")))
