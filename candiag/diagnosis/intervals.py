@@ -39,7 +39,9 @@ import numpy as np
 from candiag.diagnosis.engine import RuleBook
 from candiag.diagnosis.episodes import Episode, settle
 from candiag.diagnosis.intervalrule import IntervalFinding, IntervalRule
-from candiag.diagnosis.timeline import BusTimeline, ContactorTrace, NodePresence
+from candiag.diagnosis.noderules import CODES as NODE_CODES
+from candiag.diagnosis.noderules import node_rules, silences
+from candiag.diagnosis.timeline import BusTimeline, ContactorTrace
 from candiag.health.signals import CLOSED, OPEN
 
 #: Window rules whose episodes are bounded by their per-second evidence: the columns
@@ -139,7 +141,7 @@ def node_offline(book: RuleBook, timeline: BusTimeline) -> list[IntervalFinding]
     """A node silent for longer than its timeout, once per silence."""
     out = []
     for node in timeline.nodes:
-        episodes = _silences(node, timeline)
+        episodes = silences(node, timeline)
         if not episodes:
             continue
         subject = f"{timeline.bus}/{node.family}/{node.address}"
@@ -160,17 +162,6 @@ def node_offline(book: RuleBook, timeline: BusTimeline) -> list[IntervalFinding]
             IntervalFinding("CAN_NODE_OFFLINE", subject, episodes, fields, evidence, node.timeout_s)
         )
     return out
-
-
-def _silences(node: NodePresence, timeline: BusTimeline) -> tuple[Episode, ...]:
-    episodes = [Episode(before, after) for before, after in node.gaps]
-    end = timeline.end
-    if node.last_seen is None:
-        if node.expected and timeline.start is not None:
-            episodes.append(Episode(timeline.start, None))  # expected, never heard
-    elif end is not None and end - node.last_seen > node.timeout_s:
-        episodes.append(Episode(node.last_seen, None))  # never came back
-    return tuple(sorted(episodes, key=lambda e: e.start))
 
 
 def _silent_words(episodes: Sequence[Episode], end: float | None) -> str:
@@ -251,6 +242,7 @@ RULES: tuple[IntervalRule, ...] = (
     IntervalRule(frozenset(STATE_CODES), bus_states),
     IntervalRule(frozenset({"CAN_NODE_OFFLINE"}), node_offline),
     IntervalRule(frozenset({"CONTACTOR_MISMATCH", "CONTACTOR_WELD"}), contactor_faults),
+    IntervalRule(NODE_CODES, node_rules),
 )
 #: The codes interval rules own: instants do not judge them.
 INTERVAL_CODES: frozenset[str] = frozenset().union(*(rule.codes for rule in RULES))

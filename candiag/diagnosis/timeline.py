@@ -12,7 +12,10 @@ trackers recorded as intervals while the frames went by:
 * the controller's stays in error-warning, error-passive and bus-off, exact to the error
   frames (or link states) that moved it (:attr:`BusStateTracker.intervals`);
 * per-second columns (a sparse seconds axis): error frames per class and the load ratio,
-  from the sliding windows' ring (offline: its whole history; live: its last hour).
+  from the sliding windows' ring (offline: its whole history; live: its last hour);
+* nodes group: per node its duplicate stretches (rate judged at every arrival, and its
+  duplicate-address alarm bit) and every firmware change; per identifier each 60 s
+  epoch it broke its declared cycle (:class:`candiag.health.ids.CycleHistory`).
 
 Offline it covers the whole capture; live, what the trackers remember (bounded per node
 and contactor).  Built by :func:`bus_timeline` from a :class:`BusPipeline`; read by
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from candiag.health.ids import EXTENDED_KEY_BIT, CycleBreak, id_key_text
 from candiag.health.signals import Disagreement
 
 I64 = npt.NDArray[np.int64]
@@ -57,6 +61,31 @@ class NodePresence:
     timeout_s: float
     gaps: tuple[tuple[float, float], ...]
     expected: bool = False
+    # -- nodes group (candiag/diagnosis/noderules.py) --
+    # Two senders at its address: (start, end or None, peak rate ratio).
+    duplicates: tuple[tuple[float, float | None, float], ...] = ()
+    # Its duplicate-address alarm bit set: (start, end or None).
+    alarm_duplicates: tuple[tuple[float, float | None], ...] = ()
+    # Per firmware message, every change: (first frame with it, version text).
+    firmware: Mapping[str, tuple[tuple[float, str], ...]] = field(default_factory=dict)
+    frames: int = 0
+
+
+@dataclass(frozen=True)
+class CycleSpan:
+    """One identifier that broke its declared cycle over one epoch ``[start, end)``."""
+
+    id: str  # as CAN users write it (0x123, 0x00000123 extended)
+    name: str | None  # the DBC's message name
+    family: str | None
+    node: int | None
+    cycle_ms: float | None
+    start: float
+    end: float
+    count: int
+    mean_period_s: float
+    jitter_s: float | None
+    last_seen: float
 
 
 @dataclass(frozen=True)
@@ -83,6 +112,11 @@ class BusTimeline:
     seconds: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
     columns: Mapping[str, I64] = field(default_factory=dict)
     load_ratio: F64 | None = None  # per second of ``seconds``; None: bitrate unknown
+    # -- nodes group (candiag/diagnosis/noderules.py) --
+    bitrate: int | None = None
+    bitrate_known: bool = False
+    allowed_firmware: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    cycle_breaks: tuple[CycleSpan, ...] = ()
 
 
 def bus_timeline(pipeline: BusPipeline, now: float | None = None) -> BusTimeline:
@@ -98,6 +132,21 @@ def bus_timeline(pipeline: BusPipeline, now: float | None = None) -> BusTimeline
             timeout_s=tracker.timeout_for(node.family),
             gaps=tuple(node.gaps),
             expected=tracker.is_expected(node.family, node.address),
+            # -- nodes group --
+            duplicates=(
+                *node.duplicates,
+                *(
+                    [(*node.duplicate_open[:1], None, node.duplicate_open[1])]
+                    if node.duplicate_open is not None
+                    else []
+                ),
+            ),
+            alarm_duplicates=(
+                *node.alarm_duplicates,
+                *([(node.alarm_open, None)] if node.alarm_open is not None else []),
+            ),
+            firmware={m: tuple(c) for m, c in node.firmware_changes.items()},
+            frames=node.frames,
         )
         for _, node in sorted(tracker.nodes.items())
     )
@@ -128,4 +177,48 @@ def bus_timeline(pipeline: BusPipeline, now: float | None = None) -> BusTimeline
         seconds=seconds,
         columns=columns,
         load_ratio=load if load is not None and load.size == seconds.size else None,
+        # -- nodes group --
+        bitrate=pipeline.bitrate,
+        bitrate_known=pipeline.bitrate_known,
+        allowed_firmware={
+            family: tracker.allowed_firmware(family)
+            for family in {n.family for n in nodes}
+            if tracker.allowed_firmware(family)
+        },
+        cycle_breaks=_cycle_spans(pipeline, pipeline.cycle_breaks()),
+    )
+
+
+# -- nodes group (candiag/diagnosis/noderules.py) ------------------------------------------
+
+
+def _cycle_spans(pipeline: BusPipeline, breaks: list[CycleBreak]) -> tuple[CycleSpan, ...]:
+    """Each broken (epoch, id) verdict with the id's text, message, family and node."""
+    if not breaks:
+        return ()
+    keys = np.array(sorted({b.key for b in breaks}), np.int64)
+    can_id = (keys & 0x1FFFFFFF).astype(np.uint32)
+    extended = ((keys >> 30) & 1).astype(np.bool_)
+    index, node = pipeline.db.match(can_id, extended)
+    known: dict[int, tuple[str, str | None, str | None, int | None, float | None]] = {}
+    for k, i, n, c, e in zip(
+        keys.tolist(),
+        index.tolist(),
+        node.tolist(),
+        can_id.tolist(),
+        extended.tolist(),
+        strict=True,
+    ):
+        message = pipeline.db.messages[i] if i >= 0 else None
+        text = id_key_text(int(c) | (EXTENDED_KEY_BIT if e else 0))
+        known[k] = (
+            text,
+            message.name if message else None,
+            message.family if message else None,
+            n if n >= 0 else None,
+            message.cycle_time_ms if message else None,
+        )
+    return tuple(
+        CycleSpan(*known[b.key], b.start, b.end, b.count, b.mean_period_s, b.jitter_s, b.last_seen)
+        for b in breaks
     )

@@ -449,6 +449,70 @@ class IdStats:
         }
 
 
+# Broken (epoch, id) verdicts a live bus remembers (offline: all of them); a healthy bus
+# records none, a bus whose 50 ids all break keeps the last few hours.
+MAX_CYCLE_BREAKS = 20_000
+
+
+@dataclass(frozen=True)
+class CycleBreak:
+    """One identifier that broke its declared cycle over one epoch ``[start, end)``.
+
+    ``key`` is an :class:`IdStats` key; the figures are the epoch's own.
+    """
+
+    key: int
+    start: float
+    end: float
+    count: int
+    mean_period_s: float
+    jitter_s: float | None
+    last_seen: float
+
+
+class CycleHistory:
+    """The cycle verdicts of every closed epoch, as the identifiers that broke their cycle.
+
+    Epochs are fixed slices of time (``[k * epoch_s, (k + 1) * epoch_s)``), so a capture
+    read in any batches and a live bus fed every quarter second judge the same frames in
+    the same epochs.  Only broken verdicts are kept (a healthy bus keeps nothing), at most
+    ``cap`` of them (the newest; ``None``: all, for offline reports).
+    """
+
+    def __init__(self, cap: int | None = MAX_CYCLE_BREAKS) -> None:
+        self.cap = cap
+        self.breaks: list[CycleBreak] = []
+
+    def record(
+        self, start: float, end: float, stats: IdStats, verdicts: npt.NDArray[np.int8]
+    ) -> None:
+        """Keep the ids ``verdicts`` (aligned with ``stats.keys``) judge broken."""
+        self.breaks.extend(broken_in(start, end, stats, verdicts))
+        if self.cap is not None and len(self.breaks) > self.cap:
+            del self.breaks[: len(self.breaks) - self.cap]
+
+
+def broken_in(
+    start: float, end: float, stats: IdStats, verdicts: npt.NDArray[np.int8]
+) -> list[CycleBreak]:
+    """The :class:`CycleBreak` of each id ``verdicts`` judge broken over ``[start, end)``."""
+    out = []
+    for i in np.flatnonzero(verdicts == 0).tolist():
+        n_int = int(stats.n_int[i])
+        out.append(
+            CycleBreak(
+                key=int(stats.keys[i]),
+                start=start,
+                end=end,
+                count=int(stats.count[i]),
+                mean_period_s=float(stats.mean[i]),
+                jitter_s=float(np.sqrt(stats.m2[i] / n_int)) if n_int else None,
+                last_seen=float(stats.last[i]),
+            )
+        )
+    return out
+
+
 def _judge(row: IdRow, declared: float, t: CycleThresholds) -> tuple[bool | None, str]:
     if row.intervals < t.min_intervals or row.period_mean is None or row.period_p95 is None:
         return None, f"only {row.intervals} periods measured (need {t.min_intervals})"

@@ -34,7 +34,17 @@ from candiag.health.bitrate import DEFAULT_BITRATE
 from candiag.health.bus import BusHealth
 from candiag.health.busstate import BUS_STATES, BusStateTracker
 from candiag.health.errorframes import ERROR_CLASSES, ErrorFrameSummary
-from candiag.health.ids import DEFAULT_MAX_IDS, CappedIdCounter, CycleCheck, IdStats, id_key_text
+from candiag.health.ids import (
+    DEFAULT_MAX_IDS,
+    MAX_CYCLE_BREAKS,
+    CappedIdCounter,
+    CycleBreak,
+    CycleCheck,
+    CycleHistory,
+    IdStats,
+    broken_in,
+    id_key_text,
+)
 from candiag.health.nodes import FamilyPolicy, NodeTracker
 from candiag.health.report import (
     BusReport,
@@ -79,6 +89,7 @@ IDS_JUDGE_INTERVAL_S = 5.0
 # ids, so garbage traffic brings new ones every minute: the memo is emptied when this full.
 MAX_CYCLE_MEMO = 4 * DEFAULT_MAX_IDS
 # Cycle times are judged on the traffic of the last epoch (a minute), not the lifetime.
+# Epochs are fixed slices of time, so any batching of the same frames judges alike.
 CYCLE_EPOCH_S = 60.0
 
 
@@ -195,7 +206,9 @@ class BusPipeline:
         )
         self._recent_ids = self.health.ids.fresh_epoch()
         self._previous_ids: IdStats | None = None
-        self._epoch_start: float | None = None
+        self._epoch: int | None = None  # index of the current id epoch (time // epoch)
+        # The verdict of every closed epoch (the diagnosis's cycle-violation episodes).
+        self.cycle_history = CycleHistory(None if keep_history else MAX_CYCLE_BREAKS)
 
     # Shortcuts to the frame-level parts (read-only use).
     @property
@@ -390,15 +403,41 @@ class BusPipeline:
         return out
 
     def _track_recent_ids(self, batch: FrameBatch) -> None:
-        newest = float(batch.timestamp.max())
-        if self._epoch_start is None:
-            self._epoch_start = float(batch.timestamp.min())
-        elif newest - self._epoch_start >= CYCLE_EPOCH_S:
-            self.health.ids.merge(self._recent_ids)
-            self._previous_ids = self._recent_ids
-            self._recent_ids = self.health.ids.fresh_epoch()
-            self._epoch_start = newest
-        self._recent_ids.update(batch)
+        """Each frame into the id epoch of its time; a frame of a later epoch closes the
+        current one (its verdicts recorded).  Late frames count in the current epoch."""
+        epochs = np.floor(batch.timestamp / CYCLE_EPOCH_S).astype(np.int64)
+        if self._epoch is None:
+            self._epoch = int(epochs.min())
+        if int(epochs.max()) <= self._epoch:
+            self._recent_ids.update(batch)  # the usual case: one epoch
+            return
+        current = epochs <= self._epoch
+        if current.any():
+            self._recent_ids.update(batch.take(current))
+        for epoch in np.unique(epochs[~current]).tolist():
+            self._close_epoch(epoch)
+            self._recent_ids.update(batch.take(epochs == epoch))
+
+    def _close_epoch(self, following: int) -> None:
+        start = self._epoch_bounds()[0]
+        verdicts = self._verdicts(self._recent_ids)
+        self.cycle_history.record(start, start + CYCLE_EPOCH_S, self._recent_ids, verdicts)
+        self.health.ids.merge(self._recent_ids)
+        self._previous_ids = self._recent_ids
+        self._recent_ids = self.health.ids.fresh_epoch()
+        self._epoch = following
+
+    def _epoch_bounds(self) -> tuple[float, float]:
+        start = (self._epoch or 0) * CYCLE_EPOCH_S
+        return start, start + CYCLE_EPOCH_S
+
+    def cycle_breaks(self) -> list[CycleBreak]:
+        """Every recorded broken (epoch, id) verdict, and those of the current epoch so far."""
+        out = list(self.cycle_history.breaks)
+        if self._epoch is not None and len(self._recent_ids):
+            start, end = self._epoch_bounds()
+            out += broken_in(start, end, self._recent_ids, self._verdicts(self._recent_ids))
+        return out
 
     def _cycle_of(self, can_id: int, extended: bool) -> float | None:
         key = (can_id, extended)
