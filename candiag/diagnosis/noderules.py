@@ -153,9 +153,18 @@ def bus_silent_spans(
         late = [(a + node.timeout_s, b) for a, b in spans if a + node.timeout_s < b]
         proof = _intersect(proof, [before, *late])
     second = sorted(float(n.first_seen or 0.0) for n in seen)[1]
-    raw = _subtract(_intersect(raw, [(second, INF)]), bus_off)
+    raw = _intersect(raw, [(second, INF)])
     proof = _intersect(proof, raw)
-    return [r for r in raw if any(_meet(r, p) for p in proof)]
+    raw = [r for r in raw if any(_meet(r, p) for p in proof)]
+    # Silent to the controller while it was bus-off is not silence of the bus: what is
+    # left beside a bus-off stay counts only when it alone lasted every node's timeout.
+    longest = max(n.timeout_s for n in seen)
+    out = []
+    for piece in _subtract(raw, bus_off):
+        beside = any(piece[0] == b or piece[1] == a for a, b in bus_off)
+        if not beside or piece[1] - piece[0] > longest:
+            out.append(piece)
+    return out
 
 
 def bus_wide_returns(nodes: Sequence[NodePresence]) -> set[float]:
@@ -287,10 +296,17 @@ def _mismatches(timeline: BusTimeline, base: Mapping[str, Any]) -> list[Interval
             "majority": majority,
             "outliers": f"{name} {', '.join(map(str, outliers))}",
         }
+        allowed = timeline.allowed_firmware.get(family, frozenset())
         evidence = {
             "family": family,
             "majority": majority,
             "by_version": {v: sorted(a) for v, a in sorted(last_state.items())},
+            "not_allowed": {
+                str(a): v
+                for v, addrs in sorted(last_state.items())
+                for a in sorted(addrs)
+                if allowed and v not in allowed
+            },
         }
         out.append(
             IntervalFinding(
