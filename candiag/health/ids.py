@@ -19,8 +19,9 @@ identifiers are kept, which the decode summaries, the bus report and the per-id 
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -374,16 +375,9 @@ class IdStats:
         NaN where there is none).  Same rule as :meth:`check_cycles`, over all ids at once.
         """
         t = thresholds or CycleThresholds()
-        total = self.hist.sum(axis=1)
-        below = np.cumsum(self.hist, axis=1) < 0.95 * total[:, None]
-        p95 = 2.0 ** (LOWEST_OCTAVE + (below.sum(axis=1) + 0.5) / BINS_PER_OCTAVE)
-        declared = np.nan_to_num(declared_s, nan=0.0)
         data = ((self.keys >> 29) & 1) == 0
-        judged = data & (declared > 0) & (self.n_int >= t.min_intervals) & (total > 0)
-        safe = np.where(declared > 0, declared, 1.0)
-        keeps = (np.abs(self.mean / safe - 1.0) <= t.mean_tolerance) & (p95 <= t.p95_factor * safe)
-        verdict: npt.NDArray[np.int8] = np.where(judged, keeps.astype(np.int8), np.int8(-1))
-        return verdict
+        declared = np.where(data, np.nan_to_num(declared_s, nan=0.0), 0.0)
+        return verdicts_of(self.n_int, self.mean, self.hist, declared, t)
 
     def _p95(self, i: int) -> float | None:
         counts = self.hist[i]
@@ -449,16 +443,21 @@ class IdStats:
         }
 
 
-# Broken (epoch, id) verdicts a live bus remembers (offline: all of them); a healthy bus
-# records none, a bus whose 50 ids all break keeps the last few hours.
+# Broken-cycle stretches a live bus remembers (offline: all of them); a healthy bus records
+# none, and an identifier that stays broken extends one stretch rather than adding more.
 MAX_CYCLE_BREAKS = 20_000
+# Cycle verdicts are judged over the last minute of periods, every 10 s.
+CYCLE_WINDOW_S = 60.0
+CYCLE_STEP_S = 10.0
 
 
 @dataclass(frozen=True)
 class CycleBreak:
-    """One identifier that broke its declared cycle over one epoch ``[start, end)``.
+    """One identifier that broke its declared cycle over ``[start, end)``.
 
-    ``key`` is an :class:`IdStats` key; the figures are the epoch's own.
+    ``key`` is an :class:`IdStats` key; the bounds are the 10 s steps whose own periods
+    were off (late periods, or a mean off the declared cycle) within the minutes judged
+    broken; the figures are those of the last minute judged.
     """
 
     key: int
@@ -470,47 +469,178 @@ class CycleBreak:
     last_seen: float
 
 
-class CycleHistory:
-    """The cycle verdicts of every closed epoch, as the identifiers that broke their cycle.
+@dataclass(frozen=True)
+class _Step:
+    """The periods of the judged identifiers over one step ``[start, start + step)``."""
 
-    Epochs are fixed slices of time (``[k * epoch_s, (k + 1) * epoch_s)``), so a capture
-    read in any batches and a live bus fed every quarter second judge the same frames in
-    the same epochs.  Only broken verdicts are kept (a healthy bus keeps nothing), at most
-    ``cap`` of them (the newest; ``None``: all, for offline reports).
+    start: float
+    keys: I64
+    n_int: I64
+    total: F64  # sum of the periods
+    squares: F64  # sum of their squares
+    hist: npt.NDArray[np.int64]
+    last: F64
+    # Per key: the step held late periods or its mean was off (set by ``_with_faults``).
+    bad: npt.NDArray[np.bool_] | None = None
+
+
+class CycleHistory:
+    """Sliding-minute cycle verdicts every :data:`CYCLE_STEP_S`, kept as broken stretches.
+
+    Steps are fixed slices of time (``[k * step, (k + 1) * step)``), so a capture read in
+    any batches and a live bus fed every quarter second judge the same frames alike.  At
+    the end of each step the last minute (six steps) is judged as
+    :meth:`IdStats.cycle_verdicts` judges an epoch: the same thresholds, on the same
+    kind of periods.  The periods of a step are the difference of the epoch's running
+    statistics at its two ends, so nothing is counted twice; a minute with no late period
+    and no mean off in any step cannot be broken and is not judged (the usual case).
+    Only broken verdicts are kept, at most ``cap`` (the newest; ``None``: all).
     """
 
     def __init__(self, cap: int | None = MAX_CYCLE_BREAKS) -> None:
         self.cap = cap
         self.breaks: list[CycleBreak] = []
+        self._steps: list[_Step] = []
+        self._base: _Step | None = None  # the epoch's running figures at the step's start
+        self._open: dict[int, int] = {}  # key -> index in breaks of its latest stretch
 
-    def record(
-        self, start: float, end: float, stats: IdStats, verdicts: npt.NDArray[np.int8]
+    def close_step(
+        self, start: float, stats: IdStats, declared_s: F64, thresholds: CycleThresholds
     ) -> None:
-        """Keep the ids ``verdicts`` (aligned with ``stats.keys``) judge broken."""
-        self.breaks.extend(broken_in(start, end, stats, verdicts))
-        if self.cap is not None and len(self.breaks) > self.cap:
-            del self.breaks[: len(self.breaks) - self.cap]
+        """The step ``[start, start + step)`` is over; ``stats`` is its epoch so far."""
+        self._steps = self._window(self._step(start, stats, declared_s, thresholds))
+        self._base = self._running(start, stats, declared_s)
+        for broken in self._judge(self._steps, stats, declared_s, thresholds):
+            self._keep(broken)
 
+    def epoch_closed(self) -> None:
+        """A new epoch starts from nothing: its first step is not a difference."""
+        self._base = None
 
-def broken_in(
-    start: float, end: float, stats: IdStats, verdicts: npt.NDArray[np.int8]
-) -> list[CycleBreak]:
-    """The :class:`CycleBreak` of each id ``verdicts`` judge broken over ``[start, end)``."""
-    out = []
-    for i in np.flatnonzero(verdicts == 0).tolist():
-        n_int = int(stats.n_int[i])
-        out.append(
-            CycleBreak(
-                key=int(stats.keys[i]),
-                start=start,
-                end=end,
-                count=int(stats.count[i]),
-                mean_period_s=float(stats.mean[i]),
-                jitter_s=float(np.sqrt(stats.m2[i] / n_int)) if n_int else None,
-                last_seen=float(stats.last[i]),
+    def pending(
+        self, start: float, stats: IdStats, declared_s: F64, thresholds: CycleThresholds
+    ) -> list[CycleBreak]:
+        """Verdicts of the minute ending with the step still running (nothing kept)."""
+        steps = self._window(self._step(start, stats, declared_s, thresholds))
+        return self._judge(steps, stats, declared_s, thresholds)
+
+    def _window(self, step: _Step) -> list[_Step]:
+        """The steps of the minute ending with ``step`` (silent steps have none)."""
+        return [s for s in (*self._steps, step) if s.start > step.start - CYCLE_WINDOW_S]
+
+    def _keep(self, broken: CycleBreak) -> None:
+        i = self._open.get(broken.key)
+        if i is not None and i < len(self.breaks) and self.breaks[i].end >= broken.start:
+            old = self.breaks[i]
+            self.breaks[i] = dataclasses.replace(
+                broken, start=min(old.start, broken.start), end=max(old.end, broken.end)
             )
+            return
+        self.breaks.append(broken)
+        if self.cap is not None and len(self.breaks) > self.cap:
+            cut = len(self.breaks) - self.cap
+            del self.breaks[:cut]
+            self._open = {k: j - cut for k, j in self._open.items() if j >= cut}
+        self._open[broken.key] = len(self.breaks) - 1
+
+    @staticmethod
+    def _running(start: float, stats: IdStats, declared_s: F64) -> _Step:
+        judged = (declared_s > 0) & (((stats.keys >> 29) & 1) == 0)
+        n = stats.n_int[judged]
+        mean = stats.mean[judged]
+        return _Step(
+            start=start,
+            keys=stats.keys[judged],
+            n_int=n.copy(),
+            total=mean * n,
+            squares=stats.m2[judged] + n * mean**2,
+            hist=stats.hist[judged].astype(np.int64),
+            last=stats.last[judged].copy(),
         )
-    return out
+
+    def _step(
+        self, start: float, stats: IdStats, declared_s: F64, thresholds: CycleThresholds
+    ) -> _Step:
+        now = self._running(start, stats, declared_s)
+        base = self._base
+        if base is not None and base.keys.size:
+            at = np.searchsorted(now.keys, base.keys)  # the epoch's keys only grow
+            now.n_int[at] -= base.n_int
+            now.total[at] -= base.total
+            now.squares[at] -= base.squares
+            now.hist[at] -= base.hist
+        declared = declared_s[np.searchsorted(stats.keys, now.keys)]
+        limit = _bin_of(thresholds.p95_factor * declared)
+        above = now.hist.cumsum(axis=1)
+        late = above[:, -1] - np.take_along_axis(above, limit[:, None], axis=1)[:, 0]
+        mean = now.total / np.maximum(now.n_int, 1)
+        off = (now.n_int > 0) & (np.abs(mean / declared - 1.0) > thresholds.mean_tolerance)
+        return dataclasses.replace(now, bad=(late > 0) | off)
+
+    @staticmethod
+    def _judge(
+        steps: Sequence[_Step], stats: IdStats, declared_s: F64, thresholds: CycleThresholds
+    ) -> list[CycleBreak]:
+        if not any(s.bad is not None and s.bad.any() for s in steps):
+            return []  # no late period, no mean off: nothing can be broken
+        latest = steps[-1]
+        keys = latest.keys
+        size = (len(steps), keys.size)
+        n_int = np.zeros(size, np.int64)
+        total = np.zeros(size, np.float64)
+        squares = np.zeros(size, np.float64)
+        hist = np.zeros((keys.size, N_BINS), np.int64)
+        bad = np.zeros(size, np.bool_)
+        for i, step in enumerate(steps):
+            at = np.searchsorted(keys, step.keys)  # the keys only grow
+            n_int[i, at] = step.n_int
+            total[i, at] = step.total
+            squares[i, at] = step.squares
+            hist[at] += step.hist
+            if step.bad is not None:
+                bad[i, at] = step.bad
+        declared = declared_s[np.searchsorted(stats.keys, keys)]
+        n = n_int.sum(axis=0)
+        mean = total.sum(axis=0) / np.maximum(n, 1)
+        broken = np.flatnonzero(verdicts_of(n, mean, hist, declared, thresholds) == 0)
+        var = squares.sum(axis=0) / np.maximum(n, 1) - mean**2
+        out = []
+        for i in broken.tolist():
+            rows = np.flatnonzero(bad[:, i])  # the steps that held the fault
+            first, last = (int(rows[0]), int(rows[-1])) if rows.size else (0, len(steps) - 1)
+            out.append(
+                CycleBreak(
+                    key=int(keys[i]),
+                    start=steps[first].start,
+                    end=steps[last].start + CYCLE_STEP_S,
+                    count=int(n[i]) + 1,
+                    mean_period_s=float(mean[i]),
+                    jitter_s=float(np.sqrt(max(0.0, var[i]))) if n[i] else None,
+                    last_seen=float(latest.last[i]),
+                )
+            )
+        return out
+
+
+def verdicts_of(
+    n_int: I64,
+    mean: F64,
+    hist: npt.NDArray[np.int64] | npt.NDArray[np.int32],
+    declared_s: F64,
+    t: CycleThresholds,
+) -> npt.NDArray[np.int8]:
+    """Per id 1 keeps its declared cycle, 0 breaks it, -1 not judged (too few periods):
+    mean within ``mean_tolerance`` of the declared period and 95th percentile at most
+    ``p95_factor`` times it."""
+    total = hist.sum(axis=1)
+    below = np.cumsum(hist, axis=1) < 0.95 * total[:, None]
+    p95 = 2.0 ** (LOWEST_OCTAVE + (below.sum(axis=1) + 0.5) / BINS_PER_OCTAVE)
+    declared = np.nan_to_num(declared_s, nan=0.0)
+    judged = (declared > 0) & (n_int >= t.min_intervals) & (total > 0)
+    safe = np.where(declared > 0, declared, 1.0)
+    keeps = (np.abs(mean / safe - 1.0) <= t.mean_tolerance) & (p95 <= t.p95_factor * safe)
+    verdict: npt.NDArray[np.int8] = np.where(judged, keeps.astype(np.int8), np.int8(-1))
+    return verdict
 
 
 def _judge(row: IdRow, declared: float, t: CycleThresholds) -> tuple[bool | None, str]:

@@ -35,6 +35,7 @@ from candiag.health.bus import BusHealth
 from candiag.health.busstate import BUS_STATES, BusStateTracker
 from candiag.health.errorframes import ERROR_CLASSES, ErrorFrameSummary
 from candiag.health.ids import (
+    CYCLE_STEP_S,
     DEFAULT_MAX_IDS,
     MAX_CYCLE_BREAKS,
     CappedIdCounter,
@@ -42,7 +43,6 @@ from candiag.health.ids import (
     CycleCheck,
     CycleHistory,
     IdStats,
-    broken_in,
     id_key_text,
 )
 from candiag.health.nodes import FamilyPolicy, NodeTracker
@@ -89,7 +89,8 @@ IDS_JUDGE_INTERVAL_S = 5.0
 # ids, so garbage traffic brings new ones every minute: the memo is emptied when this full.
 MAX_CYCLE_MEMO = 4 * DEFAULT_MAX_IDS
 # Cycle times are judged on the traffic of the last epoch (a minute), not the lifetime.
-# Epochs are fixed slices of time, so any batching of the same frames judges alike.
+# Epochs (and the 10 s steps of the diagnosis's sliding minute, candiag.health.ids.
+# CycleHistory) are fixed slices of time, so any batching of the frames judges alike.
 CYCLE_EPOCH_S = 60.0
 
 
@@ -206,8 +207,8 @@ class BusPipeline:
         )
         self._recent_ids = self.health.ids.fresh_epoch()
         self._previous_ids: IdStats | None = None
-        self._epoch: int | None = None  # index of the current id epoch (time // epoch)
-        # The verdict of every closed epoch (the diagnosis's cycle-violation episodes).
+        self._step: int | None = None  # index of the current cycle step (time // step)
+        # Sliding-minute cycle verdicts every step (the diagnosis's cycle-violation episodes).
         self.cycle_history = CycleHistory(None if keep_history else MAX_CYCLE_BREAKS)
 
     # Shortcuts to the frame-level parts (read-only use).
@@ -403,40 +404,42 @@ class BusPipeline:
         return out
 
     def _track_recent_ids(self, batch: FrameBatch) -> None:
-        """Each frame into the id epoch of its time; a frame of a later epoch closes the
-        current one (its verdicts recorded).  Late frames count in the current epoch."""
-        epochs = np.floor(batch.timestamp / CYCLE_EPOCH_S).astype(np.int64)
-        if self._epoch is None:
-            self._epoch = int(epochs.min())
-        if int(epochs.max()) <= self._epoch:
-            self._recent_ids.update(batch)  # the usual case: one epoch
+        """Each frame into the cycle step (and epoch) of its time; a frame of a later step
+        closes the current one (the minute ending there judged).  Late frames count in the
+        current step."""
+        steps = np.floor(batch.timestamp / CYCLE_STEP_S).astype(np.int64)
+        if self._step is None:
+            self._step = int(steps.min())
+        if int(steps.max()) <= self._step:
+            self._recent_ids.update(batch)  # the usual case: one step
             return
-        current = epochs <= self._epoch
+        current = steps <= self._step
         if current.any():
             self._recent_ids.update(batch.take(current))
-        for epoch in np.unique(epochs[~current]).tolist():
-            self._close_epoch(epoch)
-            self._recent_ids.update(batch.take(epochs == epoch))
+        for step in np.unique(steps[~current]).tolist():
+            self._close_step(step)
+            self._recent_ids.update(batch.take(steps == step))
 
-    def _close_epoch(self, following: int) -> None:
-        start = self._epoch_bounds()[0]
-        verdicts = self._verdicts(self._recent_ids)
-        self.cycle_history.record(start, start + CYCLE_EPOCH_S, self._recent_ids, verdicts)
-        self.health.ids.merge(self._recent_ids)
-        self._previous_ids = self._recent_ids
-        self._recent_ids = self.health.ids.fresh_epoch()
-        self._epoch = following
-
-    def _epoch_bounds(self) -> tuple[float, float]:
-        start = (self._epoch or 0) * CYCLE_EPOCH_S
-        return start, start + CYCLE_EPOCH_S
+    def _close_step(self, following: int) -> None:
+        start = (self._step or 0) * CYCLE_STEP_S
+        recent = self._recent_ids
+        declared = self._declared_periods(recent.keys)
+        self.cycle_history.close_step(start, recent, declared, self.thresholds.cycle)
+        if np.floor(following * CYCLE_STEP_S / CYCLE_EPOCH_S) > np.floor(start / CYCLE_EPOCH_S):
+            self.health.ids.merge(recent)
+            self._previous_ids = recent
+            self._recent_ids = self.health.ids.fresh_epoch()
+            self.cycle_history.epoch_closed()
+        self._step = following
 
     def cycle_breaks(self) -> list[CycleBreak]:
-        """Every recorded broken (epoch, id) verdict, and those of the current epoch so far."""
+        """Every recorded broken-cycle stretch, and those of the minute ending now."""
         out = list(self.cycle_history.breaks)
-        if self._epoch is not None and len(self._recent_ids):
-            start, end = self._epoch_bounds()
-            out += broken_in(start, end, self._recent_ids, self._verdicts(self._recent_ids))
+        recent = self._recent_ids
+        if self._step is not None and len(recent):
+            start = self._step * CYCLE_STEP_S
+            declared = self._declared_periods(recent.keys)
+            out += self.cycle_history.pending(start, recent, declared, self.thresholds.cycle)
         return out
 
     def _cycle_of(self, can_id: int, extended: bool) -> float | None:
