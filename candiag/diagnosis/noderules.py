@@ -235,12 +235,14 @@ def _duplicate(
     if not spans:
         return []
     peaks = [p for _, _, p in node.duplicates if p]
-    ratio = max(peaks) if peaks else None
+    ratio = round(max(peaks), 3) if peaks else None  # as the report's JSON gives it
     evidence = {
+        "last_seen": node.last_seen,
+        "timeout_s": node.timeout_s,
+        "frames": node.frames,
+        "dropouts": len(node.gaps),
         "rate_ratio": ratio,
         "alarm": bool(node.alarm_duplicates),
-        "last_seen": node.last_seen,
-        "frames": node.frames,
     }
     fields = {**_node_fields(base, node), "rate_ratio": ratio}
     episodes = _episodes(spans, timeline.end)
