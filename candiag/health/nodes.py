@@ -693,7 +693,8 @@ def _note_duplicate_rates(
         row = first + k
         if dup[k]:  # the rate doubled: back to the first fast arrival of the window
             lo = int(np.searchsorted(short_rows, j[k] + 1))
-            start = float(times[short_rows[lo]]) if lo < short_rows.size else float(times[row])
+            fast = lo < short_rows.size and short_rows[lo] <= row
+            start = float(times[short_rows[lo]] if fast else times[row])
             if node.duplicates:
                 start = max(start, node.duplicates[-1][1])
             node.duplicate_open = (start, 0.0)
