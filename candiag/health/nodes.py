@@ -675,6 +675,10 @@ def _note_duplicate_rates(
     first and last frames although the window needs a dozen cycles to judge.
     """
     times = np.concatenate((tail, new))
+    fast = cycle_s / DUPLICATE_RATE_FACTOR
+    if node.duplicate_open is None and not (np.diff(times) <= fast).any():
+        # A rate of 1.7x over any window needs an interval that short: the usual case.
+        return
     first = tail.size
     i = np.arange(first, times.size)
     j = np.maximum(0, i - (RATE_TAIL - 1))
@@ -683,7 +687,7 @@ def _note_duplicate_rates(
     valid = (counted + 1 >= MIN_FRAMES_FOR_RATE) & (span > 0)
     ratio = np.where(valid, counted / np.where(span > 0, span, 1.0) * cycle_s, 0.0)
     short = np.zeros(times.size, np.bool_)
-    short[1:] = np.diff(times) < cycle_s / DUPLICATE_RATE_FACTOR
+    short[1:] = np.diff(times) < fast
     dup = ratio >= DUPLICATE_RATE_FACTOR
     before = np.empty(dup.size, np.bool_)
     before[0] = node.duplicate_open is not None
