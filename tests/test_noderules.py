@@ -170,43 +170,49 @@ def test_firmware_not_allowed_names_the_allowed_list_and_is_open_while_it_runs()
 # -- cycle violations -------------------------------------------------------------------------
 
 
-def span(ident: str, start: float, node_address: int | None = 3) -> CycleSpan:
+def span(ident: str, start: float, end: float, node_address: int | None = 3) -> CycleSpan:
     return CycleSpan(
-        ident, "ModuleTelemetry", "power_module", node_address, 100, start, start + 60.0,
-        500, 0.12, 0.05, start + 59.9,
+        ident, "ModuleTelemetry", "power_module", node_address, 100, start, end,
+        500, 0.12, 0.05, end - 0.1,
     )  # fmt: skip
 
 
-def test_cycle_violations_are_epochs_merged_and_suppressed_while_their_node_is_offline() -> None:
+def test_cycle_violations_are_merged_and_cut_where_their_node_was_offline() -> None:
     breaks = (
-        span("0x0283F003", 120.0),
-        span("0x0283F003", 180.0),
-        span("0x0283F003", 300.0),  # the epoch of node 3's dropout: the silence explains it
-        span("0x0283F003", 960.0),  # the epoch still running at the end
+        span("0x0283F003", 120.0, 200.0),
+        span("0x0283F003", 190.0, 240.0),  # overlapping stretches are one episode
+        span("0x0283F003", 310.0, 320.0),  # the step of node 3's dropout: explained
+        span("0x0283F003", 400.0, 480.0),  # jitter with a dropout inside: the rest stays
+        span("0x0283F003", 960.0, 1010.0),  # still going on at the end
     )
-    n3 = node(3, 0.0, 999.0, [(310.0, 316.0)])
+    n3 = node(3, 0.0, 999.0, [(310.5, 316.0), (441.0, 443.0)])
     got = found(timeline(n3, node(1, 0.0, 999.0), cycle_breaks=breaks))
     f = got[("CAN_CYCLE_VIOLATION", "can0/0x0283F003")]
-    assert f.episodes == (Episode(120.0, 240.0), Episode(960.0, None))
+    assert f.episodes == (
+        Episode(120.0, 240.0),
+        Episode(400.0, 440.0),
+        Episode(450.0, 480.0),
+        Episode(960.0, None),
+    )
     assert f.fields["id"] == "ModuleTelemetry"
-    assert (f.evidence["family"], f.evidence["node"], f.evidence["epochs"]) == (
+    assert (f.evidence["family"], f.evidence["node"], f.evidence["stretches"]) == (
         "power_module",
         3,
-        3,
+        4,
     )
 
 
 def test_cycle_violations_are_suppressed_by_a_duplicate_a_bus_off_or_a_bus_silence() -> None:
-    n3 = node(3, 0.0, 999.0, duplicates=((130.0, 150.0, 2.0),))
+    n3 = node(3, 0.0, 999.0, duplicates=((131.0, 150.0, 2.0),))
     tl = timeline(
         n3,
         node(1, 0.0, 999.0, [(599.0, 610.0)]),
         node(4, 0.0, 999.0, [(599.5, 610.5)]),
         states={"bus_off": ((420.0, 423.0),)},
         cycle_breaks=(
-            span("0x0283F003", 120.0),
-            span("0x0283F001", 420.0, 1),
-            span("0x0283F004", 600.0, 4),
+            span("0x0283F003", 130.0, 160.0),
+            span("0x0283F001", 420.0, 430.0, 1),
+            span("0x0283F004", 600.0, 620.0, 4),
         ),
     )
     got = found(tl)

@@ -22,15 +22,17 @@ episode of its fault, with the meaning and thresholds of the instant rules it re
   run (per firmware message) to the first frame that made them agree again.
 * ``CAN_FW_NOT_ALLOWED``: from the first frame of a version not in the config's allowed
   list to the first frame of another version.
-* ``CAN_CYCLE_VIOLATION``: the fixed 60 s epochs in which an identifier broke its
-  declared cycle (mean off by more than the tolerance, or the 95th percentile too long),
-  except the epochs that overlap its node's offline or duplicate episodes, a bus-off or a
-  bus-wide silence: those explain the broken periods (their own findings say so).
+* ``CAN_CYCLE_VIOLATION``: where an identifier broke its declared cycle over the last
+  minute (mean off by more than the tolerance, or the 95th percentile too long), judged
+  every 10 s and bounded by the 10 s steps that held the fault
+  (:class:`candiag.health.ids.CycleHistory`), minus the steps its node's offline or
+  duplicate episodes, a bus-off or a bus-wide silence reach: those explain the broken
+  periods (their own findings say so).
   Identifiers of a protocol pack's requests and replies are not judged here (their timing
   is the controller's polling, judged by the liveness findings).
 
 An episode that reaches the end of the data is open (``end`` None): nothing proves the
-fault ended.  A loop here runs per node, identifier, epoch or episode, never per frame.
+fault ended.  A loop here runs per node, identifier, stretch or episode, never per frame.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from candiag.diagnosis.episodes import Episode, settle
 from candiag.diagnosis.intervalrule import IntervalFinding
 from candiag.diagnosis.rules import bitrate_fields
 from candiag.diagnosis.timeline import BusTimeline, CycleSpan, NodePresence
+from candiag.health.ids import CYCLE_STEP_S
 from candiag.health.nodes import INTERMITTENT_MEMORY_S
 
 CODES = frozenset(
@@ -367,9 +370,9 @@ def _cycles(
     bus_level: list[Span],
     base: Mapping[str, Any],
 ) -> list[IntervalFinding]:
-    """Broken epochs per identifier, minus those its node's silence or duplicate, a
-    bus-off or a bus-wide silence explain."""
-    by_id: dict[str, list[CycleSpan]] = {}
+    """Broken stretches per identifier, minus the steps its node's silence or duplicate,
+    a bus-off or a bus-wide silence explain."""
+    by_id: dict[str, list[tuple[Span, CycleSpan]]] = {}
     for span in timeline.cycle_breaks:
         node: NodeKey | None = None
         if span.family is not None:
@@ -377,15 +380,16 @@ def _cycles(
         explained = list(bus_level)
         if node is not None:
             explained += [*offline.get(node, ()), *duplicate.get(node, ())]
-        if any(_meet((span.start, span.end), e) for e in explained):
-            continue
-        by_id.setdefault(span.id, []).append(span)
+        cycle_s = (span.cycle_ms or 0.0) / 1000.0
+        cut = _union(_steps_of(a, b, cycle_s) for a, b in explained)
+        for piece in _subtract([(span.start, span.end)], cut):
+            by_id.setdefault(span.id, []).append((piece, span))
     out = []
     start = -INF if timeline.start is None else timeline.start
     end = INF if timeline.end is None else timeline.end
-    for ident, spans in sorted(by_id.items()):
-        last = spans[-1]
-        raw = [(max(s.start, start), INF if s.end > end else s.end) for s in spans]
+    for ident, pieces in sorted(by_id.items()):
+        last = max(pieces, key=lambda p: p[0][1])[1]
+        raw = [(max(a, start), INF if b > end else b) for (a, b), _ in pieces]
         fields = {**base, "id": last.name or ident}
         evidence = {
             "cycle_ms": last.cycle_ms,
@@ -395,7 +399,7 @@ def _cycles(
             "last_seen": last.last_seen,
             "family": last.family,
             "node": last.node,
-            "epochs": len(spans),
+            "stretches": len(_union(raw)),
         }
         out.append(
             IntervalFinding(
@@ -407,6 +411,15 @@ def _cycles(
             )
         )
     return out
+
+
+def _steps_of(start: float, end: float, cycle_s: float) -> Span:
+    """The cycle steps an explaining interval reaches: from the step of its start to the
+    step holding the id's first period after it (its end plus up to two cycles)."""
+    first = math.floor(start / CYCLE_STEP_S) * CYCLE_STEP_S
+    if end == INF:
+        return (first, INF)
+    return (first, (math.floor((end + 2 * cycle_s) / CYCLE_STEP_S) + 1) * CYCLE_STEP_S)
 
 
 # -- interval arithmetic (sorted lists of [start, end) spans; a loop per span) -----------

@@ -14,8 +14,8 @@ trackers recorded as intervals while the frames went by:
 * per-second columns (a sparse seconds axis): error frames per class and the load ratio,
   from the sliding windows' ring (offline: its whole history; live: its last hour);
 * nodes group: per node its duplicate stretches (rate judged at every arrival, and its
-  duplicate-address alarm bit) and every firmware change; per identifier each 60 s
-  epoch it broke its declared cycle (:class:`candiag.health.ids.CycleHistory`).
+  duplicate-address alarm bit) and every firmware change; per identifier the stretches
+  it broke its declared cycle (:class:`candiag.health.ids.CycleHistory`).
 
 Offline it covers the whole capture; live, what the trackers remember (bounded per node
 and contactor).  Built by :func:`bus_timeline` from a :class:`BusPipeline`; read by
@@ -73,7 +73,7 @@ class NodePresence:
 
 @dataclass(frozen=True)
 class CycleSpan:
-    """One identifier that broke its declared cycle over one epoch ``[start, end)``."""
+    """One identifier that broke its declared cycle over ``[start, end)``."""
 
     id: str  # as CAN users write it (0x123, 0x00000123 extended)
     name: str | None  # the DBC's message name
@@ -193,7 +193,7 @@ def bus_timeline(pipeline: BusPipeline, now: float | None = None) -> BusTimeline
 
 
 def _cycle_spans(pipeline: BusPipeline, breaks: list[CycleBreak]) -> tuple[CycleSpan, ...]:
-    """Each broken (epoch, id) verdict with the id's text, message, family and node."""
+    """Each broken-cycle stretch with the id's text, message, family and node."""
     if not breaks:
         return ()
     keys = np.array(sorted({b.key for b in breaks}), np.int64)
