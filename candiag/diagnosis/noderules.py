@@ -408,6 +408,7 @@ def _cycles(
                 _episodes(_union(raw), timeline.end),
                 fields,
                 evidence,
+                CYCLE_STEP_S,  # judged at the end of the first step that held it
             )
         )
     return out
