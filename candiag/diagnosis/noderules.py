@@ -76,7 +76,7 @@ def node_rules(book: RuleBook, timeline: BusTimeline) -> list[IntervalFinding]:
     bus_off = _union((a, INF if b is None else b) for a, b in timeline.states.get("bus_off", ()))
     silent = bus_silent_spans(timeline, offline, bus_off)
     duplicate = {_key(n): _subtract(duplicate_spans(n), offline[_key(n)]) for n in timeline.nodes}
-    base = bus_fields(timeline)
+    base = _bus_fields(timeline)
     out: list[IntervalFinding] = []
     if silent:
         seen = [n for n in timeline.nodes if n.first_seen is not None]
@@ -95,7 +95,7 @@ def node_rules(book: RuleBook, timeline: BusTimeline) -> list[IntervalFinding]:
     return out
 
 
-def bus_fields(timeline: BusTimeline) -> dict[str, Any]:
+def _bus_fields(timeline: BusTimeline) -> dict[str, Any]:
     """``bus``, ``bitrate`` and ``bus_bitrate`` for the texts (see
     :func:`candiag.diagnosis.rules.bitrate_fields`: an assumed bitrate is no instruction)."""
     return {"bus": timeline.bus, **bitrate_fields(timeline.bitrate, timeline.bitrate_known)}

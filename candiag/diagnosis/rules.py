@@ -67,7 +67,7 @@ def _bitrate_fields(bus: BusReport) -> dict[str, Any]:
     return bitrate_fields(bus.bitrate, bus.bitrate_known)
 
 
-def bitrate_fields(bitrate: float | None, known: bool) -> dict[str, Any]:
+def bitrate_fields(bitrate: float | None, known: bool) -> dict[str, str | float]:
     """``bitrate`` and ``bus_bitrate`` for the texts; nothing bitrate-specific when unknown.
 
     A bitrate candiag only assumed must never become an instruction ("set it to ..."):
