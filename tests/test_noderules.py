@@ -117,8 +117,13 @@ def test_intermittent_pauses_while_offline_and_is_open_at_the_end() -> None:
 def test_most_nodes_returning_together_is_a_bus_event_not_each_nodes_dropout() -> None:
     together = [(100.0, 103.0)]
     nodes = [node(a, 0.0, 999.0, together if a != 4 else []) for a in range(1, 5)]
+    nodes[0] = node(1, 0.0, 999.0, [(50.0, 52.0), *together])
     got = found(timeline(*nodes))
-    assert not [k for k in got if k[0] == "CAN_NODE_INTERMITTENT"]
+    (only,) = [f for k, f in got.items() if k[0] == "CAN_NODE_INTERMITTENT"]
+    # Node 1's own dropout at 50 s counts; the bus-wide one at 100 s does not.
+    assert only.subject == "can0/power_module/1" and only.fields["dropouts"] == 1
+    assert only.episodes == (Episode(52.0, 100.0), Episode(103.0, 652.0))
+    assert only.evidence["bus_wide_dropouts"] == 1
 
 
 # -- duplicate --------------------------------------------------------------------------------

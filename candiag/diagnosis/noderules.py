@@ -210,17 +210,19 @@ def _intermittent(
         "last_seen": node.last_seen,
         "timeout_s": node.timeout_s,
         "frames": node.frames,
-        "dropouts": len(node.gaps),
+        "dropouts": len(returns),
         "last_dropout_end": returns[-1],
         "longest_gap_s": round(max(b - a for a, b in node.gaps), 3),
     }
+    # Its own dropouts: a bus-wide silence is no dropout of this node.
+    fields = {**_node_fields(base, node), "dropouts": len(returns)}
     return [
         IntervalFinding(
             "CAN_NODE_INTERMITTENT",
             _subject(timeline, node),
             _episodes(spans, timeline.end),
-            _node_fields(base, node),
-            evidence,
+            fields,
+            {**evidence, "bus_wide_dropouts": len(node.gaps) - len(returns)},
         )
     ]
 
