@@ -41,15 +41,17 @@ EXPECT: dict[str, tuple[str, str, str, float | None, str]] = {
     "termination": ("CAN_ERR_PHY", "can0", "error_frames", 1.0, "errors"),
     "wrong_bitrate": ("CAN_WRONG_BITRATE", "can0", "wrong_bitrate", 1.0, "errors"),
     "overload": ("CAN_LOAD_HIGH", "can0", "overload", 1.0, "window"),
+    # The duplicate's end: the first ModuleStatus frame (every 200 ms) with its alarm clear.
     "duplicate_address": (
         "CAN_NODE_DUPLICATE",
         "power_module/2",
         "duplicate_address",
-        None,
+        2 * FRAME,
         "window",
     ),
     "cooling_flow": ("COOLING_NO_FLOW", "cooling", "cooling_no_flow", 1.0, "flow"),
-    "jitter": ("CAN_CYCLE_VIOLATION", "F004", "jitter", None, "window"),
+    # A minute of periods judged every 10 s, bounded by the 10 s steps holding late periods.
+    "jitter": ("CAN_CYCLE_VIOLATION", "F004", "jitter", 10.0, "window"),
 }
 
 

@@ -36,8 +36,10 @@ from typing import Any
 from candiag.diagnosis.engine import RuleBook
 from candiag.diagnosis.episodes import Episode, settle
 from candiag.diagnosis.intervalrule import IntervalFinding, IntervalRule
+from candiag.diagnosis.noderules import CODES as NODE_CODES
+from candiag.diagnosis.noderules import node_rules, silences
 from candiag.diagnosis.signalrules import RULES as SIGNAL_RULES
-from candiag.diagnosis.timeline import BusTimeline, ContactorTrace, NodePresence
+from candiag.diagnosis.timeline import BusTimeline, ContactorTrace
 from candiag.diagnosis.windowrules import WINDOW_CODES, window_rules
 from candiag.health.signals import CLOSED, OPEN
 
@@ -76,7 +78,7 @@ def node_offline(book: RuleBook, timeline: BusTimeline) -> list[IntervalFinding]
     """A node silent for longer than its timeout, once per silence."""
     out = []
     for node in timeline.nodes:
-        episodes = _silences(node, timeline)
+        episodes = silences(node, timeline)
         if not episodes:
             continue
         subject = f"{timeline.bus}/{node.family}/{node.address}"
@@ -97,17 +99,6 @@ def node_offline(book: RuleBook, timeline: BusTimeline) -> list[IntervalFinding]
             IntervalFinding("CAN_NODE_OFFLINE", subject, episodes, fields, evidence, node.timeout_s)
         )
     return out
-
-
-def _silences(node: NodePresence, timeline: BusTimeline) -> tuple[Episode, ...]:
-    episodes = [Episode(before, after) for before, after in node.gaps]
-    end = timeline.end
-    if node.last_seen is None:
-        if node.expected and timeline.start is not None:
-            episodes.append(Episode(timeline.start, None))  # expected, never heard
-    elif end is not None and end - node.last_seen > node.timeout_s:
-        episodes.append(Episode(node.last_seen, None))  # never came back
-    return tuple(sorted(episodes, key=lambda e: e.start))
 
 
 def _silent_words(episodes: Sequence[Episode], end: float | None) -> str:
@@ -190,6 +181,7 @@ RULES: tuple[IntervalRule, ...] = (
     IntervalRule(frozenset({"CONTACTOR_MISMATCH", "CONTACTOR_WELD"}), contactor_faults),
     IntervalRule(WINDOW_CODES, window_rules),
     *SIGNAL_RULES,  # node alarm bits, cooling, the CAN DC meter's sign (signalrules.py)
+    IntervalRule(NODE_CODES, node_rules),
 )
 #: The codes interval rules own: instants do not judge them.
 INTERVAL_CODES: frozenset[str] = frozenset().union(*(rule.codes for rule in RULES))

@@ -64,13 +64,16 @@ def _window(bus: BusReport, w: str) -> WindowReport | None:
 
 
 def _bitrate_fields(bus: BusReport) -> dict[str, Any]:
+    return bitrate_fields(bus.bitrate, bus.bitrate_known)
+
+
+def bitrate_fields(bitrate: float | None, known: bool) -> dict[str, str | float]:
     """``bitrate`` and ``bus_bitrate`` for the texts; nothing bitrate-specific when unknown.
 
     A bitrate candiag only assumed must never become an instruction ("set it to ..."):
     acting on a wrong figure breaks the bus.
     """
-    bitrate = bus.bitrate
-    if not bus.bitrate_known or not bitrate:
+    if not known or not bitrate:
         return {
             "bitrate": "unknown",
             "bus_bitrate": "the bitrate the other nodes use (candiag does not know this "

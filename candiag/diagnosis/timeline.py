@@ -20,6 +20,9 @@ trackers recorded as intervals while the frames went by:
 * the window rules' group (:mod:`candiag.diagnosis.windowrules`): all error frames, the
   protocol errors' types and the frames dropped per second, the changes of the
   error counters' direction, the last TEC/REC and the bitrate when known.
+* nodes group: per node its duplicate stretches (rate judged at every arrival, and its
+  duplicate-address alarm bit) and every firmware change; per identifier the stretches
+  it broke its declared cycle (:class:`candiag.health.ids.CycleHistory`).
 
 Offline it covers the whole capture; live, what the trackers remember (bounded per node
 and contactor).  Built by :func:`bus_timeline` from a :class:`BusPipeline`; read by
@@ -36,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from candiag.health.errorframes import ERROR_CLASSES
+from candiag.health.ids import EXTENDED_KEY_BIT, CycleBreak, id_key_text
 from candiag.health.signalevidence import AlarmTrace, RoleSeries
 from candiag.health.signals import Disagreement
 from candiag.health.windows import PROTOCOL_TYPE_COLUMNS
@@ -72,6 +76,31 @@ class NodePresence:
     timeout_s: float
     gaps: tuple[tuple[float, float], ...]
     expected: bool = False
+    # -- nodes group (candiag/diagnosis/noderules.py) --
+    # Two senders at its address: (start, end or None, peak rate ratio).
+    duplicates: tuple[tuple[float, float | None, float], ...] = ()
+    # Its duplicate-address alarm bit set: (start, end or None).
+    alarm_duplicates: tuple[tuple[float, float | None], ...] = ()
+    # Per firmware message, every change: (first frame with it, version text).
+    firmware: Mapping[str, tuple[tuple[float, str], ...]] = field(default_factory=dict)
+    frames: int = 0
+
+
+@dataclass(frozen=True)
+class CycleSpan:
+    """One identifier that broke its declared cycle over ``[start, end)``."""
+
+    id: str  # as CAN users write it (0x123, 0x00000123 extended)
+    name: str | None  # the DBC's message name
+    family: str | None
+    node: int | None
+    cycle_ms: float | None
+    start: float
+    end: float
+    count: int
+    mean_period_s: float
+    jitter_s: float | None
+    last_seen: float
 
 
 @dataclass(frozen=True)
@@ -109,6 +138,10 @@ class BusTimeline:
     # last value of each second (role -> one series per message, signal and node).
     alarms: tuple[AlarmTrace, ...] = ()
     series: Mapping[str, tuple[RoleSeries, ...]] = field(default_factory=dict)
+    # -- nodes group (candiag/diagnosis/noderules.py) --
+    bitrate_known: bool = False
+    allowed_firmware: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    cycle_breaks: tuple[CycleSpan, ...] = ()
 
 
 def bus_timeline(pipeline: BusPipeline, now: float | None = None) -> BusTimeline:
@@ -124,6 +157,21 @@ def bus_timeline(pipeline: BusPipeline, now: float | None = None) -> BusTimeline
             timeout_s=tracker.timeout_for(node.family),
             gaps=tuple(node.gaps),
             expected=tracker.is_expected(node.family, node.address),
+            # -- nodes group --
+            duplicates=(
+                *node.duplicates,
+                *(
+                    [(*node.duplicate_open[:1], None, node.duplicate_open[1])]
+                    if node.duplicate_open is not None
+                    else []
+                ),
+            ),
+            alarm_duplicates=(
+                *node.alarm_duplicates,
+                *([(node.alarm_open, None)] if node.alarm_open is not None else []),
+            ),
+            firmware={m: tuple(c) for m, c in node.firmware_changes.items()},
+            frames=node.frames,
         )
         for _, node in sorted(tracker.nodes.items())
     )
@@ -162,4 +210,47 @@ def bus_timeline(pipeline: BusPipeline, now: float | None = None) -> BusTimeline
         # signal rules
         alarms=pipeline.signals.evidence.alarm_traces(end),
         series=pipeline.signals.evidence.role_series(),
+        # -- nodes group --
+        bitrate_known=pipeline.bitrate_known,
+        allowed_firmware={
+            family: tracker.allowed_firmware(family)
+            for family in {n.family for n in nodes}
+            if tracker.allowed_firmware(family)
+        },
+        cycle_breaks=_cycle_spans(pipeline, pipeline.cycle_breaks()),
+    )
+
+
+# -- nodes group (candiag/diagnosis/noderules.py) ------------------------------------------
+
+
+def _cycle_spans(pipeline: BusPipeline, breaks: list[CycleBreak]) -> tuple[CycleSpan, ...]:
+    """Each broken-cycle stretch with the id's text, message, family and node."""
+    if not breaks:
+        return ()
+    keys = np.array(sorted({b.key for b in breaks}), np.int64)
+    can_id = (keys & 0x1FFFFFFF).astype(np.uint32)
+    extended = ((keys >> 30) & 1).astype(np.bool_)
+    index, node = pipeline.db.match(can_id, extended)
+    known: dict[int, tuple[str, str | None, str | None, int | None, float | None]] = {}
+    for k, i, n, c, e in zip(
+        keys.tolist(),
+        index.tolist(),
+        node.tolist(),
+        can_id.tolist(),
+        extended.tolist(),
+        strict=True,
+    ):
+        message = pipeline.db.messages[i] if i >= 0 else None
+        text = id_key_text(int(c) | (EXTENDED_KEY_BIT if e else 0))
+        known[k] = (
+            text,
+            message.name if message else None,
+            message.family if message else None,
+            n if n >= 0 else None,
+            message.cycle_time_ms if message else None,
+        )
+    return tuple(
+        CycleSpan(*known[b.key], b.start, b.end, b.count, b.mean_period_s, b.jitter_s, b.last_seen)
+        for b in breaks
     )

@@ -60,6 +60,9 @@ MIN_FRAMES_FOR_RATE = 8
 # Gaps remembered per node (exact bounds for the diagnosis's episodes); a node that flaps
 # for months keeps its newest ones.
 MAX_GAPS = 1000
+# Duplicate stretches and firmware changes remembered per node (the newest ones).
+MAX_DUPLICATES = 1000
+MAX_FIRMWARE_CHANGES = 256
 
 
 @dataclass
@@ -102,6 +105,19 @@ class NodeState:
     messages: dict[str, _MessageTrack] = field(default_factory=dict)
     # Every silence longer than the node's timeout: (last frame before, first frame after).
     gaps: list[tuple[float, float]] = field(default_factory=list)
+    # -- interval evidence of the nodes group (candiag/diagnosis/noderules.py) --
+    # Stretches two senders shared the address, judged at every arrival of the rate
+    # message: (start, end, peak rate ratio); ``duplicate_open`` the one still going on.
+    duplicates: list[tuple[float, float, float]] = field(default_factory=list)
+    duplicate_open: tuple[float, float] | None = None  # (start, peak ratio so far)
+    last_short: float | None = None  # last arrival ending an interval < cycle / factor
+    # Stretches its duplicate-address alarm bit was set (exact to the frames).
+    alarm_duplicates: list[tuple[float, float]] = field(default_factory=list)
+    alarm_open: float | None = None
+    # Per firmware message, every change of the version it reports: (first frame with it,
+    # version text), oldest first; and the raw values of the latest change.
+    firmware_changes: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
+    firmware_change_keys: dict[str, Any] = field(default_factory=dict)
 
     def active_alarms(self) -> list[str]:
         return sorted(name for name, on in self.alarms.items() if on)
@@ -250,6 +266,11 @@ class NodeTracker:
         policy = self._policies.get(family)
         return policy is not None and address in policy.expected
 
+    def allowed_firmware(self, family: str) -> frozenset[str]:
+        """The firmware versions the config allows for ``family`` (empty: any)."""
+        policy = self._policies.get(family)
+        return policy.allowed_firmware if policy is not None else frozenset()
+
     def timeout_for(self, family: str) -> float:
         policy = self._policies.get(family)
         if policy is not None and policy.timeout_s is not None:
@@ -369,6 +390,8 @@ class NodeTracker:
                 cycle = message.cycle_time_ms / 1000.0 if message.cycle_time_ms else None
                 track = node.messages[message.name] = _MessageTrack(cycle)
             track.count += end - start
+            if track.cycle_s:
+                _note_duplicate_rates(node, track.tail, r_ts[start:end], track.cycle_s)
             track.tail = np.concatenate((track.tail, r_ts[max(start, end - RATE_TAIL) : end]))[
                 -RATE_TAIL:
             ]
@@ -400,6 +423,7 @@ class NodeTracker:
             for row in last_rows.tolist():
                 self._note_signals(self._node(family, int(addresses[row])), decoded, row)
             return
+        self._note_changes(family, decoded, order, addr)
         bits = (
             np.column_stack([decoded.signals[sig][last_rows] != 0 for sig, _ in alarms])
             if alarms
@@ -421,6 +445,57 @@ class NodeTracker:
                 version = firmware_string(decoded, row)
                 if version is not None:
                     node.firmware = version
+
+    def _note_changes(
+        self,
+        family: str,
+        decoded: DecodedMessage,
+        order: npt.NDArray[np.intp],
+        addr: npt.NDArray[np.int64],
+    ) -> None:
+        """Exact edges of the duplicate-address alarm and of the firmware, frame by frame.
+
+        ``order`` sorts the frames by (address, time), ``addr`` is the sorted addresses.
+        Only the rows where a value changes (a few per batch) reach Python.
+        """
+        name = decoded.message.name
+        dup_alarm = [
+            sig for sig, alarm in self._alarm_signals[name] if alarm == "duplicate_address"
+        ]
+        fw_signals = [s for s in decoded.message.signals if s.role == "firmware"]
+        if not dup_alarm and not fw_signals:
+            return
+        ts = decoded.timestamp[order]
+        starts = run_bounds(addr)[0]
+        first_row = np.zeros(addr.size, np.bool_)
+        first_row[starts] = True
+        if dup_alarm:
+            bits = decoded.signals[dup_alarm[0]][order] != 0
+            edges = first_row.copy()
+            edges[1:] |= bits[1:] != bits[:-1]
+            for row in np.flatnonzero(edges).tolist():
+                node = self._node(family, int(addr[row]))
+                _alarm_edge(node, bool(bits[row]), float(ts[row]))
+        if fw_signals:
+            columns = [np.asarray(decoded.signals[s.name])[order] for s in fw_signals]
+            columns += [
+                np.asarray(decoded.present[s.name])[order]
+                for s in fw_signals
+                if s.name in decoded.present
+            ]
+            edges = first_row.copy()
+            for column in columns:
+                edges[1:] |= column[1:] != column[:-1]
+            rows = np.flatnonzero(edges)
+            keys = list(zip(*(c[rows].tolist() for c in columns), strict=True))
+            for row, key in zip(rows.tolist(), keys, strict=True):
+                node = self._node(family, int(addr[row]))
+                if key == node.firmware_change_keys.get(name):
+                    continue
+                node.firmware_change_keys[name] = key
+                version = firmware_string(decoded, int(order[row]))
+                if version is not None:
+                    _firmware_edge(node, name, version, float(ts[row]))
 
     @staticmethod
     def _firmware_keys(decoded: DecodedMessage, rows: npt.NDArray[np.intp]) -> list[Any]:
@@ -448,10 +523,12 @@ class NodeTracker:
                 node.alarms[role.removeprefix("alarm:")] = on
                 if role == "alarm:duplicate_address":
                     node.duplicate_alarm = on
+                    _alarm_edge(node, on, float(decoded.timestamp[row]))
         if any(s.role == "firmware" for s in decoded.message.signals):
             version = firmware_string(decoded, row)
             if version is not None:
                 node.firmware = version
+                _firmware_edge(node, decoded.message.name, version, float(decoded.timestamp[row]))
 
     # -- views ----------------------------------------------------------------------
     def view(self, now: float) -> list[NodeView]:
@@ -516,6 +593,27 @@ class NodeTracker:
         return out
 
 
+def _alarm_edge(node: NodeState, on: bool, ts: float) -> None:
+    """The duplicate-address alarm bit read ``on`` at ``ts``: open or close its stretch."""
+    if on and node.alarm_open is None:
+        node.alarm_open = ts
+    elif not on and node.alarm_open is not None:
+        node.alarm_duplicates.append((node.alarm_open, ts))
+        if len(node.alarm_duplicates) > MAX_DUPLICATES:
+            del node.alarm_duplicates[: len(node.alarm_duplicates) - MAX_DUPLICATES]
+        node.alarm_open = None
+
+
+def _firmware_edge(node: NodeState, message: str, version: str, ts: float) -> None:
+    """``version`` read in ``message`` at ``ts``: a change when it differs from the latest."""
+    changes = node.firmware_changes.setdefault(message, [])
+    if changes and changes[-1][1] == version:
+        return
+    changes.append((ts, version))
+    if len(changes) > MAX_FIRMWARE_CHANGES:
+        del changes[: len(changes) - MAX_FIRMWARE_CHANGES]
+
+
 def _without_broadcasts(decoded: DecodedMessage) -> DecodedMessage:
     """The frames not sent to every module at once (a pack's ``CandiagBroadcastNode``):
     a request to all modules is not the presence of a node with that address."""
@@ -561,6 +659,71 @@ def _rate_ratio(node: NodeState) -> float | None:
         ratio = (len(track.tail) - 1) / span * track.cycle_s
         best = ratio if best is None else max(best, ratio)
     return best
+
+
+def _note_duplicate_rates(
+    node: NodeState, tail: npt.NDArray[np.float64], new: npt.NDArray[np.float64], cycle_s: float
+) -> None:
+    """Duplicate stretches judged at every arrival of the node's rate message.
+
+    At each arrival the rate over the last :data:`RATE_TAIL` arrivals (at least
+    :data:`MIN_FRAMES_FOR_RATE`) is compared with the nominal one, as the status view does
+    at one instant.  A stretch starts at the first arrival of that window that ends an
+    interval shorter than ``cycle / DUPLICATE_RATE_FACTOR`` (the second sender's first
+    frames: a single sender never sends that fast) and ends at the last such arrival
+    before the rate fell back, so its bounds are within one cycle of the second sender's
+    first and last frames although the window needs a dozen cycles to judge.
+    """
+    times = np.concatenate((tail, new))
+    fast = cycle_s / DUPLICATE_RATE_FACTOR
+    if node.duplicate_open is None and not (np.diff(times) <= fast).any():
+        # A rate of 1.7x over any window needs an interval that short: the usual case.
+        return
+    first = tail.size
+    i = np.arange(first, times.size)
+    j = np.maximum(0, i - (RATE_TAIL - 1))
+    span = times[i] - times[j]
+    counted = i - j
+    valid = (counted + 1 >= MIN_FRAMES_FOR_RATE) & (span > 0)
+    ratio = np.where(valid, counted / np.where(span > 0, span, 1.0) * cycle_s, 0.0)
+    short = np.zeros(times.size, np.bool_)
+    short[1:] = np.diff(times) < fast
+    dup = ratio >= DUPLICATE_RATE_FACTOR
+    before = np.empty(dup.size, np.bool_)
+    before[0] = node.duplicate_open is not None
+    before[1:] = dup[:-1]
+    short_rows = np.flatnonzero(short)
+    for k in np.flatnonzero(dup != before).tolist():
+        row = first + k
+        if dup[k]:  # the rate doubled: back to the first fast arrival of the window
+            lo = int(np.searchsorted(short_rows, j[k] + 1))
+            fast = lo < short_rows.size and short_rows[lo] <= row
+            start = float(times[short_rows[lo]] if fast else times[row])
+            if node.duplicates:
+                start = max(start, node.duplicates[-1][1])
+            node.duplicate_open = (start, 0.0)
+        elif node.duplicate_open is not None:
+            opened, peak = node.duplicate_open
+            peak = max(peak, _run_peak(ratio, dup, k))
+            hi = int(np.searchsorted(short_rows, row, side="right"))
+            last = float(times[short_rows[hi - 1]]) if hi else node.last_short
+            end = max(opened, last if last is not None else opened)
+            node.duplicates.append((opened, end, round(peak, 3)))
+            if len(node.duplicates) > MAX_DUPLICATES:
+                del node.duplicates[: len(node.duplicates) - MAX_DUPLICATES]
+            node.duplicate_open = None
+    if node.duplicate_open is not None:
+        opened, peak = node.duplicate_open
+        node.duplicate_open = (opened, max(peak, _run_peak(ratio, dup, dup.size)))
+    if short_rows.size:
+        node.last_short = float(times[short_rows[-1]])
+
+
+def _run_peak(ratio: npt.NDArray[np.float64], dup: npt.NDArray[np.bool_], k: int) -> float:
+    """Highest ratio of the duplicate run that ends just before arrival ``k`` of the batch."""
+    clear = np.flatnonzero(~dup[:k])
+    begin = int(clear[-1]) + 1 if clear.size else 0
+    return float(ratio[begin:k].max(initial=0.0))
 
 
 def _presence(

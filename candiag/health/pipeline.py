@@ -34,7 +34,17 @@ from candiag.health.bitrate import DEFAULT_BITRATE
 from candiag.health.bus import BusHealth
 from candiag.health.busstate import BUS_STATES, BusStateTracker
 from candiag.health.errorframes import ERROR_CLASSES, ErrorFrameSummary
-from candiag.health.ids import DEFAULT_MAX_IDS, CappedIdCounter, CycleCheck, IdStats, id_key_text
+from candiag.health.ids import (
+    CYCLE_STEP_S,
+    DEFAULT_MAX_IDS,
+    MAX_CYCLE_BREAKS,
+    CappedIdCounter,
+    CycleBreak,
+    CycleCheck,
+    CycleHistory,
+    IdStats,
+    id_key_text,
+)
 from candiag.health.nodes import FamilyPolicy, NodeTracker
 from candiag.health.report import (
     BusReport,
@@ -80,6 +90,8 @@ IDS_JUDGE_INTERVAL_S = 5.0
 # ids, so garbage traffic brings new ones every minute: the memo is emptied when this full.
 MAX_CYCLE_MEMO = 4 * DEFAULT_MAX_IDS
 # Cycle times are judged on the traffic of the last epoch (a minute), not the lifetime.
+# Epochs (and the 10 s steps of the diagnosis's sliding minute, candiag.health.ids.
+# CycleHistory) are fixed slices of time, so any batching of the frames judges alike.
 CYCLE_EPOCH_S = 60.0
 
 
@@ -206,7 +218,9 @@ class BusPipeline:
         )
         self._recent_ids = self.health.ids.fresh_epoch()
         self._previous_ids: IdStats | None = None
-        self._epoch_start: float | None = None
+        self._step: int | None = None  # index of the current cycle step (time // step)
+        # Sliding-minute cycle verdicts every step (the diagnosis's cycle-violation episodes).
+        self.cycle_history = CycleHistory(None if keep_history else MAX_CYCLE_BREAKS)
 
     # Shortcuts to the frame-level parts (read-only use).
     @property
@@ -401,15 +415,43 @@ class BusPipeline:
         return out
 
     def _track_recent_ids(self, batch: FrameBatch) -> None:
-        newest = float(batch.timestamp.max())
-        if self._epoch_start is None:
-            self._epoch_start = float(batch.timestamp.min())
-        elif newest - self._epoch_start >= CYCLE_EPOCH_S:
-            self.health.ids.merge(self._recent_ids)
-            self._previous_ids = self._recent_ids
+        """Each frame into the cycle step (and epoch) of its time; a frame of a later step
+        closes the current one (the minute ending there judged).  Late frames count in the
+        current step."""
+        steps = np.floor(batch.timestamp / CYCLE_STEP_S).astype(np.int64)
+        if self._step is None:
+            self._step = int(steps.min())
+        if int(steps.max()) <= self._step:
+            self._recent_ids.update(batch)  # the usual case: one step
+            return
+        current = steps <= self._step
+        if current.any():
+            self._recent_ids.update(batch.take(current))
+        for step in np.unique(steps[~current]).tolist():
+            self._close_step(step)
+            self._recent_ids.update(batch.take(steps == step))
+
+    def _close_step(self, following: int) -> None:
+        start = (self._step or 0) * CYCLE_STEP_S
+        recent = self._recent_ids
+        declared = self._declared_periods(recent.keys)
+        self.cycle_history.close_step(start, recent, declared, self.thresholds.cycle)
+        if np.floor(following * CYCLE_STEP_S / CYCLE_EPOCH_S) > np.floor(start / CYCLE_EPOCH_S):
+            self.health.ids.merge(recent)
+            self._previous_ids = recent
             self._recent_ids = self.health.ids.fresh_epoch()
-            self._epoch_start = newest
-        self._recent_ids.update(batch)
+            self.cycle_history.epoch_closed()
+        self._step = following
+
+    def cycle_breaks(self) -> list[CycleBreak]:
+        """Every recorded broken-cycle stretch, and those of the minute ending now."""
+        out = list(self.cycle_history.breaks)
+        recent = self._recent_ids
+        if self._step is not None and len(recent):
+            start = self._step * CYCLE_STEP_S
+            declared = self._declared_periods(recent.keys)
+            out += self.cycle_history.pending(start, recent, declared, self.thresholds.cycle)
+        return out
 
     def _cycle_of(self, can_id: int, extended: bool) -> float | None:
         key = (can_id, extended)
