@@ -179,7 +179,7 @@ def _probe_live(args: argparse.Namespace) -> dict[str, Any]:
 def _socketcan_link(channel: str) -> Any:
     from candiag.health.linkstats import link_rate, read_link
 
-    return link_rate(read_link(channel))
+    return link_rate(read_link(channel, timeout=5.0))
 
 
 def _listen(interface: str, channel: str, bitrate: int | None, seconds: float) -> Any:

@@ -4,7 +4,8 @@ The simulator sends Infy V1.13 (controller polling four modules, module 4 silent
 seconds) on vcan0; probe reads the link with the real ``ip`` (a vcan has no bitrate: probe
 says the rate cannot be read), does no scan, listens at what the link carries and identifies
 the pack with the controller and module addresses.  On the link taken down, probe says so
-and listens to nothing.
+and listens to nothing.  (A missing link is tested on the host with what ``ip`` prints:
+tests/test_probe_link.py; each candiag start costs much time under the VM's emulation.)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 from .vcanlib import RawSocket, candiag_cmd, link, run_candiag, start, stop
 
 CHANNEL = "vcan0"
-SIM_SECONDS = 90
+SIM_SECONDS = 900  # stopped when probe is done (a slow VM starts probe late)
 
 
 @dataclass
@@ -45,15 +46,15 @@ def probed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Probed]:
             tmp / "simulate.out",
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 90
+            deadline = time.monotonic() + 240
             while not witness.receive(0.5, limit=1):  # the simulator is sending
                 assert sim.poll() is None, (tmp / "simulate.out").read_text()
-                assert time.monotonic() < deadline, "the simulator sent nothing in 90 s"
+                assert time.monotonic() < deadline, "the simulator sent nothing in 240 s"
             time.sleep(4.0)  # module 4 has fallen silent
             done = run_candiag(
                 "probe", "-i", "socketcan", "-c", CHANNEL, "--listen", "8",
                 "--json", str(out_json), "--config-snippet", str(snippet),
-                timeout=180,
+                timeout=400,
             )  # fmt: skip
         finally:
             stop(sim)
@@ -98,19 +99,13 @@ def test_probe_identifies_the_pack_and_its_addresses_on_vcan(probed: Probed) -> 
 def test_probe_on_vcan_down_says_so_and_listens_to_nothing(vcan0: str) -> None:
     link(vcan0, "down")
     try:
-        done = run_candiag("probe", "-i", "socketcan", "-c", vcan0, "--json", "-", timeout=120)
+        done = run_candiag("probe", "-i", "socketcan", "-c", vcan0, "--json", "-", timeout=300)
     finally:
         link(vcan0, "up")
     assert done.returncode == 3, done.stdout + done.stderr
     result = json.loads(done.stdout)
     assert result["link"]["up"] is False and result["identification"] is None
     assert "vcan0 is down (operstate DOWN)" in result["identification_note"]
-
-
-def test_probe_on_a_missing_link_repeats_what_ip_said() -> None:
-    done = run_candiag("probe", "-i", "socketcan", "-c", "nosuchcan7", timeout=120)
-    assert done.returncode == 3, done.stdout + done.stderr
-    assert 'Device "nosuchcan7" does not exist.' in done.stdout
 
 
 def test_recorded_vcan_outputs_are_what_ip_prints_here(vcan0: str) -> None:
