@@ -119,7 +119,15 @@ def test_boxed_layout_has_the_full_columns(infy_module_silent: dict[str, Any]) -
     lines = _lines(_state(_bus(infy_module_silent)), 160)
     text = "\n".join(lines)
     assert "┃" in text  # boxed (160 columns and no height: not compact)
-    for column in ("module", "requests", "replies", "unanswered", "median ms", "asked", "answered"):
+    for column in (
+        "module",
+        "requests",
+        "replies",
+        "unanswered",
+        "median ms",
+        "last ask",
+        "last reply",
+    ):
         assert column in text
     row1 = _row(lines, 1)
     assert re.search(r"1 (\d+) \1 0 [\d.]+ [\d.]+ [\d.]+s [\d.]+s none both talk", row1), row1
@@ -155,6 +163,7 @@ def test_two_buses_get_a_bus_column_and_plain_lines_per_module(
     plain = plain_summary(state)
     module4 = next(line for line in plain if line.startswith("module can0/infy_v1.13/4:"))
     assert "silent end: module (module: " in module4 and "in a row now" in module4
+    assert "ms (of earlier answers)" in module4
     assert any(line.startswith("module can1/huawei") for line in plain)
     assert all("\x1b" not in line for line in plain)
 
@@ -173,3 +182,21 @@ def test_a_bus_without_request_response_packs_has_no_table() -> None:
     text = "\n".join(_lines(state, 100))
     assert "Requests/replies" not in text
     assert not [line for line in plain_summary(state) if line.startswith("module")]
+
+
+def test_a_silent_modules_latencies_are_dimmed_as_earlier_answers(
+    infy_module_silent: dict[str, Any],
+) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from candiag.tui.view import liveness_renderable
+
+    table = liveness_renderable([_bus(infy_module_silent)], compact=True)
+    assert isinstance(table, Table)
+    columns = {str(c.header): list(c.cells) for c in table.columns}
+    modules = [str(cell) for cell in columns["mod"]]
+    for header in ("med ms", "p99 ms"):
+        styles = {m: cell.style for m, cell in zip(modules, columns[header], strict=True)}
+        assert all(isinstance(cell, Text) for cell in columns[header])
+        assert styles["4"] == "dim" and styles["1"] == "", styles

@@ -203,7 +203,7 @@ def test_monitor_160x50_shows_the_liveness_table_boxed(
     assert "┏" in text and "│" in text
     for header in ("module", "requests", "replies", "unanswered", "median ms", "p99 ms"):
         assert header in text, header
-    assert "asked" in text and "answered" in text and "silent end" in text
+    assert "last ask" in text and "last reply" in text and "silent end" in text
     # the finding agrees with the table (once the diagnosis has warmed up)
     term.wait_until("the finding", lambda t: "CAN_MODULE_NOT_ANSWERING" in t, timeout=40)
     assert "module: " in _module_row(term.text, 4)

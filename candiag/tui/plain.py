@@ -90,7 +90,8 @@ def module_line(row: ModuleExchange) -> str:
             f"module {row.bus}/{row.protocol}/{row.address}: requests {row.requests}",
             f"replies {row.replies}",
             unanswered,
-            f"latency median {fmt_ms(row.median_ms)} ms, p99 {fmt_ms(row.p99_ms)} ms",
+            f"latency median {fmt_ms(row.median_ms)} ms, p99 {fmt_ms(row.p99_ms)} ms"
+            + (" (of earlier answers)" if row.silent == "module" else ""),
             f"error replies {row.errors or 'none'}",
             f"silent end: {row.silent or 'none'} ({row.silent_text})",
         ]

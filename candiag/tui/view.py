@@ -607,7 +607,8 @@ LIVENESS_SILENT_STYLE = {"module": "bold red", "controller": "bold red"}
 
 def liveness_renderable(buses: Sequence[BusView], compact: bool = False) -> RenderableType:
     """Per module: requests, replies, unanswered, latency median/p99, error replies with their
-    meaning, when last asked and answered, and which end is silent."""
+    meaning, when last asked and answered, and which end is silent.  Latencies are over the
+    last answers kept (the tracker's 4096); a silent module's are dimmed (earlier answers)."""
     rows = module_exchanges(buses)
     title = _liveness_title(buses)
     if not rows:
@@ -634,7 +635,7 @@ def liveness_renderable(buses: Sequence[BusView], compact: bool = False) -> Rend
         ("p99 ms", "right"),
     ]
     if not compact:
-        columns += [("asked", "right"), ("answered", "right")]
+        columns += [("last ask", "right"), ("last reply", "right")]
     columns += [("error replies", "left"), ("silent end", "left")]
     for header, justify in columns:
         wraps = header in ("error replies", "silent end")
@@ -660,8 +661,9 @@ def liveness_renderable(buses: Sequence[BusView], compact: bool = False) -> Rend
             str(r.requests),
             str(r.replies),
             _styled(unanswered, "yellow" if r.unanswered_run else None),
-            fmt_ms(r.median_ms),
-            fmt_ms(r.p99_ms),
+            # A silent module's latencies are of its earlier answers: dimmed, not fresh.
+            _styled(fmt_ms(r.median_ms), "dim" if r.silent == "module" else None),
+            _styled(fmt_ms(r.p99_ms), "dim" if r.silent == "module" else None),
         ]
         if not compact:
             cells += [fmt_ago(r.last_request_age_s), fmt_ago(r.last_reply_age_s)]
