@@ -9,6 +9,7 @@ with keys from the terminal) and 160x50 (boxed), and with ``--plain``.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -132,10 +133,8 @@ class Terminal:
             self.proc.kill()
         self.proc.wait(10)
         if self.proc.stdin is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.proc.stdin.close()
-            except OSError:
-                pass
         os.close(self.master)
 
 
@@ -227,7 +226,8 @@ def test_monitor_plain_prints_a_line_per_module(capture: Path, tmp_path: Path) -
         assert proc.wait(90) == 0
     finally:
         pacer.stop()
-        proc.stdin.close()
+        with contextlib.suppress(BrokenPipeError):  # the monitor ended first (-d)
+            proc.stdin.close()
         proc.stdout.close()
     text = out.decode()
     lines = text.splitlines()
