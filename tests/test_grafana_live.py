@@ -99,6 +99,7 @@ class SlcanAdapter(threading.Thread):
         self.opened = threading.Event()
         self.stopped = threading.Event()
         self.sent = 0
+        self.reader = threading.Thread(target=self._read_commands, daemon=True)
 
     def _read_commands(self) -> None:
         import select
@@ -114,8 +115,7 @@ class SlcanAdapter(threading.Thread):
                     self.opened.set()
 
     def run(self) -> None:
-        reader = threading.Thread(target=self._read_commands, daemon=True)
-        reader.start()
+        self.reader.start()
         if not self.opened.wait(120):
             return
         faults = tuple(parse_fault(spec) for spec in PROTOCOL_FAULTS)
@@ -144,6 +144,8 @@ class SlcanAdapter(threading.Thread):
     def close(self) -> None:
         self.stopped.set()
         self.join(5)
+        if self.reader.ident is not None:  # started
+            self.reader.join(5)
         os.close(self.master)
         os.close(self.slave)
 
