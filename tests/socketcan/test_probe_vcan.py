@@ -1,11 +1,12 @@
 """``candiag probe -i socketcan -c vcan0`` while the simulator plays a protocol pack's bus.
 
-The simulator sends Infy V1.13 (controller polling four modules, module 4 silent after a few
-seconds) on vcan0; probe reads the link with the real ``ip`` (a vcan has no bitrate: probe
-says the rate cannot be read), does no scan, listens at what the link carries and identifies
+The simulator sends Infy V1.13 (the controller polling four modules) on vcan0; probe reads
+the link with the real ``ip`` (a vcan has no bitrate: probe says the rate cannot be read), does no scan, listens at what the link carries and identifies
 the pack with the controller and module addresses.  On the link taken down, probe says so
 and listens to nothing.  (A missing link is tested on the host with what ``ip`` prints:
-tests/test_probe_link.py; each candiag start costs much time under the VM's emulation.)
+tests/test_probe_link.py; each candiag start costs much time under the VM's emulation.  A
+module asked but silent is named on captures, tests/test_probe.py: live, when probe starts
+listening is not known, and Infy's controller gives a silent module up after 15 s.)
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def probed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Probed]:
         sim = start(
             candiag_cmd(
                 "simulate", "--protocol", "infy", "-i", "socketcan", "-c", CHANNEL,
-                "-d", str(SIM_SECONDS), "-q", "--fault", "module_silent@3:module=4",
+                "-d", str(SIM_SECONDS), "-q",
             ),
             tmp / "simulate.out",
         )  # fmt: skip
@@ -50,7 +51,7 @@ def probed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Probed]:
             while not witness.receive(0.5, limit=1):  # the simulator is sending
                 assert sim.poll() is None, (tmp / "simulate.out").read_text()
                 assert time.monotonic() < deadline, "the simulator sent nothing in 240 s"
-            time.sleep(4.0)  # module 4 has fallen silent
+            time.sleep(2.0)  # the controller has asked every module
             done = run_candiag(
                 "probe", "-i", "socketcan", "-c", CHANNEL, "--listen", "8",
                 "--json", str(out_json), "--config-snippet", str(snippet),
@@ -85,14 +86,12 @@ def test_probe_identifies_the_pack_and_its_addresses_on_vcan(probed: Probed) -> 
     assert isinstance(ident, dict)
     assert ident["pack"] == "infy_v113.dbc", ident
     best = ident["best"]
-    assert best["confidence"] >= 0.5, best  # claimed (0.83 on a capture with module 4 silent)
+    assert best["confidence"] >= 0.9, best
     assert best["controller_address"] == 0xF0
-    assert best["modules_answering"] == [1, 2, 3]
-    assert best["modules_asked_but_silent"] == [4]
-    assert (
-        "Protocol: infy_v1.13 (infy_v113.dbc)" in probed.stdout
-        and "modules asked but silent: 4" in probed.stdout
-    )
+    assert best["modules_answering"] == [1, 2, 3, 4]
+    assert best["modules_asked_but_silent"] == []
+    assert "Protocol: infy_v1.13 (infy_v113.dbc)" in probed.stdout
+    assert "modules asked but silent: none" in probed.stdout
     assert 'dbc = ["' in probed.snippet and "expected = [1, 2, 3, 4]" in probed.snippet
 
 
