@@ -74,6 +74,14 @@ AGREED_METRICS = frozenset(
         "candiag_meter_insulation_resistance_ohms",
         "candiag_meter_temperature_celsius",
         "candiag_finding_active",
+        # Request/response liveness per module (candiag/metrics/liveness.py).
+        "candiag_module_requests_total",
+        "candiag_module_replies_total",
+        "candiag_module_unanswered_total",
+        "candiag_module_error_replies_total",
+        "candiag_module_second_answers_total",
+        "candiag_module_reply_latency_seconds",
+        "candiag_module_last_request_age_seconds",
         "candiag_loop_last_run_timestamp_seconds",
         "candiag_config_reload_failures_total",
         "candiag_config_last_reload_successful",
@@ -178,7 +186,11 @@ def check_expressions(exprs: list[str], workdir: Path) -> subprocess.CompletedPr
 def metric_names(expr: str) -> set[str]:
     """candiag_* metric names an expression reads (histogram suffixes folded to the family)."""
     names = set(re.findall(r"\b(candiag_[a-z0-9_]+)\b", expr))
-    return {re.sub(r"_(bucket|sum|count)$", "", n) if "duration" in n else n for n in names}
+    histogram = ("duration", "latency")
+    return {
+        re.sub(r"_(bucket|sum|count)$", "", n) if any(h in n for h in histogram) else n
+        for n in names
+    }
 
 
 def markdown_anchors(markdown: str) -> set[str]:

@@ -107,6 +107,13 @@ def test_dashboard_covers_the_required_views(dashboard: dict[str, Any]) -> None:
         "candiag_modbus_request_failures_total",
         "candiag_meter_voltage_volts",
         "candiag_finding_active",
+        "candiag_module_requests_total",
+        "candiag_module_replies_total",
+        "candiag_module_unanswered_total",
+        "candiag_module_error_replies_total",
+        "candiag_module_second_answers_total",
+        "candiag_module_reply_latency_seconds",
+        "candiag_module_last_request_age_seconds",
     ):
         assert metric in used, f"no panel shows {metric}"
     by_unit = {
@@ -165,6 +172,7 @@ _SUFFIX_UNITS = (
     ("_watts", {"watt"}),
     ("_hertz", {"hertz"}),
     ("_ohms", {"ohm"}),
+    ("_seconds", {"s"}),  # a duration as a gauge (time() - *_timestamp_seconds is above)
 )
 _PER_SECOND = {"cps", "reqps", "ops", "rps"}
 _COUNT = {"none", "short"}
@@ -198,6 +206,7 @@ def test_measured_units() -> None:
     assert measured_units("rate(candiag_can_frames_total[1m])") == _PER_SECOND
     assert measured_units("time() - candiag_loop_last_run_timestamp_seconds") == {"s"}
     assert measured_units("sum(rate(a_total[1m])) / sum(rate(b_total[1m]))") == {"percentunit"}
+    assert measured_units("candiag_module_last_request_age_seconds") == {"s"}
     with pytest.raises(AssertionError, match="mixes quantities"):
         measured_units("candiag_meter_frequency_hertz or candiag_meter_temperature_celsius")
 
@@ -240,6 +249,33 @@ def test_module_panels_plot_readings_by_role_not_every_signal(dashboard: dict[st
         for target in panel["targets"]:
             if "candiag_can_signal_" in target["expr"]:
                 assert "role=" in target["expr"], (panel["title"], target["expr"])
+
+
+def test_module_request_panels_are_per_module(dashboard: dict[str, Any]) -> None:
+    """The request/response panels (issue 16): one series per bus, protocol and module, so a
+    silent module, a rejecting one and the controller's silence are told apart."""
+    panels = {p["title"]: p for p in _content_panels(dashboard)}
+    expected = {
+        "Requests and replies per module": ("reqps", ["candiag_module_requests_total",
+                                                      "candiag_module_replies_total"]),
+        "Unanswered requests per module": ("reqps", ["candiag_module_unanswered_total"]),
+        "Reply latency p99 per module": ("s", ["candiag_module_reply_latency_seconds_bucket"]),
+        "Error replies by code": ("reqps", ["candiag_module_error_replies_total"]),
+        "Second answers (two modules at one address)": (
+            "reqps", ["candiag_module_second_answers_total"]),
+        "Time since the controller last asked": ("s", ["candiag_module_last_request_age_seconds"]),
+    }  # fmt: skip
+    for title, (unit, metrics) in expected.items():
+        panel = panels[title]
+        assert panel["fieldConfig"]["defaults"]["unit"] == unit, title
+        assert [m for t in panel["targets"] for m in metrics if m in t["expr"]] == metrics, title
+        for target in panel["targets"]:
+            assert "{{module}}" in target["legendFormat"], title
+            assert "protocol" in target["expr"] or "sum by" not in target["expr"], title
+            assert 'bus=~"$bus"' in target["expr"], title
+    p99 = panels["Reply latency p99 per module"]["targets"][0]["expr"]
+    assert p99.startswith("histogram_quantile(0.99, sum by (instance, bus, protocol, module, le)")
+    assert "code" in panels["Error replies by code"]["targets"][0]["expr"]
 
 
 def test_each_stat_means_one_thing(dashboard: dict[str, Any]) -> None:

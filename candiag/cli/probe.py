@@ -101,7 +101,10 @@ def _run(args: argparse.Namespace) -> int:
     else:
         result = _probe_live(args)
     _emit(args, result)
-    return 0
+    link = result.get("link")
+    # A SocketCAN link that cannot be heard (missing, down, not CAN): said, and exit status 3
+    # like any bus candiag cannot open.
+    return 3 if link and not link["listenable"] else 0
 
 
 def _say(text: str) -> None:
@@ -117,10 +120,24 @@ def _probe_live(args: argparse.Namespace) -> dict[str, Any]:
     refusal = scan_refusal(args.interface)
     bitrate: int | None
     if args.interface == "socketcan":
-        # The rate is the link's: listen at whatever is set, and say how to change it.
+        # The rate is the link's (candiag does not change it): read it, never scan.
+        link = _socketcan_link(args.channel)
+        result["link"] = link.to_json()
         result["bitrate_note"] = refusal
-        _say(f"probe: SocketCAN: {refusal}")
-        bitrate, how = None, "the rate set on the link (candiag does not change it)"
+        _say(f"probe: SocketCAN link: {link.text}")
+        if link.kind in ("vcan", "vxcan"):
+            result["bitrate_note"] = None  # a virtual link has no rate to set
+        bitrate = link.bitrate
+        how = (
+            f"set on the link {args.channel} (ip link); candiag does not change it"
+            if bitrate
+            else f"the link {args.channel} reports no rate"
+        )
+        if not link.listenable:
+            result["bitrate"], result["bitrate_reason"] = bitrate, how
+            result["identification"] = None
+            result["identification_note"] = f"not listened: {link.text}"
+            return result
     elif refusal is not None:
         raise InputError(f"probe: refused on {args.interface}: {refusal}")
     else:
@@ -151,10 +168,18 @@ def _probe_live(args: argparse.Namespace) -> dict[str, Any]:
         result["identification"] = None
         return result
     _say(f"probe: listening {args.listen:g} s for protocol identification ...")
-    sample = _listen(args.interface, args.channel, bitrate, args.listen)
+    # SocketCAN: the link's rate is used as set (python-can sets none there).
+    open_rate = None if args.interface == "socketcan" else bitrate
+    sample = _listen(args.interface, args.channel, open_rate, args.listen)
     ident = identify(sample, pack_files(args.dbc))
     result["identification"] = ident.to_json()
     return result
+
+
+def _socketcan_link(channel: str) -> Any:
+    from candiag.health.linkstats import link_rate, read_link
+
+    return link_rate(read_link(channel, timeout=5.0))
 
 
 def _listen(interface: str, channel: str, bitrate: int | None, seconds: float) -> Any:
@@ -208,7 +233,11 @@ def config_snippet(args: argparse.Namespace, result: dict[str, Any]) -> str:
     if result.get("bitrate"):
         lines.append(f"bitrate = {int(result['bitrate'])}")
     else:
-        lines.append("# bitrate unknown: probe found no rate with clean traffic; set it here")
+        lines.append(
+            "# bitrate unknown: the link reports none; set it here"
+            if result.get("link")
+            else "# bitrate unknown: probe found no rate with clean traffic; set it here"
+        )
     if best:
         lines.append(f"dbc = [{json.dumps(str(Path(best['file']).resolve()))}]")
         expected = sorted(
@@ -233,9 +262,15 @@ def verdict(result: dict[str, Any]) -> list[str]:
         mark = "ok " if r["valid_frames"] and not r["protocol_errors"] and not r["error"] else "   "
         what = r["error"] or f"{r['valid_frames']} valid / {r['error_frames']} error frames"
         lines.append(f"  {mark}{r['bitrate']:>9,} bit/s: {what}")
+    link = result.get("link")
+    if link:
+        lines.append(f"Link: {link['text']}")
+        if result.get("bitrate_note"):
+            lines.append(f"  {result['bitrate_note']}")
     ident = result.get("identification")
     if ident is None:
-        lines.append("Protocol: not identified (no clean bitrate to listen at)")
+        why = result.get("identification_note") or "no clean bitrate to listen at"
+        lines.append(f"Protocol: not identified ({why})")
         return lines
     best = ident.get("best")
     if best is None:

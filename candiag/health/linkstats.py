@@ -14,6 +14,10 @@ unparseable output all give ``None`` (and a debug log line saying why).
 Frames lost before candiag saw them show up as the interface's ``rx dropped`` and
 ``rx over_errors`` counters; :class:`InterfaceDropCounter` turns them into deltas for
 ``candiag_can_frames_dropped_total{source="interface"}``.
+
+:func:`read_link` keeps why a reading failed, in words, and :func:`link_rate` tells a link's
+configured rate and state for ``candiag probe`` (docs/probe.md): a vcan has no rate, a link
+that is down hears nothing, a CAN link without bittiming has no rate set.
 """
 
 from __future__ import annotations
@@ -151,12 +155,26 @@ def parse_link_json(text: str | bytes, device: str | None = None) -> LinkStats:
     )
 
 
-def read_link_stats(device: str, timeout: float = 2.0, ip: str = "ip") -> LinkStats | None:
-    """Run ``ip`` for ``device``; ``None`` when ``ip`` or the device is missing (never raises)."""
+@dataclass(frozen=True)
+class LinkReading:
+    """What ``ip`` said about a link: its statistics, or why there are none (in words)."""
+
+    device: str
+    stats: LinkStats | None
+    problem: str | None = None  # set exactly when stats is None
+
+
+def read_link(device: str, timeout: float = 2.0, ip: str = "ip") -> LinkReading:
+    """Run ``ip -details -statistics -json link show dev DEVICE`` and parse it; never raises.
+
+    A missing ``ip``, a missing device, a timeout and output that is not iproute2's JSON each
+    give a :class:`LinkReading` whose ``problem`` says which, for a user to read.
+    """
     exe = shutil.which(ip)
     if exe is None:
-        log.debug("link stats of %s unavailable: %r not found", device, ip)
-        return None
+        return LinkReading(
+            device, None, f"`{ip}` was not found on PATH (iproute2 is not installed)"
+        )
     try:
         done = subprocess.run(
             [exe, "-details", "-statistics", "-json", "link", "show", "dev", device],
@@ -164,19 +182,102 @@ def read_link_stats(device: str, timeout: float = 2.0, ip: str = "ip") -> LinkSt
             timeout=timeout,
             check=False,
         )
-    except (OSError, subprocess.TimeoutExpired) as err:
-        log.debug("link stats of %s unavailable: %s", device, err)
-        return None
+    except subprocess.TimeoutExpired:
+        return LinkReading(device, None, f"`ip link show {device}` did not answer in {timeout:g} s")
+    except OSError as err:
+        return LinkReading(device, None, f"`{ip}` could not be run: {err}")
     if done.returncode != 0:
-        log.debug(
-            "link stats of %s unavailable: %s", device, done.stderr.decode(errors="replace").strip()
-        )
-        return None
+        said = done.stderr.decode(errors="replace").strip() or f"exit status {done.returncode}"
+        return LinkReading(device, None, f"`ip link show {device}` failed: {said}")
     try:
-        return parse_link_json(done.stdout, device)
-    except (ValueError, TypeError) as err:
-        log.debug("link stats of %s unparseable: %s", device, err)
-        return None
+        return LinkReading(device, parse_link_json(done.stdout, device))
+    except (ValueError, TypeError, AttributeError) as err:
+        return LinkReading(
+            device, None, f"`ip link show {device}` printed what is not iproute2's JSON ({err})"
+        )
+
+
+def read_link_stats(device: str, timeout: float = 2.0, ip: str = "ip") -> LinkStats | None:
+    """Run ``ip`` for ``device``; ``None`` when ``ip`` or the device is missing (never raises)."""
+    reading = read_link(device, timeout, ip)
+    if reading.stats is None:
+        log.debug("link stats of %s unavailable: %s", device, reading.problem)
+    return reading.stats
+
+
+@dataclass(frozen=True)
+class LinkRate:
+    """A SocketCAN link's configured rate and state as ``candiag probe`` reports them.
+
+    ``bitrate`` is only set when the kernel reports one for a CAN controller; ``listenable``
+    is False when listening would show nothing (no such link, a link that is down, not CAN).
+    ``text`` says all of it in words.
+    """
+
+    device: str
+    kind: str | None
+    up: bool | None  # None: not known
+    state: str | None
+    bitrate: int | None
+    sample_point: float | None
+    data_bitrate: int | None
+    listenable: bool
+    text: str
+
+    def to_json(self) -> JsonObject:
+        return asdict(self)
+
+
+def set_rate_how(device: str) -> str:
+    return (
+        f"`sudo ip link set {device} down; sudo ip link set {device} type can bitrate <N> "
+        f"listen-only on; sudo ip link set {device} up`"
+    )
+
+
+def link_rate(reading: LinkReading) -> LinkRate:
+    """The rate and state of a link in words (``candiag probe`` on SocketCAN)."""
+    dev, s = reading.device, reading.stats
+    if s is None:
+        missing = "does not exist" in (reading.problem or "")
+        text = f"the rate of {dev} could not be read: {reading.problem}"
+        return LinkRate(dev, None, None, None, None, None, None, not missing, text)
+    listenable, parts = True, []
+    if s.kind == "vcan" or s.kind == "vxcan":
+        parts.append(
+            f"{dev} is a virtual CAN link ({s.kind}): it has no bitrate, so the rate cannot be "
+            "read (frames pass at any rate)"
+        )
+    elif s.kind != "can":
+        listenable = False
+        parts.append(f"{dev} is not a CAN link (kind {s.kind or 'none'}): no rate to read")
+    elif s.bitrate:
+        parts.append(f"{s.bitrate:,} bit/s set on the link {dev}")
+        if s.sample_point:
+            parts[-1] += f" (sample point {s.sample_point:.3f})"
+        if s.data_bitrate:
+            parts[-1] += f", CAN FD data phase {s.data_bitrate:,} bit/s"
+    else:
+        parts.append(f"{dev} has no bitrate set: set one with {set_rate_how(dev)}")
+    if not s.up:
+        listenable = False
+        parts.append(
+            f"{dev} is down (operstate {s.operstate or 'not reported'}): nothing can be heard "
+            f"until it is up (`sudo ip link set {dev} up`)"
+        )
+    if s.state is not None:
+        parts.append(f"controller {s.state}")
+    return LinkRate(
+        dev,
+        s.kind,
+        s.up,
+        s.state,
+        s.bitrate if s.kind == "can" else None,
+        s.sample_point if s.kind == "can" else None,
+        s.data_bitrate if s.kind == "can" else None,
+        listenable,
+        "; ".join(parts),
+    )
 
 
 class InterfaceDropCounter:

@@ -303,10 +303,12 @@ class BusPipeline:
         uniq, totals = per_second_totals(seconds, columns)
         self.protocol.add(uniq, totals)
 
-    def advance(self, now: float) -> None:
-        """Live bus: move windows and state time to wall time ``now``."""
+    def advance(self, now: float, judged_at: float | None = None) -> None:
+        """Live bus: move windows and state time to wall time ``now``; waiting requests are
+        judged at ``judged_at`` (default ``now``): no later than the frames handed over, so a
+        reply still in the reader's queue never makes its request unanswered."""
         self.health.advance(now)
-        self.liveness.advance(now)
+        self.liveness.advance(now if judged_at is None else judged_at)
         self.protocol.advance_to(int(np.floor(now)))
 
     # -- views ---------------------------------------------------------------------------

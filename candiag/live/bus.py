@@ -114,6 +114,8 @@ class LiveBus:
         )
         self.ids = CappedIdCounter(cap=MAX_IDS_PER_BUS)  # label values per bus, for ever
         self.complete_until: float | None = None
+        # Frames came with the last poll: the reader is delivering (maybe behind wall time).
+        self._frames_polled = False
         self.dropped: dict[str, int] = {"socket": 0, "interface": 0}
         self._drop_history: deque[tuple[float, int]] = deque()
         self.counting_since = now  # None until the link is first up
@@ -142,6 +144,7 @@ class LiveBus:
         # Per second in the windows, where the CAN_FRAMES_DROPPED window rule reads them.
         self.pipeline.windows.add_dropped(now, sum(self.dropped.values()) - before)
         self.process(batch, now)
+        self._frames_polled = len(batch) > 0
         self.advance(now, complete_until)
         return batch
 
@@ -205,11 +208,22 @@ class LiveBus:
         """
         # Nothing to move before the link was first up (or a frame came): the time before
         # it is in no controller state.  Afterwards a "down" bus accrues time down.
-        if self.up or self.down_since is not None or self.pipeline.last_ts is not None:
-            self.pipeline.advance(now)
-        self._advanced_to = now if self._advanced_to is None else max(self._advanced_to, now)
         self.complete_until = now if complete_until is None else min(now, complete_until)
+        if self.up or self.down_since is not None or self.pipeline.last_ts is not None:
+            self.pipeline.advance(now, judged_at=self._judged_at(now))
+        self._advanced_to = now if self._advanced_to is None else max(self._advanced_to, now)
         self._note_drops(now)
+
+    def _judged_at(self, now: float) -> float:
+        """When waiting requests are judged (answered or not): while the reader delivers
+        frames, not past the newest one (a reader behind wall time, e.g. a pipe read late
+        at start, must not turn a reply still queued into an unanswered request); when the
+        bus is quiet, as liveness is judged (:meth:`as_of`)."""
+        t = self.as_of(now)
+        newest = self.pipeline.last_ts
+        if self._frames_polled and newest is not None:
+            t = min(t, newest)
+        return t
 
     def _note_drops(self, now: float) -> None:
         total = sum(self.dropped.values())

@@ -11,13 +11,16 @@ from candiag.diagnosis.engine import Finding
 from candiag.health.nodes import NodeView
 from candiag.tui.view import (
     BusView,
+    ModuleExchange,
     ScreenState,
     error_counters,
     fmt_age,
     fmt_counter,
     fmt_errors,
     fmt_failures,
+    fmt_ms,
     meter_readings_text,
+    module_exchanges,
     window_errors,
     window_fps,
     window_load,
@@ -77,6 +80,24 @@ def meter_line(dev: Mapping[str, Any], now: float) -> str:
     return "; ".join(parts)
 
 
+def module_line(row: ModuleExchange) -> str:
+    """One module's requests and replies, e.g. ``module can0/infy_v1.13/4: requests 40, ...``."""
+    unanswered = f"unanswered {row.unanswered}" + (
+        f" ({row.unanswered_run} in a row now)" if row.unanswered_run else ""
+    )
+    return "; ".join(
+        [
+            f"module {row.bus}/{row.protocol}/{row.address}: requests {row.requests}",
+            f"replies {row.replies}",
+            unanswered,
+            f"latency median {fmt_ms(row.median_ms)} ms, p99 {fmt_ms(row.p99_ms)} ms"
+            + (" (of earlier answers)" if row.silent == "module" else ""),
+            f"error replies {row.errors or 'none'}",
+            f"silent end: {row.silent or 'none'} ({row.silent_text})",
+        ]
+    )
+
+
 def finding_line(finding: Finding, raised: bool) -> str:
     """``+ CRITICAL CAN_NODE_OFFLINE ...; fix: ...`` when raised, ``- cleared ...`` when cleared."""
     if raised:
@@ -96,7 +117,13 @@ def active_finding_line(finding: Finding) -> str:
 
 
 def plain_summary(state: ScreenState) -> list[str]:
-    """The periodic plain lines: one per bus, one per meter."""
+    """The periodic plain lines: one per bus, one per request/response module, one per meter."""
     lines = [bus_line(bus) for bus in state.buses]
+    lines.extend(module_line(row) for row in module_exchanges(state.buses))
+    for bus in state.buses:  # packs with requests, nothing exchanged yet: said, not hidden
+        section = bus.report.liveness or {}
+        if section and not section.get("modules"):
+            protocols = ", ".join(sorted(section.get("protocols") or {})) or "?"
+            lines.append(f"modules {bus.name}: no request or reply seen yet ({protocols})")
     lines.extend(meter_line(dev, state.now) for dev in state.meters)
     return lines

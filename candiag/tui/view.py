@@ -12,8 +12,8 @@ meter profiles, capture channel names, configured ports): every cell and line is
 :class:`~rich.text.Text`, never a string rich would read as markup (``[/]`` in a family
 name is shown as it is, it does not end the view).
 
-Why one file of ~700 lines: every part of one screen (buses, nodes, meters, findings, the
-raw view, fitting and scrolling) shares the same styles and widths; the plain lines are
+Why one file of ~900 lines: every part of one screen (buses, findings, request/response
+liveness, nodes, meters, the raw view, fitting and scrolling) shares the same styles and widths; the plain lines are
 :mod:`candiag.tui.plain`.
 """
 
@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich import box
-from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.console import (
+    Console,
+    ConsoleOptions,
+    Group,
+    JustifyMethod,
+    RenderableType,
+    RenderResult,
+)
 from rich.panel import Panel
 from rich.segment import Segment
 from rich.table import Table
@@ -476,6 +483,198 @@ def meters_table(meters: Sequence[Mapping[str, Any]], now: float, compact: bool 
     return table
 
 
+# -- request/response liveness --------------------------------------------------------------
+@dataclass(frozen=True)
+class ModuleExchange:
+    """One module's row of the liveness table, from a bus report's ``liveness`` section."""
+
+    bus: str
+    protocol: str
+    address: int
+    requests: int
+    replies: int
+    unanswered: int
+    unanswered_run: int
+    median_ms: float | None
+    p99_ms: float | None
+    errors: str  # error replies by code with the pack's meaning, "" when none
+    last_request_age_s: float | None
+    last_reply_age_s: float | None
+    silent: str  # "module", "controller" or "" (both ends talk)
+    silent_text: str  # which end is silent, in words
+
+
+def silent_end(section: Mapping[str, Any], mod: Mapping[str, Any]) -> tuple[str, str]:
+    """Which end of a module's exchange is silent, as the liveness rules judge it.
+
+    The same facts and thresholds as :mod:`candiag.liveness.rules`: requests going on without
+    answers (``unanswered_in_a_row``) are the module; no request for ``not_polled_periods``
+    poll periods is the controller; answers that keep coming after the next request are slow,
+    not silent.  ("", text) when both ends talk.
+    """
+    from candiag.liveness.rules import load_thresholds
+
+    th = load_thresholds()
+    proto = (section.get("protocols") or {}).get(mod.get("protocol"), {})
+    period_ms = proto.get("poll_period_ms")
+    period = period_ms / 1000.0 if period_ms else th.default_poll_period_s
+    limit = th.not_polled_periods * period
+    run = int(mod.get("unanswered_run") or 0)
+    ask_age, reply_age = mod.get("last_request_age_s"), mod.get("last_reply_age_s")
+    since, now = mod.get("unanswered_since"), section.get("now")
+    answers_go_on = (
+        since is not None
+        and reply_age is not None
+        and now is not None
+        and float(now) - float(reply_age) > float(since)
+    )
+    asked_ago = None if ask_age is None else float(ask_age)
+    not_asked = asked_ago is not None and asked_ago > limit
+    if run >= th.unanswered_in_a_row and not answers_go_on:
+        text = f"module: {run} unanswered in a row"
+        return "module", text + (", no longer asked" if not_asked else "")
+    if not_asked:
+        return "controller", f"controller: not asked for {asked_ago:.1f} s"
+    if not mod.get("requests"):
+        return "", "not asked yet"
+    return "", "both talk"
+
+
+def module_exchanges(buses: Sequence[BusView]) -> list[ModuleExchange]:
+    """The liveness table's rows: every module of every bus with request/response packs."""
+    rows = []
+    for bus in buses:
+        section = bus.report.liveness or {}
+        for mod in section.get("modules") or ():
+            latency = mod.get("latency_ms") or {}
+            errors = mod.get("errors") or {}
+            silent, words = silent_end(section, mod)
+            rows.append(
+                ModuleExchange(
+                    bus=bus.name,
+                    protocol=str(mod.get("protocol", "")),
+                    address=int(mod.get("address", -1)),
+                    requests=int(mod.get("requests") or 0),
+                    replies=int(mod.get("replies") or 0),
+                    unanswered=int(mod.get("unanswered") or 0),
+                    unanswered_run=int(mod.get("unanswered_run") or 0),
+                    median_ms=latency.get("median"),
+                    p99_ms=latency.get("p99"),
+                    errors=", ".join(
+                        f"{int(code):#04x} {e.get('meaning', 'unknown code')} ({e.get('count')}x)"
+                        for code, e in errors.items()
+                    ),
+                    last_request_age_s=mod.get("last_request_age_s"),
+                    last_reply_age_s=mod.get("last_reply_age_s"),
+                    silent=silent,
+                    silent_text=words,
+                )
+            )
+    return rows
+
+
+def fmt_ms(value: float | None) -> str:
+    """A latency: ``-`` when there is none (no answer yet), never 0."""
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+
+
+def fmt_ago(age_s: float | None) -> str:
+    return "never" if age_s is None else f"{max(0.0, float(age_s)):.1f}s"
+
+
+def _liveness_title(buses: Sequence[BusView]) -> str:
+    protocols: dict[str, Any] = {}
+    for bus in buses:
+        protocols.update((bus.report.liveness or {}).get("protocols") or {})
+    polls = [
+        f"{name}, poll {p['poll_period_ms'] / 1000:g} s"
+        if p.get("poll_period_ms")
+        else f"{name}, poll period not declared"
+        for name, p in sorted(protocols.items())
+    ]
+    return "Requests/replies" + (f" ({'; '.join(polls)})" if polls else "")
+
+
+def has_liveness(buses: Sequence[BusView]) -> bool:
+    """Any bus whose packs have requests (its report has a non-empty liveness section)."""
+    return any(bus.report.liveness for bus in buses)
+
+
+LIVENESS_SILENT_STYLE = {"module": "bold red", "controller": "bold red"}
+
+
+def liveness_renderable(buses: Sequence[BusView], compact: bool = False) -> RenderableType:
+    """Per module: requests, replies, unanswered, latency median/p99, error replies with their
+    meaning, when last asked and answered, and which end is silent.  Latencies are over the
+    last answers kept (the tracker's 4096); a silent module's are dimmed (earlier answers)."""
+    rows = module_exchanges(buses)
+    title = _liveness_title(buses)
+    if not rows:
+        waiting = [b.name for b in buses if b.report.liveness]
+        text = Text(
+            f"no request or reply of a protocol pack seen yet on {', '.join(waiting)}",
+            style="dim",
+        )
+        return Group(Text(title, style="bold"), text) if compact else Panel(text, title=title)
+    table = _table(title, compact)
+    show_bus = len({r.bus for r in rows}) > 1
+    show_protocol = len({r.protocol for r in rows}) > 1
+    columns: list[tuple[str, JustifyMethod]] = []
+    if show_bus:
+        columns.append(("bus", "left"))
+    if show_protocol:
+        columns.append(("protocol", "left"))
+    columns += [
+        ("mod" if compact else "module", "right"),
+        ("req" if compact else "requests", "right"),
+        ("rep" if compact else "replies", "right"),
+        ("unans" if compact else "unanswered", "right"),
+        ("med ms" if compact else "median ms", "right"),
+        ("p99 ms", "right"),
+    ]
+    if not compact:
+        columns += [("last ask", "right"), ("last reply", "right")]
+    columns += [("error replies", "left"), ("silent end", "left")]
+    for header, justify in columns:
+        wraps = header in ("error replies", "silent end")
+        table.add_column(
+            header,
+            justify=justify,
+            no_wrap=not wraps,
+            overflow="fold" if wraps else "ellipsis",
+            ratio=1 if wraps else None,
+            max_width=12 if header in ("bus", "protocol") else None,
+        )
+    for r in rows:
+        unanswered = str(r.unanswered)
+        if r.unanswered_run:
+            unanswered += f" ({r.unanswered_run} now)"
+        cells: list[str | Text] = []
+        if show_bus:
+            cells.append(r.bus)
+        if show_protocol:
+            cells.append(r.protocol)
+        cells += [
+            str(r.address),
+            str(r.requests),
+            str(r.replies),
+            _styled(unanswered, "yellow" if r.unanswered_run else None),
+            # A silent module's latencies are of its earlier answers: dimmed, not fresh.
+            _styled(fmt_ms(r.median_ms), "dim" if r.silent == "module" else None),
+            _styled(fmt_ms(r.p99_ms), "dim" if r.silent == "module" else None),
+        ]
+        if not compact:
+            cells += [fmt_ago(r.last_request_age_s), fmt_ago(r.last_reply_age_s)]
+        cells += [
+            _styled(r.errors or "none", "yellow" if r.errors else "dim"),
+            _styled(r.silent_text, LIVENESS_SILENT_STYLE.get(r.silent, "green")),
+        ]
+        table.add_row(*_plain(*cells))
+    return table
+
+
 # -- findings -------------------------------------------------------------------------------
 #: Bus-wide findings whose cause is usually one node: the pointer names the nodes that
 #: are not online on that bus (or says that none is missing, and what that means).
@@ -650,6 +849,8 @@ def body_parts(state: ScreenState, compact: bool) -> list[RenderableType]:
         bus_table(state.buses, compact),
         findings_renderable(state.findings, state.now, state.diagnosing, state.buses, compact),
     ]
+    if has_liveness(state.buses):
+        parts.append(liveness_renderable(state.buses, compact))
     if any(bus.report.nodes for bus in state.buses):
         parts.append(nodes_table(state.buses, state.now, compact))
     if state.meters:

@@ -13,7 +13,7 @@
 #                             SocketCAN benchmark, bench/bench_socketcan.py): its output is
 #                             printed and its exit status returned; 77 when no VM can run
 # Env:   CANDIAG_VM_KVM=1     use KVM (default: TCG, KVM is unreliable on our runners)
-#        CANDIAG_VM_TIMEOUT   seconds for the whole VM run (default 900: the suite takes about 7 minutes under TCG on 2 idle cores)
+#        CANDIAG_VM_TIMEOUT   seconds for the whole VM run (default 1500: the suite takes about 7 minutes under TCG on 2 idle cores, over 12 on busy ones)
 #        CANDIAG_VM_MEMORY    guest memory (default 2G)
 #        CANDIAG_VM_KEEP=1    keep the work directory for inspection
 set -euo pipefail
@@ -21,7 +21,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 venv="${CANDIAG_VENV:-$repo/.venv}"
 vng_venv="$venv/vng"
-timeout_s="${CANDIAG_VM_TIMEOUT:-900}"
+timeout_s="${CANDIAG_VM_TIMEOUT:-1500}"
 memory="${CANDIAG_VM_MEMORY:-2G}"
 
 command="${CANDIAG_VM_COMMAND:-}"
