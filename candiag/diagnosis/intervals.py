@@ -41,6 +41,7 @@ from candiag.diagnosis.episodes import Episode, settle
 from candiag.diagnosis.intervalrule import IntervalFinding, IntervalRule
 from candiag.diagnosis.timeline import BusTimeline, ContactorTrace, NodePresence
 from candiag.health.signals import CLOSED, OPEN
+from candiag.liveness.intervals import LIVENESS_CODES, liveness_faults
 
 #: Window rules whose episodes are bounded by their per-second evidence: the columns
 #: (any > 0 is evidence) and the window the instant rule reads.
@@ -251,6 +252,7 @@ RULES: tuple[IntervalRule, ...] = (
     IntervalRule(frozenset(STATE_CODES), bus_states),
     IntervalRule(frozenset({"CAN_NODE_OFFLINE"}), node_offline),
     IntervalRule(frozenset({"CONTACTOR_MISMATCH", "CONTACTOR_WELD"}), contactor_faults),
+    IntervalRule(LIVENESS_CODES, liveness_faults),  # candiag/liveness/intervals.py
 )
 #: The codes interval rules own: instants do not judge them.
 INTERVAL_CODES: frozenset[str] = frozenset().union(*(rule.codes for rule in RULES))

@@ -12,7 +12,10 @@ trackers recorded as intervals while the frames went by:
 * the controller's stays in error-warning, error-passive and bus-off, exact to the error
   frames (or link states) that moved it (:attr:`BusStateTracker.intervals`);
 * per-second columns (a sparse seconds axis): error frames per class and the load ratio,
-  from the sliding windows' ring (offline: its whole history; live: its last hour).
+  from the sliding windows' ring (offline: its whole history; live: its last hour);
+* per polled power module (liveness group): every judged request with its answer's latency
+  and second answers, late replies, error replies, serial changes and duplicate-address
+  bits (:class:`candiag.liveness.exchanges.ModuleExchanges`; live: the last hour).
 
 Offline it covers the whole capture; live, what the trackers remember (bounded per node
 and contactor).  Built by :func:`bus_timeline` from a :class:`BusPipeline`; read by
@@ -44,6 +47,7 @@ EVIDENCE_COLUMNS = (
 
 if TYPE_CHECKING:
     from candiag.health.pipeline import BusPipeline
+    from candiag.liveness.exchanges import ModuleExchanges
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,8 @@ class BusTimeline:
     seconds: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
     columns: Mapping[str, I64] = field(default_factory=dict)
     load_ratio: F64 | None = None  # per second of ``seconds``; None: bitrate unknown
+    # Liveness group: polled power modules' exchanges (candiag/liveness/intervals.py).
+    modules: tuple[ModuleExchanges, ...] = ()
 
 
 def bus_timeline(pipeline: BusPipeline, now: float | None = None) -> BusTimeline:
@@ -128,4 +134,6 @@ def bus_timeline(pipeline: BusPipeline, now: float | None = None) -> BusTimeline
         seconds=seconds,
         columns=columns,
         load_ratio=load if load is not None and load.size == seconds.size else None,
+        # Liveness group: what the liveness tracker recorded per polled module.
+        modules=pipeline.liveness.timeline() if pipeline.liveness.active else (),
     )
