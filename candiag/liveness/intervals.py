@@ -9,8 +9,8 @@ and the meaning of the instant conditions of :mod:`candiag.liveness.rules`
 * ``CAN_MODULE_NOT_ANSWERING``: a run of at least ``liveness_unanswered_in_a_row``
   unanswered requests in a row, from the first unanswered request to the first answer
   after it (open while none came, also after the controller gave the module up);
-* ``CAN_MODULE_SLOW_REPLIES``: such a run while replies of the module keep arriving too
-  late to answer anything (from the first such reply), and every stretch where the median
+* ``CAN_MODULE_SLOW_REPLIES``: such a run while replies of the module keep arriving (late
+  answers, or answers to earlier requests: from the first such reply), and every stretch where the median
   latency over 10 s exceeds ``liveness_slow_reply_ms``, bounded by its slow answers;
 * ``CAN_CONTROLLER_NOT_POLLING``: no request to a module for longer than
   ``liveness_not_polled_periods`` poll periods, from its last request to the next one
@@ -131,18 +131,23 @@ def _unanswered(
     starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     need = th.unanswered_in_a_row
     keep = stops - starts >= need
+    # Every reply of the module: first answers (request time + latency) and late ones.
+    answered = ~missed
+    replies = np.sort(np.concatenate([t[answered] + latency[answered], mod.late_t]), kind="stable")
     for a, b in zip(starts[keep].tolist(), stops[keep].tolist(), strict=True):
         first = float(t[a])
         # The first answer after the run ends it: the reply to request b.
         stop = float(t[b] + latency[b]) if b < t.size else None
-        late = _first_after(mod.late_t, first, stop)
-        before_late = b - a if late is None else int(np.searchsorted(t[a:b], late))
+        late = _first_after(replies, first, stop)
         if late is not None:
             slow.append(Episode(late, stop))
-        if before_late < need:
+        # Proven silent once the reply window of its ``need``-th request passed with no
+        # reply of the module at all; a late reply before that makes the run slow only.
+        proven = float(t[a + need - 1]) + mod.reply_window_s
+        if late is not None and late <= proven:
             continue
         if not silent.episodes:
-            silent.proof_s = float(t[a + need - 1]) - first + mod.reply_window_s
+            silent.proof_s = proven - first
         silent.episodes.append(Episode(first, late if late is not None else stop))
         silent.run = b - a
         silent.gave_up = _gave_up(mod, b, limit, end)
