@@ -10,7 +10,9 @@ and the meaning of the instant conditions of :mod:`candiag.liveness.rules`
   unanswered requests in a row, from the first unanswered request to the first answer
   after it (open while none came, also after the controller gave the module up);
 * ``CAN_MODULE_SLOW_REPLIES``: such a run while replies of the module keep arriving (late
-  answers, or answers to earlier requests: from the first such reply), and every stretch where the median
+  answers, or answers to earlier requests: from the first such reply), a run the module
+  answered again within the reply window of the request that would prove it (its answers
+  overtaken by the controller's next requests), and every stretch where the median
   latency over 10 s exceeds ``liveness_slow_reply_ms``, bounded by its slow answers;
 * ``CAN_CONTROLLER_NOT_POLLING``: no request to a module for longer than
   ``liveness_not_polled_periods`` poll periods, from its last request to the next one
@@ -71,7 +73,9 @@ def liveness_faults(book: RuleBook, timeline: BusTimeline) -> list[IntervalFindi
         silent, run_slow = _unanswered(mod, th, limit, end)
         if silent.episodes:
             out.append(silent.finding(subject, fields))
-        gaps = _subtract(_request_gaps(mod, limit, end), silent.episodes + run_slow)
+        # Gaps that touch are one stretch (a slower request kind going on beside the stopped
+        # polls: the module was still left alone longer than the limit each time).
+        gaps = settle(_subtract(_request_gaps(mod, limit, end), silent.episodes + run_slow))
         if gaps and mod.asked_t.size:
             quiet[mod.address] = (gaps, fields, limit)
         out.extend(_errors(mod, subject, fields, end))
@@ -134,10 +138,13 @@ def _unanswered(
     # Every reply of the module: first answers (request time + latency) and late ones.
     answered = ~missed
     replies = np.sort(np.concatenate([t[answered] + latency[answered], mod.late_t]), kind="stable")
+    # The first answer to any request from each one on (answers may overtake each other).
+    reply_at = np.where(answered, t + np.nan_to_num(latency, nan=0.0), np.inf)
+    next_answer = np.minimum.accumulate(reply_at[::-1])[::-1]
     for a, b in zip(starts[keep].tolist(), stops[keep].tolist(), strict=True):
         first = float(t[a])
-        # The first answer after the run ends it: the reply to request b.
-        stop = float(t[b] + latency[b]) if b < t.size else None
+        # The first answer to a request after the run ends it.
+        stop = float(next_answer[b]) if b < t.size else None
         late = _first_after(replies, first, stop)
         if late is not None:
             slow.append(Episode(late, stop))
@@ -145,6 +152,11 @@ def _unanswered(
         # reply of the module at all; a late reply before that makes the run slow only.
         proven = float(t[a + need - 1]) + mod.reply_window_s
         if late is not None and late <= proven:
+            continue
+        if stop is not None and stop <= proven:
+            # Answered again within the reply window: its answers were overtaken by the
+            # next requests (a reply pairs with the latest request), so slow, not silent.
+            slow.append(Episode(first, stop))
             continue
         if not silent.episodes:
             silent.proof_s = proven - first
