@@ -204,6 +204,8 @@ class _Buses:
                 keep_history=self.keep_history,
                 bitrate_known=choice.known,
             )
+            # Offline: every exchange of polled modules for the liveness interval rules.
+            self.pipelines[channel].liveness.keep_all()
         return self.pipelines[channel]
 
     def diagnosis_reports(self, instant: float) -> list[BusReport]:

@@ -229,6 +229,13 @@ class LivenessTracker:
         self._carry_r: dict[str, Any] = _empty_replies()
         self._broadcast_kinds: set[tuple[int, int]] = set()  # (reply message, command)
 
+    def keep_all(self) -> None:
+        """Keep every exchange for the interval rules (offline), not the last hour only."""
+        self.keep_history = True
+        for mod in self.modules.values():
+            for log in (mod.asked_log, mod.late_log, mod.error_log, mod.serial_log, mod.dup_log):
+                log.keep_history = True
+
     # -- ingest ---------------------------------------------------------------------
     def update(self, result: DecodeResult) -> None:
         """Fold one decoded batch in (requests judged once their reply window passed)."""
