@@ -33,7 +33,8 @@ def period_s(protocol: str) -> float:
 def analyze(
     tmp: Path, protocol: str, seconds: float, *faults: str, config: Path | None = None
 ) -> dict[str, Any]:
-    log, out = tmp / f"{protocol}.log", tmp / f"{protocol}.json"
+    n = len(list(tmp.glob("*.log")))  # candiag never overwrites a capture: a new name each
+    log, out = tmp / f"{protocol}-{n}.log", tmp / f"{protocol}-{n}.json"
     spec = [arg for f in faults for arg in ("--fault", f)]
     subprocess.run([*CLI, "simulate", "--protocol", protocol, *spec, "-o", str(log),
                     "-d", str(seconds), "-q"], check=True, capture_output=True)  # fmt: skip
@@ -82,9 +83,13 @@ def test_a_module_silent_twice_late_is_one_finding_with_two_exact_episodes(
     protocol: str, tmp_path: Path
 ) -> None:
     faults = [f"module_silent@{at}+{d}" for at, d in SILENCES]
-    found = liveness(analyze(tmp_path, protocol, 200.0, *faults))
+    report = analyze(tmp_path, protocol, 200.0, *faults)
+    found = liveness(report)
     subject = f"can0/power_module/{LAST[protocol]}"
     assert set(found) == {("CAN_MODULE_NOT_ANSWERING", subject)}, found
+    # The cause leads; the module's node silences are its consequences (data/causes.toml).
+    top = report["findings"][0]
+    assert (top["code"], top["subject"]) == ("CAN_MODULE_NOT_ANSWERING", subject)
     # From the first unanswered request to the first answer after it.
     slack = period_s(protocol) + 0.3
     assert_within(found[("CAN_MODULE_NOT_ANSWERING", subject)], SILENCES, slack)
@@ -101,6 +106,26 @@ def test_a_controller_leaving_one_module_alone_late_is_not_polling_that_module(
     # From the last request before the fault to the first one after it.
     p = period_s(protocol)
     assert_within(found[("CAN_CONTROLLER_NOT_POLLING", subject)], ((133.3, 4.0),), p + 0.1, p)
+
+
+MULTI = [p for p in PROTOCOL_NAMES if LAST[p] > 1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", MULTI)
+def test_a_controller_asking_no_module_late_is_the_cause_of_the_silence(
+    protocol: str, tmp_path: Path
+) -> None:
+    report = analyze(tmp_path, protocol, 200.0, "controller_silent@133.3+6")
+    found = liveness(report)
+    key = ("CAN_CONTROLLER_NOT_POLLING", "can0/controller")
+    assert set(found) == {key}, found
+    p = period_s(protocol)
+    assert_within(found[key], ((133.3, 6.0),), p + 0.1, p)
+    # It leads; the modules' silences (and the bus's) are folded under it.
+    top = report["findings"][0]
+    assert (top["code"], top["subject"]) == key
+    assert not [f["code"] for f in report["findings"][1:] if f["severity"] == "critical"]
 
 
 WINDOWED = {
