@@ -192,3 +192,31 @@ def test_a_thresholds_file_changes_the_liveness_verdict(tmp_path: Path) -> None:
     said = check.stdout + check.stderr
     assert "thresholds.toml:2:1: thresholds.liveness_unanswered_in_a_row" in said, said
     assert "thresholds.toml:3:1: thresholds.liveness_slow_ms" in said, said
+
+
+@pytest.mark.slow
+def test_python_can_logs_read_with_every_pack_give_no_liveness_finding() -> None:
+    """Traffic nobody wrote for these packs (python-can's test logs, tests/realworld.py):
+    no request or reply resolves to a module, so no liveness finding appears."""
+    from candiag.analysis import analyze_capture
+    from candiag.decode.dbc import load_dbc_paths
+    from candiag.errors import CandiagError
+    from tests.realworld import pycan_dir
+
+    folder = pycan_dir()
+    if folder is None:
+        pytest.skip("python-can's test logs are not fetched (make realworld)")
+    logs = sorted(p for p in folder.iterdir() if p.suffix in (".asc", ".blf", ".trc"))
+    assert logs
+    read = 0
+    for protocol in PROTOCOL_NAMES:
+        db = load_dbc_paths([pack_path(protocol)])
+        for log in logs:
+            try:
+                report = analyze_capture(log, db).report.to_json()
+            except CandiagError:  # a log the capture reader refuses (said so, tested elsewhere)
+                continue
+            read += 1
+            found = liveness(report)
+            assert not found, (log.name, protocol, found)
+    assert read >= len(logs) * len(PROTOCOL_NAMES) // 2, read
