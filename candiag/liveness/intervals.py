@@ -79,8 +79,9 @@ def liveness_faults(book: RuleBook, timeline: BusTimeline) -> list[IntervalFindi
         if gaps and mod.asked_t.size:
             quiet[mod.address] = (gaps, fields, limit)
         out.extend(_errors(mod, subject, fields, end))
-        out.extend(_conflicts(mod, th, subject, fields, end))
-        out.extend(_slow(mod, th, subject, fields, run_slow, end))
+        windows = _answered_windows(mod)
+        out.extend(_conflicts(mod, windows, th, subject, fields, end))
+        out.extend(_slow(mod, windows, th, subject, fields, run_slow, end))
     out.extend(_not_polled(timeline, quiet))
     return out
 
@@ -127,7 +128,7 @@ def _unanswered(
     mod: ModuleExchanges, th: LivenessThresholds, limit: float, end: float | None
 ) -> tuple[_Silent, list[Episode]]:
     """Runs of unanswered requests: silent (no reply at all) or slow (late replies)."""
-    silent, slow = _Silent(), []
+    silent, slow = _Silent(), list[Episode]()
     t, latency = mod.asked_t, mod.latency_s
     missed = np.isnan(latency)
     silent.requests, silent.answered = int(t.size), int(np.count_nonzero(~missed))
@@ -135,6 +136,8 @@ def _unanswered(
     starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     need = th.unanswered_in_a_row
     keep = stops - starts >= need
+    if not keep.any():
+        return silent, slow
     # Every reply of the module: first answers (request time + latency) and late ones.
     answered = ~missed
     replies = np.sort(np.concatenate([t[answered] + latency[answered], mod.late_t]), kind="stable")
@@ -305,7 +308,7 @@ def _errors(
     ]
 
 
-def _answered_windows(mod: ModuleExchanges) -> tuple[F64, Any, Any]:
+def _answered_windows(mod: ModuleExchanges) -> tuple[F64, Any, Any]:  # (t, answered, lo)
     """Answered requests' times and, per answer, the first answer of its 10-s window
     (``t >= now - 10 s``, as the instant figures) and its position."""
     answered = ~np.isnan(mod.latency_s)
@@ -333,12 +336,13 @@ def _evidence_bounds(t: F64, evidence: Any, lo: Any, firsts: Any, lasts: Any) ->
 
 def _conflicts(
     mod: ModuleExchanges,
+    windows: tuple[F64, Any, Any],
     th: LivenessThresholds,
     subject: str,
     fields: dict[str, Any],
     end: float | None,
 ) -> list[IntervalFinding]:
-    t, answered, lo = _answered_windows(mod)
+    t, answered, lo = windows
     second = mod.second[answered]
     csum = np.concatenate(([0], np.cumsum(second)))
     in_window = csum[1:] - csum[lo]
@@ -382,13 +386,14 @@ def _conflicts(
 
 def _slow(
     mod: ModuleExchanges,
+    windows: tuple[F64, Any, Any],
     th: LivenessThresholds,
     subject: str,
     fields: dict[str, Any],
     run_slow: list[Episode],
     end: float | None,
 ) -> list[IntervalFinding]:
-    t, answered, lo = _answered_windows(mod)
+    t, answered, lo = windows
     latency = mod.latency_s[answered]
     limit = th.slow_reply_ms / 1000.0
     slow = latency > limit
@@ -401,14 +406,14 @@ def _slow(
     for i in np.flatnonzero((counted >= th.slow_min_answers) & (2 * above == counted)).tolist():
         flags[i] = float(np.median(latency[lo[i] : i + 1])) > limit
     firsts, lasts = _flag_runs(flags)
-    windows = _evidence_bounds(t, slow, lo, firsts, lasts)
-    episodes = settle([*_windowed(windows, end), *run_slow])
+    stretches = _evidence_bounds(t, slow, lo, firsts, lasts)
+    episodes = settle([*_windowed(stretches, end), *run_slow])
     if not episodes:
         return []
     last = episodes[-1]
     stop = np.inf if last.end is None else last.end
     rows = (t >= last.start) & (t <= stop)
-    if windows and rows.any() and slow[rows].any():
+    if stretches and rows.any() and slow[rows].any():
         median = float(np.median(latency[rows]))
         median_ms = f"{median * 1000:.0f}"
         evidence: dict[str, Any] = {"latency_median_ms": round(median * 1000, 3)}
