@@ -252,3 +252,25 @@ def test_liveness_thresholds_are_overridable_and_checked_with_file_and_key(tmp_p
     text = str(err.value)
     assert "bad.toml:2" in text and "thresholds.liveness_not_polled_periods" in text
     assert "bad.toml:3" in text and "thresholds.liveness_typo" in text
+
+
+def test_the_record_does_not_depend_on_batches_and_analyze_keeps_all_of_it() -> None:
+    from candiag.decode.dbc import load_dbc_paths
+    from candiag.sim.protocols.packs import pack_path
+    from tests.test_liveness import _simulate, _tracker
+
+    batch = _simulate("winline", 12.0, "module_silent@3+2", "rejected_requests@7+2:module=2")
+    whole, split = _tracker("winline", batch).timeline(), _tracker("winline", batch, 23).timeline()
+    assert [m.address for m in whole] == [m.address for m in split] == [1, 2, 3, 4]
+    for a, b in zip(whole, split, strict=True):
+        for name in ("asked_t", "latency_s", "second", "late_t", "error_t", "error_code"):
+            assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), name
+    assert np.isnan(whole[3].latency_s).sum() >= 2 and whole[1].error_t.size > 0
+    from candiag.decode.decoder import BatchDecoder
+    from candiag.liveness import LivenessTracker
+
+    tracker = LivenessTracker(load_dbc_paths([pack_path("winline")]))
+    assert not tracker.keep_history
+    tracker.keep_all()
+    tracker.update(BatchDecoder(tracker.db).decode(batch))
+    assert tracker.modules and all(m.asked_log.keep_history for m in tracker.modules.values())
