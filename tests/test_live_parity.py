@@ -218,3 +218,69 @@ def test_live_loop_and_analyze_agree_on_the_nodes_groups_findings(tmp_path: Path
             for e in offline[key]["episodes"]
         ]
         assert bounds(live[key]) == want, key
+
+
+# Liveness group: polled power modules (candiag/liveness/intervals.py), each fault twice.
+PROTOCOL_FAULTS = (
+    "module_silent@70.3+4",
+    "module_silent@130.3+4",
+    "controller_silent@100.3+4:module=1",
+    "controller_silent@160.3+4:module=1",
+    "rejected_requests@85.3+3:module=2",
+    "duplicate_address@190.3+3",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["winline", "huawei"])
+def test_live_loop_and_analyze_agree_on_liveness_episodes(protocol: str, tmp_path: Path) -> None:
+    from candiag.decode.dbc import load_dbc_paths
+    from candiag.liveness.intervals import LIVENESS_CODES
+    from candiag.sim.protocols.packs import pack_path
+
+    capture = tmp_path / "parity.log"
+    args = ["simulate", "--protocol", protocol, "-o", str(capture), "-d", "240", "-q"]
+    for fault in PROTOCOL_FAULTS:
+        args += ["--fault", fault]
+    assert main(args) == 0
+    db = load_dbc_paths([pack_path(protocol)])
+    result = analyze_capture(capture, db, bitrate=125_000)
+
+    whole = FrameBatch.concat(list(CaptureReader(capture).batches()))
+    t0, t1 = float(whole.timestamp[0]), float(whole.timestamp[-1])
+    monitor = LiveBus(BusConfig(name="can0", interface="virtual", channel="t"), db)
+    monitor.set_link(True, t0)
+    engine = DiagnosisEngine()
+    step = 0.25
+    edges = np.searchsorted(whole.timestamp, np.arange(t0, t1 + step, step), side="left")
+    for k, (lo, hi) in enumerate(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True)):
+        now = min(t0 + (k + 1) * step, t1)
+        monitor.process(whole.take(slice(lo, hi)))
+        monitor.advance(now)
+        if k % 4 == 3 or hi == len(whole):
+            report = monitor.report(now)
+            engine.update(now, [report], [], [bus_timeline(monitor.pipeline, now)])
+    engine.update(t1, [monitor.report(t1)], [], [bus_timeline(monitor.pipeline, t1)])
+
+    offline = {
+        (f["code"], f["subject"]): f
+        for f in _flat_json(result.report.to_json()["findings"])
+        if f["code"] in LIVENESS_CODES
+    }
+    live = {k: f for k, f in flat(engine.all_findings()).items() if k[0] in LIVENESS_CODES}
+    assert set(offline) == set(live)
+    assert {
+        (
+            "CAN_MODULE_NOT_ANSWERING",
+            "can0/power_module/4" if protocol == "winline" else "can0/power_module/2",
+        ),
+        ("CAN_CONTROLLER_NOT_POLLING", "can0/power_module/1"),
+        ("CAN_MODULE_REJECTS_REQUESTS", "can0/power_module/2"),
+    } <= set(live), sorted(live)
+    for key, f in offline.items():
+        want = [
+            (round(e["start"], 3), None if e["end"] is None else round(e["end"], 3))
+            for e in f["episodes"]
+        ]
+        assert bounds(live[key]) == want, key
+        assert len(want) >= 1

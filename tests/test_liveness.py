@@ -14,6 +14,7 @@ import pytest
 from candiag.decode.dbc import load_dbc_paths
 from candiag.decode.decoder import BatchDecoder
 from candiag.diagnosis.engine import DiagnosisEngine
+from candiag.diagnosis.timeline import bus_timeline
 from candiag.health.pipeline import BusPipeline
 from candiag.ingest.frames import FrameBatch
 from candiag.liveness import LivenessTracker
@@ -77,7 +78,8 @@ def findings_over_time(
         if hi > lo:
             pipeline.process(batch.take(np.arange(lo, hi)))
         pipeline.advance(cut)
-        raised, _ = engine.update(cut, [pipeline.report(cut, detail=False)])
+        report, timeline = pipeline.report(cut, detail=False), bus_timeline(pipeline, cut)
+        raised, _ = engine.update(cut, [report], timelines=[timeline])
         for f in raised:
             first.setdefault((f.code, f.subject), cut - T0)
     return first

@@ -12,6 +12,7 @@ import pytest
 
 from candiag.decode.dbc import load_dbc_paths
 from candiag.diagnosis.engine import DiagnosisEngine
+from candiag.diagnosis.timeline import bus_timeline
 from candiag.health.pipeline import BusPipeline
 from candiag.ingest.live import BusReader
 from candiag.sim.faults import parse_fault
@@ -53,7 +54,9 @@ def test_live_detection_within_timeout_plus_one_poll(protocol: str, case: str) -
                 pipeline.process(batch)
             now = time.time()
             pipeline.advance(now)
-            for f in engine.update(now, [pipeline.report(now, detail=False)])[0]:
+            timeline = bus_timeline(pipeline, now)  # the interval rules, as the daemon runs them
+            report = pipeline.report(now, detail=False)
+            for f in engine.update(now, [report], timelines=[timeline])[0]:
                 raised.setdefault((f.code, f.subject), now - started - FAULT_AT)
             if any(code == expected for code, _ in raised):
                 break

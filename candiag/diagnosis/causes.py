@@ -20,7 +20,7 @@ from candiag.diagnosis.episodes import Episode
 if TYPE_CHECKING:
     from candiag.diagnosis.engine import Finding
 
-SUBJECT_RELATIONS = ("same_bus", "same_subject", "node_of_id")
+SUBJECT_RELATIONS = ("same_bus", "same_subject", "node_of_id", "same_address")
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,13 @@ def _subjects_relate(relation: str, cause: Finding, effect: Finding) -> bool:
     cause_bus = cause.subject.split("/", 1)[0]
     if relation == "same_bus":
         return effect.subject.split("/", 1)[0] == cause_bus
+    if relation == "same_address":
+        # A polled module's findings (liveness) and its nodes' (replies, requests to it) share
+        # the bus and the address, whatever the family; "<bus>/controller" is every module.
+        if effect.subject.split("/", 1)[0] != cause_bus:
+            return False
+        mine, theirs = cause.subject.split("/"), effect.subject.split("/")
+        return mine[-1] == "controller" or (len(theirs) == 3 and theirs[-1] == mine[-1])
     # node_of_id: the cause is "<bus>/<family>/<address>", the effect's evidence names
     # the family and node of the id it is about.
     parts = cause.subject.split("/")

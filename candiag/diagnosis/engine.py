@@ -208,6 +208,13 @@ THRESHOLD_LIMITS: dict[str, Limit] = {
     "coolant_critical_c": Limit(-40, 150, "degrees Celsius"),
     "modbus_crc_warning_share": Limit(0.001, 1, "a share of requests, 0-1"),
     "meter_reversed_min_a": Limit(0.1, 10_000, "amperes"),
+    # Request/response liveness (candiag/liveness/intervals.py, docs/liveness.md).
+    "liveness_unanswered_in_a_row": Limit(1, 1000, "requests in a row", kind="whole"),
+    "liveness_not_polled_periods": Limit(1.5, 1000, "poll periods, at least 1.5"),
+    "liveness_default_poll_period_s": Limit(0.01, 60, "seconds"),
+    "liveness_slow_reply_ms": Limit(1, 60_000, "milliseconds"),
+    "liveness_slow_min_answers": Limit(1, 10_000, "answers in 10 s", kind="whole"),
+    "liveness_conflict_min_share": Limit(0.01, 1, "a share of answered requests, 0-1"),
 }
 ENGINE_LIMITS: dict[str, Limit] = {
     "clear_after_s": Limit(0, 86_400, "seconds a condition must be absent"),

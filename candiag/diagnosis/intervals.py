@@ -42,6 +42,7 @@ from candiag.diagnosis.signalrules import RULES as SIGNAL_RULES
 from candiag.diagnosis.timeline import BusTimeline, ContactorTrace
 from candiag.diagnosis.windowrules import WINDOW_CODES, window_rules
 from candiag.health.signals import CLOSED, OPEN
+from candiag.liveness.intervals import LIVENESS_CODES, liveness_faults
 
 STATE_CODES = {"CAN_BUS_OFF": "bus_off", "CAN_ERROR_PASSIVE": "error_passive"}
 
@@ -182,6 +183,7 @@ RULES: tuple[IntervalRule, ...] = (
     IntervalRule(WINDOW_CODES, window_rules),
     *SIGNAL_RULES,  # node alarm bits, cooling, the CAN DC meter's sign (signalrules.py)
     IntervalRule(NODE_CODES, node_rules),
+    IntervalRule(LIVENESS_CODES, liveness_faults),  # candiag/liveness/intervals.py
 )
 #: The codes interval rules own: instants do not judge them.
 INTERVAL_CODES: frozenset[str] = frozenset().union(*(rule.codes for rule in RULES))

@@ -23,6 +23,9 @@ trackers recorded as intervals while the frames went by:
 * nodes group: per node its duplicate stretches (rate judged at every arrival, and its
   duplicate-address alarm bit) and every firmware change; per identifier the stretches
   it broke its declared cycle (:class:`candiag.health.ids.CycleHistory`).
+* per polled power module (liveness group): every judged request with its answer's latency
+  and second answers, late replies, error replies, serial changes and duplicate-address
+  bits (:class:`candiag.liveness.exchanges.ModuleExchanges`; live: the last hour).
 
 Offline it covers the whole capture; live, what the trackers remember (bounded per node
 and contactor).  Built by :func:`bus_timeline` from a :class:`BusPipeline`; read by
@@ -63,6 +66,7 @@ EVIDENCE_COLUMNS = (
 
 if TYPE_CHECKING:
     from candiag.health.pipeline import BusPipeline
+    from candiag.liveness.exchanges import ModuleExchanges
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,8 @@ class BusTimeline:
     bitrate_known: bool = False
     allowed_firmware: Mapping[str, frozenset[str]] = field(default_factory=dict)
     cycle_breaks: tuple[CycleSpan, ...] = ()
+    # Liveness group: polled power modules' exchanges (candiag/liveness/intervals.py).
+    modules: tuple[ModuleExchanges, ...] = ()
 
 
 def bus_timeline(pipeline: BusPipeline, now: float | None = None) -> BusTimeline:
@@ -218,6 +224,8 @@ def bus_timeline(pipeline: BusPipeline, now: float | None = None) -> BusTimeline
             if tracker.allowed_firmware(family)
         },
         cycle_breaks=_cycle_spans(pipeline, pipeline.cycle_breaks()),
+        # Liveness group: what the liveness tracker recorded per polled module.
+        modules=pipeline.liveness.timeline() if pipeline.liveness.active else (),
     )
 
 

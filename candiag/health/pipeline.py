@@ -203,7 +203,8 @@ class BusPipeline:
         self.protocol = SecondRing(PROTOCOL_COLUMNS)
         self.nodes = NodeTracker(db, policies)
         self.signals = SignalStats(db, history_s=None if whole else SERIES_HISTORY_S)
-        self.liveness = LivenessTracker(db)  # request/response exchanges of protocol packs
+        # Request/response exchanges of protocol packs (offline every one, live the last hour).
+        self.liveness = LivenessTracker(db, keep_history=whole)
         self.timeline = Timeline() if keep_history else None
         self.decoded_frames = 0
         self.unknown_ids = CappedIdCounter()

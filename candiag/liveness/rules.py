@@ -6,19 +6,19 @@ are the module (its supply, its address setting, the wiring to it); no requests 
 controller (its software, its CAN port), or candiag listening on another segment.  A module
 whose answers stopped *before* the controller stopped asking it stays "not answering" (the
 controller gave it up: Infy drops a silent module after 15 s and never asks again).
-Thresholds are data (``candiag/data/liveness.toml``), the texts are rules of
-``candiag/data/diagnosis.toml`` (their appended section).
+Thresholds are the ``liveness_*`` keys of ``[thresholds]`` in ``candiag/data/diagnosis.toml``
+(overridable by a user's ``thresholds_file`` like every other), the texts its appended
+``[rules.CAN_MODULE_*]`` tables.  These instant conditions judge a bus without a timeline;
+where the bus has one, :mod:`candiag.liveness.intervals` judges the same codes with
+episodes exact to the requests and replies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from typing import Any
 
-from candiag.config.toml import loads
 from candiag.diagnosis.engine import Condition, RuleBook
 from candiag.health.report import BusReport
 
@@ -33,28 +33,26 @@ CODES = (
 
 @dataclass(frozen=True)
 class LivenessThresholds:
-    unanswered_in_a_row: int = 2
-    not_polled_periods: float = 2.5
-    default_poll_period_s: float = 1.0
-    slow_reply_ms: float = 100.0
-    slow_min_answers: int = 3
-    conflict_min_share: float = 0.25
+    """The ``liveness_*`` keys of ``[thresholds]`` in ``candiag/data/diagnosis.toml`` (the
+    one place of their defaults; a user's ``thresholds_file`` overrides them)."""
 
+    unanswered_in_a_row: int
+    not_polled_periods: float
+    default_poll_period_s: float
+    slow_reply_ms: float
+    slow_min_answers: int
+    conflict_min_share: float
 
-@cache
-def load_thresholds() -> LivenessThresholds:
-    """The ``[liveness]`` table of the shipped ``liveness.toml`` (defaults where absent)."""
-    text = resources.files("candiag.data").joinpath("liveness.toml").read_text("utf-8")
-    table = loads(text).get("liveness", {})
-    base = LivenessThresholds()
-    return LivenessThresholds(
-        unanswered_in_a_row=int(table.get("unanswered_in_a_row", base.unanswered_in_a_row)),
-        not_polled_periods=float(table.get("not_polled_periods", base.not_polled_periods)),
-        default_poll_period_s=float(table.get("default_poll_period_s", base.default_poll_period_s)),
-        slow_reply_ms=float(table.get("slow_reply_ms", base.slow_reply_ms)),
-        slow_min_answers=int(table.get("slow_min_answers", base.slow_min_answers)),
-        conflict_min_share=float(table.get("conflict_min_share", base.conflict_min_share)),
-    )
+    @classmethod
+    def from_book(cls, book: RuleBook) -> LivenessThresholds:
+        return cls(
+            unanswered_in_a_row=int(book.t("liveness_unanswered_in_a_row")),
+            not_polled_periods=book.t("liveness_not_polled_periods"),
+            default_poll_period_s=book.t("liveness_default_poll_period_s"),
+            slow_reply_ms=book.t("liveness_slow_reply_ms"),
+            slow_min_answers=int(book.t("liveness_slow_min_answers")),
+            conflict_min_share=book.t("liveness_conflict_min_share"),
+        )
 
 
 def module_subject(bus: str, address: Any) -> str:
@@ -70,7 +68,7 @@ def liveness_conditions(
     modules = list(section.get("modules") or [])
     if not modules:
         return
-    th = load_thresholds()
+    th = LivenessThresholds.from_book(book)
     name = str(base.get("bus", bus.name))
     protocols = section.get("protocols") or {}
     not_polled: list[tuple[Mapping[str, Any], dict[str, Any]]] = []

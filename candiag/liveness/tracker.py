@@ -30,6 +30,7 @@ from candiag.decode.decoder import (
     DIRECTION_REQUEST,
     DecodeResult,
 )
+from candiag.liveness.exchanges import EventLog, ModuleExchanges
 from candiag.liveness.pairing import Replies, Requests, pair
 
 F64 = npt.NDArray[np.float64]
@@ -70,8 +71,54 @@ class ModuleLiveness:
     unanswered_run: int = 0
     unanswered_since: float | None = None
     duplicate_bit_at: float | None = None  # last reply with the duplicate-address bit set
+    # The record the interval rules read (candiag/liveness/exchanges.py): live the last hour.
+    keep_history: bool = False
+    asked_log: EventLog = field(init=False)
+    late_log: EventLog = field(init=False)
+    error_log: EventLog = field(init=False)
+    serial_log: EventLog = field(init=False)
+    dup_log: EventLog = field(init=False)
+    last_serial: int | None = None
     _latencies: F64 = field(default_factory=lambda: np.zeros(0))
     _recent: dict[str, tuple[F64, F64]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        keep = self.keep_history
+        self.asked_log = EventLog("latency", "second", keep_history=keep)
+        self.late_log = EventLog(keep_history=keep)
+        self.error_log = EventLog("code", keep_history=keep)
+        self.serial_log = EventLog("serial", keep_history=keep)
+        self.dup_log = EventLog(keep_history=keep)
+
+    def record_asked(self, t: F64, latency: F64, second: I64) -> None:
+        """Judged requests: their time, first answer's latency (NaN: none), further answers."""
+        self.asked_log.add(t, latency=latency, second=second)
+
+    def exchanges(self, poll_period_s: float | None, window_s: float) -> ModuleExchanges:
+        """The frozen record of :mod:`candiag.liveness.exchanges` for a bus timeline."""
+        asked_t, asked = self.asked_log.arrays()
+        late_t, _ = self.late_log.arrays()
+        error_t, errors = self.error_log.arrays()
+        serial_t, serials = self.serial_log.arrays()
+        dup_t, _ = self.dup_log.arrays()
+        return ModuleExchanges(
+            protocol=self.protocol,
+            address=self.address,
+            poll_period_s=poll_period_s,
+            reply_window_s=window_s,
+            first_asked=self.first_request,
+            last_asked=self.last_request,
+            asked_t=asked_t,
+            latency_s=np.asarray(asked["latency"], np.float64),
+            second=np.asarray(asked["second"], np.int64),
+            late_t=late_t,
+            error_t=error_t,
+            error_code=np.asarray(errors["code"], np.int64),
+            error_meanings=dict(self.error_meanings),
+            serial_t=serial_t,
+            serial=np.asarray(serials["serial"], np.int64),
+            dup_t=dup_t,
+        )
 
     def _keep(self, kind: str, t: F64, value: F64, now: float) -> None:
         old_t, old_v = self._recent.get(kind, (np.zeros(0), np.zeros(0)))
@@ -161,8 +208,10 @@ def _empty_requests() -> Requests:
 class LivenessTracker:
     """Request/response liveness of one bus's pack messages (see the module docstring)."""
 
-    def __init__(self, db: ChargerDatabase) -> None:
+    def __init__(self, db: ChargerDatabase, *, keep_history: bool = False) -> None:
         self.db = db
+        # Offline: every exchange kept for the interval rules; live: the last hour.
+        self.keep_history = keep_history
         self.exchanges = [m for m in db.messages if m.direction in ("request", "reply", "both")]
         self.active = any(m.direction in ("request", "both") for m in self.exchanges)
         windows = [
@@ -314,9 +363,13 @@ class LivenessTracker:
             mod.last_reply = (
                 float(t.max()) if mod.last_reply is None else max(mod.last_reply, float(t.max()))
             )
+            late = answers[sel] < 0
+            if late.any():
+                mod.late_log.add(t[late])
             errors = r["error"][sel]
             bad = errors != 0
             if bad.any():
+                mod.error_log.add(t[bad], code=errors[bad].astype(np.int64))
                 codes, counts = np.unique(errors[bad], return_counts=True)
                 mod.errors.update(dict(zip(codes.tolist(), counts.tolist(), strict=True)))
                 for code in codes.tolist():
@@ -325,9 +378,11 @@ class LivenessTracker:
             serial = r["serial"][sel]
             if (serial >= 0).any():
                 mod._keep("serial", t[serial >= 0], serial[serial >= 0].astype(np.float64), now)
+                _record_serial_changes(mod, t[serial >= 0], serial[serial >= 0])
             dup = r["dup"][sel]
             if dup.any():
                 mod.duplicate_bit_at = float(t[dup].max())
+                mod.dup_log.add(t[dup])
 
     def _fold_requests(
         self, q: Requests, judged: npt.NDArray[np.bool_], first: I64, second: I64, reply_t: F64
@@ -350,6 +405,9 @@ class LivenessTracker:
             mod.answered += int(np.count_nonzero(got))
             mod.unanswered += int(np.count_nonzero(~got))
             dup = second[sel]
+            latencies = np.full(sel.size, np.nan)
+            latencies[got] = reply_t[first[sel][got]] - q.t[sel][got]
+            mod.record_asked(q.t[sel], latencies, dup.astype(np.int64))
             mod.second_answers += int(dup.sum())
             if dup.any():
                 mod._keep("second", q.t[sel][dup > 0], dup[dup > 0].astype(np.float64), now)
@@ -407,6 +465,9 @@ class LivenessTracker:
                     # write them reversed to keep each request's first answer.
                     first[answers[from_node][::-1]] = from_node[::-1]
                 got = first[mine] >= 0
+                latencies = np.full(mine.size, np.nan)
+                latencies[got] = r["t"][first[mine][got]] - t[got]
+                mod.record_asked(t, latencies, np.zeros(mine.size, np.int64))
                 mod.requests += int(mine.size)
                 mod.answered += int(np.count_nonzero(got))
                 mod.unanswered += int(np.count_nonzero(~got))
@@ -439,7 +500,7 @@ class LivenessTracker:
         key = (protocol, node)
         mod = self.modules.get(key)
         if mod is None:
-            mod = self.modules[key] = ModuleLiveness(protocol, node)
+            mod = self.modules[key] = ModuleLiveness(protocol, node, keep_history=self.keep_history)
         return mod
 
     # -- views ----------------------------------------------------------------------
@@ -459,6 +520,13 @@ class LivenessTracker:
                     "reply_timeout_ms": p.reply_timeout_ms,
                 }
         return {}
+
+    def timeline(self) -> tuple[ModuleExchanges, ...]:
+        """Every module's exchanges for the bus timeline (the interval rules' evidence)."""
+        return tuple(
+            mod.exchanges(self.poll_period_s(proto), self.window_s)
+            for (proto, _), mod in sorted(self.modules.items(), key=lambda kv: kv[0])
+        )
 
     def report(self, now: float | None = None) -> dict[str, Any]:
         """The JSON-shaped liveness section of a bus report (empty when no exchange)."""
@@ -480,6 +548,17 @@ class LivenessTracker:
                 m.to_json(now) for _, m in sorted(self.modules.items(), key=lambda kv: kv[0])
             ],
         }
+
+
+def _record_serial_changes(mod: ModuleLiveness, t: F64, serial: I64) -> None:
+    """Serials that differ from the one before under this address (two modules answering
+    at one address alternate; a healthy module's serial is recorded once)."""
+    values = serial.astype(np.int64)
+    before = np.concatenate([[-1 if mod.last_serial is None else mod.last_serial], values[:-1]])
+    changed = values != before
+    mod.last_serial = int(values[-1])
+    if changed.any():
+        mod.serial_log.add(t[changed], serial=values[changed])
 
 
 def _ms(seconds: float | None) -> int | None:

@@ -19,6 +19,7 @@ liveness, nodes, meters, the raw view, fitting and scrolling) shares the same st
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -504,6 +505,20 @@ class ModuleExchange:
     silent_text: str  # which end is silent, in words
 
 
+@functools.cache
+def _liveness_thresholds() -> Any:
+    """The shipped ``liveness_*`` thresholds (``data/diagnosis.toml``): the table's words.
+
+    The findings use the engine's rule book, a user's ``thresholds_file`` included; the
+    table reads the defaults (the view has no rule book), so with an override the two can
+    word a borderline case differently.  The findings are the verdict.
+    """
+    from candiag.diagnosis.engine import load_rulebook
+    from candiag.liveness.rules import LivenessThresholds
+
+    return LivenessThresholds.from_book(load_rulebook())
+
+
 def silent_end(section: Mapping[str, Any], mod: Mapping[str, Any]) -> tuple[str, str]:
     """Which end of a module's exchange is silent, as the liveness rules judge it.
 
@@ -512,9 +527,7 @@ def silent_end(section: Mapping[str, Any], mod: Mapping[str, Any]) -> tuple[str,
     poll periods is the controller; answers that keep coming after the next request are slow,
     not silent.  ("", text) when both ends talk.
     """
-    from candiag.liveness.rules import load_thresholds
-
-    th = load_thresholds()
+    th = _liveness_thresholds()
     proto = (section.get("protocols") or {}).get(mod.get("protocol"), {})
     period_ms = proto.get("poll_period_ms")
     period = period_ms / 1000.0 if period_ms else th.default_poll_period_s
