@@ -380,7 +380,7 @@ class DiagnosisEngine:
         exactly as ``analyze`` runs them over a capture, so live and offline findings
         agree on the same frames.
         """
-        raised, cleared = self._update_instants(now, buses, modbus)
+        raised, cleared = self._update_instants(now, buses, modbus, {t.bus for t in timelines})
         if timelines:
             more_raised, more_cleared = self.apply_timelines(now, timelines)
             raised += more_raised
@@ -392,14 +392,16 @@ class DiagnosisEngine:
         now: float,
         buses: Sequence[BusReport],
         modbus: Sequence[Mapping[str, Any]],
+        timeline_buses: set[str],
     ) -> tuple[list[Finding], list[Finding]]:
         from candiag.diagnosis.intervals import INTERVAL_CODES
         from candiag.diagnosis.rules import evaluate
 
         recent = self._remember_modbus(now, modbus)
+        owned = self._timeline_buses | timeline_buses
         conditions = {
             (c.code, c.subject): c
-            for c in evaluate(self.book, buses, modbus, recent)
+            for c in evaluate(self.book, buses, modbus, recent, owned)
             if c.code not in INTERVAL_CODES or _bus(c.subject) not in self._timeline_buses
         }
         raised = self._raise(now, conditions)

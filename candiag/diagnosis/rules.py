@@ -13,7 +13,7 @@ as a fault.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from candiag.capture import CaptureStats
@@ -30,10 +30,17 @@ def evaluate(
     buses: Sequence[BusReport],
     modbus: Sequence[Mapping[str, Any]],
     modbus_past: Mapping[str, Mapping[str, Any]],
+    timeline_buses: Collection[str] = (),
 ) -> list[Condition]:
+    """Conditions at this instant.  A bus in ``timeline_buses`` is judged by the interval
+    rules (:mod:`candiag.diagnosis.intervals`, every CAN code but the link's state): only
+    its link is judged here, the rest would be computed to be ignored."""
     out: list[Condition] = []
     for bus in buses:
-        out.extend(bus_conditions(book, bus))
+        if bus.name in timeline_buses:
+            out.extend(link_conditions(bus))
+        else:
+            out.extend(bus_conditions(book, bus))
     out.extend(plausibility_conditions(book, buses, modbus))
     for dev in modbus:
         out.extend(modbus_conditions(book, dev, modbus_past.get(str(dev.get("name", "")), {})))
@@ -43,11 +50,20 @@ def evaluate(
 # -- CAN bus -----------------------------------------------------------------------------
 
 
+def link_conditions(bus: BusReport) -> Iterator[Condition]:
+    """The link's state: down (live only; a capture has no link)."""
+    if not bus.up:
+        base = {"bus": bus.name, **_bitrate_fields(bus)}
+        yield Condition("CAN_BUS_DOWN", bus.name, base, {"down_since": bus.down_since})
+
+
 def bus_conditions(book: RuleBook, bus: BusReport) -> Iterator[Condition]:
+    """Every CAN rule at this instant, for a report without a timeline (the interval rules
+    judge the same codes over a timeline, exact to the frames)."""
     name = bus.name
     base = {"bus": name, **_bitrate_fields(bus)}
     if not bus.up:
-        yield Condition("CAN_BUS_DOWN", name, base, {"down_since": bus.down_since})
+        yield from link_conditions(bus)
         return
     yield from error_frame_conditions(book, bus, base)
     yield from load_and_drop_conditions(book, bus, base)

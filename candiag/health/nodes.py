@@ -39,6 +39,7 @@ from candiag.health.jsontypes import JsonObject
 
 if TYPE_CHECKING:
     from candiag.decode.dbc import ChargerDatabase
+    from candiag.decode.dbc_model import MessageDef
     from candiag.decode.decoder import DecodedMessage, DecodeResult
 
 NODE_STATUSES = ("online", "offline", "intermittent", "duplicate")
@@ -256,7 +257,10 @@ class NodeTracker:
     def _family_timeouts(db: ChargerDatabase, factor: float) -> dict[str, float]:
         out: dict[str, float] = {}
         for family, messages in db.families.items():
-            cycles = [m.cycle_time_ms for m in messages if m.cycle_time_ms]
+            # A polled module answers once per poll: the poll period is its cycle, so a
+            # module is offline after 3 unanswered polls, after the liveness rules said
+            # "not answering" (2 in a row), and a slow answer is no dropout.
+            cycles = [_cycle_or_poll_ms(m) for m in messages if _cycle_or_poll_ms(m)]
             if cycles:
                 out[family] = max(MIN_DEFAULT_TIMEOUT_S, factor * min(cycles) / 1000.0)
         return out
@@ -774,3 +778,18 @@ def _group_of(rows: list[int], starts: npt.NDArray[np.intp]) -> list[int]:
         return []
     out: list[int] = (np.searchsorted(starts, np.asarray(rows), side="right") - 1).tolist()
     return out
+
+
+# A pack that states no poll period (UNCERTAIN in its comment): the period the liveness
+# rules assume then (``liveness_default_poll_period_s`` in data/diagnosis.toml).
+ASSUMED_POLL_MS = 1000
+
+
+def _cycle_or_poll_ms(message: MessageDef) -> int:
+    """A message's declared cycle, else its protocol pack's poll period (0: neither)."""
+    if message.cycle_time_ms:
+        return int(message.cycle_time_ms)
+    protocol = message.protocol
+    if protocol is None:
+        return 0
+    return int(protocol.poll_period_ms) if protocol.poll_period_ms else ASSUMED_POLL_MS
