@@ -309,9 +309,12 @@ def build_report(
         channels = [b.channel for b in recording.buses] if recording is not None else []
         buses.pipeline(channels[0] if channels else "can")
     reports: dict[str, BusReport] = {}
+    # Every bus as of the capture's end, as the rules judged it: a channel that went
+    # silent before the others is silent in its report too (not "online" at its last frame).
+    end = buses.last_ts
     for channel, p in buses.pipelines.items():
         choice = buses.choices[channel]
-        report = p.report()
+        report = p.report(end)
         assert report.bus_load is not None  # a full report
         load = replace(report.bus_load, bitrate_source=choice.source, bitrate_detail=choice.detail)
         reports[p.name] = replace(report, bus_load=load)
