@@ -35,6 +35,16 @@ OPERATIONS = REPO / "docs" / "operations.md"
 
 # The metric names agreed project-wide (README "Prometheus metrics"); what rules and the
 # dashboard may read.
+# The request/response liveness metrics per module (candiag/metrics/liveness.py).
+MODULE_METRICS = (
+    "candiag_module_requests_total",
+    "candiag_module_replies_total",
+    "candiag_module_unanswered_total",
+    "candiag_module_error_replies_total",
+    "candiag_module_second_answers_total",
+    "candiag_module_reply_latency_seconds",
+    "candiag_module_last_request_age_seconds",
+)
 AGREED_METRICS = frozenset(
     {
         "candiag_build_info",
@@ -75,13 +85,7 @@ AGREED_METRICS = frozenset(
         "candiag_meter_temperature_celsius",
         "candiag_finding_active",
         # Request/response liveness per module (candiag/metrics/liveness.py).
-        "candiag_module_requests_total",
-        "candiag_module_replies_total",
-        "candiag_module_unanswered_total",
-        "candiag_module_error_replies_total",
-        "candiag_module_second_answers_total",
-        "candiag_module_reply_latency_seconds",
-        "candiag_module_last_request_age_seconds",
+        *MODULE_METRICS,
         "candiag_loop_last_run_timestamp_seconds",
         "candiag_config_reload_failures_total",
         "candiag_config_last_reload_successful",

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from helpers_prom import (
     AGREED_METRICS,
+    MODULE_METRICS,
     REPO,
     check_expressions,
     dashboard_and_alert_expressions,
@@ -107,13 +108,7 @@ def test_dashboard_covers_the_required_views(dashboard: dict[str, Any]) -> None:
         "candiag_modbus_request_failures_total",
         "candiag_meter_voltage_volts",
         "candiag_finding_active",
-        "candiag_module_requests_total",
-        "candiag_module_replies_total",
-        "candiag_module_unanswered_total",
-        "candiag_module_error_replies_total",
-        "candiag_module_second_answers_total",
-        "candiag_module_reply_latency_seconds",
-        "candiag_module_last_request_age_seconds",
+        *MODULE_METRICS,
     ):
         assert metric in used, f"no panel shows {metric}"
     by_unit = {

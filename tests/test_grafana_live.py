@@ -31,6 +31,9 @@ from typing import Any
 
 import pytest
 from helpers_prom import (
+    MODULE_METRICS as AGREED_MODULE_METRICS,
+)
+from helpers_prom import (
     REPO,
     PrometheusServer,
     free_port,
@@ -54,17 +57,7 @@ pytestmark = pytest.mark.slow
 
 MODULES = {str(n) for n in range(1, 9)}  # config/demo.toml: power_module expected 1-8
 RANGE_S = 20
-MODULE_METRICS = frozenset(
-    {
-        "candiag_module_requests_total",
-        "candiag_module_replies_total",
-        "candiag_module_unanswered_total",
-        "candiag_module_error_replies_total",
-        "candiag_module_second_answers_total",
-        "candiag_module_reply_latency_seconds",
-        "candiag_module_last_request_age_seconds",
-    }
-)
+MODULE_METRICS = frozenset(AGREED_MODULE_METRICS)
 #: Sampleless on the demo charger, but the protocol bus must give these.
 SAMPLELESS = SAMPLELESS_IN_SIMULATION - MODULE_METRICS
 PROTOCOL_FAULTS = (

@@ -60,18 +60,9 @@ def bounds(f: Finding) -> list[tuple[float, float | None]]:
     return [(round(e.start, 3), None if e.end is None else round(e.end, 3)) for e in f.episodes]
 
 
-def both_ways(
-    capture: Path, faults: tuple[str, ...]
-) -> tuple[dict[tuple[str, str], dict[str, Any]], DiagnosisEngine, list[dict[str, Any]]]:
-    """The capture analyzed offline, and fed to a live bus whose engine runs every second:
-    (offline findings by key, the live engine, the offline top-level findings)."""
-    args = ["simulate", "-o", str(capture), "-d", "240"]
-    for fault in faults:
-        args += ["--fault", fault]
-    assert main(args) == 0
-    db = load_reference_database()
-    result = analyze_capture(capture, db, bitrate=125_000)
-
+def live_engine(capture: Path, db: Any) -> DiagnosisEngine:
+    """``capture`` fed to a live bus in quarter-second batches, its engine run every second
+    with the bus's report and timeline, as the daemon's loop does."""
     whole = FrameBatch.concat(list(CaptureReader(capture).batches()))
     t0, t1 = float(whole.timestamp[0]), float(whole.timestamp[-1])
     monitor = LiveBus(BusConfig(name="can0", interface="virtual", channel="t"), db)
@@ -87,6 +78,22 @@ def both_ways(
             report = monitor.report(now)
             engine.update(now, [report], [], [bus_timeline(monitor.pipeline, now)])
     engine.update(t1, [monitor.report(t1)], [], [bus_timeline(monitor.pipeline, t1)])
+    return engine
+
+
+def both_ways(
+    capture: Path, faults: tuple[str, ...]
+) -> tuple[dict[tuple[str, str], dict[str, Any]], DiagnosisEngine, list[dict[str, Any]]]:
+    """The capture analyzed offline, and fed to a live bus whose engine runs every second:
+    (offline findings by key, the live engine, the offline top-level findings)."""
+    args = ["simulate", "-o", str(capture), "-d", "240"]
+    for fault in faults:
+        args += ["--fault", fault]
+    assert main(args) == 0
+    db = load_reference_database()
+    result = analyze_capture(capture, db, bitrate=125_000)
+
+    engine = live_engine(capture, db)
     top = result.report.to_json()["findings"]
     return {(f["code"], f["subject"]): f for f in _flat_json(top)}, engine, top
 
@@ -161,21 +168,7 @@ NODE_FAULTS = (
 
 
 def _live_findings(capture: Path, db: Any) -> dict[tuple[str, str], Finding]:
-    """``capture`` fed to a live bus in quarter-second batches, evaluated every second."""
-    whole = FrameBatch.concat(list(CaptureReader(capture).batches()))
-    t0, t1 = float(whole.timestamp[0]), float(whole.timestamp[-1])
-    monitor = LiveBus(BusConfig(name="can0", interface="virtual", channel="t"), db)
-    monitor.set_link(True, t0)
-    engine = DiagnosisEngine()
-    edges = np.searchsorted(whole.timestamp, np.arange(t0, t1 + 0.25, 0.25), side="left")
-    for k, (lo, hi) in enumerate(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True)):
-        now = min(t0 + (k + 1) * 0.25, t1)
-        monitor.process(whole.take(slice(lo, hi)))
-        monitor.advance(now)
-        if k % 4 == 3:
-            engine.update(now, [monitor.report(now)], [], [bus_timeline(monitor.pipeline, now)])
-    engine.update(t1, [monitor.report(t1)], [], [bus_timeline(monitor.pipeline, t1)])
-    return flat(engine.all_findings())
+    return flat(live_engine(capture, db).all_findings())
 
 
 @pytest.mark.slow
@@ -246,21 +239,7 @@ def test_live_loop_and_analyze_agree_on_liveness_episodes(protocol: str, tmp_pat
     db = load_dbc_paths([pack_path(protocol)])
     result = analyze_capture(capture, db, bitrate=125_000)
 
-    whole = FrameBatch.concat(list(CaptureReader(capture).batches()))
-    t0, t1 = float(whole.timestamp[0]), float(whole.timestamp[-1])
-    monitor = LiveBus(BusConfig(name="can0", interface="virtual", channel="t"), db)
-    monitor.set_link(True, t0)
-    engine = DiagnosisEngine()
-    step = 0.25
-    edges = np.searchsorted(whole.timestamp, np.arange(t0, t1 + step, step), side="left")
-    for k, (lo, hi) in enumerate(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True)):
-        now = min(t0 + (k + 1) * step, t1)
-        monitor.process(whole.take(slice(lo, hi)))
-        monitor.advance(now)
-        if k % 4 == 3 or hi == len(whole):
-            report = monitor.report(now)
-            engine.update(now, [report], [], [bus_timeline(monitor.pipeline, now)])
-    engine.update(t1, [monitor.report(t1)], [], [bus_timeline(monitor.pipeline, t1)])
+    engine = live_engine(capture, db)
 
     offline = {
         (f["code"], f["subject"]): f

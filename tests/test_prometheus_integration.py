@@ -31,6 +31,7 @@ import yaml
 from external_tools import require_tool
 from helpers_prom import (
     ALERTS,
+    MODULE_METRICS,
     PROM_DIR,
     RECORDING,
     REPO,
@@ -54,13 +55,7 @@ SAMPLELESS_IN_SIMULATION = frozenset(
         "candiag_modbus_exception_replies_total",
         "candiag_finding_active",
         # The demo charger has no request/response protocol pack (test_grafana_live adds one).
-        "candiag_module_requests_total",
-        "candiag_module_replies_total",
-        "candiag_module_unanswered_total",
-        "candiag_module_error_replies_total",
-        "candiag_module_second_answers_total",
-        "candiag_module_reply_latency_seconds",
-        "candiag_module_last_request_age_seconds",
+        *MODULE_METRICS,
     }
 )
 SCRAPES_BEFORE_QUERYING = 6

@@ -519,7 +519,7 @@ def _liveness_thresholds() -> Any:
     return LivenessThresholds.from_book(load_rulebook())
 
 
-def silent_end(section: Mapping[str, Any], mod: Mapping[str, Any]) -> tuple[str, str]:
+def _silent_end(section: Mapping[str, Any], mod: Mapping[str, Any]) -> tuple[str, str]:
     """Which end of a module's exchange is silent, as the liveness rules judge it.
 
     The same facts and thresholds as :mod:`candiag.liveness.rules`: requests going on without
@@ -561,7 +561,7 @@ def module_exchanges(buses: Sequence[BusView]) -> list[ModuleExchange]:
         for mod in section.get("modules") or ():
             latency = mod.get("latency_ms") or {}
             errors = mod.get("errors") or {}
-            silent, words = silent_end(section, mod)
+            silent, words = _silent_end(section, mod)
             rows.append(
                 ModuleExchange(
                     bus=bus.name,
