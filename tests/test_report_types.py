@@ -236,7 +236,8 @@ def test_readme_documents_every_top_level_key() -> None:
     golden = json.loads(
         gzip.decompress((ROOT / "tests/data/golden/two_buses.json.gz").read_bytes())
     )
-    assert _readme_keys("top") == list(golden)
+    # ``liveness`` (only with a request/response protocol pack) is documented too.
+    assert [k for k in _readme_keys("top") if k != "liveness"] == list(golden)
 
 
 def test_readme_documents_every_bus_key() -> None:
@@ -245,5 +246,27 @@ def test_readme_documents_every_bus_key() -> None:
     )
     bus = golden["buses"]["can0"]
     documented = _readme_keys("bus")
-    # ``link`` (live SocketCAN only) and ``down_since`` (live, while down) are documented too.
-    assert [k for k in documented if k not in ("link", "down_since")] == list(bus)
+    # ``link`` (live SocketCAN only), ``down_since`` (live, while down) and ``liveness`` (only
+    # with a request/response protocol pack) are documented too.
+    assert [k for k in documented if k not in ("link", "down_since", "liveness")] == list(bus)
+
+
+@pytest.mark.slow
+def test_readme_documents_the_keys_of_a_protocol_pack_capture(tmp_path: Path) -> None:
+    """A request/response pack adds ``liveness``: the README lists it, in its place."""
+    import subprocess
+    import sys
+
+    from candiag.sim.protocols.packs import pack_path
+
+    capture, out = tmp_path / "infy.log", tmp_path / "infy.json"
+    cli = [sys.executable, "-m", "candiag"]
+    subprocess.run([*cli, "simulate", "--protocol", "infy", "-o", str(capture), "-d", "20", "-q"],
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run([*cli, "analyze", str(capture), "--dbc", str(pack_path("infy")), "--json",
+                    str(out), "-q"], check=False, capture_output=True, timeout=120)  # fmt: skip
+    report = json.loads(out.read_text())
+    assert "liveness" in report
+    top = _readme_keys("top")
+    assert [k for k in top if k in report] == list(report)
+    assert set(report) <= set(top)
