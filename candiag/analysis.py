@@ -223,7 +223,8 @@ def analyze_capture(
         if len(batch) == 0:
             continue
         for channel, part in split_by_channel(_in_time_order(steps.remap(batch))).items():
-            buses.pipeline(channel).process(part)
+            for piece in _time_slices(part):
+                buses.pipeline(channel).process(piece)
     end = buses.last_ts
     first_detection: dict[str, float] = {}
     evaluations = 0
@@ -257,6 +258,24 @@ def _read_sample(batches: Iterator[FrameBatch]) -> list[FrameBatch]:
 def _chain(first: Iterable[FrameBatch], rest: Iterator[FrameBatch]) -> Iterator[FrameBatch]:
     yield from first
     yield from rest
+
+
+# A chunk goes to the trackers in slices of at most this much capture time: their per-second
+# rings hold an hour, and one slice spanning more would push its own first seconds out
+# before they were counted (error frames before a 2-hour stretch in one chunk were lost).
+MAX_SLICE_S = 600.0
+
+
+def _time_slices(batch: FrameBatch) -> Iterator[FrameBatch]:
+    """The time-sorted ``batch`` in consecutive slices spanning at most MAX_SLICE_S each."""
+    ts = batch.timestamp
+    if len(ts) == 0 or float(ts[-1] - ts[0]) <= MAX_SLICE_S:
+        yield batch
+        return
+    piece = np.floor((ts - ts[0]) / MAX_SLICE_S).astype(np.int64)
+    cuts = (np.flatnonzero(np.diff(piece)) + 1).tolist()
+    for lo, hi in zip([0, *cuts], [*cuts, len(ts)], strict=True):
+        yield batch.take(slice(lo, hi))
 
 
 def _in_time_order(batch: FrameBatch) -> FrameBatch:
