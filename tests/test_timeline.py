@@ -288,3 +288,25 @@ def test_three_dropouts_are_one_offline_finding_and_no_cycle_violation(
     assert folded == {"CAN_NODE_INTERMITTENT"}
     fresh = [v for k, v in report["signals"].items() if k.endswith("[3]")]
     assert fresh and not any(v["stale"] for v in fresh)  # it came back: fresh again
+
+
+def test_a_node_silent_after_the_ack_errors_stopped_is_not_their_consequence() -> None:
+    """Folding needs the effect to begin before its cause was over (an adversarial review:
+    a module silent 10 s after ACK errors had stopped was filed under them)."""
+    from candiag.diagnosis.causes import fold_consequences, load_causal_model
+    from candiag.diagnosis.engine import Condition, DiagnosisEngine
+    from candiag.diagnosis.episodes import Episode
+
+    engine = DiagnosisEngine()
+
+    def finding(code: str, subject: str, start: float, end: float | None) -> Any:
+        f = engine._make(Condition(code, subject, {"bus": "can0"}, {}), since=start)
+        f.episodes = [Episode(start, end)]
+        return f
+
+    ack = finding("CAN_ERR_ACK", "can0", 70.0, 80.0)
+    during = finding("CAN_NODE_OFFLINE", "can0/power_module/2", 69.5, None)
+    after = finding("CAN_NODE_OFFLINE", "can0/power_module/3", 90.0, None)
+    top = fold_consequences([ack, during, after], load_causal_model())
+    assert [f.subject for f in top] == ["can0", "can0/power_module/3"]
+    assert [c.subject for c in ack.consequences] == ["can0/power_module/2"]

@@ -121,7 +121,20 @@ def _explains(link: CausalLink, cause: Finding, effect: Finding) -> bool:
     if not _subjects_relate(link.subjects, cause, effect):
         return False
     causes = _episodes(cause)
-    return all(any(e.overlaps(c, link.grace_s) for c in causes) for e in _episodes(effect))
+    return all(any(_follows(e, c, link.grace_s) for c in causes) for e in _episodes(effect))
+
+
+def _follows(effect: Episode, cause: Episode, grace_s: float) -> bool:
+    """``effect`` overlaps ``cause`` widened by the grace, and began before the cause was
+    over: a node that went silent after the ACK errors had stopped (the other nodes
+    acknowledged again) is not silent because of them (an adversarial review)."""
+    began_in_time = cause.end is None or effect.start <= cause.end + LATE_START_S
+    return began_in_time and effect.overlaps(cause, grace_s)
+
+
+# An effect that starts this long after its cause ended is not its consequence (a frame
+# period's tolerance for effects bounded by the frame that ended the cause).
+LATE_START_S = 1.0
 
 
 def _episodes(f: Finding) -> list[Episode]:
