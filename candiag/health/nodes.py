@@ -670,8 +670,7 @@ def _note_duplicate_rates(
 ) -> None:
     """Duplicate stretches judged at every arrival of the node's rate message.
 
-    At each arrival the rate over the last :data:`RATE_TAIL` arrivals (at least
-    :data:`MIN_FRAMES_FOR_RATE`) is compared with the nominal one, as the status view does
+    At each arrival the rate over the last :data:`RATE_TAIL` arrivals is compared with the nominal one, as the status view does
     at one instant.  A stretch starts at the first arrival of that window that ends an
     interval shorter than ``cycle / DUPLICATE_RATE_FACTOR`` (the second sender's first
     frames: a single sender never sends that fast) and ends at the last such arrival
@@ -688,7 +687,9 @@ def _note_duplicate_rates(
     j = np.maximum(0, i - (RATE_TAIL - 1))
     span = times[i] - times[j]
     counted = i - j
-    valid = (counted + 1 >= MIN_FRAMES_FOR_RATE) & (span > 0)
+    # A full window of arrivals: over fewer, a capture's coarse timestamps (a 0.5 s or 1 s
+    # grid) shorten the span by up to a grid step and fake a doubled rate.
+    valid = (counted + 1 >= RATE_TAIL) & (span > 0)
     ratio = np.where(valid, counted / np.where(span > 0, span, 1.0) * cycle_s, 0.0)
     short = np.zeros(times.size, np.bool_)
     short[1:] = np.diff(times) < fast
