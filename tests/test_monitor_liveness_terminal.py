@@ -13,7 +13,6 @@ import contextlib
 import fcntl
 import os
 import re
-import select
 import struct
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from typing import IO
 import pytest
 
 from candiag.sim.protocols.packs import pack_path
+from tests.test_liveview_terminal import Terminal as ScreenTerminal
 
 pyte = pytest.importorskip("pyte")
 
@@ -72,7 +72,7 @@ class Pacer(threading.Thread):
         self.join(10)
 
 
-class Terminal:
+class Terminal(ScreenTerminal):
     """``candiag monitor -`` on a pty of ``columns`` x ``lines`` (its controlling terminal, so
     the keys come from it while the data comes on stdin), emulated by pyte."""
 
@@ -98,34 +98,6 @@ class Terminal:
         assert self.proc.stdin is not None
         self.pacer = Pacer(log, self.proc.stdin)
         self.pacer.start()
-
-    def pump(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            ready, _, _ = select.select([self.master], [], [], 0.05)
-            if ready:
-                try:
-                    self.stream.feed(os.read(self.master, 1 << 16))
-                except OSError:
-                    return
-
-    @property
-    def rows(self) -> list[str]:
-        return [line.rstrip() for line in self.screen.display]
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.rows)
-
-    def wait_until(self, what: str, ok: Callable[[str], bool], timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not ok(self.text) and time.monotonic() < deadline:
-            self.pump(0.2)
-        assert ok(self.text), f"{what}; the screen shows:\n{self.text}"
-
-    def press(self, keys: str, settle: float = 0.8) -> None:
-        os.write(self.master, keys.encode())
-        self.pump(settle)
 
     def close(self) -> None:
         self.pacer.stop()
@@ -172,13 +144,15 @@ def test_monitor_100x30_shows_the_liveness_table_compact_and_names_the_silent_mo
     terminal: Callable[..., Terminal],
 ) -> None:
     term = terminal(100, 30)
-    term.wait_until("the bus", lambda t: "CAN buses" in t and "error_active" in t)
+    term.wait_until("the bus", lambda t: "CAN buses" in t and "error_active" in t, timeout=60)
     # The table is below the findings: scroll down until it is on the screen.
     for _ in range(12):
         if "Requests/replies" in term.text:
             break
         term.press("\x1b[6~", settle=0.5)  # PgDn
-    term.wait_until("the liveness table", lambda t: "Requests/replies" in t and "unans" in t)
+    term.wait_until(
+        "the liveness table", lambda t: "Requests/replies" in t and "unans" in t, timeout=60
+    )
     assert "infy_v1.13, poll 1 s" in term.text
     term.wait_until("module 4 silent, 1 talking", _module_silent, timeout=60)
     text = term.text
