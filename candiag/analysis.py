@@ -260,10 +260,11 @@ def _chain(first: Iterable[FrameBatch], rest: Iterator[FrameBatch]) -> Iterator[
     yield from rest
 
 
-# A chunk goes to the trackers in slices of at most this much capture time: their per-second
-# rings hold an hour, and one slice spanning more would push its own first seconds out
-# before they were counted (error frames before a 2-hour stretch in one chunk were lost).
-MAX_SLICE_S = 600.0
+# A chunk goes to the trackers in slices of at most this much capture time, half their
+# per-second rings' hour: a slice spanning more than the hour would push its own first
+# seconds out before they were counted (error frames before a 2-hour stretch in one chunk
+# were lost); fewer, longer slices cost less (each is a pass through every tracker).
+MAX_SLICE_S = 1800.0
 
 
 def _time_slices(batch: FrameBatch) -> Iterator[FrameBatch]:
