@@ -268,33 +268,37 @@ class LiveEngine:
     # -- views --------------------------------------------------------------------------
     def reports(self, now: float | None = None) -> dict[str, BusReport]:
         """Every bus's report by bus name (frozen while paused): what diagnosis reads."""
-        if self._paused is not None:
-            return self._paused.reports
         now = self.clock.now() if now is None else now
-        with self.lock:
+        with self.lock:  # the pause is read under the lock: see bus_snapshots
+            if self._paused is not None:
+                return self._paused.reports
             return {name: bus.report(now) for name, bus in self.buses.items()}
 
     def bus_snapshots(self, now: float | None = None) -> tuple[BusSnapshot, ...]:
         """Every bus's exported picture (metrics), from the same figures as its report."""
-        if self._paused is not None:
-            return self._paused.buses
         now = self.clock.now() if now is None else now
         with self.lock:
+            # Read under the lock with the buses: a scrape that saw "not paused" just before
+            # a reload paused and stopped the engine then found no bus at all (a flake of
+            # tests/faults/test_daemon_faults.py); stop() empties the buses under this lock,
+            # after pause() kept the picture.
+            if self._paused is not None:
+                return self._paused.buses
             return tuple(bus.snapshot(now) for bus in self.buses.values())
 
     def meters(self) -> list[dict[str, Any]]:
         """Every Modbus device's state (live times), as the diagnosis and the view read it."""
-        if self._paused is not None:
-            return self._paused.meters
-        with self.lock:
+        with self.lock:  # the pause is read under the lock: see bus_snapshots
+            if self._paused is not None:
+                return self._paused.meters
             pollers = list(self.pollers)
         return [d.as_dict() for p in pollers for d in p.snapshot()]
 
     def modbus_snapshots(self) -> tuple[ModbusDeviceSnapshot, ...]:
         """Every Modbus device's exported picture, times as wall-clock times."""
-        if self._paused is not None:
-            return self._paused.modbus
-        with self.lock:
+        with self.lock:  # the pause is read under the lock: see bus_snapshots
+            if self._paused is not None:
+                return self._paused.modbus
             pollers = list(self.pollers)
         to_wall = self.clock.wall_offset()
         return tuple(
