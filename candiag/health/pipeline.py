@@ -66,13 +66,12 @@ from candiag.health.report import (
 from candiag.health.signalevidence import SERIES_HISTORY_S
 from candiag.health.signals import SignalStats
 from candiag.health.thresholds import HealthThresholds, load_thresholds
-from candiag.health.windows import WINDOWS, BusWindows, SecondRing, per_second_totals
+from candiag.health.windows import WINDOWS, BusWindows
 from candiag.ingest.frames import FrameBatch, format_can_id
 from candiag.liveness import LivenessTracker
-from candiag.socketcan_errors import CAN_ERR_PROT, PROTOCOL_TYPE_FLAGS
+from candiag.socketcan_errors import PROTOCOL_TYPE_FLAGS
 
 # Columns of the protocol-error ring: all protocol frames, then one per violation type.
-PROTOCOL_COLUMNS = ("protocol", *PROTOCOL_TYPE_FLAGS)
 # Signal roles plotted per node in the offline report.
 TIMELINE_ROLES = {
     "output_voltage": "Output voltage",
@@ -200,7 +199,6 @@ class BusPipeline:
             keep_history=whole,
             track_ids=False,
         )
-        self.protocol = SecondRing(PROTOCOL_COLUMNS)
         self.nodes = NodeTracker(db, policies)
         self.signals = SignalStats(db, history_s=None if whole else SERIES_HISTORY_S)
         # Request/response exchanges of protocol packs (offline every one, live the last hour).
@@ -278,7 +276,6 @@ class BusPipeline:
             return result
         self.health.update(batch, bits)
         self._track_recent_ids(batch)
-        self._count_protocol_types(batch)
         self.decoded_frames += result.decoded_frames
         self.unknown_ids.update(result.unknown_ids)
         self.short_frames.update(result.short_frames)
@@ -293,24 +290,12 @@ class BusPipeline:
         """Signal statistics of a batch whose slices went through ``process(signal_stats=False)``."""
         self.signals.update(decoded, facts=False)
 
-    def _count_protocol_types(self, batch: FrameBatch) -> None:
-        rows = np.flatnonzero(batch.is_error & ((batch.can_id & CAN_ERR_PROT) != 0))
-        if rows.size == 0:
-            return
-        types = batch.data[rows, 2]
-        columns: list[npt.NDArray[Any] | None] = [None]
-        columns += [((types & bit) != 0).astype(np.float64) for bit in PROTOCOL_TYPE_FLAGS.values()]
-        seconds = np.floor(batch.timestamp[rows]).astype(np.int64)
-        uniq, totals = per_second_totals(seconds, columns)
-        self.protocol.add(uniq, totals)
-
     def advance(self, now: float, judged_at: float | None = None) -> None:
         """Live bus: move windows and state time to wall time ``now``; waiting requests are
         judged at ``judged_at`` (default ``now``): no later than the frames handed over, so a
         reply still in the reader's queue never makes its request unanswered."""
         self.health.advance(now)
         self.liveness.advance(now if judged_at is None else judged_at)
-        self.protocol.advance_to(int(np.floor(now)))
 
     # -- views ---------------------------------------------------------------------------
     @property
@@ -324,16 +309,13 @@ class BusPipeline:
         for label in labels:
             seconds = WINDOWS[label]
             counts = self.windows.counts(seconds)
-            proto = self.protocol.window_sum(seconds)
             frames = counts["frames_data"] + counts["frames_remote"]
             out[label] = WindowReport(
                 frames=frames,
                 frames_per_second=frames / seconds,
                 error_frames={c: counts[f"errors_{c}"] for c in ERROR_CLASSES},
                 error_frames_total=counts["frames_error"],
-                protocol_type={
-                    name: int(proto[i + 1]) for i, name in enumerate(PROTOCOL_TYPE_FLAGS)
-                },
+                protocol_type={name: counts[f"protocol_{name}"] for name in PROTOCOL_TYPE_FLAGS},
                 bus_off=counts["bus_off_events"],
                 load_ratio=round(self.windows.load_ratio(seconds), 6),
                 load_ratio_max_10s=round(self._max_rolling_load(seconds, 10), 6),
@@ -356,8 +338,11 @@ class BusPipeline:
 
     def error_bursts(self, window: int = 60) -> ErrorBursts:
         """Seconds in the window with a burst of protocol errors (a wrong-bitrate node)."""
-        rows = self.protocol.window_rows(window)
-        per_second = rows[:, 0] if rows.size else np.zeros(0, np.int64)
+        # The windows' ring counts protocol errors per second with the other classes (after
+        # a PCAN layout is rewritten): one count, read here and by the window rules.
+        ring = self.windows.ring
+        rows = ring.window_rows(window)
+        per_second = rows[:, ring.index["errors_protocol"]] if rows.size else np.zeros(0, np.int64)
         burst = per_second >= self.burst_errors_per_s
         return ErrorBursts(
             burst_seconds=int(np.count_nonzero(burst)),
