@@ -176,10 +176,8 @@ def test_firmware_not_allowed_names_the_allowed_list_and_is_open_while_it_runs()
 
 
 def span(ident: str, start: float, end: float, node_address: int | None = 3) -> CycleSpan:
-    return CycleSpan(
-        ident, "ModuleTelemetry", "power_module", node_address, 100, start, end,
-        500, 0.12, 0.05, end - 0.1,
-    )  # fmt: skip
+    stretch = CycleBreak(0, start, end, 500, 0.12, 0.05, end - 0.1)
+    return CycleSpan(ident, "ModuleTelemetry", "power_module", node_address, 100, stretch)
 
 
 def test_cycle_violations_are_merged_and_cut_where_their_node_was_offline() -> None:

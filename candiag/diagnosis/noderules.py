@@ -384,7 +384,7 @@ def _cycles(
             explained += [*offline.get(node, ()), *duplicate.get(node, ())]
         cycle_s = (span.cycle_ms or 0.0) / 1000.0
         cut = _union(_steps_of(a, b, cycle_s) for a, b in explained)
-        for piece in _subtract([(span.start, span.end)], cut):
+        for piece in _subtract([(span.stretch.start, span.stretch.end)], cut):
             by_id.setdefault(span.id, []).append((piece, span))
     out = []
     start = -INF if timeline.start is None else timeline.start
@@ -395,10 +395,10 @@ def _cycles(
         fields = {**base, "id": last.name or ident}
         evidence = {
             "cycle_ms": last.cycle_ms,
-            "mean_period_s": last.mean_period_s,
-            "jitter_s": last.jitter_s,
-            "count": last.count,
-            "last_seen": last.last_seen,
+            "mean_period_s": last.stretch.mean_period_s,
+            "jitter_s": last.stretch.jitter_s,
+            "count": last.stretch.count,
+            "last_seen": last.stretch.last_seen,
             "family": last.family,
             "node": last.node,
             "stretches": len(_union(raw)),

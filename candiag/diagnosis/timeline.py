@@ -92,19 +92,15 @@ class NodePresence:
 
 @dataclass(frozen=True)
 class CycleSpan:
-    """One identifier that broke its declared cycle over ``[start, end)``."""
+    """A stretch an identifier broke its declared cycle (:class:`CycleBreak`: bounds and
+    figures), with what the texts name it by."""
 
     id: str  # as CAN users write it (0x123, 0x00000123 extended)
     name: str | None  # the DBC's message name
     family: str | None
     node: int | None
     cycle_ms: float | None
-    start: float
-    end: float
-    count: int
-    mean_period_s: float
-    jitter_s: float | None
-    last_seen: float
+    stretch: CycleBreak
 
 
 @dataclass(frozen=True)
@@ -258,7 +254,4 @@ def _cycle_spans(pipeline: BusPipeline, breaks: list[CycleBreak]) -> tuple[Cycle
             n if n >= 0 else None,
             message.cycle_time_ms if message else None,
         )
-    return tuple(
-        CycleSpan(*known[b.key], b.start, b.end, b.count, b.mean_period_s, b.jitter_s, b.last_seen)
-        for b in breaks
-    )
+    return tuple(CycleSpan(*known[b.key], b) for b in breaks)

@@ -260,7 +260,7 @@ class NodeTracker:
             # A polled module answers once per poll: the poll period is its cycle, so a
             # module is offline after 3 unanswered polls, after the liveness rules said
             # "not answering" (2 in a row), and a slow answer is no dropout.
-            cycles = [_cycle_or_poll_ms(m) for m in messages if _cycle_or_poll_ms(m)]
+            cycles = [c for c in map(_cycle_or_poll_ms, messages) if c]
             if cycles:
                 out[family] = max(MIN_DEFAULT_TIMEOUT_S, factor * min(cycles) / 1000.0)
         return out
