@@ -20,10 +20,8 @@ def _modules(bus: LiveBus, now: float) -> dict[int, dict[str, object]]:
     return {int(m["address"]): m for m in section.get("modules") or ()}
 
 
-def test_a_reader_behind_wall_time_does_not_make_requests_unanswered() -> None:
-    sim = ProtocolSimulator(ProtocolSimConfig("infy"))
-    frames = FrameBatch.concat(list(sim.chunks(6.0)))
-    t1 = float(frames.timestamp[0])
+def _scripted_infy_bus() -> tuple[ScriptedSource, LiveBus]:
+    """A live bus on the Infy pack whose source hands over what the test appends."""
     source = ScriptedSource()
     source.start()
     bus = LiveBus(
@@ -31,6 +29,14 @@ def test_a_reader_behind_wall_time_does_not_make_requests_unanswered() -> None:
         load_dbc_paths([pack_path("infy")]),
         source=source,
     )
+    return source, bus
+
+
+def test_a_reader_behind_wall_time_does_not_make_requests_unanswered() -> None:
+    sim = ProtocolSimulator(ProtocolSimConfig("infy"))
+    frames = FrameBatch.concat(list(sim.chunks(6.0)))
+    t1 = float(frames.timestamp[0])
+    source, bus = _scripted_infy_bus()
     first = np.flatnonzero(frames.timestamp <= t1)
     rest = np.flatnonzero((frames.timestamp > t1) & (frames.timestamp <= t1 + 5.0))
     # The first line alone, handed over 3 s late (its reply is still in the pipe) ...
@@ -55,13 +61,7 @@ def test_a_module_silent_while_the_controller_asks_is_still_judged_live() -> Non
     )
     frames = FrameBatch.concat(list(sim.chunks(8.0)))
     t1 = float(frames.timestamp[0])
-    source = ScriptedSource()
-    source.start()
-    bus = LiveBus(
-        BusConfig(name="can0", interface="stdin", channel="can0"),
-        load_dbc_paths([pack_path("infy")]),
-        source=source,
-    )
+    source, bus = _scripted_infy_bus()
     for k in range(16):  # polls every 0.5 s, each with the frames of its half second
         lo, hi = t1 + 0.5 * k, t1 + 0.5 * (k + 1)
         rows = np.flatnonzero((frames.timestamp >= lo) & (frames.timestamp < hi))

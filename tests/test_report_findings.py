@@ -129,18 +129,7 @@ def parse(page: str) -> Element:
 
 def findings_section(doc: Element) -> list[Element]:
     """The elements between the Findings heading and the next heading, in order."""
-    body = doc.find("body")
-    out: list[Element] = []
-    inside = False
-    for child in body.children:
-        if child.tag == "h2":
-            if inside:
-                break
-            inside = child.attrs.get("id") == "findings"
-            continue
-        if inside:
-            out.append(child)
-    return out
+    return section(doc, "findings")
 
 
 def top_findings(doc: Element) -> list[Element]:
