@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from candiag.cli import main
 from candiag.decode.dbc import ChargerDatabase, load_reference_database
@@ -310,3 +312,36 @@ def test_a_node_silent_after_the_ack_errors_stopped_is_not_their_consequence() -
     top = fold_consequences([ack, during, after], load_causal_model())
     assert [f.subject for f in top] == ["can0", "can0/power_module/3"]
     assert [c.subject for c in ack.consequences] == ["can0/power_module/2"]
+
+
+def _follows_pairwise(effect: Episode, cause: Episode, grace_s: float) -> bool:
+    """The definition, one pair at a time: the effect overlaps the cause widened by the
+    grace and began no later than LATE_START_S after the cause ended."""
+    from candiag.diagnosis.causes import LATE_START_S
+
+    began_in_time = cause.end is None or effect.start <= cause.end + LATE_START_S
+    return began_in_time and effect.overlaps(cause, grace_s)
+
+
+@given(
+    effects=st.lists(
+        st.tuples(st.integers(0, 60), st.one_of(st.none(), st.integers(0, 8))), max_size=8
+    ),
+    causes=st.lists(
+        st.tuples(st.integers(0, 60), st.one_of(st.none(), st.integers(0, 8))), max_size=8
+    ),
+    grace=st.sampled_from([0.0, 0.5, 2.0, 5.0]),
+)
+def test_folding_in_time_is_the_pairwise_definition(
+    effects: list[tuple[int, int | None]], causes: list[tuple[int, int | None]], grace: float
+) -> None:
+    """The vectorized check (a sort and a search) says what every pair says; whole and
+    half seconds make ends meet starts exactly, the edge cases."""
+    from candiag.diagnosis.causes import _each_follows
+
+    def episodes(raw: list[tuple[int, int | None]]) -> list[Episode]:
+        return [Episode(s / 2, None if d is None else (s + d) / 2) for s, d in raw]
+
+    e, c = episodes(effects), episodes(causes)
+    expected = [any(_follows_pairwise(x, y, grace) for y in c) for x in e]
+    assert _each_follows(e, c, grace).tolist() == expected
