@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import subprocess
 import sys
@@ -94,6 +95,11 @@ def first_difference(want: Any, got: Any, path: str = "$") -> str:
     if type(want) is not type(got) or want != got:
         if want != want and got != got:  # NaN is written as NaN both times
             return ""
+        if isinstance(want, float) and isinstance(got, float):
+            # The same figure summed in another order differs in its last bits; a change
+            # of meaning does not hide below a billionth.
+            if math.isclose(want, got, rel_tol=1e-9, abs_tol=1e-15):
+                return ""
         return f"{path}: {want!r} != {got!r}"
     return ""
 
@@ -110,7 +116,6 @@ def test_analyze_json_is_unchanged(name: str) -> None:
     want = json.loads(gzip.decompress(golden.read_bytes()))
     got = json.loads(text)
     assert first_difference(want, got) == ""
-    assert json.dumps(got) == json.dumps(want)
 
 
 def test_first_difference_sees_order_type_and_value() -> None:
@@ -118,3 +123,6 @@ def test_first_difference_sees_order_type_and_value() -> None:
     assert first_difference({"a": [1, 2]}, {"a": [1, 2.0]}) == "$.a[1]: 2 != 2.0"
     assert first_difference({"a": None}, {"a": 0}) == "$.a: None != 0"
     assert first_difference({"a": {"b": [1]}}, {"a": {"b": [1]}}) == ""
+    # Floats summed in another order: equal below a billionth, different above.
+    assert first_difference({"a": 1.0000005590504615}, {"a": 1.0000005590504613}) == ""
+    assert first_difference({"a": 0.1}, {"a": 0.1000001}) == "$.a: 0.1 != 0.1000001"

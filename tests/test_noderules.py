@@ -17,7 +17,8 @@ from candiag.diagnosis.intervalrule import IntervalFinding
 from candiag.diagnosis.intervals import INTERVAL_CODES
 from candiag.diagnosis.noderules import CODES, node_rules
 from candiag.diagnosis.timeline import BusTimeline, CycleSpan, NodePresence, bus_timeline
-from candiag.health.ids import CycleBreak, IdStats
+from candiag.health.cycles import CycleBreak
+from candiag.health.ids import IdStats
 from candiag.health.nodes import INTERMITTENT_MEMORY_S, FamilyPolicy, NodeTracker
 from candiag.health.pipeline import BusPipeline
 from candiag.ingest.frames import FrameBatch

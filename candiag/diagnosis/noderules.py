@@ -25,7 +25,7 @@ episode of its fault, with the meaning and thresholds of the instant rules it re
 * ``CAN_CYCLE_VIOLATION``: where an identifier broke its declared cycle over the last
   minute (mean off by more than the tolerance, or the 95th percentile too long), judged
   every 10 s and bounded by the 10 s steps that held the fault
-  (:class:`candiag.health.ids.CycleHistory`), minus the steps its node's offline or
+  (:class:`candiag.health.cycles.CycleHistory`), minus the steps its node's offline or
   duplicate episodes, a bus-off or a bus-wide silence reach: those explain the broken
   periods (their own findings say so).
   Identifiers of a protocol pack's requests and replies are not judged here (their timing
@@ -46,7 +46,7 @@ from candiag.diagnosis.episodes import Episode, settle
 from candiag.diagnosis.intervalrule import IntervalFinding
 from candiag.diagnosis.rules import bitrate_fields
 from candiag.diagnosis.timeline import BusTimeline, CycleSpan, NodePresence
-from candiag.health.ids import CYCLE_STEP_S
+from candiag.health.cycles import CYCLE_STEP_S
 from candiag.health.nodes import INTERMITTENT_MEMORY_S
 
 CODES = frozenset(

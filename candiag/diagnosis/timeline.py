@@ -22,7 +22,7 @@ trackers recorded as intervals while the frames went by:
   error counters' direction, the last TEC/REC and the bitrate when known.
 * nodes group: per node its duplicate stretches (rate judged at every arrival, and its
   duplicate-address alarm bit) and every firmware change; per identifier the stretches
-  it broke its declared cycle (:class:`candiag.health.ids.CycleHistory`).
+  it broke its declared cycle (:class:`candiag.health.cycles.CycleHistory`).
 * per polled power module (liveness group): every judged request with its answer's latency
   and second answers, late replies, error replies, serial changes and duplicate-address
   bits (:class:`candiag.liveness.exchanges.ModuleExchanges`; live: the last hour).
@@ -41,8 +41,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from candiag.health.cycles import CycleBreak
 from candiag.health.errorframes import ERROR_CLASSES
-from candiag.health.ids import EXTENDED_KEY_BIT, CycleBreak, id_key_text
+from candiag.health.ids import EXTENDED_KEY_BIT, id_key_text
 from candiag.health.signalevidence import AlarmTrace, RoleSeries
 from candiag.health.signals import Disagreement
 from candiag.health.windows import PROTOCOL_TYPE_COLUMNS

@@ -19,9 +19,8 @@ identifiers are kept, which the decode summaries, the bus report and the per-id 
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -120,7 +119,7 @@ def _key(
     return key
 
 
-def _bin_of(seconds: F64) -> npt.NDArray[np.intp]:
+def bin_of(seconds: F64) -> npt.NDArray[np.intp]:
     raw = np.floor((np.log2(np.maximum(seconds, 1e-12)) - LOWEST_OCTAVE) * BINS_PER_OCTAVE)
     bins: npt.NDArray[np.intp] = np.clip(raw, 0, N_BINS - 1).astype(np.intp)
     return bins
@@ -175,6 +174,20 @@ class CycleCheck:
             "keeps_cycle": self.keeps_cycle,
             "reason": self.reason,
         }
+
+
+@dataclass(frozen=True)
+class Periods:
+    """The frames :meth:`IdStats.update` took in, by key then time, each with the period
+    that ended with it (``dt``; NaN for a key's first frame ever or an out-of-order one)."""
+
+    keys: I64
+    ts: F64
+    dt: F64
+
+    @staticmethod
+    def empty() -> Periods:
+        return Periods(np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.float64))
 
 
 class IdStats:
@@ -256,11 +269,11 @@ class IdStats:
         self.overflow_frames += int(rejected.sum())
         return keys[~rejected], ts[~rejected]
 
-    def update(self, batch: FrameBatch) -> None:
-        """Add the data and remote frames of ``batch``."""
+    def update(self, batch: FrameBatch) -> Periods:
+        """Add the data and remote frames of ``batch``; what was taken in, with its periods."""
         rows = np.flatnonzero((batch.flags & FLAG_ERROR) == 0)
         if rows.size == 0:
-            return
+            return Periods.empty()
         lut = self._channel_lut(batch.channels or ["can0"])
         keys = _key(lut[batch.channel[rows]], batch.can_id[rows], batch.flags[rows])
         ts = batch.timestamp[rows]
@@ -269,7 +282,7 @@ class IdStats:
         keys, ts = self._admit(keys, ts)
         n = keys.size
         if n == 0:
-            return
+            return Periods.empty()
         starts, stops = run_bounds(keys)
         sizes = stops - starts
         idx = self._ensure(keys[starts])
@@ -286,6 +299,7 @@ class IdStats:
         self.first[idx] = np.minimum(self.first[idx], ts[starts])
         ends = np.append(starts[1:], n) - 1
         self.last[idx] = np.fmax(self.last[idx], ts[ends])
+        return Periods(keys, ts, np.where(valid, intervals, np.nan))
 
     def fresh_epoch(self) -> IdStats:
         """An empty IdStats continuing this one's timeline (for epoch-based verdicts).
@@ -367,7 +381,7 @@ class IdStats:
         self.n_int[idx] = total.astype(np.int64)
         self.pmin[idx] = np.minimum(self.pmin[idx], min_b)
         self.pmax[idx] = np.maximum(self.pmax[idx], max_b)
-        flat = idx[group[valid]] * N_BINS + _bin_of(intervals[valid])
+        flat = idx[group[valid]] * N_BINS + bin_of(intervals[valid])
         self.hist += (
             np.bincount(flat, minlength=self.hist.size).reshape(self.hist.shape).astype(np.int32)
         )
@@ -447,279 +461,6 @@ class IdStats:
             "untracked_frames": self.overflow_frames,
             "max_ids": self.max_ids,
         }
-
-
-# Broken-cycle stretches a live bus remembers (offline: all of them); a healthy bus records
-# none, and an identifier that stays broken extends one stretch rather than adding more.
-MAX_CYCLE_BREAKS = 20_000
-# Cycle verdicts are judged over the last minute of periods, every 10 s.
-CYCLE_WINDOW_S = 60.0
-CYCLE_STEP_S = 10.0
-
-
-@dataclass(frozen=True)
-class CycleBreak:
-    """One identifier that broke its declared cycle over ``[start, end)``.
-
-    ``key`` is an :class:`IdStats` key; the bounds are the 10 s steps whose own periods
-    were off (late periods, or a mean off the declared cycle) within the minutes judged
-    broken; the figures are those of the last minute judged.
-    """
-
-    key: int
-    start: float
-    end: float
-    count: int
-    mean_period_s: float
-    jitter_s: float | None
-    last_seen: float
-
-
-@dataclass(frozen=True)
-class _Step:
-    """Per judged identifier, the figures of its periods that a verdict needs: count, sum,
-    sum of squares, how many are in histogram bins whose centre is within
-    ``p95_factor`` x the cycle (the 95th percentile is within it when 95 % are), and how
-    many are longer than that (late).  Running figures of the epoch, or one step's own."""
-
-    start: float
-    keys: I64
-    n_int: I64
-    total: F64  # sum of the periods
-    squares: F64  # sum of their squares
-    counted: I64  # periods in the histogram
-    within: I64  # periods in bins whose centre is at most p95_factor x the cycle
-    late: I64  # periods in bins above the one holding p95_factor x the cycle
-    last: F64
-
-
-class CycleHistory:
-    """Sliding-minute cycle verdicts every :data:`CYCLE_STEP_S`, kept as broken stretches.
-
-    Steps are fixed slices of time (``[k * step, (k + 1) * step)``), so a capture read in
-    any batches and a live bus fed every quarter second judge the same frames alike.  At
-    the end of each step the last minute (six steps) is judged as
-    :meth:`IdStats.cycle_verdicts` judges an epoch (:func:`verdicts_of`: the same
-    thresholds, and the same histogram bins for the 95th percentile).  A step's figures are
-    the difference of the epoch's running figures at its two ends, so nothing is counted
-    twice, and a verdict costs a few sums per identifier, not a histogram.  A minute with
-    no late period and no mean off in any step cannot be broken and is not judged.
-    Only broken verdicts are kept, at most ``cap`` stretches (the newest; ``None``: all);
-    an identifier that stays broken extends its stretch.
-    """
-
-    def __init__(self, cap: int | None = MAX_CYCLE_BREAKS) -> None:
-        self.cap = cap
-        self._closed: list[CycleBreak] = []
-        # The latest stretch of each identifier that broke: columns by sorted key.
-        self._latest = _Broken.empty()
-        self._steps: list[_Step] = []
-        self._base: _Step | None = None  # the epoch's running figures at the step's start
-
-    @property
-    def breaks(self) -> list[CycleBreak]:
-        """Every kept stretch, oldest first."""
-        return sorted([*self._closed, *self._latest.rows()], key=lambda b: (b.start, b.key))
-
-    def close_step(
-        self, start: float, stats: IdStats, declared_s: F64, thresholds: CycleThresholds
-    ) -> None:
-        """The step ``[start, start + step)`` is over; ``stats`` is its epoch so far."""
-        running = _running(start, stats, declared_s, thresholds)
-        self._steps = self._window(self._step(running, declared_s, stats, thresholds))
-        self._base = running
-        self._keep(_judge_minute(self._steps, stats, declared_s, thresholds))
-
-    def epoch_closed(self) -> None:
-        """A new epoch starts from nothing: its first step is not a difference."""
-        self._base = None
-
-    def pending(
-        self, start: float, stats: IdStats, declared_s: F64, thresholds: CycleThresholds
-    ) -> list[CycleBreak]:
-        """Verdicts of the minute ending with the step still running (nothing kept)."""
-        running = _running(start, stats, declared_s, thresholds)
-        steps = self._window(self._step(running, declared_s, stats, thresholds))
-        return _judge_minute(steps, stats, declared_s, thresholds).rows()
-
-    def _window(self, step: _Step) -> list[_Step]:
-        """The steps of the minute ending with ``step`` (silent steps have none)."""
-        return [s for s in (*self._steps, step) if s.start > step.start - CYCLE_WINDOW_S]
-
-    def _step(self, running: _Step, declared_s: F64, stats: IdStats, t: CycleThresholds) -> _Step:
-        base = self._base
-        if base is None or not base.keys.size:
-            return running
-        at = np.searchsorted(running.keys, base.keys)  # the epoch's keys only grow
-        parts = {}
-        for name in ("n_int", "total", "squares", "counted", "within", "late"):
-            column = getattr(running, name).copy()
-            column[at] -= getattr(base, name)
-            parts[name] = column
-        return dataclasses.replace(running, **parts)
-
-    def _keep(self, broken: _Broken) -> None:
-        """Extend each identifier's latest stretch, or start a new one (array steps; Python
-        touches only an identifier whose stretch ended, a rare event)."""
-        if not broken.keys.size:
-            return
-        latest = self._latest
-        at = np.searchsorted(latest.keys, broken.keys)
-        known = (at < latest.keys.size) & (
-            latest.keys[np.minimum(at, max(latest.keys.size - 1, 0))] == broken.keys
-            if latest.keys.size
-            else np.zeros(broken.keys.size, np.bool_)
-        )
-        extends = known.copy()
-        extends[known] = latest.end[at[known]] >= broken.start[known]
-        if extends.any():
-            i = at[extends]
-            latest.start[i] = np.minimum(latest.start[i], broken.start[extends])
-            latest.end[i] = np.maximum(latest.end[i], broken.end[extends])
-            for name in ("count", "mean", "jitter", "last"):
-                getattr(latest, name)[i] = getattr(broken, name)[extends]
-        ended = known & ~extends
-        if ended.any():
-            self._closed.extend(latest.take(at[ended]).rows())
-            i = at[ended]
-            for name in ("start", "end", "count", "mean", "jitter", "last"):
-                getattr(latest, name)[i] = getattr(broken, name)[ended]
-        if (~known).any():
-            self._latest = latest.merged(broken.take(np.flatnonzero(~known)))
-        if self.cap is not None and len(self._closed) + self._latest.keys.size > self.cap:
-            self._closed.sort(key=lambda b: b.start)
-            del self._closed[: max(1, len(self._closed) - self.cap // 2)]
-
-
-@dataclass
-class _Broken:
-    """Broken-cycle stretches as columns (one row per identifier, sorted by key)."""
-
-    keys: I64
-    start: F64
-    end: F64
-    count: I64
-    mean: F64
-    jitter: F64  # NaN: not known
-    last: F64
-
-    @staticmethod
-    def empty() -> _Broken:
-        f = np.zeros(0, np.float64)
-        return _Broken(
-            np.zeros(0, np.int64), f, f.copy(), np.zeros(0, np.int64), f.copy(), f.copy(), f.copy()
-        )
-
-    def take(self, rows: npt.NDArray[np.intp]) -> _Broken:
-        return _Broken(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
-
-    def merged(self, other: _Broken) -> _Broken:
-        both = _Broken(
-            *(
-                np.concatenate((getattr(self, f.name), getattr(other, f.name)))
-                for f in dataclasses.fields(self)
-            )
-        )
-        return both.take(np.argsort(both.keys, kind="stable"))
-
-    def rows(self) -> list[CycleBreak]:
-        return [
-            CycleBreak(k, s, e, c, m, None if np.isnan(j) else j, last)
-            for k, s, e, c, m, j, last in zip(
-                self.keys.tolist(),
-                self.start.tolist(),
-                self.end.tolist(),
-                self.count.tolist(),
-                self.mean.tolist(),
-                self.jitter.tolist(),
-                self.last.tolist(),
-                strict=True,
-            )
-        ]
-
-
-def _running(start: float, stats: IdStats, declared_s: F64, t: CycleThresholds) -> _Step:
-    """The epoch's running figures of the judged identifiers (data ids with a cycle)."""
-    judged = (declared_s > 0) & (((stats.keys >> 29) & 1) == 0)
-    n = stats.n_int[judged]
-    mean = stats.mean[judged]
-    declared = declared_s[judged]
-    hist = stats.hist[judged]
-    cumulative = hist.cumsum(axis=1, dtype=np.int64)
-    counted = cumulative[:, -1] if hist.shape[1] else np.zeros(n.size, np.int64)
-    # The last bin whose centre is at most p95_factor x the cycle (:func:`verdicts_of`).
-    limit = t.p95_factor * declared
-    centre_bin = np.floor(
-        (np.log2(np.maximum(limit, 1e-12)) - LOWEST_OCTAVE) * BINS_PER_OCTAVE - 0.5
-    ).astype(np.intp)
-    within = np.where(
-        centre_bin >= 0,
-        np.take_along_axis(cumulative, np.clip(centre_bin, 0, N_BINS - 1)[:, None], axis=1)[:, 0],
-        0,
-    )
-    holding = _bin_of(limit)
-    late = counted - np.take_along_axis(cumulative, holding[:, None], axis=1)[:, 0]
-    return _Step(
-        start=start,
-        keys=stats.keys[judged],
-        n_int=n.copy(),
-        total=mean * n,
-        squares=stats.m2[judged] + n * mean**2,
-        counted=counted,
-        within=within,
-        late=late,
-        last=stats.last[judged].copy(),
-    )
-
-
-def _judge_minute(
-    steps: Sequence[_Step], stats: IdStats, declared_s: F64, t: CycleThresholds
-) -> _Broken:
-    """The broken identifiers of the minute ``steps`` cover, each bounded by the steps
-    that held its fault (late periods, or a mean off the cycle)."""
-    latest = steps[-1]
-    keys = latest.keys
-    declared = declared_s[np.searchsorted(stats.keys, keys)]
-    size = (len(steps), keys.size)
-    figures = {
-        name: np.zeros(size, np.float64)
-        for name in ("n_int", "total", "squares", "counted", "within", "late")
-    }
-    for i, step in enumerate(steps):
-        at = np.searchsorted(keys, step.keys)  # the keys only grow
-        for name, column in figures.items():
-            column[i, at] = getattr(step, name)
-    n_steps = figures["n_int"]
-    step_mean = figures["total"] / np.maximum(n_steps, 1)
-    off = (n_steps > 0) & (np.abs(step_mean / declared - 1.0) > t.mean_tolerance)
-    bad = (figures["late"] > 0) | off
-    if not bad.any():
-        return _Broken.empty()  # no late period, no mean off: nothing can be broken
-    n = n_steps.sum(axis=0)
-    mean = figures["total"].sum(axis=0) / np.maximum(n, 1)
-    counted = figures["counted"].sum(axis=0)
-    judged = (n >= t.min_intervals) & (counted > 0)
-    keeps = (np.abs(mean / declared - 1.0) <= t.mean_tolerance) & (
-        figures["within"].sum(axis=0) >= 0.95 * counted
-    )
-    broken = np.flatnonzero(judged & ~keeps)
-    var = figures["squares"].sum(axis=0) / np.maximum(n, 1) - mean**2
-    # The steps that held the fault bound the stretch (the whole minute if none did).
-    held = bad[:, broken]
-    anywhere = held.any(axis=0)
-    first = np.where(anywhere, held.argmax(axis=0), 0)
-    last = np.where(anywhere, len(steps) - 1 - held[::-1].argmax(axis=0), len(steps) - 1)
-    starts = np.array([s.start for s in steps], np.float64)
-    n_b = n[broken]
-    return _Broken(
-        keys=keys[broken],
-        start=starts[first],
-        end=starts[last] + CYCLE_STEP_S,
-        count=n_b.astype(np.int64) + 1,
-        mean=mean[broken],
-        jitter=np.where(n_b > 0, np.sqrt(np.maximum(var[broken], 0.0)), np.nan),
-        last=latest.last[broken],
-    )
 
 
 def verdicts_of(

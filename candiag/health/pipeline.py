@@ -30,19 +30,18 @@ import numpy.typing as npt
 
 from candiag.decode.dbc import ChargerDatabase, MessageDef
 from candiag.decode.decoder import BatchDecoder, DecodedMessage, DecodeResult
+from candiag.health.arrays import run_bounds
 from candiag.health.bitrate import DEFAULT_BITRATE
 from candiag.health.bus import BusHealth
 from candiag.health.busstate import BUS_STATES, BusStateTracker
+from candiag.health.cycles import CYCLE_STEP_S, MAX_CYCLE_BREAKS, CycleBreak, CycleHistory
 from candiag.health.errorframes import ERROR_CLASSES, ErrorFrameSummary
 from candiag.health.ids import (
-    CYCLE_STEP_S,
     DEFAULT_MAX_IDS,
-    MAX_CYCLE_BREAKS,
     CappedIdCounter,
-    CycleBreak,
     CycleCheck,
-    CycleHistory,
     IdStats,
+    Periods,
     id_key_text,
 )
 from candiag.health.nodes import FamilyPolicy, NodeTracker
@@ -92,6 +91,7 @@ MAX_CYCLE_MEMO = 4 * DEFAULT_MAX_IDS
 # Epochs (and the 10 s steps of the diagnosis's sliding minute, candiag.health.ids.
 # CycleHistory) are fixed slices of time, so any batching of the frames judges alike.
 CYCLE_EPOCH_S = 60.0
+STEPS_PER_EPOCH = round(CYCLE_EPOCH_S / CYCLE_STEP_S)
 
 
 @dataclass
@@ -403,52 +403,53 @@ class BusPipeline:
         return out
 
     def _track_recent_ids(self, batch: FrameBatch) -> None:
-        """Each frame into the cycle step (and epoch) of its time; a frame of a later step
-        closes the current one (the minute ending there judged).  Late frames count in the
-        current step."""
+        """Each frame into the cycle step (and epoch) of its time; late frames count in the
+        current step.  A batch of many steps is one pass: its epochs are a few slices, and
+        the cycle history judges all its steps at once."""
         steps = np.floor(batch.timestamp / CYCLE_STEP_S).astype(np.int64)
         if self._step is None:
             self._step = int(steps.min())
-        if int(steps.max()) <= self._step:
-            self._recent_ids.update(batch)  # the usual case: one step
-            return
+        steps = np.maximum(steps, self._step)
         if not bool(np.all(steps[1:] >= steps[:-1])):
-            # Stable: within a step the frames keep their order (a mask per step would too).
+            # Stable: within a step the frames keep their order.
             order = np.argsort(steps, kind="stable")
             steps, batch = steps[order], batch.take(order)
-        # Sorted by step: each step's frames are one slice (a view), found by one search;
-        # a boolean mask per step cost a pass over the batch per 10 s (bench_analyze).
-        cut = int(np.searchsorted(steps, self._step, side="right"))
-        if cut:
-            self._recent_ids.update(batch.take(slice(0, cut)))
-        rest = steps[cut:]
-        starts = np.concatenate(([0], np.flatnonzero(np.diff(rest)) + 1)) + cut
-        ends = np.append(starts[1:], len(steps))
-        for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
-            self._close_step(int(steps[lo]))
-            self._recent_ids.update(batch.take(slice(lo, hi)))
+        periods = self._track_epochs(batch, steps // STEPS_PER_EPOCH)
+        present = steps[run_bounds(steps)[0]]
+        self.cycle_history.add(present, periods, self._match_periods, self.thresholds.cycle)
+        self._step = int(present[-1])
 
-    def _close_step(self, following: int) -> None:
-        start = (self._step or 0) * CYCLE_STEP_S
-        recent = self._recent_ids
-        declared = self._declared_periods(recent.keys)
-        self.cycle_history.close_step(start, recent, declared, self.thresholds.cycle)
-        if np.floor(following * CYCLE_STEP_S / CYCLE_EPOCH_S) > np.floor(start / CYCLE_EPOCH_S):
-            self.health.ids.merge(recent)
-            self._previous_ids = recent
-            self._recent_ids = self.health.ids.fresh_epoch()
-            self.cycle_history.epoch_closed()
-        self._step = following
+    def _track_epochs(self, batch: FrameBatch, epochs: npt.NDArray[np.int64]) -> list[Periods]:
+        """The frames (sorted by epoch) into the recent epoch's statistics; an epoch the
+        batch leaves is merged into the lifetime ones.  Of the epochs it passes wholly,
+        the last is kept as the previous epoch and the others go straight to the lifetime
+        statistics: a few slices whatever the batch's span."""
+        current = (self._step or 0) // STEPS_PER_EPOCH
+        newest_epoch = int(epochs[-1])
+        if newest_epoch == current:
+            return [self._recent_ids.update(batch)]  # the usual case
+        lifetime = self.health.ids
+        cut = int(np.searchsorted(epochs, current, side="right"))
+        out = [self._recent_ids.update(batch.take(slice(0, cut)))]
+        lifetime.merge(self._recent_ids)
+        self._previous_ids = self._recent_ids
+        later = epochs[cut:]
+        newest = cut + int(np.searchsorted(later, newest_epoch, side="left"))
+        if newest > cut:
+            before = cut + int(np.searchsorted(later, later[newest - cut - 1], side="left"))
+            if before > cut:
+                out.append(lifetime.update(batch.take(slice(cut, before))))
+            closed = lifetime.fresh_epoch()
+            out.append(closed.update(batch.take(slice(before, newest))))
+            lifetime.merge(closed)
+            self._previous_ids = closed
+        self._recent_ids = lifetime.fresh_epoch()
+        out.append(self._recent_ids.update(batch.take(slice(newest, None))))
+        return out
 
     def cycle_breaks(self) -> list[CycleBreak]:
         """Every recorded broken-cycle stretch, and those of the minute ending now."""
-        out = list(self.cycle_history.breaks)
-        recent = self._recent_ids
-        if self._step is not None and len(recent):
-            start = self._step * CYCLE_STEP_S
-            declared = self._declared_periods(recent.keys)
-            out += self.cycle_history.pending(start, recent, declared, self.thresholds.cycle)
-        return out
+        return self.cycle_history.breaks + self.cycle_history.pending(self.thresholds.cycle)
 
     def _cycle_of(self, can_id: int, extended: bool) -> float | None:
         key = (can_id, extended)
