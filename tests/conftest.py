@@ -8,6 +8,9 @@ are slow as a whole (:data:`SLOW_FOLDERS`).  Within each group the collection or
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +35,15 @@ def run_group(item: pytest.Item) -> int:
     if item.get_closest_marker("slow") is not None:
         return SLOW_MARKED
     return UNIT
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The DBC cache (candiag/decode/dbc_cache.py) in a folder of this run, for every test
+    and every command the tests start: used as users use it, never the user's own."""
+    if "CANDIAG_CACHE_DIR" not in os.environ:
+        folder = tempfile.mkdtemp(prefix="candiag-test-dbc-cache-")
+        os.environ["CANDIAG_CACHE_DIR"] = folder
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -571,7 +571,7 @@ def test_analyze_pdf_prints_the_same_report(capture: Path, tmp_path: Path) -> No
     ],
 )
 def test_all_clear_text_says_only_what_is_true(changes: dict[str, Any]) -> None:
-    from candiag.report.html import all_clear_text
+    from candiag.report.allclear import all_clear_text
 
     report = _report(**changes)
     text = all_clear_text(report)

@@ -247,7 +247,7 @@ def print_summary(report: AnalysisReport) -> None:
     from rich.table import Table
 
     from candiag.cli.outputs import text_console
-    from candiag.report.html import all_clear_text
+    from candiag.report.allclear import all_clear_text
 
     console = text_console()
     cap = report.capture

@@ -28,11 +28,10 @@ its node address is ``(can_id & mask) >> lowest_set_bit(mask)``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
+import functools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -40,16 +39,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from candiag.decode.dbc_cantools import CANTOOLS_LOG, cantools_load, message_lines, report_log
-from candiag.decode.dbc_conventions import (
-    attribute_defaults,
-    check_definitions,
-    check_unique,
-    mask_usable,
-    message_def,
-    protocol_info,
-    resolve_duplicates,
-)
+from candiag.decode import dbc_cache
+from candiag.decode.dbc_catalogue import check_unique, resolve_duplicates
 from candiag.decode.dbc_model import (
     EXTENDED_KEY_BIT,
     FIELD_MASKS,
@@ -60,16 +51,11 @@ from candiag.decode.dbc_model import (
     U32,
     BoolArray,
     DbcWarning,
-    FileProblems,
     LoadedFile,
     MessageDef,
     SignalDef,
-    listed_error,
     lowest_set_bit,
     warning_lines,
-)
-from candiag.decode.dbc_text import (
-    index_dbc,
 )
 from candiag.errors import DbcError
 
@@ -131,6 +117,8 @@ class ChargerDatabase:
     def cantools_db(self) -> Any:
         """The messages as one cantools database (built when first asked for)."""
         import cantools  # lazily: see dbc_cantools.cantools_load
+
+        from candiag.decode.dbc_cantools import CANTOOLS_LOG
 
         with CANTOOLS_LOG.capture():  # renamed duplicates: cantools logs "Overwriting"
             return cantools.database.can.Database(
@@ -332,7 +320,7 @@ def database_of(
 
 def load_dbc_text(text: str, source: str = "<string>", *, strict: bool = False) -> ChargerDatabase:
     """Load one DBC given as text (tests, generated DBCs); ``source`` names it in errors."""
-    return _database([_parse_dbc(Path(source), text, strict)], [source], strict)
+    return _database([parse_dbc(Path(source), text, strict)], [source], strict)
 
 
 def _database(loaded: list[LoadedFile], sources: list[str], strict: bool) -> ChargerDatabase:
@@ -341,6 +329,28 @@ def _database(loaded: list[LoadedFile], sources: list[str], strict: bool) -> Cha
     warnings = [w for item in loaded for w in item.problems.final_warnings()]
     warnings += _capped(duplicate_warnings)
     return ChargerDatabase(kept, sources, warnings=warnings, strict=strict)
+
+
+@functools.lru_cache(maxsize=16)
+def _cantools_messages_of(source_file: str) -> dict[int, Any]:
+    """cantools' messages of one file, by the line of their definition."""
+    path = Path(source_file)
+    text = path.read_bytes().decode("cp1252", errors="replace")
+    return {m.source_line: m.cantools_object for m in parse_dbc(path, text, False).messages}
+
+
+def cantools_message_at(source_file: str, source_line: int) -> Any:
+    """cantools' message defined at ``source_file:source_line`` (the file read again: for
+    messages read from the DBC cache)."""
+    return _cantools_messages_of(source_file).get(source_line)
+
+
+def parse_dbc(path: Path, text: str, strict: bool) -> LoadedFile:
+    """One DBC file's text read (:mod:`candiag.decode.dbc_read`, imported only here: a
+    command whose files are all in the DBC cache imports neither it nor cantools)."""
+    from candiag.decode.dbc_read import read_dbc_text
+
+    return read_dbc_text(path, text, strict)
 
 
 def _capped(warnings: list[DbcWarning]) -> list[DbcWarning]:
@@ -354,57 +364,16 @@ def _capped(warnings: list[DbcWarning]) -> list[DbcWarning]:
 
 def _load_file(path: Path, strict: bool) -> LoadedFile:
     try:
-        # Bytes cp1252 leaves undefined (0x81, 0x8D, ...) are replaced, not fatal: they are
-        # harmless in comments and give a syntax error with its line anywhere else.
-        text = path.read_bytes().decode("cp1252", errors="replace")
+        data = path.read_bytes()
     except OSError as err:
         raise DbcError(
             f"{path}: cannot read ({err.strerror}); check the path and permissions"
         ) from None
-    return _parse_dbc(path, text, strict)
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a DBC is read: cantools and candiag create
-    objects by the hundred thousand and free none, and each full collection walks them
-    all again, which made loading grow faster than the file (bench/bench_dbc.py)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _parse_dbc(path: Path, text: str, strict: bool) -> LoadedFile:
-    with _gc_paused():
-        return _parse_dbc_text(path, text, strict)
-
-
-def _parse_dbc_text(path: Path, text: str, strict: bool) -> LoadedFile:
-    index = index_dbc(text, str(path))
-    if index.problems:
-        raise listed_error(
-            str(path),
-            [f"{path}:{line}: {words}" for line, words in index.problems],
-            0,
-            "no CAN frame can carry these; fix the DBC",
-        )
-    problems = FileProblems(path, strict)
-    db, records = cantools_load(path, text, index, problems)
-    problems.raise_errors("cantools refuses them; fix the DBC")
-    lines = message_lines(index, db.messages)
-    definitions = db.dbc.attribute_definitions if db.dbc else {}
-    check_definitions(index, definitions, problems)
-    usable = mask_usable(definitions)
-    defaults = attribute_defaults(db)
-    protocol = protocol_info(path, db, defaults)
-    messages = [
-        message_def(path, index, msg, line, defaults, usable, problems, protocol)
-        for msg, line in zip(db.messages, lines, strict=True)
-    ]
-    report_log(records, messages, problems)
-    problems.raise_errors()
-    return LoadedFile(messages, problems)
+    kept = dbc_cache.cached(path, data, strict)
+    if kept is not None:
+        return kept
+    # Bytes cp1252 leaves undefined (0x81, 0x8D, ...) are replaced, not fatal: they are
+    # harmless in comments and give a syntax error with its line anywhere else.
+    loaded = parse_dbc(path, data.decode("cp1252", errors="replace"), strict)
+    dbc_cache.keep(path, data, strict, loaded)
+    return loaded

@@ -299,7 +299,7 @@ def report_log(
     records: list[logging.LogRecord], messages: list[MessageDef], problems: FileProblems
 ) -> None:
     """cantools' log lines as located warnings (duplicates are reported on their own)."""
-    lines = {m.cantools_message.name: m.source_line for m in reversed(messages)}
+    lines = {m.cantools_object.name: m.source_line for m in reversed(messages)}
     for record in records:
         text = record.getMessage()
         if text.startswith("Overwriting message"):

@@ -17,14 +17,14 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from candiag.decode.dbc_text import (
-    MAX_LISTED,
-)
 from candiag.errors import DbcError
 
 I32 = npt.NDArray[np.int32]
 U32 = npt.NDArray[np.uint32]
 BoolArray = npt.NDArray[np.bool_]
+
+#: Problems listed per file before the rest are only counted.
+MAX_LISTED = 20
 
 ATTR_CYCLE_TIME = "GenMsgCycleTime"
 ATTR_NODE_MASK = "CandiagNodeMask"
@@ -198,7 +198,8 @@ class MessageDef:
     family: str | None
     signals: tuple[SignalDef, ...]
     source_file: str
-    cantools_message: Any = field(repr=False, compare=False)
+    # cantools' message, or None when read from the DBC cache: see cantools_message.
+    cantools_object: Any = field(repr=False, compare=False)
     source_line: int = 0  # line of its BO_ in source_file (0: not from a file)
     #: How a protocol pack resolves the identifier (docs/protocols.md, "Resolving an
     #: identifier"): the bits of the other end's address, a group, an error code, a serial
@@ -212,6 +213,17 @@ class MessageDef:
     reply: str | None = None  # on a request: the message answering it (CandiagReply)
     broadcast_node: int = -1  # the node value addressing every module (-1: none)
     protocol: ProtocolInfo | None = field(default=None, compare=False)
+
+    @property
+    def cantools_message(self) -> Any:
+        """cantools' message of this definition; a message read from the DBC cache
+        (:mod:`candiag.decode.dbc_cache`, which keeps none) has its file read again, once
+        per file, when first asked (the file as it is then)."""
+        if self.cantools_object is not None or not self.source_line:
+            return self.cantools_object
+        from candiag.decode.dbc import cantools_message_at
+
+        return cantools_message_at(self.source_file, self.source_line)
 
     @property
     def match_mask(self) -> int:

@@ -29,8 +29,6 @@ MAX_FRAME_BYTES = 64
 MAX_FRAME_BITS = 8 * MAX_FRAME_BYTES
 #: Most multiplexer values one ``SG_MUL_VAL_`` statement may select (a 16-bit multiplexer).
 MAX_MUX_VALUES = 1 << 16
-#: Problems listed per file before the rest are only counted.
-MAX_LISTED = 20
 
 EXTENDED_FLAG = 0x80000000
 STANDARD_ID_MAX = 0x7FF

@@ -135,17 +135,7 @@ def _decimal_places(value: float) -> int:
 
 def choice_names(message: MessageDef) -> dict[str, dict[int, str]]:
     """The value tables of ``message``'s signals, raw value -> name as cantools gives it."""
-    tables: dict[str, dict[int, str]] = {}
-    cantools_message = message.cantools_message
-    if cantools_message is None:
-        return tables
-    by_name = {s.name: s for s in cantools_message.signals}
-    for sig in message.signals:
-        found = by_name.get(sig.name)
-        choices = found.choices if found is not None else None
-        if choices:
-            tables[sig.name] = {int(raw): str(name) for raw, name in choices.items()}
-    return tables
+    return {sig.name: dict(sig.choices) for sig in message.signals if sig.choices}
 
 
 def raw_database(db: ChargerDatabase) -> ChargerDatabase | None:

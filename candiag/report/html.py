@@ -24,6 +24,7 @@ from candiag import __version__
 from candiag.analysis import bus_name
 from candiag.liveness.html import liveness_section
 from candiag.report import access
+from candiag.report.allclear import all_clear_text
 from candiag.report.evidence import utc_text
 from candiag.report.findings import CSS as FINDINGS_CSS
 from candiag.report.findings import Layout, findings_html, instant
@@ -300,24 +301,6 @@ def _unknowns(report: Any) -> str:
 
 
 # -- findings ---------------------------------------------------------------------------------
-
-
-def all_clear_text(report: Any) -> str:
-    """What "no findings" means for this report: only statements that are true of it.
-
-    The one wording: ``analyze``'s text summary prints it too."""
-    said = []
-    if access.error_frame_count(report) == 0:
-        said.append("zero error frames")
-    nodes = access.nodes(report)
-    if nodes and all(access.field(n, "status") == "online" for n in nodes):
-        said.append(f"all {len(nodes)} nodes present")
-    elif not nodes:
-        said.append("no node known to the DBCs, so node liveness was not judged")
-    if nodes and not access.firmware_mismatches(report):
-        said.append("firmware consistent")
-    head = f"No findings in {access.frames_total(report):,} frames"
-    return f"{head}: {', '.join(said)}." if said else f"{head}."
 
 
 def _findings(report: Any, for_print: bool = False) -> str:
