@@ -205,7 +205,7 @@ class CycleHistory:
         order = np.argsort(keys, kind="stable")
         self._declared = np.concatenate((self._declared, declared[judged]))[order]
         self._shift = np.concatenate((self._shift, np.full(int(judged.sum()), np.nan)))[order]
-        where_old = np.argsort(order)[: self._keys.size]
+        where_old = np.argsort(order, kind="stable")[: self._keys.size]
         self._keys = keys[order]
         self._rows = self._rows.with_columns(where_old.astype(np.intp), self._keys.size)
 
