@@ -44,7 +44,7 @@ CYCLE_STEP_S = 10.0
 WINDOW_STEPS = round(CYCLE_WINDOW_S / CYCLE_STEP_S)
 
 # The per-step sums, in this order along the first axis of :attr:`_Rows.sums`.
-N, TOTAL, SQUARES, WITHIN, LATE = range(5)
+N, TOTAL, M2, WITHIN, LATE = range(5)
 SUMS = 5
 
 # Declared periods of identifiers: 0 where none is declared (not judged).
@@ -73,8 +73,9 @@ class CycleBreak:
 class _Rows:
     """Per step (rows, ascending) and judged identifier (columns, by key) the figures of
     its periods that a verdict needs: ``sums[N]`` periods, ``sums[TOTAL]`` their sum,
-    ``sums[SQUARES]`` the sum of their squared distances to the key's shift (its first
-    period: a jitter of microseconds on a period of seconds is not lost to cancellation), ``sums[WITHIN]`` how many are in
+    ``sums[M2]`` the sum of their squared distances to their mean (centred, so a jitter of
+    a microsecond on a period of a second is not lost to cancellation; pooled across
+    batches and steps with Chan's formula, :func:`_pooled_m2`), ``sums[WITHIN]`` how many are in
     histogram bins whose centre is at most ``p95_factor`` x the cycle (the 95th
     percentile is within it when 95 % are), ``sums[LATE]`` how many are in bins above the
     one holding that limit.  ``last``: the identifier's newest frame as of the step's end
@@ -101,7 +102,10 @@ class _Rows:
             merged = self.take(slice(None))
             merged.sums = merged.sums.copy()
             merged.last = merged.last.copy()
-            merged.sums[:, -1] += later.sums[:, 0]
+            a, b = merged.sums[:, -1], later.sums[:, 0]
+            a[M2] = _pooled_m2(a[N], a[TOTAL], a[M2], b[N], b[TOTAL], b[M2])
+            for index in (N, TOTAL, WITHIN, LATE):
+                a[index] += b[index]
             merged.last[-1] = np.fmax(merged.last[-1], later.last[0])
             later = later.take(slice(1, None))
             return merged.then(later) if len(later) else merged
@@ -140,7 +144,6 @@ class CycleHistory:
         self._seen = np.zeros(0, np.int64)  # every key looked up (sorted)
         self._keys = np.zeros(0, np.int64)  # the judged ones (a declared cycle): the columns
         self._declared = np.zeros(0, np.float64)  # their declared periods, s
-        self._shift = np.zeros(0, np.float64)  # their first period (NaN: none yet), s
         # The closed steps of the last minute and the running one (the last row).
         self._rows = _Rows.empty(0)
 
@@ -185,7 +188,7 @@ class CycleHistory:
         return _judge(rows, last, self._columns(), thresholds).rows()
 
     def _columns(self) -> _Columns:
-        return _Columns(self._keys, self._declared, self._shift)
+        return _Columns(self._keys, self._declared)
 
     def _learn(self, periods: Sequence[Periods], declared_of: DeclaredOf) -> None:
         """Look up the declared period of keys never seen; the judged ones become columns."""
@@ -204,7 +207,6 @@ class CycleHistory:
         keys = np.concatenate((self._keys, new[judged]))
         order = np.argsort(keys, kind="stable")
         self._declared = np.concatenate((self._declared, declared[judged]))[order]
-        self._shift = np.concatenate((self._shift, np.full(int(judged.sum()), np.nan)))[order]
         where_old = np.argsort(order, kind="stable")[: self._keys.size]
         self._keys = keys[order]
         self._rows = self._rows.with_columns(where_old.astype(np.intp), self._keys.size)
@@ -236,19 +238,18 @@ class CycleHistory:
             valid = np.isfinite(dt)
             at, d, c = flat[valid], dt[valid], col[valid]
             b = bin_of(d)
-            unset = np.isnan(self._shift[c])
-            if unset.any():
-                cols, first = np.unique(c[unset], return_index=True)
-                self._shift[cols] = d[unset][first]
-            x = d - self._shift[c]
-            for index, weights in (
-                (N, None),
-                (TOTAL, d),
-                (SQUARES, x * x),
-                (WITHIN, (b <= centre_bin[c]).astype(np.float64)),
-                (LATE, (b > holding_bin[c]).astype(np.float64)),
+            n = np.bincount(at, minlength=size).astype(np.float64)
+            total = np.asarray(np.bincount(at, weights=d, minlength=size), np.float64)
+            centred = d - (total / np.maximum(n, 1))[at]
+            m2 = np.asarray(np.bincount(at, weights=centred * centred, minlength=size), np.float64)
+            sums[M2] = _pooled_m2(sums[N], sums[TOTAL], sums[M2], n, total, m2)
+            sums[N] += n
+            sums[TOTAL] += total
+            for index, counted in (
+                (WITHIN, b <= centre_bin[c]),
+                (LATE, b > holding_bin[c]),
             ):
-                sums[index] += np.bincount(at, weights=weights, minlength=size)
+                sums[index] += np.bincount(at, weights=counted.astype(np.float64), minlength=size)
             # Frames are by key then time, so each (step, key) is one run: its last frame.
             stop = run_bounds(flat)[1] - 1
             last[flat[stop]] = np.fmax(last[flat[stop]], ts[stop])
@@ -288,11 +289,10 @@ class CycleHistory:
 
 @dataclass(frozen=True)
 class _Columns:
-    """The judged keys, their declared periods and shifts (:class:`_Rows`)."""
+    """The judged keys (:class:`_Rows`' columns) and their declared periods."""
 
     keys: I64
     declared: F64
-    shift: F64
 
 
 def _judge(rows: _Rows, which: Indices, columns: _Columns, t: CycleThresholds) -> _Broken:
@@ -330,7 +330,7 @@ def _judge(rows: _Rows, which: Indices, columns: _Columns, t: CycleThresholds) -
     last = np.where(last >= first_row, last, r)
     n_b = n[j, col]
     mean_b = mean[j, col]
-    var = minute[SQUARES][j, col] / np.maximum(n_b, 1) - (mean_b - columns.shift[col]) ** 2
+    var = _minute_m2(sums, first_row, r, col, mean_b) / np.maximum(n_b, 1)
     return _Broken(
         keys=columns.keys[col],
         start=rows.steps[first].astype(np.float64) * CYCLE_STEP_S,
@@ -340,6 +340,32 @@ def _judge(rows: _Rows, which: Indices, columns: _Columns, t: CycleThresholds) -
         jitter=np.where(n_b > 0, np.sqrt(np.maximum(var, 0.0)), np.nan),
         last=rows.last[r, col],
     )
+
+
+def _pooled_m2(n_a: F64, total_a: F64, m2_a: F64, n_b: F64, total_b: F64, m2_b: F64) -> F64:
+    """The centred sum of squares of two groups of periods taken together (Chan et al.)."""
+    both = n_a + n_b
+    delta = total_b / np.maximum(n_b, 1) - total_a / np.maximum(n_a, 1)
+    pooled: F64 = (
+        m2_a
+        + m2_b
+        + np.where((n_a > 0) & (n_b > 0), delta * delta * n_a * n_b / np.maximum(both, 1), 0.0)
+    )
+    return pooled
+
+
+def _minute_m2(sums: F64, first_row: Indices, last_row: Indices, col: Indices, mean: F64) -> F64:
+    """The centred sum of squares of each (minute, key) asked for: its steps' own plus
+    their means' distances to the minute's (a minute holds at most WINDOW_STEPS rows)."""
+    rows = first_row[:, None] + np.arange(WINDOW_STEPS)[None, :]
+    inside = rows <= last_row[:, None]
+    rows = np.minimum(rows, last_row[:, None])
+    cols = col[:, None]
+    n = np.where(inside, sums[N][rows, cols], 0.0)
+    step_mean = sums[TOTAL][rows, cols] / np.maximum(n, 1)
+    spread = n * (step_mean - mean[:, None]) ** 2
+    total: F64 = np.where(inside, sums[M2][rows, cols] + spread, 0.0).sum(axis=1)
+    return total
 
 
 @dataclass
