@@ -26,6 +26,7 @@ import numpy as np
 from candiag.analysis_report import AnalysisReport, CaptureReport, ClockEvent, DbcReport
 from candiag.capture import CaptureReader, CaptureStats
 from candiag.capture.metadata import MetadataReading, read_recording_metadata
+from candiag.capture.readahead import read_ahead
 from candiag.decode.dbc import ChargerDatabase
 from candiag.decode.identify import DbcMatch, select_reference_dbcs
 from candiag.diagnosis.engine import DiagnosisEngine, RuleBook, load_rulebook
@@ -201,30 +202,35 @@ def analyze_capture(
     """
     reader = CaptureReader(path, chunk_lines=chunk_lines)
     book = book or load_rulebook()
-    batches = reader.batches()
-    if progress is not None:  # the command line's progress display (candiag.cli.progress)
-        batches = progress(reader, batches)
-    sample = _read_sample(batches)
-    sample_batch = FrameBatch.concat(sample)
-    bitrates = _Bitrates(bitrate, config_bitrate, data_bitrate, _metadata(path))
-    if bitrate is None:
-        evidence = BitrateEvidence()
-        evidence.update(sample_batch)
-        bitrates.inferred = evidence.results()
-    matches: list[DbcMatch] = []
-    if db is None:
-        # The first SAMPLE_FRAMES frames decide (a reader's first chunk may hold far more).
-        first = sample_batch.take(slice(0, SAMPLE_FRAMES))
-        db, matches = select_reference_dbcs(first, reference_dbcs)
-    buses = _Buses(db, bitrates, policies, int(book.t("burst_errors_per_s")), keep_history)
-    engine = DiagnosisEngine(book=book)
-    steps = _TimeSteps()
-    for batch in _chain(sample, batches):
-        if len(batch) == 0:
-            continue
-        for channel, part in split_by_channel(_in_time_order(steps.remap(batch))).items():
-            for piece in _time_slices(part):
-                buses.pipeline(channel).process(piece)
+    # The next chunk is read and parsed in a thread while this one is folded.
+    ahead = read_ahead(reader.batches())
+    batches: Iterator[FrameBatch] = ahead
+    try:
+        if progress is not None:  # the command line's progress display (candiag.cli.progress)
+            batches = progress(reader, batches)
+        sample = _read_sample(batches)
+        sample_batch = FrameBatch.concat(sample)
+        bitrates = _Bitrates(bitrate, config_bitrate, data_bitrate, _metadata(path))
+        if bitrate is None:
+            evidence = BitrateEvidence()
+            evidence.update(sample_batch)
+            bitrates.inferred = evidence.results()
+        matches: list[DbcMatch] = []
+        if db is None:
+            # The first SAMPLE_FRAMES frames decide (a reader's first chunk may hold far more).
+            first = sample_batch.take(slice(0, SAMPLE_FRAMES))
+            db, matches = select_reference_dbcs(first, reference_dbcs)
+        buses = _Buses(db, bitrates, policies, int(book.t("burst_errors_per_s")), keep_history)
+        engine = DiagnosisEngine(book=book)
+        steps = _TimeSteps()
+        for batch in _chain(sample, batches):
+            if len(batch) == 0:
+                continue
+            for channel, part in split_by_channel(_in_time_order(steps.remap(batch))).items():
+                for piece in _time_slices(part):
+                    buses.pipeline(channel).process(piece)
+    finally:
+        ahead.close()  # an error on the way stops the reading thread at once
     end = buses.last_ts
     first_detection: dict[str, float] = {}
     evaluations = 0

@@ -5,7 +5,10 @@ cut by a block boundary is carried into the next block, and a line longer than
 :data:`~candiag.capture.source.MAX_LINE_BYTES` is kept only up to that length (it is
 reported as malformed, never grown in memory).  Every chunk of at most ``chunk_lines``
 lines goes through :func:`~.parser.parse_lines`; line numbers, counts and malformed lines
-go to the capture's :class:`~candiag.capture.formats.rows.Sink`.
+go to the capture's :class:`~candiag.capture.formats.rows.Sink`.  The capture's first chunk
+is shorter (:data:`FIRST_CHUNK_LINES`): a reader ahead of its consumer
+(:mod:`candiag.capture.readahead`) hands it over sooner, and the consumer starts while the
+rest is parsed.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from candiag.capture.source import MAX_LINE_BYTES
 from candiag.ingest.frames import ChannelTable, FrameBatch
 
 NAME = "candump -L"
+# Lines of a capture's first chunk: enough for the reference DBCs' identification sample
+# (candiag.decode.identify's 20,000 frames), an eighth of the default chunk.
+FIRST_CHUNK_LINES = 32_768
 
 
 class CandumpReader:
@@ -30,6 +36,7 @@ class CandumpReader:
         self.sink = sink
         self.channels = channels
         self.chunk = chunk
+        self._first = True  # the capture's first chunk is still to come
 
     def batches(self, blocks: Iterable[bytes]) -> Iterator[FrameBatch]:
         carry = b""
@@ -44,10 +51,14 @@ class CandumpReader:
 
     def _chunks(self, buf: U8) -> Iterator[FrameBatch]:
         nl = np.flatnonzero(buf == NL)
-        sink, step = self.sink, self.chunk
-        for k in range(0, len(nl), step):
+        sink = self.sink
+        k = 0
+        while k < len(nl):
+            step = min(self.chunk, FIRST_CHUNK_LINES) if self._first else self.chunk
+            self._first = False
             begin = int(nl[k - 1]) + 1 if k else 0
             chunk_nl = nl[k : k + step]
+            k += step
             end = int(chunk_nl[-1]) + 1
             parsed = parse_lines(
                 buf[begin:end], chunk_nl - begin, first_line=sink.lines + 1, channels=self.channels
