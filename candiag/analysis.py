@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import numpy.typing as npt
 
 from candiag.analysis_report import AnalysisReport, CaptureReport, ClockEvent, DbcReport
 from candiag.capture import CaptureReader, CaptureStats
@@ -38,7 +39,7 @@ from candiag.health.bitrate import (
     BitrateInference,
     choose_bitrate,
 )
-from candiag.health.bus import split_by_channel
+from candiag.health.busload import frame_bits
 from candiag.health.nodes import FamilyPolicy
 from candiag.health.pipeline import BusPipeline
 from candiag.health.report import BusReport, TimelineReport
@@ -202,14 +203,15 @@ def analyze_capture(
     """
     reader = CaptureReader(path, chunk_lines=chunk_lines)
     book = book or load_rulebook()
-    # The next chunk is read and parsed in a thread while this one is folded.
-    ahead = read_ahead(reader.batches())
-    batches: Iterator[FrameBatch] = ahead
+    # The next chunk is read, parsed and its frames' bits counted in a thread while this
+    # one is folded (the bits are a function of the frames alone).
+    source = reader.batches()
+    if progress is not None:  # the command line's progress display (candiag.cli.progress)
+        source = progress(reader, source)
+    ahead = read_ahead(_with_bits(source))
     try:
-        if progress is not None:  # the command line's progress display (candiag.cli.progress)
-            batches = progress(reader, batches)
-        sample = _read_sample(batches)
-        sample_batch = FrameBatch.concat(sample)
+        sample = _read_sample(ahead)
+        sample_batch = FrameBatch.concat([item.batch for item in sample])
         bitrates = _Bitrates(bitrate, config_bitrate, data_bitrate, _metadata(path))
         if bitrate is None:
             evidence = BitrateEvidence()
@@ -223,12 +225,11 @@ def analyze_capture(
         buses = _Buses(db, bitrates, policies, int(book.t("burst_errors_per_s")), keep_history)
         engine = DiagnosisEngine(book=book)
         steps = _TimeSteps()
-        for batch in _chain(sample, batches):
-            if len(batch) == 0:
+        for item in _chain(sample, ahead):
+            if len(item.batch) == 0:
                 continue
-            for channel, part in split_by_channel(_in_time_order(steps.remap(batch))).items():
-                for piece in _time_slices(part):
-                    buses.pipeline(channel).process(piece)
+            for channel, piece in _pieces(_Read(steps.remap(item.batch), item.bits)):
+                buses.pipeline(channel).process(piece.batch, bits=piece.bits)
     finally:
         ahead.close()  # an error on the way stops the reading thread at once
     end = buses.last_ts
@@ -249,21 +250,50 @@ def _metadata(path: str | os.PathLike[str]) -> MetadataReading:
     return read_recording_metadata(path)
 
 
-def _read_sample(batches: Iterator[FrameBatch]) -> list[FrameBatch]:
-    """The first batches, up to :data:`SAMPLE_FRAMES` frames (the rest stays in the stream)."""
-    sample: list[FrameBatch] = []
-    frames = 0
+@dataclass(frozen=True)
+class _Read:
+    """A batch as the reading thread hands it over: with its frames' bits on the wire."""
+
+    batch: FrameBatch
+    bits: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]
+
+    def take(self, rows: npt.NDArray[np.intp] | slice) -> _Read:
+        return _Read(self.batch.take(rows), (self.bits[0][rows], self.bits[1][rows]))
+
+
+def _with_bits(batches: Iterable[FrameBatch]) -> Iterator[_Read]:
     for batch in batches:
-        sample.append(batch)
-        frames += len(batch)
+        yield _Read(batch, frame_bits(batch))
+
+
+def _read_sample(items: Iterator[_Read]) -> list[_Read]:
+    """The first batches, up to :data:`SAMPLE_FRAMES` frames (the rest stays in the stream)."""
+    sample: list[_Read] = []
+    frames = 0
+    for item in items:
+        sample.append(item)
+        frames += len(item.batch)
         if frames >= SAMPLE_FRAMES:
             break
     return sample
 
 
-def _chain(first: Iterable[FrameBatch], rest: Iterator[FrameBatch]) -> Iterator[FrameBatch]:
+def _chain(first: Iterable[_Read], rest: Iterator[_Read]) -> Iterator[_Read]:
     yield from first
     yield from rest
+
+
+def _pieces(read: _Read) -> Iterator[tuple[str, _Read]]:
+    """Each channel's frames in time order, in slices of at most MAX_SLICE_S."""
+    ts = read.batch.timestamp
+    if not bool(np.all(ts[1:] >= ts[:-1])):  # interleaved sources of one file may not be
+        read = read.take(np.argsort(ts, kind="stable"))
+    names = read.batch.channels or ["can0"]
+    present = np.flatnonzero(np.bincount(read.batch.channel))  # small indices: cheap
+    for c in present.tolist():
+        part = read if present.size == 1 else read.take(np.flatnonzero(read.batch.channel == c))
+        for lo, hi in _time_slices(part.batch.timestamp):
+            yield names[c], part if (lo, hi) == (0, len(part.batch)) else part.take(slice(lo, hi))
 
 
 # A chunk goes to the trackers in slices of at most this much capture time, half their
@@ -273,24 +303,14 @@ def _chain(first: Iterable[FrameBatch], rest: Iterator[FrameBatch]) -> Iterator[
 MAX_SLICE_S = 1800.0
 
 
-def _time_slices(batch: FrameBatch) -> Iterator[FrameBatch]:
-    """The time-sorted ``batch`` in consecutive slices spanning at most MAX_SLICE_S each."""
-    ts = batch.timestamp
+def _time_slices(ts: npt.NDArray[np.float64]) -> Iterator[tuple[int, int]]:
+    """Bounds of consecutive slices of the sorted ``ts`` spanning at most MAX_SLICE_S each."""
     if len(ts) == 0 or float(ts[-1] - ts[0]) <= MAX_SLICE_S:
-        yield batch
+        yield 0, len(ts)
         return
     piece = np.floor((ts - ts[0]) / MAX_SLICE_S).astype(np.int64)
     cuts = (np.flatnonzero(np.diff(piece)) + 1).tolist()
-    for lo, hi in zip([0, *cuts], [*cuts, len(ts)], strict=True):
-        yield batch.take(slice(lo, hi))
-
-
-def _in_time_order(batch: FrameBatch) -> FrameBatch:
-    """The batch sorted by timestamp (interleaved sources of one file may not be)."""
-    ts = batch.timestamp
-    if bool(np.all(ts[1:] >= ts[:-1])):
-        return batch
-    return batch.take(np.argsort(ts, kind="stable"))
+    yield from zip([0, *cuts], [*cuts, len(ts)], strict=True)
 
 
 def _evaluate_once(engine: DiagnosisEngine, buses: _Buses, end: float) -> dict[str, float]:

@@ -18,8 +18,9 @@ import queue
 import threading
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from candiag.ingest.frames import FrameBatch
+T = TypeVar("T")
 
 # How long the reader waits for room before it looks whether the consumer stopped, and how
 # long a stopping consumer waits for the reader (a read of a pipe may block for longer: the
@@ -29,17 +30,18 @@ JOIN_S = 1.0
 
 
 @dataclass(frozen=True)
-class _Item:
-    batch: FrameBatch | None = None  # None: the end
+class _Item(Generic[T]):
+    batch: T | None = None  # None: the end
     error: Exception | None = None
 
 
-def read_ahead(batches: Iterator[FrameBatch], depth: int = 2) -> Generator[FrameBatch, None, None]:
-    """The batches of ``batches``, read in a thread up to ``depth`` batches ahead."""
-    slots: queue.Queue[_Item] = queue.Queue(maxsize=depth)
+def read_ahead(batches: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
+    """The items of ``batches`` (batches, or batches with what the thread computed of
+    them), read in a thread up to ``depth`` items ahead."""
+    slots: queue.Queue[_Item[T]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
-    def hand_over(item: _Item) -> bool:
+    def hand_over(item: _Item[T]) -> bool:
         while not stop.is_set():
             try:
                 slots.put(item, timeout=POLL_S)
@@ -53,7 +55,7 @@ def read_ahead(batches: Iterator[FrameBatch], depth: int = 2) -> Generator[Frame
             for batch in batches:
                 if not hand_over(_Item(batch)):
                     return
-            hand_over(_Item())
+            hand_over(_Item[T]())
         except Exception as err:  # raised again in the consumer, with its traceback
             hand_over(_Item(error=err))
 
