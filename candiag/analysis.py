@@ -284,33 +284,22 @@ def _chain(first: Iterable[_Read], rest: Iterator[_Read]) -> Iterator[_Read]:
 
 
 def _pieces(read: _Read) -> Iterator[tuple[str, _Read]]:
-    """Each channel's frames in time order, in slices of at most MAX_SLICE_S."""
+    """Each channel's frames, in time order.
+
+    A piece may span hours (a thin stretch of a capture in one chunk): the per-second
+    rings take a batch longer than their hour whole (``SecondRing.add``: seconds older
+    than the new window go straight to history), so no slicing is needed, and a capture's
+    time is spent on its frames, not on passes per half hour (bench_duration)."""
     ts = read.batch.timestamp
     if not bool(np.all(ts[1:] >= ts[:-1])):  # interleaved sources of one file may not be
         read = read.take(np.argsort(ts, kind="stable"))
     names = read.batch.channels or ["can0"]
     present = np.flatnonzero(np.bincount(read.batch.channel))  # small indices: cheap
-    for c in present.tolist():
-        part = read if present.size == 1 else read.take(np.flatnonzero(read.batch.channel == c))
-        for lo, hi in _time_slices(part.batch.timestamp):
-            yield names[c], part if (lo, hi) == (0, len(part.batch)) else part.take(slice(lo, hi))
-
-
-# A chunk goes to the trackers in slices of at most this much capture time, half their
-# per-second rings' hour: a slice spanning more than the hour would push its own first
-# seconds out before they were counted (error frames before a 2-hour stretch in one chunk
-# were lost); fewer, longer slices cost less (each is a pass through every tracker).
-MAX_SLICE_S = 1800.0
-
-
-def _time_slices(ts: npt.NDArray[np.float64]) -> Iterator[tuple[int, int]]:
-    """Bounds of consecutive slices of the sorted ``ts`` spanning at most MAX_SLICE_S each."""
-    if len(ts) == 0 or float(ts[-1] - ts[0]) <= MAX_SLICE_S:
-        yield 0, len(ts)
+    if present.size == 1:
+        yield names[int(present[0])], read
         return
-    piece = np.floor((ts - ts[0]) / MAX_SLICE_S).astype(np.int64)
-    cuts = (np.flatnonzero(np.diff(piece)) + 1).tolist()
-    yield from zip([0, *cuts], [*cuts, len(ts)], strict=True)
+    for c in present.tolist():
+        yield names[c], read.take(np.flatnonzero(read.batch.channel == c))
 
 
 def _evaluate_once(engine: DiagnosisEngine, buses: _Buses, end: float) -> dict[str, float]:

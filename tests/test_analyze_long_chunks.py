@@ -1,10 +1,10 @@
 """A chunk of a capture spanning more than the trackers' one-hour rings loses nothing.
 
 ``analyze`` reads a capture in chunks of up to 262,144 lines; a thin stretch after a fault
-puts hours into one chunk.  The per-second rings hold an hour: the chunk is given to them in
-slices of at most ``MAX_SLICE_S`` (``candiag/analysis.py``), so the fault's seconds are
-counted before the ring moves on (an adversarial review found ACK errors and a load burst
-lost this way).
+puts hours into one chunk.  The per-second rings hold an hour: a batch longer than that is
+taken whole, its seconds older than the new window going straight to history with their
+frames, error classes and load counted (``SecondRing.add``, ``BusWindows.update``; an
+adversarial review found ACK errors and a load burst lost when they were added apart).
 """
 
 from __future__ import annotations

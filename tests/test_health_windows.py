@@ -165,3 +165,28 @@ def test_series_of_a_two_hour_capture_keeps_every_second() -> None:
     assert sum(series["frames_error"]) == int(b.is_error.sum())
     assert max(series["load_ratio"]) == pytest.approx(w.max_ratio_1s())
     assert w.ring.late_dropped.sum() == 0
+
+
+@pytest.mark.parametrize("split_first", [False, True])
+def test_a_batch_longer_than_the_horizon_counts_every_second(split_first: bool) -> None:
+    """Two hours in one batch (a thin stretch after a busy minute): its first hour leaves the
+    ring straight to history with frames, error classes and load, as if fed in small
+    batches (an adversarial review found them lost when added to the ring apart)."""
+    busy = synthetic_batch(30_000, start=5000.0, rate_hz=600.0, error_share=0.05, seed=2)
+    thin = synthetic_batch(7_200, start=5060.0, rate_hz=1.0, error_share=0.0, seed=3)
+    whole = FrameBatch.concat([busy, thin])
+    small = BusWindows(125_000, keep_history=True)
+    for chunk in np.array_split(np.arange(len(whole)), 400):
+        small.update(whole.take(chunk))
+    big = BusWindows(125_000, keep_history=True)
+    if split_first:  # a short first batch, then the rest in one: the ring already has a head
+        big.update(whole.take(slice(0, 1000)))
+        big.update(whole.take(slice(1000, None)))
+    else:
+        big.update(whole)
+    assert big.plot_series() == small.plot_series()
+    assert big.max_ratio_1s() == pytest.approx(small.max_ratio_1s())
+    assert small.max_ratio_1s() > 0.05
+    assert big.ring.late_dropped.sum() == 0
+    errors = sum(big.plot_series()["frames_error"])
+    assert errors == int(whole.is_error.sum()) > 1000

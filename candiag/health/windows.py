@@ -72,21 +72,35 @@ class SecondRing:
         """Move "now" to ``second`` (no-op if not newer), expiring older buckets."""
         self._advance(second, np.empty(0, np.int64), np.empty((0, len(self.columns)), np.int64))
 
-    def _advance(self, second: int, old_s: I64, old_v: I64) -> None:
+    def _advance(self, second: int, old_s: I64, old_v: I64) -> tuple[I64, I64]:
+        """Move the head; ``old_s``/``old_v`` leave straight to history.  Returns their
+        whole totals (with what the ring held of those seconds)."""
         if self.head is None:
             self.head = second
-            return
+            if self.keep_history and old_s.size:  # a first batch longer than the horizon
+                self._history.append((old_s, old_v))
+            return old_s, old_v
         if second <= self.head:
-            return
+            return old_s, old_v
         exp_s, exp_v = self._expire(self.head, second)
         self.head = second
-        if self.keep_history and (exp_s.size or old_s.size):
-            self._history.append(_merge_sparse(exp_s, exp_v, old_s, old_v))
+        if not (exp_s.size or old_s.size):
+            return old_s, old_v
+        merged_s, merged_v = _merge_sparse(exp_s, exp_v, old_s, old_v)
+        if self.keep_history:
+            self._history.append((merged_s, merged_v))
+        whole = np.isin(merged_s, old_s)
+        return merged_s[whole], merged_v[whole]
 
-    def add(self, seconds: I64, totals: I64) -> None:
-        """Add per-second totals: ``seconds`` (unique, any order) and ``totals`` ``[m, k]``."""
+    def add(self, seconds: I64, totals: I64) -> tuple[I64, I64]:
+        """Add per-second totals: ``seconds`` (unique, any order) and ``totals`` ``[m, k]``.
+
+        Returns the seconds that were older than the ring's new window but on time (a
+        batch longer than the horizon), with their whole totals: they went straight to
+        history, and a caller reading the ring for them would not find them."""
+        empty = np.empty(0, np.int64), np.empty((0, len(self.columns)), np.int64)
         if seconds.size == 0:
-            return
+            return empty
         newest = int(seconds.max())
         self.first = (
             int(seconds.min()) if self.first is None else min(self.first, int(seconds.min()))
@@ -94,20 +108,22 @@ class SecondRing:
         new_head = newest if self.head is None else max(self.head, newest)
         oldest_kept = new_head - self.horizon + 1
         in_ring = seconds >= oldest_kept
-        # Seconds older than the new window: still "on time" if the old window held them
-        # (they leave straight to history), otherwise too late to be placed anywhere.
-        previous_oldest = oldest_kept if self.head is None else self.head - self.horizon + 1
+        # Seconds older than the new window: still "on time" if the old window held them, or
+        # if there was none yet (they leave straight to history), otherwise too late to be
+        # placed anywhere.
+        previous_oldest = int(seconds.min()) if self.head is None else self.head - self.horizon + 1
         passing = ~in_ring & (seconds >= previous_oldest)
         late = ~in_ring & ~passing
         if late.any():
             self.late_dropped += totals[late].sum(axis=0)
-        self._advance(new_head, seconds[passing], totals[passing])
+        passed = self._advance(new_head, seconds[passing], totals[passing])
         rows = seconds[in_ring] % self.horizon
         self.buckets[rows] += totals[in_ring]  # seconds are unique, so rows are too
         if rows.size:
             self.peak = np.maximum(self.peak, self.buckets[rows].max(axis=0))
-        if passing.any():
-            self.peak = np.maximum(self.peak, totals[passing].max(axis=0))
+        if passed[0].size:
+            self.peak = np.maximum(self.peak, passed[1].max(axis=0))
+        return passed
 
     def _span(self, window: int, end: int | None = None) -> tuple[int, int] | None:
         """First and last second of ``(end - window, end]`` the ring holds, if any."""
@@ -280,26 +296,40 @@ class BusWindows:
             ],
             k=k,
         )
-        self.ring.add(uniq, totals)
+        # One add for frames, error classes and bus-off events: a batch spanning more than
+        # the horizon moves the ring on, and a second add of its first seconds would come
+        # too late for the ring (and its history).
+        parts = [(uniq, totals)]
         rows = np.flatnonzero(error)
         if rows.size:
-            self._add_error_rows(batch, rows, seconds[rows])
+            parts.append(self._error_totals(batch, rows, seconds[rows]))
         if bus_off_times is not None and bus_off_times.size:
             events = np.floor(bus_off_times).astype(np.int64)
             uniq_b, totals_b = per_second_totals(events, [None], k=1)
             full = np.zeros((uniq_b.size, k), np.int64)
             full[:, _BUS_OFF] = totals_b[:, 0]
-            self.ring.add(uniq_b, full)
+            parts.append((uniq_b, full))
+        if len(parts) > 1:
+            uniq_all, totals_all = _merge_sparse(
+                np.concatenate([p[0] for p in parts[:-1]]),
+                np.concatenate([p[1] for p in parts[:-1]]),
+                *parts[-1],
+            )
+        else:
+            uniq_all, totals_all = uniq, totals
+        passed_s, passed_v = self.ring.add(uniq_all, totals_all)
         if len(batch):
             newest = float(batch.timestamp.max())
             self.last_timestamp = (
                 newest if self.last_timestamp is None else max(self.last_timestamp, newest)
             )
         if self.bitrate:
-            self._note_peak(uniq)
+            self._note_peak(uniq, passed_s, passed_v)
 
-    def _add_error_rows(self, batch: FrameBatch, rows: npt.NDArray[np.intp], seconds: I64) -> None:
-        """Error frames per class and the protocol errors' bit0/bit1 types, per second."""
+    def _error_totals(
+        self, batch: FrameBatch, rows: npt.NDArray[np.intp], seconds: I64
+    ) -> tuple[I64, I64]:
+        """Error frames per class and the protocol errors' types, per second (ring columns)."""
         ids = batch.can_id[rows]
         weights: list[npt.NDArray[Any]] = [
             ((ids >> b) & 1).astype(np.float64) for b in range(len(SOCKETCAN_CLASSES))
@@ -315,7 +345,7 @@ class BusWindows:
         totals = np.zeros((uniq.size, len(BUS_COLUMNS)), np.int64)
         totals[:, _ERROR_COLUMNS] = part[:, : len(ERROR_CLASSES)]
         totals[:, _PROTOCOL_TYPES] = part[:, len(ERROR_CLASSES) :]
-        self.ring.add(uniq, totals)
+        return uniq, totals
 
     def add_dropped(self, now: float, frames: int) -> None:
         """Frames the host dropped (socket queue, interface) noticed at live time ``now``."""
@@ -341,13 +371,18 @@ class BusWindows:
         ratios: npt.NDArray[np.float64] = np.minimum(self._raw_ratios(rows), 1.0)
         return ratios
 
-    def _note_peak(self, seconds: I64) -> None:
+    def _note_peak(self, seconds: I64, passed_s: I64, passed_v: I64) -> None:
+        """The 1 s load of the batch's seconds: read in the ring, or given whole for those
+        that went straight to its history (a batch longer than the horizon)."""
         if seconds.size == 0 or self.ring.head is None:
             return
         fresh = seconds[seconds > self.ring.head - self.ring.horizon]
+        rows = self.ring.buckets[fresh % self.ring.horizon]
+        if passed_s.size:
+            fresh, rows = np.concatenate((passed_s, fresh)), np.concatenate((passed_v, rows))
         if fresh.size == 0:
             return
-        raw = self._raw_ratios(self.ring.buckets[fresh % self.ring.horizon])
+        raw = self._raw_ratios(rows)
         peak = float(raw.max())
         self.max_raw_ratio_1s_seen = max(self.max_raw_ratio_1s_seen, peak)
         self.max_ratio_1s_seen = max(self.max_ratio_1s_seen, min(peak, 1.0))
