@@ -158,3 +158,26 @@ def test_capped_counter_from_arrays_keeps_standard_and_extended_apart() -> None:
     both.add(np.array([0x100, 0x100], np.uint32), np.array([False, True]))
     assert both.labelled("overflow") == {"0x100": 1, "0x00000100": 1}
     assert [id_key_text(k) for k in sorted(both.counts)] == ["0x100", "0x00000100"]
+
+
+@pytest.mark.parametrize("period", [0.1, 0.0999, 0.25, 1.0, 3.7])
+def test_p95_is_never_outside_the_measured_periods(period: float) -> None:
+    """The histogram's bin centre may lie above every period in the bin: a perfectly
+    regular id reports its one period, not a p95 above its maximum (an adversarial review)."""
+    ts = 1_700_000_000.0 + period * np.arange(200)
+    n = ts.size
+    batch = FrameBatch(
+        ts,
+        np.full(n, 0x123, np.uint32),
+        np.zeros(n, np.uint8),
+        np.full(n, 8, np.uint8),
+        np.zeros((n, 8), np.uint8),
+        np.zeros(n, np.int16),
+        ["can0"],
+    )
+    stats = IdStats()
+    stats.update(batch)
+    (row,) = stats.rows()
+    assert row.period_min is not None and row.period_max is not None
+    assert row.period_p95 is not None
+    assert row.period_min <= row.period_p95 <= row.period_max

@@ -5,7 +5,8 @@ Owns :class:`CycleHistory`.  Time is cut in fixed steps of :data:`CYCLE_STEP_S`
 every quarter second judge the same frames alike.  At the end of each step the last
 minute (:data:`CYCLE_WINDOW_S`, six steps) of each identifier's periods is judged as
 :func:`candiag.health.ids.verdicts_of` judges an epoch: the same thresholds, the 95th
-percentile read from the same histogram bins.  Broken verdicts are kept as stretches
+percentile read from the same histogram bins (as their centre: the ids table also keeps it
+within the measured periods, a difference within a bin, 1/16 octave).  Broken verdicts are kept as stretches
 (:class:`CycleBreak`), bounded by the steps whose own periods were off (late periods, or
 a mean off the declared cycle); an identifier that stays broken extends its stretch.
 

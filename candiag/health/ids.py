@@ -397,7 +397,7 @@ class IdStats:
         t = thresholds or CycleThresholds()
         data = ((self.keys >> 29) & 1) == 0
         declared = np.where(data, np.nan_to_num(declared_s, nan=0.0), 0.0)
-        return verdicts_of(self.n_int, self.mean, self.hist, declared, t)
+        return verdicts_of(self.n_int, self.mean, self.hist, declared, t, (self.pmin, self.pmax))
 
     def _p95(self, i: int) -> float | None:
         counts = self.hist[i]
@@ -405,7 +405,9 @@ class IdStats:
         if total == 0:
             return None
         at = int(np.searchsorted(np.cumsum(counts), 0.95 * total))
-        return _bin_value(at)
+        # A bin's centre can lie beyond the periods in it: the percentile is never reported
+        # outside the measured range (a p95 above the longest period is not true).
+        return float(min(max(_bin_value(at), self.pmin[i]), self.pmax[i]))
 
     def rows(self) -> list[IdRow]:
         """One :class:`IdRow` per identifier, by channel then id."""
@@ -469,13 +471,17 @@ def verdicts_of(
     hist: npt.NDArray[np.int64] | npt.NDArray[np.int32],
     declared_s: F64,
     t: CycleThresholds,
+    bounds: tuple[F64, F64] | None = None,
 ) -> npt.NDArray[np.int8]:
     """Per id 1 keeps its declared cycle, 0 breaks it, -1 not judged (too few periods):
     mean within ``mean_tolerance`` of the declared period and 95th percentile at most
-    ``p95_factor`` times it."""
+    ``p95_factor`` times it.  ``bounds``: each id's shortest and longest period, which
+    the percentile (a bin's centre) is kept within, as :meth:`IdStats.rows` reports it."""
     total = hist.sum(axis=1)
     below = np.cumsum(hist, axis=1) < 0.95 * total[:, None]
     p95 = 2.0 ** (LOWEST_OCTAVE + (below.sum(axis=1) + 0.5) / BINS_PER_OCTAVE)
+    if bounds is not None:
+        p95 = np.minimum(np.maximum(p95, bounds[0]), bounds[1])
     declared = np.nan_to_num(declared_s, nan=0.0)
     judged = (declared > 0) & (n_int >= t.min_intervals) & (total > 0)
     safe = np.where(declared > 0, declared, 1.0)
