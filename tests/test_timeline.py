@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from candiag.cli import main
@@ -330,17 +330,19 @@ def _follows_pairwise(effect: Episode, cause: Episode, grace_s: float) -> bool:
     causes=st.lists(
         st.tuples(st.integers(0, 60), st.one_of(st.none(), st.integers(0, 8))), max_size=8
     ),
-    grace=st.sampled_from([0.0, 0.5, 2.0, 5.0]),
+    grace=st.sampled_from([0.0, 0.1, 0.3, 0.5, 2.0, 5.0]),
 )
+@example(effects=[(30, 10)], causes=[(41, 5)], grace=0.1)  # ends at 4.0; 4.1 - 0.1 < 4.0
 def test_folding_in_time_is_the_pairwise_definition(
     effects: list[tuple[int, int | None]], causes: list[tuple[int, int | None]], grace: float
 ) -> None:
-    """The vectorized check (a sort and a search) says what every pair says; whole and
-    half seconds make ends meet starts exactly, the edge cases."""
+    """The vectorized check (a sort and a search) says what every pair says; tenths of a
+    second and graces of tenths make ends meet starts, and make float rounding meet them
+    too (a review found 4.1 - 0.1 < 4.0 and 4.1 < 4.0 + 0.1 disagreeing)."""
     from candiag.diagnosis.causes import _each_follows
 
     def episodes(raw: list[tuple[int, int | None]]) -> list[Episode]:
-        return [Episode(s / 2, None if d is None else (s + d) / 2) for s, d in raw]
+        return [Episode(s / 10, None if d is None else (s + d) / 10) for s, d in raw]
 
     e, c = episodes(effects), episodes(causes)
     expected = [any(_follows_pairwise(x, y, grace) for y in c) for x in e]

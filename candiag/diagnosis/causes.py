@@ -144,9 +144,10 @@ def _each_follows(
     if not c_start.size:
         return np.zeros(e_start.size, np.bool_)
     order = np.argsort(c_start, kind="stable")
-    c_start = c_start[order]
+    # The widened start, computed as the pairwise check computes it (no rounding apart).
+    c_early = c_start[order] - grace_s
     latest_end = np.maximum.accumulate(c_end[order])
-    started = np.searchsorted(c_start, e_end + grace_s, side="left")  # c.start - grace < e.end
+    started = np.searchsorted(c_early, e_end, side="left")  # c.start - grace < e.end
     best = latest_end[np.maximum(started - 1, 0)]
     return (started > 0) & (e_start < best + grace_s) & (e_start <= best + LATE_START_S)
 
