@@ -181,3 +181,42 @@ def test_p95_is_never_outside_the_measured_periods(period: float) -> None:
     assert row.period_min is not None and row.period_max is not None
     assert row.period_p95 is not None
     assert row.period_min <= row.period_p95 <= row.period_max
+
+
+def _frames(ts: list[float], can_id: int = 0x300) -> FrameBatch:
+    n = len(ts)
+    return FrameBatch(
+        np.array(ts, np.float64),
+        np.full(n, can_id, np.uint32),
+        np.zeros(n, np.uint8),
+        np.full(n, 8, np.uint8),
+        np.zeros((n, 8), np.uint8),
+        np.zeros(n, np.int16),
+        ["can0"],
+    )
+
+
+def test_a_late_frame_makes_no_period_before_or_after_it() -> None:
+    """A frame older than the id's last one (reordered by a host) is counted out of order;
+    the next frame's period runs from the newest frame, not from the late one (a review
+    found a false 3 s period on a 200 ms id, and a false cycle break with it)."""
+    on_time = [1_700_000_000.0 + 0.2 * k for k in range(50)]  # up to +9.8 s
+    later = [1_700_000_007.0] + [1_700_000_010.0 + 0.2 * k for k in range(50)]
+    stats = IdStats()
+    stats.update(_frames(on_time))
+    stats.update(_frames(later))
+    (row,) = stats.rows()
+    assert stats.out_of_order == 1
+    assert row.intervals == 99 and row.period_max == pytest.approx(0.2)
+    assert row.period_mean == pytest.approx(0.2)
+
+
+def test_a_late_frame_across_a_step_breaks_no_cycle() -> None:
+    from candiag.decode.dbc import load_reference_database
+    from candiag.health.pipeline import BusPipeline
+
+    pipe = BusPipeline("can0", load_reference_database())
+    start = 1_700_000_000.0
+    pipe.process(_frames([start + 0.2 * k for k in range(50)]))
+    pipe.process(_frames([start + 7.0] + [start + 10.0 + 0.2 * k for k in range(200)]))
+    assert pipe.cycle_breaks() == []
