@@ -47,6 +47,11 @@ from candiag.ingest.frames import FrameBatch
 
 # Frames read ahead to decide which reference DBCs describe the traffic.
 SAMPLE_FRAMES = 20_000
+# The bitrate, when it is not given, is inferred from the first this many frames (the first
+# chunk of a capture read in chunks of 262,144 lines, as it always was): back-to-back pairs
+# are rare on a lightly loaded bus, and a smaller sample assumed a rate it used to infer
+# (a review).
+BITRATE_SAMPLE_FRAMES = 262_144
 
 
 __all__ = ["AnalysisReport", "AnalysisResult", "ClockEvent", "analyze_capture"]
@@ -210,12 +215,12 @@ def analyze_capture(
         source = progress(reader, source)
     ahead = read_ahead(_with_bits(source))
     try:
-        sample = _read_sample(ahead)
+        sample = _read_sample(ahead, SAMPLE_FRAMES if bitrate else BITRATE_SAMPLE_FRAMES)
         sample_batch = FrameBatch.concat([item.batch for item in sample])
         bitrates = _Bitrates(bitrate, config_bitrate, data_bitrate, _metadata(path))
         if bitrate is None:
             evidence = BitrateEvidence()
-            evidence.update(sample_batch)
+            evidence.update(sample_batch.take(slice(0, BITRATE_SAMPLE_FRAMES)))
             bitrates.inferred = evidence.results()
         matches: list[DbcMatch] = []
         if db is None:
@@ -266,14 +271,14 @@ def _with_bits(batches: Iterable[FrameBatch]) -> Iterator[_Read]:
         yield _Read(batch, frame_bits(batch))
 
 
-def _read_sample(items: Iterator[_Read]) -> list[_Read]:
-    """The first batches, up to :data:`SAMPLE_FRAMES` frames (the rest stays in the stream)."""
+def _read_sample(items: Iterator[_Read], frames: int) -> list[_Read]:
+    """The first batches, up to ``frames`` frames (the rest stays in the stream)."""
     sample: list[_Read] = []
-    frames = 0
+    seen = 0
     for item in items:
         sample.append(item)
-        frames += len(item.batch)
-        if frames >= SAMPLE_FRAMES:
+        seen += len(item.batch)
+        if seen >= frames:
             break
     return sample
 

@@ -25,7 +25,8 @@ from candiag.ingest.frames import ChannelTable, FrameBatch
 
 NAME = "candump -L"
 # Lines of a capture's first chunk: enough for the reference DBCs' identification sample
-# (candiag.decode.identify's 20,000 frames), an eighth of the default chunk.
+# (candiag.analysis.SAMPLE_FRAMES), an eighth of the default chunk.  A bitrate to infer
+# still reads its 262,144 frames (candiag.analysis.BITRATE_SAMPLE_FRAMES).
 FIRST_CHUNK_LINES = 32_768
 
 
