@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from candiag.analysis_report import AnalysisReport, CaptureReport, ClockEvent, DbcReport
-from candiag.capture import CaptureReader, CaptureStats
+from candiag.capture import STDIN, CaptureReader, CaptureStats
 from candiag.capture.metadata import MetadataReading, read_recording_metadata
 from candiag.capture.readahead import read_ahead
 from candiag.decode.dbc import ChargerDatabase
@@ -213,7 +213,10 @@ def analyze_capture(
     source = reader.batches()
     if progress is not None:  # the command line's progress display (candiag.cli.progress)
         source = progress(reader, source)
-    ahead = read_ahead(_with_bits(source))
+    # Only a regular file is read in a thread (standard input or a FIFO may block it for
+    # ever: capture/readahead.py).
+    regular = str(path) != STDIN and os.path.isfile(path)
+    ahead = read_ahead(_with_bits(source), threaded=regular)
     try:
         sample = _read_sample(ahead, SAMPLE_FRAMES if bitrate else BITRATE_SAMPLE_FRAMES)
         sample_batch = FrameBatch.concat([item.batch for item in sample])

@@ -68,3 +68,38 @@ def test_a_consumer_that_stops_early_stops_the_reader() -> None:
     ahead.close()
     assert not any(t.name == "candiag-read-ahead" for t in threading.enumerate())
     assert len(taken) < 10
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_analyze_of_an_open_pipe_exits_130(tmp_path: Path) -> None:
+    """``candump -L can0 | candiag analyze -`` stopped with Ctrl-C: standard input is read in
+    the consumer (a reading thread blocked on the open pipe held the stdin lock at exit:
+    "Fatal Python error", SIGABRT; a review)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    lines = "".join(f"({1_700_000_000 + k * 0.01:.6f}) can0 123#0102\n" for k in range(20_000))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "candiag", "analyze", "-", "-q", "--json", str(tmp_path / "r")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(lines.encode())
+        proc.stdin.flush()  # and the pipe stays open, as candump's does
+        time.sleep(5.0)  # started, read what there is, waiting for more
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)  # the pipe still open: communicate() would close it
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert b"Fatal Python error" not in err, err.decode(errors="replace")
+    assert proc.returncode == 130, err.decode(errors="replace")

@@ -35,9 +35,19 @@ class _Item(Generic[T]):
     error: Exception | None = None
 
 
-def read_ahead(batches: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
+def read_ahead(
+    batches: Iterator[T], depth: int = 2, *, threaded: bool = True
+) -> Generator[T, None, None]:
     """The items of ``batches`` (batches, or batches with what the thread computed of
-    them), read in a thread up to ``depth`` items ahead."""
+    them), read in a thread up to ``depth`` items ahead.
+
+    ``threaded=False`` reads them in the consumer, for standard input: a thread blocked on
+    an open pipe cannot be stopped, and at interpreter exit it still holds the stdin lock,
+    so a Ctrl-C ended in "Fatal Python error" and a core instead of exit code 130 (a review).
+    """
+    if not threaded:
+        yield from batches
+        return
     slots: queue.Queue[_Item[T]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
