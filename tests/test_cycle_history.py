@@ -196,6 +196,22 @@ def test_stretches_are_the_step_by_step_definition(
     same(got, oracle(frames, CycleThresholds()))
 
 
+@pytest.mark.parametrize("seed", [7, 8, 9])
+def test_a_batch_judged_in_small_blocks_of_steps_is_judged_alike(
+    db: ChargerDatabase, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """A batch of many steps is judged in blocks (bounded memory); blocks of 2 steps give
+    the definition's stretches too."""
+    from candiag.health import cycles
+
+    monkeypatch.setattr(cycles, "MAX_BLOCK_CELLS", 1)
+    monkeypatch.setattr(cycles, "MIN_BLOCK_STEPS", 2)
+    frames = traffic(seed, sorted(DECLARED), 260.0)
+    got = history_of(db, as_batch(frames), [T0 + 100.0])
+    assert got, "the random faults broke no cycle: pick another seed"
+    same(got, oracle(frames, CycleThresholds()))
+
+
 def test_quarter_second_batches_judge_as_one_batch(db: ChargerDatabase) -> None:
     """The live loop's batching and the analysis's give the same stretches, and there are
     some: the traffic has faults (a check that found nothing would prove nothing)."""

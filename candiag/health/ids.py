@@ -189,6 +189,9 @@ class Periods:
     def empty() -> Periods:
         return Periods(np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.float64))
 
+    def take(self, rows: npt.NDArray[np.intp] | slice) -> Periods:
+        return Periods(self.keys[rows], self.ts[rows], self.dt[rows])
+
 
 class IdStats:
     """Running per-identifier statistics over any number of batches and channels."""
