@@ -13,7 +13,10 @@ load is read (and refused) every time.  The cantools message objects are not kep
 
 Where: ``$CANDIAG_CACHE_DIR`` (``off`` disables the cache), else ``$XDG_CACHE_HOME/
 candiag``, else ``~/.cache/candiag``.  A pickle is code, so a folder or file that is not the
-user's own, or that others may write, is not read.  The service (``systemd/
+user's own, or that others may write, is not read, and a folder is created only where its
+nearest existing parent is the user's (root with another user's HOME leaves it alone).  An
+entry carries the SHA-256 of its pickle: a damaged one is read from the text, never
+unpickled into a different database.  The service (``systemd/
 candiag.service``: a dynamic user, the home hidden) has no such folder and reads its files
 as before.  Every failure to read or write the cache is silent: the file is then read from
 its text, which is always right.  At most :data:`MAX_FILES` files are kept (the oldest
@@ -39,8 +42,12 @@ ENV = "CANDIAG_CACHE_DIR"
 OFF = "off"
 MAX_FILES = 256
 # Raised when what a file becomes changes shape without any file below changing.
-FORMAT = 1
+FORMAT = 2
 SUFFIX = ".dbc.pickle"
+# An entry: MAGIC, the SHA-256 of the pickle, the pickle.
+MAGIC = b"candiag-dbc-cache\n"
+DIGEST_BYTES = 32
+MAX_ENTRY_BYTES = 64 << 20  # a DBC of 100,000 signals pickles to about 30 MB
 
 
 def cache_dir() -> Path | None:
@@ -67,10 +74,26 @@ def cached(path: Path, data: bytes, strict: bool) -> LoadedFile | None:
         with entry.open("rb") as f:
             if not (_trusted(os.fstat(f.fileno())) and _trusted(folder.stat())):
                 return None
-            loaded = pickle.load(f)
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
-        return None  # absent, unreadable or from code that is gone: read the text
+            raw = f.read(MAX_ENTRY_BYTES + 1)
+    except OSError:
+        return None  # absent or unreadable: read the text
+    payload = _checked(raw)
+    if payload is None:
+        return None  # damaged (a flipped byte unpickled into a different database: a review)
+    try:
+        loaded = pickle.loads(payload)
+    except Exception:  # written by other code (an edit the key did not see): read the text
+        return None
     return loaded if isinstance(loaded, LoadedFile) else None
+
+
+def _checked(raw: bytes) -> bytes | None:
+    """The pickle of an entry whose header and SHA-256 of the pickle hold, else None."""
+    head = len(MAGIC) + DIGEST_BYTES
+    if len(raw) > MAX_ENTRY_BYTES or not raw.startswith(MAGIC) or len(raw) <= head:
+        return None
+    payload = raw[head:]
+    return payload if hashlib.sha256(payload).digest() == raw[len(MAGIC) : head] else None
 
 
 def keep(path: Path, data: bytes, strict: bool, loaded: LoadedFile) -> None:
@@ -85,18 +108,35 @@ def keep(path: Path, data: bytes, strict: bool, loaded: LoadedFile) -> None:
     import tempfile  # only when writing (start-up)
 
     with contextlib.suppress(OSError, pickle.PicklingError, TypeError, AttributeError):
+        if not _ours(folder):
+            return
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not _trusted(folder.stat()):
+            return
+        payload = pickle.dumps(lean, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(payload) + len(MAGIC) + DIGEST_BYTES > MAX_ENTRY_BYTES:
             return
         fd, partial = tempfile.mkstemp(dir=folder, suffix=".partial")
         try:
             with os.fdopen(fd, "wb") as f:
-                pickle.dump(lean, f, protocol=pickle.HIGHEST_PROTOCOL)
+                f.write(MAGIC + hashlib.sha256(payload).digest() + payload)
             os.replace(partial, folder / (_key(path, data, strict) + SUFFIX))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(partial)
         _trim(folder)
+
+
+def _ours(folder: Path) -> bool:
+    """The folder, or the nearest of its parents that exists, belongs to this user: root
+    running with another user's HOME (``sudo -E``) must not create a root-owned
+    ``~/.cache`` there (a review)."""
+    for candidate in (folder, *folder.parents):
+        try:
+            return candidate.stat().st_uid == os.geteuid()
+        except FileNotFoundError:
+            continue
+    return False
 
 
 def _trusted(st: os.stat_result) -> bool:
@@ -123,7 +163,8 @@ _VERSIONS: list[str] = []
 
 
 def _versions() -> str:
-    """Python, numpy, cantools (its files, without importing it) and candiag's DBC code."""
+    """Python, numpy, cantools and textparser (their files, without importing them) and
+    candiag's DBC code."""
     if not _VERSIONS:
         import numpy as np
 
@@ -135,6 +176,12 @@ def _versions() -> str:
             # edit in place.
             files += sorted(package.parent.glob("cantools-*.dist-info/RECORD"))
             files += sorted((package / "database" / "can" / "formats").glob("*.py"))
+        grammar = find_spec("textparser")  # cantools' DBC grammar engine
+        if grammar is not None and grammar.origin:
+            files.append(Path(grammar.origin))
+            files += sorted(
+                Path(grammar.origin).parent.parent.glob("textparser-*.dist-info/RECORD")
+            )
         stamps = []
         for f in files:
             with contextlib.suppress(OSError):
