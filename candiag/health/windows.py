@@ -184,11 +184,23 @@ class SecondRing:
 
 
 def _merge_sparse(s1: I64, v1: I64, s2: I64, v2: I64) -> tuple[I64, I64]:
+    """Per-second rows of both, one row per second (sorted), values of a second summed.
+
+    A sort and one ``add.reduceat`` over all columns: ``np.add.at`` cost 0.3 s of 100 h of
+    the benchmark capture, whose batches each pass an hour of seconds to history."""
     seconds = np.concatenate([s1, s2])
-    uniq, inverse = np.unique(seconds, return_inverse=True)
-    values = np.zeros((uniq.size, v1.shape[1]), np.int64)
-    np.add.at(values, inverse, np.concatenate([v1, v2]))
-    return uniq, values
+    values = np.concatenate([v1, v2])
+    if seconds.size == 0:
+        return seconds, values
+    order = np.argsort(seconds, kind="stable")
+    seconds, values = seconds[order], values[order]
+    new = np.ones(seconds.size, np.bool_)
+    new[1:] = seconds[1:] != seconds[:-1]
+    if new.all():
+        return seconds, values  # the usual case: no second in both
+    starts = np.flatnonzero(new)
+    summed: I64 = np.add.reduceat(values, starts, axis=0)
+    return seconds[starts], summed
 
 
 def per_second_totals(
