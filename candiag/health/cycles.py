@@ -14,9 +14,10 @@ Vectorized across steps as well as frames: a batch's periods (what
 :meth:`candiag.health.ids.IdStats.update` measured) are summed per (step, identifier) with
 one ``bincount`` each, the minutes ending at every step of the batch are differences of
 running sums over those rows, and the stretches are merged per identifier with array
-comparisons.  Half an hour of traffic is judged in a few passes whatever its number of
-steps: issue 15 measured the same frames over 10 h costing 2.5 times those over 10 min
-while each step was judged on its own.
+comparisons.  A batch (a reader's chunk, hours of a thin capture) is judged in a few passes
+whatever its number of steps, in blocks of at most :data:`MAX_BLOCK_CELLS` (step x id)
+cells so memory stays bounded: issue 15 measured the same frames over 10 h costing 2.5
+times those over 10 min while each step was judged on its own.
 """
 
 from __future__ import annotations

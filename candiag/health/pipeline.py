@@ -266,8 +266,8 @@ class BusPipeline:
         """Fold one batch into every tracker (array operations; no per-frame Python).
 
         ``bits`` and ``decoded``: this batch's frame bits and decode result, when the
-        caller computed them once for a larger batch and hands over slices
-        (:func:`slice_decoded`), as the offline analysis does between evaluations.
+        caller computed them (the offline analysis counts the bits in its reading thread),
+        or once for a larger batch it hands over in slices (:func:`slice_decoded`).
         ``signal_stats=False``: only the facts diagnosis reads are updated here; the caller
         folds the whole batch's statistics with :meth:`fold_signal_stats`.
         """
