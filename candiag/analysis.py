@@ -39,6 +39,7 @@ from candiag.health.bitrate import (
     BitrateInference,
     choose_bitrate,
 )
+from candiag.health.bus import channel_rows
 from candiag.health.busload import frame_bits
 from candiag.health.nodes import FamilyPolicy
 from candiag.health.pipeline import BusPipeline
@@ -301,13 +302,8 @@ def _pieces(read: _Read) -> Iterator[tuple[str, _Read]]:
     ts = read.batch.timestamp
     if not bool(np.all(ts[1:] >= ts[:-1])):  # interleaved sources of one file may not be
         read = read.take(np.argsort(ts, kind="stable"))
-    names = read.batch.channels or ["can0"]
-    present = np.flatnonzero(np.bincount(read.batch.channel))  # small indices: cheap
-    if present.size == 1:
-        yield names[int(present[0])], read
-        return
-    for c in present.tolist():
-        yield names[c], read.take(np.flatnonzero(read.batch.channel == c))
+    for name, rows in channel_rows(read.batch).items():
+        yield name, read if rows is None else read.take(rows)
 
 
 def _evaluate_once(engine: DiagnosisEngine, buses: _Buses, end: float) -> dict[str, float]:

@@ -9,14 +9,11 @@ adversarial review found ACK errors and a load burst lost when they were added a
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-CLI = [sys.executable, "-m", "candiag"]
+from tests.cli_runs import analyze_report, simulate_capture
 
 
 def _time(line: str) -> float:
@@ -25,19 +22,14 @@ def _time(line: str) -> float:
 
 @pytest.mark.slow
 def test_ack_errors_before_two_thin_hours_in_one_chunk_are_found(tmp_path: Path) -> None:
-    busy = tmp_path / "busy.log"
-    subprocess.run([*CLI, "simulate", "-q", "-o", str(busy), "-d", "60",
-                    "--fault", "error_frames@5+20:class=ack,rate=20"],
-                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    busy = simulate_capture(tmp_path / "busy.log", 60, "error_frames@5+20:class=ack,rate=20")
     lines = [ln for ln in busy.read_text().splitlines() if ln.startswith("(")]
     imd = next(ln.split(")", 1)[1] for ln in lines if " 037#" in ln)
     end = _time(lines[-1])
     thin = [f"({end + 0.5 + i:.6f}){imd}" for i in range(7200)]  # one IMD frame a second, 2 h
     capture = tmp_path / "ack_then_two_hours.log"
     capture.write_text("\n".join(lines + thin) + "\n")
-    out = subprocess.run([*CLI, "analyze", str(capture), "--json", "-", "-q"],
-                         capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
-    report = json.loads(out.stdout)
+    report = analyze_report(capture)
     ack = [f for f in report["findings"] if f["code"] == "CAN_ERR_ACK"]
     assert len(ack) == 1, [f["code"] for f in report["findings"]]
     start = _time(lines[0])

@@ -8,23 +8,18 @@ over a full window of arrivals (``candiag/health/nodes.py``, ``RATE_TAIL``).
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-CLI = [sys.executable, "-m", "candiag"]
+from tests.cli_runs import analyze_report, simulate_capture
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("grid_s", [0.5, 1.0])
 def test_a_healthy_capture_on_a_coarse_grid_has_no_duplicate(grid_s: float, tmp_path: Path) -> None:
-    fine = tmp_path / "fine.log"
-    subprocess.run([*CLI, "simulate", "-q", "-o", str(fine), "-d", "60"],
-                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    fine = simulate_capture(tmp_path / "fine.log", 60)
     lines = []
     for line in fine.read_text().splitlines():
         if line.startswith("("):
@@ -32,19 +27,13 @@ def test_a_healthy_capture_on_a_coarse_grid_has_no_duplicate(grid_s: float, tmp_
             lines.append(f"({math.floor(float(t) / grid_s) * grid_s:.6f}){rest}")
     coarse = tmp_path / "coarse.log"
     coarse.write_text("\n".join(lines) + "\n")
-    out = subprocess.run([*CLI, "analyze", str(coarse), "--json", "-", "-q"],
-                         capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
-    codes = {f["code"] for f in json.loads(out.stdout)["findings"]}
+    codes = {f["code"] for f in analyze_report(coarse, timeout=120)["findings"]}
     assert "CAN_NODE_DUPLICATE" not in codes, codes
 
 
 @pytest.mark.slow
 def test_a_real_duplicate_is_still_found(tmp_path: Path) -> None:
-    capture = tmp_path / "dup.log"
-    subprocess.run([*CLI, "simulate", "-q", "-o", str(capture), "-d", "60",
-                    "--fault", "duplicate_address@20+20:module=2"],
-                   check=True, capture_output=True, timeout=120)  # fmt: skip
-    out = subprocess.run([*CLI, "analyze", str(capture), "--json", "-", "-q"],
-                         capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
-    found = [f for f in json.loads(out.stdout)["findings"] if f["code"] == "CAN_NODE_DUPLICATE"]
+    capture = simulate_capture(tmp_path / "dup.log", 60, "duplicate_address@20+20:module=2")
+    report = analyze_report(capture, timeout=120)
+    found = [f for f in report["findings"] if f["code"] == "CAN_NODE_DUPLICATE"]
     assert [f["subject"] for f in found] == ["can0/power_module/2"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import os
 import pickle
@@ -159,36 +160,30 @@ def _key(path: Path, data: bytes, strict: bool) -> str:
     return digest.hexdigest()
 
 
-_VERSIONS: list[str] = []
-
-
+@functools.cache
 def _versions() -> str:
     """Python, numpy, cantools and textparser (their files, without importing them) and
     candiag's DBC code."""
-    if not _VERSIONS:
-        import numpy as np
+    import numpy as np
 
-        files = [Path(__file__).with_name(n) for n in _CODE]
-        spec = find_spec("cantools")
-        if spec is not None and spec.origin:
-            package = Path(spec.origin).parent
-            # Its installed metadata changes with every install; the parser's files with an
-            # edit in place.
-            files += sorted(package.parent.glob("cantools-*.dist-info/RECORD"))
-            files += sorted((package / "database" / "can" / "formats").glob("*.py"))
-        grammar = find_spec("textparser")  # cantools' DBC grammar engine
-        if grammar is not None and grammar.origin:
-            files.append(Path(grammar.origin))
-            files += sorted(
-                Path(grammar.origin).parent.parent.glob("textparser-*.dist-info/RECORD")
-            )
-        stamps = []
-        for f in files:
-            with contextlib.suppress(OSError):
-                st = f.stat()
-                stamps.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
-        _VERSIONS.append("|".join([sys.version, np.__version__, __version__, str(FORMAT), *stamps]))
-    return _VERSIONS[0]
+    files = [Path(__file__).with_name(n) for n in _CODE]
+    spec = find_spec("cantools")
+    if spec is not None and spec.origin:
+        package = Path(spec.origin).parent
+        # Its installed metadata changes with every install; the parser's files with an
+        # edit in place.
+        files += sorted(package.parent.glob("cantools-*.dist-info/RECORD"))
+        files += sorted((package / "database" / "can" / "formats").glob("*.py"))
+    grammar = find_spec("textparser")  # cantools' DBC grammar engine
+    if grammar is not None and grammar.origin:
+        files.append(Path(grammar.origin))
+        files += sorted(Path(grammar.origin).parent.parent.glob("textparser-*.dist-info/RECORD"))
+    stamps = []
+    for f in files:
+        with contextlib.suppress(OSError):
+            st = f.stat()
+            stamps.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join([sys.version, np.__version__, __version__, str(FORMAT), *stamps])
 
 
 # candiag's modules that decide what a DBC file becomes.

@@ -29,15 +29,24 @@ DROP_SOURCES = ("socket", "interface")
 MIN_LOAD_SPAN_S = 1.0
 
 
-def split_by_channel(batch: FrameBatch) -> dict[str, FrameBatch]:
-    """The frames of each channel of ``batch``, by channel name (order of first appearance)."""
+def channel_rows(batch: FrameBatch) -> dict[str, npt.NDArray[np.intp] | None]:
+    """The rows of each channel of ``batch``, by channel name (``None``: all of them, the
+    batch holds one channel)."""
     if len(batch) == 0:
         return {}
     names = batch.channels or ["can0"]
     present = np.flatnonzero(np.bincount(batch.channel))  # small indices: cheaper than unique
     if present.size == 1:
-        return {names[int(present[0])]: batch}
-    return {names[int(c)]: batch.take(batch.channel == c) for c in present}
+        return {names[int(present[0])]: None}
+    return {names[int(c)]: np.flatnonzero(batch.channel == c) for c in present}
+
+
+def split_by_channel(batch: FrameBatch) -> dict[str, FrameBatch]:
+    """The frames of each channel of ``batch``, by channel name."""
+    return {
+        name: batch if rows is None else batch.take(rows)
+        for name, rows in channel_rows(batch).items()
+    }
 
 
 class BusHealth:

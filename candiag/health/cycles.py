@@ -58,6 +58,12 @@ SUMS = 5
 DeclaredOf = Callable[[I64], F64]
 
 
+def step_of(ts: F64, running: int | None = None) -> I64:
+    """The cycle step of each timestamp; a late one (before ``running``) counts in it."""
+    steps: I64 = np.floor(ts / CYCLE_STEP_S).astype(np.int64)
+    return steps if running is None else np.maximum(steps, running)
+
+
 @dataclass(frozen=True)
 class CycleBreak:
     """One identifier that broke its declared cycle over ``[start, end)``.
@@ -191,7 +197,11 @@ class CycleHistory:
         before = self._rows
         running = int(before.steps[-1]) if len(before) else None
         if running is not None and steps[0] < running:
-            raise ValueError(f"cycle steps went back: {int(steps[0])} < running {running}")
+            raise ValueError(
+                f"CycleHistory.add: step {int(steps[0])} is before the running step {running}; "
+                "hand steps over in time order, late frames in the running step "
+                "(as BusPipeline._track_recent_ids does)"
+            )
         rows = before.then(self._step_sums(steps, periods, thresholds))
         # Judge the steps now closed: the running one if the batch moved on, and every
         # step of the batch but its last.
@@ -256,8 +266,7 @@ class CycleHistory:
             if not col.size:
                 continue
             # A late frame counts in the running step, as the steps were handed over.
-            step = np.maximum(np.floor(ts / CYCLE_STEP_S).astype(np.int64), steps[0])
-            flat = np.searchsorted(steps, step) * n_keys + col
+            flat = np.searchsorted(steps, step_of(ts, int(steps[0]))) * n_keys + col
             valid = np.isfinite(dt)
             at, d, c = flat[valid], dt[valid], col[valid]
             b = bin_of(d)
@@ -313,8 +322,7 @@ class CycleHistory:
 def _by_step(part: Periods, steps: I64) -> tuple[Periods, npt.NDArray[np.intp]]:
     """``part`` ordered by the step row of each frame (stable: by key then time within a
     step), and those rows, ascending."""
-    step = np.maximum(np.floor(part.ts / CYCLE_STEP_S).astype(np.int64), steps[0])
-    rows = np.searchsorted(steps, step)
+    rows = np.searchsorted(steps, step_of(part.ts, int(steps[0])))
     order = np.argsort(rows, kind="stable")
     return part.take(order), rows[order]
 

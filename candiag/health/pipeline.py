@@ -34,7 +34,13 @@ from candiag.health.arrays import run_bounds
 from candiag.health.bitrate import DEFAULT_BITRATE
 from candiag.health.bus import BusHealth
 from candiag.health.busstate import BUS_STATES, BusStateTracker
-from candiag.health.cycles import CYCLE_STEP_S, MAX_CYCLE_BREAKS, CycleBreak, CycleHistory
+from candiag.health.cycles import (
+    CYCLE_STEP_S,
+    MAX_CYCLE_BREAKS,
+    CycleBreak,
+    CycleHistory,
+    step_of,
+)
 from candiag.health.errorframes import ERROR_CLASSES, ErrorFrameSummary
 from candiag.health.ids import (
     DEFAULT_MAX_IDS,
@@ -406,10 +412,9 @@ class BusPipeline:
         """Each frame into the cycle step (and epoch) of its time; late frames count in the
         current step.  A batch of many steps is one pass: its epochs are a few slices, and
         the cycle history judges all its steps at once."""
-        steps = np.floor(batch.timestamp / CYCLE_STEP_S).astype(np.int64)
         if self._step is None:
-            self._step = int(steps.min())
-        steps = np.maximum(steps, self._step)
+            self._step = int(step_of(batch.timestamp).min())
+        steps = step_of(batch.timestamp, self._step)
         if not bool(np.all(steps[1:] >= steps[:-1])):
             # Stable: within a step the frames keep their order.
             order = np.argsort(steps, kind="stable")

@@ -86,7 +86,7 @@ class SecondRing:
         self.head = second
         if not (exp_s.size or old_s.size):
             return old_s, old_v
-        merged_s, merged_v = _merge_sparse(exp_s, exp_v, old_s, old_v)
+        merged_s, merged_v = _merge_sparse([(exp_s, exp_v), (old_s, old_v)])
         if self.keep_history:
             self._history.append((merged_s, merged_v))
         whole = np.isin(merged_s, old_s)
@@ -183,13 +183,14 @@ class SecondRing:
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _merge_sparse(s1: I64, v1: I64, s2: I64, v2: I64) -> tuple[I64, I64]:
-    """Per-second rows of both, one row per second (sorted), values of a second summed.
+def _merge_sparse(parts: Sequence[tuple[I64, I64]]) -> tuple[I64, I64]:
+    """The per-second rows of all ``parts``, one row per second (sorted), values of a
+    second summed.
 
     A sort and one ``add.reduceat`` over all columns: ``np.add.at`` cost 0.3 s of 100 h of
     the benchmark capture, whose batches each pass an hour of seconds to history."""
-    seconds = np.concatenate([s1, s2])
-    values = np.concatenate([v1, v2])
+    seconds = np.concatenate([p[0] for p in parts])
+    values = np.concatenate([p[1] for p in parts])
     if seconds.size == 0:
         return seconds, values
     order = np.argsort(seconds, kind="stable")
@@ -321,15 +322,7 @@ class BusWindows:
             full = np.zeros((uniq_b.size, k), np.int64)
             full[:, _BUS_OFF] = totals_b[:, 0]
             parts.append((uniq_b, full))
-        if len(parts) > 1:
-            uniq_all, totals_all = _merge_sparse(
-                np.concatenate([p[0] for p in parts[:-1]]),
-                np.concatenate([p[1] for p in parts[:-1]]),
-                *parts[-1],
-            )
-        else:
-            uniq_all, totals_all = uniq, totals
-        passed_s, passed_v = self.ring.add(uniq_all, totals_all)
+        passed_s, passed_v = self.ring.add(*(_merge_sparse(parts) if len(parts) > 1 else parts[0]))
         if len(batch):
             newest = float(batch.timestamp.max())
             self.last_timestamp = (
